@@ -1,0 +1,3 @@
+from .archive import repo_archive
+
+__all__ = ["repo_archive"]

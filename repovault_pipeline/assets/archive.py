@@ -1,0 +1,145 @@
+"""`repo_archive`: one partition per repository, computed by clone_repo -> upload_snapshot ->
+record_lineage. The work is in `core.snapshot`; these ops add the run's request, its lineage,
+retries for transient failures and the materialization metadata."""
+
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import (
+    Backoff,
+    Failure,
+    HookContext,
+    Jitter,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    Output,
+    RetryPolicy,
+    failure_hook,
+    graph_asset,
+    op,
+)
+
+from ..core.errors import ArchiveError, TransientError
+from ..core.identity import InvalidRepoUrl
+from ..core.lineage import now
+from ..core.redact import mask_secrets
+from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
+from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
+from ..partitions import repositories
+from ..resources import LineageResource, VaultResource
+
+# Transient failures (network, S3 5xx) raise plainly and are retried; permanent ones raise
+# Failure(allow_retries=False) and fail the run at once with their reason.
+TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+def _request(context: OpExecutionContext | HookContext) -> RunRequestInfo:
+    run = context.instance.get_run_by_id(context.run_id)
+    return request_of_run(run.tags if run else {}, context.run_id)
+
+
+@contextmanager
+def _archive_errors(context: OpExecutionContext) -> Iterator[None]:
+    """Permanent errors fail at once with their one-line reason; transient ones are retried."""
+    try:
+        yield
+    except TransientError as exc:
+        context.log.warning(f"transient failure (attempt {context.retry_number + 1}): {exc}")
+        raise
+    except (InvalidRepoUrl, ArchiveError) as exc:
+        raise Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
+
+
+@op(out=Out(Prepared), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
+def clone_repo(context: OpExecutionContext, vault: VaultResource, lineage: LineageResource) -> Prepared:
+    """Clone the partition's repository, bundle it and list HEAD, unless nothing changed."""
+    repo_id = context.partition_key
+    request = _request(context)
+    settings = vault.settings()
+    store = lineage.store()
+    run_record = context.instance.get_run_record_by_id(context.run_id)
+    created_at = request.requested_at or (run_record.create_timestamp if run_record else None)
+    url = request.repo_url or store.last_url(repo_id)
+    store.record_started(
+        request.request_id, url or default_clone_url(repo_id), repo_id, request.source,
+        context.run_id, created_at=created_at,
+    )
+    with _archive_errors(context):
+        ref = resolve_clone_ref(repo_id, url, settings)
+        context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
+        return vault.writer(context.log).prepare(ref, settings.work_dir / context.run_id)
+
+
+@op(out=Out(ArchiveResult), retry_policy=TRANSIENT_RETRY, tags={"kind": "s3"})
+def upload_snapshot(context: OpExecutionContext, vault: VaultResource, prepared: Prepared) -> ArchiveResult:
+    """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention."""
+    if not prepared.unchanged and not prepared.repo_path.is_dir():
+        raise Failure(
+            description="the clone of this run is gone from local disk; re-execute the run",
+            allow_retries=False,
+        )
+    with _archive_errors(context):
+        result = vault.writer(context.log).upload(prepared)
+    discard(prepared)
+    return result
+
+
+@op(retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"})
+def record_lineage(
+    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, result: ArchiveResult
+) -> Output[dict]:
+    """Close the request's row and publish what the run did as materialization metadata."""
+    request = _request(context)
+    lineage.store().record_finished(
+        request.request_id, result.outcome, snapshot_id=result.snapshot_id,
+        head_commit=result.head_commit, bytes_uploaded=result.bytes_uploaded, finished_at=now(),
+    )
+    location = vault.store().location(result.bucket)
+    return Output(
+        result.to_dict(),
+        metadata={
+            "outcome": result.outcome,
+            "head_commit": result.head_commit,
+            "snapshot_id": result.snapshot_id or "",
+            "default_branch": result.default_branch,
+            "bytes_uploaded": MetadataValue.int(result.bytes_uploaded),
+            "files_uploaded": MetadataValue.int(result.files_uploaded),
+            "files_deleted": MetadataValue.int(result.files_deleted),
+            "tree_files": MetadataValue.int(result.tree_files),
+            "tree_bytes": MetadataValue.int(result.tree_bytes),
+            "bundle_size": MetadataValue.int(result.bundle_size),
+            "clone_s": MetadataValue.float(result.clone_s),
+            "upload_s": MetadataValue.float(result.upload_s),
+            "duration_s": MetadataValue.float(result.duration_s),
+            "bucket": MetadataValue.url(location)
+            if location.startswith("http")
+            else MetadataValue.path(location),
+            "request_id": request.request_id,
+        },
+    )
+
+
+@failure_hook(required_resource_keys={"vault", "lineage"})
+def record_failure(context: HookContext) -> None:
+    """A failed step closes the request as `failed` with its reason and frees the clone."""
+    exc = context.op_exception
+    reason = exc.description if isinstance(exc, Failure) and exc.description else str(exc)
+    request = _request(context)
+    context.resources.lineage.store().record_finished(
+        request.request_id, "failed", error=mask_secrets(reason) or "the run failed", finished_at=now()
+    )
+    remove_work_dir(context.resources.vault.settings().work_dir / context.run_id)
+
+
+@graph_asset(
+    partitions_def=repositories,
+    group_name="repovault",
+    hooks={record_failure},
+    kinds={"git", "s3"},
+    description="A git repository archived in its own bucket: bundle of all refs, HEAD files, "
+    "manifest, latest.json. One partition per repo_id.",
+)
+def repo_archive() -> dict:
+    return record_lineage(upload_snapshot(clone_repo()))

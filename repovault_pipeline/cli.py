@@ -1,0 +1,156 @@
+"""`repovault`: the command line of SPEC "Command line".
+
+Exit codes: 0 done, 1 the work failed (service down, nothing stored), 2 bad input. Every error is
+one line on stderr saying what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.engine.url import make_url
+
+from .core.errors import ArchiveError
+from .core.identity import InvalidRepoUrl, parse_repo_url
+from .core.lineage import LineageStore, Request
+from .core.restore import resolve_target, restore
+from .core.settings import ConfigError, Settings
+from .core.snapshot import archived_repositories
+from .core.store import open_store
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """The user gave something we cannot use: exit 2."""
+
+
+def _lineage(settings: Settings) -> LineageStore:
+    store = LineageStore(settings.db_url)
+    store.create_tables()
+    return store
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    _lineage(settings)
+    print(f"lineage table repo_requests ready at {_safe_url(settings.db_url)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    lineage = _lineage(settings)
+    target = args.target
+    if target is None:
+        rows = lineage.find(limit=args.limit)
+    elif request := lineage.get(target):
+        rows = [request]
+    else:
+        try:
+            ref = parse_repo_url(target, settings.allowed_schemes, settings.allowed_hosts)
+        except InvalidRepoUrl as exc:
+            raise BadInput(f"{target[:80]!r} is neither a request id nor a valid URL: {exc}") from None
+        rows = lineage.find(repo_id=ref.repo_id, limit=args.limit)
+    if not rows:
+        print("no requests found" if target is None else f"no requests for {target}", file=sys.stderr)
+        return EXIT_FAILED if target else 0
+    _table(
+        ["request_id", "repo_id", "source", "status", "created", "injected", "started", "finished", "error"],
+        [_status_row(r) for r in rows],
+    )
+    return 0
+
+
+def _status_row(r: Request) -> list[str]:
+    return [
+        r.request_id, r.repo_id or "-", r.source, r.status, _ts(r.creation_timestamp),
+        _ts(r.inyector_timestamp), _ts(r.worker_start_timestamp), _ts(r.worker_finishing_timestamp),
+        (r.error or "")[:100],
+    ]
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = [
+        [m["repo_id"], m["bucket"], m["snapshot_id"], m["head_commit"][:12],
+         _size(m["bundle"]["size"]), str(m["tree"]["files"])]
+        for m in archived_repositories(open_store(settings), settings.bucket_prefix)
+    ]
+    if not rows:
+        print("no repositories archived yet", file=sys.stderr)
+        return 0
+    _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    ref = resolve_target(args.target, settings)
+    done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot)
+    print(
+        f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
+        f"HEAD {done.head_commit}, {done.refs} refs verified"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repovault", description="RepoVault: git repositories archived into S3/MinIO."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
+    status = sub.add_parser("status", help="requests and their timestamps")
+    status.add_argument("target", nargs="?", help="a request id or a repository URL")
+    status.add_argument("--limit", type=int, default=50, help="newest N requests (default 50)")
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("list", help="archived repositories").set_defaults(func=cmd_list)
+    rest = sub.add_parser("restore", help="rebuild a working clone from a stored bundle")
+    rest.add_argument("target", metavar="URL_OR_REPO_ID")
+    rest.add_argument("dest", metavar="DEST", help="new or empty folder")
+    rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    rest.set_defaults(func=cmd_restore)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, Settings.from_env())
+    except (BadInput, InvalidRepoUrl, ConfigError) as exc:
+        print(f"repovault {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ArchiveError as exc:
+        print(f"repovault {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

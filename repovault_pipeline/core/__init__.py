@@ -1,0 +1,1 @@
+"""Plain-Python core of RepoVault: no Dagster import anywhere below this package."""

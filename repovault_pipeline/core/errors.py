@@ -1,0 +1,27 @@
+"""Errors of the archive, split by what a caller should do about them."""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """A failure that retrying will not fix; `str()` is the reason recorded in `error`."""
+
+    transient = False
+
+
+class TransientError(ArchiveError):
+    """A failure worth retrying: the network, the object store or the remote hiccupped."""
+
+    transient = True
+
+
+class RepoNotFound(ArchiveError):
+    """The remote says the repository does not exist, or we may not read it."""
+
+
+class RepoTooLarge(ArchiveError):
+    """The clone grew past REPOVAULT_MAX_REPO_MB."""
+
+
+class GitTimeout(ArchiveError):
+    """A git operation ran past REPOVAULT_GIT_TIMEOUT_S."""

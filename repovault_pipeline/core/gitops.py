@@ -1,0 +1,342 @@
+"""Git, hardened: clone untrusted remotes, bundle them and read HEAD's files from git objects.
+
+Every command runs through GitPython's `Git` with an environment that disables hooks, system and
+global config, credential helpers, prompts and every transport but the allowed schemes, and with
+`--` before any URL. Credentials travel in the environment (`GIT_CONFIG_*`), never on a command
+line, in a config file or in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import git
+
+from .errors import ArchiveError, GitTimeout, RepoNotFound, RepoTooLarge, TransientError
+from .identity import RepoRef
+from .redact import mask_secrets
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+HARDENING = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "protocol.file.allow=never",
+    "-c", "protocol.ext.allow=never",
+    "-c", "credential.helper=",
+    "-c", "core.fsmonitor=false",
+    "-c", "submodule.recurse=false",
+)
+GITHUB_HOSTS = ("github.com",)
+MODE_SYMLINK = "120000"
+MODE_SUBMODULE = "160000"
+PROGRESS_EVERY_S = 5.0
+_NOT_FOUND = (
+    "repository not found", "not found", "does not appear to be a git repository",
+    "could not read username", "authentication failed", "terminal prompts disabled",
+    "permission denied", "returned error: 401", "returned error: 403", "returned error: 404",
+)
+_TRANSIENT = (
+    "could not resolve host", "connection refused", "connection timed out", "timed out",
+    "rpc failed", "early eof", "connection reset", "remote end hung up", "returned error: 5",
+    "gnutls_handshake", "ssl connect error", "ssl_error", "temporary failure",
+    "network is unreachable", "operation too slow",
+)
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """What the remote advertises: branch and tag refs, and the branch HEAD points at."""
+
+    refs: dict[str, str]
+    default_branch: str | None
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    path: str
+    mode: str
+    sha: str
+    size: int
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == MODE_SYMLINK
+
+
+class GitClient:
+    """Runs git for one repository reference with the hardened environment of `settings`."""
+
+    def __init__(self, settings: Settings, logger: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.log = logger or log
+
+    def environment(
+        self, ref: RepoRef | None = None, protocols: tuple[str, ...] | None = None
+    ) -> dict[str, str]:
+        """Environment of every git command; `protocols` overrides the allowed transports."""
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_ALLOW_PROTOCOL": ":".join(protocols or self.settings.allowed_schemes),
+            "GIT_PROTOCOL_FROM_USER": "0",
+            "GIT_CONFIG_COUNT": "0",
+            "LC_ALL": "C",
+        }
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
+        if self.settings.ssh_key:
+            ssh += ["-o", "IdentitiesOnly=yes", "-i", str(self.settings.ssh_key)]
+        env["GIT_SSH_COMMAND"] = " ".join(ssh)
+        token = self.settings.github_token
+        if token and ref is not None and ref.scheme == "https" and ref.host in GITHUB_HOSTS:
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0=f"http.https://{ref.host}/.extraheader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
+        return env
+
+    def ls_remote(self, ref: RepoRef) -> RemoteState:
+        """The remote's refs without cloning: the cheap check behind the `unchanged` outcome."""
+        out = self.run(["ls-remote", "--symref", "--", ref.url], ref=ref)
+        refs: dict[str, str] = {}
+        default_branch = None
+        for line in out.decode(errors="replace").splitlines():
+            left, _, name = line.partition("\t")
+            if left.startswith("ref: ") and name == "HEAD":
+                default_branch = left[len("ref: ") :].removeprefix("refs/heads/")
+            elif _is_archived_ref(name):
+                refs[name] = left
+        return RemoteState(refs=refs, default_branch=default_branch)
+
+    def clone(self, ref: RepoRef, dest: Path) -> LocalRepo:
+        """Bare clone of every branch and tag, aborted past the size cap or the timeout."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.log.info("cloning %s", ref.url)
+        self.run(
+            ["clone", "--bare", "--template=", "--progress", "--", ref.url, str(dest)],
+            ref=ref,
+            watch=dest,
+        )
+        return LocalRepo(dest, self)
+
+    def run(
+        self,
+        args: list[str],
+        ref: RepoRef | None = None,
+        cwd: Path | None = None,
+        watch: Path | None = None,
+        protocols: tuple[str, ...] | None = None,
+    ) -> bytes:
+        """Run git; classify a failure; kill it past the timeout or when `watch` outgrows the cap."""
+        cmd = ["git", *HARDENING, *args]
+        proc = git.Git(str(cwd) if cwd else None).execute(
+            cmd, as_process=True, env=self.environment(ref, protocols), start_new_session=True
+        )
+        popen = proc.proc
+        stdout, stderr = bytearray(), _StderrTail(self.log if watch else None)
+        readers = [
+            threading.Thread(target=_drain, args=(popen.stdout, stdout.extend), daemon=True),
+            threading.Thread(target=_drain, args=(popen.stderr, stderr.feed), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        cap = self.settings.max_repo_mb * 1024 * 1024
+        deadline = time.monotonic() + self.settings.git_timeout_s
+        failure: ArchiveError | None = None
+        while popen.poll() is None:
+            time.sleep(0.2)
+            if time.monotonic() > deadline:
+                failure = GitTimeout(
+                    f"git {args[0]} ran past REPOVAULT_GIT_TIMEOUT_S={self.settings.git_timeout_s}s"
+                    " and was aborted"
+                )
+            elif watch is not None and (size := _tree_size(watch)) > cap:
+                failure = RepoTooLarge(
+                    f"repository is larger than REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
+                    f" ({size // (1024 * 1024)} MB received so far); clone aborted"
+                )
+            if failure:
+                _kill_group(popen)
+                break
+        popen.wait()
+        for reader in readers:
+            reader.join(timeout=5)
+        if failure:
+            raise failure
+        if watch is not None and (size := _tree_size(watch)) > cap:
+            raise RepoTooLarge(
+                f"repository is {size // (1024 * 1024)} MB, larger than "
+                f"REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
+            )
+        if popen.returncode != 0:
+            raise _classify(args[0], stderr.text(), self.settings.github_token)
+        return bytes(stdout)
+
+
+class LocalRepo:
+    """A bare clone on local disk: its refs, its bundle, its HEAD tree."""
+
+    def __init__(self, path: Path, client: GitClient) -> None:
+        self.path = path
+        self.client = client
+
+    def git(self, *args: str) -> str:
+        return self.client.run(list(args), cwd=self.path).decode(errors="replace")
+
+    def refs(self) -> dict[str, str]:
+        out = self.git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+        pairs = (line.split(" ", 1) for line in out.splitlines() if line)
+        return {name: sha for sha, name in pairs}
+
+    def default_branch(self) -> str:
+        return self.git("symbolic-ref", "--quiet", "HEAD").strip().removeprefix("refs/heads/")
+
+    def head_commit(self) -> str:
+        try:
+            return self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}").strip()
+        except ArchiveError:
+            raise ArchiveError("the repository is empty: HEAD has no commit to archive") from None
+
+    def create_bundle(self, dest: Path) -> None:
+        """`git bundle` of every ref, then `git bundle verify`: a bundle we cannot restore is an error."""
+        self.git("bundle", "create", "--quiet", str(dest), "--all")
+        self.git("bundle", "verify", "--quiet", str(dest))
+
+    def tree(self, commit: str) -> tuple[list[TreeEntry], dict[str, str]]:
+        """HEAD's files (regular files and symlinks) and its submodules (path -> commit)."""
+        raw = self.client.run(["ls-tree", "-r", "-z", "-l", "--full-tree", commit], cwd=self.path)
+        entries: list[TreeEntry] = []
+        submodules: dict[str, str] = {}
+        for record in raw.split(b"\0"):
+            if not record:
+                continue
+            meta, _, path_bytes = record.partition(b"\t")
+            mode, kind, sha, size = meta.decode().split()
+            path = path_bytes.decode("utf-8", errors="surrogateescape")
+            if mode == MODE_SUBMODULE:
+                submodules[path] = sha
+            elif kind == "blob" and _safe_path(path):
+                entries.append(TreeEntry(path=path, mode=mode, sha=sha, size=int(size)))
+            else:
+                self.client.log.warning("skipping unsafe path in tree: %r", path)
+        return entries, submodules
+
+    @contextmanager
+    def blobs(self) -> Iterator[BlobReader]:
+        """One `git cat-file --batch` for all blobs: streaming, not one process per file."""
+        reader = BlobReader(git.Git(str(self.path)), self.client.environment())
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+
+class BlobReader:
+    """Streams blob contents from git objects; never touches a checkout, so never follows links."""
+
+    def __init__(self, cmd: git.Git, env: dict[str, str]) -> None:
+        self._git = cmd
+        self._git.update_environment(**env)
+        self._lock = threading.Lock()
+
+    def read(self, sha: str) -> bytes:
+        with self._lock:
+            _, _, size, stream = self._git.stream_object_data(sha)
+            return stream.read(size)
+
+    def copy_to(self, sha: str, out: BinaryIO, chunk: int = 1024 * 1024) -> int:
+        with self._lock:
+            _, _, size, stream = self._git.stream_object_data(sha)
+            for data in iter(lambda: stream.read(chunk), b""):
+                out.write(data)
+            return size
+
+    def close(self) -> None:
+        self._git.clear_cache()
+
+
+def _is_archived_ref(name: str) -> bool:
+    return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
+
+
+def _safe_path(path: str) -> bool:
+    parts = path.split("/")
+    return not path.startswith("/") and not any(p in ("", ".", "..", ".git") for p in parts)
+
+
+def _classify(command: str, stderr: str, token: str | None) -> ArchiveError:
+    """Turn git's stderr into an error a user can act on, credentials masked."""
+    text = mask_secrets(stderr, (token,)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.lower().startswith(("fatal:", "error:", "remote:"))]
+    detail = (fatal or lines or [f"git {command} failed"])[-1]
+    lower = text.lower()
+    if any(marker in lower for marker in _NOT_FOUND):
+        return RepoNotFound(
+            f"repository not found or not readable ({detail}); "
+            "for a private repository set GITHUB_TOKEN or REPOVAULT_SSH_KEY"
+        )
+    if any(marker in lower for marker in _TRANSIENT):
+        return TransientError(f"git {command}: network error: {detail}")
+    return ArchiveError(f"git {command} failed: {detail}")
+
+
+def _drain(stream: BinaryIO | None, sink: object) -> None:
+    if stream is None:
+        return
+    for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
+        sink(chunk)  # type: ignore[operator]
+
+
+class _StderrTail:
+    """Keeps the end of git's stderr for error messages and logs clone progress now and then."""
+
+    def __init__(self, logger: logging.Logger | None, keep: int = 16384) -> None:
+        self._buf = bytearray()
+        self._keep = keep
+        self._log = logger
+        self._last = time.monotonic()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf.extend(chunk)
+        del self._buf[: -self._keep]
+        if self._log and time.monotonic() - self._last >= PROGRESS_EVERY_S:
+            self._last = time.monotonic()
+            latest = self._buf.replace(b"\r", b"\n").strip().rsplit(b"\n", 1)[-1]
+            self._log.info("git: %s", mask_secrets(latest.decode(errors="replace")))
+
+    def text(self) -> str:
+        return self._buf.decode(errors="replace")
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass  # git renames temporary packs while we walk
+    return total
+
+
+def _kill_group(popen: object) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    except ProcessLookupError:
+        pass

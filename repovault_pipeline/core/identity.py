@@ -1,0 +1,183 @@
+"""Repository identity (SPEC "Repository identity"): which inputs are accepted, and their `repo_id`.
+
+Every entry point (CLI, Kafka injector, trending schedule, a run itself) validates with
+`parse_repo_url`, so a URL that is refused is refused everywhere with the same one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .redact import mask_secrets
+
+MAX_INPUT_LENGTH = 512
+MAX_BUCKET_NAME = 63
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
+# Hosts that serve exactly owner/name; every other host may nest groups (GitLab style).
+FLAT_HOSTS = {"github.com"}
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9_.-]+)@(?P<host>[^:/\s]+):(?P<path>[^/].*)$")
+_SHORTHAND = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_TRANSPORT_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidRepoUrl(ValueError):
+    """An input that cannot be archived; `str()` is the one-line reason, secrets masked."""
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A validated repository: where to clone it from and what to call it."""
+
+    repo_id: str
+    url: str
+    scheme: str
+    host: str
+    port: int | None
+    path: tuple[str, ...]
+
+    @property
+    def owner(self) -> str:
+        return "/".join(self.path[:-1])
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+
+def parse_repo_url(
+    raw: str,
+    allowed_schemes: tuple[str, ...] = ("https", "ssh"),
+    allowed_hosts: tuple[str, ...] = ("github.com",),
+) -> RepoRef:
+    """Validate `raw` and return its `RepoRef`, or raise `InvalidRepoUrl` with one clear reason."""
+    if not isinstance(raw, str):
+        raise InvalidRepoUrl("the repository URL must be text")
+    text = raw.strip()
+    if not text:
+        raise InvalidRepoUrl("empty repository URL: give https://host/owner/name or owner/name")
+    if len(text) > MAX_INPUT_LENGTH:
+        raise InvalidRepoUrl(
+            f"input is {len(text)} characters long; a repository URL has at most {MAX_INPUT_LENGTH}"
+        )
+    if _CONTROL.search(text) or any(c.isspace() for c in text):
+        raise InvalidRepoUrl("the URL contains whitespace or control characters; remove them")
+    if text.startswith("-"):
+        raise InvalidRepoUrl(
+            f"{_echo(text)!r} starts with '-' and would be read as a git option; give a URL"
+        )
+    if _TRANSPORT_HELPER.match(text):
+        raise InvalidRepoUrl(
+            "git transport helpers (ext::, fd::, ...) are not allowed; give an https or ssh URL"
+        )
+    if text.lower().startswith("file:") or text.startswith(("/", ".", "~", "\\")) or re.match(
+        r"^[A-Za-z]:[\\/]", text
+    ):
+        raise InvalidRepoUrl("local paths and file:// URLs are not allowed; give a remote URL")
+
+    if "://" in text:
+        scheme, user, password, host, port, path, has_query = _split_url(text)
+    elif match := _SCP_LIKE.match(text):
+        scheme, user, password = "ssh", match["user"], None
+        host, port, path, has_query = match["host"].lower(), None, match["path"], False
+    elif _SHORTHAND.match(text):
+        scheme, user, password, host, port, path, has_query = (
+            "https", None, None, "github.com", None, text, False,
+        )
+    else:
+        raise InvalidRepoUrl(
+            f"{_echo(text)!r} is not a repository URL; give https://host/owner/name, "
+            "git@host:owner/name.git or owner/name"
+        )
+
+    if scheme not in allowed_schemes:
+        raise InvalidRepoUrl(
+            f"scheme {scheme!r} is not allowed (REPOVAULT_ALLOWED_SCHEMES={','.join(allowed_schemes)})"
+        )
+    if password is not None or (user is not None and scheme != "ssh"):
+        raise InvalidRepoUrl(
+            "the URL carries credentials; remove them from the URL and set GITHUB_TOKEN "
+            "(or REPOVAULT_SSH_KEY for ssh) instead"
+        )
+    if has_query:
+        raise InvalidRepoUrl("query strings and fragments are not allowed in a repository URL")
+    if not _HOST.match(host):
+        raise InvalidRepoUrl(f"{_echo(host)!r} is not a valid host name")
+    if host not in allowed_hosts:
+        raise InvalidRepoUrl(
+            f"host {host!r} is not allowed (REPOVAULT_ALLOWED_HOSTS={','.join(allowed_hosts)})"
+        )
+    segments = _path_segments(path)
+    if host in FLAT_HOSTS and len(segments) != 2:
+        raise InvalidRepoUrl(f"{host} repositories are owner/name; {'/'.join(segments)!r} is not")
+    if port == DEFAULT_PORTS.get(scheme):
+        port = None
+
+    netloc = host if port is None else f"{host}:{port}"
+    clone_path = "/".join(segments)
+    if path.rstrip("/").endswith(".git") or scheme == "ssh":
+        clone_path += ".git"
+    user_part = f"{user or 'git'}@" if scheme == "ssh" else ""
+    url = f"{scheme}://{user_part}{netloc}/{clone_path}"
+    repo_id = f"{netloc}/{'/'.join(segments)}".lower()
+    return RepoRef(repo_id=repo_id, url=url, scheme=scheme, host=host, port=port, path=segments)
+
+
+def parse_repo_id(repo_id: str, allowed_hosts: tuple[str, ...] | None = None) -> RepoRef:
+    """Turn a `repo_id` (a partition key) into a `RepoRef` cloned over https."""
+    text = repo_id.strip()
+    host = text.split("/", 1)[0].split(":", 1)[0].lower()
+    return parse_repo_url(f"https://{text}.git", ("https",), allowed_hosts or (host,))
+
+
+def bucket_name(repo_id: str, prefix: str = "repo-") -> str:
+    """Deterministic, valid, distinct S3 bucket name: prefix + readable slug + 8 hex of a hash."""
+    digest = hashlib.sha256(repo_id.encode()).hexdigest()[:8]
+    owner_and_name = repo_id.split("/", 1)[1] if "/" in repo_id else repo_id
+    slug = re.sub(r"[^a-z0-9]+", "-", owner_and_name.lower()).strip("-")
+    room = MAX_BUCKET_NAME - len(prefix) - len(digest) - 1
+    slug = slug[:room].strip("-") or "repo"
+    return f"{prefix}{slug}-{digest}"
+
+
+def _split_url(text: str) -> tuple[str, str | None, str | None, str, int | None, str, bool]:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRepoUrl(f"{_echo(text)!r} is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    has_query = bool(parts.query or parts.fragment or "?" in text or "#" in text)
+    return (
+        scheme, parts.username, parts.password, (parts.hostname or "").lower(), port,
+        parts.path, has_query,
+    )
+
+
+def _path_segments(path: str) -> tuple[str, ...]:
+    stripped = path.strip("/")
+    if stripped.endswith(".git"):
+        stripped = stripped[: -len(".git")]
+    segments = tuple(stripped.split("/")) if stripped else ()
+    if any(seg in (".", "..") for seg in segments):
+        raise InvalidRepoUrl("'.' and '..' path segments are not allowed in a repository URL")
+    if "%" in path:
+        raise InvalidRepoUrl("percent-encoded characters are not allowed in a repository URL")
+    if len(segments) < 2 or any(not seg for seg in segments):
+        raise InvalidRepoUrl(f"{path!r} does not name a repository; give /owner/name")
+    for seg in segments:
+        if not _SEGMENT.match(seg) or seg.startswith("-"):
+            raise InvalidRepoUrl(f"{seg!r} is not a valid owner or repository name")
+    return segments
+
+
+def _echo(text: str, limit: int = 80) -> str:
+    """A rejected input as it may be echoed: credentials masked, length bounded."""
+    masked = mask_secrets(text)
+    return masked if len(masked) <= limit else masked[:limit] + "..."

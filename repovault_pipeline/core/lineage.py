@@ -1,0 +1,266 @@
+"""Lineage: the `repo_requests` table, one row per request, from submission to finish.
+
+The seed system's column names are kept. PostgreSQL in every deployment; SQLite only for the
+embedded default. Timestamps are timezone-aware UTC on both (SQLite stores naive UTC and is
+given its zone back on read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.url import make_url
+
+from .redact import mask_secrets
+
+SOURCES = ("cli", "trending", "kafka", "backfill", "ui")
+STATUSES = ("pending", "in_progress", "completed", "unchanged", "failed", "rejected")
+FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
+MAX_ERROR = 2000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the lineage store; use UTC-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+repo_requests = Table(
+    "repo_requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("repo_url", Text, nullable=False),
+    Column("repo_id", String(512)),
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("creation_timestamp", UTCDateTime, nullable=False),
+    Column("inyector_timestamp", UTCDateTime),
+    Column("worker_start_timestamp", UTCDateTime),
+    Column("worker_finishing_timestamp", UTCDateTime),
+    Column("run_id", String(64)),
+    Column("snapshot_id", String(64)),
+    Column("head_commit", String(64)),
+    Column("bytes_uploaded", BigInteger),
+    Column("error", Text),
+    Index("ix_repo_requests_repo_id", "repo_id"),
+    Index("ix_repo_requests_status", "status"),
+    Index("ix_repo_requests_creation", "creation_timestamp"),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    repo_url: str
+    repo_id: str | None
+    source: str
+    status: str
+    creation_timestamp: datetime
+    inyector_timestamp: datetime | None
+    worker_start_timestamp: datetime | None
+    worker_finishing_timestamp: datetime | None
+    run_id: str | None
+    snapshot_id: str | None
+    head_commit: str | None
+    bytes_uploaded: int | None
+    error: str | None
+
+
+class LineageStore:
+    """Reads and writes `repo_requests`; every text that could hold a secret is masked first."""
+
+    def __init__(self, db_url: str) -> None:
+        url = make_url(db_url)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")  # the driver RepoVault installs
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
+        if url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def create_tables(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _upsert(self, request_id: str, insert_values: dict[str, Any], **updates: Any) -> None:
+        """Create the row if it is missing, then apply `updates`: one request, one row."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        values = {"request_id": request_id, **insert_values}
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(repo_requests).values(**values).on_conflict_do_nothing())
+            if updates:
+                conn.execute(
+                    update(repo_requests)
+                    .where(repo_requests.c.request_id == request_id)
+                    .values(**updates)
+                )
+
+    def record_pending(
+        self, repo_url: str, repo_id: str, source: str, request_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> str:
+        """A new request, before anyone acted on it."""
+        request_id = request_id or new_request_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(repo_requests).values(
+                    request_id=request_id, repo_url=mask_secrets(repo_url), repo_id=repo_id,
+                    source=_source(source), status="pending", creation_timestamp=created_at or now(),
+                )
+            )
+        return request_id
+
+    def record_injected(
+        self, request_id: str, repo_url: str, repo_id: str | None, source: str,
+        created_at: datetime, injected_at: datetime | None = None,
+    ) -> None:
+        """The injector read the request; the row is created when a third party produced it."""
+        self._upsert(
+            request_id,
+            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
+                 status="pending", creation_timestamp=created_at),
+            inyector_timestamp=injected_at or now(),
+        )
+
+    def record_started(
+        self, request_id: str, repo_url: str, repo_id: str, source: str, run_id: str,
+        created_at: datetime | None = None, started_at: datetime | None = None,
+    ) -> None:
+        started_at = started_at or now()
+        self._upsert(
+            request_id,
+            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
+                 status="pending", creation_timestamp=min(created_at or started_at, started_at)),
+            status="in_progress", run_id=run_id, worker_start_timestamp=started_at, error=None,
+        )
+
+    def record_finished(
+        self, request_id: str, status: str, *, snapshot_id: str | None = None,
+        head_commit: str | None = None, bytes_uploaded: int | None = None,
+        error: str | None = None, finished_at: datetime | None = None,
+    ) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(repo_requests)
+                .where(repo_requests.c.request_id == request_id)
+                .values(
+                    status=status, snapshot_id=snapshot_id, head_commit=head_commit,
+                    bytes_uploaded=bytes_uploaded, error=_error(error),
+                    worker_finishing_timestamp=finished_at or now(),
+                )
+            )
+
+    def record_rejected(
+        self, request_id: str, repo_url: str, source: str, error: str,
+        created_at: datetime | None = None, injected_at: datetime | None = None,
+    ) -> None:
+        """A request that cannot be processed; the reason goes to `error`."""
+        self._upsert(
+            request_id,
+            dict(repo_url=mask_secrets(repo_url)[:2000], repo_id=None, source=_source(source),
+                 status="rejected", creation_timestamp=created_at or now()),
+            status="rejected", error=_error(error), inyector_timestamp=injected_at,
+        )
+
+    def get(self, request_id: str) -> Request | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(repo_requests).where(repo_requests.c.request_id == request_id)
+            ).one_or_none()
+        return Request(**row._mapping) if row else None
+
+    def find(
+        self, repo_id: str | None = None, request_id: str | None = None, limit: int = 100,
+        statuses: Sequence[str] | None = None,
+    ) -> list[Request]:
+        """Newest first; filtered by repository, request or status."""
+        query = select(repo_requests).order_by(repo_requests.c.creation_timestamp.desc()).limit(limit)
+        if repo_id is not None or request_id is not None:
+            query = query.where(
+                or_(repo_requests.c.repo_id == repo_id, repo_requests.c.request_id == request_id)
+            )
+        if statuses:
+            query = query.where(repo_requests.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return [Request(**row._mapping) for row in conn.execute(query)]
+
+    def last_url(self, repo_id: str) -> str | None:
+        """The URL last requested for `repo_id`: what a run without a request clones."""
+        query = (
+            select(repo_requests.c.repo_url)
+            .where(repo_requests.c.repo_id == repo_id)
+            .where(repo_requests.c.status != "rejected")
+            .order_by(repo_requests.c.creation_timestamp.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+
+def _source(source: str) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"unknown request source {source!r}; one of {', '.join(SOURCES)}")
+    return source
+
+
+def _error(error: str | None) -> str | None:
+    return mask_secrets(error)[:MAX_ERROR] if error else None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,74 @@
+"""How a request travels with its run: the run tags, and the URL a run clones.
+
+Kept free of Dagster so the sensor, the schedule, the CLI and the ops agree on one reading.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .settings import Settings
+
+TAG_REPO_URL = "repovault/repo_url"
+TAG_REQUEST_ID = "repovault/request_id"
+TAG_SOURCE = "repovault/source"
+TAG_REQUESTED_AT = "repovault/requested_at"
+DAGSTER_BACKFILL_TAG = "dagster/backfill"
+_RUN_REQUEST_NAMESPACE = uuid.UUID("5b0f3c3e-6c1b-4b8e-9a53-3f7d1f0d2a11")
+
+
+@dataclass(frozen=True)
+class RunRequestInfo:
+    """The request behind a run: from its tags, or made up for a run started in the UI."""
+
+    request_id: str
+    source: str
+    repo_url: str | None
+    requested_at: datetime | None
+
+
+def request_tags(request_id: str, repo_url: str, source: str, requested_at: datetime) -> dict[str, str]:
+    return {
+        TAG_REQUEST_ID: request_id,
+        TAG_REPO_URL: repo_url,
+        TAG_SOURCE: source,
+        TAG_REQUESTED_AT: requested_at.isoformat(),
+    }
+
+
+def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:
+    """Read the request from run tags; a run without them gets a request id derived from its
+    run id, so every step of the run (and its failure hook) updates the same row."""
+    requested_at = tags.get(TAG_REQUESTED_AT)
+    if TAG_REQUEST_ID in tags:
+        source = tags.get(TAG_SOURCE, "ui")
+        request_id = tags[TAG_REQUEST_ID]
+    else:
+        source = "backfill" if DAGSTER_BACKFILL_TAG in tags else "ui"
+        request_id = str(uuid.uuid5(_RUN_REQUEST_NAMESPACE, run_id))
+    return RunRequestInfo(
+        request_id=request_id,
+        source=source,
+        repo_url=tags.get(TAG_REPO_URL),
+        requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
+    )
+
+
+def default_clone_url(repo_id: str) -> str:
+    return f"https://{repo_id}.git"
+
+
+def resolve_clone_ref(repo_id: str, url: str | None, settings: Settings) -> RepoRef:
+    """The URL a run clones: its request's, else the last one recorded (`url`), else
+    https://<repo_id>.git. It is validated again here (a tag can be edited in the UI) and must
+    name the run's partition.
+    """
+    url = url or default_clone_url(repo_id)
+    ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
+    if ref.repo_id != repo_id:
+        raise InvalidRepoUrl(f"the URL names repository {ref.repo_id}, not partition {repo_id}")
+    return ref

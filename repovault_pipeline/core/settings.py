@@ -1,0 +1,113 @@
+"""RepoVault configuration, read from the environment (SPEC "Configuration").
+
+Read at the moment it is needed rather than at import, so a long-lived code server picks up the
+environment it was started with and tests can point one process at several servers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value RepoVault cannot use; the message says which and how to fix it."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below {minimum}; set it to at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The four Kafka topics and how they are created when missing."""
+
+    pending: str = "pendientes"
+    in_progress: str = "en_proceso"
+    completed: str = "completados"
+    rejected: str = "rechazados"
+    partitions: int = 3
+    replication_factor: int = 1
+
+    def all(self) -> tuple[str, ...]:
+        return (self.pending, self.in_progress, self.completed, self.rejected)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "localhost:9092"
+    topics: Topics = field(default_factory=Topics)
+    s3_endpoint: str | None = None
+    local_store: Path = Path(".repovault/store")
+    bucket_prefix: str = "repo-"
+    db_url: str = "sqlite:///.repovault/lineage.db"
+    allowed_hosts: tuple[str, ...] = ("github.com",)
+    allowed_schemes: tuple[str, ...] = ("https", "ssh")
+    github_token: str | None = field(default=None, repr=False)
+    ssh_key: Path | None = None
+    max_repo_mb: int = 2048
+    git_timeout_s: int = 1800
+    keep_snapshots: int = 10
+    trending_url: str = "https://github.com/trending"
+    github_api: str = "https://api.github.com"
+    work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
+    upload_workers: int = 16
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        prefix = env.get("REPOVAULT_BUCKET_PREFIX", "repo-").strip()
+        if not _BUCKET_PREFIX_RE.match(prefix):
+            raise ConfigError(
+                f"REPOVAULT_BUCKET_PREFIX={prefix!r} cannot start an S3 bucket name; use up to 30 "
+                "lowercase letters, digits or hyphens, starting with a letter or digit"
+            )
+        ssh_key = env.get("REPOVAULT_SSH_KEY", "").strip()
+        return cls(
+            kafka_bootstrap=env.get("REPOVAULT_KAFKA_BOOTSTRAP", "").strip() or "localhost:9092",
+            topics=Topics(
+                pending=env.get("REPOVAULT_TOPIC_PENDING", "").strip() or "pendientes",
+                in_progress=env.get("REPOVAULT_TOPIC_IN_PROGRESS", "").strip() or "en_proceso",
+                completed=env.get("REPOVAULT_TOPIC_COMPLETED", "").strip() or "completados",
+                rejected=env.get("REPOVAULT_TOPIC_REJECTED", "").strip() or "rechazados",
+                partitions=_int(env, "REPOVAULT_TOPIC_PARTITIONS", 3, minimum=1),
+                replication_factor=_int(env, "REPOVAULT_TOPIC_REPLICATION", 1, minimum=1),
+            ),
+            s3_endpoint=env.get("REPOVAULT_S3_ENDPOINT", "").strip() or None,
+            local_store=Path(env.get("REPOVAULT_LOCAL_STORE", "").strip() or ".repovault/store"),
+            bucket_prefix=prefix,
+            db_url=env.get("REPOVAULT_DB_URL", "").strip() or "sqlite:///.repovault/lineage.db",
+            allowed_hosts=_csv(env.get("REPOVAULT_ALLOWED_HOSTS", "github.com")),
+            allowed_schemes=_csv(env.get("REPOVAULT_ALLOWED_SCHEMES", "https,ssh")),
+            github_token=env.get("GITHUB_TOKEN", "").strip() or None,
+            ssh_key=Path(ssh_key) if ssh_key else None,
+            max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", 2048, minimum=1),
+            git_timeout_s=_int(env, "REPOVAULT_GIT_TIMEOUT_S", 1800, minimum=1),
+            keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", 10, minimum=1),
+            trending_url=env.get("REPOVAULT_TRENDING_URL", "").strip()
+            or "https://github.com/trending",
+            github_api=(env.get("REPOVAULT_GITHUB_API", "").strip() or "https://api.github.com"),
+            work_dir=Path(
+                env.get("REPOVAULT_WORK_DIR", "").strip()
+                or Path(tempfile.gettempdir()) / "repovault"
+            ),
+            upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", 16, minimum=1),
+        )

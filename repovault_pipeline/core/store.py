@@ -1,0 +1,397 @@
+"""Object storage behind one interface: S3/MinIO through boto3, or a local folder per bucket.
+
+`REPOVAULT_S3_ENDPOINT` set selects S3; unset, the local backend under `REPOVAULT_LOCAL_STORE`
+keeps the same bucket and key layout on disk, so everything above this module is backend-blind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ArchiveError, TransientError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 16 * 1024 * 1024
+_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectStore(ABC):
+    """The operations RepoVault needs from a bucket store; errors are Archive/TransientError."""
+
+    @abstractmethod
+    def ensure_bucket(self, bucket: str) -> None: ...
+
+    @abstractmethod
+    def list_buckets(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> None: ...
+
+    @abstractmethod
+    def put_file(
+        self, bucket: str, key: str, path: Path, metadata: dict[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+        """The object's content, or None when there is no such bucket or key."""
+
+    @abstractmethod
+    def download(self, bucket: str, key: str, dest: Path) -> None: ...
+
+    @abstractmethod
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def delete(self, bucket: str, keys: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def location(self, bucket: str) -> str:
+        """Where an operator finds the bucket (URL or folder), for materialization metadata."""
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    if settings.s3_endpoint:
+        return S3Store(settings.s3_endpoint, max_connections=settings.upload_workers + 4)
+    return LocalStore(settings.local_store)
+
+
+@contextmanager
+def _s3_errors(action: str) -> Iterator[None]:
+    """boto3 errors as RepoVault errors: connection trouble and 5xx are worth a retry."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = f"S3 {action} failed: {code} {error.get('Message', '')}".strip()
+        if code in _TRANSIENT_CODES or status >= 500:
+            raise TransientError(message) from exc
+        raise ArchiveError(message) from exc
+    except (BotoCoreError, ConnectionError, OSError) as exc:
+        raise TransientError(f"S3 {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class S3Store(ObjectStore):
+    """S3 or MinIO; credentials and region come from the standard AWS_* variables."""
+
+    def __init__(self, endpoint: str, max_connections: int = 20) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            config=Config(
+                max_pool_connections=max_connections,
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                connect_timeout=10,
+                read_timeout=120,
+            ),
+        )
+        self.transfer = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNK,
+            max_concurrency=4,
+        )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        with _s3_errors(f"create bucket {bucket}"):
+            try:
+                self.client.head_bucket(Bucket=bucket)
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            kwargs: dict[str, object] = {"Bucket": bucket}
+            if self.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            try:
+                self.client.create_bucket(**kwargs)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+
+    def list_buckets(self, prefix: str) -> list[str]:
+        with _s3_errors("list buckets"):
+            names = [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def put_bytes(self, bucket, key, data, metadata=None, content_type="application/octet-stream"):
+        with _s3_errors(f"upload {key}"):
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, ContentType=content_type
+            )
+
+    def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
+        with _s3_errors(f"upload {key}"):
+            self.client.upload_file(
+                str(path), bucket, key, Config=self.transfer,
+                ExtraArgs={"Metadata": metadata or {}, "ContentType": content_type},
+            )
+
+    def get_bytes(self, bucket, key):
+        with _s3_errors(f"read {key}"):
+            try:
+                return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+                    return None
+                raise
+
+    def download(self, bucket, key, dest):
+        with _s3_errors(f"download {key}"):
+            self.client.download_file(bucket, key, str(dest), Config=self.transfer)
+
+    def list(self, bucket, prefix=""):
+        with _s3_errors(f"list {bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            try:
+                for page in pages:
+                    for item in page.get("Contents", []):
+                        yield ObjectInfo(item["Key"], item["Size"])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                    raise
+
+    def delete(self, bucket, keys):
+        batch = list(keys)
+        for start in range(0, len(batch), 1000):
+            chunk = [{"Key": k} for k in batch[start : start + 1000]]
+            with _s3_errors(f"delete from {bucket}"):
+                response = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": chunk, "Quiet": True}
+                )
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise ArchiveError(f"S3 delete of {first.get('Key')} failed: {first.get('Code')}")
+
+    def location(self, bucket):
+        return f"{self.endpoint}/{bucket}"
+
+
+class LocalStore(ObjectStore):
+    """Buckets as folders: writes land in a temporary file and are renamed into place."""
+
+    _INCOMING = ".incoming"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, bucket: str, key: str = "") -> Path:
+        parts = key.split("/") if key else []
+        if bucket.startswith(".") or "/" in bucket or any(p in ("", ".", "..") for p in parts):
+            raise ArchiveError(f"refusing object key {key!r} in bucket {bucket!r}: not a plain path")
+        return self.root.joinpath(bucket, *parts)
+
+    def ensure_bucket(self, bucket):
+        self._path(bucket).mkdir(parents=True, exist_ok=True)
+
+    def list_buckets(self, prefix):
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+    @contextmanager
+    def _atomic(self, bucket: str, key: str) -> Iterator[Path]:
+        target = self._path(bucket, key)
+        incoming = self.root / self._INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        tmp = incoming / uuid.uuid4().hex
+        try:
+            yield tmp
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_bytes(self, bucket, key, data, metadata=None, content_type="application/octet-stream"):
+        with self._atomic(bucket, key) as tmp:
+            tmp.write_bytes(data)
+            _set_xattrs(tmp, metadata)
+
+    def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
+        with self._atomic(bucket, key) as tmp:
+            shutil.copyfile(path, tmp)
+            _set_xattrs(tmp, metadata)
+
+    def get_bytes(self, bucket, key):
+        try:
+            return self._path(bucket, key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def download(self, bucket, key, dest):
+        try:
+            shutil.copyfile(self._path(bucket, key), dest)
+        except FileNotFoundError:
+            raise ArchiveError(f"no object {key} in {bucket}") from None
+
+    def list(self, bucket, prefix=""):
+        base = self._path(bucket)
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, files in os.walk(base):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, base)
+            for name in sorted(files):
+                key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix):
+                    yield ObjectInfo(key, os.lstat(os.path.join(dirpath, name)).st_size)
+
+    def delete(self, bucket, keys):
+        base = self._path(bucket)
+        for key in keys:
+            path = self._path(bucket, key)
+            path.unlink(missing_ok=True)
+            parent = path.parent
+            while parent != base and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def location(self, bucket):
+        return str(self._path(bucket))
+
+
+def _set_xattrs(path: Path, metadata: dict[str, str] | None) -> None:
+    """Object metadata as user xattrs where the filesystem has them; informational only."""
+    for name, value in (metadata or {}).items():
+        try:
+            os.setxattr(path, f"user.{name}", value.encode())
+        except (AttributeError, OSError):
+            return
+
+
+class _ByteBudget:
+    """Blocks submitters while too many bytes wait in memory for an upload thread."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.cond = threading.Condition()
+
+    def acquire(self, size: int) -> int:
+        size = min(max(size, 4096), self.limit)
+        with self.cond:
+            self.cond.wait_for(lambda: self.used + size <= self.limit)
+            self.used += size
+        return size
+
+    def release(self, size: int) -> None:
+        with self.cond:
+            self.used -= size
+            self.cond.notify_all()
+
+
+class ParallelUploader:
+    """Uploads from a thread pool with bounded bytes in flight, so memory does not grow with
+    repository size; the first failure stops further submissions and is raised by `wait`."""
+
+    def __init__(
+        self, store: ObjectStore, bucket: str, workers: int = 16,
+        max_inflight_bytes: int = 64 * 1024 * 1024, logger: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        self.budget = _ByteBudget(max_inflight_bytes)
+        self.futures: list[Future[None]] = []
+        self.files = 0
+        self.bytes = 0
+        self.submitted = 0
+        self.log = logger or log
+        self._lock = threading.Lock()
+        self._last_report = time.monotonic()
+
+    def put_bytes(self, key: str, data: bytes, **kwargs: object) -> None:
+        """Queue `data` for upload; its bytes count against the in-flight budget."""
+        self._raise_first_failure()
+        held = self.budget.acquire(len(data))
+
+        def send() -> None:
+            try:
+                self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
+            finally:
+                self.budget.release(held)
+            self._count(len(data))
+
+        self._submit(send)
+
+    def put_file(self, key: str, path: Path, remove_after: bool = False, **kwargs: object) -> None:
+        """Queue a file for a streamed (multipart when large) upload."""
+        self._raise_first_failure()
+        size = path.stat().st_size
+
+        def send() -> None:
+            try:
+                self.store.put_file(self.bucket, key, path, **kwargs)  # type: ignore[arg-type]
+            finally:
+                if remove_after:
+                    path.unlink(missing_ok=True)
+            self._count(size)
+
+        self._submit(send)
+
+    def _submit(self, send: Callable[[], None]) -> None:
+        self.submitted += 1
+        self.futures.append(self.pool.submit(send))
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.files += 1
+            self.bytes += size
+            if time.monotonic() - self._last_report >= 5.0:
+                self._last_report = time.monotonic()
+                self.log.info(
+                    "uploaded %d/%d objects, %.1f MB", self.files, self.submitted, self.bytes / 1e6
+                )
+
+    def _raise_first_failure(self) -> None:
+        failed = next((f for f in self.futures if f.done() and f.exception()), None)
+        if failed is not None:
+            self.close()
+            raise failed.exception()  # type: ignore[misc]
+        self.futures = [f for f in self.futures if not f.done()]
+
+    def wait(self) -> int:
+        """Wait for every upload; raise the first failure; return the bytes uploaded."""
+        wait(self.futures, return_when=FIRST_EXCEPTION)
+        self._raise_first_failure()
+        wait(self.futures)
+        self._raise_first_failure()
+        self.close()
+        return self.bytes
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,13 @@
+"""Everything Dagster loads, assembled in one place."""
+
+from dagster import Definitions
+
+from .assets import repo_archive
+from .jobs import archive_repo_job
+from .resources import LineageResource, VaultResource
+
+defs = Definitions(
+    assets=[repo_archive],
+    jobs=[archive_repo_job],
+    resources={"vault": VaultResource(), "lineage": LineageResource()},
+)

@@ -1,0 +1,5 @@
+"""One partition per archived repository; the key is its `repo_id`."""
+
+from dagster import DynamicPartitionsDefinition
+
+repositories = DynamicPartitionsDefinition(name="repositories")

@@ -1,0 +1,43 @@
+"""Dagster resources: thin handles on the core, configured from the environment at run time."""
+
+
+import logging
+from functools import lru_cache
+
+from dagster import ConfigurableResource
+
+from .core.lineage import LineageStore
+from .core.settings import Settings
+from .core.snapshot import SnapshotWriter
+from .core.store import ObjectStore, open_store
+
+
+class VaultResource(ConfigurableResource):
+    """The object store and the snapshot writer (REPOVAULT_S3_ENDPOINT, REPOVAULT_LOCAL_STORE, ...)."""
+
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    def store(self) -> ObjectStore:
+        return open_store(self.settings())
+
+    def writer(self, logger: logging.Logger) -> SnapshotWriter:
+        settings = self.settings()
+        return SnapshotWriter(settings, open_store(settings), logger)
+
+
+class LineageResource(ConfigurableResource):
+    """The `repo_requests` table at REPOVAULT_DB_URL (or `db_url` when configured)."""
+
+    db_url: str | None = None
+
+    def store(self) -> LineageStore:
+        return lineage_store(self.db_url or Settings.from_env().db_url)
+
+
+@lru_cache(maxsize=8)
+def lineage_store(db_url: str) -> LineageStore:
+    """One engine (and one table check) per database per process."""
+    store = LineageStore(db_url)
+    store.create_tables()
+    return store

