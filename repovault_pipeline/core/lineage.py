@@ -26,7 +26,6 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
-    insert,
     or_,
     select,
     update,
@@ -149,15 +148,14 @@ class LineageStore:
         self, repo_url: str, repo_id: str, source: str, request_id: str | None = None,
         created_at: datetime | None = None,
     ) -> str:
-        """A new request, before anyone acted on it."""
+        """A new request, before anyone acted on it; recording the same request_id twice is a
+        no-op, so a replayed tick or message leaves one row."""
         request_id = request_id or new_request_id()
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(repo_requests).values(
-                    request_id=request_id, repo_url=mask_secrets(repo_url), repo_id=repo_id,
-                    source=_source(source), status="pending", creation_timestamp=created_at or now(),
-                )
-            )
+        self._upsert(
+            request_id,
+            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
+                 status="pending", creation_timestamp=created_at or now()),
+        )
         return request_id
 
     def record_injected(
