@@ -66,8 +66,6 @@ def parse_repo_url(
         raise InvalidRepoUrl(
             f"input is {len(text)} characters long; a repository URL has at most {MAX_INPUT_LENGTH}"
         )
-    if _CONTROL.search(text) or any(c.isspace() for c in text):
-        raise InvalidRepoUrl("the URL contains whitespace or control characters; remove them")
     if text.startswith("-"):
         raise InvalidRepoUrl(
             f"{_echo(text)!r} starts with '-' and would be read as a git option; give a URL"
@@ -80,6 +78,8 @@ def parse_repo_url(
         r"^[A-Za-z]:[\\/]", text
     ):
         raise InvalidRepoUrl("local paths and file:// URLs are not allowed; give a remote URL")
+    if _CONTROL.search(text) or any(c.isspace() for c in text):
+        raise InvalidRepoUrl("the URL contains whitespace or control characters; remove them")
 
     if "://" in text:
         scheme, user, password, host, port, path, has_query = _split_url(text)

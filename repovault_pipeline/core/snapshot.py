@@ -44,8 +44,14 @@ def snapshot_key(snapshot_id: str, name: str) -> str:
     return f"{SNAPSHOTS}{snapshot_id}/{name}"
 
 
-def new_snapshot_id(head_commit: str, now: datetime) -> str:
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{head_commit[:12]}"
+def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
+    """`<UTC yyyymmddTHHMMSSZ>-<12 hex of HEAD>`, strictly after `previous` so that ids sort in
+    the order snapshots were taken (two runs within one second wait for the next)."""
+    while True:
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        if previous is None or stamp > previous.split("-", 1)[0]:
+            return f"{stamp}-{head_commit[:12]}"
+        time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
 
 
 @dataclass
@@ -192,7 +198,7 @@ class SnapshotWriter:
             default_branch=repo.default_branch(),
             refs=refs,
             work_dir=work_dir,
-            snapshot_id=new_snapshot_id(head, datetime.now(UTC)),
+            snapshot_id=new_snapshot_id(head, latest["snapshot_id"] if latest else None),
             previous_snapshot_id=latest["snapshot_id"] if latest else None,
             started_at=started,
             clone_s=clone_done - started,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
 
 
 class BreakableProxy:
     """Forwards 127.0.0.1:<port> to `target`; after `break_after` client bytes, resets every
-    connection and refuses new ones until `heal()`."""
+    connection and refuses new ones until `heal()`. Records the HTTP request lines it forwards
+    (method, path), so a test can tell exactly what was uploaded."""
 
     def __init__(self, target_port: int, break_after: int | None = None) -> None:
         self.target_port = target_port
         self.break_after = break_after
         self.forwarded = 0
+        self.requests: list[tuple[str, str]] = []
         self.broken = False
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -24,6 +29,17 @@ class BreakableProxy:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def puts(self, bucket: str, prefix: str = "") -> list[str]:
+        """Keys PUT into `bucket` (under `prefix`) through this proxy, in order."""
+        from urllib.parse import unquote
+
+        start = f"/{bucket}/{prefix}"
+        return [
+            unquote(path.split("?")[0])[len(bucket) + 2 :]
+            for method, path in self.requests
+            if method == "PUT" and unquote(path).startswith(start)
+        ]
 
     def heal(self) -> None:
         with self._lock:
@@ -64,6 +80,9 @@ class BreakableProxy:
             while data := src.recv(65536):
                 if counts:
                     with self._lock:
+                        self.requests += [
+                            (m[1].decode(), m[2].decode()) for m in _REQUEST_LINE.finditer(data)
+                        ]
                         self.forwarded += len(data)
                         if self.break_after is not None and self.forwarded > self.break_after:
                             self._break()

@@ -1,0 +1,109 @@
+"""`archive_repo_job` end to end: Dagster run -> git server -> S3 server -> PostgreSQL lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from dagster import DagsterEventType, DagsterInstance, instance_for_test
+
+from repovault_pipeline.core.identity import bucket_name
+from repovault_pipeline.core.lineage import LineageStore
+from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.lineage import now
+from repovault_pipeline.definitions import defs
+from repovault_pipeline.partitions import repositories
+from repovault_pipeline.resources import lineage_store
+from tests.support.repos import ServedRepo
+
+
+@pytest.fixture
+def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst
+
+
+def run_job(instance: DagsterInstance, repo_id: str, tags: dict[str, str] | None = None):
+    instance.add_dynamic_partitions(repositories.name, [repo_id])
+    job = defs.resolve_job_def("archive_repo_job")
+    return job.execute_in_process(
+        partition_key=repo_id, instance=instance, tags=tags or {}, raise_on_error=False
+    )
+
+
+def lineage() -> LineageStore:
+    return lineage_store(os.environ["REPOVAULT_DB_URL"])
+
+
+def test_job_materializes_a_partition_and_records_its_lineage(
+    instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
+) -> None:
+    repo = make_repo("dagster-e2e")
+    repo.commit({"README.md": "hello\n", "lib/x.py": "x = 1\n"})
+    repo.push()
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    requested = now()
+    request_id = lineage().record_pending(repo.url, repo_id, "cli", created_at=requested)
+
+    result = run_job(instance, repo_id, request_tags(request_id, repo.url, "cli", requested))
+
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("repo_archive")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    head = repo.refs()["refs/heads/main"]
+    assert materialization.partition == repo_id
+    assert meta["outcome"] == "completed" and meta["head_commit"] == head
+    assert meta["tree_files"] == 2 and meta["bytes_uploaded"] > 0
+    assert meta["bucket"].endswith(bucket_name(repo_id, os.environ["REPOVAULT_BUCKET_PREFIX"]))
+
+    row = lineage().get(request_id)
+    assert row.status == "completed" and row.run_id == result.run_id
+    assert row.head_commit == head and row.snapshot_id == meta["snapshot_id"]
+    assert row.creation_timestamp <= row.worker_start_timestamp <= row.worker_finishing_timestamp
+    assert all(t.tzinfo is not None for t in (row.creation_timestamp, row.worker_start_timestamp))
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
+    bucket = bucket_name(repo_id, os.environ["REPOVAULT_BUCKET_PREFIX"])
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="latest.json")["Body"].read())
+    assert latest["snapshot_id"] == meta["snapshot_id"]
+
+    again = run_job(instance, repo_id)  # as from the UI: no request tags
+    assert again.success
+    [second] = again.asset_materializations_for_node("repo_archive")
+    assert second.metadata["outcome"].value == "unchanged"
+    ui_rows = [r for r in lineage().find(repo_id=repo_id) if r.request_id != request_id]
+    assert [(r.source, r.status, r.repo_url) for r in ui_rows] == [("ui", "unchanged", repo.url)]
+
+
+@pytest.mark.parametrize("problem", ["missing", "too_large", "bad_tag"])
+def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
+    instance: DagsterInstance, make_repo: Callable[..., ServedRepo], monkeypatch: pytest.MonkeyPatch,
+    problem: str,
+) -> None:
+    repo = make_repo("doomed")
+    repo.commit({f"{i}.bin": os.urandom(700 * 1024) for i in range(3)})
+    repo.push()
+    url, expected = repo.url, "REPOVAULT_MAX_REPO_MB=1"
+    if problem == "missing":
+        url, expected = repo.url.replace("doomed", "nowhere"), "not found"
+    elif problem == "bad_tag":
+        url, expected = "https://user:s3cr3t@127.0.0.1/a/b", "GITHUB_TOKEN"
+    monkeypatch.setenv("REPOVAULT_MAX_REPO_MB", "1")
+    repo_id = url.split("://")[1].split("@")[-1].removesuffix(".git")
+    request_id = lineage().record_pending("masked", repo_id, "cli")
+
+    result = run_job(instance, repo_id, request_tags(request_id, url, "cli", now()))
+
+    assert not result.success
+    events = instance.all_logs(result.run_id)
+    assert not [e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    row = lineage().get(request_id)
+    assert row.status == "failed" and expected in row.error
+    assert row.worker_finishing_timestamp >= row.worker_start_timestamp
+    assert "s3cr3t" not in row.error and "s3cr3t" not in row.repo_url
+    work = Path(os.environ["REPOVAULT_WORK_DIR"])
+    assert not work.exists() or not any(work.iterdir())  # the clone is freed

@@ -1,0 +1,271 @@
+"""The archive core against real servers: git over smart HTTP, S3 (moto server), PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from repovault_pipeline.cli import main as cli
+from repovault_pipeline.core.errors import RepoNotFound, RepoTooLarge, TransientError
+from repovault_pipeline.core.identity import parse_repo_url
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.snapshot import SnapshotReader, SnapshotWriter
+from repovault_pipeline.core.store import open_store
+from tests.support.repos import ServedRepo, git
+from tests.support.tcp_proxy import BreakableProxy
+
+BINARY = bytes(range(256)) * 64
+
+
+def s3() -> boto3.client:
+    return boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
+
+
+def writer() -> SnapshotWriter:
+    settings = Settings.from_env()
+    return SnapshotWriter(settings, open_store(settings))
+
+
+def archive(repo: ServedRepo):
+    settings = Settings.from_env()
+    return writer().archive(parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts))
+
+
+def objects(bucket: str) -> dict[str, str]:
+    """key -> ETag of every object in `bucket`."""
+    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def body(bucket: str, key: str) -> bytes:
+    return s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture
+def rich_repo(make_repo: Callable[..., ServedRepo]) -> ServedRepo:
+    """Several branches, lightweight and annotated tags, a binary file, a symlink to /etc/passwd."""
+    repo = make_repo("rich")
+    repo.commit({"README.md": "# rich\n", "data/blob.bin": BINARY, "src/app.py": "print('hi')\n"})
+    repo.symlink("passwd-link", "/etc/passwd")
+    repo.commit(message="add link")
+    repo.tag("v1.0", annotated=True)
+    repo.branch("feature")
+    repo.commit({"feature.txt": "feature work\n"})
+    repo.tag("feature-lightweight")
+    repo.checkout("main")
+    repo.branch("release", checkout=False)
+    repo.push()
+    return repo
+
+
+@pytest.fixture
+def proxy(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[BreakableProxy]:
+    """Routes this test's S3 traffic through a proxy that records (and can break) requests."""
+    port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
+    proxy = BreakableProxy(port)
+    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", proxy.endpoint)
+    yield proxy
+    proxy.close()
+
+
+def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
+    vault_env: dict[str, str], rich_repo: ServedRepo, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    result = archive(rich_repo)
+    assert result.outcome == "completed"
+    assert result.head_commit == rich_repo.refs()["refs/heads/main"]
+
+    keys = objects(result.bucket)
+    snap = f"snapshots/{result.snapshot_id}/"
+    assert {snap + "repo.bundle", snap + "manifest.json", "latest.json"} <= set(keys)
+    assert {k for k in keys if k.startswith("tree/")} == {
+        "tree/README.md", "tree/data/blob.bin", "tree/src/app.py", "tree/passwd-link",
+    }
+    assert body(result.bucket, "tree/data/blob.bin") == BINARY
+    link = s3().get_object(Bucket=result.bucket, Key="tree/passwd-link")
+    assert link["Body"].read() == b"/etc/passwd"  # the link text, not the file's content
+    assert link["Metadata"]["repovault-type"] == "symlink"
+
+    manifest = json.loads(body(result.bucket, snap + "manifest.json"))
+    assert manifest["refs"] == rich_repo.refs()
+    assert set(manifest["refs"]) == {
+        "refs/heads/main", "refs/heads/feature", "refs/heads/release",
+        "refs/tags/v1.0", "refs/tags/feature-lightweight",
+    }
+    assert manifest["default_branch"] == "main"
+    assert manifest["bundle"]["size"] == len(body(result.bucket, snap + "repo.bundle"))
+    assert manifest["tree"]["files"] == 4
+    assert json.loads(body(result.bucket, "latest.json"))["snapshot_id"] == result.snapshot_id
+
+    dest = tmp_path / "restored"
+    assert cli(["restore", rich_repo.url, str(dest)]) == 0
+    assert result.head_commit in capsys.readouterr().out
+    restored_refs = dict(
+        reversed(line.split(" ", 1))
+        for line in git(dest, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags").splitlines()
+    )
+    assert restored_refs == rich_repo.refs()
+    assert git(dest, "rev-parse", "HEAD") == result.head_commit
+    assert (dest / "data/blob.bin").read_bytes() == BINARY
+    assert os.readlink(dest / "passwd-link") == "/etc/passwd"
+    assert git(dest, "status", "--porcelain") == ""
+
+
+def test_restore_by_repo_id_and_bad_destination(
+    vault_env: dict[str, str], rich_repo: ServedRepo, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    result = archive(rich_repo)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    assert cli(["restore", result.repo_id, str(occupied)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    assert cli(["restore", result.repo_id, str(tmp_path / "by-id"), "--snapshot", "20000101T000000Z-000000000000"]) == 1
+    assert "no snapshot 20000101T000000Z-000000000000" in capsys.readouterr().err
+    assert not (tmp_path / "by-id").exists()
+    assert cli(["restore", result.repo_id, str(tmp_path / "by-id")]) == 0
+
+
+def test_unchanged_repository_is_neither_cloned_nor_uploaded(
+    proxy: BreakableProxy, rich_repo: ServedRepo, vault_env: dict[str, str]
+) -> None:
+    first = archive(rich_repo)
+    before = objects(first.bucket)
+    proxy.requests.clear()
+
+    second = archive(rich_repo)
+
+    assert second.outcome == "unchanged"
+    assert second.snapshot_id == first.snapshot_id
+    assert second.bytes_uploaded == 0
+    assert [m for m, _ in proxy.requests if m in ("PUT", "POST", "DELETE")] == []
+    assert objects(first.bucket) == before
+    assert not any(Path(vault_env["REPOVAULT_WORK_DIR"]).glob("*/repo.git"))
+
+
+def test_a_change_uploads_only_what_changed_and_keeps_the_old_snapshot(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo], tmp_path: Path
+) -> None:
+    repo = make_repo("incremental")
+    repo.commit({f"docs/page{i}.md": f"page {i}\n" for i in range(20)} | {"keep.bin": BINARY})
+    repo.push()
+    first = archive(repo)
+    assert len(proxy.puts(first.bucket, "tree/")) == 21
+
+    proxy.requests.clear()
+    repo.commit({"docs/page3.md": "page 3, edited\n", "docs/page7.md": None})
+    repo.push()
+    second = archive(repo)
+
+    assert second.outcome == "completed" and second.snapshot_id != first.snapshot_id
+    assert proxy.puts(first.bucket, "tree/") == ["tree/docs/page3.md"]
+    assert (second.files_uploaded, second.files_deleted) == (1, 1)
+    keys = objects(first.bucket)
+    assert "tree/docs/page7.md" not in keys
+    assert body(first.bucket, "tree/docs/page3.md") == b"page 3, edited\n"
+    reader = SnapshotReader(open_store(Settings.from_env()), first.bucket)
+    assert reader.snapshot_ids()[0] == [second.snapshot_id, first.snapshot_id]
+
+    old = tmp_path / "old"
+    assert cli(["restore", repo.url, str(old), "--snapshot", first.snapshot_id]) == 0
+    assert (old / "docs/page7.md").read_text() == "page 7\n"
+    assert git(old, "rev-parse", "HEAD") == first.head_commit
+
+
+def test_upload_broken_half_way_leaves_latest_on_the_previous_snapshot(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo], capsys: pytest.CaptureFixture
+) -> None:
+    repo = make_repo("fragile")
+    repo.commit({"a.txt": "v1\n"})
+    repo.push()
+    first = archive(repo)
+
+    repo.commit({f"big/{i}.bin": os.urandom(256 * 1024) for i in range(12)})
+    repo.push()
+    proxy.break_after = proxy.forwarded + 1_000_000
+    with pytest.raises(TransientError, match="S3"):
+        archive(repo)
+    assert proxy.broken
+
+    proxy.heal()
+    reader = SnapshotReader(open_store(Settings.from_env()), first.bucket)
+    assert json.loads(body(first.bucket, "latest.json"))["snapshot_id"] == first.snapshot_id
+    assert reader.latest()["head_commit"] == first.head_commit
+    assert cli(["list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if first.repo_id in line]
+    assert len(listed) == 1 and first.snapshot_id in listed[0]
+
+    rerun = archive(repo)
+    assert rerun.outcome == "completed"
+    assert reader.latest()["head_commit"] == repo.refs()["refs/heads/main"]
+    complete, incomplete = reader.snapshot_ids()
+    assert complete == [rerun.snapshot_id, first.snapshot_id] and incomplete == []
+
+
+def test_a_first_archive_that_dies_is_not_listed(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo], capsys: pytest.CaptureFixture
+) -> None:
+    repo = make_repo("stillborn")
+    repo.commit({f"{i}.bin": os.urandom(256 * 1024) for i in range(8)})
+    repo.push()
+    proxy.break_after = proxy.forwarded + 600_000
+    with pytest.raises(TransientError):
+        archive(repo)
+    proxy.heal()
+    assert cli(["list"]) == 0
+    assert "stillborn" not in capsys.readouterr().out
+
+
+def test_retention_keeps_the_newest_snapshots(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOVAULT_KEEP_SNAPSHOTS", "2")
+    repo = make_repo("kept")
+    results = []
+    for i in range(4):
+        repo.commit({"counter.txt": f"{i}\n"})
+        repo.push()
+        results.append(archive(repo))
+    reader = SnapshotReader(open_store(Settings.from_env()), results[0].bucket)
+    complete, incomplete = reader.snapshot_ids()
+    assert complete == [results[3].snapshot_id, results[2].snapshot_id]
+    assert incomplete == []
+    assert not [k for k in objects(results[0].bucket) if results[0].snapshot_id in k]
+    assert results[3].snapshots_deleted == 1
+
+
+def test_too_large_and_missing_repositories_fail_with_the_reason(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo("huge")
+    repo.commit({f"{i}.bin": os.urandom(1024 * 1024) for i in range(3)})
+    repo.push()
+    monkeypatch.setenv("REPOVAULT_MAX_REPO_MB", "1")
+    with pytest.raises(RepoTooLarge, match="REPOVAULT_MAX_REPO_MB=1"):
+        archive(repo)
+    assert not any(Path(vault_env["REPOVAULT_WORK_DIR"]).iterdir())
+
+    missing = make_repo("ghost")
+    missing.url = missing.url.replace("ghost", "does-not-exist")
+    with pytest.raises(RepoNotFound, match="not found"):
+        archive(missing)
+
+
+def test_local_backend_keeps_the_same_layout(
+    vault_env: dict[str, str], rich_repo: ServedRepo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("REPOVAULT_S3_ENDPOINT")
+    result = archive(rich_repo)
+    root = Path(vault_env["REPOVAULT_LOCAL_STORE"]) / result.bucket
+    assert (root / "snapshots" / result.snapshot_id / "manifest.json").is_file()
+    assert (root / "tree/passwd-link").read_bytes() == b"/etc/passwd"
+    assert not (root / "tree/passwd-link").is_symlink()
+    assert archive(rich_repo).outcome == "unchanged"
+    assert cli(["restore", rich_repo.url, str(tmp_path / "local-restore")]) == 0
+    assert git(tmp_path / "local-restore", "rev-parse", "HEAD") == result.head_commit

@@ -1,0 +1,56 @@
+"""`repovault` as a user runs it: exit codes, one-line reasons, nothing written on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repovault_pipeline.cli import main as cli
+
+BAD_INPUTS = [
+    ("file:///etc", "local paths"),
+    ("ext::sh -c id", "transport helpers"),
+    ("--upload-pack=x", "starts with '-'"),
+    ("https://user:tok@github.com/a/b", "GITHUB_TOKEN"),
+    ("https://evil.example.com/a/b", "host 'evil.example.com' is not allowed"),
+    ("http://github.com/a/b", "scheme 'http' is not allowed"),
+    ("../", "local paths"),
+    ("x" * 10_000, "at most 512"),
+    ("", "empty"),
+]
+
+
+@pytest.fixture
+def github_only(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPOVAULT_ALLOWED_HOSTS", "github.com")
+    monkeypatch.setenv("REPOVAULT_ALLOWED_SCHEMES", "https,ssh")
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS, ids=[r[:24] or "empty" for r, _ in BAD_INPUTS])
+def test_restore_refuses_bad_input_with_one_line_and_writes_nothing(
+    github_only: None, tmp_path: Path, capsys: pytest.CaptureFixture, raw: str, reason: str
+) -> None:
+    dest = tmp_path / "dest"
+    assert cli(["restore", "--", raw, str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert reason in err
+    assert err.count("\n") == 1 and len(err) < 400
+    assert "tok@" not in err
+    assert not dest.exists()
+
+
+def test_status_of_an_unknown_request(vault_env: dict[str, str], capsys: pytest.CaptureFixture) -> None:
+    assert cli(["status", "https://github.com/a/b".replace("github.com", "127.0.0.1")]) == 1
+    assert "no requests for" in capsys.readouterr().err
+
+
+def test_init_is_idempotent_and_console_script_works(vault_env: dict[str, str]) -> None:
+    for _ in range(2):
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("repovault")), "init"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert "repo_requests" in done.stdout
