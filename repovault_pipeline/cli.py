@@ -21,6 +21,7 @@ from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.store import open_store
+from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -96,6 +97,43 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
+    """The list the trending schedule would request now; requests and records nothing."""
+    if args.limit < 1:
+        raise BadInput(f"--limit {args.limit}: give at least 1")
+    try:
+        check_language(args.language)
+    except InvalidTrendingOption as exc:
+        raise BadInput(str(exc)) from None
+    plan = plan_trending_tick(settings, limit=args.limit, language=args.language, since=args.since)
+    if plan.listing is None or not plan.runs:
+        print(f"repovault trending: {plan.skip_reason}", file=sys.stderr)
+        return EXIT_FAILED
+    listing = plan.listing
+    period = {"daily": "today", "weekly": "this week", "monthly": "this month"}[listing.since]
+    rows = []
+    for rank, repo, reason in iter_rows(plan):
+        if reason is not None:
+            print(f"#{rank} {repo.full_name} would not be requested: {reason}", file=sys.stderr)
+            continue
+        description = repo.description or ""
+        rows.append([
+            str(rank), repo.full_name, _thousands(repo.stars), _thousands(repo.stars_in_period),
+            repo.language or "-", description if len(description) <= 60 else description[:59] + "…",
+        ])
+    _table(["rank", "repository", "stars", f"stars {period}", "language", "description"], rows)
+    if listing.fallback_reason:
+        print(
+            f"trending page unusable ({listing.fallback_reason}); listed the most-starred "
+            f"repositories of the last 7 days from {listing.url}", file=sys.stderr,
+        )
+    return 0
+
+
+def _thousands(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repovault", description="RepoVault: git repositories archived into S3/MinIO."
@@ -112,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
     rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
     rest.set_defaults(func=cmd_restore)
+    trending = sub.add_parser(
+        "trending", help="the GitHub trending list the daily schedule would request"
+    )
+    trending.add_argument(
+        "--language", help="e.g. Python, C++ (default REPOVAULT_TRENDING_LANGUAGE, else all)"
+    )
+    trending.add_argument(
+        "--since", choices=("daily", "weekly", "monthly"),
+        help="trending period (default REPOVAULT_TRENDING_SINCE, else daily)",
+    )
+    trending.add_argument("--limit", type=int, default=10, help="how many (default 10)")
+    trending.set_defaults(func=cmd_trending)
     return parser
 
 

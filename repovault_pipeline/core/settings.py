@@ -36,6 +36,13 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(name: str, raw: str, default: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     """The four Kafka topics and how they are created when missing."""
@@ -68,6 +75,8 @@ class Settings:
     keep_snapshots: int = 10
     trending_url: str = "https://github.com/trending"
     github_api: str = "https://api.github.com"
+    trending_language: str | None = None
+    trending_since: str = "daily"
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
 
@@ -105,6 +114,11 @@ class Settings:
             trending_url=env.get("REPOVAULT_TRENDING_URL", "").strip()
             or "https://github.com/trending",
             github_api=(env.get("REPOVAULT_GITHUB_API", "").strip() or "https://api.github.com"),
+            trending_language=env.get("REPOVAULT_TRENDING_LANGUAGE", "").strip() or None,
+            trending_since=_choice(
+                "REPOVAULT_TRENDING_SINCE", env.get("REPOVAULT_TRENDING_SINCE", ""), "daily",
+                ("daily", "weekly", "monthly"),
+            ),
             work_dir=Path(
                 env.get("REPOVAULT_WORK_DIR", "").strip()
                 or Path(tempfile.gettempdir()) / "repovault"

@@ -1,0 +1,587 @@
+"""GitHub trending: which repositories the daily schedule (and `repovault trending`) requests.
+
+The trending page has no API, so its HTML is parsed: one `<article class="Box-row">` card per
+repository, the repository link in the card's `<h2>`. GitHub changes that markup from time to
+time; when the page fails or yields no repository, the GitHub Search API (most-starred
+repositories created in the last 7 days) stands in, so a tick still has something to archive.
+
+Plain Python (no Dagster): the schedule glue only turns a `TickPlan` into run requests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from .. import __version__
+from .errors import ArchiveError
+from .identity import InvalidRepoUrl, parse_repo_url
+from .redact import mask_secrets
+from .runs import request_tags
+from .settings import Settings
+
+SINCE_CHOICES = ("daily", "weekly", "monthly")
+TOP_N = 10
+SEARCH_WINDOW_DAYS = 7
+SEARCH_PER_PAGE = 25  # as many as the trending page shows, so rejected entries can be replaced
+DEFAULT_TIMEOUT_S = (5.0, 20.0)  # connect, read: a tick never waits on GitHub for long
+DEFAULT_RETRIES = 1  # one more attempt on a connection error or a 5xx; timeouts are not retried
+MAX_BODY_BYTES = 8 * 1024 * 1024  # the real page is well under 1 MB
+GITHUB_API_VERSION = "2022-11-28"
+TRENDING_SOURCE = "trending"
+
+TAG_TRENDING_DATE = "repovault/trending_date"
+TAG_TRENDING_RANK = "repovault/trending_rank"
+TAG_TRENDING_LIST = "repovault/trending_list"  # "page" or "search_api": where the rank is from
+_TRENDING_NAMESPACE = uuid.UUID("0d3c8f5e-2a77-4c53-9a43-6f0e7b1d9c24")
+
+_LANGUAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 +#._-]{0,49}$")
+_REPO_PATH = re.compile(r"^/?(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+)/?$")
+_COUNT = re.compile(r"(\d[\d,]*)")
+_VOID = {
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+    "track", "wbr",
+}
+
+
+class TrendingError(ArchiveError):
+    """The trending list could not be read from one source; `str()` says why."""
+
+
+class RateLimited(TrendingError):
+    """GitHub refused with a rate limit; `retry_at` says when it lifts, when GitHub said so."""
+
+    def __init__(self, message: str, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class TrendingUnavailable(TrendingError):
+    """Neither the trending page nor the Search API gave a list."""
+
+    def __init__(self, page_error: TrendingError, api_error: TrendingError) -> None:
+        super().__init__(f"trending page: {page_error}; GitHub search API: {api_error}")
+        self.page_error = page_error
+        self.api_error = api_error
+
+    @property
+    def rate_limited(self) -> bool:
+        return isinstance(self.page_error, RateLimited) or isinstance(self.api_error, RateLimited)
+
+
+class InvalidTrendingOption(ValueError):
+    """A language or period the trending page cannot be asked for (bad input, not a failure)."""
+
+
+@dataclass(frozen=True)
+class TrendingRepo:
+    """One entry of the list, as GitHub shows it."""
+
+    owner: str
+    name: str
+    description: str | None = None
+    language: str | None = None
+    stars: int | None = None
+    stars_in_period: int | None = None  # None from the Search API, which has no such figure
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def url(self) -> str:
+        return f"https://github.com/{self.owner}/{self.name}"
+
+
+@dataclass(frozen=True)
+class TrendingList:
+    """The repositories in page order, and where they came from."""
+
+    repos: tuple[TrendingRepo, ...]
+    source: str  # "page" or "search_api"
+    url: str  # what was fetched (credentials masked)
+    since: str
+    language: str | None
+    fallback_reason: str | None = None  # why the page was not used, when it was not
+
+
+# --------------------------------------------------------------------------- page parsing
+
+
+@dataclass
+class _Card:
+    href: str | None = None
+    description: list[str] = field(default_factory=list)
+    language: list[str] = field(default_factory=list)
+    stars: list[str] = field(default_factory=list)
+    period: list[str] = field(default_factory=list)
+    has_description: bool = False
+    has_language: bool = False
+
+
+class _TrendingParser(HTMLParser):
+    """Collects the repository cards; everything outside `<article class="Box-row">` is ignored.
+
+    A stack of open elements inside the card says which field the text belongs to, so nested
+    markup (svg icons, emoji, avatars) never leaks into another field.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.cards: list[_Card] = []
+        self.articles = 0
+        self._card: _Card | None = None
+        self._stack: list[tuple[str, str | None]] = []  # (tag, field collected inside it)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        classes = set(attr.get("class", "").split())
+        if self._card is None:
+            if tag == "article" and "Box-row" in classes:
+                self.articles += 1
+                self._card = _Card()
+                self._stack = [("article", None)]
+            return
+        if tag in _VOID:
+            return
+        card = self._card
+        collecting = self._collecting()
+        target: str | None = None
+        if tag == "a" and self._inside("h2") and card.href is None:
+            card.href = attr.get("href", "")
+            target = "name"
+        elif tag == "p" and "col-9" in classes and not card.has_description:
+            card.has_description = True
+            target = "description"
+        elif tag == "span" and attr.get("itemprop") == "programmingLanguage":
+            card.has_language = True
+            target = "language"
+        elif tag == "a" and attr.get("href", "").rstrip("/").endswith("/stargazers"):
+            target = "stars"
+        elif tag == "span" and {"d-inline-block", "float-sm-right"} <= classes:
+            target = "period"
+        self._stack.append((tag, target or collecting))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._card is None or tag in _VOID:
+            return
+        # Pop up to the matching open element; a stray end tag (no match) is ignored.
+        for depth in range(len(self._stack) - 1, -1, -1):
+            if self._stack[depth][0] == tag:
+                del self._stack[depth:]
+                break
+        if not self._stack:
+            self.cards.append(self._card)
+            self._card = None
+
+    def handle_data(self, data: str) -> None:
+        if self._card is None:
+            return
+        target = self._collecting()
+        if target in ("description", "language", "stars", "period"):
+            getattr(self._card, target).append(data)
+
+    def _collecting(self) -> str | None:
+        return self._stack[-1][1] if self._stack else None
+
+    def _inside(self, tag: str) -> bool:
+        return any(open_tag == tag for open_tag, _ in self._stack)
+
+
+def parse_trending_page(html: str) -> tuple[list[TrendingRepo], int]:
+    """The repository cards of a trending page, in page order, and how many cards there were.
+
+    A card whose link does not name owner/name is left out; the caller sees it in the count.
+    """
+    parser = _TrendingParser()
+    parser.feed(html)
+    parser.close()
+    repos: list[TrendingRepo] = []
+    for card in parser.cards:
+        match = _REPO_PATH.match(urlsplit((card.href or "").strip()).path)
+        if not match:
+            continue
+        repos.append(
+            TrendingRepo(
+                owner=match["owner"],
+                name=match["name"],
+                description=_text(card.description) if card.has_description else None,
+                language=_text(card.language) if card.has_language else None,
+                stars=_count(card.stars),
+                stars_in_period=_count(card.period),
+            )
+        )
+    return repos, parser.articles
+
+
+def _text(parts: list[str]) -> str | None:
+    text = " ".join(" ".join(parts).split())
+    return text or None
+
+
+def _count(parts: list[str]) -> int | None:
+    match = _COUNT.search(" ".join(parts))
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def parse_search_response(payload: Any) -> list[TrendingRepo]:
+    """Repositories of a GitHub Search API answer (`items`), in its order."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise TrendingError("the answer has no 'items' list; is REPOVAULT_GITHUB_API right?")
+    repos = []
+    for item in payload["items"]:
+        if not isinstance(item, dict):
+            continue
+        match = _REPO_PATH.match(str(item.get("full_name") or ""))
+        if not match:
+            continue
+        stars = item.get("stargazers_count")
+        repos.append(
+            TrendingRepo(
+                owner=match["owner"],
+                name=match["name"],
+                description=_text([item["description"]]) if item.get("description") else None,
+                language=item.get("language") or None,
+                stars=stars if isinstance(stars, int) else None,
+            )
+        )
+    return repos
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+def check_since(since: str) -> str:
+    value = (since or "").strip().lower()
+    if value not in SINCE_CHOICES:
+        raise InvalidTrendingOption(f"since={since!r} is not one of {', '.join(SINCE_CHOICES)}")
+    return value
+
+
+def check_language(language: str | None) -> str | None:
+    """A language name as GitHub lists it (Python, C++, C#, Jupyter Notebook), or None."""
+    if language is None or not language.strip():
+        return None
+    value = language.strip()
+    if not _LANGUAGE.match(value):
+        raise InvalidTrendingOption(
+            f"language {value[:60]!r} is not a language name; use letters, digits, spaces, + # . -"
+        )
+    return value
+
+
+def trending_page_url(base: str, language: str | None) -> str:
+    """`<trending url>[/<language slug>]`; GitHub's slug is lowercase with spaces as '-'."""
+    language = check_language(language)
+    if not language:
+        return base.rstrip("/")
+    slug = quote(language.lower().replace(" ", "-"), safe="+-._")
+    return f"{base.rstrip('/')}/{slug}"
+
+
+class TrendingClient:
+    """Reads the trending list: the page first, the Search API when the page is of no use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = 1.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        self.session.max_redirects = 5
+        self.session.headers["User-Agent"] = f"repovault/{__version__} (+trending schedule)"
+
+    def fetch(
+        self, language: str | None = None, since: str = "daily", as_of: datetime | None = None,
+    ) -> TrendingList:
+        """The list in page order; raises `TrendingUnavailable` when both sources fail."""
+        language = check_language(language)
+        since = check_since(since)
+        try:
+            return self.fetch_page(language, since)
+        except TrendingError as page_error:
+            try:
+                listing = self.fetch_search_api(language, since, as_of)
+            except TrendingError as api_error:
+                raise TrendingUnavailable(page_error, api_error) from None
+            return TrendingList(
+                listing.repos, listing.source, listing.url, since, language,
+                fallback_reason=str(page_error),
+            )
+
+    def fetch_page(self, language: str | None = None, since: str = "daily") -> TrendingList:
+        url = trending_page_url(self.settings.trending_url, language)
+        since = check_since(since)
+        shown = _shown(f"{url}?since={since}")
+        body = self._get(
+            url, params={"since": since}, headers={"Accept": "text/html"}, what=shown, api=False
+        )
+        repos, cards = parse_trending_page(body)
+        if not repos:
+            found = f"{cards} cards but none names a repository" if cards else "no repository cards"
+            raise TrendingError(f"{shown} has {found} (has GitHub changed its markup?)")
+        return TrendingList(tuple(repos), "page", shown, since, language)
+
+    def fetch_search_api(
+        self, language: str | None = None, since: str = "daily", as_of: datetime | None = None,
+    ) -> TrendingList:
+        """Most-starred repositories created in the last 7 days: the closest public stand-in."""
+        created = ((as_of or datetime.now(UTC)) - timedelta(days=SEARCH_WINDOW_DAYS)).date()
+        query = f"created:>{created.isoformat()}"
+        if language:
+            query += f' language:"{language}"'
+        url = f"{self.settings.github_api.rstrip('/')}/search/repositories"
+        params = {"q": query, "sort": "stars", "order": "desc", "per_page": str(SEARCH_PER_PAGE)}
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": GITHUB_API_VERSION,
+        }
+        if self.settings.github_token:
+            headers["Authorization"] = f"Bearer {self.settings.github_token}"
+        shown = _shown(url)
+        body = self._get(url, params=params, headers=headers, what=shown, api=True)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise TrendingError(f"{shown} did not answer JSON") from None
+        try:
+            repos = parse_search_response(payload)
+        except TrendingError as exc:
+            raise TrendingError(f"{shown}: {exc}") from None
+        if not repos:
+            raise TrendingError(f"{shown} found no repository created since {created}")
+        return TrendingList(tuple(repos), "search_api", shown, since, language)
+
+    def _get(
+        self, url: str, *, params: dict[str, str], headers: dict[str, str], what: str, api: bool,
+    ) -> str:
+        """GET with bounded time and one retry for connection errors and 5xx answers."""
+        attempts = 1 + self.retries
+        for attempt in range(1, attempts + 1):
+            retry = attempt < attempts
+            try:
+                with self.session.get(
+                    url, params=params, headers=headers, timeout=self.timeout, stream=True,
+                ) as resp:
+                    limited = _rate_limit(resp, what, api and not self.settings.github_token)
+                    if limited:
+                        raise limited
+                    if resp.status_code >= 500 and retry:
+                        self._sleep(self.backoff_s * attempt)
+                        continue
+                    if resp.status_code != 200:
+                        raise TrendingError(
+                            f"{what} answered HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+                        )
+                    return _read_body(resp, what, time.monotonic() + 2 * _budget(self.timeout))
+            except requests.Timeout:
+                raise TrendingError(f"{what} timed out after {_seconds(self.timeout)}") from None
+            except requests.ConnectionError as exc:
+                if retry:
+                    self._sleep(self.backoff_s * attempt)
+                    continue
+                raise TrendingError(f"{what} is unreachable ({_reason(exc)})") from None
+            except requests.RequestException as exc:
+                raise TrendingError(f"{what} failed ({_reason(exc)})") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _read_body(resp: requests.Response, what: str, deadline: float) -> str:
+    """The body, bounded in size and in time (a server trickling bytes never times out)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TrendingError(f"{what} sent more than {MAX_BODY_BYTES // 2**20} MB")
+        if time.monotonic() > deadline:
+            raise TrendingError(f"{what} is sending too slowly; gave up")
+        chunks.append(chunk)
+    # requests assumes ISO-8859-1 for text/* without a charset; GitHub serves UTF-8.
+    declared = "charset=" in resp.headers.get("Content-Type", "").lower()
+    return b"".join(chunks).decode(resp.encoding if declared and resp.encoding else "utf-8",
+                                   errors="replace")
+
+
+def _rate_limit(resp: requests.Response, what: str, hint_token: bool) -> RateLimited | None:
+    """403/429 with GitHub's rate-limit headers (or any 429): when it lifts, if GitHub says."""
+    if resp.status_code not in (403, 429):
+        return None
+    retry_after = resp.headers.get("Retry-After", "").strip()
+    reset = resp.headers.get("X-RateLimit-Reset", "").strip()
+    exhausted = resp.headers.get("X-RateLimit-Remaining", "").strip() == "0"
+    if resp.status_code == 403 and not (retry_after or exhausted):
+        return None
+    retry_at = _retry_at(retry_after, reset)
+    when = f"; retry after {retry_at:%Y-%m-%d %H:%M:%SZ}" if retry_at else ""
+    hint = "; set GITHUB_TOKEN for a higher limit" if hint_token else ""
+    return RateLimited(f"{what} is rate limited (HTTP {resp.status_code}){when}{hint}", retry_at)
+
+
+def _retry_at(retry_after: str, reset: str) -> datetime | None:
+    now = datetime.now(UTC)
+    if retry_after.isdigit():
+        return now + timedelta(seconds=int(retry_after))
+    if retry_after:
+        try:
+            return parsedate_to_datetime(retry_after).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    if reset.isdigit():
+        return datetime.fromtimestamp(int(reset), UTC)
+    return None
+
+
+def _budget(timeout: float | tuple[float, float]) -> float:
+    return max(timeout) if isinstance(timeout, tuple) else timeout
+
+
+def _seconds(timeout: float | tuple[float, float]) -> str:
+    return f"{_budget(timeout):g}s"
+
+
+def _reason(exc: Exception) -> str:
+    return exc.__class__.__name__
+
+
+def _shown(url: str) -> str:
+    return mask_secrets(url)
+
+
+# --------------------------------------------------------------------------- a schedule tick
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run the tick requests; everything in it is derived from the tick date and repo."""
+
+    rank: int
+    repo: TrendingRepo
+    repo_id: str
+    repo_url: str
+    run_key: str
+    request_id: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RejectedEntry:
+    rank: int
+    repo: TrendingRepo
+    reason: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """What a tick does: the runs to request, the entries refused, or why it does nothing."""
+
+    requested_at: datetime
+    runs: tuple[PlannedRun, ...] = ()
+    rejected: tuple[RejectedEntry, ...] = ()
+    listing: TrendingList | None = None
+    skip_reason: str | None = None
+
+
+def trending_run_key(day: date, repo_id: str) -> str:
+    """One run per repository per trending day: a re-evaluated tick gives the same keys."""
+    return f"trending:{day.isoformat()}:{repo_id}"
+
+
+def trending_request_id(run_key: str) -> str:
+    """Derived from the run key, so a re-evaluated tick writes the same lineage row."""
+    return str(uuid.uuid5(_TRENDING_NAMESPACE, run_key))
+
+
+def plan_trending_tick(
+    settings: Settings,
+    scheduled_at: datetime | None = None,
+    *,
+    client: TrendingClient | None = None,
+    limit: int = TOP_N,
+    language: str | None = None,
+    since: str | None = None,
+) -> TickPlan:
+    """Read the list and turn its first `limit` acceptable entries into planned runs.
+
+    No side effect: the schedule records and requests what this returns; the CLI prints it.
+    `scheduled_at` (default now) fixes the day of the run keys and the requests' time.
+    An entry whose URL is refused (REPOVAULT_ALLOWED_*) is reported and the next one moves up.
+    """
+    requested_at = (scheduled_at or datetime.now(UTC)).astimezone(UTC)
+    if "github.com" not in settings.allowed_hosts or "https" not in settings.allowed_schemes:
+        return TickPlan(
+            requested_at,
+            skip_reason=(
+                "trending repositories live on https://github.com, which is not allowed "
+                f"(REPOVAULT_ALLOWED_HOSTS={','.join(settings.allowed_hosts)}, "
+                f"REPOVAULT_ALLOWED_SCHEMES={','.join(settings.allowed_schemes)}); "
+                "add github.com and https to archive them"
+            ),
+        )
+    client = client or TrendingClient(settings)
+    language = language if language is not None else settings.trending_language
+    try:
+        listing = client.fetch(language, since or settings.trending_since, as_of=requested_at)
+    except (TrendingError, InvalidTrendingOption) as exc:
+        return TickPlan(requested_at, skip_reason=f"no trending list: {exc}")
+
+    day = requested_at.date()
+    runs: list[PlannedRun] = []
+    rejected: list[RejectedEntry] = []
+    seen: set[str] = set()
+    for rank, repo in enumerate(listing.repos, start=1):
+        if len(runs) >= limit:
+            break
+        key = trending_run_key(day, f"github.com/{repo.full_name}".lower())
+        try:
+            ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+        except InvalidRepoUrl as exc:
+            rejected.append(RejectedEntry(rank, repo, str(exc), trending_request_id(key)))
+            continue
+        if ref.repo_id in seen:
+            continue
+        seen.add(ref.repo_id)
+        run_key = trending_run_key(day, ref.repo_id)
+        request_id = trending_request_id(run_key)
+        tags = {
+            **request_tags(request_id, ref.url, TRENDING_SOURCE, requested_at),
+            TAG_TRENDING_DATE: day.isoformat(),
+            TAG_TRENDING_RANK: str(rank),
+            TAG_TRENDING_LIST: listing.source,
+        }
+        runs.append(PlannedRun(rank, repo, ref.repo_id, ref.url, run_key, request_id, tags))
+    skip_reason = None
+    if not runs:
+        reasons = "; ".join(f"{r.repo.full_name}: {r.reason}" for r in rejected[:3])
+        skip_reason = f"none of the {len(listing.repos)} trending repositories can be requested"
+        skip_reason += f" ({reasons})" if reasons else ""
+    return TickPlan(requested_at, tuple(runs), tuple(rejected), listing, skip_reason)
+
+
+def iter_rows(plan: TickPlan) -> Iterator[tuple[int, TrendingRepo, str | None]]:
+    """Planned and rejected entries in rank order: (rank, repo, reason it is refused or None)."""
+    entries = [(r.rank, r.repo, None) for r in plan.runs]
+    entries += [(r.rank, r.repo, r.reason) for r in plan.rejected]
+    yield from sorted(entries, key=lambda e: e[0])

@@ -1,0 +1,331 @@
+"""The trending client against a real local HTTP server: the page, the API fallback, failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from repovault_pipeline import cli
+from repovault_pipeline.core.settings import ConfigError, Settings
+from repovault_pipeline.core.trending import (
+    InvalidTrendingOption,
+    RateLimited,
+    TrendingClient,
+    TrendingError,
+    TrendingUnavailable,
+    parse_trending_page,
+    plan_trending_tick,
+    trending_page_url,
+    trending_request_id,
+    trending_run_key,
+)
+from tests.fixtures.trending.server import (
+    CHANGED_HTML,
+    HTML,
+    JSON,
+    SEARCH_JSON,
+    TRENDING_HTML,
+    Answer,
+    FakeGitHub,
+    fake_github,
+)
+
+TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+AS_OF = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
+
+# The fixture's cards, in page order (what GitHub showed; not computed by the parser).
+PAGE_ORDER = [
+    "microsoft/markitdown", "ghostty-org/ghostty", "Byaidu/PDFMathTranslate", "vercel/next.js",
+    "jwasham/coding-interview-university", "n8n-io/n8n", "astral-sh/uv",
+    "langchain-ai/open_deep_research", "hiyouga/LLaMA-Factory", "mrdoob/three.js",
+    "yt-dlp/yt-dlp", "gradio-app/gradio", "Genesis-Embodied-AI/Genesis",
+    "DrewThomasson/ebook2audiobook", "bytedance/monolith", "torvalds/linux",
+    "home-assistant/core", "facebook/react", "dotnet/runtime", "pytorch/pytorch",
+    "jupyter/notebook", "apple/swift", "kubernetes/kubernetes", "rust-lang/rust",
+    "excalidraw/excalidraw",
+]
+API_ORDER = [item["full_name"] for item in json.loads(SEARCH_JSON)["items"]]
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    with fake_github() as fake:
+        yield fake
+
+
+def settings_for(fake: FakeGitHub, **extra: str) -> Settings:
+    env = {
+        "REPOVAULT_TRENDING_URL": f"{fake.url}/trending",
+        "REPOVAULT_GITHUB_API": f"{fake.url}/api",
+        **extra,
+    }
+    return Settings.from_env(env)
+
+
+def client_for(fake: FakeGitHub, timeout: float = 2.0, **extra: str) -> TrendingClient:
+    return TrendingClient(settings_for(fake, **extra), timeout=timeout, backoff_s=0)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_fixture_page_parses_all_25_cards_in_page_order() -> None:
+    repos, cards = parse_trending_page(TRENDING_HTML.decode())
+    assert cards == 25
+    assert [r.full_name for r in repos] == PAGE_ORDER
+    first = repos[0]
+    assert (first.description, first.language, first.stars, first.stars_in_period) == (
+        "Python tool for converting files and office documents to Markdown.", "Python", 38214, 1487
+    )
+    # emoji markup inside the description, a card without language, one without description
+    assert repos[1].description.startswith("👻 Ghostty is a fast")
+    assert repos[4].language is None and repos[4].stars == 309877
+    assert repos[7].description is None and repos[7].name == "open_deep_research"
+    # entities decoded; nothing from the "Built by" avatars or the star button leaks in
+    assert repos[8].description == "Unified Efficient Fine-Tuning of 100+ LLMs & VLMs (ACL 2024)"
+    assert repos[14].description == "ByteDance's Recommendation System"
+    assert repos[18].language == "C#" and repos[20].language == "Jupyter Notebook"
+    assert repos[3].url == "https://github.com/vercel/next.js"
+
+
+def test_changed_markup_yields_no_repository() -> None:
+    assert parse_trending_page(CHANGED_HTML.decode()) == ([], 0)
+
+
+def test_card_without_repository_link_is_left_out() -> None:
+    page = TRENDING_HTML.decode().replace('href="/microsoft/markitdown" data-view', 'data-view', 1)
+    repos, cards = parse_trending_page(page)
+    assert cards == 25
+    assert [r.full_name for r in repos] == PAGE_ORDER[1:]
+
+
+@pytest.mark.parametrize(
+    ("language", "path"),
+    [(None, "/trending"), ("Python", "/trending/python"), ("C++", "/trending/c++"),
+     ("C#", "/trending/c%23"), ("Jupyter Notebook", "/trending/jupyter-notebook")],
+)
+def test_language_slug(language: str | None, path: str) -> None:
+    assert trending_page_url("https://github.com/trending/", language) == f"https://github.com{path}"
+
+
+@pytest.mark.parametrize("language", ["../admin", "py?x=1", "a/b", "x" * 80])
+def test_language_that_is_not_a_name_is_refused(language: str) -> None:
+    with pytest.raises(InvalidTrendingOption):
+        trending_page_url("https://github.com/trending", language)
+
+
+def test_since_and_language_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"REPOVAULT_TRENDING_SINCE": "Weekly", "REPOVAULT_TRENDING_LANGUAGE": " Rust "}
+    )
+    assert (settings.trending_since, settings.trending_language) == ("weekly", "Rust")
+    assert Settings.from_env({}).trending_since == "daily"
+    with pytest.raises(ConfigError, match="REPOVAULT_TRENDING_SINCE"):
+        Settings.from_env({"REPOVAULT_TRENDING_SINCE": "yearly"})
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_page_is_read_over_http_with_language_and_period(github: FakeGitHub) -> None:
+    github.page(path="/trending/python")
+    listing = client_for(github, GITHUB_TOKEN=TOKEN).fetch(language="Python", since="weekly")
+    assert listing.source == "page" and listing.fallback_reason is None
+    assert [r.full_name for r in listing.repos] == PAGE_ORDER
+    (hit,) = github.hits
+    assert hit.path == "/trending/python" and hit.query == {"since": "weekly"}
+    assert "authorization" not in hit.headers  # the token is for the API only
+    assert hit.headers["user-agent"].startswith("repovault/")
+
+
+def test_changed_markup_falls_back_to_search_api(github: FakeGitHub) -> None:
+    github.page(CHANGED_HTML)
+    github.search_api()
+    listing = client_for(github, GITHUB_TOKEN=TOKEN).fetch(since="daily", as_of=AS_OF)
+    assert listing.source == "search_api"
+    assert "no repository cards" in listing.fallback_reason
+    assert [r.full_name for r in listing.repos] == API_ORDER
+    assert listing.repos[1].language == "Python" and listing.repos[1].stars == 7423
+    assert listing.repos[1].stars_in_period is None
+    (hit,) = github.hits_on("/api/search/repositories")
+    assert hit.query["q"] == "created:>2025-01-08"
+    assert (hit.query["sort"], hit.query["order"]) == ("stars", "desc")
+    assert hit.headers["accept"] == "application/vnd.github+json"
+    assert hit.headers["x-github-api-version"] == "2022-11-28"
+    assert hit.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_api_without_token_sends_no_authorization(github: FakeGitHub) -> None:
+    github.page(CHANGED_HTML)
+    github.search_api()
+    listing = client_for(github).fetch(language="Rust", as_of=AS_OF)
+    assert listing.source == "search_api"
+    (hit,) = github.hits_on("/api/search/repositories")
+    assert "authorization" not in hit.headers
+    assert hit.query["q"] == 'created:>2025-01-08 language:"Rust"'
+
+
+def test_http_500_is_retried_once_then_falls_back(github: FakeGitHub) -> None:
+    github.answer("/trending", Answer(500, b"oops", HTML))
+    github.search_api()
+    listing = client_for(github).fetch(as_of=AS_OF)
+    assert listing.source == "search_api"
+    assert "HTTP 500" in listing.fallback_reason
+    assert len(github.hits_on("/trending")) == 2  # one retry, no more
+
+
+def test_5xx_then_success_uses_the_page(github: FakeGitHub) -> None:
+    github.answer("/trending", Answer(502, b"", HTML), Answer(200, TRENDING_HTML, HTML))
+    listing = client_for(github).fetch()
+    assert listing.source == "page" and len(listing.repos) == 25
+    assert github.hits_on("/api/search/repositories") == []
+
+
+def test_rate_limits_give_a_clear_reason_and_are_not_retried(github: FakeGitHub) -> None:
+    reset = int((datetime.now(UTC) + timedelta(minutes=42)).timestamp())
+    github.answer("/trending", Answer(429, b"slow down", {**HTML, "Retry-After": "120"}))
+    github.answer(
+        "/api/search/repositories",
+        Answer(403, b'{"message":"API rate limit exceeded"}',
+               {**JSON, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}),
+    )
+    with pytest.raises(TrendingUnavailable) as caught:
+        client_for(github, GITHUB_TOKEN=TOKEN).fetch(as_of=AS_OF)
+    err = caught.value
+    assert err.rate_limited
+    assert isinstance(err.page_error, RateLimited) and isinstance(err.api_error, RateLimited)
+    assert err.api_error.retry_at == datetime.fromtimestamp(reset, UTC)
+    assert f"{datetime.fromtimestamp(reset, UTC):%Y-%m-%d %H:%M:%S}Z" in str(err)
+    assert "rate limited (HTTP 429)" in str(err) and "rate limited (HTTP 403)" in str(err)
+    assert TOKEN not in str(err)
+    assert len(github.hits_on("/trending")) == 1
+    assert len(github.hits_on("/api/search/repositories")) == 1
+
+
+def test_rate_limit_without_token_suggests_one(github: FakeGitHub) -> None:
+    github.answer("/api/search/repositories", Answer(
+        403, b"{}", {**JSON, "Retry-After": "Wed, 15 Jan 2025 07:00:00 GMT"}
+    ))
+    with pytest.raises(RateLimited, match="GITHUB_TOKEN") as caught:
+        client_for(github).fetch_search_api(as_of=AS_OF)
+    assert caught.value.retry_at == datetime(2025, 1, 15, 7, 0, tzinfo=UTC)
+
+
+def test_plain_403_is_an_http_error_not_a_rate_limit(github: FakeGitHub) -> None:
+    github.answer("/trending", Answer(403, b"forbidden", HTML))
+    with pytest.raises(TrendingError, match="HTTP 403") as caught:
+        client_for(github).fetch_page()
+    assert not isinstance(caught.value, RateLimited)
+
+
+def test_timeout_is_bounded_and_falls_back(github: FakeGitHub) -> None:
+    github.answer("/trending", Answer(200, TRENDING_HTML, HTML, delay_s=1.5))
+    github.search_api()
+    started = time.monotonic()
+    listing = client_for(github, timeout=0.3).fetch(as_of=AS_OF)
+    assert time.monotonic() - started < 1.2
+    assert listing.source == "search_api"
+    assert "timed out after 0.3s" in listing.fallback_reason
+    assert len(github.hits_on("/trending")) == 1  # a timeout is not retried
+
+
+def test_both_sources_failing_says_why_for_each(github: FakeGitHub) -> None:
+    github.page(CHANGED_HTML)
+    github.answer("/api/search/repositories", Answer(500, b"{}", JSON))
+    with pytest.raises(TrendingUnavailable) as caught:
+        client_for(github).fetch(as_of=AS_OF)
+    message = str(caught.value)
+    assert message.startswith("trending page: ") and "no repository cards" in message
+    assert "GitHub search API: " in message and "HTTP 500" in message
+    assert not caught.value.rate_limited
+
+
+def test_unreachable_server_is_an_error_not_a_crash() -> None:
+    with fake_github() as fake:
+        settings = settings_for(fake)
+    client = TrendingClient(settings, timeout=0.5, backoff_s=0)
+    with pytest.raises(TrendingUnavailable, match="unreachable"):
+        client.fetch(as_of=AS_OF)
+
+
+def test_api_answer_that_is_not_json(github: FakeGitHub) -> None:
+    github.answer("/api/search/repositories", Answer(200, b"<html>login</html>", HTML))
+    with pytest.raises(TrendingError, match="did not answer JSON"):
+        client_for(github).fetch_search_api(as_of=AS_OF)
+
+
+# --------------------------------------------------------------------------- a tick's plan
+
+
+def test_plan_takes_the_top_ten_with_stable_keys(github: FakeGitHub) -> None:
+    github.page()
+    settings = settings_for(github)
+    plan = plan_trending_tick(settings, AS_OF, client=TrendingClient(settings, backoff_s=0))
+    assert plan.skip_reason is None
+    assert [r.repo_id for r in plan.runs] == [f"github.com/{n.lower()}" for n in PAGE_ORDER[:10]]
+    run = plan.runs[3]
+    assert run.run_key == "trending:2025-01-15:github.com/vercel/next.js"
+    assert run.request_id == trending_request_id(run.run_key)
+    assert run.repo_url == "https://github.com/vercel/next.js"
+    assert run.tags["repovault/source"] == "trending"
+    assert run.tags["repovault/trending_date"] == "2025-01-15"
+    assert run.tags["repovault/trending_rank"] == "4"
+    again = plan_trending_tick(settings, AS_OF + timedelta(minutes=3),
+                               client=TrendingClient(settings, backoff_s=0))
+    assert [r.run_key for r in again.runs] == [r.run_key for r in plan.runs]
+    next_day = trending_run_key(AS_OF.date() + timedelta(days=1), run.repo_id)
+    assert trending_request_id(next_day) != run.request_id
+
+
+def test_plan_skips_without_fetching_when_github_is_not_allowed(github: FakeGitHub) -> None:
+    github.page()
+    settings = settings_for(github, REPOVAULT_ALLOWED_HOSTS="gitlab.com")
+    plan = plan_trending_tick(settings, AS_OF)
+    assert plan.runs == ()
+    assert "REPOVAULT_ALLOWED_HOSTS=gitlab.com" in plan.skip_reason
+    assert github.hits == []
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_trending_prints_the_list_without_requesting(
+    github: FakeGitHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path,
+) -> None:
+    github.page(path="/trending/rust")
+    monkeypatch.setenv("REPOVAULT_TRENDING_URL", f"{github.url}/trending")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", f"{github.url}/api")
+    monkeypatch.setenv("REPOVAULT_ALLOWED_HOSTS", "github.com")
+    monkeypatch.setenv("REPOVAULT_DB_URL", f"sqlite:///{tmp_path}/lineage.db")
+    assert cli.main(["trending", "--language", "Rust", "--since", "monthly", "--limit", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["rank", "repository", "stars"]
+    assert [line.split()[1] for line in out[1:]] == PAGE_ORDER[:3]
+    assert out[1].split()[:4] == ["1", "microsoft/markitdown", "38,214", "1,487"]
+    assert github.hits_on("/trending/rust")[0].query == {"since": "monthly"}
+    assert not (tmp_path / "lineage.db").exists()  # nothing recorded
+
+
+def test_cli_trending_bad_language_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["trending", "--language", "../etc"]) == 2
+    assert "language" in capsys.readouterr().err
+
+
+def test_cli_trending_failure_is_exit_1(
+    github: FakeGitHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    github.answer("/trending", Answer(500, b"", HTML))
+    github.answer("/api/search/repositories", Answer(429, b"", {**JSON, "Retry-After": "60"}))
+    monkeypatch.setenv("REPOVAULT_TRENDING_URL", f"{github.url}/trending")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", f"{github.url}/api")
+    monkeypatch.setenv("REPOVAULT_ALLOWED_HOSTS", "github.com")
+    assert cli.main(["trending"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rate limited" in err and "HTTP 500" in err
