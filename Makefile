@@ -26,5 +26,18 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
+# Full stack in Docker (docs/deployment.md): `make up`, `make up HA=1` for three Kafka brokers.
+# The first `make up` writes .env with random secrets; `make down` keeps the data volumes.
+COMPOSE ?= docker compose
+COMPOSE_FILES = -f docker-compose.yml $(if $(HA),-f docker-compose.ha.yml)
+
+up:
+	@sh deploy/make-env.sh
+	$(COMPOSE) $(COMPOSE_FILES) up -d --build
+	@echo "RepoVault UI: http://$$(sed -n 's/^REPOVAULT_PUBLIC_HOST=//p' .env):$$(sed -n 's/^REPOVAULT_UI_PORT=//p' .env)/ (sign in as the operator of .env; services need a minute: $(COMPOSE) $(COMPOSE_FILES) ps)"
+
+down:
+	$(COMPOSE) $(COMPOSE_FILES) down
+
 clean:
 	rm -rf .repovault .pytest_cache

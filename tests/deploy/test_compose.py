@@ -1,0 +1,705 @@
+"""Static checks of the full stack: docker-compose.yml, docker-compose.ha.yml, Dockerfile,
+.env.example and the Keycloak realm.
+
+No Docker engine runs on the test machines, so Compose's own parser (Debian's `docker-compose`,
+which works offline) resolves the files (interpolation, anchors, the HA override, `extends`) and
+the checks read what it prints: the configuration Compose would really run. Each check runs with
+.env.example and with a second env file whose every value differs, so that a value hard-coded in
+one place cannot agree with another place by coincidence.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from repovault_pipeline.core.settings import Settings
+from tests.conftest import missing_service
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "repovault_pipeline"
+BASE = "docker-compose.yml"
+HA = "docker-compose.ha.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+REALM_FILE = ROOT / "deploy" / "keycloak" / "repovault-realm.json"
+IMPORT_DIR = "/opt/keycloak/data/import"
+
+# Read on the code's behalf by a library, so no scan of our sources can find them: boto3 takes
+# the S3 credentials from the environment. (DAGSTER_HOME: see the Dagster check.)
+LIBRARY_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+# Empty means "use the default" for every setting except these, which a deployment must fill.
+MUST_BE_FILLED = {
+    "REPOVAULT_KAFKA_BOOTSTRAP", "REPOVAULT_S3_ENDPOINT", "REPOVAULT_DB_URL",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN")
+SPEC_TOPICS = ("pendientes", "en_proceso", "completados", "rechazados")
+# Where each service that keeps data keeps it.
+DATA_DIRS = {
+    "postgres": "/var/lib/postgresql/data",
+    "keycloak-db": "/var/lib/postgresql/data",
+    "minio": "/data",
+    "kafka": "/var/lib/kafka/data",
+    "kafka-2": "/var/lib/kafka/data",
+    "kafka-3": "/var/lib/kafka/data",
+    "dagster-code": "/opt/dagster/home/storage",
+    "dagster-daemon": "/opt/dagster/home/storage",
+    "dagster-webserver": "/opt/dagster/home/storage",
+}
+
+
+# --- running Compose --------------------------------------------------------------------------
+
+def compose_binary() -> str:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        missing_service("docker-compose is not installed (.ci/run installs Debian's package)")
+    return binary
+
+
+def run_compose(files: Iterable[str], env_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` with nothing from this process's environment: interpolation sees
+    only `env_file`, as on a host where the operator exported nothing."""
+    cmd = [compose_binary(), "--project-directory", str(ROOT), "--env-file", str(env_file)]
+    for name in files:
+        cmd += ["-f", str(ROOT / name)]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent),
+           "LC_ALL": "C.UTF-8"}
+    return subprocess.run(
+        [*cmd, "config", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: {line!r} is not KEY=VALUE"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def other_env_values() -> dict[str, str]:
+    """Every value of .env.example changed: other host, ports, names, sizes and secrets."""
+    changed = {
+        "COMPOSE_PROJECT_NAME": "vaulttest",
+        "REPOVAULT_PUBLIC_HOST": "vault.example.test",
+        "REPOVAULT_BIND_ADDRESS": "0.0.0.0",
+        "REPOVAULT_UI_PORT": "14180",
+        "KEYCLOAK_PORT": "18080",
+        "MINIO_API_PORT": "19000",
+        "MINIO_CONSOLE_PORT": "19001",
+        "REPOVAULT_OPERATOR_USERNAME": "alice",
+        "REPOVAULT_OPERATOR_EMAIL": "alice@example.test",
+        "OAUTH2_PROXY_COOKIE_SECURE": "true",
+        "KEYCLOAK_ADMIN_USER": "kcroot",
+        "POSTGRES_USER": "pgowner",
+        "MINIO_ROOT_USER": "vaultminio",
+        "AWS_REGION": "eu-west-3",
+        "REPOVAULT_TOPIC_PARTITIONS": "7",
+        "REPOVAULT_INJECTOR_BATCH": "50",
+        "REPOVAULT_BUCKET_PREFIX": "vault-",
+        "REPOVAULT_ALLOWED_HOSTS": "github.com,gitlab.com",
+        "REPOVAULT_ALLOWED_SCHEMES": "https",
+        "REPOVAULT_MAX_REPO_MB": "512",
+        "REPOVAULT_GIT_TIMEOUT_S": "600",
+        "REPOVAULT_KEEP_SNAPSHOTS": "3",
+        "REPOVAULT_TRENDING_LANGUAGE": "python",
+        "REPOVAULT_TRENDING_SINCE": "weekly",
+        "REPOVAULT_UPLOAD_WORKERS": "4",
+        "REPOVAULT_GITHUB_TOKEN": "ghp_" + "T" * 36,
+        "REPOVAULT_SSH_KEY": "/run/secrets/repovault_ssh_key",
+    }
+    values = {}
+    for key, value in parse_env_file(ENV_EXAMPLE).items():
+        if value.startswith("change-me"):
+            # 32 letters and digits: also a valid oauth2-proxy cookie secret.
+            value = hashlib.sha256(key.encode()).hexdigest()[:32]
+        values[key] = changed.get(key, value)
+    return values
+
+
+ENV_FILES = ("example", "other")
+
+
+@pytest.fixture(scope="module")
+def env_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    other = tmp_path_factory.mktemp("env") / "other.env"
+    other.write_text("".join(f"{k}={v}\n" for k, v in other_env_values().items()))
+    return {"example": ENV_EXAMPLE, "other": other}
+
+
+_configs: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+
+
+def load_config(files: tuple[str, ...], env_file: Path) -> dict[str, Any]:
+    key = (files, str(env_file))
+    if key not in _configs:
+        result = run_compose(files, env_file)
+        assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+        _configs[key] = yaml.safe_load(result.stdout)
+    return _configs[key]
+
+
+class Stack:
+    """One resolved configuration and the env file behind it."""
+
+    def __init__(self, files: tuple[str, ...], env_name: str, env_file: Path) -> None:
+        self.files = files
+        self.ha = HA in files
+        self.env_name = env_name
+        self.dotenv = parse_env_file(env_file)
+        self.config = load_config(files, env_file)
+        self.services: dict[str, dict[str, Any]] = self.config["services"]
+
+    def __repr__(self) -> str:
+        return f"Stack({'+'.join(self.files)}, {self.env_name})"
+
+    def env(self, name: str) -> dict[str, str]:
+        raw = self.services[name].get("environment") or {}
+        if isinstance(raw, list):
+            raw = dict(item.partition("=")[::2] for item in raw)
+        return {k: "" if v is None else str(v) for k, v in raw.items()}
+
+    def command(self, name: str) -> list[str]:
+        command = self.services[name].get("command")
+        if command is None and "build" in self.services[name]:
+            command = dockerfile_cmd()
+        if isinstance(command, str):
+            command = command.split()
+        return list(command or [])
+
+    def one_shot(self, name: str) -> bool:
+        return str(self.services[name].get("restart", "no")) == "no"
+
+    def by_image(self, prefix: str) -> list[str]:
+        return [n for n, s in self.services.items() if str(s.get("image", "")).startswith(prefix)]
+
+    def brokers(self) -> list[str]:
+        return sorted(self.by_image("apache/kafka:"))
+
+    def runs_code(self, name: str) -> bool:
+        cmd = self.command(name)
+        return bool(cmd) and (
+            cmd[0] == "repovault" or cmd[:2] == ["dagster", "code-server"]
+            or cmd[:3] == ["dagster", "api", "grpc"]
+        )
+
+    def runs_dagster(self, name: str) -> bool:
+        cmd = self.command(name)
+        return bool(cmd) and cmd[0] in ("dagster", "dagster-webserver", "dagster-daemon")
+
+    def proxy(self) -> str:
+        (name,) = self.by_image("quay.io/oauth2-proxy/oauth2-proxy:")
+        return name
+
+
+@pytest.fixture(scope="module", params=[(BASE,), (BASE, HA)], ids=["single", "ha"])
+def files(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return request.param
+
+
+@pytest.fixture(scope="module", params=ENV_FILES)
+def stack(
+    request: pytest.FixtureRequest, files: tuple[str, ...], env_files: dict[str, Path]
+) -> Stack:
+    return Stack(files, request.param, env_files[request.param])
+
+
+# --- what the code reads ----------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_HOLDERS = {"env", "environ", "environment"}
+
+
+def _is_env_mapping(node: ast.AST) -> bool:
+    """`os.environ`, `environ`, or a mapping the code calls `env` (Settings.from_env's)."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "environ"
+    return isinstance(node, ast.Name) and node.id in _ENV_HOLDERS
+
+
+def _name(node: ast.AST) -> str | None:
+    value = node.value if isinstance(node, ast.Constant) else None
+    return value if isinstance(value, str) and _ENV_NAME.match(value) else None
+
+
+def env_vars_read_by_code() -> set[str]:
+    """Every environment variable name the package reads, found in its sources:
+    `os.environ.get("X")`, `env.get("X")`, `os.environ["X"]`, `os.getenv("X")`, and helpers
+    handed the environment with a name (`_int(env, "X", ...)`)."""
+    names: set[str] = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                if _is_env_mapping(node.value) and (name := _name(node.slice)):
+                    names.add(name)
+            elif isinstance(node, ast.Call) and node.args:
+                func = node.func
+                first = _name(node.args[0])
+                if isinstance(func, ast.Attribute) and func.attr in ("get", "pop", "setdefault"):
+                    if _is_env_mapping(func.value) and first:
+                        names.add(first)
+                elif getattr(func, "attr", getattr(func, "id", None)) == "getenv" and first:
+                    names.add(first)
+                elif any(_is_env_mapping(arg) for arg in node.args):
+                    names.update(n for arg in node.args if (n := _name(arg)))
+    return names
+
+
+def env_vars_read_by_dagster_yaml() -> set[str]:
+    text = (ROOT / "dagster.yaml").read_text()
+    return set(re.findall(r"\{\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", text))
+
+
+def dockerfile_lines() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def dockerfile_cmd() -> list[str]:
+    (cmd,) = [line for line in dockerfile_lines() if line.startswith("CMD ")]
+    return json.loads(cmd[len("CMD "):])
+
+
+def dockerfile_env(name: str) -> str:
+    for line in dockerfile_lines():
+        if line.startswith("ENV "):
+            match = re.search(rf"\b{name}=(\S+)", line)
+            if match:
+                return match.group(1)
+    raise AssertionError(f"Dockerfile sets no ENV {name}")
+
+
+def package_version() -> str:
+    match = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text())
+    assert match, "setup.py has no version"
+    return match.group(1)
+
+
+# --- small parsers of Compose's output --------------------------------------------------------
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host ip, host port, container port) of every published port, short or long syntax."""
+    result = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            if port.get("published") not in (None, ""):
+                host_ip = port.get("host_ip", "")
+                result.append((host_ip, int(port["published"]), int(port["target"])))
+            continue
+        spec = str(port).split("/")[0]
+        parts = spec.rsplit(":", 2)
+        if len(parts) == 1:
+            continue  # container port only: not published on a fixed host port
+        host_ip = parts[0] if len(parts) == 3 else ""
+        result.append((host_ip, int(parts[-2]), int(parts[-1])))
+    return result
+
+
+def volume_mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, source, target) of every mount, short or long syntax."""
+    mounts = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            kind = volume.get("type", "volume")
+            mounts.append((kind, volume.get("source", ""), volume["target"]))
+            continue
+        source, _, rest = str(volume).partition(":")
+        target = rest.split(":")[0] if rest else source
+        kind = "bind" if source.startswith(("/", ".", "~")) else "volume"
+        mounts.append((kind, source if rest else "", target))
+    return mounts
+
+
+# --- Compose accepts the files ----------------------------------------------------------------
+
+@pytest.mark.parametrize("files", [(BASE,), (BASE, HA)], ids=["single", "ha"])
+def test_compose_config_is_valid(files: tuple[str, ...]) -> None:
+    result = run_compose(files, ENV_EXAMPLE, "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_compose_refuses_to_start_without_each_secret(tmp_path: Path) -> None:
+    """A secret has no default: without it Compose stops and names it (nothing starts with a
+    guessable password)."""
+    secrets = [k for k, v in parse_env_file(ENV_EXAMPLE).items() if v.startswith("change-me")]
+    assert len(secrets) >= 6, secrets
+    for secret in secrets:
+        env_file = tmp_path / f"without-{secret}.env"
+        env_file.write_text(
+            "".join(f"{k}={v}\n" for k, v in parse_env_file(ENV_EXAMPLE).items() if k != secret)
+        )
+        result = run_compose((BASE,), env_file, "-q")
+        assert result.returncode != 0, f"Compose starts without {secret}"
+        assert secret in result.stderr, result.stderr
+
+
+# --- .env.example -----------------------------------------------------------------------------
+
+def compose_variables() -> set[str]:
+    names = set()
+    for name in (BASE, HA):
+        text = (ROOT / name).read_text().replace("$$", "")
+        names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+        names |= set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", text))
+    return names
+
+
+def test_env_example_lists_every_variable_and_no_other() -> None:
+    listed = set(parse_env_file(ENV_EXAMPLE))
+    used = compose_variables()
+    assert used - listed == set(), "used by the compose files but missing from .env.example"
+    assert listed - used - {"COMPOSE_PROJECT_NAME"} == set(), "listed but used nowhere"
+
+
+def test_env_example_commits_no_secret() -> None:
+    for key, value in parse_env_file(ENV_EXAMPLE).items():
+        if SECRET_NAME.search(key):
+            assert value == "" or value.startswith("change-me"), f"{key} holds a real value"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[0] == "**" or ".env" in ignore, ".env could be sent to the image build"
+    assert not any(line.startswith("!") and ".env" in line for line in ignore)
+
+
+# --- the environment of every service that runs the code --------------------------------------
+
+def test_env_var_discovery_finds_the_known_settings() -> None:
+    found = env_vars_read_by_code()
+    assert {
+        "REPOVAULT_KAFKA_BOOTSTRAP", "REPOVAULT_TOPIC_PENDING", "REPOVAULT_TOPIC_PARTITIONS",
+        "REPOVAULT_S3_ENDPOINT", "REPOVAULT_DB_URL", "REPOVAULT_MAX_REPO_MB", "GITHUB_TOKEN",
+        "REPOVAULT_SSH_KEY", "AWS_REGION",
+    } <= found, found
+    dagster_yaml = env_vars_read_by_dagster_yaml()
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"} <= dagster_yaml
+
+
+def test_every_service_running_the_code_gets_every_variable_it_reads(stack: Stack) -> None:
+    code_services = [name for name in stack.services if stack.runs_code(name)]
+    assert {"init", "dagster-code"} <= set(code_services), code_services
+    wanted = env_vars_read_by_code() | LIBRARY_VARS
+    for name in code_services:
+        env = stack.env(name)
+        assert sorted(wanted - set(env)) == [], f"{name} lacks these variables the code reads"
+        empty = sorted(k for k in MUST_BE_FILLED if not env[k])
+        assert empty == [], f"{name}: empty {empty}"
+
+
+def test_every_dagster_process_reads_the_production_instance(stack: Stack) -> None:
+    dagster_services = [name for name in stack.services if stack.runs_dagster(name)]
+    assert {"dagster-code", "dagster-daemon", "dagster-webserver"} <= set(dagster_services)
+    home = dockerfile_env("DAGSTER_HOME")
+    assert any(
+        line.startswith("COPY ") and line.split()[1] == "dagster.yaml"
+        and line.split()[-1].replace("${DAGSTER_HOME}", home) == f"{home}/dagster.yaml"
+        for line in dockerfile_lines()
+    ), "the image does not put dagster.yaml into DAGSTER_HOME"
+    for name in dagster_services:
+        env = stack.env(name)
+        assert sorted(env_vars_read_by_dagster_yaml() - set(env)) == [], name
+        assert env["DAGSTER_HOME"] == home, name
+        assert all(env[k] for k in env_vars_read_by_dagster_yaml()), name
+
+
+def test_ui_services_get_no_repository_secrets(stack: Stack) -> None:
+    """The webserver and the daemon never run RepoVault code: they get no token or S3 key."""
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert not stack.runs_code(name)
+        secrets = {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "REPOVAULT_DB_URL"}
+        assert secrets.isdisjoint(stack.env(name)), name
+
+
+def test_code_services_agree_on_topics_and_settings(stack: Stack) -> None:
+    """`repovault init` runs with the environment of the code server, so the topics (names,
+    partitions, replication) it creates are the ones the injector and the CLI use."""
+    code_services = [name for name in stack.services if stack.runs_code(name)]
+    for name in code_services:
+        assert stack.env(name) == stack.env("dagster-code"), f"{name} and dagster-code differ"
+    settings = {name: Settings.from_env(stack.env(name)) for name in code_services}
+    reference = settings["dagster-code"]
+    for name, s in settings.items():
+        assert s == reference, f"{name} and dagster-code disagree"
+    topics = reference.topics
+    assert topics.all() == SPEC_TOPICS
+    assert topics.partitions == int(stack.dotenv["REPOVAULT_TOPIC_PARTITIONS"])
+    assert reference.s3_endpoint == "http://minio:9000"
+    assert reference.db_url.startswith("postgresql+psycopg2://")
+    assert reference.db_url.endswith("@postgres:5432/repovault")
+    assert reference.github_token == (stack.dotenv["REPOVAULT_GITHUB_TOKEN"] or None)
+
+    brokers = stack.brokers()
+    assert topics.replication_factor == (3 if stack.ha else 1) <= len(brokers)
+    advertised = {
+        stack.env(b)["KAFKA_ADVERTISED_LISTENERS"].removeprefix("PLAINTEXT://") for b in brokers
+    }
+    assert set(reference.kafka_bootstrap.split(",")) == advertised
+
+
+def test_init_service_creates_topics_and_tables_before_the_code_server(stack: Stack) -> None:
+    init = stack.services["init"]
+    assert stack.command("init") == ["repovault", "init"]
+    assert stack.one_shot("init")
+    assert init["image"] == stack.services["dagster-code"]["image"]
+    assert stack.services["dagster-code"]["depends_on"]["init"] == {
+        "condition": "service_completed_successfully"
+    }
+    for broker in stack.brokers():
+        assert init["depends_on"][broker] == {"condition": "service_healthy"}
+    assert init["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+# --- Kafka ------------------------------------------------------------------------------------
+
+def test_kafka_runs_in_kraft_mode_without_topic_auto_creation(stack: Stack) -> None:
+    brokers = stack.brokers()
+    assert len(brokers) == (3 if stack.ha else 1)
+    for name, service in stack.services.items():
+        assert "zookeeper" not in (name + str(service.get("image", ""))).lower(), name
+    envs = [stack.env(b) for b in brokers]
+    hosts = [e["KAFKA_ADVERTISED_LISTENERS"].split("//")[1].split(":")[0] for e in envs]
+    voters = {f"{e['KAFKA_NODE_ID']}@{host}:9093" for e, host in zip(envs, hosts, strict=True)}
+    identity = ("KAFKA_NODE_ID", "KAFKA_ADVERTISED_LISTENERS")
+    for broker, env in zip(brokers, envs, strict=True):
+        assert not any(k.startswith("KAFKA_ZOOKEEPER") for k in env), broker
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}, broker
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, broker
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", broker
+        assert env["CLUSTER_ID"] == envs[0]["CLUSTER_ID"], broker
+        expected_isr = "2" if stack.ha else "1"
+        expected_rf = str(len(brokers))
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == expected_isr, broker
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == expected_rf, broker
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == expected_rf, broker
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == expected_isr, broker
+        # Apart from its identity, every broker is configured like the first.
+        same = {k: v for k, v in env.items() if k not in identity}
+        first = {k: v for k, v in envs[0].items() if k not in identity}
+        assert same == first, broker
+    assert len({e["KAFKA_NODE_ID"] for e in envs}) == len(brokers)
+
+
+# --- what is published, pinned, checked and kept ----------------------------------------------
+
+def test_only_the_proxy_leads_to_the_dagster_ui(stack: Stack) -> None:
+    assert published_ports(stack.services["dagster-webserver"]) == []
+    for name, service in stack.services.items():
+        assert service.get("network_mode") != "host", name
+        assert 3000 not in [target for _, _, target in published_ports(service)], name
+    proxy = stack.proxy()
+    env = stack.env(proxy)
+    listen_port = int(env["OAUTH2_PROXY_HTTP_ADDRESS"].rsplit(":", 1)[1])
+    bind, ui_port = stack.dotenv["REPOVAULT_BIND_ADDRESS"], int(stack.dotenv["REPOVAULT_UI_PORT"])
+    assert published_ports(stack.services[proxy]) == [(bind, ui_port, listen_port)]
+    assert env["OAUTH2_PROXY_UPSTREAMS"] == "http://dagster-webserver:3000/"
+    assert "-p 3000" in " ".join(stack.command("dagster-webserver"))
+    assert env["OAUTH2_PROXY_REDIRECT_URL"] == (
+        f"http://{stack.dotenv['REPOVAULT_PUBLIC_HOST']}:{stack.dotenv['REPOVAULT_UI_PORT']}"
+        "/oauth2/callback"
+    )
+
+
+def test_every_image_is_pinned(stack: Stack) -> None:
+    for name, service in stack.services.items():
+        image = str(service.get("image", ""))
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest" and re.search(r"\d", tag), f"{name}: {image!r} is not a version"
+        if "build" in service:
+            assert tag == package_version(), f"{name}: the project image follows setup.py"
+    froms = [line.split()[1] for line in dockerfile_lines() if line.startswith("FROM ")]
+    assert froms, "Dockerfile has no FROM"
+    for base in froms:
+        assert re.search(r":[^:/]*\d", base) or "@sha256:" in base, f"Dockerfile FROM {base}"
+
+
+def test_the_image_runs_as_a_user_with_git() -> None:
+    lines = dockerfile_lines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
+    assert any(line.startswith("RUN ") and re.search(r"install\b.*\bgit\b", line) for line in lines)
+    assert any(line.startswith("RUN ") and "pip install ." in line for line in lines)
+
+
+def test_long_running_services_have_health_checks(stack: Stack) -> None:
+    for name, service in stack.services.items():
+        if stack.one_shot(name):
+            continue
+        check = service.get("healthcheck") or {}
+        test = check.get("test")
+        assert test and not check.get("disable") and test[0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_dependencies_wait_for_health(stack: Stack) -> None:
+    for name, service in stack.services.items():
+        depends = service.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on without conditions"
+        for target, rule in depends.items():
+            if stack.one_shot(target):
+                assert rule == {"condition": "service_completed_successfully"}, (name, target)
+            else:
+                assert rule == {"condition": "service_healthy"}, (name, target)
+                assert stack.services[target].get("healthcheck"), target
+    assert set(stack.services[stack.proxy()]["depends_on"]) >= {"keycloak", "dagster-webserver"}
+
+
+def test_services_keep_their_data_in_named_volumes(stack: Stack) -> None:
+    declared = set(stack.config.get("volumes") or {})
+    expected = {n: d for n, d in DATA_DIRS.items() if n in stack.services}
+    assert {"postgres", "keycloak-db", "minio", "kafka"} <= set(expected)
+    for name, data_dir in expected.items():
+        mounts = {t: (kind, source) for kind, source, t in volume_mounts(stack.services[name])}
+        assert data_dir in mounts, f"{name} keeps {data_dir} in the container"
+        kind, source = mounts[data_dir]
+        assert kind == "volume" and source in declared, f"{name}: {data_dir} is not a named volume"
+    brokers = stack.brokers()
+    sources = [dict((t, s) for _, s, t in volume_mounts(stack.services[b]))[DATA_DIRS["kafka"]]
+               for b in brokers]
+    assert len(set(sources)) == len(brokers), "two brokers share one volume"
+
+
+# --- Keycloak realm and the proxy -------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([^}:]+)(?::([^}]*))?\}")
+
+
+def resolve_placeholders(value: Any, env: dict[str, str]) -> Any:
+    """What Keycloak's --import-realm makes of ${VAR} / ${VAR:default} in the realm file."""
+    if isinstance(value, str):
+        def one(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            assert name in env or default is not None, f"realm placeholder ${{{name}}} is unset"
+            return env.get(name, default or "")
+        return _PLACEHOLDER.sub(one, value)
+    if isinstance(value, list):
+        return [resolve_placeholders(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve_placeholders(v, env) for k, v in value.items()}
+    return value
+
+
+def test_realm_file_matches_the_proxy(stack: Stack) -> None:
+    keycloak = stack.services["keycloak"]
+    assert "--import-realm" in stack.command("keycloak")
+    imported = [(s, t) for kind, s, t in volume_mounts(keycloak) if kind == "bind"]
+    assert any(Path(s) == REALM_FILE and t.startswith(IMPORT_DIR + "/") and t.endswith(".json")
+               for s, t in imported), imported
+
+    raw = json.loads(REALM_FILE.read_text())
+    kc_env = stack.env("keycloak")
+    realm = resolve_placeholders(raw, kc_env)
+    proxy = stack.env(stack.proxy())
+    public = f"http://{stack.dotenv['REPOVAULT_PUBLIC_HOST']}:{stack.dotenv['KEYCLOAK_PORT']}"
+
+    # Issuer: the browser-facing URL Keycloak writes into tokens, and the realm's name.
+    assert kc_env["KC_HOSTNAME"] == public
+    issuer = f"{public}/realms/{realm['realm']}"
+    assert realm["realm"] == "repovault"
+    assert proxy["OAUTH2_PROXY_PROVIDER"] == "keycloak-oidc"
+    assert proxy["OAUTH2_PROXY_OIDC_ISSUER_URL"] == issuer
+    oidc = f"/realms/{realm['realm']}/protocol/openid-connect"
+    assert proxy["OAUTH2_PROXY_LOGIN_URL"] == f"{public}{oidc}/auth"
+    internal = "http://keycloak:8080"
+    assert proxy["OAUTH2_PROXY_REDEEM_URL"] == f"{internal}{oidc}/token"
+    assert proxy["OAUTH2_PROXY_OIDC_JWKS_URL"] == f"{internal}{oidc}/certs"
+    assert published_ports(keycloak) == [
+        (stack.dotenv["REPOVAULT_BIND_ADDRESS"], int(stack.dotenv["KEYCLOAK_PORT"]), 8080)
+    ]
+
+    # The confidential client of the proxy.
+    (client,) = [c for c in realm["clients"] if c["clientId"] == proxy["OAUTH2_PROXY_CLIENT_ID"]]
+    (raw_client,) = [c for c in raw["clients"] if c["clientId"] == proxy["OAUTH2_PROXY_CLIENT_ID"]]
+    assert client["publicClient"] is False and client["standardFlowEnabled"] is True
+    assert client.get("directAccessGrantsEnabled") is False
+    secret_var = _PLACEHOLDER.fullmatch(raw_client["secret"])
+    assert secret_var, "the client secret must come from the environment, not the file"
+    assert client["secret"] == proxy["OAUTH2_PROXY_CLIENT_SECRET"]
+    assert client["secret"] == stack.dotenv[secret_var.group(1)]
+    assert client["redirectUris"] == [proxy["OAUTH2_PROXY_REDIRECT_URL"]]
+    assert client["attributes"]["pkce.code.challenge.method"] == proxy[
+        "OAUTH2_PROXY_CODE_CHALLENGE_METHOD"
+    ]
+    # keycloak-oidc reads the roles from the access token, whose audience must be the client.
+    audiences = [m["config"].get("included.client.audience") for m in client["protocolMappers"]
+                 if m["protocolMapper"] == "oidc-audience-mapper"
+                 and m["config"].get("access.token.claim") == "true"]
+    assert audiences == [client["clientId"]]
+
+    # The operators' role, and a first operator whose password comes from .env.
+    role = proxy["OAUTH2_PROXY_ALLOWED_ROLES"]
+    assert role == "repovault-operator"
+    assert role in [r["name"] for r in realm["roles"]["realm"]]
+    (raw_user,) = raw["users"]
+    (user,) = realm["users"]
+    assert role in user["realmRoles"] and user["enabled"] and user["emailVerified"]
+    assert user["username"] == stack.dotenv["REPOVAULT_OPERATOR_USERNAME"]
+    (password,) = raw_user["credentials"]
+    password_var = _PLACEHOLDER.fullmatch(password["value"])
+    assert password_var, "the operator's password must come from the environment"
+    assert user["credentials"][0]["value"] == stack.dotenv[password_var.group(1)]
+    assert password_var.group(1) in parse_env_file(ENV_EXAMPLE)
+
+
+def test_proxy_cookie_secret_has_an_aes_length(stack: Stack) -> None:
+    secret = stack.env(stack.proxy())["OAUTH2_PROXY_COOKIE_SECRET"]
+    assert len(secret) in (16, 24, 32), "oauth2-proxy needs a 16, 24 or 32 byte cookie secret"
+
+
+# --- make targets and CI ----------------------------------------------------------------------
+
+def test_make_up_and_down_drive_compose() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("up", "down"):
+        match = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+        assert match, f"Makefile has no {target} target"
+        assert "$(COMPOSE)" in match.group(1) or "docker compose" in match.group(1)
+
+
+def test_ci_installs_docker_compose() -> None:
+    assert "docker-compose" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_env_writes_random_secrets_once_and_refuses_placeholders(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(ROOT / "deploy" / "make-env.sh", tmp_path / "deploy" / "make-env.sh")
+    shutil.copy(ENV_EXAMPLE, tmp_path / ".env.example")
+    script = ["sh", str(tmp_path / "deploy" / "make-env.sh")]
+
+    result = subprocess.run(script, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    written = parse_env_file(tmp_path / ".env")
+    example = parse_env_file(ENV_EXAMPLE)
+    assert list(written) == list(example)
+    secrets = [k for k, v in example.items() if v.startswith("change-me")]
+    for key in secrets:
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", written[key]), key
+        assert written[key] not in result.stdout + result.stderr, "a secret was printed"
+    assert len({written[k] for k in secrets}) == len(secrets)
+    assert {k: v for k, v in written.items() if k not in secrets} == {
+        k: v for k, v in example.items() if k not in secrets
+    }
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0, ".env is readable by others"
+    assert run_compose((BASE, HA), tmp_path / ".env", "-q").returncode == 0
+
+    before = (tmp_path / ".env").read_text()
+    assert subprocess.run(script, capture_output=True, timeout=30).returncode == 0
+    assert (tmp_path / ".env").read_text() == before, "an existing .env was rewritten"
+
+    shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
+    refused = subprocess.run(script, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
