@@ -16,7 +16,10 @@ from sqlalchemy.engine.url import make_url
 
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, parse_repo_url
-from .core.lineage import LineageStore, Request
+from .core.kafka import BrokerUnavailable, KafkaGateway
+from .core.lineage import LineageStore, Request, now
+from .core.messages import request_message
+from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
@@ -40,6 +43,42 @@ def _lineage(settings: Settings) -> LineageStore:
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     _lineage(settings)
     print(f"lineage table repo_requests ready at {_safe_url(settings.db_url)}")
+    gateway = KafkaGateway(settings)
+    created = gateway.ensure_topics()
+    topics = settings.topics
+    print(
+        f"topics {', '.join(topics.all())} ready at {settings.kafka_bootstrap} "
+        f"({topics.partitions} partitions, replication {topics.replication_factor}; "
+        f"created: {', '.join(created) or 'none'})"
+    )
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate every URL first (nothing is published if one is bad), then record and publish
+    each, waiting for the broker's acknowledgement."""
+    refs = []
+    for url in args.urls:
+        try:
+            refs.append(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
+        except InvalidRepoUrl as exc:
+            raise BadInput(f"{mask_secrets(url)[:80]!r}: {exc}") from None
+    gateway = KafkaGateway(settings, client_id="repovault-submit")
+    try:
+        gateway.producer()  # an unreachable broker fails here, before any row is written
+        lineage = _lineage(settings)
+        for ref in refs:
+            requested_at = now()
+            request_id = lineage.record_pending(ref.url, ref.repo_id, "cli", created_at=requested_at)
+            message = request_message(request_id, ref.url, "cli", requested_at)
+            try:
+                gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
+            except BrokerUnavailable as exc:
+                lineage.record_finished(request_id, "failed", error=f"not queued: {exc}")
+                raise
+            print(request_id)
+    finally:
+        gateway.close()
     return 0
 
 
@@ -140,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
+    submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
+    submit.add_argument("urls", nargs="+", metavar="URL")
+    submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
     status.add_argument("--limit", type=int, default=50, help="newest N requests (default 50)")

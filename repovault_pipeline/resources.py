@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from dagster import ConfigurableResource
 
+from .core.kafka import BrokerUnavailable, KafkaGateway
 from .core.lineage import LineageStore
 from .core.settings import Settings
 from .core.snapshot import SnapshotWriter
@@ -41,3 +42,24 @@ def lineage_store(db_url: str) -> LineageStore:
     store = LineageStore(db_url)
     store.create_tables()
     return store
+
+
+class KafkaResource(ConfigurableResource):
+    """The broker at REPOVAULT_KAFKA_BOOTSTRAP and the REPOVAULT_TOPIC_* topics."""
+
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    def gateway(self) -> KafkaGateway:
+        return KafkaGateway(self.settings())
+
+    def publish_status(self, topic: str, key: str, event: bytes, logger: logging.Logger) -> None:
+        """Status events are best effort: the lineage row is the record, so a broker outage
+        is logged and does not fail an archive that succeeded."""
+        gateway = self.gateway()
+        try:
+            gateway.publish(topic, [(key, event)])
+        except BrokerUnavailable as exc:
+            logger.warning(f"status event not published to {topic}: {exc}")
+        finally:
+            gateway.close()

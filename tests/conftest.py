@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.repos import ServedRepo
-from tests.support.servers import git_http_server, s3_server
+from repovault_pipeline import devbroker
+from tests.support.servers import free_port, git_http_server, port_open, s3_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get(
@@ -67,17 +68,41 @@ def pg_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The broker `.ci/run` or `make run` started on 127.0.0.1:9092, else a Tansu of our own."""
+    if port_open("127.0.0.1", 9092):
+        yield "127.0.0.1:9092"
+        return
+    try:
+        port = free_port()
+        proc = devbroker.start("127.0.0.1", port, tmp_path_factory.mktemp("logs") / "broker.log")
+    except (SystemExit, OSError) as exc:
+        missing_service(f"no Kafka-protocol broker: {exc}")
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
 def vault_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str, pg_url: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str, pg_url: str,
+    kafka_bootstrap: str,
 ) -> dict[str, str]:
-    """Environment of one test: its own bucket prefix, the S3 server, PostgreSQL lineage."""
+    """Environment of one test: its own bucket prefix and topics, the S3 server, the broker,
+    PostgreSQL lineage."""
+    unique = f"{os.getpid() % 1000}-{next(_counter)}"
     env = {
+        "REPOVAULT_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "REPOVAULT_TOPIC_PENDING": f"pendientes-{unique}",
+        "REPOVAULT_TOPIC_IN_PROGRESS": f"en_proceso-{unique}",
+        "REPOVAULT_TOPIC_COMPLETED": f"completados-{unique}",
+        "REPOVAULT_TOPIC_REJECTED": f"rechazados-{unique}",
         "REPOVAULT_S3_ENDPOINT": s3_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "REPOVAULT_BUCKET_PREFIX": f"t{os.getpid() % 1000}-{next(_counter)}-",
+        "REPOVAULT_BUCKET_PREFIX": f"t{unique}-",
         "REPOVAULT_DB_URL": pg_url,
         "REPOVAULT_ALLOWED_HOSTS": "127.0.0.1",
         "REPOVAULT_ALLOWED_SCHEMES": "http,https,ssh",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_restore_refuses_bad_input_with_one_line_and_writes_nothing(
 
 
 def test_status_of_an_unknown_request(vault_env: dict[str, str], capsys: pytest.CaptureFixture) -> None:
-    assert cli(["status", "https://github.com/a/b".replace("github.com", "127.0.0.1")]) == 1
+    assert cli(["status", f"https://127.0.0.1/nobody/never-{uuid.uuid4().hex}"]) == 1
     assert "no requests for" in capsys.readouterr().err
 
 

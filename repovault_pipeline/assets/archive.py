@@ -24,11 +24,12 @@ from dagster import (
 from ..core.errors import ArchiveError, TransientError
 from ..core.identity import InvalidRepoUrl
 from ..core.lineage import now
+from ..core.messages import status_event
 from ..core.redact import mask_secrets
 from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..partitions import repositories
-from ..resources import LineageResource, VaultResource
+from ..resources import KafkaResource, LineageResource, VaultResource
 
 # Transient failures (network, S3 5xx) raise plainly and are retried; permanent ones raise
 # Failure(allow_retries=False) and fail the run at once with their reason.
@@ -53,7 +54,9 @@ def _archive_errors(context: OpExecutionContext) -> Iterator[None]:
 
 
 @op(out=Out(Prepared), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
-def clone_repo(context: OpExecutionContext, vault: VaultResource, lineage: LineageResource) -> Prepared:
+def clone_repo(
+    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, kafka: KafkaResource
+) -> Prepared:
     """Clone the partition's repository, bundle it and list HEAD, unless nothing changed."""
     repo_id = context.partition_key
     request = _request(context)
@@ -66,6 +69,9 @@ def clone_repo(context: OpExecutionContext, vault: VaultResource, lineage: Linea
         request.request_id, url or default_clone_url(repo_id), repo_id, request.source,
         context.run_id, created_at=created_at,
     )
+    if context.retry_number == 0:
+        event = status_event(request.request_id, repo_id, context.run_id, "in_progress")
+        kafka.publish_status(settings.topics.in_progress, repo_id, event, context.log)
     with _archive_errors(context):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
@@ -88,14 +94,22 @@ def upload_snapshot(context: OpExecutionContext, vault: VaultResource, prepared:
 
 @op(retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"})
 def record_lineage(
-    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, result: ArchiveResult
+    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource,
+    kafka: KafkaResource, result: ArchiveResult,
 ) -> Output[dict]:
-    """Close the request's row and publish what the run did as materialization metadata."""
+    """Close the request's row, announce the outcome on `completados`, and publish what the run
+    did as materialization metadata."""
     request = _request(context)
+    finished_at = now()
     lineage.store().record_finished(
         request.request_id, result.outcome, snapshot_id=result.snapshot_id,
-        head_commit=result.head_commit, bytes_uploaded=result.bytes_uploaded, finished_at=now(),
+        head_commit=result.head_commit, bytes_uploaded=result.bytes_uploaded, finished_at=finished_at,
     )
+    event = status_event(
+        request.request_id, result.repo_id, context.run_id, result.outcome,
+        snapshot_id=result.snapshot_id, head_commit=result.head_commit, at=finished_at,
+    )
+    kafka.publish_status(kafka.settings().topics.completed, result.repo_id, event, context.log)
     location = vault.store().location(result.bucket)
     return Output(
         result.to_dict(),
@@ -121,15 +135,23 @@ def record_lineage(
     )
 
 
-@failure_hook(required_resource_keys={"vault", "lineage"})
+@failure_hook(required_resource_keys={"vault", "lineage", "kafka"})
 def record_failure(context: HookContext) -> None:
-    """A failed step closes the request as `failed` with its reason and frees the clone."""
+    """A failed step closes the request as `failed` with its reason, announces it on
+    `completados` and frees the clone."""
     exc = context.op_exception
     reason = exc.description if isinstance(exc, Failure) and exc.description else str(exc)
+    reason = mask_secrets(reason) or "the run failed"
     request = _request(context)
+    run = context.instance.get_run_by_id(context.run_id)
+    repo_id = (run.tags.get("dagster/partition") if run else None) or ""
+    finished_at = now()
     context.resources.lineage.store().record_finished(
-        request.request_id, "failed", error=mask_secrets(reason) or "the run failed", finished_at=now()
+        request.request_id, "failed", error=reason, finished_at=finished_at
     )
+    kafka: KafkaResource = context.resources.kafka
+    event = status_event(request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at)
+    kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
     remove_work_dir(context.resources.vault.settings().work_dir / context.run_id)
 
 

@@ -95,6 +95,19 @@ def new_request_id() -> str:
 
 
 @dataclass(frozen=True)
+class Injected:
+    """A request as the injector read it (or rejected it)."""
+
+    request_id: str
+    repo_url: str
+    repo_id: str | None
+    source: str
+    created_at: datetime
+    injected_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     request_id: str
     repo_url: str
@@ -131,18 +144,22 @@ class LineageStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _upsert(self, request_id: str, insert_values: dict[str, Any], **updates: Any) -> None:
-        """Create the row if it is missing, then apply `updates`: one request, one row."""
+    def _upsert(self, rows: Sequence[dict[str, Any]], update_columns: Sequence[str]) -> None:
+        """Insert each row, or update `update_columns` where its request_id exists: one request,
+        one row, however often a tick or a message is replayed. One statement for the batch."""
+        if not rows:
+            return
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        values = {"request_id": request_id, **insert_values}
+        stmt = dialect.insert(repo_requests)
+        if update_columns:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["request_id"],
+                set_={col: getattr(stmt.excluded, col) for col in update_columns},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"])
         with self.engine.begin() as conn:
-            conn.execute(dialect.insert(repo_requests).values(**values).on_conflict_do_nothing())
-            if updates:
-                conn.execute(
-                    update(repo_requests)
-                    .where(repo_requests.c.request_id == request_id)
-                    .values(**updates)
-                )
+            conn.execute(stmt, list(rows))
 
     def record_pending(
         self, repo_url: str, repo_id: str, source: str, request_id: str | None = None,
@@ -151,23 +168,29 @@ class LineageStore:
         """A new request, before anyone acted on it; recording the same request_id twice is a
         no-op, so a replayed tick or message leaves one row."""
         request_id = request_id or new_request_id()
-        self._upsert(
-            request_id,
-            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
-                 status="pending", creation_timestamp=created_at or now()),
-        )
+        self._upsert([_row(request_id, repo_url, repo_id, source, "pending", created_at or now())], ())
         return request_id
 
-    def record_injected(
-        self, request_id: str, repo_url: str, repo_id: str | None, source: str,
-        created_at: datetime, injected_at: datetime | None = None,
-    ) -> None:
-        """The injector read the request; the row is created when a third party produced it."""
+    def record_injected(self, requests: Sequence[Injected]) -> None:
+        """The injector read these requests; rows are created for those a third party produced."""
         self._upsert(
-            request_id,
-            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
-                 status="pending", creation_timestamp=created_at),
-            inyector_timestamp=injected_at or now(),
+            [
+                _row(r.request_id, r.repo_url, r.repo_id, r.source, "pending", r.created_at,
+                     inyector_timestamp=r.injected_at)
+                for r in requests
+            ],
+            ("inyector_timestamp",),
+        )
+
+    def record_rejected(self, requests: Sequence[Injected]) -> None:
+        """Requests that cannot be processed; the reason goes to `error`."""
+        self._upsert(
+            [
+                _row(r.request_id, r.repo_url[:2000], r.repo_id, r.source, "rejected", r.created_at,
+                     inyector_timestamp=r.injected_at, error=_error(r.error))
+                for r in requests
+            ],
+            ("status", "error", "inyector_timestamp"),
         )
 
     def record_started(
@@ -175,11 +198,11 @@ class LineageStore:
         created_at: datetime | None = None, started_at: datetime | None = None,
     ) -> None:
         started_at = started_at or now()
+        created_at = min(created_at or started_at, started_at)
         self._upsert(
-            request_id,
-            dict(repo_url=mask_secrets(repo_url), repo_id=repo_id, source=_source(source),
-                 status="pending", creation_timestamp=min(created_at or started_at, started_at)),
-            status="in_progress", run_id=run_id, worker_start_timestamp=started_at, error=None,
+            [_row(request_id, repo_url, repo_id, source, "in_progress", created_at,
+                  run_id=run_id, worker_start_timestamp=started_at)],
+            ("status", "run_id", "worker_start_timestamp", "error"),
         )
 
     def record_finished(
@@ -199,18 +222,6 @@ class LineageStore:
                     worker_finishing_timestamp=finished_at or now(),
                 )
             )
-
-    def record_rejected(
-        self, request_id: str, repo_url: str, source: str, error: str,
-        created_at: datetime | None = None, injected_at: datetime | None = None,
-    ) -> None:
-        """A request that cannot be processed; the reason goes to `error`."""
-        self._upsert(
-            request_id,
-            dict(repo_url=mask_secrets(repo_url)[:2000], repo_id=None, source=_source(source),
-                 status="rejected", creation_timestamp=created_at or now()),
-            status="rejected", error=_error(error), inyector_timestamp=injected_at,
-        )
 
     def get(self, request_id: str) -> Request | None:
         with self.engine.connect() as conn:
@@ -245,6 +256,19 @@ class LineageStore:
         )
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one_or_none()
+
+
+def _row(
+    request_id: str, repo_url: str, repo_id: str | None, source: str, status: str,
+    created_at: datetime, **extra: Any,
+) -> dict[str, Any]:
+    """A full row: every statement of a batch must bind the same columns."""
+    row = {c.name: None for c in repo_requests.columns}
+    row.update(
+        request_id=request_id, repo_url=mask_secrets(repo_url), repo_id=repo_id,
+        source=_source(source), status=status, creation_timestamp=created_at, **extra,
+    )
+    return row
 
 
 def _source(source: str) -> str:

@@ -79,6 +79,7 @@ class Settings:
     trending_since: str = "daily"
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
+    injector_batch: int = 500
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -124,4 +125,5 @@ class Settings:
                 or Path(tempfile.gettempdir()) / "repovault"
             ),
             upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", 16, minimum=1),
+            injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", 500, minimum=1),
         )

@@ -1,0 +1,142 @@
+"""Kafka message formats (SPEC "Kafka messages"): requests on `pendientes`, status events on
+`en_proceso` / `completados`, dead letters on `rechazados`."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .lineage import SOURCES
+from .redact import mask_secrets
+from .settings import Settings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_MESSAGE_NAMESPACE = uuid.UUID("0b3c9a52-7f0e-4c8e-8d7e-3f0a6a1c2b77")
+MAX_ORIGINAL = 4096
+
+
+class RejectedMessage(ValueError):
+    """A message that cannot become a run; `str()` is the reason sent to `rechazados`."""
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request read from `pendientes`, validated: ready to become a run."""
+
+    request_id: str
+    ref: RepoRef
+    source: str
+    requested_at: datetime | None
+
+
+def message_request_id(topic: str, partition: int, offset: int) -> str:
+    """A request id for a message that brings none: stable, so a replay finds the same row."""
+    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{topic}:{partition}:{offset}"))
+
+
+def request_message(request_id: str, repo_url: str, source: str, requested_at: datetime) -> bytes:
+    return json.dumps(
+        {"request_id": request_id, "repo_url": repo_url, "source": source,
+         "requested_at": requested_at.isoformat()}
+    ).encode()
+
+
+def parse_request(value: bytes | None, fallback_request_id: str, settings: Settings) -> PendingRequest:
+    """A `pendientes` value (SPEC JSON, or a bare URL string) as a validated request."""
+    if not value or not value.strip():
+        raise RejectedMessage("empty message: send JSON with repo_url, or a bare URL string")
+    try:
+        text = value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise RejectedMessage("message is not UTF-8 text: send JSON or a bare URL string") from None
+    fields: dict = {}
+    if text.startswith(("{", "[", '"')):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RejectedMessage(f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+        if isinstance(doc, str):
+            text = doc
+        elif isinstance(doc, dict):
+            fields = doc
+        else:
+            raise RejectedMessage(f"JSON {type(doc).__name__} is not a request: send an object")
+    if fields:
+        url = fields.get("repo_url")
+        if not isinstance(url, str):
+            raise RejectedMessage("JSON request has no repo_url string")
+    else:
+        url = text
+    request_id = fields.get("request_id") or fallback_request_id
+    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        raise RejectedMessage("request_id must be 1-64 letters, digits or ._:-")
+    source = fields.get("source") or "kafka"
+    if source not in SOURCES:
+        raise RejectedMessage(f"unknown source {str(source)[:20]!r}; one of {', '.join(SOURCES)}")
+    try:
+        ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
+    except InvalidRepoUrl as exc:
+        raise RejectedMessage(str(exc)) from None
+    return PendingRequest(request_id, ref, source, _timestamp(fields.get("requested_at")))
+
+
+def _timestamp(raw: object) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(str(raw))
+    except ValueError:
+        raise RejectedMessage("requested_at is not an ISO 8601 timestamp") from None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def claimed_request_id(value: bytes | None) -> str | None:
+    """The request_id a rejected message carried, if it is usable as one."""
+    try:
+        doc = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    rid = doc.get("request_id") if isinstance(doc, dict) else None
+    return rid if isinstance(rid, str) and _REQUEST_ID.match(rid) else None
+
+
+def dead_letter(
+    reason: str, value: bytes | None, topic: str, partition: int, offset: int, request_id: str
+) -> bytes:
+    """The `rechazados` value: why, where from, and the original bytes with secrets masked."""
+    original = (value or b"")[:MAX_ORIGINAL].decode("utf-8", errors="backslashreplace")
+    return json.dumps(
+        {
+            "reason": mask_secrets(reason),
+            "request_id": request_id,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "original": mask_secrets(original),
+            "truncated": len(value or b"") > MAX_ORIGINAL,
+            "rejected_at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+
+
+def status_event(
+    request_id: str, repo_id: str, run_id: str, status: str, *, snapshot_id: str | None = None,
+    head_commit: str | None = None, error: str | None = None, at: datetime | None = None,
+) -> bytes:
+    """An `en_proceso` / `completados` value."""
+    return json.dumps(
+        {
+            "request_id": request_id,
+            "repo_id": repo_id,
+            "run_id": run_id,
+            "status": status,
+            "at": (at or datetime.now(UTC)).isoformat(),
+            "snapshot_id": snapshot_id,
+            "head_commit": head_commit,
+            "error": mask_secrets(error) if error else None,
+        }
+    ).encode()

@@ -1,0 +1,3 @@
+from .kafka_injector import kafka_injector_sensor
+
+__all__ = ["kafka_injector_sensor"]
