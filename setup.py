@@ -20,7 +20,7 @@ setup(
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
         "boto3>=1.34",
         "GitPython>=3.1.40",
-        "kafka-python>=2.2",
+        "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
         "requests>=2.31",
         "SQLAlchemy>=2.0,<2.1",  # 2.1 maps postgresql:// to psycopg 3, which dagster-postgres does not install

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 INJECTOR_GROUP = "repovault-injector"
 TIMEOUT_MS = 10_000
+BOOTSTRAP_TIMEOUT_MS = 5_000  # a broker that is down is reported in seconds, not half a minute
 
 
 class BrokerUnavailable(TransientError):
@@ -50,6 +51,12 @@ class KafkaGateway:
         self.client_id = client_id
         self._producer: KafkaProducer | None = None
 
+    def _config(self, **extra: object) -> dict[str, object]:
+        return {
+            "bootstrap_servers": self.bootstrap, "client_id": self.client_id,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **extra,
+        }
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         try:
@@ -65,10 +72,7 @@ class KafkaGateway:
         """Create the four topics that are missing, with the configured partitions; idempotent."""
         topics = self.settings.topics
         with self._errors("create topics"):
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap, client_id=self.client_id,
-                request_timeout_ms=TIMEOUT_MS,
-            )
+            admin = KafkaAdminClient(**self._config(request_timeout_ms=TIMEOUT_MS))
             try:
                 missing = [t for t in topics.all() if t not in set(admin.list_topics())]
                 for name in missing:
@@ -86,9 +90,8 @@ class KafkaGateway:
         if self._producer is None:
             with self._errors("connect a producer"):
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
-                    retries=3, linger_ms=5, max_block_ms=TIMEOUT_MS,
-                    request_timeout_ms=TIMEOUT_MS,
+                    **self._config(acks="all", retries=3, linger_ms=5, max_block_ms=TIMEOUT_MS,
+                                   request_timeout_ms=TIMEOUT_MS)
                 )
         return self._producer
 
@@ -108,9 +111,12 @@ class KafkaGateway:
 
     def _consumer(self, max_records: int) -> KafkaConsumer:
         return KafkaConsumer(
-            bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=INJECTOR_GROUP,
-            enable_auto_commit=False, max_poll_records=max(1, max_records),
-            request_timeout_ms=TIMEOUT_MS + 1000, fetch_max_wait_ms=200,
+            **self._config(
+                group_id=INJECTOR_GROUP, enable_auto_commit=False,
+                max_poll_records=max(1, max_records),
+                auto_offset_reset="earliest",  # a position past a recreated topic's end restarts it
+                request_timeout_ms=TIMEOUT_MS + 1000, fetch_max_wait_ms=200,
+            )
         )
 
     def read(self, topic: str, positions: dict[int, int], max_records: int, wait_s: float = 5.0) -> Batch:
@@ -132,7 +138,7 @@ class KafkaGateway:
             raise BrokerUnavailable(f"topic {topic} does not exist; run `repovault init`")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        begin = consumer.beginning_offsets(tps)
         batch = Batch()
         for tp in tps:
             start = positions.get(tp.partition)
@@ -142,20 +148,18 @@ class KafkaGateway:
                 log.warning("%s[%d]: offsets %d..%d expired before they were read", topic,
                             tp.partition, start, begin[tp] - 1)
                 start = begin[tp]
-            elif start > end[tp]:
-                log.warning("%s[%d]: position %d is past the end %d (topic recreated?); "
-                            "reading from the beginning", topic, tp.partition, start, end[tp])
-                start = begin[tp]
             consumer.seek(tp, start)
             batch.positions[tp.partition] = start
-        backlog = sum(end[tp] - batch.positions[tp.partition] for tp in tps)
+        # Read until the batch is full or a poll comes back empty. End offsets are not used:
+        # some Kafka-protocol brokers (Tansu) under-report them for multi-record batches.
         deadline = time.monotonic() + wait_s
-        while len(batch.records) < max_records and backlog > 0 and time.monotonic() < deadline:
+        while len(batch.records) < max_records and time.monotonic() < deadline:
             polled = consumer.poll(timeout_ms=500, max_records=max_records - len(batch.records))
+            if not polled:
+                break
             for tp, records in polled.items():
                 batch.records.extend(records)
                 batch.positions[tp.partition] = records[-1].offset + 1
-                backlog -= len(records)
         return batch
 
     def commit(self, topic: str, positions: dict[int, int]) -> None:

@@ -21,25 +21,21 @@ def produce(topic: str, values: list[bytes | None], key: bytes | None = None) ->
         producer.close()
 
 
-def read_all(topic: str, max_wait_s: float = 5.0) -> list:
-    """Every record of `topic`, from the beginning to the end as of now."""
+def read_all(topic: str, quiet_s: float = 1.0) -> list:
+    """Every record of `topic` from the beginning, in partition order, until the topic has been
+    quiet for `quiet_s` (end offsets are not trusted: Tansu under-reports them)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap(), enable_auto_commit=False)
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
             return []
         consumer.assign(tps)
         consumer.seek_to_beginning()
-        end = consumer.end_offsets(tps)
         records: list = []
-        import time
-
-        deadline = time.monotonic() + max_wait_s
-        while sum(end.values()) > len(records) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
+        while polled := consumer.poll(timeout_ms=int(quiet_s * 1000)):
+            for batch in polled.values():
                 records.extend(batch)
-        return records
+        return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
 
