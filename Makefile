@@ -14,9 +14,12 @@ $(BIN)/repovault: setup.py
 
 install: $(BIN)/repovault
 
+# Embedded default: SQLite Dagster instance and lineage, local object store under .repovault/,
+# and the embedded Kafka-protocol broker on 127.0.0.1:9092 unless something listens there.
 run: install
 	@mkdir -p $(DAGSTER_HOME)
 	@cp -n deploy/dagster-dev.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/python -m repovault_pipeline.devbroker
 	$(BIN)/repovault init
 	$(BIN)/dagster dev -w workspace.yaml
 

@@ -69,7 +69,9 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         lineage = _lineage(settings)
         for ref in refs:
             requested_at = now()
-            request_id = lineage.record_pending(ref.url, ref.repo_id, "cli", created_at=requested_at)
+            request_id = lineage.record_pending(
+                ref.url, ref.repo_id, "cli", created_at=requested_at
+            )
             message = request_message(request_id, ref.url, "cli", requested_at)
             try:
                 gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
@@ -93,13 +95,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         try:
             ref = parse_repo_url(target, settings.allowed_schemes, settings.allowed_hosts)
         except InvalidRepoUrl as exc:
-            raise BadInput(f"{target[:80]!r} is neither a request id nor a valid URL: {exc}") from None
+            raise BadInput(
+                f"{target[:80]!r} is neither a request id nor a valid URL: {exc}"
+            ) from None
         rows = lineage.find(repo_id=ref.repo_id, limit=args.limit)
     if not rows:
-        print("no requests found" if target is None else f"no requests for {target}", file=sys.stderr)
+        print(
+            "no requests found" if target is None else f"no requests for {target}", file=sys.stderr
+        )
         return EXIT_FAILED if target else 0
     _table(
-        ["request_id", "repo_id", "source", "status", "created", "injected", "started", "finished", "error"],
+        [
+            "request_id",
+            "repo_id",
+            "source",
+            "status",
+            "created",
+            "injected",
+            "started",
+            "finished",
+            "error",
+        ],
         [_status_row(r) for r in rows],
     )
     return 0
@@ -107,16 +123,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status_row(r: Request) -> list[str]:
     return [
-        r.request_id, r.repo_id or "-", r.source, r.status, _ts(r.creation_timestamp),
-        _ts(r.inyector_timestamp), _ts(r.worker_start_timestamp), _ts(r.worker_finishing_timestamp),
+        r.request_id,
+        r.repo_id or "-",
+        r.source,
+        r.status,
+        _ts(r.creation_timestamp),
+        _ts(r.inyector_timestamp),
+        _ts(r.worker_start_timestamp),
+        _ts(r.worker_finishing_timestamp),
         (r.error or "")[:100],
     ]
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     rows = [
-        [m["repo_id"], m["bucket"], m["snapshot_id"], m["head_commit"][:12],
-         _size(m["bundle"]["size"]), str(m["tree"]["files"])]
+        [
+            m["repo_id"],
+            m["bucket"],
+            m["snapshot_id"],
+            m["head_commit"][:12],
+            _size(m["bundle"]["size"]),
+            str(m["tree"]["files"]),
+        ]
         for m in archived_repositories(open_store(settings), settings.bucket_prefix)
     ]
     if not rows:
@@ -156,15 +184,22 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
             print(f"#{rank} {repo.full_name} would not be requested: {reason}", file=sys.stderr)
             continue
         description = repo.description or ""
-        rows.append([
-            str(rank), repo.full_name, _thousands(repo.stars), _thousands(repo.stars_in_period),
-            repo.language or "-", description if len(description) <= 60 else description[:59] + "…",
-        ])
+        rows.append(
+            [
+                str(rank),
+                repo.full_name,
+                _thousands(repo.stars),
+                _thousands(repo.stars_in_period),
+                repo.language or "-",
+                description if len(description) <= 60 else description[:59] + "…",
+            ]
+        )
     _table(["rank", "repository", "stars", f"stars {period}", "language", "description"], rows)
     if listing.fallback_reason:
         print(
             f"trending page unusable ({listing.fallback_reason}); listed the most-starred "
-            f"repositories of the last 7 days from {listing.url}", file=sys.stderr,
+            f"repositories of the last 7 days from {listing.url}",
+            file=sys.stderr,
         )
     return 0
 
@@ -199,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--language", help="e.g. Python, C++ (default REPOVAULT_TRENDING_LANGUAGE, else all)"
     )
     trending.add_argument(
-        "--since", choices=("daily", "weekly", "monthly"),
+        "--since",
+        choices=("daily", "weekly", "monthly"),
         help="trending period (default REPOVAULT_TRENDING_SINCE, else daily)",
     )
     trending.add_argument("--limit", type=int, default=10, help="how many (default 10)")

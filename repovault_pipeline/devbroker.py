@@ -42,9 +42,19 @@ def start(host: str, port: int, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 30
     while not listening(host, port):
@@ -57,7 +67,9 @@ def start(host: str, port: int, log: Path) -> subprocess.Popen:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default=os.environ.get("REPOVAULT_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("REPOVAULT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    )
     parser.add_argument("--log", default=".repovault/broker.log", type=Path)
     args = parser.parse_args(argv)
     host, _, port = args.bootstrap.split(",")[0].rpartition(":")
@@ -66,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a broker already listens on {host}:{port}; using it")
         return 0
     proc = start(host, int(port), args.log)
-    print(f"embedded Kafka-protocol broker (Tansu) on {host}:{port}, pid {proc.pid}, log {args.log}")
+    print(
+        f"embedded Kafka-protocol broker (Tansu) on {host}:{port}, pid {proc.pid}, log {args.log}"
+    )
     return 0
 
 

@@ -1,6 +1,5 @@
 """Dagster resources: thin handles on the core, configured from the environment at run time."""
 
-
 import logging
 from functools import lru_cache
 
@@ -14,7 +13,7 @@ from .core.store import ObjectStore, open_store
 
 
 class VaultResource(ConfigurableResource):
-    """The object store and the snapshot writer (REPOVAULT_S3_ENDPOINT, REPOVAULT_LOCAL_STORE, ...)."""
+    """Object store and snapshot writer (REPOVAULT_S3_ENDPOINT, REPOVAULT_LOCAL_STORE, ...)."""
 
     def settings(self) -> Settings:
         return Settings.from_env()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.repos import ServedRepo
 from repovault_pipeline import devbroker
+from tests.support.repos import ServedRepo
 from tests.support.servers import free_port, git_http_server, port_open, s3_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -57,7 +57,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001 - any failure means the service is not there
+    except Exception as exc:
         missing_service(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}")
     yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     from repovault_pipeline.resources import lineage_store
@@ -86,7 +86,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def vault_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3_endpoint: str, pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    s3_endpoint: str,
+    pg_url: str,
     kafka_bootstrap: str,
 ) -> dict[str, str]:
     """Environment of one test: its own bucket prefix and topics, the S3 server, the broker,
@@ -120,9 +123,7 @@ def vault_env(
 
 
 @pytest.fixture
-def make_repo(
-    served_root: Path, git_base_url: str, tmp_path: Path
-) -> Callable[..., ServedRepo]:
+def make_repo(served_root: Path, git_base_url: str, tmp_path: Path) -> Callable[..., ServedRepo]:
     """A new repository served over HTTP, with a unique owner so tests never collide."""
 
     def make(name: str = "project", owner: str | None = None) -> ServedRepo:

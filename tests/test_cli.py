@@ -30,7 +30,9 @@ def github_only(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("REPOVAULT_ALLOWED_SCHEMES", "https,ssh")
 
 
-@pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS, ids=[r[:24] or "empty" for r, _ in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("raw", "reason"), BAD_INPUTS, ids=[r[:24] or "empty" for r, _ in BAD_INPUTS]
+)
 def test_restore_refuses_bad_input_with_one_line_and_writes_nothing(
     github_only: None, tmp_path: Path, capsys: pytest.CaptureFixture, raw: str, reason: str
 ) -> None:
@@ -43,7 +45,9 @@ def test_restore_refuses_bad_input_with_one_line_and_writes_nothing(
     assert not dest.exists()
 
 
-def test_status_of_an_unknown_request(vault_env: dict[str, str], capsys: pytest.CaptureFixture) -> None:
+def test_status_of_an_unknown_request(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
     assert cli(["status", f"https://127.0.0.1/nobody/never-{uuid.uuid4().hex}"]) == 1
     assert "no requests for" in capsys.readouterr().err
 
@@ -51,7 +55,9 @@ def test_status_of_an_unknown_request(vault_env: dict[str, str], capsys: pytest.
 def test_init_is_idempotent_and_console_script_works(vault_env: dict[str, str]) -> None:
     for _ in range(2):
         done = subprocess.run(
-            [str(Path(sys.executable).with_name("repovault")), "init"], capture_output=True, text=True
+            [str(Path(sys.executable).with_name("repovault")), "init"],
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 0, done.stderr
     assert "repo_requests" in done.stdout

@@ -2,7 +2,6 @@
 record_lineage. The work is in `core.snapshot`; these ops add the run's request, its lineage,
 retries for transient failures and the materialization metadata."""
 
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,7 +32,9 @@ from ..resources import KafkaResource, LineageResource, VaultResource
 
 # Transient failures (network, S3 5xx) raise plainly and are retried; permanent ones raise
 # Failure(allow_retries=False) and fail the run at once with their reason.
-TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+TRANSIENT_RETRY = RetryPolicy(
+    max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 
 
 def _request(context: OpExecutionContext | HookContext) -> RunRequestInfo:
@@ -55,7 +56,10 @@ def _archive_errors(context: OpExecutionContext) -> Iterator[None]:
 
 @op(out=Out(Prepared), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
 def clone_repo(
-    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, kafka: KafkaResource
+    context: OpExecutionContext,
+    vault: VaultResource,
+    lineage: LineageResource,
+    kafka: KafkaResource,
 ) -> Prepared:
     """Clone the partition's repository, bundle it and list HEAD, unless nothing changed."""
     repo_id = context.partition_key
@@ -66,8 +70,12 @@ def clone_repo(
     created_at = request.requested_at or (run_record.create_timestamp if run_record else None)
     url = request.repo_url or store.last_url(repo_id)
     store.record_started(
-        request.request_id, url or default_clone_url(repo_id), repo_id, request.source,
-        context.run_id, created_at=created_at,
+        request.request_id,
+        url or default_clone_url(repo_id),
+        repo_id,
+        request.source,
+        context.run_id,
+        created_at=created_at,
     )
     if context.retry_number == 0:
         event = status_event(request.request_id, repo_id, context.run_id, "in_progress")
@@ -79,7 +87,9 @@ def clone_repo(
 
 
 @op(out=Out(ArchiveResult), retry_policy=TRANSIENT_RETRY, tags={"kind": "s3"})
-def upload_snapshot(context: OpExecutionContext, vault: VaultResource, prepared: Prepared) -> ArchiveResult:
+def upload_snapshot(
+    context: OpExecutionContext, vault: VaultResource, prepared: Prepared
+) -> ArchiveResult:
     """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention."""
     if not prepared.unchanged and not prepared.repo_path.is_dir():
         raise Failure(
@@ -94,20 +104,32 @@ def upload_snapshot(context: OpExecutionContext, vault: VaultResource, prepared:
 
 @op(retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"})
 def record_lineage(
-    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource,
-    kafka: KafkaResource, result: ArchiveResult,
+    context: OpExecutionContext,
+    vault: VaultResource,
+    lineage: LineageResource,
+    kafka: KafkaResource,
+    result: ArchiveResult,
 ) -> Output[dict]:
     """Close the request's row, announce the outcome on `completados`, and publish what the run
     did as materialization metadata."""
     request = _request(context)
     finished_at = now()
     lineage.store().record_finished(
-        request.request_id, result.outcome, snapshot_id=result.snapshot_id,
-        head_commit=result.head_commit, bytes_uploaded=result.bytes_uploaded, finished_at=finished_at,
+        request.request_id,
+        result.outcome,
+        snapshot_id=result.snapshot_id,
+        head_commit=result.head_commit,
+        bytes_uploaded=result.bytes_uploaded,
+        finished_at=finished_at,
     )
     event = status_event(
-        request.request_id, result.repo_id, context.run_id, result.outcome,
-        snapshot_id=result.snapshot_id, head_commit=result.head_commit, at=finished_at,
+        request.request_id,
+        result.repo_id,
+        context.run_id,
+        result.outcome,
+        snapshot_id=result.snapshot_id,
+        head_commit=result.head_commit,
+        at=finished_at,
     )
     kafka.publish_status(kafka.settings().topics.completed, result.repo_id, event, context.log)
     location = vault.store().location(result.bucket)
@@ -150,7 +172,9 @@ def record_failure(context: HookContext) -> None:
         request.request_id, "failed", error=reason, finished_at=finished_at
     )
     kafka: KafkaResource = context.resources.kafka
-    event = status_event(request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at)
+    event = status_event(
+        request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at
+    )
     kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
     remove_work_dir(context.resources.vault.settings().work_dir / context.run_id)
 

@@ -20,7 +20,9 @@ DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
 FLAT_HOSTS = {"github.com"}
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9_.-]+)@(?P<host>[^:/\s]+):(?P<path>[^/].*)$")
 _SHORTHAND = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _TRANSPORT_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
@@ -74,8 +76,10 @@ def parse_repo_url(
         raise InvalidRepoUrl(
             "git transport helpers (ext::, fd::, ...) are not allowed; give an https or ssh URL"
         )
-    if text.lower().startswith("file:") or text.startswith(("/", ".", "~", "\\")) or re.match(
-        r"^[A-Za-z]:[\\/]", text
+    if (
+        text.lower().startswith("file:")
+        or text.startswith(("/", ".", "~", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", text)
     ):
         raise InvalidRepoUrl("local paths and file:// URLs are not allowed; give a remote URL")
     if _CONTROL.search(text) or any(c.isspace() for c in text):
@@ -88,7 +92,13 @@ def parse_repo_url(
         host, port, path, has_query = match["host"].lower(), None, match["path"], False
     elif _SHORTHAND.match(text):
         scheme, user, password, host, port, path, has_query = (
-            "https", None, None, "github.com", None, text, False,
+            "https",
+            None,
+            None,
+            "github.com",
+            None,
+            text,
+            False,
         )
     else:
         raise InvalidRepoUrl(
@@ -98,7 +108,8 @@ def parse_repo_url(
 
     if scheme not in allowed_schemes:
         raise InvalidRepoUrl(
-            f"scheme {scheme!r} is not allowed (REPOVAULT_ALLOWED_SCHEMES={','.join(allowed_schemes)})"
+            f"scheme {scheme!r} is not allowed "
+            f"(REPOVAULT_ALLOWED_SCHEMES={','.join(allowed_schemes)})"
         )
     if password is not None or (user is not None and scheme != "ssh"):
         raise InvalidRepoUrl(
@@ -155,8 +166,13 @@ def _split_url(text: str) -> tuple[str, str | None, str | None, str, int | None,
     scheme = parts.scheme.lower()
     has_query = bool(parts.query or parts.fragment or "?" in text or "#" in text)
     return (
-        scheme, parts.username, parts.password, (parts.hostname or "").lower(), port,
-        parts.path, has_query,
+        scheme,
+        parts.username,
+        parts.password,
+        (parts.hostname or "").lower(),
+        port,
+        parts.path,
+        has_query,
     )
 
 

@@ -73,7 +73,9 @@ def inject(
     for record in batch.records:
         fallback_id = message_request_id(record.topic, record.partition, record.offset)
         record_time = (
-            datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else injected_at
+            datetime.fromtimestamp(record.timestamp / 1000, UTC)
+            if record.timestamp >= 0
+            else injected_at
         )
         try:
             request = parse_request(record.value, fallback_id, settings)
@@ -81,13 +83,29 @@ def inject(
             request_id = claimed_request_id(record.value) or fallback_id
             key = mask_secrets(record.key.decode("utf-8", "replace")) if record.key else None
             dead_letters.append(
-                (key, dead_letter(str(exc), record.value, record.topic, record.partition,
-                                  record.offset, request_id))
+                (
+                    key,
+                    dead_letter(
+                        str(exc),
+                        record.value,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        request_id,
+                    ),
+                )
             )
             original = (record.value or b"").decode("utf-8", "replace")
             rejected.append(
-                Injected(request_id, original, None, "kafka", min(record_time, injected_at),
-                         injected_at, error=str(exc))
+                Injected(
+                    request_id,
+                    original,
+                    None,
+                    "kafka",
+                    min(record_time, injected_at),
+                    injected_at,
+                    error=str(exc),
+                )
             )
             continue
         created_at = min(request.requested_at or record_time, injected_at)
@@ -95,8 +113,14 @@ def inject(
             Accepted(run_key(record.topic, record.partition, record.offset), request, created_at)
         )
         injected.append(
-            Injected(request.request_id, request.ref.url, request.ref.repo_id, request.source,
-                     created_at, injected_at)
+            Injected(
+                request.request_id,
+                request.ref.url,
+                request.ref.repo_id,
+                request.source,
+                created_at,
+                injected_at,
+            )
         )
     gateway.publish(settings.topics.rejected, dead_letters)
     lineage.record_rejected(rejected)

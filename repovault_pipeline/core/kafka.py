@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -53,8 +53,10 @@ class KafkaGateway:
 
     def _config(self, **extra: object) -> dict[str, object]:
         return {
-            "bootstrap_servers": self.bootstrap, "client_id": self.client_id,
-            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **extra,
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+            **extra,
         }
 
     @contextmanager
@@ -76,12 +78,11 @@ class KafkaGateway:
             try:
                 missing = [t for t in topics.all() if t not in set(admin.list_topics())]
                 for name in missing:
-                    try:
+                    # Another process may create it meanwhile: that is as good.
+                    with suppress(TopicAlreadyExistsError):
                         admin.create_topics(
                             [NewTopic(name, topics.partitions, topics.replication_factor)]
                         )
-                    except TopicAlreadyExistsError:
-                        pass  # another process created it meanwhile
             finally:
                 admin.close()
         return missing
@@ -90,8 +91,13 @@ class KafkaGateway:
         if self._producer is None:
             with self._errors("connect a producer"):
                 self._producer = KafkaProducer(
-                    **self._config(acks="all", retries=3, linger_ms=5, max_block_ms=TIMEOUT_MS,
-                                   request_timeout_ms=TIMEOUT_MS)
+                    **self._config(
+                        acks="all",
+                        retries=3,
+                        linger_ms=5,
+                        max_block_ms=TIMEOUT_MS,
+                        request_timeout_ms=TIMEOUT_MS,
+                    )
                 )
         return self._producer
 
@@ -112,14 +118,18 @@ class KafkaGateway:
     def _consumer(self, max_records: int) -> KafkaConsumer:
         return KafkaConsumer(
             **self._config(
-                group_id=INJECTOR_GROUP, enable_auto_commit=False,
+                group_id=INJECTOR_GROUP,
+                enable_auto_commit=False,
                 max_poll_records=max(1, max_records),
                 auto_offset_reset="earliest",  # a position past a recreated topic's end restarts it
-                request_timeout_ms=TIMEOUT_MS + 1000, fetch_max_wait_ms=200,
+                request_timeout_ms=TIMEOUT_MS + 1000,
+                fetch_max_wait_ms=200,
             )
         )
 
-    def read(self, topic: str, positions: dict[int, int], max_records: int, wait_s: float = 5.0) -> Batch:
+    def read(
+        self, topic: str, positions: dict[int, int], max_records: int, wait_s: float = 5.0
+    ) -> Batch:
         """Up to `max_records` records from `positions` on (partitions without a position start
         at the group's committed offset, else at the beginning)."""
         with self._errors(f"read {topic}"):
@@ -130,7 +140,11 @@ class KafkaGateway:
                 consumer.close(autocommit=False)
 
     def _read(
-        self, consumer: KafkaConsumer, topic: str, positions: dict[int, int], max_records: int,
+        self,
+        consumer: KafkaConsumer,
+        topic: str,
+        positions: dict[int, int],
+        max_records: int,
         wait_s: float,
     ) -> Batch:
         partitions = consumer.partitions_for_topic(topic)
@@ -145,8 +159,13 @@ class KafkaGateway:
             if start is None:
                 start = consumer.committed(tp) or begin[tp]
             if start < begin[tp]:
-                log.warning("%s[%d]: offsets %d..%d expired before they were read", topic,
-                            tp.partition, start, begin[tp] - 1)
+                log.warning(
+                    "%s[%d]: offsets %d..%d expired before they were read",
+                    topic,
+                    tp.partition,
+                    start,
+                    begin[tp] - 1,
+                )
                 start = begin[tp]
             consumer.seek(tp, start)
             batch.positions[tp.partition] = start

@@ -162,21 +162,34 @@ class LineageStore:
             conn.execute(stmt, list(rows))
 
     def record_pending(
-        self, repo_url: str, repo_id: str, source: str, request_id: str | None = None,
+        self,
+        repo_url: str,
+        repo_id: str,
+        source: str,
+        request_id: str | None = None,
         created_at: datetime | None = None,
     ) -> str:
         """A new request, before anyone acted on it; recording the same request_id twice is a
         no-op, so a replayed tick or message leaves one row."""
         request_id = request_id or new_request_id()
-        self._upsert([_row(request_id, repo_url, repo_id, source, "pending", created_at or now())], ())
+        self._upsert(
+            [_row(request_id, repo_url, repo_id, source, "pending", created_at or now())], ()
+        )
         return request_id
 
     def record_injected(self, requests: Sequence[Injected]) -> None:
         """The injector read these requests; rows are created for those a third party produced."""
         self._upsert(
             [
-                _row(r.request_id, r.repo_url, r.repo_id, r.source, "pending", r.created_at,
-                     inyector_timestamp=r.injected_at)
+                _row(
+                    r.request_id,
+                    r.repo_url,
+                    r.repo_id,
+                    r.source,
+                    "pending",
+                    r.created_at,
+                    inyector_timestamp=r.injected_at,
+                )
                 for r in requests
             ],
             ("inyector_timestamp",),
@@ -186,29 +199,59 @@ class LineageStore:
         """Requests that cannot be processed; the reason goes to `error`."""
         self._upsert(
             [
-                _row(r.request_id, r.repo_url[:2000], r.repo_id, r.source, "rejected", r.created_at,
-                     inyector_timestamp=r.injected_at, error=_error(r.error))
+                _row(
+                    r.request_id,
+                    r.repo_url[:2000],
+                    r.repo_id,
+                    r.source,
+                    "rejected",
+                    r.created_at,
+                    inyector_timestamp=r.injected_at,
+                    error=_error(r.error),
+                )
                 for r in requests
             ],
             ("status", "error", "inyector_timestamp"),
         )
 
     def record_started(
-        self, request_id: str, repo_url: str, repo_id: str, source: str, run_id: str,
-        created_at: datetime | None = None, started_at: datetime | None = None,
+        self,
+        request_id: str,
+        repo_url: str,
+        repo_id: str,
+        source: str,
+        run_id: str,
+        created_at: datetime | None = None,
+        started_at: datetime | None = None,
     ) -> None:
         started_at = started_at or now()
         created_at = min(created_at or started_at, started_at)
         self._upsert(
-            [_row(request_id, repo_url, repo_id, source, "in_progress", created_at,
-                  run_id=run_id, worker_start_timestamp=started_at)],
+            [
+                _row(
+                    request_id,
+                    repo_url,
+                    repo_id,
+                    source,
+                    "in_progress",
+                    created_at,
+                    run_id=run_id,
+                    worker_start_timestamp=started_at,
+                )
+            ],
             ("status", "run_id", "worker_start_timestamp", "error"),
         )
 
     def record_finished(
-        self, request_id: str, status: str, *, snapshot_id: str | None = None,
-        head_commit: str | None = None, bytes_uploaded: int | None = None,
-        error: str | None = None, finished_at: datetime | None = None,
+        self,
+        request_id: str,
+        status: str,
+        *,
+        snapshot_id: str | None = None,
+        head_commit: str | None = None,
+        bytes_uploaded: int | None = None,
+        error: str | None = None,
+        finished_at: datetime | None = None,
     ) -> None:
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
@@ -217,8 +260,11 @@ class LineageStore:
                 update(repo_requests)
                 .where(repo_requests.c.request_id == request_id)
                 .values(
-                    status=status, snapshot_id=snapshot_id, head_commit=head_commit,
-                    bytes_uploaded=bytes_uploaded, error=_error(error),
+                    status=status,
+                    snapshot_id=snapshot_id,
+                    head_commit=head_commit,
+                    bytes_uploaded=bytes_uploaded,
+                    error=_error(error),
                     worker_finishing_timestamp=finished_at or now(),
                 )
             )
@@ -231,11 +277,16 @@ class LineageStore:
         return Request(**row._mapping) if row else None
 
     def find(
-        self, repo_id: str | None = None, request_id: str | None = None, limit: int = 100,
+        self,
+        repo_id: str | None = None,
+        request_id: str | None = None,
+        limit: int = 100,
         statuses: Sequence[str] | None = None,
     ) -> list[Request]:
         """Newest first; filtered by repository, request or status."""
-        query = select(repo_requests).order_by(repo_requests.c.creation_timestamp.desc()).limit(limit)
+        query = (
+            select(repo_requests).order_by(repo_requests.c.creation_timestamp.desc()).limit(limit)
+        )
         if repo_id is not None or request_id is not None:
             query = query.where(
                 or_(repo_requests.c.repo_id == repo_id, repo_requests.c.request_id == request_id)
@@ -259,14 +310,24 @@ class LineageStore:
 
 
 def _row(
-    request_id: str, repo_url: str, repo_id: str | None, source: str, status: str,
-    created_at: datetime, **extra: Any,
+    request_id: str,
+    repo_url: str,
+    repo_id: str | None,
+    source: str,
+    status: str,
+    created_at: datetime,
+    **extra: Any,
 ) -> dict[str, Any]:
     """A full row: every statement of a batch must bind the same columns."""
     row = {c.name: None for c in repo_requests.columns}
     row.update(
-        request_id=request_id, repo_url=mask_secrets(repo_url), repo_id=repo_id,
-        source=_source(source), status=status, creation_timestamp=created_at, **extra,
+        request_id=request_id,
+        repo_url=mask_secrets(repo_url),
+        repo_id=repo_id,
+        source=_source(source),
+        status=status,
+        creation_timestamp=created_at,
+        **extra,
     )
     return row
 

@@ -40,12 +40,18 @@ def message_request_id(topic: str, partition: int, offset: int) -> str:
 
 def request_message(request_id: str, repo_url: str, source: str, requested_at: datetime) -> bytes:
     return json.dumps(
-        {"request_id": request_id, "repo_url": repo_url, "source": source,
-         "requested_at": requested_at.isoformat()}
+        {
+            "request_id": request_id,
+            "repo_url": repo_url,
+            "source": source,
+            "requested_at": requested_at.isoformat(),
+        }
     ).encode()
 
 
-def parse_request(value: bytes | None, fallback_request_id: str, settings: Settings) -> PendingRequest:
+def parse_request(
+    value: bytes | None, fallback_request_id: str, settings: Settings
+) -> PendingRequest:
     """A `pendientes` value (SPEC JSON, or a bare URL string) as a validated request."""
     if not value or not value.strip():
         raise RejectedMessage("empty message: send JSON with repo_url, or a bare URL string")
@@ -124,8 +130,15 @@ def dead_letter(
 
 
 def status_event(
-    request_id: str, repo_id: str, run_id: str, status: str, *, snapshot_id: str | None = None,
-    head_commit: str | None = None, error: str | None = None, at: datetime | None = None,
+    request_id: str,
+    repo_id: str,
+    run_id: str,
+    status: str,
+    *,
+    snapshot_id: str | None = None,
+    head_commit: str | None = None,
+    error: str | None = None,
+    at: datetime | None = None,
 ) -> bytes:
     """An `en_proceso` / `completados` value."""
     return json.dumps(

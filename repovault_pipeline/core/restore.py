@@ -61,19 +61,24 @@ def restore(
         raise
 
 
-def _rebuild(settings: Settings, store: ObjectStore, bucket: str, manifest: dict, dest: Path) -> Restored:
+def _rebuild(
+    settings: Settings, store: ObjectStore, bucket: str, manifest: dict, dest: Path
+) -> Restored:
     client = GitClient(settings)
     with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
         bundle = Path(tmp) / "repo.bundle"
         store.download(bucket, manifest["bundle"]["key"], bundle)
         if file_sha256(bundle) != manifest["bundle"]["sha256"]:
-            raise RestoreError(f"bundle of snapshot {manifest['snapshot_id']} fails its sha256 check")
+            raise RestoreError(
+                f"bundle of snapshot {manifest['snapshot_id']} fails its sha256 check"
+            )
         dest.mkdir(parents=True, exist_ok=True)
         client.run(["init", "--quiet", "--template=", str(dest)])
         # The bundle is a local file we downloaded and checked: allow the file transport here only.
         client.run(
             ["fetch", "--quiet", "--update-head-ok", "--", str(bundle), "refs/*:refs/*"],
-            cwd=dest, protocols=("file",),
+            cwd=dest,
+            protocols=("file",),
         )
     repo = LocalRepo(dest, client)
     repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest['default_branch']}")
@@ -85,4 +90,3 @@ def _rebuild(settings: Settings, store: ObjectStore, bucket: str, manifest: dict
             f"restored clone does not match manifest {manifest['snapshot_id']}: HEAD {head[:12]}"
         )
     return Restored(manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest)
-

@@ -31,7 +31,9 @@ class RunRequestInfo:
     requested_at: datetime | None
 
 
-def request_tags(request_id: str, repo_url: str, source: str, requested_at: datetime) -> dict[str, str]:
+def request_tags(
+    request_id: str, repo_url: str, source: str, requested_at: datetime
+) -> dict[str, str]:
     return {
         TAG_REQUEST_ID: request_id,
         TAG_REPO_URL: repo_url,

@@ -117,7 +117,9 @@ class Settings:
             github_api=(env.get("REPOVAULT_GITHUB_API", "").strip() or "https://api.github.com"),
             trending_language=env.get("REPOVAULT_TRENDING_LANGUAGE", "").strip() or None,
             trending_since=_choice(
-                "REPOVAULT_TRENDING_SINCE", env.get("REPOVAULT_TRENDING_SINCE", ""), "daily",
+                "REPOVAULT_TRENDING_SINCE",
+                env.get("REPOVAULT_TRENDING_SINCE", ""),
+                "daily",
                 ("daily", "weekly", "monthly"),
             ),
             work_dir=Path(

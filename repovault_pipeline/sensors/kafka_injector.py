@@ -46,20 +46,29 @@ def kafka_injector_sensor(
     gateway = kafka.gateway()
     try:
         tick = inject(
-            settings, gateway, lineage.store(), load_cursor(context.cursor, topic),
+            settings,
+            gateway,
+            lineage.store(),
+            load_cursor(context.cursor, topic),
             first_tick=context.cursor is None,
         )
     finally:
         gateway.close()
-    cursor = json.dumps({"topic": topic, "positions": {str(p): o for p, o in tick.positions.items()}})
+    cursor = json.dumps(
+        {"topic": topic, "positions": {str(p): o for p, o in tick.positions.items()}}
+    )
     repo_ids = {a.request.ref.repo_id for a in tick.accepted}
-    new_partitions = sorted(repo_ids - set(context.instance.get_dynamic_partitions(repositories.name)))
+    new_partitions = sorted(
+        repo_ids - set(context.instance.get_dynamic_partitions(repositories.name))
+    )
     run_requests = [
         RunRequest(
             run_key=accepted.run_key,
             partition_key=accepted.request.ref.repo_id,
             tags=request_tags(
-                accepted.request.request_id, accepted.request.ref.url, accepted.request.source,
+                accepted.request.request_id,
+                accepted.request.ref.url,
+                accepted.request.source,
                 accepted.created_at,
             ),
         )
@@ -75,6 +84,7 @@ def kafka_injector_sensor(
         if new_partitions
         else None,
         cursor=cursor,
-        skip_reason=None if run_requests else f"no new valid requests on {topic} "
-        f"({tick.read} read, {tick.rejected} rejected)",
+        skip_reason=None
+        if run_requests
+        else f"no new valid requests on {topic} ({tick.read} read, {tick.rejected} rejected)",
     )

@@ -12,9 +12,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
 from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import LineageStore
+from repovault_pipeline.core.lineage import LineageStore, now
 from repovault_pipeline.core.runs import request_tags
-from repovault_pipeline.core.lineage import now
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.resources import lineage_store
@@ -81,7 +80,9 @@ def test_job_materializes_a_partition_and_records_its_lineage(
 
 @pytest.mark.parametrize("problem", ["missing", "too_large", "bad_tag"])
 def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
-    instance: DagsterInstance, make_repo: Callable[..., ServedRepo], monkeypatch: pytest.MonkeyPatch,
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
     problem: str,
 ) -> None:
     repo = make_repo("doomed")
@@ -100,7 +101,11 @@ def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
 
     assert not result.success
     events = instance.all_logs(result.run_id)
-    assert not [e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert not [
+        e
+        for e in events
+        if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_UP_FOR_RETRY
+    ]
     row = lineage().get(request_id)
     assert row.status == "failed" and expected in row.error
     assert row.worker_finishing_timestamp >= row.worker_start_timestamp

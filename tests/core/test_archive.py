@@ -33,7 +33,9 @@ def writer() -> SnapshotWriter:
 
 def archive(repo: ServedRepo):
     settings = Settings.from_env()
-    return writer().archive(parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts))
+    return writer().archive(
+        parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    )
 
 
 def objects(bucket: str) -> dict[str, str]:
@@ -84,7 +86,10 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
     snap = f"snapshots/{result.snapshot_id}/"
     assert {snap + "repo.bundle", snap + "manifest.json", "latest.json"} <= set(keys)
     assert {k for k in keys if k.startswith("tree/")} == {
-        "tree/README.md", "tree/data/blob.bin", "tree/src/app.py", "tree/passwd-link",
+        "tree/README.md",
+        "tree/data/blob.bin",
+        "tree/src/app.py",
+        "tree/passwd-link",
     }
     assert body(result.bucket, "tree/data/blob.bin") == BINARY
     link = s3().get_object(Bucket=result.bucket, Key="tree/passwd-link")
@@ -94,8 +99,11 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
     manifest = json.loads(body(result.bucket, snap + "manifest.json"))
     assert manifest["refs"] == rich_repo.refs()
     assert set(manifest["refs"]) == {
-        "refs/heads/main", "refs/heads/feature", "refs/heads/release",
-        "refs/tags/v1.0", "refs/tags/feature-lightweight",
+        "refs/heads/main",
+        "refs/heads/feature",
+        "refs/heads/release",
+        "refs/tags/v1.0",
+        "refs/tags/feature-lightweight",
     }
     assert manifest["default_branch"] == "main"
     assert manifest["bundle"]["size"] == len(body(result.bucket, snap + "repo.bundle"))
@@ -107,7 +115,9 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
     assert result.head_commit in capsys.readouterr().out
     restored_refs = dict(
         reversed(line.split(" ", 1))
-        for line in git(dest, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags").splitlines()
+        for line in git(
+            dest, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags"
+        ).splitlines()
     )
     assert restored_refs == rich_repo.refs()
     assert git(dest, "rev-parse", "HEAD") == result.head_commit
@@ -126,7 +136,18 @@ def test_restore_by_repo_id_and_bad_destination(
     assert cli(["restore", result.repo_id, str(occupied)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
-    assert cli(["restore", result.repo_id, str(tmp_path / "by-id"), "--snapshot", "20000101T000000Z-000000000000"]) == 1
+    assert (
+        cli(
+            [
+                "restore",
+                result.repo_id,
+                str(tmp_path / "by-id"),
+                "--snapshot",
+                "20000101T000000Z-000000000000",
+            ]
+        )
+        == 1
+    )
     assert "no snapshot 20000101T000000Z-000000000000" in capsys.readouterr().err
     assert not (tmp_path / "by-id").exists()
     assert cli(["restore", result.repo_id, str(tmp_path / "by-id")]) == 0
@@ -258,7 +279,10 @@ def test_too_large_and_missing_repositories_fail_with_the_reason(
 
 
 def test_local_backend_keeps_the_same_layout(
-    vault_env: dict[str, str], rich_repo: ServedRepo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    vault_env: dict[str, str],
+    rich_repo: ServedRepo,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.delenv("REPOVAULT_S3_ENDPOINT")
     result = archive(rich_repo)

@@ -4,7 +4,12 @@ import re
 
 import pytest
 
-from repovault_pipeline.core.identity import InvalidRepoUrl, bucket_name, parse_repo_id, parse_repo_url
+from repovault_pipeline.core.identity import (
+    InvalidRepoUrl,
+    bucket_name,
+    parse_repo_id,
+    parse_repo_url,
+)
 from repovault_pipeline.core.redact import mask_secrets
 
 GITHUB = (("https", "ssh"), ("github.com",))
@@ -29,7 +34,10 @@ def test_spellings_of_one_repository_share_one_repo_id(raw: str) -> None:
 
 def test_clone_urls_are_canonical() -> None:
     assert parse_repo_url("octo/hello", *GITHUB).url == "https://github.com/octo/hello"
-    assert parse_repo_url("git@github.com:octo/hello.git", *GITHUB).url == "ssh://git@github.com/octo/hello.git"
+    assert (
+        parse_repo_url("git@github.com:octo/hello.git", *GITHUB).url
+        == "ssh://git@github.com/octo/hello.git"
+    )
     ref = parse_repo_url("http://127.0.0.1:8080/a/b.git", ("http",), ("127.0.0.1",))
     assert (ref.repo_id, ref.url) == ("127.0.0.1:8080/a/b", "http://127.0.0.1:8080/a/b.git")
 
@@ -39,7 +47,9 @@ def test_default_port_is_not_part_of_the_id() -> None:
 
 
 def test_nested_groups_where_the_host_allows_them() -> None:
-    ref = parse_repo_url("https://gitlab.example.com/group/sub/name.git", ("https",), ("gitlab.example.com",))
+    ref = parse_repo_url(
+        "https://gitlab.example.com/group/sub/name.git", ("https",), ("gitlab.example.com",)
+    )
     assert ref.repo_id == "gitlab.example.com/group/sub/name"
     assert (ref.owner, ref.name) == ("group/sub", "name")
     with pytest.raises(InvalidRepoUrl, match="owner/name"):
@@ -85,7 +95,11 @@ def test_rejections_give_one_clear_line(raw: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["https://user:tok@github.com/a/b", "https://ghp_abcdefghijklmnopqrstuvwx@github.com/a/b", "https://tok@github.com/a/b"],
+    [
+        "https://user:tok@github.com/a/b",
+        "https://ghp_abcdefghijklmnopqrstuvwx@github.com/a/b",
+        "https://tok@github.com/a/b",
+    ],
 )
 def test_credentials_are_refused_naming_github_token_and_never_echoed(raw: str) -> None:
     with pytest.raises(InvalidRepoUrl) as excinfo:
@@ -113,7 +127,11 @@ def test_bucket_names_are_valid_deterministic_and_distinct() -> None:
     for name in names:
         assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name), name
         assert name.startswith("repo-") and "--" not in name[:-9]
-    assert bucket_name(ids[0]) == bucket_name(ids[0]) == "repo-octo-hello-world-" + bucket_name(ids[0])[-8:]
+    assert (
+        bucket_name(ids[0])
+        == bucket_name(ids[0])
+        == "repo-octo-hello-world-" + bucket_name(ids[0])[-8:]
+    )
 
 
 def test_repo_id_round_trips() -> None:

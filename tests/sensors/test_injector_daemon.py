@@ -24,14 +24,18 @@ from tests.support.servers import REPO_ROOT
 SENSOR = "kafka_injector_sensor"
 # Runs go straight to the default launcher (a run worker process through the code server);
 # the queue's own daemon is not part of what these tests exercise.
-LAUNCH_AT_ONCE = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}}
+LAUNCH_AT_ONCE = {
+    "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
+}
 
 
 @contextmanager
 def daemon_workspace(instance: DagsterInstance) -> Iterator[object]:
     target = ModuleTarget(
-        module_name="repovault_pipeline.definitions", attribute=None,
-        working_directory=str(REPO_ROOT), location_name="repovault",
+        module_name="repovault_pipeline.definitions",
+        attribute=None,
+        working_directory=str(REPO_ROOT),
+        location_name="repovault",
     )
     with create_test_daemon_workspace_context(target, instance) as context:
         yield context
@@ -39,7 +43,11 @@ def daemon_workspace(instance: DagsterInstance) -> Iterator[object]:
 
 def tick(context: object, crash_after: str | None = None) -> None:
     flags = {SENSOR: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
-    list(execute_sensor_iteration(context, logging.getLogger("test-daemon"), None, None, debug_crash_flags=flags))
+    list(
+        execute_sensor_iteration(
+            context, logging.getLogger("test-daemon"), None, None, debug_crash_flags=flags
+        )
+    )
 
 
 def wait_for_runs(instance: DagsterInstance, count: int, timeout: float = 120) -> list:
@@ -49,7 +57,9 @@ def wait_for_runs(instance: DagsterInstance, count: int, timeout: float = 120) -
         if len(runs) >= count and all(r.is_finished for r in runs):
             return runs
         time.sleep(0.5)
-    raise AssertionError(f"runs did not finish: {[(r.run_id, r.status) for r in instance.get_runs()]}")
+    raise AssertionError(
+        f"runs did not finish: {[(r.run_id, r.status) for r in instance.get_runs()]}"
+    )
 
 
 def test_submit_tick_run_lineage_and_events(
@@ -63,7 +73,10 @@ def test_submit_tick_run_lineage_and_events(
     request_id = capsys.readouterr().out.strip().splitlines()[-1]
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
 
-    with instance_for_test(overrides=LAUNCH_AT_ONCE) as instance, daemon_workspace(instance) as workspace:
+    with (
+        instance_for_test(overrides=LAUNCH_AT_ONCE) as instance,
+        daemon_workspace(instance) as workspace,
+    ):
         tick(workspace)
         [run] = wait_for_runs(instance, 1)
 
@@ -79,7 +92,9 @@ def test_submit_tick_run_lineage_and_events(
 
     started = read_json(vault_env["REPOVAULT_TOPIC_IN_PROGRESS"])
     finished = read_json(vault_env["REPOVAULT_TOPIC_COMPLETED"])
-    assert [(e["request_id"], e["status"], e["run_id"]) for e in started] == [(request_id, "in_progress", run.run_id)]
+    assert [(e["request_id"], e["status"], e["run_id"]) for e in started] == [
+        (request_id, "in_progress", run.run_id)
+    ]
     assert [(e["request_id"], e["status"], e["head_commit"]) for e in finished] == [
         (request_id, "completed", repo.refs()["refs/heads/main"])
     ]
@@ -96,7 +111,10 @@ def test_a_daemon_crash_between_launch_and_cursor_starts_no_duplicate(
         repos.append(repo)
     assert cli(["submit", *(r.url for r in repos)]) == 0
 
-    with instance_for_test(overrides=LAUNCH_AT_ONCE) as instance, daemon_workspace(instance) as workspace:
+    with (
+        instance_for_test(overrides=LAUNCH_AT_ONCE) as instance,
+        daemon_workspace(instance) as workspace,
+    ):
         # The daemon dies right after launching the first run: its cursor is not stored yet.
         tick(workspace, crash_after="RUN_LAUNCHED")
         assert len(instance.get_runs()) == 1

@@ -31,7 +31,8 @@ def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
     context = build_sensor_context(
-        instance=instance, cursor=cursor,
+        instance=instance,
+        cursor=cursor,
         resources={"kafka": KafkaResource(), "lineage": LineageResource()},
     )
     result = kafka_injector_sensor(context)
@@ -39,7 +40,9 @@ def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
     return result
 
 
-def drain(instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 100) -> tuple[list, str | None, int]:
+def drain(
+    instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 100
+) -> tuple[list, str | None, int]:
     """Tick until a tick reads nothing; returns run requests, cursor and ticks."""
     requests: list = []
     for ticks in range(1, max_ticks + 1):
@@ -55,10 +58,18 @@ def url(name: str) -> str:
     return f"http://127.0.0.1:9/{name}/repo.git"
 
 
-def test_each_kind_of_message_gets_the_right_outcome(instance: DagsterInstance, vault_env: dict[str, str]) -> None:
+def test_each_kind_of_message_gets_the_right_outcome(
+    instance: DagsterInstance, vault_env: dict[str, str]
+) -> None:
     topic = vault_env["REPOVAULT_TOPIC_PENDING"]
-    spec = json.dumps({"request_id": "req-json-1", "repo_url": url("json"), "source": "kafka",
-                       "requested_at": "2026-01-02T03:04:05+00:00"}).encode()
+    spec = json.dumps(
+        {
+            "request_id": "req-json-1",
+            "repo_url": url("json"),
+            "source": "kafka",
+            "requested_at": "2026-01-02T03:04:05+00:00",
+        }
+    ).encode()
     messages = [
         spec,
         url("bare").encode(),
@@ -72,7 +83,10 @@ def test_each_kind_of_message_gets_the_right_outcome(instance: DagsterInstance, 
 
     result = tick(instance, None)
 
-    assert [r.partition_key for r in result.run_requests] == ["127.0.0.1:9/json/repo", "127.0.0.1:9/bare/repo"]
+    assert [r.partition_key for r in result.run_requests] == [
+        "127.0.0.1:9/json/repo",
+        "127.0.0.1:9/bare/repo",
+    ]
     assert all(r.run_key.startswith(f"{topic}:") for r in result.run_requests)
     assert len({r.run_key for r in result.run_requests}) == 2
     assert result.run_requests[0].tags["repovault/request_id"] == "req-json-1"
@@ -123,7 +137,9 @@ def test_cursor_carries_over_and_offsets_reach_the_consumer_group(
     # What the previous tick recorded is what the group shows (standard lag tools read this).
     stored = json.loads(third.cursor)["positions"]
     tick(instance, third.cursor)
-    consumer = KafkaConsumer(bootstrap_servers=os.environ["REPOVAULT_KAFKA_BOOTSTRAP"], group_id=INJECTOR_GROUP)
+    consumer = KafkaConsumer(
+        bootstrap_servers=os.environ["REPOVAULT_KAFKA_BOOTSTRAP"], group_id=INJECTOR_GROUP
+    )
     committed = {int(p): consumer.committed(TopicPartition(topic, int(p))) for p in stored}
     consumer.close()
     assert committed == {int(p): o for p, o in stored.items()}
@@ -160,7 +176,10 @@ def test_broker_down_fails_the_tick_clearly_and_loses_nothing(
 
     monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     back = tick(instance, first.cursor)
-    assert sorted(r.partition_key for r in back.run_requests) == ["127.0.0.1:9/during0/repo", "127.0.0.1:9/during1/repo"]
+    assert sorted(r.partition_key for r in back.run_requests) == [
+        "127.0.0.1:9/during0/repo",
+        "127.0.0.1:9/during1/repo",
+    ]
 
 
 def test_a_burst_of_5000_drains_over_bounded_ticks_with_every_message_accounted_for(
@@ -214,6 +233,8 @@ def test_submit_with_the_broker_down_exits_1_and_leaves_no_queued_row(
     assert cli(["submit", target]) == 1
     err = capsys.readouterr().err
     assert "Kafka at 127.0.0.1" in err and err.count("\n") == 1
-    rows = lineage_store(os.environ["REPOVAULT_DB_URL"]).find(repo_id=target.removeprefix("http://").removesuffix(".git"))
+    rows = lineage_store(os.environ["REPOVAULT_DB_URL"]).find(
+        repo_id=target.removeprefix("http://").removesuffix(".git")
+    )
     assert [r.status for r in rows if r.status in ("pending", "in_progress")] == []
     proxy.close()

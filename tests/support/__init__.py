@@ -1,1 +1,1 @@
-"""Real servers for the tests and the benchmark: git over smart HTTP, S3, Kafka, a breakable proxy."""
+"""Real servers for tests and benchmark: git over smart HTTP, S3, Kafka, a breakable proxy."""

@@ -24,7 +24,7 @@ class GitHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._cgi()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return
 
     def _body(self) -> bytes:
@@ -56,12 +56,18 @@ class GitHandler(BaseHTTPRequestHandler):
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
         }
-        for header, var in (("Git-Protocol", "GIT_PROTOCOL"), ("Content-Encoding", "HTTP_CONTENT_ENCODING")):
+        for header, var in (
+            ("Git-Protocol", "GIT_PROTOCOL"),
+            ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+        ):
             if self.headers.get(header):
                 env[var] = self.headers[header]
         proc = subprocess.Popen(
-            ["git", "http-backend"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env,
+            ["git", "http-backend"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         feeder = threading.Thread(target=_feed, args=(proc.stdin, body), daemon=True)
         feeder.start()

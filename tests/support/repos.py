@@ -19,7 +19,11 @@ GIT_ENV = {
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, **GIT_ENV},
     ).stdout.strip()
 
@@ -27,7 +31,9 @@ def git(cwd: Path, *args: str) -> str:
 class ServedRepo:
     """A repository served at `url`; edit it with `commit`, `branch`, `tag`, then `push`."""
 
-    def __init__(self, served_root: Path, work_root: Path, base_url: str, owner: str, name: str) -> None:
+    def __init__(
+        self, served_root: Path, work_root: Path, base_url: str, owner: str, name: str
+    ) -> None:
         self.bare = served_root / owner / f"{name}.git"
         self.work = work_root / owner / name
         self.url = f"{base_url}/{owner}/{name}.git"
@@ -51,7 +57,9 @@ class ServedRepo:
         os.symlink(target, self.work / path)
         git(self.work, "add", path)
 
-    def commit(self, files: dict[str, bytes | str | None] | None = None, message: str = "change") -> str:
+    def commit(
+        self, files: dict[str, bytes | str | None] | None = None, message: str = "change"
+    ) -> str:
         self.write(files or {})
         git(self.work, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.work, "rev-parse", "HEAD")
@@ -66,9 +74,24 @@ class ServedRepo:
         git(self.work, "tag", *(["-a", "-m", name] if annotated else []), name)
 
     def push(self) -> None:
-        git(self.work, "push", "-q", "--force", "--prune", "origin", "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
+        git(
+            self.work,
+            "push",
+            "-q",
+            "--force",
+            "--prune",
+            "origin",
+            "refs/heads/*:refs/heads/*",
+            "refs/tags/*:refs/tags/*",
+        )
         git(self.bare, "symbolic-ref", "HEAD", "refs/heads/main")
 
     def refs(self) -> dict[str, str]:
-        out = git(self.bare, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+        out = git(
+            self.bare,
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            "refs/heads",
+            "refs/tags",
+        )
         return {name: sha for sha, name in (line.split(" ", 1) for line in out.splitlines())}

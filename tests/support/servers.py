@@ -28,23 +28,33 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen | None = None, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before listening on {port}"
+            )
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
 @contextmanager
-def running(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def running(
+    cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """Run `cmd` until the block ends; fail clearly if it never listens on `port`."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, **(env or {})},
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
     try:
