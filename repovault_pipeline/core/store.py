@@ -31,7 +31,14 @@ log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
-_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,21 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None,
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
     ) -> None: ...
 
     @abstractmethod
     def put_file(
-        self, bucket: str, key: str, path: Path, metadata: dict[str, str] | None = None,
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        metadata: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
     ) -> None: ...
 
@@ -107,7 +122,9 @@ class S3Store(ObjectStore):
 
     def __init__(self, endpoint: str, max_connections: int = 20) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.region = (
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
@@ -132,7 +149,11 @@ class S3Store(ObjectStore):
                 self.client.head_bucket(Bucket=bucket)
                 return
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                if exc.response.get("Error", {}).get("Code") not in (
+                    "404",
+                    "NoSuchBucket",
+                    "NotFound",
+                ):
                     raise
             kwargs: dict[str, object] = {"Bucket": bucket}
             if self.region != "us-east-1":
@@ -157,7 +178,10 @@ class S3Store(ObjectStore):
     def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
         with _s3_errors(f"upload {key}"):
             self.client.upload_file(
-                str(path), bucket, key, Config=self.transfer,
+                str(path),
+                bucket,
+                key,
+                Config=self.transfer,
                 ExtraArgs={"Metadata": metadata or {}, "ContentType": content_type},
             )
 
@@ -166,7 +190,11 @@ class S3Store(ObjectStore):
             try:
                 return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+                if exc.response.get("Error", {}).get("Code") in (
+                    "NoSuchKey",
+                    "NoSuchBucket",
+                    "404",
+                ):
                     return None
                 raise
 
@@ -176,7 +204,9 @@ class S3Store(ObjectStore):
 
     def list(self, bucket, prefix=""):
         with _s3_errors(f"list {bucket}/{prefix}"):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
             try:
                 for page in pages:
                     for item in page.get("Contents", []):
@@ -212,7 +242,9 @@ class LocalStore(ObjectStore):
     def _path(self, bucket: str, key: str = "") -> Path:
         parts = key.split("/") if key else []
         if bucket.startswith(".") or "/" in bucket or any(p in ("", ".", "..") for p in parts):
-            raise ArchiveError(f"refusing object key {key!r} in bucket {bucket!r}: not a plain path")
+            raise ArchiveError(
+                f"refusing object key {key!r} in bucket {bucket!r}: not a plain path"
+            )
         return self.root.joinpath(bucket, *parts)
 
     def ensure_bucket(self, bucket):
@@ -221,7 +253,9 @@ class LocalStore(ObjectStore):
     def list_buckets(self, prefix):
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix)
+        )
 
     @contextmanager
     def _atomic(self, bucket: str, key: str) -> Iterator[Path]:
@@ -319,8 +353,12 @@ class ParallelUploader:
     repository size; the first failure stops further submissions and is raised by `wait`."""
 
     def __init__(
-        self, store: ObjectStore, bucket: str, workers: int = 16,
-        max_inflight_bytes: int = 64 * 1024 * 1024, logger: logging.Logger | None = None,
+        self,
+        store: ObjectStore,
+        bucket: str,
+        workers: int = 16,
+        max_inflight_bytes: int = 64 * 1024 * 1024,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.store = store
         self.bucket = bucket

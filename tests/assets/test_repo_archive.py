@@ -17,6 +17,7 @@ from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.resources import lineage_store
+from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 
 
@@ -112,3 +113,9 @@ def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
     assert "s3cr3t" not in row.error and "s3cr3t" not in row.repo_url
     work = Path(os.environ["REPOVAULT_WORK_DIR"])
     assert not work.exists() or not any(work.iterdir())  # the clone is freed
+
+    [started] = read_json(os.environ["REPOVAULT_TOPIC_IN_PROGRESS"])
+    [ended] = read_json(os.environ["REPOVAULT_TOPIC_COMPLETED"])
+    assert started["request_id"] == ended["request_id"] == request_id
+    assert (ended["status"], ended["run_id"]) == ("failed", result.run_id)
+    assert expected in ended["error"] and "s3cr3t" not in json.dumps(ended)
