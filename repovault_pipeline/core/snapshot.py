@@ -170,7 +170,7 @@ class SnapshotWriter:
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
         latest = SnapshotReader(self.store, bucket).latest()
         remote = self.git.ls_remote(ref)
-        if latest and remote.refs == latest["refs"]:
+        if _matches(latest, remote.refs, remote.default_branch):
             self.log.info("%s unchanged since snapshot %s", ref.repo_id, latest["snapshot_id"])
             return self._unchanged(ref, bucket, latest, started)
         if not remote.refs:
@@ -180,7 +180,7 @@ class SnapshotWriter:
         try:
             repo = self.git.clone(ref, work_dir / "repo.git")
             refs = repo.refs()
-            if latest and refs == latest["refs"]:
+            if _matches(latest, refs, repo.default_branch()):
                 remove_work_dir(work_dir)
                 return self._unchanged(ref, bucket, latest, started)
             head = repo.head_commit()
@@ -388,6 +388,16 @@ class SnapshotWriter:
         if doomed:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
         return len([s for s in doomed if s in complete])
+
+
+def _matches(latest: dict | None, refs: dict[str, str], default_branch: str | None) -> bool:
+    """The remote is what the latest snapshot holds: same branches and tags, same HEAD branch
+    (a server that does not advertise HEAD's branch is judged on its refs)."""
+    return (
+        latest is not None
+        and refs == latest["refs"]
+        and default_branch in (None, latest["default_branch"])
+    )
 
 
 @dataclass

@@ -293,3 +293,14 @@ def test_local_backend_keeps_the_same_layout(
     assert archive(rich_repo).outcome == "unchanged"
     assert cli(["restore", rich_repo.url, str(tmp_path / "local-restore")]) == 0
     assert git(tmp_path / "local-restore", "rev-parse", "HEAD") == result.head_commit
+
+
+def test_a_new_default_branch_alone_makes_a_new_snapshot(
+    vault_env: dict[str, str], rich_repo: ServedRepo
+) -> None:
+    first = archive(rich_repo)
+    git(rich_repo.bare, "symbolic-ref", "HEAD", "refs/heads/feature")
+    second = archive(rich_repo)
+    assert second.outcome == "completed" and second.default_branch == "feature"
+    assert second.head_commit == rich_repo.refs()["refs/heads/feature"] != first.head_commit
+    assert "tree/feature.txt" in objects(second.bucket)
