@@ -185,7 +185,11 @@ class GitClient:
         deadline = time.monotonic() + self.settings.git_timeout_s
         failure: ArchiveError | None = None
         while popen.poll() is None:
-            time.sleep(0.2)
+            try:
+                popen.wait(timeout=0.2)  # returns as soon as git exits: no 0.2 s tail per command
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if time.monotonic() > deadline:
                 failure = GitTimeout(
                     f"git {args[0]} ran past REPOVAULT_GIT_TIMEOUT_S={self.settings.git_timeout_s}s"
