@@ -29,6 +29,15 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
+# Benchmark (benchmarks/README.md): `make bench` (about 20 min) writes benchmarks/RESULTS.md and
+# results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s).
+$(VENV)/.bench-extra: setup.py | $(BIN)/repovault
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
+bench: install $(VENV)/.bench-extra
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
+
 # Full stack in Docker (docs/deployment.md): `make up`, `make up HA=1` for three Kafka brokers.
 # The first `make up` writes .env with random secrets; `make down` keeps the data volumes.
 COMPOSE ?= docker compose

@@ -1,0 +1,264 @@
+"""`make bench`: generate the repositories, serve them, run every contender, write the report.
+
+    python -m benchmarks.run [--quick] [--runs N] [--sizes small,medium,large]
+                             [--out benchmarks/RESULTS.md] [--work benchmarks/work]
+
+One machine, one go: the git smart-HTTP server and moto's S3 server of the test suite on
+loopback, the embedded Kafka-protocol broker on a free port, SQLite lineage in the work folder.
+Per size and round the contenders run one after another (a, b, c, d, e, f), each in a fresh
+process with its own bucket prefix, so drift hits all of them alike; buckets are emptied
+between rounds. Every result is checked in the bucket (bundle present, one object per HEAD
+file) before it counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+
+from repovault_pipeline import devbroker
+from tests.support.servers import REPO_ROOT, free_port, git_http_server, running, s3_server
+
+from . import report
+from .contenders import CONTENDERS, TREE
+from .memory import TreeSampler, mb, spawn_isolated
+from .repos import SPECS, BenchRepo, ensure_repo
+
+QUICK_INJECTOR_MESSAGES = 1000
+FULL_OUT = REPO_ROOT / "benchmarks" / "RESULTS.md"
+QUICK_OUT = REPO_ROOT / "benchmarks" / "work" / "quick" / "RESULTS.md"
+CHILD_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the report: a repository, and the S3 endpoint it is archived to."""
+
+    label: str
+    repo: BenchRepo
+    endpoint: str
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def local_broker(log_file: Path) -> Iterator[str]:
+    """The embedded broker on a free port: a broker nobody else uses, so status events (and
+    the injector's 10,000 messages) neither wait on a missing broker nor meet old data."""
+    port = free_port()
+    proc = devbroker.start("127.0.0.1", port, log_file)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Bench:
+    """The servers, the environment of every contender process, and the measurements."""
+
+    def __init__(self, work: Path, s3_endpoint: str, bootstrap: str) -> None:
+        self.work = work
+        self.logs = work / "logs"
+        self.s3_endpoint = s3_endpoint
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("REPOVAULT_")}
+        self.env = {
+            **inherited,
+            "REPOVAULT_S3_ENDPOINT": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "REPOVAULT_KAFKA_BOOTSTRAP": bootstrap,
+            "REPOVAULT_DB_URL": f"sqlite:///{work / 'lineage.db'}",
+            "REPOVAULT_ALLOWED_HOSTS": "127.0.0.1",
+            "REPOVAULT_ALLOWED_SCHEMES": "http",
+            "REPOVAULT_KEEP_SNAPSHOTS": "10",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        for key in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY", "DAGSTER_HOME"):
+            self.env.pop(key, None)
+        self.s3 = boto3.client(
+            "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+        )
+
+    def child(self, module: str, args: list[str], env: dict[str, str], label: str) -> dict:
+        """Run `python -m module args` in a fresh process; return the JSON of its last stdout
+        line, with the sampled peaks of its process tree added."""
+        with (self.logs / f"{label}.log").open("ab") as err:
+            proc = spawn_isolated(
+                [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                stdout=subprocess.PIPE, stderr=err,
+            )
+            with TreeSampler(proc.pid) as sampler:
+                try:
+                    stdout, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise
+        lines = [ln for ln in stdout.decode().splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{module} {args[0]} failed ({proc.returncode}); see {err.name}")
+        return {**json.loads(lines[-1]), "tree_rss_mb": mb(sampler.total_peak),
+                "git_rss_mb": mb(sampler.git_peak)}
+
+    def contender(self, name: str, repo: BenchRepo, prefix: str, endpoint: str) -> dict:
+        work = self.work / "tmp" / name
+        env = {**self.env, "REPOVAULT_BUCKET_PREFIX": prefix, "REPOVAULT_WORK_DIR": str(work),
+               "REPOVAULT_S3_ENDPOINT": endpoint}
+        started = time.perf_counter()
+        result = self.child("benchmarks.contenders", [name, repo.url, str(work)], env, name)
+        result["process_s"] = round(time.perf_counter() - started, 3)
+        self.verify(name, repo, prefix, result)
+        return result
+
+    def verify(self, name: str, repo: BenchRepo, prefix: str, result: dict) -> None:
+        """The contender did the job: a bundle and one object per HEAD file in its bucket;
+        RepoVault's second and third runs did only what they should."""
+        names = [b["Name"] for b in self.s3.list_buckets()["Buckets"]]
+        [bucket] = [name for name in names if name.startswith(prefix)]
+        keys = [k for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for k in (o["Key"] for o in page.get("Contents", []))]
+        tree = sum(1 for k in keys if k.startswith(TREE))
+        bundles = sum(1 for k in keys if k.endswith("repo.bundle"))
+        expected = {"e": "unchanged"}.get(name, "completed")
+        problems = []
+        if tree != repo.head_files:
+            problems.append(f"{tree} tree objects, HEAD has {repo.head_files} files")
+        if not bundles:
+            problems.append("no bundle")
+        if result["outcome"] != expected:
+            problems.append(f"outcome {result['outcome']}, expected {expected}")
+        if name == "f" and result["files_uploaded"] != 1:
+            problems.append(f"{result['files_uploaded']} files uploaded after a one-file change")
+        if problems:
+            raise RuntimeError(f"contender {name} on {repo.spec.name}: {'; '.join(problems)}")
+
+    def empty_buckets(self) -> None:
+        for bucket in [b["Name"] for b in self.s3.list_buckets()["Buckets"]]:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if objects:
+                    batch = {"Objects": objects, "Quiet": True}
+                    self.s3.delete_objects(Bucket=bucket, Delete=batch)
+            self.s3.delete_bucket(Bucket=bucket)
+
+    def round(self, column: Column, number: int) -> list[dict]:
+        """a, b, c, d, e, f once each; e and f reuse c's bucket, f after the one-file commit."""
+        results = []
+        repo = column.repo
+        for name in CONTENDERS:
+            prefix = f"r{number}{'c' if name in 'ef' else name}-"
+            repo.set_head(changed=name == "f")
+            try:
+                result = self.contender(name, repo, prefix, column.endpoint)
+            finally:
+                repo.set_head(changed=False)
+            result.update(size=column.label, round=number)
+            log(f"{column.label} round {number + 1} {name}: {result['seconds']:.2f} s, "
+                f"python {result['rss_mb']:.0f} MB, git {result['git_rss_mb']:.0f} MB, "
+                f"total {result['tree_rss_mb']:.0f} MB")
+            results.append(result)
+        self.empty_buckets()
+        return results
+
+    def injector(self, messages: int, git_url: str) -> dict:
+        log(f"injector: {messages} messages")
+        return self.child("benchmarks.injector", [str(messages), git_url], self.env, "injector")
+
+
+@contextmanager
+def latency_proxy(s3_endpoint: str, rtt_ms: float, log_file: Path) -> Iterator[str]:
+    """The S3 server behind `benchmarks.latency_proxy`: same server, `rtt_ms` farther away."""
+    port = free_port()
+    target = s3_endpoint.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-m", "benchmarks.latency_proxy", str(port), target, str(rtt_ms)]
+    with running(cmd, port, log_file):
+        yield f"http://127.0.0.1:{port}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small repository, one run, 1,000 messages"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="rounds per size (median of these)")
+    parser.add_argument("--sizes", default="small,medium,large")
+    parser.add_argument("--messages", type=int, default=10_000, help="injector messages")
+    parser.add_argument("--rtt-ms", type=float, default=20.0,
+                        help="round trip added by the latency proxy for --rtt-sizes")
+    parser.add_argument("--rtt-sizes", default="medium",
+                        help="sizes measured again through the latency proxy ('' for none)")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/RESULTS.md; "
+                        "with --quick benchmarks/work/quick/RESULTS.md (the committed one stays)")
+    parser.add_argument("--work", type=Path, default=REPO_ROOT / "benchmarks" / "work")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.runs, args.rtt_sizes = "small", 1, ""
+        args.messages = min(args.messages, QUICK_INJECTOR_MESSAGES)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else FULL_OUT
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    args.rtt_sizes = [s.strip() for s in args.rtt_sizes.split(",") if s.strip()]
+    unknown = [s for s in args.sizes + args.rtt_sizes if s not in SPECS]
+    if unknown or args.runs < 1:
+        parser.error(f"sizes are {', '.join(SPECS)}; runs at least 1 (got {unknown or args.runs})")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work.resolve()
+    for stale in ("tmp", "logs"):
+        subprocess.run(["rm", "-rf", str(work / stale)], check=True)
+    (work / "logs").mkdir(parents=True)
+    (work / "lineage.db").unlink(missing_ok=True)
+    started = datetime.now(UTC)
+    with ExitStack() as stack:
+        served = work / "served"
+        served.mkdir(exist_ok=True)
+        git_url = stack.enter_context(git_http_server(served, work / "logs" / "git.log"))
+        s3 = stack.enter_context(s3_server(work / "logs" / "moto.log"))
+        bootstrap = stack.enter_context(local_broker(work / "logs" / "broker.log"))
+        bench = Bench(work, s3, bootstrap)
+        repos = {}
+        for size in dict.fromkeys(args.sizes + args.rtt_sizes):
+            log(f"repository {size}: generating or reusing")
+            repos[size] = ensure_repo(SPECS[size], served, git_url)
+        columns = [Column(size, repos[size], s3) for size in args.sizes]
+        if args.rtt_sizes:
+            far = stack.enter_context(latency_proxy(s3, args.rtt_ms, work / "logs" / "proxy.log"))
+            columns += [Column(f"{size}, {args.rtt_ms:g} ms RTT", repos[size], far)
+                        for size in args.rtt_sizes]
+        samples = []
+        for column in columns:
+            for number in range(args.runs):
+                samples += bench.round(column, number)
+        injector = bench.injector(args.messages, git_url)
+    results = report.Results(
+        started=started, finished=datetime.now(UTC), quick=args.quick, runs=args.runs,
+        repos=list(repos.values()), columns=[c.label for c in columns], samples=samples,
+        injector=injector,
+    )
+    chart = report.write(results, args.out)
+    log(f"wrote {args.out}" + (f" and {chart}" if chart else " (chart skipped: no matplotlib)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""`make bench QUICK=1` completes and writes its table.
+
+The benchmark is not a timed test: nothing here judges the numbers. It needs git, moto's S3
+server and the embedded broker like the rest of the suite; one missing fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import REPO_ROOT
+
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+@pytest.mark.timeout(120)
+def test_quick_mode_writes_every_contender_and_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out),
+         "--work", str(tmp_path / "work")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    table = out.read_text()
+    for name in "abcdef":
+        row = re.search(rf"^\| {name}\. [^|]+\|(.*)$", table, re.MULTILINE)
+        assert row, f"no row for contender {name}"
+        cells = [c.strip() for c in row.group(1).split("|") if c.strip()]
+        assert len(cells) == 8 and all(re.fullmatch(rf"{NUMBER}( - {NUMBER})?|[\d,]+", c)
+                                       for c in cells), row.group(0)
+    for ratio in ("c / a", "b / c", "d - c", "e / c", "f / c", "peak RSS of c"):
+        assert re.search(rf"^\| {re.escape(ratio)}[^|]*\| [^|]+ \| {NUMBER}", table, re.MULTILINE)
+    assert "## Injector throughput" in table
+    assert re.search(r"\| 1,000 → 1,000 \| \d+ \| [\d,]+ \|", table)
+
+    raw = json.loads(out.with_name("results.json").read_text())
+    assert sorted(s["contender"] for s in raw["samples"]) == list("abcdef")
