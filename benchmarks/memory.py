@@ -57,7 +57,7 @@ class TreeSampler:
     the peak of the contender's RSS plus its git processes', and the peak of the largest git
     process. Sampling can miss a spike shorter than the interval."""
 
-    def __init__(self, root: int, interval: float = 0.05) -> None:
+    def __init__(self, root: int, interval: float = 0.1) -> None:
         self.root = root
         self.interval = interval
         self.total_peak = 0

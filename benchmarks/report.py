@@ -1,5 +1,6 @@
 """RESULTS.md (machine, versions, medians, ratios against the issue's targets), results.png and
-results.json (every sample, so the tables can be checked or redrawn)."""
+results.json (every sample, so the tables can be checked or redrawn without measuring again:
+`python -m benchmarks.report benchmarks/results.json`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -22,13 +24,30 @@ RSS_LIMIT_MB = 300
 RSS_GROWTH = 1.25  # "not growing with size": large at most 25 % above medium
 
 
+@dataclass(frozen=True)
+class RepoRow:
+    """What the report says about one generated repository."""
+
+    name: str
+    head_files: int
+    head_bytes: int
+    pack_bytes: int
+    commits: int
+    refs: int
+
+    @classmethod
+    def of(cls, repo: BenchRepo) -> RepoRow:
+        return cls(repo.spec.name, repo.head_files, repo.head_bytes, repo.pack_bytes,
+                   repo.spec.commits, repo.refs)
+
+
 @dataclass
 class Results:
     started: datetime
     finished: datetime
     quick: bool
     runs: int
-    repos: list[BenchRepo]
+    repos: list[RepoRow]
     columns: list[str]  # sizes on loopback, then sizes again behind the latency proxy
     samples: list[dict]
     injector: dict
@@ -192,15 +211,15 @@ def markdown(results: Results, chart: Path | None) -> str:
         "",
         "| size | HEAD files | HEAD MB | pack MB | commits | branches + tags |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *(f"| {r.spec.name} | {r.head_files:,} | {_mb(r.head_bytes)} | {_mb(r.pack_bytes)} | "
-          f"{r.spec.commits:,} | {r.refs} |" for r in results.repos),
+        *(f"| {r.name} | {r.head_files:,} | {_mb(r.head_bytes)} | {_mb(r.pack_bytes)} | "
+          f"{r.commits:,} | {r.refs} |" for r in results.repos),
         "",
         "## Wall time and peak memory (median of the rounds)",
         "",
         "*git phase*: everything before the first upload (clone and bundle; for c-f also "
         "`ls-remote` and `bundle verify`; for d also Dagster's run and step start). Peak RSS: "
         "*python* is the contender process alone (exact), *git* the largest git process beside "
-        "it and *total* the whole process tree (both sampled every 50 ms).",
+        "it and *total* the whole process tree (both sampled every 100 ms).",
     ]
     for column in columns:
         out += _contender_table(results, column)
@@ -270,15 +289,16 @@ def markdown(results: Results, chart: Path | None) -> str:
         "(about 1 s; 3-4 s with Dagster) are in `results.json` as `process_s`.",
         "- Peak RSS: *python* is `getrusage(RUSAGE_SELF).ru_maxrss` of the contender process, "
         "started through `sh` so that it does not inherit the orchestrator's size (ru_maxrss "
-        "survives fork and exec). *git* and *total* are sampled from /proc every 50 ms: the "
+        "survives fork and exec). *git* and *total* are sampled from /proc every 100 ms: the "
         "largest single process below the contender (git, git-remote-http, index-pack, "
         "cat-file; file-backed pages of mmapped packs count) and the summed RSS of the contender "
         "and all its descendants. MB = 10^6 bytes.",
         "- Servers on loopback, shared by all contenders: the test suite's smart-HTTP "
         "`git http-backend` server and moto's S3 server (single Python process; it is the "
         "bottleneck of every upload here, so absolute times are pessimistic for real "
-        "S3/MinIO, while the ratios compare like with like). Each round runs a, b, c, d, e, f "
-        "one after another; buckets are deleted between rounds; every result is checked in "
+        "S3/MinIO, while the ratios compare like with like). Each round runs a, b, d, c, e, f "
+        "one after another; a, b, d and c each start on an empty S3 server, e and f follow c "
+        "on its bucket; every result is checked in "
         "its bucket (bundle present, one object per HEAD file, outcomes of e and f, f uploads "
         "exactly one tree file) before it counts.",
         "- Ratios are ratios of medians.",
@@ -331,7 +351,22 @@ def write(results: Results, out: Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = chart(results, out.with_name("results.png"))
     out.write_text(markdown(results, png))
-    raw = {"started": results.started.isoformat(), "quick": results.quick, "runs": results.runs,
-           "samples": results.samples, "injector": results.injector}
+    raw = {**asdict(results), "started": results.started.isoformat(),
+           "finished": results.finished.isoformat()}
     out.with_name("results.json").write_text(json.dumps(raw, indent=1) + "\n")
     return png
+
+
+def load(path: Path) -> Results:
+    raw = json.loads(path.read_text())
+    return Results(**{
+        **raw, "started": datetime.fromisoformat(raw["started"]),
+        "finished": datetime.fromisoformat(raw["finished"]),
+        "repos": [RepoRow(**r) for r in raw["repos"]],
+    })
+
+
+if __name__ == "__main__":
+    # Redraw RESULTS.md and results.png from results.json (machine facts are read anew).
+    source = Path(sys.argv[1])
+    write(load(source), source.with_name("RESULTS.md"))
