@@ -290,9 +290,9 @@ def markdown(results: Results, chart: Path | None) -> str:
         "- Peak RSS: *python* is `getrusage(RUSAGE_SELF).ru_maxrss` of the contender process, "
         "started through `sh` so that it does not inherit the orchestrator's size (ru_maxrss "
         "survives fork and exec). *git* and *total* are sampled from /proc every 100 ms: the "
-        "largest single process below the contender (git, git-remote-http, index-pack, "
+        "largest single git process below the contender (git, git-remote-http, index-pack, "
         "cat-file; file-backed pages of mmapped packs count) and the summed RSS of the contender "
-        "and all its descendants. MB = 10^6 bytes.",
+        "and its git processes. MB = 10^6 bytes.",
         "- Servers on loopback, shared by all contenders: the test suite's smart-HTTP "
         "`git http-backend` server and moto's S3 server (single Python process; it is the "
         "bottleneck of every upload here, so absolute times are pessimistic for real "
@@ -301,7 +301,9 @@ def markdown(results: Results, chart: Path | None) -> str:
         "on its bucket; every result is checked in "
         "its bucket (bundle present, one object per HEAD file, outcomes of e and f, f uploads "
         "exactly one tree file) before it counts.",
-        "- Ratios are ratios of medians.",
+        "- Ratios are ratios of medians. On this 2-core VM the same archive of the large "
+        "repository varies by up to ±20 % from run to run (see min - max), so differences "
+        "of that order on large are noise.",
         "",
     ]
     return "\n".join(out)
