@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import os
 import shutil
 import tempfile
 import time
@@ -339,36 +340,27 @@ class SnapshotWriter:
         """Upload what changed since the previous snapshot (or is missing), delete what is gone."""
         existing = {info.key: info.size for info in self.store.list(uploader.bucket, TREE)}
         wanted = {TREE + e.path for e in entries}
-        sync = _TreeSync()
-        with repo.blobs() as blobs:
-            for entry in entries:
-                key = TREE + entry.path
-                before = previous.get(entry.path)
-                if (
-                    before is not None
-                    and before.get("sha") == entry.sha
-                    and before.get("mode") == entry.mode
-                    and existing.get(key) == entry.size
-                ):
-                    continue
-                metadata = {"git-mode": entry.mode, "git-blob": entry.sha}
-                if entry.is_symlink:
-                    metadata["repovault-type"] = "symlink"
-                    content_type = "inode/symlink"
-                else:
-                    content_type = mimetypes.guess_type(entry.path)[0] or "application/octet-stream"
-                if entry.size <= IN_MEMORY_BLOB:
-                    uploader.put_bytes(
-                        key, blobs.read(entry.sha), metadata=metadata, content_type=content_type
-                    )
-                else:
-                    spool = Path(tempfile.mkstemp(dir=work_dir, prefix="blob-")[1])
-                    with spool.open("wb") as out:
-                        blobs.copy_to(entry.sha, out)
-                    uploader.put_file(
-                        key, spool, remove_after=True, metadata=metadata, content_type=content_type
-                    )
-                sync.uploaded += 1
+        todo = [
+            e for e in entries if _changed(e, previous.get(e.path), existing.get(TREE + e.path))
+        ]
+        sync = _TreeSync(uploaded=len(todo))
+        for entry, blob in zip(todo, repo.blobs([e.sha for e in todo]), strict=True):
+            key = TREE + entry.path
+            metadata = {"git-mode": entry.mode, "git-blob": entry.sha}
+            if entry.is_symlink:
+                metadata["repovault-type"] = "symlink"
+                content_type = "inode/symlink"
+            else:
+                content_type = mimetypes.guess_type(entry.path)[0] or "application/octet-stream"
+            if entry.size <= IN_MEMORY_BLOB:
+                uploader.put_bytes(key, blob.read(), metadata=metadata, content_type=content_type)
+            else:
+                fd, name = tempfile.mkstemp(dir=work_dir, prefix="blob-")
+                with os.fdopen(fd, "wb") as out:
+                    blob.copy_to(out)
+                uploader.put_file(
+                    key, Path(name), remove_after=True, metadata=metadata, content_type=content_type
+                )
         stale = sorted(set(existing) - wanted)
         if stale:
             self.store.delete(uploader.bucket, stale)
@@ -397,6 +389,16 @@ def _matches(latest: dict | None, refs: dict[str, str], default_branch: str | No
         latest is not None
         and refs == latest["refs"]
         and default_branch in (None, latest["default_branch"])
+    )
+
+
+def _changed(entry: TreeEntry, before: dict | None, stored_size: int | None) -> bool:
+    """Upload unless the previous snapshot had this blob and mode and the object is in place."""
+    return not (
+        before is not None
+        and before.get("sha") == entry.sha
+        and before.get("mode") == entry.mode
+        and stored_size == entry.size
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import boto3
@@ -96,8 +97,16 @@ class ObjectStore(ABC):
 
 def open_store(settings: Settings) -> ObjectStore:
     if settings.s3_endpoint:
-        return S3Store(settings.s3_endpoint, max_connections=settings.upload_workers + 4)
+        credentials = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_REGION"))
+        return _s3_store(settings.s3_endpoint, settings.upload_workers + 4, credentials)
     return LocalStore(settings.local_store)
+
+
+@lru_cache(maxsize=8)
+def _s3_store(endpoint: str, max_connections: int, credentials: tuple[str | None, ...]) -> S3Store:
+    """One boto3 client per endpoint and credentials per process: building one costs ~0.1 s,
+    as much as a whole `unchanged` run, and clients are thread-safe."""
+    return S3Store(endpoint, max_connections=max_connections)
 
 
 @contextmanager
@@ -365,6 +374,7 @@ class ParallelUploader:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self.budget = _ByteBudget(max_inflight_bytes)
         self.futures: list[Future[None]] = []
+        self.failure: BaseException | None = None  # the first upload that failed
         self.files = 0
         self.bytes = 0
         self.submitted = 0
@@ -403,7 +413,13 @@ class ParallelUploader:
 
     def _submit(self, send: Callable[[], None]) -> None:
         self.submitted += 1
-        self.futures.append(self.pool.submit(send))
+        future = self.pool.submit(send)
+        future.add_done_callback(self._note_failure)
+        self.futures.append(future)
+
+    def _note_failure(self, future: Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None and self.failure is None:
+            self.failure = future.exception()
 
     def _count(self, size: int) -> None:
         with self._lock:
@@ -416,17 +432,17 @@ class ParallelUploader:
                 )
 
     def _raise_first_failure(self) -> None:
-        failed = next((f for f in self.futures if f.done() and f.exception()), None)
-        if failed is not None:
+        """Stop early: once one upload failed, the snapshot cannot complete."""
+        if self.failure is not None:
             self.close()
-            raise failed.exception()  # type: ignore[misc]
-        self.futures = [f for f in self.futures if not f.done()]
+            raise self.failure
 
     def wait(self) -> int:
         """Wait for every upload; raise the first failure; return the bytes uploaded."""
-        wait(self.futures, return_when=FIRST_EXCEPTION)
-        self._raise_first_failure()
-        wait(self.futures)
+        done, _ = wait(self.futures, return_when=FIRST_EXCEPTION)
+        # A future's done-callback may still be running here: look at the futures themselves.
+        failed = [f.exception() for f in done if not f.cancelled() and f.exception()]
+        self.failure = self.failure or (failed[0] if failed else None)
         self._raise_first_failure()
         self.close()
         return self.bytes
