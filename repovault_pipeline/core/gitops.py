@@ -87,7 +87,7 @@ class RemoteState:
     default_branch: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TreeEntry:
     path: str
     mode: str
@@ -315,7 +315,7 @@ class Blob:
         self._left = 0
         return data
 
-    def copy_to(self, out: BinaryIO, chunk: int = 1024 * 1024) -> None:
+    def copy_to(self, out: BinaryIO, chunk: int = 256 * 1024) -> None:
         while self._left:
             data = self._stream.read(min(chunk, self._left))
             out.write(data)

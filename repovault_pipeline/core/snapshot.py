@@ -37,7 +37,7 @@ TREE = "tree/"
 MANIFEST = "manifest.json"
 BUNDLE = "repo.bundle"
 TREE_INDEX = "tree.json"
-IN_MEMORY_BLOB = 8 * 1024 * 1024
+IN_MEMORY_BLOB = 1024 * 1024
 STALE_WORK_DIR_S = 24 * 3600
 
 
@@ -148,6 +148,17 @@ class SnapshotReader:
             [s for s in ordered if MANIFEST in keys[s]],
             [s for s in ordered if MANIFEST not in keys[s]],
         )
+
+
+def write_tree_index(path: Path, head_commit: str, entries: list[TreeEntry]) -> None:
+    """`tree.json` written entry by entry, so a tree of a million files is never held in
+    memory as one JSON document: `{"files": {path: {mode, sha, size}}, "head_commit": ...}`."""
+    with path.open("w", encoding="ascii") as out:
+        out.write('{\n "files": {')
+        for n, entry in enumerate(entries):
+            meta = json.dumps({"mode": entry.mode, "sha": entry.sha, "size": entry.size})
+            out.write(f'{"," if n else ""}\n  {json.dumps(entry.path)}: {meta}')
+        out.write(f'\n }},\n "head_commit": {json.dumps(head_commit)}\n}}\n')
 
 
 class SnapshotWriter:
@@ -263,13 +274,15 @@ class SnapshotWriter:
         result.tree_files = len(entries)
         result.tree_bytes = sum(e.size for e in entries)
 
-        index = {
-            "head_commit": prepared.head_commit,
-            "files": {e.path: {"sha": e.sha, "mode": e.mode, "size": e.size} for e in entries},
-        }
-        result.bytes_uploaded += self._put_json(
-            prepared.bucket, snapshot_key(snapshot_id, TREE_INDEX), index
+        index = prepared.bundle_path.with_name(TREE_INDEX)
+        write_tree_index(index, prepared.head_commit, entries)
+        self.store.put_file(
+            prepared.bucket,
+            snapshot_key(snapshot_id, TREE_INDEX),
+            index,
+            content_type="application/json",
         )
+        result.bytes_uploaded += index.stat().st_size
         result.duration_s = round(time.time() - prepared.started_at, 3)
         manifest = {
             "repo_id": prepared.repo_id,

@@ -336,44 +336,54 @@ def _set_xattrs(path: Path, metadata: dict[str, str] | None) -> None:
             return
 
 
-class _ByteBudget:
-    """Blocks submitters while too many bytes wait in memory for an upload thread."""
+class _InFlight:
+    """Blocks submitters while too many uploads, or too many of their bytes, wait for an upload
+    thread: what waits in memory is bounded whatever the size or file count of the tree."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+    def __init__(self, max_bytes: int, max_items: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self.bytes = 0
+        self.items = 0
         self.cond = threading.Condition()
 
     def acquire(self, size: int) -> int:
-        size = min(max(size, 4096), self.limit)
+        size = min(size, self.max_bytes)
         with self.cond:
-            self.cond.wait_for(lambda: self.used + size <= self.limit)
-            self.used += size
+            self.cond.wait_for(
+                lambda: self.items < self.max_items and self.bytes + size <= self.max_bytes
+            )
+            self.bytes += size
+            self.items += 1
         return size
 
     def release(self, size: int) -> None:
         with self.cond:
-            self.used -= size
+            self.bytes -= size
+            self.items -= 1
             self.cond.notify_all()
 
 
 class ParallelUploader:
-    """Uploads from a thread pool with bounded bytes in flight, so memory does not grow with
-    repository size; the first failure stops further submissions and is raised by `wait`."""
+    """Uploads from a thread pool with bounded uploads and bytes in flight, so memory does not
+    grow with repository size; the first failure stops further submissions and is raised by
+    `wait`."""
 
     def __init__(
         self,
         store: ObjectStore,
         bucket: str,
         workers: int = 16,
-        max_inflight_bytes: int = 64 * 1024 * 1024,
+        max_inflight_bytes: int = 16 * 1024 * 1024,
+        max_inflight_uploads: int = 256,
         logger: logging.Logger | None = None,
     ) -> None:
         self.store = store
         self.bucket = bucket
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
-        self.budget = _ByteBudget(max_inflight_bytes)
-        self.futures: list[Future[None]] = []
+        self.inflight = _InFlight(max_inflight_bytes, max(max_inflight_uploads, workers))
+        # Only unfinished uploads are kept: memory stays flat however many files a tree has.
+        self.pending: set[Future[None]] = set()
         self.failure: BaseException | None = None  # the first upload that failed
         self.files = 0
         self.bytes = 0
@@ -385,16 +395,12 @@ class ParallelUploader:
     def put_bytes(self, key: str, data: bytes, **kwargs: object) -> None:
         """Queue `data` for upload; its bytes count against the in-flight budget."""
         self._raise_first_failure()
-        held = self.budget.acquire(len(data))
 
         def send() -> None:
-            try:
-                self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
-            finally:
-                self.budget.release(held)
+            self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
             self._count(len(data))
 
-        self._submit(send)
+        self._submit(send, len(data))
 
     def put_file(self, key: str, path: Path, remove_after: bool = False, **kwargs: object) -> None:
         """Queue a file for a streamed (multipart when large) upload."""
@@ -409,15 +415,20 @@ class ParallelUploader:
                     path.unlink(missing_ok=True)
             self._count(size)
 
-        self._submit(send)
+        self._submit(send, 0)  # streamed from disk: takes a slot, not memory
 
-    def _submit(self, send: Callable[[], None]) -> None:
+    def _submit(self, send: Callable[[], None], in_memory: int) -> None:
+        held = self.inflight.acquire(in_memory)
         self.submitted += 1
         future = self.pool.submit(send)
-        future.add_done_callback(self._note_failure)
-        self.futures.append(future)
+        with self._lock:
+            self.pending.add(future)
+        future.add_done_callback(lambda done: self._finished(done, held))
 
-    def _note_failure(self, future: Future[None]) -> None:
+    def _finished(self, future: Future[None], held: int) -> None:
+        with self._lock:
+            self.pending.discard(future)
+        self.inflight.release(held)  # also for a cancelled upload, so no submitter waits forever
         if not future.cancelled() and future.exception() is not None and self.failure is None:
             self.failure = future.exception()
 
@@ -439,10 +450,15 @@ class ParallelUploader:
 
     def wait(self) -> int:
         """Wait for every upload; raise the first failure; return the bytes uploaded."""
-        done, _ = wait(self.futures, return_when=FIRST_EXCEPTION)
-        # A future's done-callback may still be running here: look at the futures themselves.
-        failed = [f.exception() for f in done if not f.cancelled() and f.exception()]
-        self.failure = self.failure or (failed[0] if failed else None)
+        while self.failure is None:
+            with self._lock:
+                pending = list(self.pending)
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            # A future's done-callback may still be running here: look at the futures themselves.
+            failed = [f.exception() for f in done if not f.cancelled() and f.exception()]
+            self.failure = self.failure or (failed[0] if failed else None)
         self._raise_first_failure()
         self.close()
         return self.bytes

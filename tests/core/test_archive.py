@@ -125,6 +125,16 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
     assert os.readlink(dest / "passwd-link") == "/etc/passwd"
     assert git(dest, "status", "--porcelain") == ""
 
+    index = json.loads(body(result.bucket, manifest["tree"]["index"]))
+    assert index["head_commit"] == result.head_commit
+    assert index["files"]["data/blob.bin"] == {
+        "mode": "100644",
+        "sha": git(dest, "rev-parse", "HEAD:data/blob.bin"),
+        "size": len(BINARY),
+    }
+    assert index["files"]["passwd-link"]["mode"] == "120000"
+    assert set(index["files"]) == {k.removeprefix("tree/") for k in keys if k.startswith("tree/")}
+
 
 def test_restore_by_repo_id_and_bad_destination(
     vault_env: dict[str, str], rich_repo: ServedRepo, tmp_path: Path, capsys: pytest.CaptureFixture
