@@ -29,7 +29,7 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
-# Benchmark (benchmarks/README.md): `make bench` (about 20 min) writes benchmarks/RESULTS.md and
+# Benchmark (benchmarks/README.md): `make bench` (25-35 min) writes benchmarks/RESULTS.md and
 # results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s).
 $(VENV)/.bench-extra: setup.py | $(BIN)/repovault
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
