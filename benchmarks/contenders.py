@@ -86,7 +86,8 @@ class Uploaded:
 
 def _s3(workers: int):  # boto3 client classes are generated at run time: no annotation
     return boto3.session.Session().client(
-        "s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"],
+        "s3",
+        endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"],
         region_name=os.environ.get("AWS_REGION", "us-east-1"),
         config=Config(max_pool_connections=workers + 4, s3={"addressing_style": "path"}),
     )
@@ -228,19 +229,27 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
         )
         with clock.timed():
             run = job.execute_in_process(
-                partition_key=ref.repo_id, instance=instance,
+                partition_key=ref.repo_id,
+                instance=instance,
                 tags=request_tags(request_id, ref.url, "cli", requested),
             )
         [materialization] = run.asset_materializations_for_node("repo_archive")
         meta = {k: v.value for k, v in materialization.metadata.items()}
     return Uploaded(
-        str(meta["outcome"]), int(meta["files_uploaded"]), int(meta["bytes_uploaded"]),
+        str(meta["outcome"]),
+        int(meta["files_uploaded"]),
+        int(meta["bytes_uploaded"]),
         float(meta["upload_s"]),
     )
 
 
 RUNNERS: dict[str, Callable[[str, Path, Stopwatch], Uploaded]] = {
-    "a": raw_tools, "b": per_file, "c": repovault, "d": dagster_job, "e": repovault, "f": repovault,
+    "a": raw_tools,
+    "b": per_file,
+    "c": repovault,
+    "d": dagster_job,
+    "e": repovault,
+    "f": repovault,
 }
 
 
@@ -249,10 +258,13 @@ def measure(name: str, url: str, work: Path) -> Measurement:
     clock = Stopwatch()
     done = RUNNERS[name](url, work, clock)
     return Measurement(
-        contender=name, seconds=round(clock.seconds, 3),
+        contender=name,
+        seconds=round(clock.seconds, 3),
         rss_mb=mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),  # ru_maxrss: KiB
         git_s=round(clock.seconds - done.upload_s, 3),
-        outcome=done.outcome, files_uploaded=done.files, bytes_uploaded=done.bytes,
+        outcome=done.outcome,
+        files_uploaded=done.files,
+        bytes_uploaded=done.bytes,
     )
 
 

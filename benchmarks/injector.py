@@ -99,9 +99,14 @@ def main(argv: list[str]) -> int:
     ticks, partitions_s, requested = drain(count)
     total = sum(ticks)
     result = InjectorResult(
-        messages=count, run_requests=requested, ticks=len(ticks), batch=settings.injector_batch,
-        produce_s=round(produce_s, 2), tick_s_total=round(total, 2),
-        tick_s_max=round(max(ticks), 3), tick_s_median=round(statistics.median(ticks), 3),
+        messages=count,
+        run_requests=requested,
+        ticks=len(ticks),
+        batch=settings.injector_batch,
+        produce_s=round(produce_s, 2),
+        tick_s_total=round(total, 2),
+        tick_s_max=round(max(ticks), 3),
+        tick_s_median=round(statistics.median(ticks), 3),
         messages_per_s=round(requested / total, 1) if total else 0.0,
         partitions_s_total=round(partitions_s, 2),
         rss_mb=mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),

@@ -37,8 +37,14 @@ class RepoRow:
 
     @classmethod
     def of(cls, repo: BenchRepo) -> RepoRow:
-        return cls(repo.spec.name, repo.head_files, repo.head_bytes, repo.pack_bytes,
-                   repo.spec.commits, repo.refs)
+        return cls(
+            repo.spec.name,
+            repo.head_files,
+            repo.head_bytes,
+            repo.pack_bytes,
+            repo.spec.commits,
+            repo.refs,
+        )
 
 
 @dataclass
@@ -95,15 +101,35 @@ def _ratio(top: str, bottom: str) -> Callable[[Results, str], float]:
 
 
 TARGETS = (
-    Target("c / a (RepoVault vs raw tools)", "≤ 1.2 on medium and large", _ratio("c", "a"),
-           lambda v: v <= 1.2, MEDIUM_LARGE),
-    Target("b / c (per-file vs RepoVault)", "≥ 3 on medium and large", _ratio("b", "c"),
-           lambda v: v >= 3, MEDIUM_LARGE),
-    Target("d - c (Dagster overhead)", "≤ 2 s",
-           lambda r, size: r.median(size, "d") - r.median(size, "c"), lambda v: v <= 2, unit=" s"),
+    Target(
+        "c / a (RepoVault vs raw tools)",
+        "≤ 1.2 on medium and large",
+        _ratio("c", "a"),
+        lambda v: v <= 1.2,
+        MEDIUM_LARGE,
+    ),
+    Target(
+        "b / c (per-file vs RepoVault)",
+        "≥ 3 on medium and large",
+        _ratio("b", "c"),
+        lambda v: v >= 3,
+        MEDIUM_LARGE,
+    ),
+    Target(
+        "d - c (Dagster overhead)",
+        "≤ 2 s",
+        lambda r, size: r.median(size, "d") - r.median(size, "c"),
+        lambda v: v <= 2,
+        unit=" s",
+    ),
     Target("e / c (unchanged repository)", "≤ 0.05", _ratio("e", "c"), lambda v: v <= 0.05),
-    Target("f / c (one file changed)", "≤ 0.3 on large", _ratio("f", "c"), lambda v: v <= 0.3,
-           ("large",)),
+    Target(
+        "f / c (one file changed)",
+        "≤ 0.3 on large",
+        _ratio("f", "c"),
+        lambda v: v <= 0.3,
+        ("large",),
+    ),
 )
 
 
@@ -135,6 +161,7 @@ def _version(dist: str) -> str:
 
 def machine() -> dict[str, str]:
     """What the numbers were measured on, read from /proc and the installed distributions."""
+
     def proc_field(path: str, name: str) -> str:
         try:
             for line in Path(path).read_text().splitlines():
@@ -211,8 +238,11 @@ def markdown(results: Results, chart: Path | None) -> str:
         "",
         "| size | HEAD files | HEAD MB | pack MB | commits | branches + tags |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *(f"| {r.name} | {r.head_files:,} | {_mb(r.head_bytes)} | {_mb(r.pack_bytes)} | "
-          f"{r.commits:,} | {r.refs} |" for r in results.repos),
+        *(
+            f"| {r.name} | {r.head_files:,} | {_mb(r.head_bytes)} | {_mb(r.pack_bytes)} | "
+            f"{r.commits:,} | {r.refs} |"
+            for r in results.repos
+        ),
         "",
         "## Wall time and peak memory (median of the rounds)",
         "",
@@ -223,9 +253,13 @@ def markdown(results: Results, chart: Path | None) -> str:
     ]
     for column in columns:
         out += _contender_table(results, column)
-    judged = " Verdicts use the loopback columns; " + ", ".join(extra) + (
-        " is shown for what a network round trip does to the same work."
-    ) if extra else ""
+    judged = (
+        " Verdicts use the loopback columns; "
+        + ", ".join(extra)
+        + (" is shown for what a network round trip does to the same work.")
+        if extra
+        else ""
+    )
     out += [
         "",
         "## Ratios against the targets",
@@ -234,8 +268,11 @@ def markdown(results: Results, chart: Path | None) -> str:
         "",
         f"| measure | target | {' | '.join(columns)} | verdict |",
         f"| --- | --- | {' | '.join('---:' for _ in columns)} | --- |",
-        *(f"| {t.label} | {t.goal} | {' | '.join(t.cell(results, c) for c in columns)} | "
-          f"{t.verdict(results)} |" for t in TARGETS),
+        *(
+            f"| {t.label} | {t.goal} | {' | '.join(t.cell(results, c) for c in columns)} | "
+            f"{t.verdict(results)} |"
+            for t in TARGETS
+        ),
         f"| peak RSS of c, python (MB) | ≤ {RSS_LIMIT_MB} on large, not growing with size "
         f"(large ≤ {RSS_GROWTH}x medium) | "
         + " | ".join(f"{results.median(c, 'c', 'rss_mb'):.0f}" for c in columns)
@@ -323,8 +360,11 @@ def chart(results: Results, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     columns = results.columns
     width = 0.8 / len(columns)
-    for panel, (field, title) in zip(axes, (("seconds", "wall time, median (s, log)"),
-                                            ("rss_mb", "peak RSS python (MB)")), strict=True):
+    for panel, (field, title) in zip(
+        axes,
+        (("seconds", "wall time, median (s, log)"), ("rss_mb", "peak RSS python (MB)")),
+        strict=True,
+    ):
         for i, column in enumerate(columns):
             xs = [n + i * width for n in range(len(names))]
             ys = [results.median(column, c, field) for c in names]
@@ -340,8 +380,11 @@ def chart(results: Results, path: Path) -> Path | None:
     axes[1].axhline(RSS_LIMIT_MB, color="red", linestyle="--", linewidth=1, label="300 MB target")
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8)
-    fig.suptitle("RepoVault benchmark: a raw tools, b per-file, c RepoVault, d via Dagster, "
-                 "e unchanged, f one file changed", fontsize=10)
+    fig.suptitle(
+        "RepoVault benchmark: a raw tools, b per-file, c RepoVault, d via Dagster, "
+        "e unchanged, f one file changed",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -353,19 +396,25 @@ def write(results: Results, out: Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = chart(results, out.with_name("results.png"))
     out.write_text(markdown(results, png))
-    raw = {**asdict(results), "started": results.started.isoformat(),
-           "finished": results.finished.isoformat()}
+    raw = {
+        **asdict(results),
+        "started": results.started.isoformat(),
+        "finished": results.finished.isoformat(),
+    }
     out.with_name("results.json").write_text(json.dumps(raw, indent=1) + "\n")
     return png
 
 
 def load(path: Path) -> Results:
     raw = json.loads(path.read_text())
-    return Results(**{
-        **raw, "started": datetime.fromisoformat(raw["started"]),
-        "finished": datetime.fromisoformat(raw["finished"]),
-        "repos": [RepoRow(**r) for r in raw["repos"]],
-    })
+    return Results(
+        **{
+            **raw,
+            "started": datetime.fromisoformat(raw["started"]),
+            "finished": datetime.fromisoformat(raw["finished"]),
+            "repos": [RepoRow(**r) for r in raw["repos"]],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,13 @@ SPECS = {
     "small": RepoSpec("small", files=100, commits=20, avg_file_bytes=1500, seed=11),
     "medium": RepoSpec("medium", files=2000, commits=300, avg_file_bytes=3000, seed=12),
     "large": RepoSpec(
-        "large", files=10_000, commits=1000, avg_file_bytes=3000,
-        binaries=(3 << 20, 5 << 20, 8 << 20), binary_updates=2, seed=13,
+        "large",
+        files=10_000,
+        commits=1000,
+        avg_file_bytes=3000,
+        binaries=(3 << 20, 5 << 20, 8 << 20),
+        binary_updates=2,
+        seed=13,
     ),
 }
 
@@ -153,10 +158,12 @@ def _history(spec: RepoSpec, stream: _Stream) -> None:
         stream.commit("refs/heads/main", n + 1, EPOCH + 3600 * n, message)
         if n == 0:
             stream.put("README.md", _text(rng, 800))
-            stream.put("bin/run.sh", b"#!/bin/sh\nexec python -m project \"$@\"\n", "100755")
+            stream.put("bin/run.sh", b'#!/bin/sh\nexec python -m project "$@"\n', "100755")
             stream.put("docs/readme-link", b"../README.md", "120000")
-        adds, pending = (pending[:initial], pending[initial:]) if n == 0 else (
-            pending[:per_commit], pending[per_commit:]
+        adds, pending = (
+            (pending[:initial], pending[initial:])
+            if n == 0
+            else (pending[:per_commit], pending[per_commit:])
         )
         for path in adds:
             size = rng.randint(spec.avg_file_bytes // 4, spec.avg_file_bytes * 7 // 4)
@@ -179,7 +186,9 @@ def _history(spec: RepoSpec, stream: _Stream) -> None:
 
 def _fast_import(bare: Path, write: object) -> None:
     proc = subprocess.Popen(
-        ["git", "fast-import", "--quiet", "--done"], cwd=bare, stdin=subprocess.PIPE,
+        ["git", "fast-import", "--quiet", "--done"],
+        cwd=bare,
+        stdin=subprocess.PIPE,
         env={**os.environ, **GIT_ENV},
     )
     assert proc.stdin is not None
@@ -196,8 +205,13 @@ def _changed_commit(bare: Path, spec: RepoSpec) -> str:
 
     def write(stream: _Stream) -> None:
         when = EPOCH + 3600 * spec.commits
-        stream.commit("refs/bench/changed", spec.commits + 1, when, "bench: change one file",
-                      parent="refs/heads/main^0")
+        stream.commit(
+            "refs/bench/changed",
+            spec.commits + 1,
+            when,
+            "bench: change one file",
+            parent="refs/heads/main^0",
+        )
         stream.put(CHANGED_PATH, content)
         stream.out.write(b"\n")
 
@@ -232,13 +246,26 @@ def ensure_repo(spec: RepoSpec, served_root: Path, base_url: str) -> BenchRepo:
         files, head_bytes = _head_stats(bare)
         packs = sum(p.stat().st_size for p in (bare / "objects" / "pack").glob("*.pack"))
         refs = len(git(bare, "for-each-ref", "refs/heads", "refs/tags").splitlines())
-        doc = {"digest": spec.digest(), "base": base, "changed": changed, "files": files,
-               "head_bytes": head_bytes, "pack_bytes": packs, "refs": refs}
+        doc = {
+            "digest": spec.digest(),
+            "base": base,
+            "changed": changed,
+            "files": files,
+            "head_bytes": head_bytes,
+            "pack_bytes": packs,
+            "refs": refs,
+        }
         marker.write_text(json.dumps(doc, indent=1))
     repo = BenchRepo(
-        spec=spec, bare=bare, url=f"{base_url}/bench/{spec.name}.git", base_commit=doc["base"],
-        changed_commit=doc["changed"], head_files=doc["files"], head_bytes=doc["head_bytes"],
-        pack_bytes=doc["pack_bytes"], refs=doc["refs"],
+        spec=spec,
+        bare=bare,
+        url=f"{base_url}/bench/{spec.name}.git",
+        base_commit=doc["base"],
+        changed_commit=doc["changed"],
+        head_files=doc["files"],
+        head_bytes=doc["head_bytes"],
+        pack_bytes=doc["pack_bytes"],
+        refs=doc["refs"],
     )
     repo.set_head(changed=False)
     return repo

@@ -94,8 +94,11 @@ class Bench:
         for key in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY", "DAGSTER_HOME"):
             self.env.pop(key, None)
         self.s3 = boto3.client(
-            "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-            aws_access_key_id="bench", aws_secret_access_key="bench",
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
         )
 
     def child(self, module: str, args: list[str], env: dict[str, str], label: str) -> dict:
@@ -103,8 +106,11 @@ class Bench:
         line, with the sampled peaks of its process tree added."""
         with (self.logs / f"{label}.log").open("ab") as err:
             proc = spawn_isolated(
-                [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
-                stdout=subprocess.PIPE, stderr=err,
+                [sys.executable, "-m", module, *args],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
             )
             with TreeSampler(proc.pid) as sampler:
                 try:
@@ -115,13 +121,20 @@ class Bench:
         lines = [ln for ln in stdout.decode().splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"{module} {args[0]} failed ({proc.returncode}); see {err.name}")
-        return {**json.loads(lines[-1]), "tree_rss_mb": mb(sampler.total_peak),
-                "git_rss_mb": mb(sampler.git_peak)}
+        return {
+            **json.loads(lines[-1]),
+            "tree_rss_mb": mb(sampler.total_peak),
+            "git_rss_mb": mb(sampler.git_peak),
+        }
 
     def contender(self, name: str, repo: BenchRepo, prefix: str, endpoint: str) -> dict:
         work = self.work / "tmp" / name
-        env = {**self.env, "REPOVAULT_BUCKET_PREFIX": prefix, "REPOVAULT_WORK_DIR": str(work),
-               "REPOVAULT_S3_ENDPOINT": endpoint}
+        env = {
+            **self.env,
+            "REPOVAULT_BUCKET_PREFIX": prefix,
+            "REPOVAULT_WORK_DIR": str(work),
+            "REPOVAULT_S3_ENDPOINT": endpoint,
+        }
         started = time.perf_counter()
         result = self.child("benchmarks.contenders", [name, repo.url, str(work)], env, name)
         result["process_s"] = round(time.perf_counter() - started, 3)
@@ -133,8 +146,11 @@ class Bench:
         RepoVault's second and third runs did only what they should."""
         names = [b["Name"] for b in self.s3.list_buckets()["Buckets"]]
         [bucket] = [name for name in names if name.startswith(prefix)]
-        keys = [k for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                for k in (o["Key"] for o in page.get("Contents", []))]
+        keys = [
+            k
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for k in (o["Key"] for o in page.get("Contents", []))
+        ]
         tree = sum(1 for k in keys if k.startswith(TREE))
         bundles = sum(1 for k in keys if k.endswith("repo.bundle"))
         expected = {"e": "unchanged"}.get(name, "completed")
@@ -174,9 +190,11 @@ class Bench:
             finally:
                 repo.set_head(changed=False)
             result.update(size=column.label, round=number)
-            log(f"{column.label} round {number + 1} {name}: {result['seconds']:.2f} s, "
+            log(
+                f"{column.label} round {number + 1} {name}: {result['seconds']:.2f} s, "
                 f"python {result['rss_mb']:.0f} MB, git {result['git_rss_mb']:.0f} MB, "
-                f"total {result['tree_rss_mb']:.0f} MB")
+                f"total {result['tree_rss_mb']:.0f} MB"
+            )
             results.append(result)
             if name not in "ce":
                 self.empty_buckets()
@@ -207,12 +225,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="rounds per size (median of these)")
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--messages", type=int, default=10_000, help="injector messages")
-    parser.add_argument("--rtt-ms", type=float, default=10.0,
-                        help="round trip added by the latency proxy for --rtt-sizes")
-    parser.add_argument("--rtt-sizes", default="medium",
-                        help="sizes measured again through the latency proxy ('' for none)")
-    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/RESULTS.md; "
-                        "with --quick benchmarks/work/quick/RESULTS.md (the committed one stays)")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=10.0,
+        help="round trip added by the latency proxy for --rtt-sizes",
+    )
+    parser.add_argument(
+        "--rtt-sizes",
+        default="medium",
+        help="sizes measured again through the latency proxy ('' for none)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default benchmarks/RESULTS.md; "
+        "with --quick benchmarks/work/quick/RESULTS.md (the committed one stays)",
+    )
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "benchmarks" / "work")
     args = parser.parse_args(argv)
     if args.quick:
@@ -250,16 +280,22 @@ def main(argv: list[str] | None = None) -> int:
         columns = [Column(size, repos[size], s3) for size in args.sizes]
         if args.rtt_sizes:
             far = stack.enter_context(latency_proxy(s3, args.rtt_ms, work / "logs" / "proxy.log"))
-            columns += [Column(f"{size}, {args.rtt_ms:g} ms RTT", repos[size], far)
-                        for size in args.rtt_sizes]
+            columns += [
+                Column(f"{size}, {args.rtt_ms:g} ms RTT", repos[size], far)
+                for size in args.rtt_sizes
+            ]
         samples = []
         for column in columns:
             for number in range(args.runs):
                 samples += bench.round(column, number)
         injector = bench.injector(args.messages, git_url)
     results = report.Results(
-        started=started, finished=datetime.now(UTC), quick=args.quick, runs=args.runs,
-        repos=[report.RepoRow.of(r) for r in repos.values()], columns=[c.label for c in columns],
+        started=started,
+        finished=datetime.now(UTC),
+        quick=args.quick,
+        runs=args.runs,
+        repos=[report.RepoRow.of(r) for r in repos.values()],
+        columns=[c.label for c in columns],
         samples=samples,
         injector=injector,
     )

@@ -157,7 +157,7 @@ def write_tree_index(path: Path, head_commit: str, entries: list[TreeEntry]) -> 
         out.write('{\n "files": {')
         for n, entry in enumerate(entries):
             meta = json.dumps({"mode": entry.mode, "sha": entry.sha, "size": entry.size})
-            out.write(f'{"," if n else ""}\n  {json.dumps(entry.path)}: {meta}')
+            out.write(f"{',' if n else ''}\n  {json.dumps(entry.path)}: {meta}")
         out.write(f'\n }},\n "head_commit": {json.dumps(head_commit)}\n}}\n')
 
 

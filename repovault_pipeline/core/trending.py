@@ -50,8 +50,19 @@ _LANGUAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 +#._-]{0,49}$")
 _REPO_PATH = re.compile(r"^/?(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+)/?$")
 _COUNT = re.compile(r"(\d[\d,]*)")
 _VOID = {
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-    "track", "wbr",
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
 }
 
 
@@ -313,7 +324,10 @@ class TrendingClient:
         self.session.headers["User-Agent"] = f"repovault/{__version__} (+trending schedule)"
 
     def fetch(
-        self, language: str | None = None, since: str = "daily", as_of: datetime | None = None,
+        self,
+        language: str | None = None,
+        since: str = "daily",
+        as_of: datetime | None = None,
     ) -> TrendingList:
         """The list in page order; raises `TrendingUnavailable` when both sources fail."""
         language = check_language(language)
@@ -326,7 +340,11 @@ class TrendingClient:
             except TrendingError as api_error:
                 raise TrendingUnavailable(page_error, api_error) from None
             return TrendingList(
-                listing.repos, listing.source, listing.url, since, language,
+                listing.repos,
+                listing.source,
+                listing.url,
+                since,
+                language,
                 fallback_reason=str(page_error),
             )
 
@@ -344,7 +362,10 @@ class TrendingClient:
         return TrendingList(tuple(repos), "page", shown, since, language)
 
     def fetch_search_api(
-        self, language: str | None = None, since: str = "daily", as_of: datetime | None = None,
+        self,
+        language: str | None = None,
+        since: str = "daily",
+        as_of: datetime | None = None,
     ) -> TrendingList:
         """Most-starred repositories created in the last 7 days: the closest public stand-in."""
         created = ((as_of or datetime.now(UTC)) - timedelta(days=SEARCH_WINDOW_DAYS)).date()
@@ -374,7 +395,13 @@ class TrendingClient:
         return TrendingList(tuple(repos), "search_api", shown, since, language)
 
     def _get(
-        self, url: str, *, params: dict[str, str], headers: dict[str, str], what: str, api: bool,
+        self,
+        url: str,
+        *,
+        params: dict[str, str],
+        headers: dict[str, str],
+        what: str,
+        api: bool,
     ) -> str:
         """GET with bounded time and one retry for connection errors and 5xx answers."""
         attempts = 1 + self.retries
@@ -382,7 +409,11 @@ class TrendingClient:
             retry = attempt < attempts
             try:
                 with self.session.get(
-                    url, params=params, headers=headers, timeout=self.timeout, stream=True,
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=self.timeout,
+                    stream=True,
                 ) as resp:
                     limited = _rate_limit(resp, what, api and not self.settings.github_token)
                     if limited:
@@ -420,8 +451,9 @@ def _read_body(resp: requests.Response, what: str, deadline: float) -> str:
         chunks.append(chunk)
     # requests assumes ISO-8859-1 for text/* without a charset; GitHub serves UTF-8.
     declared = "charset=" in resp.headers.get("Content-Type", "").lower()
-    return b"".join(chunks).decode(resp.encoding if declared and resp.encoding else "utf-8",
-                                   errors="replace")
+    return b"".join(chunks).decode(
+        resp.encoding if declared and resp.encoding else "utf-8", errors="replace"
+    )
 
 
 def _rate_limit(resp: requests.Response, what: str, hint_token: bool) -> RateLimited | None:

@@ -85,12 +85,18 @@ def _record(context: ScheduleEvaluationContext, lineage: LineageResource, plan: 
         store = lineage.store()
         for entry in plan.rejected:
             store.record_rejected(
-                entry.request_id, entry.repo.url, TRENDING_SOURCE, entry.reason,
+                entry.request_id,
+                entry.repo.url,
+                TRENDING_SOURCE,
+                entry.reason,
                 created_at=plan.requested_at,
             )
         for run in plan.runs:
             store.record_pending(
-                run.repo_url, run.repo_id, TRENDING_SOURCE, request_id=run.request_id,
+                run.repo_url,
+                run.repo_id,
+                TRENDING_SOURCE,
+                request_id=run.request_id,
                 created_at=plan.requested_at,
             )
     except SQLAlchemyError as exc:

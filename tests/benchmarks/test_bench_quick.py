@@ -23,9 +23,21 @@ NUMBER = r"\d+(?:\.\d+)?"
 def test_quick_mode_writes_every_contender_and_ratio(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out),
-         "--work", str(tmp_path / "work")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -34,8 +46,9 @@ def test_quick_mode_writes_every_contender_and_ratio(tmp_path: Path) -> None:
         row = re.search(rf"^\| {name}\. [^|]+\|(.*)$", table, re.MULTILINE)
         assert row, f"no row for contender {name}"
         cells = [c.strip() for c in row.group(1).split("|") if c.strip()]
-        assert len(cells) == 8 and all(re.fullmatch(rf"{NUMBER}( - {NUMBER})?|[\d,]+", c)
-                                       for c in cells), row.group(0)
+        assert len(cells) == 8 and all(
+            re.fullmatch(rf"{NUMBER}( - {NUMBER})?|[\d,]+", c) for c in cells
+        ), row.group(0)
     for ratio in ("c / a", "b / c", "d - c", "e / c", "f / c", "peak RSS of c"):
         assert re.search(rf"^\| {re.escape(ratio)}[^|]*\| [^|]+ \| {NUMBER}", table, re.MULTILINE)
     assert "## Injector throughput" in table

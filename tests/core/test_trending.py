@@ -39,13 +39,30 @@ AS_OF = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
 
 # The fixture's cards, in page order (what GitHub showed; not computed by the parser).
 PAGE_ORDER = [
-    "microsoft/markitdown", "ghostty-org/ghostty", "Byaidu/PDFMathTranslate", "vercel/next.js",
-    "jwasham/coding-interview-university", "n8n-io/n8n", "astral-sh/uv",
-    "langchain-ai/open_deep_research", "hiyouga/LLaMA-Factory", "mrdoob/three.js",
-    "yt-dlp/yt-dlp", "gradio-app/gradio", "Genesis-Embodied-AI/Genesis",
-    "DrewThomasson/ebook2audiobook", "bytedance/monolith", "torvalds/linux",
-    "home-assistant/core", "facebook/react", "dotnet/runtime", "pytorch/pytorch",
-    "jupyter/notebook", "apple/swift", "kubernetes/kubernetes", "rust-lang/rust",
+    "microsoft/markitdown",
+    "ghostty-org/ghostty",
+    "Byaidu/PDFMathTranslate",
+    "vercel/next.js",
+    "jwasham/coding-interview-university",
+    "n8n-io/n8n",
+    "astral-sh/uv",
+    "langchain-ai/open_deep_research",
+    "hiyouga/LLaMA-Factory",
+    "mrdoob/three.js",
+    "yt-dlp/yt-dlp",
+    "gradio-app/gradio",
+    "Genesis-Embodied-AI/Genesis",
+    "DrewThomasson/ebook2audiobook",
+    "bytedance/monolith",
+    "torvalds/linux",
+    "home-assistant/core",
+    "facebook/react",
+    "dotnet/runtime",
+    "pytorch/pytorch",
+    "jupyter/notebook",
+    "apple/swift",
+    "kubernetes/kubernetes",
+    "rust-lang/rust",
     "excalidraw/excalidraw",
 ]
 API_ORDER = [item["full_name"] for item in json.loads(SEARCH_JSON)["items"]]
@@ -79,7 +96,10 @@ def test_fixture_page_parses_all_25_cards_in_page_order() -> None:
     assert [r.full_name for r in repos] == PAGE_ORDER
     first = repos[0]
     assert (first.description, first.language, first.stars, first.stars_in_period) == (
-        "Python tool for converting files and office documents to Markdown.", "Python", 38214, 1487
+        "Python tool for converting files and office documents to Markdown.",
+        "Python",
+        38214,
+        1487,
     )
     # emoji markup inside the description, a card without language, one without description
     assert repos[1].description.startswith("👻 Ghostty is a fast")
@@ -97,7 +117,7 @@ def test_changed_markup_yields_no_repository() -> None:
 
 
 def test_card_without_repository_link_is_left_out() -> None:
-    page = TRENDING_HTML.decode().replace('href="/microsoft/markitdown" data-view', 'data-view', 1)
+    page = TRENDING_HTML.decode().replace('href="/microsoft/markitdown" data-view', "data-view", 1)
     repos, cards = parse_trending_page(page)
     assert cards == 25
     assert [r.full_name for r in repos] == PAGE_ORDER[1:]
@@ -105,11 +125,18 @@ def test_card_without_repository_link_is_left_out() -> None:
 
 @pytest.mark.parametrize(
     ("language", "path"),
-    [(None, "/trending"), ("Python", "/trending/python"), ("C++", "/trending/c++"),
-     ("C#", "/trending/c%23"), ("Jupyter Notebook", "/trending/jupyter-notebook")],
+    [
+        (None, "/trending"),
+        ("Python", "/trending/python"),
+        ("C++", "/trending/c++"),
+        ("C#", "/trending/c%23"),
+        ("Jupyter Notebook", "/trending/jupyter-notebook"),
+    ],
 )
 def test_language_slug(language: str | None, path: str) -> None:
-    assert trending_page_url("https://github.com/trending/", language) == f"https://github.com{path}"
+    assert (
+        trending_page_url("https://github.com/trending/", language) == f"https://github.com{path}"
+    )
 
 
 @pytest.mark.parametrize("language", ["../admin", "py?x=1", "a/b", "x" * 80])
@@ -190,8 +217,11 @@ def test_rate_limits_give_a_clear_reason_and_are_not_retried(github: FakeGitHub)
     github.answer("/trending", Answer(429, b"slow down", {**HTML, "Retry-After": "120"}))
     github.answer(
         "/api/search/repositories",
-        Answer(403, b'{"message":"API rate limit exceeded"}',
-               {**JSON, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}),
+        Answer(
+            403,
+            b'{"message":"API rate limit exceeded"}',
+            {**JSON, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+        ),
     )
     with pytest.raises(TrendingUnavailable) as caught:
         client_for(github, GITHUB_TOKEN=TOKEN).fetch(as_of=AS_OF)
@@ -207,9 +237,10 @@ def test_rate_limits_give_a_clear_reason_and_are_not_retried(github: FakeGitHub)
 
 
 def test_rate_limit_without_token_suggests_one(github: FakeGitHub) -> None:
-    github.answer("/api/search/repositories", Answer(
-        403, b"{}", {**JSON, "Retry-After": "Wed, 15 Jan 2025 07:00:00 GMT"}
-    ))
+    github.answer(
+        "/api/search/repositories",
+        Answer(403, b"{}", {**JSON, "Retry-After": "Wed, 15 Jan 2025 07:00:00 GMT"}),
+    )
     with pytest.raises(RateLimited, match="GITHUB_TOKEN") as caught:
         client_for(github).fetch_search_api(as_of=AS_OF)
     assert caught.value.retry_at == datetime(2025, 1, 15, 7, 0, tzinfo=UTC)
@@ -274,8 +305,9 @@ def test_plan_takes_the_top_ten_with_stable_keys(github: FakeGitHub) -> None:
     assert run.tags["repovault/source"] == "trending"
     assert run.tags["repovault/trending_date"] == "2025-01-15"
     assert run.tags["repovault/trending_rank"] == "4"
-    again = plan_trending_tick(settings, AS_OF + timedelta(minutes=3),
-                               client=TrendingClient(settings, backoff_s=0))
+    again = plan_trending_tick(
+        settings, AS_OF + timedelta(minutes=3), client=TrendingClient(settings, backoff_s=0)
+    )
     assert [r.run_key for r in again.runs] == [r.run_key for r in plan.runs]
     next_day = trending_run_key(AS_OF.date() + timedelta(days=1), run.repo_id)
     assert trending_request_id(next_day) != run.request_id
@@ -294,7 +326,9 @@ def test_plan_skips_without_fetching_when_github_is_not_allowed(github: FakeGitH
 
 
 def test_cli_trending_prints_the_list_without_requesting(
-    github: FakeGitHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     tmp_path,
 ) -> None:
     github.page(path="/trending/rust")

@@ -40,8 +40,11 @@ IMPORT_DIR = "/opt/keycloak/data/import"
 LIBRARY_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # Empty means "use the default" for every setting except these, which a deployment must fill.
 MUST_BE_FILLED = {
-    "REPOVAULT_KAFKA_BOOTSTRAP", "REPOVAULT_S3_ENDPOINT", "REPOVAULT_DB_URL",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "REPOVAULT_KAFKA_BOOTSTRAP",
+    "REPOVAULT_S3_ENDPOINT",
+    "REPOVAULT_DB_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN")
 SPEC_TOPICS = ("pendientes", "en_proceso", "completados", "rechazados")
@@ -61,6 +64,7 @@ DATA_DIRS = {
 
 # --- running Compose --------------------------------------------------------------------------
 
+
 def compose_binary() -> str:
     binary = shutil.which("docker-compose")
     if binary is None:
@@ -74,8 +78,11 @@ def run_compose(files: Iterable[str], env_file: Path, *args: str) -> subprocess.
     cmd = [compose_binary(), "--project-directory", str(ROOT), "--env-file", str(env_file)]
     for name in files:
         cmd += ["-f", str(ROOT / name)]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent),
-           "LC_ALL": "C.UTF-8"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(env_file.parent),
+        "LC_ALL": "C.UTF-8",
+    }
     return subprocess.run(
         [*cmd, "config", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
@@ -194,7 +201,8 @@ class Stack:
     def runs_code(self, name: str) -> bool:
         cmd = self.command(name)
         return bool(cmd) and (
-            cmd[0] == "repovault" or cmd[:2] == ["dagster", "code-server"]
+            cmd[0] == "repovault"
+            or cmd[:2] == ["dagster", "code-server"]
             or cmd[:3] == ["dagster", "api", "grpc"]
         )
 
@@ -272,7 +280,7 @@ def dockerfile_lines() -> list[str]:
 
 def dockerfile_cmd() -> list[str]:
     (cmd,) = [line for line in dockerfile_lines() if line.startswith("CMD ")]
-    return json.loads(cmd[len("CMD "):])
+    return json.loads(cmd[len("CMD ") :])
 
 
 def dockerfile_env(name: str) -> str:
@@ -291,6 +299,7 @@ def package_version() -> str:
 
 
 # --- small parsers of Compose's output --------------------------------------------------------
+
 
 def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     """(host ip, host port, container port) of every published port, short or long syntax."""
@@ -327,6 +336,7 @@ def volume_mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 # --- Compose accepts the files ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("files", [(BASE,), (BASE, HA)], ids=["single", "ha"])
 def test_compose_config_is_valid(files: tuple[str, ...]) -> None:
     result = run_compose(files, ENV_EXAMPLE, "-q")
@@ -350,6 +360,7 @@ def test_compose_refuses_to_start_without_each_secret(tmp_path: Path) -> None:
 
 
 # --- .env.example -----------------------------------------------------------------------------
+
 
 def compose_variables() -> set[str]:
     names = set()
@@ -379,12 +390,19 @@ def test_env_example_commits_no_secret() -> None:
 
 # --- the environment of every service that runs the code --------------------------------------
 
+
 def test_env_var_discovery_finds_the_known_settings() -> None:
     found = env_vars_read_by_code()
     assert {
-        "REPOVAULT_KAFKA_BOOTSTRAP", "REPOVAULT_TOPIC_PENDING", "REPOVAULT_TOPIC_PARTITIONS",
-        "REPOVAULT_S3_ENDPOINT", "REPOVAULT_DB_URL", "REPOVAULT_MAX_REPO_MB", "GITHUB_TOKEN",
-        "REPOVAULT_SSH_KEY", "AWS_REGION",
+        "REPOVAULT_KAFKA_BOOTSTRAP",
+        "REPOVAULT_TOPIC_PENDING",
+        "REPOVAULT_TOPIC_PARTITIONS",
+        "REPOVAULT_S3_ENDPOINT",
+        "REPOVAULT_DB_URL",
+        "REPOVAULT_MAX_REPO_MB",
+        "GITHUB_TOKEN",
+        "REPOVAULT_SSH_KEY",
+        "AWS_REGION",
     } <= found, found
     dagster_yaml = env_vars_read_by_dagster_yaml()
     assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"} <= dagster_yaml
@@ -406,7 +424,8 @@ def test_every_dagster_process_reads_the_production_instance(stack: Stack) -> No
     assert {"dagster-code", "dagster-daemon", "dagster-webserver"} <= set(dagster_services)
     home = dockerfile_env("DAGSTER_HOME")
     assert any(
-        line.startswith("COPY ") and line.split()[1] == "dagster.yaml"
+        line.startswith("COPY ")
+        and line.split()[1] == "dagster.yaml"
         and line.split()[-1].replace("${DAGSTER_HOME}", home) == f"{home}/dagster.yaml"
         for line in dockerfile_lines()
     ), "the image does not put dagster.yaml into DAGSTER_HOME"
@@ -466,6 +485,7 @@ def test_init_service_creates_topics_and_tables_before_the_code_server(stack: St
 
 # --- Kafka ------------------------------------------------------------------------------------
 
+
 def test_kafka_runs_in_kraft_mode_without_topic_auto_creation(stack: Stack) -> None:
     brokers = stack.brokers()
     assert len(brokers) == (3 if stack.ha else 1)
@@ -495,6 +515,7 @@ def test_kafka_runs_in_kraft_mode_without_topic_auto_creation(stack: Stack) -> N
 
 
 # --- what is published, pinned, checked and kept ----------------------------------------------
+
 
 def test_only_the_proxy_leads_to_the_dagster_ui(stack: Stack) -> None:
     assert published_ports(stack.services["dagster-webserver"]) == []
@@ -568,8 +589,10 @@ def test_services_keep_their_data_in_named_volumes(stack: Stack) -> None:
         kind, source = mounts[data_dir]
         assert kind == "volume" and source in declared, f"{name}: {data_dir} is not a named volume"
     brokers = stack.brokers()
-    sources = [dict((t, s) for _, s, t in volume_mounts(stack.services[b]))[DATA_DIRS["kafka"]]
-               for b in brokers]
+    sources = [
+        dict((t, s) for _, s, t in volume_mounts(stack.services[b]))[DATA_DIRS["kafka"]]
+        for b in brokers
+    ]
     assert len(set(sources)) == len(brokers), "two brokers share one volume"
 
 
@@ -581,10 +604,12 @@ _PLACEHOLDER = re.compile(r"\$\{([^}:]+)(?::([^}]*))?\}")
 def resolve_placeholders(value: Any, env: dict[str, str]) -> Any:
     """What Keycloak's --import-realm makes of ${VAR} / ${VAR:default} in the realm file."""
     if isinstance(value, str):
+
         def one(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             assert name in env or default is not None, f"realm placeholder ${{{name}}} is unset"
             return env.get(name, default or "")
+
         return _PLACEHOLDER.sub(one, value)
     if isinstance(value, list):
         return [resolve_placeholders(v, env) for v in value]
@@ -597,8 +622,10 @@ def test_realm_file_matches_the_proxy(stack: Stack) -> None:
     keycloak = stack.services["keycloak"]
     assert "--import-realm" in stack.command("keycloak")
     imported = [(s, t) for kind, s, t in volume_mounts(keycloak) if kind == "bind"]
-    assert any(Path(s) == REALM_FILE and t.startswith(IMPORT_DIR + "/") and t.endswith(".json")
-               for s, t in imported), imported
+    assert any(
+        Path(s) == REALM_FILE and t.startswith(IMPORT_DIR + "/") and t.endswith(".json")
+        for s, t in imported
+    ), imported
 
     raw = json.loads(REALM_FILE.read_text())
     kc_env = stack.env("keycloak")
@@ -631,13 +658,17 @@ def test_realm_file_matches_the_proxy(stack: Stack) -> None:
     assert client["secret"] == proxy["OAUTH2_PROXY_CLIENT_SECRET"]
     assert client["secret"] == stack.dotenv[secret_var.group(1)]
     assert client["redirectUris"] == [proxy["OAUTH2_PROXY_REDIRECT_URL"]]
-    assert client["attributes"]["pkce.code.challenge.method"] == proxy[
-        "OAUTH2_PROXY_CODE_CHALLENGE_METHOD"
-    ]
+    assert (
+        client["attributes"]["pkce.code.challenge.method"]
+        == proxy["OAUTH2_PROXY_CODE_CHALLENGE_METHOD"]
+    )
     # keycloak-oidc reads the roles from the access token, whose audience must be the client.
-    audiences = [m["config"].get("included.client.audience") for m in client["protocolMappers"]
-                 if m["protocolMapper"] == "oidc-audience-mapper"
-                 and m["config"].get("access.token.claim") == "true"]
+    audiences = [
+        m["config"].get("included.client.audience")
+        for m in client["protocolMappers"]
+        if m["protocolMapper"] == "oidc-audience-mapper"
+        and m["config"].get("access.token.claim") == "true"
+    ]
     assert audiences == [client["clientId"]]
 
     # The operators' role, and a first operator whose password comes from .env.
@@ -661,6 +692,7 @@ def test_proxy_cookie_secret_has_an_aes_length(stack: Stack) -> None:
 
 
 # --- make targets and CI ----------------------------------------------------------------------
+
 
 def test_make_up_and_down_drive_compose() -> None:
     makefile = (ROOT / "Makefile").read_text()

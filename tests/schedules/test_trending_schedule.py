@@ -52,9 +52,7 @@ def github() -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture
-def trending_env(
-    monkeypatch: pytest.MonkeyPatch, github: FakeGitHub, pg_url: str
-) -> LineageStore:
+def trending_env(monkeypatch: pytest.MonkeyPatch, github: FakeGitHub, pg_url: str) -> LineageStore:
     """The schedule's environment: GitHub on the local server, lineage in PostgreSQL.
 
     Only the services the schedule uses (the full `vault_env` also needs S3 and Kafka)."""
@@ -135,7 +133,9 @@ def test_tick_requests_the_top_ten_once(
         assert len(rows) == 1, request.partition_key
         row = rows[0]
         assert (row.request_id, row.source, row.status) == (
-            request.tags["repovault/request_id"], "trending", "pending"
+            request.tags["repovault/request_id"],
+            "trending",
+            "pending",
         )
         assert row.creation_timestamp == TICK
         assert row.repo_url == request.tags["repovault/repo_url"]
@@ -160,8 +160,9 @@ def test_changed_page_falls_back_to_the_search_api(
     github.page(CHANGED_HTML)
     github.search_api()
     data = evaluate(instance)
-    expected = [f"github.com/{item['full_name'].lower()}"
-                for item in json.loads(SEARCH_JSON)["items"][:10]]
+    expected = [
+        f"github.com/{item['full_name'].lower()}" for item in json.loads(SEARCH_JSON)["items"][:10]
+    ]
     assert [r.partition_key for r in data.run_requests] == expected
     assert {r.tags["repovault/trending_list"] for r in data.run_requests} == {"search_api"}
     assert github.hits_on("/api/search/repositories")[0].query["q"] == "created:>2025-01-08"
@@ -171,10 +172,14 @@ def test_nothing_to_request_is_a_skip_with_the_reason(
     github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
 ) -> None:
     github.page(CHANGED_HTML)
-    github.answer("/api/search/repositories", Answer(
-        403, b'{"message":"API rate limit exceeded"}',
-        {**JSON, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1736924400"},
-    ))
+    github.answer(
+        "/api/search/repositories",
+        Answer(
+            403,
+            b'{"message":"API rate limit exceeded"}',
+            {**JSON, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1736924400"},
+        ),
+    )
     data = evaluate(instance)
     assert data.run_requests == []
     assert "no repository cards" in data.skip_message
@@ -184,7 +189,9 @@ def test_nothing_to_request_is_a_skip_with_the_reason(
 
 
 def test_github_not_allowed_is_a_skip_not_a_crash(
-    github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance,
+    github: FakeGitHub,
+    trending_env: LineageStore,
+    instance: DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     github.page()
