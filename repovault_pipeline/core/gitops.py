@@ -290,7 +290,7 @@ class LocalRepo:
                 header = stdout.readline().split()
                 if len(header) != 3 or header[1] != b"blob":
                     raise ArchiveError(f"git object {sha} is missing from the clone")
-                blob = Blob(sha, int(header[2]), stdout)
+                blob = Blob(int(header[2]), stdout)
                 yield blob
                 blob.skip_rest()
                 stdout.read(1)  # the newline that ends each record
@@ -304,26 +304,28 @@ class LocalRepo:
 class Blob:
     """One blob's content on the cat-file stream: read it whole, or copy it in chunks."""
 
-    def __init__(self, sha: str, size: int, stream: BinaryIO) -> None:
-        self.sha = sha
-        self.size = size
+    def __init__(self, size: int, stream: BinaryIO) -> None:
         self._stream = stream
         self._left = size
 
     def read(self) -> bytes:
-        data = self._stream.read(self._left)
-        self._left = 0
-        return data
+        return b"".join(self._chunks(self._left))
 
     def copy_to(self, out: BinaryIO, chunk: int = 256 * 1024) -> None:
-        while self._left:
-            data = self._stream.read(min(chunk, self._left))
+        for data in self._chunks(chunk):
             out.write(data)
-            self._left -= len(data)
 
     def skip_rest(self) -> None:
+        for _ in self._chunks(1024 * 1024):
+            pass
+
+    def _chunks(self, chunk: int) -> Iterator[bytes]:
         while self._left:
-            self._left -= len(self._stream.read(min(1024 * 1024, self._left)))
+            data = self._stream.read(min(chunk, self._left))
+            if not data:  # git died mid-answer: fail instead of waiting for bytes forever
+                raise ArchiveError("git cat-file stopped before the end of a blob")
+            self._left -= len(data)
+            yield data
 
 
 def _feed_ids(stdin: BinaryIO, shas: Sequence[str]) -> None:
