@@ -26,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    func,
     or_,
     select,
     update,
@@ -144,9 +145,18 @@ class LineageStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _upsert(self, rows: Sequence[dict[str, Any]], update_columns: Sequence[str]) -> None:
+    def _upsert(
+        self,
+        rows: Sequence[dict[str, Any]],
+        update_columns: Sequence[str],
+        *,
+        keep_first: Sequence[str] = (),
+        only_status: str | None = None,
+    ) -> None:
         """Insert each row, or update `update_columns` where its request_id exists: one request,
-        one row, however often a tick or a message is replayed. One statement for the batch."""
+        one row, however often a tick or a message is replayed. One statement for the batch.
+        Columns in `keep_first` keep a value already set; with `only_status`, an existing row
+        is updated only while it has that status."""
         if not rows:
             return
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -154,7 +164,13 @@ class LineageStore:
         if update_columns:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["request_id"],
-                set_={col: getattr(stmt.excluded, col) for col in update_columns},
+                set_={
+                    col: func.coalesce(repo_requests.c[col], stmt.excluded[col])
+                    if col in keep_first
+                    else stmt.excluded[col]
+                    for col in update_columns
+                },
+                where=repo_requests.c.status == only_status if only_status else None,
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=["request_id"])
@@ -193,6 +209,7 @@ class LineageStore:
                 for r in requests
             ],
             ("inyector_timestamp",),
+            keep_first=("inyector_timestamp",),  # a replayed or republished message
         )
 
     def record_rejected(self, requests: Sequence[Injected]) -> None:
@@ -212,6 +229,7 @@ class LineageStore:
                 for r in requests
             ],
             ("status", "error", "inyector_timestamp"),
+            only_status="pending",  # a bad message claiming a request id never closes its row
         )
 
     def record_started(
@@ -239,7 +257,8 @@ class LineageStore:
                     worker_start_timestamp=started_at,
                 )
             ],
-            ("status", "run_id", "worker_start_timestamp", "error"),
+            ("status", "run_id", "worker_start_timestamp", "worker_finishing_timestamp", "error"),
+            keep_first=("worker_start_timestamp",),  # retries and re-executions start later
         )
 
     def record_finished(
@@ -252,14 +271,21 @@ class LineageStore:
         bytes_uploaded: int | None = None,
         error: str | None = None,
         finished_at: datetime | None = None,
-    ) -> None:
+        only_status: str | None = None,
+        only_run_id: str | None = None,
+    ) -> bool:
+        """Close the request. With `only_status` / `only_run_id` (what reconcile saw), a row that
+        changed meanwhile is left alone; returns whether the row was closed."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+        stmt = update(repo_requests).where(repo_requests.c.request_id == request_id)
+        if only_status is not None:
+            stmt = stmt.where(repo_requests.c.status == only_status)
+        if only_run_id is not None:
+            stmt = stmt.where(repo_requests.c.run_id == only_run_id)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(repo_requests)
-                .where(repo_requests.c.request_id == request_id)
-                .values(
+            closed = conn.execute(
+                stmt.values(
                     status=status,
                     snapshot_id=snapshot_id,
                     head_commit=head_commit,
@@ -268,6 +294,7 @@ class LineageStore:
                     worker_finishing_timestamp=finished_at or now(),
                 )
             )
+        return closed.rowcount == 1
 
     def get(self, request_id: str) -> Request | None:
         with self.engine.connect() as conn:
@@ -282,11 +309,15 @@ class LineageStore:
         request_id: str | None = None,
         limit: int = 100,
         statuses: Sequence[str] | None = None,
+        created_before: datetime | None = None,
+        oldest_first: bool = False,
     ) -> list[Request]:
-        """Newest first; filtered by repository, request or status."""
-        query = (
-            select(repo_requests).order_by(repo_requests.c.creation_timestamp.desc()).limit(limit)
-        )
+        """Newest first (or oldest first); filtered by repository, request, status or age."""
+        created = repo_requests.c.creation_timestamp
+        query = select(repo_requests).order_by(created if oldest_first else created.desc())
+        query = query.limit(limit)
+        if created_before is not None:
+            query = query.where(created < created_before)
         if repo_id is not None or request_id is not None:
             query = query.where(
                 or_(repo_requests.c.repo_id == repo_id, repo_requests.c.request_id == request_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .kafka import PositionReset
 from .lineage import SOURCES
 from .redact import mask_secrets
 from .settings import Settings
@@ -33,9 +34,11 @@ class PendingRequest:
     requested_at: datetime | None
 
 
-def message_request_id(topic: str, partition: int, offset: int) -> str:
-    """A request id for a message that brings none: stable, so a replay finds the same row."""
-    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{topic}:{partition}:{offset}"))
+def message_request_id(topic: str, partition: int, offset: int, timestamp: int) -> str:
+    """A request id for a message that brings none: stable, so a replay finds the same row. The
+    record's timestamp is part of it because offsets restart at 0 when a log is reset (a broker
+    restarted empty, a recreated topic): a new message at an old offset is a new request."""
+    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{topic}:{partition}:{offset}:{timestamp}"))
 
 
 def request_message(request_id: str, repo_url: str, source: str, requested_at: datetime) -> bytes:
@@ -117,6 +120,7 @@ def dead_letter(
     original = (value or b"")[:MAX_ORIGINAL].decode("utf-8", errors="backslashreplace")
     return json.dumps(
         {
+            "kind": "dead_letter",
             "reason": mask_secrets(reason),
             "request_id": request_id,
             "topic": topic,
@@ -151,5 +155,26 @@ def status_event(
             "snapshot_id": snapshot_id,
             "head_commit": head_commit,
             "error": mask_secrets(error) if error else None,
+        }
+    ).encode()
+
+
+def position_reset_event(reset: PositionReset) -> bytes:
+    """The `rechazados` value announcing that the injector found a stored position outside its
+    partition's log and resumed elsewhere: an operator event in the style of a dead letter
+    (`kind` tells them apart), so nothing is ever skipped in silence."""
+    return json.dumps(
+        {
+            "kind": "position_reset",
+            "reason": reset.reason,
+            "request_id": None,
+            "topic": reset.topic,
+            "partition": reset.partition,
+            "offset": reset.offset,
+            "cause": reset.cause,
+            "log_start": reset.log_start,
+            "log_end": reset.log_end,
+            "resumed_at": reset.resumed_at,
+            "rejected_at": datetime.now(UTC).isoformat(),
         }
     ).encode()

@@ -80,6 +80,8 @@ class Settings:
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
     injector_batch: int = 500
+    republish_after_s: int = 900
+    run_timeout_s: int = 3 * 1800
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +93,7 @@ class Settings:
                 "lowercase letters, digits or hyphens, starting with a letter or digit"
             )
         ssh_key = env.get("REPOVAULT_SSH_KEY", "").strip()
+        git_timeout_s = _int(env, "REPOVAULT_GIT_TIMEOUT_S", 1800, minimum=1)
         return cls(
             kafka_bootstrap=env.get("REPOVAULT_KAFKA_BOOTSTRAP", "").strip() or "localhost:9092",
             topics=Topics(
@@ -110,7 +113,7 @@ class Settings:
             github_token=env.get("GITHUB_TOKEN", "").strip() or None,
             ssh_key=Path(ssh_key) if ssh_key else None,
             max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", 2048, minimum=1),
-            git_timeout_s=_int(env, "REPOVAULT_GIT_TIMEOUT_S", 1800, minimum=1),
+            git_timeout_s=git_timeout_s,
             keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", 10, minimum=1),
             trending_url=env.get("REPOVAULT_TRENDING_URL", "").strip()
             or "https://github.com/trending",
@@ -128,4 +131,8 @@ class Settings:
             ),
             upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", 16, minimum=1),
             injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", 500, minimum=1),
+            republish_after_s=_int(env, "REPOVAULT_REPUBLISH_AFTER_S", 900, minimum=0),
+            # Clone and bundle are each bounded by the git timeout; the upload is short beside
+            # them. A run three times as long has lost its worker.
+            run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
         )

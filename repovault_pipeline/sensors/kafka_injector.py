@@ -1,9 +1,8 @@
 """`kafka_injector_sensor`: the injector. `pendientes` -> run requests of `archive_repo_job`.
 
-The cursor holds the next offset of every partition; the work of a tick is `core.injector`.
+The cursor (`core.injector.InjectorCursor`) holds the next offset of every partition and the
+topic's id; the work of a tick is `core.injector`.
 """
-
-import json
 
 from dagster import (
     DefaultSensorStatus,
@@ -13,21 +12,11 @@ from dagster import (
     sensor,
 )
 
-from ..core.injector import inject
+from ..core.injector import InjectorCursor, inject
 from ..core.runs import request_tags
 from ..jobs import archive_repo_job
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource
-
-
-def load_cursor(cursor: str | None, topic: str) -> dict[int, int]:
-    """Positions per partition; a cursor written for another topic does not apply."""
-    if not cursor:
-        return {}
-    doc = json.loads(cursor)
-    if doc.get("topic") != topic:
-        return {}
-    return {int(p): int(offset) for p, offset in doc.get("positions", {}).items()}
 
 
 @sensor(
@@ -35,8 +24,10 @@ def load_cursor(cursor: str | None, topic: str) -> dict[int, int]:
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
     description="Reads `pendientes` by partition assignment from the offsets in its cursor and "
-    "requests one archive run per valid message (run key = topic:partition:offset); invalid "
-    "messages go to `rechazados`. Offsets are committed to the group repovault-injector.",
+    "requests one archive run per valid request (run key = request:<request_id>); invalid "
+    "messages go to `rechazados`, and so does a warning when a stored offset is outside the "
+    "log (broker restarted empty, topic recreated, retention). Offsets are committed to the "
+    "group repovault-injector.",
 )
 def kafka_injector_sensor(
     context: SensorEvaluationContext, kafka: KafkaResource, lineage: LineageResource
@@ -49,14 +40,13 @@ def kafka_injector_sensor(
             settings,
             gateway,
             lineage.store(),
-            load_cursor(context.cursor, topic),
+            InjectorCursor.load(context.cursor, topic),
             first_tick=context.cursor is None,
         )
     finally:
         gateway.close()
-    cursor = json.dumps(
-        {"topic": topic, "positions": {str(p): o for p, o in tick.positions.items()}}
-    )
+    for reset in tick.resets:
+        context.log.warning(reset.reason)
     repo_ids = {a.request.ref.repo_id for a in tick.accepted}
     new_partitions = sorted(
         repo_ids - set(context.instance.get_dynamic_partitions(repositories.name))
@@ -77,13 +67,14 @@ def kafka_injector_sensor(
     context.log.info(
         f"read {tick.read} messages from {topic}: {len(run_requests)} run requests, "
         f"{tick.rejected} rejected, {len(new_partitions)} new repositories"
+        + (f", {len(tick.resets)} positions reset" if tick.resets else "")
     )
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[repositories.build_add_request(new_partitions)]
         if new_partitions
         else None,
-        cursor=cursor,
+        cursor=tick.cursor.dump(topic),
         skip_reason=None
         if run_requests
         else f"no new valid requests on {topic} ({tick.read} read, {tick.rejected} rejected)",

@@ -87,7 +87,10 @@ def test_each_kind_of_message_gets_the_right_outcome(
         "127.0.0.1:9/json/repo",
         "127.0.0.1:9/bare/repo",
     ]
-    assert all(r.run_key.startswith(f"{topic}:") for r in result.run_requests)
+    # One run per request: the run key is the request id (bare URLs get one per record).
+    assert [r.run_key for r in result.run_requests] == [
+        f"request:{r.tags['repovault/request_id']}" for r in result.run_requests
+    ]
     assert len({r.run_key for r in result.run_requests}) == 2
     assert result.run_requests[0].tags["repovault/request_id"] == "req-json-1"
     assert result.dynamic_partitions_requests[0].partition_keys == sorted(
@@ -152,6 +155,7 @@ def test_a_tick_replayed_from_the_same_cursor_yields_the_same_run_keys(
     produce(vault_env["REPOVAULT_TOPIC_PENDING"], [url(f"replay{i}").encode() for i in range(4)])
     crashed = tick(instance, None)  # a crash here: runs requested, cursor never stored
     replayed = tick(instance, None)
+    assert len(crashed.run_requests) == 4
     assert [r.run_key for r in replayed.run_requests] == [r.run_key for r in crashed.run_requests]
     assert [r.tags["repovault/request_id"] for r in replayed.run_requests] == [
         r.tags["repovault/request_id"] for r in crashed.run_requests
