@@ -3,63 +3,24 @@ code) -> run launched through the code server -> archive -> lineage and status e
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, instance_for_test
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.sensor import execute_sensor_iteration
+from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.resources import lineage_store
+from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_for_runs
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
-from tests.support.servers import REPO_ROOT
 
 SENSOR = "kafka_injector_sensor"
-# Runs go straight to the default launcher (a run worker process through the code server);
-# the queue's own daemon is not part of what these tests exercise.
-LAUNCH_AT_ONCE = {
-    "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
-}
-
-
-@contextmanager
-def daemon_workspace(instance: DagsterInstance) -> Iterator[object]:
-    target = ModuleTarget(
-        module_name="repovault_pipeline.definitions",
-        attribute=None,
-        working_directory=str(REPO_ROOT),
-        location_name="repovault",
-    )
-    with create_test_daemon_workspace_context(target, instance) as context:
-        yield context
 
 
 def tick(context: object, crash_after: str | None = None) -> None:
-    flags = {SENSOR: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
-    list(
-        execute_sensor_iteration(
-            context, logging.getLogger("test-daemon"), None, None, debug_crash_flags=flags
-        )
-    )
-
-
-def wait_for_runs(instance: DagsterInstance, count: int, timeout: float = 120) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = instance.get_runs()
-        if len(runs) >= count and all(r.is_finished for r in runs):
-            return runs
-        time.sleep(0.5)
-    raise AssertionError(
-        f"runs did not finish: {[(r.run_id, r.status) for r in instance.get_runs()]}"
-    )
+    sensor_tick(context, SENSOR, crash_after)
 
 
 def test_submit_tick_run_lineage_and_events(
@@ -82,7 +43,7 @@ def test_submit_tick_run_lineage_and_events(
 
     assert run.status == DagsterRunStatus.SUCCESS
     assert run.tags["dagster/partition"] == repo_id
-    assert run.tags["dagster/run_key"].startswith(vault_env["REPOVAULT_TOPIC_PENDING"] + ":")
+    assert run.tags["dagster/run_key"] == f"request:{request_id}"
     assert run.tags["repovault/request_id"] == request_id
 
     row = lineage_store(os.environ["REPOVAULT_DB_URL"]).get(request_id)

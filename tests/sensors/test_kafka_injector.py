@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.kafka import INJECTOR_GROUP, KafkaGateway
@@ -160,6 +160,82 @@ def test_a_tick_replayed_from_the_same_cursor_yields_the_same_run_keys(
     assert [r.tags["repovault/request_id"] for r in replayed.run_requests] == [
         r.tags["repovault/request_id"] for r in crashed.run_requests
     ]
+
+
+def produce_one_batch(topic: str, partition: int, values: list[bytes]) -> None:
+    """`values` in one multi-record batch (Tansu then reports the batch's base offset + 1 as the
+    partition's end: short of the real end)."""
+    producer = KafkaProducer(
+        bootstrap_servers=os.environ["REPOVAULT_KAFKA_BOOTSTRAP"], linger_ms=500
+    )
+    try:
+        futures = [producer.send(topic, value=v, partition=partition) for v in values]
+        producer.flush()
+        assert [f.get(timeout=10).offset for f in futures] == list(range(len(values)))
+    finally:
+        producer.close()
+
+
+def position_resets(topic: str) -> list[dict]:
+    return [e for e in read_json(topic) if e.get("kind") == "position_reset"]
+
+
+def test_a_valid_position_past_the_reported_end_is_never_reset(
+    instance: DagsterInstance, vault_env: dict[str, str]
+) -> None:
+    topic = vault_env["REPOVAULT_TOPIC_PENDING"]
+    produce_one_batch(topic, 0, [url(f"batch{i}").encode() for i in range(5)])
+    first = tick(instance, None)
+    assert len(first.run_requests) == 5
+    assert json.loads(first.cursor)["positions"]["0"] == 5
+
+    again = tick(instance, first.cursor)  # position 5 is the real end, whatever is reported
+
+    assert again.run_requests == [] and again.cursor == first.cursor
+    assert position_resets(vault_env["REPOVAULT_TOPIC_REJECTED"]) == []
+    produce(topic, [url("after").encode()])
+    later = tick(instance, again.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["127.0.0.1:9/after/repo"]
+
+
+def test_a_cursor_past_the_end_of_the_log_resumes_at_its_start_loudly(
+    instance: DagsterInstance, vault_env: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    topic = vault_env["REPOVAULT_TOPIC_PENDING"]
+    produce_one_batch(topic, 0, [url("fresh").encode()])
+    # Positions from a log that is gone, in a cursor without the topic's id (as written before
+    # ids were kept): the offsets alone must give it away.
+    stale = json.dumps({"topic": topic, "positions": {"0": 10, "1": 2, "2": 32}})
+
+    result = tick(instance, stale)
+
+    assert [r.partition_key for r in result.run_requests] == ["127.0.0.1:9/fresh/repo"]
+    assert json.loads(result.cursor)["positions"] == {"0": 1, "1": 0, "2": 0}
+    events = position_resets(vault_env["REPOVAULT_TOPIC_REJECTED"])
+    assert sorted((e["partition"], e["offset"], e["resumed_at"]) for e in events) == [
+        (0, 10, 0),
+        (1, 2, 0),
+        (2, 32, 0),
+    ]
+    assert all(e["topic"] == topic and "past the end of the log" in e["reason"] for e in events)
+    warnings = capsys.readouterr().err
+    assert f"{topic}[2]: sensor cursor position 32 is past the end of the log" in warnings
+    assert "resumed at 0" in warnings
+
+
+def test_a_group_offset_past_the_end_is_reset_too(
+    instance: DagsterInstance, vault_env: dict[str, str]
+) -> None:
+    topic = vault_env["REPOVAULT_TOPIC_PENDING"]
+    KafkaGateway(Settings.from_env()).commit(topic, {1: 50})
+    produce_one_batch(topic, 1, [url("grouped").encode()])
+
+    result = tick(instance, None)  # no cursor: the group's committed offsets count
+
+    assert [r.partition_key for r in result.run_requests] == ["127.0.0.1:9/grouped/repo"]
+    [event] = position_resets(vault_env["REPOVAULT_TOPIC_REJECTED"])
+    assert (event["partition"], event["offset"], event["resumed_at"]) == (1, 50, 0)
+    assert "group offset position 50" in event["reason"]
 
 
 def test_broker_down_fails_the_tick_clearly_and_loses_nothing(

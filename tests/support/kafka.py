@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from repovault_pipeline import devbroker
+from tests.support.servers import free_port
 
 
 def bootstrap() -> str:
     return os.environ["REPOVAULT_KAFKA_BOOTSTRAP"]
 
 
-def produce(topic: str, values: list[bytes | None], key: bytes | None = None) -> None:
+def produce(
+    topic: str, values: list[bytes | None], key: bytes | None = None, partition: int | None = None
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap(), acks="all", linger_ms=5)
     try:
-        for future in [producer.send(topic, key=key, value=v) for v in values]:
+        for future in [producer.send(topic, key=key, value=v, partition=partition) for v in values]:
             future.get(timeout=10)
     finally:
         producer.close()
@@ -42,3 +48,26 @@ def read_all(topic: str, quiet_s: float = 1.0) -> list:
 
 def read_json(topic: str) -> list[dict]:
     return [json.loads(r.value) for r in read_all(topic)]
+
+
+class OwnBroker:
+    """A Tansu broker of the test's own on a free port (memory storage), which the test may kill
+    and start again empty: the shared broker on 9092 is never restarted."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.proc = devbroker.start("127.0.0.1", self.port, log)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def restart_empty(self) -> None:
+        """SIGKILL the broker and start a fresh one on the same port: every log is empty."""
+        self.stop()
+        self.proc = devbroker.start("127.0.0.1", self.port, self.log)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)

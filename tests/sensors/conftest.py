@@ -1,0 +1,26 @@
+"""Fixtures of the sensor tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import missing_service
+from tests.support.kafka import OwnBroker
+
+
+@pytest.fixture
+def own_broker(
+    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[OwnBroker]:
+    """A broker this test may kill and restart empty; the test's environment points at it."""
+    try:
+        broker = OwnBroker(tmp_path / "own-broker.log")
+    except (SystemExit, OSError) as exc:
+        missing_service(f"no Kafka-protocol broker of our own: {exc}")
+    monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", broker.bootstrap)
+    vault_env["REPOVAULT_KAFKA_BOOTSTRAP"] = broker.bootstrap
+    yield broker
+    broker.stop()

@@ -1,0 +1,139 @@
+"""Drive the Dagster daemon's own code from a test: sensor ticks, the run queue, run monitoring,
+against a code server loaded from `repovault_pipeline.definitions` (started with the test's
+environment, so it talks to the same servers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import DagsterInstance, DagsterRun
+from dagster._core.definitions.instigation_logger import get_instigation_log_records
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
+from dagster._daemon.sensor import execute_sensor_iteration
+
+from tests.support.servers import REPO_ROOT
+
+LOG = logging.getLogger("test-daemon")
+# Runs go straight to the default launcher (a run worker process through the code server).
+LAUNCH_AT_ONCE = {
+    "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
+}
+# Runs wait in the queue: nothing dequeues them unless a test runs the coordinator's iteration.
+QUEUED = {
+    "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+}
+
+
+def dev_instance_config() -> dict[str, Any]:
+    """The run queue and monitoring settings of `make run`'s instance (deploy/dagster-dev.yaml)."""
+    return yaml.safe_load((REPO_ROOT / "deploy" / "dagster-dev.yaml").read_text())
+
+
+@contextmanager
+def daemon_workspace(instance: DagsterInstance) -> Iterator[WorkspaceProcessContext]:
+    target = ModuleTarget(
+        module_name="repovault_pipeline.definitions",
+        attribute=None,
+        working_directory=str(REPO_ROOT),
+        location_name="repovault",
+    )
+    with create_test_daemon_workspace_context(target, instance) as context:
+        yield context
+
+
+def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str | None = None):
+    """One iteration of the sensor daemon (it evaluates every running sensor that is due)."""
+    flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
+    list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
+
+
+def dequeue(context: WorkspaceProcessContext) -> None:
+    """One iteration of the queued-run coordinator daemon."""
+    with QueuedRunCoordinatorDaemon(interval_seconds=1) as coordinator:
+        list(coordinator.run_iteration(context))
+
+
+def monitor_runs(context: WorkspaceProcessContext) -> None:
+    """One iteration of the run monitoring daemon."""
+    list(execute_run_monitoring_iteration(context, LOG))
+
+
+def remote_sensor(context: WorkspaceProcessContext, name: str):
+    location = context.create_request_context().get_code_location("repovault")
+    [repository] = location.get_repositories().values()
+    return repository.get_sensor(name)
+
+
+def sensor_cursor(context: WorkspaceProcessContext, name: str) -> str | None:
+    sensor = remote_sensor(context, name)
+    state = context.instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+    return state.instigator_data.cursor if state and state.instigator_data else None
+
+
+def last_tick_log(context: WorkspaceProcessContext, name: str) -> list[dict]:
+    """The log records of the sensor's latest tick, as the UI shows them."""
+    sensor = remote_sensor(context, name)
+    [tick] = context.instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id, limit=1)
+    assert tick.log_key, f"tick {tick.tick_id} has no log: {tick.status} {tick.error}"
+    return list(get_instigation_log_records(context.instance, tick.log_key))
+
+
+def wait_for_runs(instance: DagsterInstance, count: int, timeout: float = 120) -> list[DagsterRun]:
+    """Wait until `count` runs exist and every one has finished."""
+    return wait_until(
+        lambda: (
+            (runs := instance.get_runs())
+            and len(runs) >= count
+            and all(r.is_finished for r in runs)
+            and runs
+        ),
+        timeout,
+        lambda: f"runs did not finish: {[(r.run_id, r.status) for r in instance.get_runs()]}",
+    )
+
+
+def wait_until(condition, timeout: float = 120, describe=lambda: "condition not met") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(describe())
+
+
+def run_worker_pid(instance: DagsterInstance, run_id: str) -> int:
+    """The pid of the process executing the run, from its "Started process" engine event."""
+    for record in instance.all_logs(run_id):
+        if record.message.startswith("Started process for run (pid: "):
+            return int(record.message.split("pid: ")[1].rstrip(")."))
+    raise AssertionError(f"run {run_id} has no run worker yet")
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def sigkill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 30)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
