@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline import devbroker
+from tests.support.kafka import speaks_kafka
 from tests.support.repos import ServedRepo
 from tests.support.servers import free_port, git_http_server, port_open, s3_server
 
@@ -70,8 +71,9 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The broker `.ci/run` or `make run` started on 127.0.0.1:9092, else a Tansu of our own."""
-    if port_open("127.0.0.1", 9092):
+    """The broker `.ci/run` or `make run` started on 127.0.0.1:9092 (when what listens there
+    answers Kafka requests), else a Tansu of our own."""
+    if port_open("127.0.0.1", 9092) and speaks_kafka("127.0.0.1:9092"):
         yield "127.0.0.1:9092"
         return
     try:

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from repovault_pipeline import devbroker
 from tests.support.servers import free_port
@@ -14,6 +15,26 @@ from tests.support.servers import free_port
 
 def bootstrap() -> str:
     return os.environ["REPOVAULT_KAFKA_BOOTSTRAP"]
+
+
+def speaks_kafka(address: str, timeout_s: float = 5.0) -> bool:
+    """Whether `address` answers Kafka's ApiVersions and Metadata requests (not merely accepts
+    connections)."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=address,
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
 
 
 def produce(
