@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from dagster import ConfigurableResource
 
-from .core.kafka import BrokerUnavailable, KafkaGateway
+from .core.kafka import KafkaGateway
 from .core.lineage import LineageStore
 from .core.settings import Settings
 from .core.snapshot import SnapshotWriter
@@ -53,12 +53,9 @@ class KafkaResource(ConfigurableResource):
         return KafkaGateway(self.settings())
 
     def publish_status(self, topic: str, key: str, event: bytes, logger: logging.Logger) -> None:
-        """Status events are best effort: the lineage row is the record, so a broker outage
-        is logged and does not fail an archive that succeeded."""
+        """Best effort (see `KafkaGateway.publish_status`)."""
         gateway = self.gateway()
         try:
-            gateway.publish(topic, [(key, event)])
-        except BrokerUnavailable as exc:
-            logger.warning(f"status event not published to {topic}: {exc}")
+            gateway.publish_status(topic, key, event, logger)
         finally:
             gateway.close()

@@ -24,6 +24,7 @@ from ..core.errors import ArchiveError, TransientError
 from ..core.identity import InvalidRepoUrl
 from ..core.lineage import now
 from ..core.messages import status_event
+from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
 from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
@@ -83,14 +84,22 @@ def clone_repo(
     with _archive_errors(context):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
-        return vault.writer(context.log).prepare(ref, settings.work_dir / context.run_id)
+        return vault.writer(context.log).prepare(
+            ref,
+            settings.work_dir / context.run_id,
+            request_id=request.request_id,
+            run_id=context.run_id,
+        )
 
 
 @op(out=Out(ArchiveResult), retry_policy=TRANSIENT_RETRY, tags={"kind": "s3"})
 def upload_snapshot(
     context: OpExecutionContext, vault: VaultResource, prepared: Prepared
-) -> ArchiveResult:
-    """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention."""
+) -> Output[ArchiveResult]:
+    """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention.
+
+    The outcome goes into this step's output metadata, so it is in Dagster's event log even
+    when `record_lineage` cannot write it (reconcile_sensor reads it from there)."""
     if not prepared.unchanged and not prepared.repo_path.is_dir():
         raise Failure(
             description="the clone of this run is gone from local disk; re-execute the run",
@@ -99,7 +108,7 @@ def upload_snapshot(
     with _archive_errors(context):
         result = vault.writer(context.log).upload(prepared)
     discard(prepared)
-    return result
+    return Output(result, metadata=outcome_metadata(result))
 
 
 @op(retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"})

@@ -193,6 +193,18 @@ class KafkaGateway:
             for future in futures:
                 future.get(timeout=TIMEOUT_MS / 1000)
 
+    def publish_status(
+        self, topic: str, key: str, event: bytes, logger: logging.Logger | None = None
+    ) -> bool:
+        """Status events are best effort: the lineage row is the record, so a broker outage is
+        logged and does not fail the work that succeeded."""
+        try:
+            self.publish(topic, [(key, event)])
+            return True
+        except BrokerUnavailable as exc:
+            (logger or log).warning(f"status event not published to {topic}: {exc}")
+            return False
+
     def _consumer(self, max_records: int) -> KafkaConsumer:
         return KafkaConsumer(
             **self._config(

@@ -136,7 +136,7 @@ def dead_letter(
 def status_event(
     request_id: str,
     repo_id: str,
-    run_id: str,
+    run_id: str | None,
     status: str,
     *,
     snapshot_id: str | None = None,

@@ -73,6 +73,8 @@ class Prepared:
     previous_snapshot_id: str | None = None
     started_at: float = field(default_factory=time.time)
     clone_s: float = 0.0
+    request_id: str | None = None  # written into the manifest: reconcile recognises its snapshot
+    run_id: str | None = None
 
     @property
     def unchanged(self) -> bool:
@@ -172,7 +174,14 @@ class SnapshotWriter:
         self.log = logger or log
         self.git = GitClient(settings, self.log)
 
-    def prepare(self, ref: RepoRef, work_dir: Path | None = None) -> Prepared:
+    def prepare(
+        self,
+        ref: RepoRef,
+        work_dir: Path | None = None,
+        *,
+        request_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Prepared:
         """Clone, bundle and list HEAD, unless the remote's refs equal the latest manifest's.
 
         The clone goes to `work_dir` (emptied first) or to a fresh folder under
@@ -214,6 +223,8 @@ class SnapshotWriter:
             previous_snapshot_id=latest["snapshot_id"] if latest else None,
             started_at=started,
             clone_s=clone_done - started,
+            request_id=request_id,
+            run_id=run_id,
         )
 
     def _unchanged(self, ref: RepoRef, bucket: str, latest: dict, started: float) -> Prepared:
@@ -305,6 +316,8 @@ class SnapshotWriter:
             "created_at": datetime.now(UTC).isoformat(),
             "duration_s": result.duration_s,
             "repovault_version": __version__,
+            "request_id": prepared.request_id,
+            "run_id": prepared.run_id,
         }
         result.bytes_uploaded += self._put_json(
             prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest

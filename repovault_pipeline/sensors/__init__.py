@@ -1,3 +1,4 @@
 from .kafka_injector import kafka_injector_sensor
+from .reconcile import reconcile_sensor
 
-__all__ = ["kafka_injector_sensor"]
+__all__ = ["kafka_injector_sensor", "reconcile_sensor"]

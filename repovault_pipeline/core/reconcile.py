@@ -1,0 +1,303 @@
+"""Reconciliation: the lineage table is the record, and every request in it must end.
+
+A row can be left open by what no step of a run can report: a worker killed mid-run (the row
+stays `in_progress`), the lineage database down while `record_lineage` runs (the snapshot is in
+the bucket, the row still `in_progress`), a request whose message never reached the injector (a
+broker that restarted with an empty log: the row stays `pending`). One pass here, run by
+`reconcile_sensor`, settles them from what Dagster and the bucket know:
+
+- an `in_progress` row whose run has ended (or no longer exists) gets the run's outcome: a
+  committed snapshot that carries the row's request id makes it `completed`; else the outcome
+  the run's `upload_snapshot` step recorded in its output metadata; else `failed` with the run's
+  failure reason. The matching `completados` event is published.
+- a `pending` row older than REPOVAULT_REPUBLISH_AFTER_S with no run tagged with its request id
+  is published again to `pendientes` (same request id, so the injector's run key makes a second
+  run impossible), at most MAX_REPUBLISH times; then it is closed `failed` with the reason.
+
+Free of Dagster: the runs are seen through the small `RunHistory` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .identity import bucket_name
+from .kafka import KafkaGateway
+from .lineage import LineageStore, Request, now
+from .messages import request_message, status_event
+from .snapshot import ArchiveResult, SnapshotReader
+from .store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+ENDED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+MAX_REPUBLISH = 3
+BATCH = 500  # most rows of each kind looked at per pass
+
+
+def outcome_metadata(result: ArchiveResult) -> dict[str, str | int]:
+    """What `upload_snapshot` records in its output metadata for reconcile to read back."""
+    return {
+        "outcome": result.outcome,
+        "snapshot_id": result.snapshot_id or "",
+        "head_commit": result.head_commit,
+        "bytes_uploaded": result.bytes_uploaded,
+    }
+
+
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """The outcome a run's `upload_snapshot` step recorded."""
+
+    outcome: str
+    snapshot_id: str | None
+    head_commit: str | None
+    bytes_uploaded: int | None
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, object]) -> RecordedOutcome | None:
+        outcome = metadata.get("outcome")
+        if outcome not in ("completed", "unchanged"):
+            return None
+        size = metadata.get("bytes_uploaded")
+        return cls(
+            str(outcome),
+            str(metadata.get("snapshot_id") or "") or None,
+            str(metadata.get("head_commit") or "") or None,
+            int(size) if isinstance(size, int | float) else None,
+        )
+
+
+class RunHistory(Protocol):
+    """What reconcile needs to know of the orchestrator's runs."""
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status (`SUCCESS`, `FAILURE`, `CANCELED`, `STARTED`...); None: no such run."""
+
+    def recorded_outcome(self, run_id: str) -> RecordedOutcome | None:
+        """What the run's `upload_snapshot` step recorded, if it got that far."""
+
+    def failure_reason(self, run_id: str) -> str | None:
+        """Why the run failed, from its failure events."""
+
+    def runs_of_request(self, request_id: str) -> list[str]:
+        """The ids of the runs tagged with this request id."""
+
+
+@dataclass
+class ReconcileState:
+    """The sensor cursor: how often, and when last, each pending request was republished."""
+
+    republished: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, raw: str | None) -> ReconcileState:
+        doc = json.loads(raw) if raw else {}
+        return cls(
+            {
+                request_id: (int(count), datetime.fromisoformat(at))
+                for request_id, (count, at) in doc.get("republished", {}).items()
+            }
+        )
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "republished": {
+                    request_id: [count, at.isoformat()]
+                    for request_id, (count, at) in sorted(self.republished.items())
+                }
+            }
+        )
+
+
+@dataclass
+class ReconcileReport:
+    closed: dict[str, str] = field(default_factory=dict)  # request_id -> status it ended with
+    republished: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        ended = ", ".join(
+            f"{sum(1 for s in self.closed.values() if s == status)} {status}"
+            for status in sorted(set(self.closed.values()))
+        )
+        return (
+            f"closed {len(self.closed)} requests{f' ({ended})' if ended else ''}, "
+            f"republished {len(self.republished)}, {len(self.errors)} could not be checked"
+        )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        lineage: LineageStore,
+        runs: RunHistory,
+        store: ObjectStore,
+        gateway: KafkaGateway,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.settings = gateway.settings
+        self.lineage = lineage
+        self.runs = runs
+        self.store = store
+        self.gateway = gateway
+        self.log = logger or log
+
+    def run(self, state: ReconcileState) -> tuple[ReconcileReport, ReconcileState]:
+        report = ReconcileReport()
+        for row in self.lineage.find(statuses=["in_progress"], limit=BATCH, oldest_first=True):
+            try:
+                self._settle_started(row, report)
+            except Exception as exc:  # one unreadable bucket must not stop the others
+                report.errors.append(f"{row.request_id}: {exc}")
+                self.log.warning(f"request {row.request_id} could not be reconciled: {exc}")
+        return report, self._republish(state, report)
+
+    def _settle_started(self, row: Request, report: ReconcileReport) -> None:
+        """Close an `in_progress` row whose run has ended, with the run's outcome."""
+        run_id = row.run_id
+        if not run_id:
+            return
+        status = self.runs.status(run_id)
+        if status is not None and status not in ENDED:
+            return
+        recorded = self.runs.recorded_outcome(run_id) if status is not None else None
+        manifest = self._committed_manifest(row, recorded)
+        snapshot_id = head_commit = error = None
+        size: int | None = None
+        if manifest is not None:
+            outcome, how = "completed", f"snapshot {manifest['snapshot_id']} is committed"
+            snapshot_id, head_commit = manifest["snapshot_id"], manifest.get("head_commit")
+            if recorded and recorded.snapshot_id == snapshot_id:
+                size = recorded.bytes_uploaded
+        elif recorded is not None:
+            outcome, how = recorded.outcome, "its upload_snapshot step recorded it"
+            snapshot_id, head_commit = recorded.snapshot_id, recorded.head_commit
+            size = recorded.bytes_uploaded
+        else:
+            outcome = "failed"
+            error = (
+                f"run {run_id} no longer exists and recorded no outcome"
+                if status is None
+                else self.runs.failure_reason(run_id)
+                or f"run {run_id} ended {status} without recording its outcome"
+            )
+            how = error
+        finished_at = now()
+        closed = self.lineage.record_finished(
+            row.request_id,
+            outcome,
+            snapshot_id=snapshot_id,
+            head_commit=head_commit,
+            bytes_uploaded=size,
+            error=error,
+            finished_at=finished_at,
+            only_status="in_progress",
+            only_run_id=run_id,
+        )
+        if not closed:  # the run's own steps (or another pass) closed it meanwhile
+            return
+        report.closed[row.request_id] = outcome
+        self.log.warning(
+            f"request {row.request_id} ({row.repo_id}) was left in_progress by run {run_id} "
+            f"({status or 'gone'}): closed {outcome}; {how}"
+        )
+        self._announce(row, run_id, outcome, snapshot_id, head_commit, error, finished_at)
+
+    def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
+        """The manifest of a snapshot this request committed: the bucket's latest one, or the
+        one the run recorded, when it carries the row's request id."""
+        if not row.repo_id:
+            return None
+        reader = SnapshotReader(self.store, bucket_name(row.repo_id, self.settings.bucket_prefix))
+        candidates = [reader.latest()]
+        if recorded and recorded.snapshot_id:
+            candidates.append(reader.manifest(recorded.snapshot_id))
+        for manifest in candidates:
+            if manifest and manifest.get("request_id") == row.request_id:
+                return manifest
+        return None
+
+    def _republish(self, state: ReconcileState, report: ReconcileReport) -> ReconcileState:
+        """Publish stale `pending` requests again; give up on those republished too often."""
+        wait = timedelta(seconds=self.settings.republish_after_s)
+        current = now()
+        stale = self.lineage.find(
+            statuses=["pending"], created_before=current - wait, limit=BATCH, oldest_first=True
+        )
+        kept: dict[str, tuple[int, datetime]] = {}
+        messages: list[tuple[str | None, bytes]] = []
+        for row in stale:
+            if row.inyector_timestamp and current - row.inyector_timestamp < wait:
+                continue  # read just now: its run is being requested
+            if self.runs.runs_of_request(row.request_id):
+                continue  # a run exists (queued, perhaps): the injector did its part
+            count, last = state.republished.get(row.request_id, (0, row.creation_timestamp))
+            if count and current - last < wait:
+                kept[row.request_id] = (count, last)
+            elif count >= MAX_REPUBLISH:
+                self._give_up(row, count, report)
+            else:
+                messages.append(
+                    (
+                        row.repo_id,
+                        request_message(
+                            row.request_id, row.repo_url, row.source, row.creation_timestamp
+                        ),
+                    )
+                )
+                kept[row.request_id] = (count + 1, current)
+                report.republished.append(row.request_id)
+                self.log.warning(
+                    f"request {row.request_id} ({row.repo_id}) has been pending since "
+                    f"{row.creation_timestamp.isoformat()} with no run: published again to "
+                    f"{self.settings.topics.pending} (time {count + 1} of {MAX_REPUBLISH})"
+                )
+        self.gateway.publish(self.settings.topics.pending, messages)
+        return ReconcileState(kept)
+
+    def _give_up(self, row: Request, count: int, report: ReconcileReport) -> None:
+        error = (
+            f"never became a run: published to {self.settings.topics.pending} again {count} "
+            f"times, {self.settings.republish_after_s} s apart, and no run was requested; check "
+            f"that kafka_injector_sensor is running and reads {self.settings.kafka_bootstrap}, "
+            "then submit the repository again"
+        )
+        finished_at = now()
+        if self.lineage.record_finished(
+            row.request_id, "failed", error=error, finished_at=finished_at, only_status="pending"
+        ):
+            report.closed[row.request_id] = "failed"
+            self.log.warning(f"request {row.request_id} ({row.repo_id}): {error}")
+            self._announce(row, None, "failed", None, None, error, finished_at)
+
+    def _announce(
+        self,
+        row: Request,
+        run_id: str | None,
+        outcome: str,
+        snapshot_id: str | None,
+        head_commit: str | None,
+        error: str | None,
+        at: datetime,
+    ) -> None:
+        """The `completados` event the run would have published (best effort)."""
+        event = status_event(
+            row.request_id,
+            row.repo_id or "",
+            run_id,
+            outcome,
+            snapshot_id=snapshot_id,
+            head_commit=head_commit,
+            error=error,
+            at=at,
+        )
+        self.gateway.publish_status(
+            self.settings.topics.completed, row.repo_id or "", event, self.log
+        )
