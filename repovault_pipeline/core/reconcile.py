@@ -182,12 +182,13 @@ class Reconciler:
             size = recorded.bytes_uploaded
         else:
             outcome = "failed"
-            error = (
-                f"run {run_id} no longer exists and recorded no outcome"
-                if status is None
-                else self.runs.failure_reason(run_id)
-                or f"run {run_id} ended {status} without recording its outcome"
-            )
+            reason = self.runs.failure_reason(run_id) if status is not None else None
+            if status is None:
+                error = f"run {run_id} no longer exists and recorded no outcome"
+            elif reason:
+                error = f"run {run_id} ended {status}: {reason}"
+            else:
+                error = f"run {run_id} ended {status} without recording its outcome"
             how = error
         finished_at = now()
         closed = self.lineage.record_finished(

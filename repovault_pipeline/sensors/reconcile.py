@@ -24,6 +24,11 @@ _FAILURE_EVENTS = {
     DagsterEventType.ENGINE_EVENT,
 }
 _CRASH_PREFIX = "Run execution process for"  # the code server saw the run worker die
+_SAYS_NOTHING = (  # what Dagster adds to every failure or termination
+    "Sending run termination request",
+    "This run has been marked as failed from outside the execution context",
+    "This job is being forcibly marked as failed",
+)
 
 
 class DagsterRuns:
@@ -59,8 +64,9 @@ class DagsterRuns:
                 record.message or ""
             ).startswith(_CRASH_PREFIX):
                 reasons.append(record.message or event.message or "")
-        reasons = list(dict.fromkeys(r.strip() for r in reasons if r and r.strip()))
-        return "; ".join(reasons) or None
+        said = [r.strip().rstrip(".") for r in reasons if r and r.strip()]
+        telling = [r for r in said if not r.startswith(_SAYS_NOTHING)] or said
+        return "; ".join(dict.fromkeys(telling)) or None
 
     def runs_of_request(self, request_id: str) -> list[str]:
         return list(

@@ -11,13 +11,20 @@ _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1
 
 
 class BreakableProxy:
-    """Forwards 127.0.0.1:<port> to `target`; after `break_after` client bytes, resets every
-    connection and refuses new ones until `heal()`. Records the HTTP request lines it forwards
-    (method, path), so a test can tell exactly what was uploaded."""
+    """Forwards 127.0.0.1:<port> to `target`; after `break_after` client bytes, or when the
+    client sends `break_on` (a byte string, e.g. a SQL statement), resets every connection and
+    refuses new ones until `heal()`. With `hold` set, new connections are accepted and never
+    answered (a server that hangs). Records the HTTP request lines it forwards (method, path),
+    so a test can tell exactly what was uploaded."""
 
-    def __init__(self, target_port: int, break_after: int | None = None) -> None:
+    def __init__(
+        self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
+    ) -> None:
         self.target_port = target_port
         self.break_after = break_after
+        self.break_on = break_on
+        self.hold = False
+        self._held: list[socket.socket] = []
         self.forwarded = 0
         self.requests: list[tuple[str, str]] = []
         self.broken = False
@@ -46,10 +53,14 @@ class BreakableProxy:
         with self._lock:
             self.broken = False
             self.break_after = None
+            self.break_on = None
 
     def close(self) -> None:
         self._server.close()
         self._break()
+        for conn in self._held:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _break(self) -> None:
         self.broken = True
@@ -72,6 +83,9 @@ class BreakableProxy:
             if self.broken:
                 client.close()
                 continue
+            if self.hold:
+                self._held.append(client)
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._conns += [client, upstream]
@@ -87,7 +101,9 @@ class BreakableProxy:
                             (m[1].decode(), m[2].decode()) for m in _REQUEST_LINE.finditer(data)
                         ]
                         self.forwarded += len(data)
-                        if self.break_after is not None and self.forwarded > self.break_after:
+                        if (self.break_after is not None and self.forwarded > self.break_after) or (
+                            self.break_on is not None and self.break_on in data
+                        ):
                             self._break()
                             return
                 dst.sendall(data)
@@ -95,5 +111,10 @@ class BreakableProxy:
             pass
         finally:
             for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    # shutdown first: close() alone sends no FIN while the other direction's
+                    # thread still waits in recv(), and a response without Content-Length (git's
+                    # smart HTTP) would never end for the client.
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
