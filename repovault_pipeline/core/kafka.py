@@ -212,7 +212,7 @@ class KafkaGateway:
                 enable_auto_commit=False,
                 max_poll_records=max(1, max_records),
                 # Never reset a position behind our back: Apache Kafka answers a fetch outside
-                # the log with OFFSET_OUT_OF_RANGE, which then reaches `_read` as an exception.
+                # the log with OFFSET_OUT_OF_RANGE, which then reaches `_poll` as an exception.
                 auto_offset_reset="none",
                 request_timeout_ms=TIMEOUT_MS + 1000,
                 fetch_max_wait_ms=200,
@@ -255,7 +255,7 @@ class KafkaGateway:
                 batch = Batch(topic_id=current_id)
                 recreated = bool(topic_id and current_id and topic_id != current_id)
                 self._start(consumer, tps, positions, recreated, batch)
-                self._poll(consumer, tps, max_records, wait_s, batch)
+                self._poll(consumer, max_records, wait_s, batch)
                 return batch
             finally:
                 consumer.close(autocommit=False)
@@ -322,6 +322,7 @@ class KafkaGateway:
                     found.add(tp)
                     waiting.discard(tp)
                     consumer.pause(tp)
+        consumer.resume(*consumer.paused())  # pausing outlives the next assign()
         return found
 
     def _reset(
@@ -340,14 +341,7 @@ class KafkaGateway:
         log.warning(reset.reason)
         batch.resets.append(reset)
 
-    def _poll(
-        self,
-        consumer: KafkaConsumer,
-        tps: list[TopicPartition],
-        max_records: int,
-        wait_s: float,
-        batch: Batch,
-    ) -> None:
+    def _poll(self, consumer: KafkaConsumer, max_records: int, wait_s: float, batch: Batch) -> None:
         """Read until the batch is full or a poll comes back empty. End offsets are not used:
         some Kafka-protocol brokers (Tansu) under-report them for multi-record batches."""
         deadline = time.monotonic() + wait_s
@@ -364,7 +358,7 @@ class KafkaGateway:
                 end = consumer.end_offsets(list(out))
                 for tp, offset in out.items():
                     cause = check_position(offset, begin[tp], end[tp], False) or PAST_END
-                    self._reset(batch, tp, offset, "read", cause, begin[tp], end[tp])
+                    self._reset(batch, tp, offset, "fetch", cause, begin[tp], end[tp])
                     consumer.seek(tp, begin[tp])
                     batch.positions[tp.partition] = begin[tp]
                 continue
