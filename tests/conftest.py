@@ -9,6 +9,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the session, dropped at the end."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database, dropped at the end."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"repovault_test_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -60,13 +61,31 @@ def pg_url() -> Iterator[str]:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except Exception as exc:
         missing_service(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}")
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    yield url
     from repovault_pipeline.resources import lineage_store
 
-    lineage_store.cache_clear()
+    lineage_store(url).dispose()
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session, dropped at the end."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def private_lineage(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A lineage database of the test's own: reconciliation acts on every row of the table, so
+    a test of it must not see (or close, or republish) the rows other tests left behind."""
+    with fresh_database() as url:
+        monkeypatch.setenv("REPOVAULT_DB_URL", url)
+        vault_env["REPOVAULT_DB_URL"] = url
+        yield url
 
 
 @pytest.fixture(scope="session")

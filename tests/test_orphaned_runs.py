@@ -43,6 +43,7 @@ RUN_TIMEOUT_S = 4
 
 def test_an_orphaned_run_is_failed_and_the_next_run_of_its_repository_starts(
     vault_env: dict[str, str],
+    private_lineage: str,
     make_repo: Callable[..., ServedRepo],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,

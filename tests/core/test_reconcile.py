@@ -46,7 +46,7 @@ class Runs:
 
 
 @pytest.fixture
-def lineage(vault_env: dict[str, str]) -> LineageStore:
+def lineage(private_lineage: str) -> LineageStore:
     gateway = KafkaGateway(Settings.from_env())
     gateway.ensure_topics()
     gateway.close()

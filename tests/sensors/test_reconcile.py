@@ -50,6 +50,7 @@ def reconcile_tick(instance: DagsterInstance, cursor: str | None = None) -> Sens
 
 def test_a_snapshot_committed_while_lineage_was_down_is_recorded_completed(
     vault_env: dict[str, str],
+    private_lineage: str,
     make_repo: Callable[..., ServedRepo],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -99,6 +100,7 @@ def test_a_snapshot_committed_while_lineage_was_down_is_recorded_completed(
 
 def test_a_request_lost_with_the_broker_is_republished_and_runs_once(
     vault_env: dict[str, str],
+    private_lineage: str,
     own_broker: OwnBroker,
     make_repo: Callable[..., ServedRepo],
     monkeypatch: pytest.MonkeyPatch,

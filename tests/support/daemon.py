@@ -56,7 +56,11 @@ def daemon_workspace(instance: DagsterInstance) -> Iterator[WorkspaceProcessCont
 
 
 def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str | None = None):
-    """One iteration of the sensor daemon (it evaluates every running sensor that is due)."""
+    """One iteration of the sensor daemon, with every other sensor stopped: the daemon evaluates
+    every running sensor that is due, and a test asks for the ticks of one."""
+    for other in _repository(context).get_sensors():
+        if other.name != sensor:
+            context.instance.stop_sensor(other.get_remote_origin_id(), other.selector_id, other)
     flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
     list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
 
@@ -73,9 +77,13 @@ def monitor_runs(context: WorkspaceProcessContext) -> None:
 
 
 def remote_sensor(context: WorkspaceProcessContext, name: str):
+    return _repository(context).get_sensor(name)
+
+
+def _repository(context: WorkspaceProcessContext):
     location = context.create_request_context().get_code_location("repovault")
     [repository] = location.get_repositories().values()
-    return repository.get_sensor(name)
+    return repository
 
 
 def sensor_cursor(context: WorkspaceProcessContext, name: str) -> str | None:
