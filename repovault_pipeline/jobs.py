@@ -1,7 +1,11 @@
 """Jobs: `archive_repo_job` materializes `repo_archive` partitions."""
 
-from dagster import AssetSelection, define_asset_job, in_process_executor
-from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG
+from dagster import (
+    MAX_RUNTIME_SECONDS_TAG,
+    AssetSelection,
+    define_asset_job,
+    in_process_executor,
+)
 
 from .assets import repo_archive
 from .core.settings import Settings
