@@ -80,6 +80,8 @@ class Settings:
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
     injector_batch: int = 500
+    lease_ttl_s: int = 120
+    lease_wait_s: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -128,4 +130,6 @@ class Settings:
             ),
             upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", 16, minimum=1),
             injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", 500, minimum=1),
+            lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
+            lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
         )

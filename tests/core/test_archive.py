@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotReader, SnapshotWriter
 from repovault_pipeline.core.store import open_store
+from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
 from tests.support.tcp_proxy import BreakableProxy
 
@@ -131,7 +133,9 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
         "mode": "100644",
         "sha": git(dest, "rev-parse", "HEAD:data/blob.bin"),
         "size": len(BINARY),
+        "etag": hashlib.md5(BINARY).hexdigest(),  # S3's ETag of a single-part upload
     }
+    assert index["files"]["data/blob.bin"]["etag"] == keys["tree/data/blob.bin"].strip('"')
     assert index["files"]["passwd-link"]["mode"] == "120000"
     assert set(index["files"]) == {k.removeprefix("tree/") for k in keys if k.startswith("tree/")}
 
@@ -164,10 +168,14 @@ def test_restore_by_repo_id_and_bad_destination(
 
 
 def test_unchanged_repository_is_neither_cloned_nor_uploaded(
-    proxy: BreakableProxy, rich_repo: ServedRepo, vault_env: dict[str, str]
+    proxy: BreakableProxy, rich_repo: ServedRepo, vault_env: dict[str, str], git_server_log: Path
 ) -> None:
+    repo_path = "/" + rich_repo.url.split("/", 3)[3]
     first = archive(rich_repo)
     before = objects(first.bucket)
+    fetch = ("POST", f"{repo_path}/git-upload-pack", "fetch")
+    assert fetch in logged_requests(git_server_log, repo_path)  # the first run cloned
+    seen = len(logged_requests(git_server_log, repo_path))
     proxy.requests.clear()
 
     second = archive(rich_repo)
@@ -177,7 +185,10 @@ def test_unchanged_repository_is_neither_cloned_nor_uploaded(
     assert second.bytes_uploaded == 0
     assert [m for m, _ in proxy.requests if m in ("PUT", "POST", "DELETE")] == []
     assert objects(first.bucket) == before
-    assert not any(Path(vault_env["REPOVAULT_WORK_DIR"]).glob("*/repo.git"))
+    # The git server was asked for the refs (`ls-remote`) and for no object.
+    asked = logged_requests(git_server_log, repo_path)[seen:]
+    assert ("POST", f"{repo_path}/git-upload-pack", "ls-refs") in asked
+    assert [a for a in asked if a[2] == "fetch"] == []
 
 
 def test_a_change_uploads_only_what_changed_and_keeps_the_old_snapshot(

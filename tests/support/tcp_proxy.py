@@ -6,6 +6,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
 
@@ -13,11 +14,15 @@ _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1
 class BreakableProxy:
     """Forwards 127.0.0.1:<port> to `target`; after `break_after` client bytes, resets every
     connection and refuses new ones until `heal()`. Records the HTTP request lines it forwards
-    (method, path), so a test can tell exactly what was uploaded."""
+    (method, path), so a test can tell exactly what was uploaded. With `delay_s`, it forwards
+    at most `chunk` bytes at a time in either direction and sleeps `delay_s` after each: a slow
+    link (a trickling server, an upload that takes long enough to be interrupted)."""
 
     def __init__(self, target_port: int, break_after: int | None = None) -> None:
         self.target_port = target_port
         self.break_after = break_after
+        self.delay_s = 0.0
+        self.chunk = 65536
         self.forwarded = 0
         self.requests: list[tuple[str, str]] = []
         self.broken = False
@@ -80,7 +85,7 @@ class BreakableProxy:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(self.chunk):
                 if counts:
                     with self._lock:
                         self.requests += [
@@ -91,6 +96,8 @@ class BreakableProxy:
                             self._break()
                             return
                 dst.sendall(data)
+                if self.delay_s:
+                    time.sleep(self.delay_s)
         except OSError:
             pass
         finally:
