@@ -2,8 +2,8 @@
 
 Run as `python -m tests.support.git_http_server ROOT PORT`; serves every repository under ROOT
 at http://127.0.0.1:PORT/<path>, for clones only (receive-pack is off). Every request is
-printed on stdout as `REQUEST <method> <path> <status> <command>`, so a test can see what git
-asked for; `<command>` is the upload-pack command (`ls-refs`, `fetch`; `-` for none).
+printed on stdout as `REQUEST <method> <path> <command>` when it arrives, so a test can see
+what git asked for; `<command>` is the upload-pack command (`ls-refs`, `fetch`; `-` for none).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class GitHandler(BaseHTTPRequestHandler):
     def _cgi(self) -> None:
         path, _, query = self.path.partition("?")
         body = self._body()
+        command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
+        print(f"{_LOGGED}{self.command} {path} {command}", flush=True)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": self.root,
@@ -98,8 +100,6 @@ class GitHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         proc.wait()
         feeder.join()
-        command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
-        print(f"{_LOGGED}{self.command} {path} {code} {command}", flush=True)
 
 
 def _upload_pack_command(body: bytes, encoding: str) -> str:
@@ -119,7 +119,7 @@ def logged_requests(log: Path, path_prefix: str = "") -> list[tuple[str, str, st
     found = []
     for line in lines:
         if line.startswith(_LOGGED):
-            method, path, _, command = line[len(_LOGGED) :].split(" ")
+            method, path, command = line[len(_LOGGED) :].split(" ")
             if path.startswith(path_prefix):
                 found.append((method, path, command))
     return found

@@ -101,6 +101,10 @@ class BreakableProxy:
         except OSError:
             pass
         finally:
+            # shutdown, not only close: the other direction's thread is blocked in recv() on
+            # these sockets, and a close alone neither wakes it nor sends the FIN.
             for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
