@@ -128,6 +128,7 @@ class Lease:
         expire; then raise TransientError, so the run is retried later."""
         lease = cls(store, bucket, snapshot_id, ttl_s, logger)
         deadline = time.monotonic() + wait_s
+        waited = False
         while True:
             current = inspect(store, bucket)
             if current is None or not current.live:
@@ -146,13 +147,20 @@ class Lease:
                 lease.repair = current is not None and current.needs_repair
                 lease._start()
                 return lease
+            if not waited:
+                waited = True
+                lease.log.info(
+                    "waiting for the lease of %s: another run is writing snapshot %s",
+                    bucket,
+                    current.snapshot_id,
+                )
             if time.monotonic() >= deadline:
                 raise TransientError(
                     f"another run is writing {bucket} (snapshot {current.snapshot_id}, lease "
                     f"renewed {current.age_s:.0f} s ago); waited {wait_s:.0f} s "
                     "(REPOVAULT_LEASE_WAIT_S), retry later"
                 )
-            time.sleep(min(max(ttl_s / 4, 0.2), 2.0, max(deadline - time.monotonic(), 0.05)))
+            time.sleep(min(ttl_s / 4, 1.0, max(deadline - time.monotonic(), 0.05)))
 
     def _doc(self, state: str) -> bytes:
         return json.dumps(
