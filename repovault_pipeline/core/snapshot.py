@@ -29,7 +29,7 @@ from .redact import mask_secrets
 from .settings import Settings
 from .store import ObjectInfo, ObjectStore, ParallelUploader
 from .treekeys import TREE, path_bytes, tree_key
-from .workdir import make_work_dir, remove_work_dir
+from .workdir import make_work_dir, remove_work_dir, sweep_orphans
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ class SnapshotWriter:
         REPOVAULT_WORK_DIR; clones of runs that died are removed first.
         """
         started = time.time()
+        sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
         latest = SnapshotReader(self.store, bucket).latest()
         settled = latest is None or _settled(self.store, bucket)

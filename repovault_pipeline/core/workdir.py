@@ -29,9 +29,7 @@ _held_guard = threading.Lock()
 
 
 def make_work_dir(root: Path, label: str, path: Path | None = None) -> Path:
-    """An empty private folder for one run, locked by this process; orphans are swept first."""
-    root.mkdir(parents=True, exist_ok=True)
-    sweep_orphans(root)
+    """An empty private folder for one run under `root`, locked by this process."""
     path = path or root / f"{label}-{uuid.uuid4().hex[:12]}"
     remove_work_dir(path)
     path.mkdir(parents=True)
@@ -52,7 +50,10 @@ def remove_work_dir(path: Path) -> None:
 
 
 def sweep_orphans(root: Path) -> list[Path]:
-    """Remove the folders under `root` that no living run holds; return them."""
+    """Remove the folders under `root` that no living run holds; return them. Every run calls
+    it when it starts, whether it will clone or not."""
+    if not root.is_dir():
+        return []
     removed = []
     for child in sorted(root.iterdir()):
         try:

@@ -39,18 +39,16 @@ def test_a_living_runs_folder_stays_and_a_killed_runs_folder_goes(tmp_path: Path
     proc, folder = start_holder(root)
     try:
         assert (folder / "repo.git").is_dir()
-        mine = make_work_dir(root, "repo-y")  # sweeps first: the living run's folder stays
+        mine = make_work_dir(root, "repo-y")
+        assert sweep_orphans(root) == []  # the living run's folder stays, and this one's
         assert folder.is_dir() and mine.is_dir()
-        assert sweep_orphans(root) == []
     finally:
         kill(proc)
 
     assert folder.is_dir()  # SIGKILL: the run could not clean up
-    again = make_work_dir(root, "repo-z")
-    assert not folder.exists()  # the next run to start removed it at once
-    assert mine.is_dir() and again.is_dir()  # this process's own folders are alive
+    assert sweep_orphans(root) == [folder]  # the next run to start removes it at once
+    assert not folder.exists() and mine.is_dir()
     remove_work_dir(mine)
-    remove_work_dir(again)
     assert list(root.iterdir()) == []
 
 
