@@ -189,7 +189,7 @@ def _etag(raw: str) -> str:
 class S3Store(ObjectStore):
     """S3 or MinIO; credentials and region come from the standard AWS_* variables."""
 
-    def __init__(self, endpoint: str, max_connections: int = 20) -> None:
+    def __init__(self, endpoint: str, max_connections: int = 20, read_timeout: float = 120) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = (
             os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -203,7 +203,7 @@ class S3Store(ObjectStore):
                 retries={"max_attempts": 3, "mode": "standard"},
                 s3={"addressing_style": "path"},
                 connect_timeout=10,
-                read_timeout=120,
+                read_timeout=read_timeout,
             ),
         )
         self.transfer = TransferConfig(

@@ -156,6 +156,17 @@ def test_server_answers_are_classified(
         server.close()
 
 
+def test_a_server_that_never_answers_is_a_transient_timeout(vault_env: dict[str, str]) -> None:
+    server = FailingS3(None)
+    try:
+        store = S3Store(server.endpoint, read_timeout=1)
+        with pytest.raises(TransientError, match="ReadTimeoutError"):
+            store.put_bytes("repo-bucket", "k", b"data")
+        assert server.requests >= 1
+    finally:
+        server.close()
+
+
 def test_a_connection_cut_mid_request_is_transient(vault_env: dict[str, str]) -> None:
     port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
     proxy = BreakableProxy(port, break_after=1_000)

@@ -1,5 +1,6 @@
-"""A tiny HTTP server that answers every S3 request with one error status and S3 error code:
-a real peer for the 5xx, throttling and access-denied answers moto does not give."""
+"""A tiny HTTP server that answers every S3 request with one error status and S3 error code, or
+never answers: a real peer for the 5xx, throttling, access-denied and hanging answers moto does
+not give."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FailingS3:
-    """Serves on 127.0.0.1:<port>; every request gets `status` with `<Code>code</Code>`."""
+    """Serves on 127.0.0.1:<port>; every request gets `status` with `<Code>code</Code>`, or,
+    with `status` None, no answer until the server closes."""
 
-    def __init__(self, status: int, code: str) -> None:
+    def __init__(self, status: int | None, code: str = "") -> None:
         self.status = status
         self.code = code
         self.requests = 0
+        self._closed = threading.Event()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,6 +27,9 @@ class FailingS3:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
+                if owner.status is None:
+                    owner._closed.wait()
+                    return
                 body = (
                     '<?xml version="1.0" encoding="UTF-8"?>'
                     f"<Error><Code>{owner.code}</Code><Message>test answer</Message></Error>"
@@ -49,5 +55,6 @@ class FailingS3:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
