@@ -161,6 +161,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
         f"HEAD {done.head_commit}, {done.refs} refs verified"
     )
+    if done.note:
+        print(f"warning: {done.note}", file=sys.stderr)
     return 0
 
 

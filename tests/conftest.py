@@ -39,8 +39,14 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def git_base_url(served_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with git_http_server(served_root, tmp_path_factory.mktemp("logs") / "git.log") as url:
+def git_server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the git server logs every request (`tests.support.git_http_server`)."""
+    return tmp_path_factory.mktemp("logs") / "git.log"
+
+
+@pytest.fixture(scope="session")
+def git_base_url(served_root: Path, git_server_log: Path) -> Iterator[str]:
+    with git_http_server(served_root, git_server_log) as url:
         yield url
 
 

@@ -25,3 +25,8 @@ class RepoTooLarge(ArchiveError):
 
 class GitTimeout(ArchiveError):
     """A git operation ran past REPOVAULT_GIT_TIMEOUT_S."""
+
+
+class PreconditionFailed(ArchiveError):
+    """A conditional write lost a race: the object changed since it was read (If-Match) or
+    already exists (If-None-Match). Callers re-read and decide; it is never retried blindly."""

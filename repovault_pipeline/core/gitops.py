@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,16 @@ class RemoteState:
 
     refs: dict[str, str]
     default_branch: str | None
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a snapshot calls HEAD: the commit whose files `tree/` holds, the branch a restore
+    checks out (None when the remote's HEAD names no branch), and the ref the commit came from."""
+
+    commit: str
+    branch: str | None
+    ref: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +176,21 @@ class GitClient:
         cwd: Path | None = None,
         watch: Path | None = None,
         protocols: tuple[str, ...] | None = None,
+        stdin: bytes | None = None,
     ) -> bytes:
-        """Run git and classify a failure; kill it past the timeout or when `watch` outgrows
-        the size cap."""
+        """Run git (fed `stdin`) and classify a failure; kill it past the timeout or when
+        `watch` outgrows the size cap."""
         cmd = ["git", *HARDENING, *args]
         proc = git.Git(str(cwd) if cwd else None).execute(
-            cmd, as_process=True, env=self.environment(ref, protocols), start_new_session=True
+            cmd,
+            as_process=True,
+            env=self.environment(ref, protocols),
+            start_new_session=True,
+            istream=subprocess.PIPE if stdin is not None else None,
         )
         popen = proc.proc
+        if stdin is not None:
+            threading.Thread(target=_feed, args=(popen.stdin, [stdin]), daemon=True).start()
         stdout, stderr = bytearray(), _StderrTail(self.log if watch else None)
         readers = [
             threading.Thread(target=_drain, args=(popen.stdout, stdout.extend), daemon=True),
@@ -235,14 +252,46 @@ class LocalRepo:
         pairs = (line.split(" ", 1) for line in out.splitlines() if line)
         return {name: sha for sha, name in pairs}
 
-    def default_branch(self) -> str:
-        return self.git("symbolic-ref", "--quiet", "HEAD").strip().removeprefix("refs/heads/")
+    def _maybe(self, *args: str) -> str | None:
+        """Output of a git query, or None when git says no (exit status 1)."""
+        try:
+            return self.git(*args).strip() or None
+        except ArchiveError:
+            return None
 
     def head_commit(self) -> str:
-        try:
-            return self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}").strip()
-        except ArchiveError:
-            raise ArchiveError("the repository is empty: HEAD has no commit to archive") from None
+        commit = self._maybe("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        if commit is None:
+            raise ArchiveError("HEAD has no commit")
+        return commit
+
+    def head(self) -> Head:
+        """HEAD on a branch: that branch. HEAD detached (the remote advertised a bare commit):
+        that commit, no branch. HEAD unborn (a repository with tags but no branch, or a HEAD
+        naming a deleted branch): the newest branch or tag (by commit or tag date) that points
+        to a commit, no branch."""
+        symbolic = self._maybe("symbolic-ref", "--quiet", "HEAD")
+        commit = self._maybe("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        if commit is not None:
+            if symbolic is not None:
+                return Head(commit, symbolic.removeprefix("refs/heads/"), symbolic)
+            return Head(commit, None, "HEAD")
+        out = self.git(
+            "for-each-ref",
+            "--sort=-creatordate",
+            "--format=%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)",
+            "refs/heads",
+            "refs/tags",
+        )
+        for line in out.splitlines():
+            name, kind, sha, *peeled = line.split(" ")
+            if kind == "commit":
+                return Head(sha, None, name)
+            if peeled[:1] == ["commit"]:
+                return Head(peeled[1], None, name)
+        raise ArchiveError(
+            "the repository has no branch and no tag that points to a commit: nothing to archive"
+        )
 
     def create_bundle(self, dest: Path) -> None:
         """`git bundle` of every ref, then `git bundle verify`: unrestorable is an error."""
@@ -250,7 +299,9 @@ class LocalRepo:
         self.git("bundle", "verify", "--quiet", str(dest))
 
     def tree(self, commit: str) -> tuple[list[TreeEntry], dict[str, str]]:
-        """HEAD's files (regular files and symlinks) and its submodules (path -> commit)."""
+        """HEAD's files (regular files and symlinks) and its submodules (path -> commit). Every
+        path is kept, however odd (`..`, `.git`, control characters, invalid UTF-8, read with
+        surrogateescape): the object layout decides how to store it."""
         raw = self.client.run(["ls-tree", "-r", "-z", "-l", "--full-tree", commit], cwd=self.path)
         entries: list[TreeEntry] = []
         submodules: dict[str, str] = {}
@@ -262,10 +313,8 @@ class LocalRepo:
             path = path_bytes.decode("utf-8", errors="surrogateescape")
             if mode == MODE_SUBMODULE:
                 submodules[path] = sha
-            elif kind == "blob" and _safe_path(path):
+            elif kind == "blob":
                 entries.append(TreeEntry(path=path, mode=mode, sha=sha, size=int(size)))
-            else:
-                self.client.log.warning("skipping unsafe path in tree: %r", path)
         return entries, submodules
 
     def blobs(self, shas: Sequence[str]) -> Iterator[Blob]:
@@ -329,9 +378,20 @@ class Blob:
 
 
 def _feed_ids(stdin: BinaryIO, shas: Sequence[str]) -> None:
+    _feed(
+        stdin,
+        (
+            "".join(f"{sha}\n" for sha in shas[i : i + 512]).encode()
+            for i in range(0, len(shas), 512)
+        ),
+    )
+
+
+def _feed(stdin: BinaryIO, chunks: Iterable[bytes]) -> None:
+    """Write to a child's stdin from a thread, so that reading its output never deadlocks."""
     try:
-        for start in range(0, len(shas), 512):
-            stdin.write("".join(f"{sha}\n" for sha in shas[start : start + 512]).encode())
+        for chunk in chunks:
+            stdin.write(chunk)
         stdin.flush()
     except (BrokenPipeError, ValueError):
         pass  # the reader stopped early (an upload failed): nothing more to send
@@ -342,11 +402,6 @@ def _feed_ids(stdin: BinaryIO, shas: Sequence[str]) -> None:
 
 def _is_archived_ref(name: str) -> bool:
     return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
-
-
-def _safe_path(path: str) -> bool:
-    parts = path.split("/")
-    return not path.startswith("/") and not any(p in ("", ".", "..", ".git") for p in parts)
 
 
 def _classify(command: str, stderr: str, token: str | None) -> ArchiveError:

@@ -1,19 +1,30 @@
-"""Get a repository back: a working clone rebuilt from a stored bundle, checked against its
-manifest (HEAD and every ref)."""
+"""Get a repository back: a clone rebuilt from a stored bundle, checked against its manifest
+(the bundle's size and sha256, then every ref and HEAD) before anything is checked out.
+
+Any snapshot restores to a usable repository: all refs, HEAD where the snapshot had it. Files
+git will not write (a crafted tree with `..` or `.git` entries, names the file system refuses)
+are left out of the checkout, and the restore says so in one line.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ArchiveError
-from .gitops import GitClient, LocalRepo
+from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
 from .settings import Settings
 from .snapshot import SnapshotReader, file_sha256
 from .store import ObjectStore
+from .treekeys import path_bytes, unsafe_component
+
+# Files git refuses as symlinks (they would let a checkout write outside the work tree).
+_GIT_FILES = (".gitmodules", ".gitattributes", ".gitignore", ".mailmap")
+MAX_PATH_BYTES = 4095
 
 
 class RestoreError(ArchiveError):
@@ -27,6 +38,7 @@ class Restored:
     head_commit: str
     refs: int
     dest: Path
+    note: str | None = None  # what could not be checked out, when something could not
 
 
 def resolve_target(target: str, settings: Settings) -> RepoRef:
@@ -65,28 +77,133 @@ def _rebuild(
     settings: Settings, store: ObjectStore, bucket: str, manifest: dict, dest: Path
 ) -> Restored:
     client = GitClient(settings)
+    snapshot = manifest["snapshot_id"]
+    key = manifest["bundle"]["key"]
+    dest.mkdir(parents=True, exist_ok=True)
+    client.run(["init", "--quiet", "--template=", str(dest)])
+    repo = LocalRepo(dest, client)
     with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
         bundle = Path(tmp) / "repo.bundle"
-        store.download(bucket, manifest["bundle"]["key"], bundle)
-        if file_sha256(bundle) != manifest["bundle"]["sha256"]:
+        try:
+            store.download(bucket, key, bundle)
+        except ArchiveError as exc:
+            if exc.transient:
+                raise
+            raise RestoreError(f"{key} of snapshot {snapshot} cannot be read: {exc}") from None
+        _check_bundle(bundle, manifest)
+        try:
+            repo.git("bundle", "verify", "--quiet", str(bundle))
+        except ArchiveError:
             raise RestoreError(
-                f"bundle of snapshot {manifest['snapshot_id']} fails its sha256 check"
-            )
-        dest.mkdir(parents=True, exist_ok=True)
-        client.run(["init", "--quiet", "--template=", str(dest)])
+                f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
+                "its manifest's size and sha256; restore another snapshot (--snapshot)"
+            ) from None
         # The bundle is a local file we downloaded and checked: allow the file transport here only.
         client.run(
             ["fetch", "--quiet", "--update-head-ok", "--", str(bundle), "refs/*:refs/*"],
             cwd=dest,
             protocols=("file",),
         )
-    repo = LocalRepo(dest, client)
-    repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest['default_branch']}")
-    repo.git("reset", "--quiet", "--hard")
-    repo.git("remote", "add", "origin", manifest["repo_url"])
+    _check_refs(repo.refs(), manifest)
+    if manifest["default_branch"]:
+        repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest['default_branch']}")
+    else:  # no branch at HEAD (tags only, or a detached HEAD): HEAD is the snapshot's commit
+        repo.git("update-ref", "--no-deref", "HEAD", manifest["head_commit"])
     head = repo.head_commit()
-    if head != manifest["head_commit"] or repo.refs() != manifest["refs"]:
+    if head != manifest["head_commit"]:
         raise RestoreError(
-            f"restored clone does not match manifest {manifest['snapshot_id']}: HEAD {head[:12]}"
+            f"HEAD of the restored clone is {head[:12]} but snapshot {snapshot}'s manifest says "
+            f"{manifest['head_commit'][:12]}"
         )
-    return Restored(manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest)
+    repo.git("remote", "add", "origin", manifest["repo_url"])
+    note = _checkout(repo, dest)
+    return Restored(manifest["repo_id"], snapshot, head, len(manifest["refs"]), dest, note=note)
+
+
+def _check_bundle(bundle: Path, manifest: dict) -> None:
+    """The downloaded bundle is the one the manifest describes, byte for byte."""
+    where = f"{manifest['bundle']['key']} of snapshot {manifest['snapshot_id']}"
+    size = bundle.stat().st_size
+    if size != manifest["bundle"]["size"]:
+        raise RestoreError(
+            f"{where} is {size} bytes but its manifest says {manifest['bundle']['size']}: "
+            "the download was cut short or the object was replaced; retry, or restore another "
+            "snapshot (--snapshot)"
+        )
+    if file_sha256(bundle) != manifest["bundle"]["sha256"]:
+        raise RestoreError(
+            f"{where} fails its sha256 check: the stored bundle is not the one archived; "
+            "restore another snapshot (--snapshot)"
+        )
+
+
+def _check_refs(restored: dict[str, str], manifest: dict) -> None:
+    """Every branch and tag of the manifest, at its sha, and no other."""
+    expected = manifest["refs"]
+    for name in sorted(set(restored) | set(expected)):
+        have, want = restored.get(name), expected.get(name)
+        if have != want:
+            raise RestoreError(
+                f"ref {name} is {_short(have)} in the restored bundle but {_short(want)} in the "
+                f"manifest of snapshot {manifest['snapshot_id']}"
+            )
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "missing"
+
+
+def _checkout(repo: LocalRepo, dest: Path) -> str | None:
+    """Check HEAD's files out, leaving out those git must not write here. Returns a one-line
+    note when something was left out, else None."""
+    raw = repo.client.run(["ls-tree", "-r", "-z", "--full-tree", "HEAD"], cwd=dest)
+    records = [r for r in raw.split(b"\0") if r]
+    name_max = os.pathconf(dest, "PC_NAME_MAX")
+    unsafe = [r for r in records if not _checkout_safe(r, name_max)]
+    try:
+        if not unsafe:
+            repo.git("reset", "--quiet", "--hard")
+            return None
+        # `update-index --index-info` takes `ls-tree` records as they are.
+        safe = b"".join(r + b"\0" for r in records if r not in unsafe)
+        repo.client.run(["update-index", "-z", "--index-info"], cwd=dest, stdin=safe)
+        repo.git("checkout-index", "--all", "--force")
+    except ArchiveError:
+        _clear_worktree(repo, dest)
+        return (
+            "every ref is restored, but git could not write HEAD's files in this folder: no "
+            "files are checked out (see them with `git ls-tree -r HEAD`)"
+        )
+    first = unsafe[0].partition(b"\t")[2].decode("utf-8", "backslashreplace")
+    return (
+        f"every ref is restored; {len(unsafe)} of HEAD's {len(records)} files cannot be written "
+        f"safely here and are not checked out (first: {first!r}); `git status` lists them as "
+        "deleted, `git show HEAD:<path>` prints them"
+    )
+
+
+def _checkout_safe(record: bytes, name_max: int) -> bool:
+    """What git's own path check accepts (no `..`, `.`, `.git` in any spelling, no symlinked
+    `.gitmodules`...) and the file system can hold (component and path lengths)."""
+    meta, _, raw = record.partition(b"\t")
+    mode = meta.split(b" ", 1)[0].decode()
+    path = raw.decode("utf-8", "surrogateescape")
+    parts = path.split("/")
+    if len(raw) > MAX_PATH_BYTES or any(
+        unsafe_component(p) or len(path_bytes(p)) > name_max for p in parts
+    ):
+        return False
+    last = parts[-1].lower().rstrip(" .")
+    return not (mode == MODE_SYMLINK and last.startswith(_GIT_FILES))
+
+
+def _clear_worktree(repo: LocalRepo, dest: Path) -> None:
+    """An empty index and no files besides `.git`: nothing half checked out."""
+    repo.git("read-tree", "--empty")
+    for child in dest.iterdir():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

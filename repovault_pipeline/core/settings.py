@@ -82,6 +82,8 @@ class Settings:
     injector_batch: int = 500
     republish_after_s: int = 900
     run_timeout_s: int = 3 * 1800
+    lease_ttl_s: int = 120
+    lease_wait_s: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -135,4 +137,6 @@ class Settings:
             # Clone and bundle are each bounded by the git timeout; the upload is short beside
             # them. A run three times as long has lost its worker.
             run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
+            lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
+            lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
         )

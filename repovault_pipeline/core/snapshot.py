@@ -7,42 +7,47 @@ last. A run that dies anywhere before the manifest leaves readers on the previou
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 import mimetypes
 import os
-import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__
-from .errors import ArchiveError
+from .errors import ArchiveError, PreconditionFailed, TransientError
 from .gitops import GitClient, LocalRepo, TreeEntry
 from .identity import RepoRef, bucket_name
+from .lease import FREE, Lease, inspect
 from .redact import mask_secrets
 from .settings import Settings
-from .store import ObjectStore, ParallelUploader
+from .store import ObjectInfo, ObjectStore, ParallelUploader
+from .treekeys import TREE, path_bytes, tree_key
+from .workdir import make_work_dir, remove_work_dir, sweep_orphans
 
 log = logging.getLogger(__name__)
 
 LATEST_KEY = "latest.json"
 SNAPSHOTS = "snapshots/"
-TREE = "tree/"
 MANIFEST = "manifest.json"
 BUNDLE = "repo.bundle"
 TREE_INDEX = "tree.json"
 IN_MEMORY_BLOB = 1024 * 1024
-STALE_WORK_DIR_S = 24 * 3600
+MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)
 
 
 def snapshot_key(snapshot_id: str, name: str) -> str:
     return f"{SNAPSHOTS}{snapshot_id}/{name}"
+
+
+def _stamp(snapshot_id: str) -> str:
+    return snapshot_id.split("-", 1)[0]
 
 
 def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
@@ -50,7 +55,7 @@ def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
     the order snapshots were taken (two runs within one second wait for the next)."""
     while True:
         stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-        if previous is None or stamp > previous.split("-", 1)[0]:
+        if previous is None or stamp > _stamp(previous):
             return f"{stamp}-{head_commit[:12]}"
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
 
@@ -66,11 +71,11 @@ class Prepared:
     repo_url: str
     bucket: str
     head_commit: str
-    default_branch: str
+    default_branch: str | None
     refs: dict[str, str]
     work_dir: Path | None = None
     snapshot_id: str | None = None
-    previous_snapshot_id: str | None = None
+    head_ref: str | None = None
     started_at: float = field(default_factory=time.time)
     clone_s: float = 0.0
     request_id: str | None = None  # written into the manifest: reconcile recognises its snapshot
@@ -101,7 +106,7 @@ class ArchiveResult:
     outcome: str  # "completed" or "unchanged"
     snapshot_id: str | None
     head_commit: str
-    default_branch: str
+    default_branch: str | None
     bytes_uploaded: int = 0
     files_uploaded: int = 0
     files_deleted: int = 0
@@ -117,6 +122,15 @@ class ArchiveResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TreeIndex:
+    """A snapshot's `tree.json`: path -> {mode, sha, size, etag[, key, path_b64]}, and when the
+    store wrote it (its clock), which bounds when every object it vouches for was written."""
+
+    files: dict[str, dict]
+    written: float = 0.0
+
+
 class SnapshotReader:
     """What readers see of one bucket: only snapshots whose manifest exists."""
 
@@ -128,16 +142,24 @@ class SnapshotReader:
         raw = self.store.get_bytes(self.bucket, key)
         return json.loads(raw) if raw is not None else None
 
+    def latest_id(self) -> str | None:
+        """The snapshot `latest.json` points at, or None for a repository never archived."""
+        pointer = self._json(LATEST_KEY)
+        return pointer["snapshot_id"] if pointer else None
+
     def latest(self) -> dict | None:
         """The manifest `latest.json` points at, or None for a repository never archived."""
-        pointer = self._json(LATEST_KEY)
-        return self.manifest(pointer["snapshot_id"]) if pointer else None
+        latest_id = self.latest_id()
+        return self.manifest(latest_id) if latest_id else None
 
     def manifest(self, snapshot_id: str) -> dict | None:
         return self._json(snapshot_key(snapshot_id, MANIFEST))
 
-    def tree_index(self, snapshot_id: str) -> dict[str, dict]:
-        return (self._json(snapshot_key(snapshot_id, TREE_INDEX)) or {}).get("files", {})
+    def tree_index(self, snapshot_id: str) -> TreeIndex:
+        found = self.store.read(self.bucket, snapshot_key(snapshot_id, TREE_INDEX))
+        if found is None:
+            return TreeIndex({})
+        return TreeIndex(json.loads(found.data).get("files", {}), found.modified)
 
     def snapshot_ids(self) -> tuple[list[str], list[str]]:
         """(complete, incomplete) snapshot ids, newest first."""
@@ -152,14 +174,22 @@ class SnapshotReader:
         )
 
 
-def write_tree_index(path: Path, head_commit: str, entries: list[TreeEntry]) -> None:
+def write_tree_index(
+    path: Path, head_commit: str, entries: list[TreeEntry], etags: dict[str, str]
+) -> None:
     """`tree.json` written entry by entry, so a tree of a million files is never held in
-    memory as one JSON document: `{"files": {path: {mode, sha, size}}, "head_commit": ...}`."""
+    memory as one JSON document: `{"files": {path: {mode, sha, size, etag}}, "head_commit"}`.
+    An entry stored under an encoded key also has `key` and `path_b64` (the path's exact bytes;
+    the JSON name of a path that is not UTF-8 holds its bytes as lone surrogates)."""
     with path.open("w", encoding="ascii") as out:
         out.write('{\n "files": {')
         for n, entry in enumerate(entries):
-            meta = json.dumps({"mode": entry.mode, "sha": entry.sha, "size": entry.size})
-            out.write(f"{',' if n else ''}\n  {json.dumps(entry.path)}: {meta}")
+            key = tree_key(entry.path)
+            meta = {"mode": entry.mode, "sha": entry.sha, "size": entry.size, "etag": etags[key]}
+            if key != TREE + entry.path:
+                meta["key"] = key
+                meta["path_b64"] = base64.b64encode(path_bytes(entry.path)).decode()
+            out.write(f"{',' if n else ''}\n  {json.dumps(entry.path)}: {json.dumps(meta)}")
         out.write(f'\n }},\n "head_commit": {json.dumps(head_commit)}\n}}\n')
 
 
@@ -182,16 +212,19 @@ class SnapshotWriter:
         request_id: str | None = None,
         run_id: str | None = None,
     ) -> Prepared:
-        """Clone, bundle and list HEAD, unless the remote's refs equal the latest manifest's.
+        """Clone, bundle and list HEAD, unless the remote's refs equal the latest manifest's
+        and the last writer of the bucket finished (else `tree/` may need a repair).
 
         The clone goes to `work_dir` (emptied first) or to a fresh folder under
-        REPOVAULT_WORK_DIR.
+        REPOVAULT_WORK_DIR; clones of runs that died are removed first.
         """
         started = time.time()
+        sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
         latest = SnapshotReader(self.store, bucket).latest()
+        settled = latest is None or _settled(self.store, bucket)
         remote = self.git.ls_remote(ref)
-        if _matches(latest, remote.refs, remote.default_branch):
+        if settled and _matches(latest, remote.refs, remote.default_branch):
             self.log.info("%s unchanged since snapshot %s", ref.repo_id, latest["snapshot_id"])
             return self._unchanged(ref, bucket, latest, started)
         if not remote.refs:
@@ -201,12 +234,18 @@ class SnapshotWriter:
         try:
             repo = self.git.clone(ref, work_dir / "repo.git")
             refs = repo.refs()
-            if _matches(latest, refs, repo.default_branch()):
+            head = repo.head()
+            if settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
                 return self._unchanged(ref, bucket, latest, started)
-            head = repo.head_commit()
             clone_done = time.time()
-            self.log.info("cloned %s: %d refs, HEAD %s", ref.repo_id, len(refs), head[:12])
+            self.log.info(
+                "cloned %s: %d refs, HEAD %s (%s)",
+                ref.repo_id,
+                len(refs),
+                head.commit[:12],
+                head.ref,
+            )
             repo.create_bundle(work_dir / BUNDLE)
         except BaseException:
             remove_work_dir(work_dir)
@@ -215,12 +254,12 @@ class SnapshotWriter:
             repo_id=ref.repo_id,
             repo_url=mask_secrets(ref.url),
             bucket=bucket,
-            head_commit=head,
-            default_branch=repo.default_branch(),
+            head_commit=head.commit,
+            default_branch=head.branch,
             refs=refs,
             work_dir=work_dir,
-            snapshot_id=new_snapshot_id(head, latest["snapshot_id"] if latest else None),
-            previous_snapshot_id=latest["snapshot_id"] if latest else None,
+            snapshot_id=new_snapshot_id(head.commit, latest["snapshot_id"] if latest else None),
+            head_ref=head.ref,
             started_at=started,
             clone_s=clone_done - started,
             request_id=request_id,
@@ -236,12 +275,15 @@ class SnapshotWriter:
             default_branch=latest["default_branch"],
             refs=latest["refs"],
             snapshot_id=latest["snapshot_id"],
+            head_ref=latest.get("head_ref"),
             started_at=started,
             clone_s=time.time() - started,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
-        """Write the snapshot in commit order, move `latest.json`, apply retention."""
+        """Under the bucket's lease: write the snapshot in commit order, move `latest.json`
+        forward, apply retention. A run whose clone is older than the latest snapshot, or
+        equal to it, writes nothing (`unchanged`)."""
         result = ArchiveResult(
             repo_id=prepared.repo_id,
             repo_url=prepared.repo_url,
@@ -258,11 +300,59 @@ class SnapshotWriter:
         upload_started = time.time()
         snapshot_id = prepared.snapshot_id
         assert snapshot_id is not None
-        reader = SnapshotReader(self.store, prepared.bucket)
         self.store.ensure_bucket(prepared.bucket)
+        reader = SnapshotReader(self.store, prepared.bucket)
+        with Lease.acquire(
+            self.store,
+            prepared.bucket,
+            snapshot_id,
+            self.settings.lease_ttl_s,
+            self.settings.lease_wait_s,
+            self.log,
+        ) as lease:
+            latest = reader.latest()
+            if latest is not None and _already_held(latest, prepared, lease.repair):
+                return self._covered_by(result, latest, prepared)
+            self._write_snapshot(prepared, result, reader, latest, lease)
+            lease.repair = False  # tree/ is this snapshot's HEAD now
+        result.upload_s = round(time.time() - upload_started, 3)
+        self.log.info(
+            "snapshot %s of %s: %d files uploaded, %d deleted, %.1f MB",
+            snapshot_id,
+            prepared.repo_id,
+            result.files_uploaded,
+            result.files_deleted,
+            result.bytes_uploaded / 1e6,
+        )
+        return result
+
+    def _covered_by(self, result: ArchiveResult, latest: dict, prepared: Prepared) -> ArchiveResult:
+        """Another run committed this state, or a newer one, while this run cloned."""
+        self.log.info(
+            "%s: snapshot %s already holds this clone's state or a newer one; nothing written",
+            prepared.repo_id,
+            latest["snapshot_id"],
+        )
+        result.outcome = "unchanged"
+        result.snapshot_id = latest["snapshot_id"]
+        result.head_commit = latest["head_commit"]
+        result.default_branch = latest["default_branch"]
+        result.duration_s = round(time.time() - prepared.started_at, 3)
+        return result
+
+    def _write_snapshot(
+        self,
+        prepared: Prepared,
+        result: ArchiveResult,
+        reader: SnapshotReader,
+        latest: dict | None,
+        lease: Lease,
+    ) -> None:
+        snapshot_id = prepared.snapshot_id
+        assert snapshot_id is not None
         repo = LocalRepo(prepared.repo_path, self.git)
         entries, submodules = repo.tree(prepared.head_commit)
-
+        previous = reader.tree_index(latest["snapshot_id"]) if latest else TreeIndex({})
         uploader = ParallelUploader(
             self.store, prepared.bucket, self.settings.upload_workers, logger=self.log
         )
@@ -271,22 +361,19 @@ class SnapshotWriter:
             result.bundle_size = bundle.stat().st_size
             uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
             bundle_sha256 = file_sha256(bundle)
-            previous = (
-                reader.tree_index(prepared.previous_snapshot_id)
-                if prepared.previous_snapshot_id
-                else {}
-            )
-            sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir)
+            sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
         finally:
             uploader.close()
+        etags = {**sync.etags, **uploader.etags}
         result.files_uploaded = sync.uploaded
         result.files_deleted = sync.deleted
         result.tree_files = len(entries)
         result.tree_bytes = sum(e.size for e in entries)
 
         index = prepared.bundle_path.with_name(TREE_INDEX)
-        write_tree_index(index, prepared.head_commit, entries)
+        write_tree_index(index, prepared.head_commit, entries, etags)
+        lease.check()
         self.store.put_file(
             prepared.bucket,
             snapshot_key(snapshot_id, TREE_INDEX),
@@ -300,6 +387,7 @@ class SnapshotWriter:
             "repo_url": prepared.repo_url,
             "snapshot_id": snapshot_id,
             "head_commit": prepared.head_commit,
+            "head_ref": prepared.head_ref,
             "default_branch": prepared.default_branch,
             "refs": prepared.refs,
             "bundle": {
@@ -319,28 +407,20 @@ class SnapshotWriter:
             "request_id": prepared.request_id,
             "run_id": prepared.run_id,
         }
+        lease.confirm()  # the manifest is the commit marker: only the lease holder writes it
         result.bytes_uploaded += self._put_json(
             prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest
         )
-        latest = {
+        latest_doc = {
             "repo_id": prepared.repo_id,
             "snapshot_id": snapshot_id,
             "manifest": snapshot_key(snapshot_id, MANIFEST),
             "head_commit": prepared.head_commit,
             "created_at": manifest["created_at"],
         }
-        result.bytes_uploaded += self._put_json(prepared.bucket, LATEST_KEY, latest)
-        result.snapshots_deleted = self._apply_retention(reader, snapshot_id)
-        result.upload_s = round(time.time() - upload_started, 3)
-        self.log.info(
-            "snapshot %s of %s: %d files uploaded, %d deleted, %.1f MB",
-            snapshot_id,
-            prepared.repo_id,
-            sync.uploaded,
-            sync.deleted,
-            result.bytes_uploaded / 1e6,
-        )
-        return result
+        lease.confirm()
+        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc)
+        result.snapshots_deleted = self._apply_retention(reader, lease)
 
     def archive(self, ref: RepoRef) -> ArchiveResult:
         """prepare + upload + clean up: the whole archive of one repository."""
@@ -351,28 +431,74 @@ class SnapshotWriter:
             discard(prepared)
 
     def _put_json(self, bucket: str, key: str, doc: dict) -> int:
-        data = json.dumps(doc, indent=1, sort_keys=True).encode()
+        data = _json_bytes(doc)
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
+
+    def _move_latest(self, bucket: str, doc: dict) -> int:
+        """Point `latest.json` at `doc`'s snapshot unless it names a newer one already: read
+        it, then write conditionally on what was read, so it never moves backwards."""
+        data = _json_bytes(doc)
+        for _ in range(10):
+            current = self.store.read(bucket, LATEST_KEY)
+            named = _pointer_id(current.data) if current else ""
+            if named >= doc["snapshot_id"]:
+                if named != doc["snapshot_id"]:
+                    self.log.warning(
+                        "latest.json of %s stays on the newer snapshot %s", bucket, named
+                    )
+                return 0
+            try:
+                self.store.put_bytes(
+                    bucket,
+                    LATEST_KEY,
+                    data,
+                    content_type="application/json",
+                    if_match=current.etag if current else None,
+                    if_none_match=current is None,
+                )
+                return len(data)
+            except PreconditionFailed:
+                continue  # written meanwhile: read it again
+        raise TransientError(f"latest.json of {bucket} kept changing under this run; retry")
 
     def _sync_tree(
         self,
         repo: LocalRepo,
         entries: list[TreeEntry],
-        previous: dict[str, dict],
+        previous: TreeIndex,
         uploader: ParallelUploader,
         work_dir: Path | None,
+        lease: Lease,
     ) -> _TreeSync:
-        """Upload what changed since the previous snapshot (or is missing), delete what is gone."""
-        existing = {info.key: info.size for info in self.store.list(uploader.bucket, TREE)}
-        wanted = {TREE + e.path for e in entries}
-        todo = [
-            e for e in entries if _changed(e, previous.get(e.path), existing.get(TREE + e.path))
-        ]
-        sync = _TreeSync(uploaded=len(todo))
+        """Make `tree/` hold HEAD's files: delete what is gone, upload every file whose object
+        is not vouched for by the previous snapshot's `tree.json`. The etags returned are those
+        of the objects left in place; the uploader records those it writes."""
+        existing = {info.key: info for info in self.store.list(uploader.bucket, TREE)}
+        wanted = {tree_key(e.path) for e in entries}
+        stale = sorted(set(existing) - wanted)
+        if stale:
+            # Deleted first: MinIO refuses `a/b` while an object `a` exists (a file that
+            # became a folder).
+            lease.check()
+            self.store.delete(uploader.bucket, stale)
+        todo = []
+        etags = {}
+        for entry in entries:
+            key = tree_key(entry.path)
+            stored = existing.get(key)
+            if _in_place(entry, previous.files.get(entry.path), stored, previous.written):
+                etags[key] = stored.etag
+            else:
+                todo.append(entry)
         for entry, blob in zip(todo, repo.blobs([e.sha for e in todo]), strict=True):
-            key = TREE + entry.path
+            lease.check()  # stop writing tree/ at once if another run took the bucket
+            key = tree_key(entry.path)
             metadata = {"git-mode": entry.mode, "git-blob": entry.sha}
+            if key != TREE + entry.path:
+                encoded = base64.b64encode(path_bytes(entry.path)).decode()
+                if len(encoded) <= MAX_PATH_METADATA:
+                    metadata["repovault-path-b64"] = encoded
             if entry.is_symlink:
                 metadata["repovault-type"] = "symlink"
                 content_type = "inode/symlink"
@@ -387,17 +513,16 @@ class SnapshotWriter:
                 uploader.put_file(
                     key, Path(name), remove_after=True, metadata=metadata, content_type=content_type
                 )
-        stale = sorted(set(existing) - wanted)
-        if stale:
-            self.store.delete(uploader.bucket, stale)
-        sync.deleted = len(stale)
-        return sync
+        return _TreeSync(uploaded=len(todo), deleted=len(stale), etags=etags)
 
-    def _apply_retention(self, reader: SnapshotReader, current: str) -> int:
-        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots; drop older leftovers."""
+    def _apply_retention(self, reader: SnapshotReader, lease: Lease) -> int:
+        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots and sweep incomplete
+        ones. Runs under the lease, so no other live run is writing a snapshot here: an
+        incomplete snapshot other than this run's is the leftover of a run that died."""
+        lease.confirm()
         complete, incomplete = reader.snapshot_ids()
         doomed = complete[self.settings.keep_snapshots :]
-        doomed += [s for s in incomplete if s < current]
+        doomed += [s for s in incomplete if s != lease.snapshot_id]
         for snap in doomed:
             # The manifest goes first so a half-deleted snapshot is already invisible.
             self.store.delete(reader.bucket, [snapshot_key(snap, MANIFEST)])
@@ -406,6 +531,31 @@ class SnapshotWriter:
         if doomed:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
         return len([s for s in doomed if s in complete])
+
+
+@dataclass
+class _TreeSync:
+    uploaded: int
+    deleted: int
+    etags: dict[str, str]
+
+
+def _json_bytes(doc: dict) -> bytes:
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def _pointer_id(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("snapshot_id") or "")
+    except (ValueError, AttributeError):
+        return ""  # unreadable pointer: any snapshot replaces it
+
+
+def _settled(store: ObjectStore, bucket: str) -> bool:
+    """The bucket's last writer finished: no run holds its lease, none died or failed
+    half way (then `tree/` may hold files of a snapshot that was never committed)."""
+    lease = inspect(store, bucket)
+    return lease is None or lease.state == FREE
 
 
 def _matches(latest: dict | None, refs: dict[str, str], default_branch: str | None) -> bool:
@@ -418,20 +568,39 @@ def _matches(latest: dict | None, refs: dict[str, str], default_branch: str | No
     )
 
 
-def _changed(entry: TreeEntry, before: dict | None, stored_size: int | None) -> bool:
-    """Upload unless the previous snapshot had this blob and mode and the object is in place."""
-    return not (
+def _already_held(latest: dict, prepared: Prepared, repair: bool) -> bool:
+    """The latest snapshot was taken after this clone (ids start with the clone's time), or
+    holds exactly its refs: writing it would move the vault backwards or repeat a snapshot.
+    A run that must repair `tree/` writes its snapshot anyway, unless a newer one exists."""
+    assert prepared.snapshot_id is not None
+    newer = _stamp(latest["snapshot_id"]) > _stamp(prepared.snapshot_id) or (
+        _stamp(latest["snapshot_id"]) == _stamp(prepared.snapshot_id)
+        and latest["snapshot_id"] != prepared.snapshot_id
+    )
+    same = (
+        latest["snapshot_id"] != prepared.snapshot_id
+        and latest["refs"] == prepared.refs
+        and latest["default_branch"] == prepared.default_branch
+    )
+    return newer or (same and not repair)
+
+
+def _in_place(
+    entry: TreeEntry, before: dict | None, stored: ObjectInfo | None, index_written: float
+) -> bool:
+    """The object at the entry's key holds its blob: the previous snapshot's `tree.json`
+    recorded this blob and mode with the etag the store lists now, and the object was not
+    written after that `tree.json` (a run that died since may have rewritten it; an etag
+    covers the content, this covers the metadata, e.g. a mode-only change)."""
+    return (
         before is not None
+        and stored is not None
         and before.get("sha") == entry.sha
         and before.get("mode") == entry.mode
-        and stored_size == entry.size
+        and bool(before.get("etag"))
+        and before.get("etag") == stored.etag
+        and int(stored.modified) <= int(index_written)
     )
-
-
-@dataclass
-class _TreeSync:
-    uploaded: int = 0
-    deleted: int = 0
 
 
 def file_sha256(path: Path) -> str:
@@ -440,32 +609,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1024 * 1024), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def make_work_dir(root: Path, label: str, path: Path | None = None) -> Path:
-    """An empty private folder for one clone; leftovers of crashed runs older than a day are
-    swept."""
-    root.mkdir(parents=True, exist_ok=True)
-    for old in _stale(root):
-        remove_work_dir(old)
-    path = path or root / f"{label}-{uuid.uuid4().hex[:12]}"
-    remove_work_dir(path)
-    path.mkdir(parents=True)
-    return path
-
-
-def remove_work_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _stale(root: Path) -> Iterator[Path]:
-    cutoff = time.time() - STALE_WORK_DIR_S
-    for child in root.iterdir():
-        try:
-            if child.is_dir() and child.stat().st_mtime < cutoff:
-                yield child
-        except FileNotFoundError:
-            continue
 
 
 def discard(prepared: Prepared) -> None:

@@ -6,6 +6,7 @@ keeps the same bucket and key layout on disk, so everything above this module is
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -17,15 +18,23 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 
-from .errors import ArchiveError, TransientError
+from .errors import ArchiveError, PreconditionFailed, TransientError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,15 +46,38 @@ _TRANSIENT_CODES = {
     "RequestTimeout",
     "InternalError",
     "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
     "503",
     "500",
 }
+# A conditional write that lost: 412, or 409 when S3 saw two conditional writes at once.
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
+# Client-side errors that no retry fixes: a malformed request, missing credentials.
+_PERMANENT_CLIENT_ERRORS = (ParamValidationError, NoCredentialsError, PartialCredentialsError)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object of a listing. `etag` identifies the stored content (S3: the ETag, without
+    quotes; local backend: a version tag that changes on every write); `modified` is the
+    store's own clock (epoch seconds)."""
+
+    key: str
+    size: int
+    etag: str = ""
+    modified: float = 0.0
 
 
 @dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
+class Versioned:
+    """An object read with what a conditional write needs: its etag, and its age by the
+    store's own clock (so writers on hosts with skewed clocks agree on expiry)."""
+
+    data: bytes
+    etag: str
+    modified: float
+    age_s: float
 
 
 class ObjectStore(ABC):
@@ -65,7 +97,11 @@ class ObjectStore(ABC):
         data: bytes,
         metadata: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
-    ) -> None: ...
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """Store `data`; return the stored object's etag. `if_match` (an etag) or
+        `if_none_match` make the write conditional: PreconditionFailed when it does not hold."""
 
     @abstractmethod
     def put_file(
@@ -75,11 +111,16 @@ class ObjectStore(ABC):
         path: Path,
         metadata: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
-    ) -> None: ...
+    ) -> str:
+        """Stream a file into the store (multipart when large); return the object's etag."""
 
     @abstractmethod
     def get_bytes(self, bucket: str, key: str) -> bytes | None:
         """The object's content, or None when there is no such bucket or key."""
+
+    @abstractmethod
+    def read(self, bucket: str, key: str) -> Versioned | None:
+        """The object with its etag and age, or None when there is no such bucket or key."""
 
     @abstractmethod
     def download(self, bucket: str, key: str, dest: Path) -> None: ...
@@ -111,25 +152,44 @@ def _s3_store(endpoint: str, max_connections: int, credentials: tuple[str | None
 
 @contextmanager
 def _s3_errors(action: str) -> Iterator[None]:
-    """boto3 errors as RepoVault errors: connection trouble and 5xx are worth a retry."""
+    """boto3 errors as RepoVault errors: connection trouble, timeouts, throttling and 5xx are
+    worth a retry (TransientError); refusals (403, 404 NoSuchBucket, 400) are not."""
     try:
         yield
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = f"S3 {action} failed: {code} {error.get('Message', '')}".strip()
-        if code in _TRANSIENT_CODES or status >= 500:
-            raise TransientError(message) from exc
-        raise ArchiveError(message) from exc
+        raise _classify_client_error(action, exc) from exc
+    except S3UploadFailedError as exc:
+        # boto3's managed upload wraps the ClientError it got; classify that one.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ClientError):
+            raise _classify_client_error(action, cause) from exc
+        raise TransientError(f"S3 {action} failed: {exc}") from exc
+    except _PERMANENT_CLIENT_ERRORS as exc:
+        raise ArchiveError(f"S3 {action} failed: {type(exc).__name__}: {exc}") from exc
     except (BotoCoreError, ConnectionError, OSError) as exc:
         raise TransientError(f"S3 {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _classify_client_error(action: str, exc: ClientError) -> ArchiveError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    message = f"S3 {action} failed: {code} {error.get('Message', '')}".strip()
+    if code in _PRECONDITION_CODES or status == 412:
+        return PreconditionFailed(message)
+    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+        return TransientError(message)
+    return ArchiveError(message)
+
+
+def _etag(raw: str) -> str:
+    return raw.strip('"')
 
 
 class S3Store(ObjectStore):
     """S3 or MinIO; credentials and region come from the standard AWS_* variables."""
 
-    def __init__(self, endpoint: str, max_connections: int = 20) -> None:
+    def __init__(self, endpoint: str, max_connections: int = 20, read_timeout: float = 120) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = (
             os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -143,7 +203,7 @@ class S3Store(ObjectStore):
                 retries={"max_attempts": 3, "mode": "standard"},
                 s3={"addressing_style": "path"},
                 connect_timeout=10,
-                read_timeout=120,
+                read_timeout=read_timeout,
             ),
         )
         self.transfer = TransferConfig(
@@ -178,11 +238,31 @@ class S3Store(ObjectStore):
             names = [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
         return sorted(n for n in names if n.startswith(prefix))
 
-    def put_bytes(self, bucket, key, data, metadata=None, content_type="application/octet-stream"):
+    def put_bytes(
+        self,
+        bucket,
+        key,
+        data,
+        metadata=None,
+        content_type="application/octet-stream",
+        if_match=None,
+        if_none_match=False,
+    ):
+        conditions: dict[str, str] = {}
+        if if_match is not None:
+            conditions["IfMatch"] = f'"{if_match}"'
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
         with _s3_errors(f"upload {key}"):
-            self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, ContentType=content_type
+            response = self.client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                Metadata=metadata or {},
+                ContentType=content_type,
+                **conditions,
             )
+        return _etag(response["ETag"])
 
     def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
         with _s3_errors(f"upload {key}"):
@@ -193,11 +273,18 @@ class S3Store(ObjectStore):
                 Config=self.transfer,
                 ExtraArgs={"Metadata": metadata or {}, "ContentType": content_type},
             )
+            # The managed transfer does not return the ETag (a multipart one is not an MD5).
+            return _etag(self.client.head_object(Bucket=bucket, Key=key)["ETag"])
 
     def get_bytes(self, bucket, key):
+        found = self.read(bucket, key)
+        return found.data if found else None
+
+    def read(self, bucket, key):
         with _s3_errors(f"read {key}"):
             try:
-                return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                response = self.client.get_object(Bucket=bucket, Key=key)
+                data = response["Body"].read()
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in (
                     "NoSuchKey",
@@ -206,6 +293,13 @@ class S3Store(ObjectStore):
                 ):
                     return None
                 raise
+        modified = response["LastModified"].timestamp()
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            now = parsedate_to_datetime(date).timestamp()  # the server's clock, like `modified`
+        except (TypeError, ValueError):
+            now = time.time()
+        return Versioned(data, _etag(response["ETag"]), modified, max(0.0, now - modified))
 
     def download(self, bucket, key, dest):
         with _s3_errors(f"download {key}"):
@@ -219,7 +313,12 @@ class S3Store(ObjectStore):
             try:
                 for page in pages:
                     for item in page.get("Contents", []):
-                        yield ObjectInfo(item["Key"], item["Size"])
+                        yield ObjectInfo(
+                            item["Key"],
+                            item["Size"],
+                            _etag(item.get("ETag", "")),
+                            item["LastModified"].timestamp(),
+                        )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
                     raise
@@ -241,9 +340,15 @@ class S3Store(ObjectStore):
 
 
 class LocalStore(ObjectStore):
-    """Buckets as folders: writes land in a temporary file and are renamed into place."""
+    """Buckets as folders: writes land in a temporary file and are renamed into place.
+
+    An object's etag is a version tag (modification time in nanoseconds, inode, size) that every
+    write changes, since each write is a new file stamped with the current time; conditional
+    writes hold an exclusive lock on the bucket's lock file while they compare and rename.
+    """
 
     _INCOMING = ".incoming"
+    _LOCKS = ".locks"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -267,33 +372,74 @@ class LocalStore(ObjectStore):
         )
 
     @contextmanager
-    def _atomic(self, bucket: str, key: str) -> Iterator[Path]:
+    def _atomic(
+        self, bucket: str, key: str, if_match: str | None = None, if_none_match: bool = False
+    ) -> Iterator[Path]:
         target = self._path(bucket, key)
         incoming = self.root / self._INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         tmp = incoming / uuid.uuid4().hex
         try:
             yield tmp
+            os.utime(tmp, ns=(time.time_ns(), time.time_ns()))  # a fresh version tag
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            if if_match is None and not if_none_match:
+                os.replace(tmp, target)
+                return
+            with self._bucket_lock(bucket):
+                current = _version(target)
+                if (if_none_match and current is not None) or (
+                    if_match is not None and current != if_match
+                ):
+                    raise PreconditionFailed(
+                        f"conditional write of {key} in {bucket} failed: the object changed"
+                    )
+                os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_bytes(self, bucket, key, data, metadata=None, content_type="application/octet-stream"):
-        with self._atomic(bucket, key) as tmp:
+    @contextmanager
+    def _bucket_lock(self, bucket: str) -> Iterator[None]:
+        locks = self.root / self._LOCKS
+        locks.mkdir(parents=True, exist_ok=True)
+        with (locks / bucket).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def put_bytes(
+        self,
+        bucket,
+        key,
+        data,
+        metadata=None,
+        content_type="application/octet-stream",
+        if_match=None,
+        if_none_match=False,
+    ):
+        with self._atomic(bucket, key, if_match, if_none_match) as tmp:
             tmp.write_bytes(data)
             _set_xattrs(tmp, metadata)
+        return _version(self._path(bucket, key)) or ""
 
     def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
         with self._atomic(bucket, key) as tmp:
             shutil.copyfile(path, tmp)
             _set_xattrs(tmp, metadata)
+        return _version(self._path(bucket, key)) or ""
 
     def get_bytes(self, bucket, key):
+        found = self.read(bucket, key)
+        return found.data if found else None
+
+    def read(self, bucket, key):
         try:
-            return self._path(bucket, key).read_bytes()
+            with self._path(bucket, key).open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                data = handle.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        age = max(0.0, time.time() - stat.st_mtime)
+        return Versioned(data, _stat_version(stat), stat.st_mtime, age)
 
     def download(self, bucket, key, dest):
         try:
@@ -311,7 +457,11 @@ class LocalStore(ObjectStore):
             for name in sorted(files):
                 key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
                 if key.startswith(prefix):
-                    yield ObjectInfo(key, os.lstat(os.path.join(dirpath, name)).st_size)
+                    try:
+                        stat = os.lstat(os.path.join(dirpath, name))
+                    except FileNotFoundError:  # deleted while we walk
+                        continue
+                    yield ObjectInfo(key, stat.st_size, _stat_version(stat), stat.st_mtime)
 
     def delete(self, bucket, keys):
         base = self._path(bucket)
@@ -325,6 +475,17 @@ class LocalStore(ObjectStore):
 
     def location(self, bucket):
         return str(self._path(bucket))
+
+
+def _stat_version(stat: os.stat_result) -> str:
+    return f"{stat.st_mtime_ns:x}-{stat.st_ino:x}-{stat.st_size:x}"
+
+
+def _version(path: Path) -> str | None:
+    try:
+        return _stat_version(os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _set_xattrs(path: Path, metadata: dict[str, str] | None) -> None:
@@ -385,6 +546,7 @@ class ParallelUploader:
         # Only unfinished uploads are kept: memory stays flat however many files a tree has.
         self.pending: set[Future[None]] = set()
         self.failure: BaseException | None = None  # the first upload that failed
+        self.etags: dict[str, str] = {}  # key -> etag of what this uploader stored
         self.files = 0
         self.bytes = 0
         self.submitted = 0
@@ -397,8 +559,8 @@ class ParallelUploader:
         self._raise_first_failure()
 
         def send() -> None:
-            self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
-            self._count(len(data))
+            etag = self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
+            self._count(key, etag, len(data))
 
         self._submit(send, len(data))
 
@@ -409,11 +571,11 @@ class ParallelUploader:
 
         def send() -> None:
             try:
-                self.store.put_file(self.bucket, key, path, **kwargs)  # type: ignore[arg-type]
+                etag = self.store.put_file(self.bucket, key, path, **kwargs)  # type: ignore[arg-type]
             finally:
                 if remove_after:
                     path.unlink(missing_ok=True)
-            self._count(size)
+            self._count(key, etag, size)
 
         self._submit(send, 0)  # streamed from disk: takes a slot, not memory
 
@@ -432,8 +594,9 @@ class ParallelUploader:
         if not future.cancelled() and future.exception() is not None and self.failure is None:
             self.failure = future.exception()
 
-    def _count(self, size: int) -> None:
+    def _count(self, key: str, etag: str, size: int) -> None:
         with self._lock:
+            self.etags[key] = etag
             self.files += 1
             self.bytes += size
             if time.monotonic() - self._last_report >= 5.0:

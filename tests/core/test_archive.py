@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,13 +15,15 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.errors import RepoNotFound, RepoTooLarge, TransientError
+from repovault_pipeline.core.errors import GitTimeout, RepoNotFound, RepoTooLarge, TransientError
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotReader, SnapshotWriter
 from repovault_pipeline.core.store import open_store
+from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
 from tests.support.tcp_proxy import BreakableProxy
+from tests.support.vault_checks import assert_tree_is_head, encoded_key
 
 BINARY = bytes(range(256)) * 64
 
@@ -67,10 +73,13 @@ def rich_repo(make_repo: Callable[..., ServedRepo]) -> ServedRepo:
 
 @pytest.fixture
 def proxy(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[BreakableProxy]:
-    """Routes this test's S3 traffic through a proxy that records (and can break) requests."""
+    """Routes this test's S3 traffic through a proxy that records (and can break) requests.
+    A run cut off from S3 cannot release its lease either: the next run waits for it to expire,
+    so the lease lives 5 s here."""
     port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
     proxy = BreakableProxy(port)
     monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", proxy.endpoint)
+    monkeypatch.setenv("REPOVAULT_LEASE_TTL_S", "5")
     yield proxy
     proxy.close()
 
@@ -131,7 +140,9 @@ def test_archive_and_restore_keep_every_ref_and_never_follow_symlinks(
         "mode": "100644",
         "sha": git(dest, "rev-parse", "HEAD:data/blob.bin"),
         "size": len(BINARY),
+        "etag": hashlib.md5(BINARY).hexdigest(),  # S3's ETag of a single-part upload
     }
+    assert index["files"]["data/blob.bin"]["etag"] == keys["tree/data/blob.bin"].strip('"')
     assert index["files"]["passwd-link"]["mode"] == "120000"
     assert set(index["files"]) == {k.removeprefix("tree/") for k in keys if k.startswith("tree/")}
 
@@ -164,10 +175,14 @@ def test_restore_by_repo_id_and_bad_destination(
 
 
 def test_unchanged_repository_is_neither_cloned_nor_uploaded(
-    proxy: BreakableProxy, rich_repo: ServedRepo, vault_env: dict[str, str]
+    proxy: BreakableProxy, rich_repo: ServedRepo, vault_env: dict[str, str], git_server_log: Path
 ) -> None:
+    repo_path = "/" + rich_repo.url.split("/", 3)[3]
     first = archive(rich_repo)
     before = objects(first.bucket)
+    fetch = ("POST", f"{repo_path}/git-upload-pack", "fetch")
+    assert fetch in logged_requests(git_server_log, repo_path)  # the first run cloned
+    seen = len(logged_requests(git_server_log, repo_path))
     proxy.requests.clear()
 
     second = archive(rich_repo)
@@ -177,7 +192,10 @@ def test_unchanged_repository_is_neither_cloned_nor_uploaded(
     assert second.bytes_uploaded == 0
     assert [m for m, _ in proxy.requests if m in ("PUT", "POST", "DELETE")] == []
     assert objects(first.bucket) == before
-    assert not any(Path(vault_env["REPOVAULT_WORK_DIR"]).glob("*/repo.git"))
+    # The git server was asked for the refs (`ls-remote`) and for no object.
+    asked = logged_requests(git_server_log, repo_path)[seen:]
+    assert ("POST", f"{repo_path}/git-upload-pack", "ls-refs") in asked
+    assert [a for a in asked if a[2] == "fetch"] == []
 
 
 def test_a_change_uploads_only_what_changed_and_keeps_the_old_snapshot(
@@ -227,6 +245,7 @@ def test_upload_broken_half_way_leaves_latest_on_the_previous_snapshot(
     proxy.heal()
     reader = SnapshotReader(open_store(Settings.from_env()), first.bucket)
     assert json.loads(body(first.bucket, "latest.json"))["snapshot_id"] == first.snapshot_id
+    assert json.loads(body(first.bucket, "lease.json"))["state"] == "held"  # S3 was gone
     assert reader.latest()["head_commit"] == first.head_commit
     assert cli(["list"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if first.repo_id in line]
@@ -314,3 +333,278 @@ def test_a_new_default_branch_alone_makes_a_new_snapshot(
     assert second.outcome == "completed" and second.default_branch == "feature"
     assert second.head_commit == rich_repo.refs()["refs/heads/feature"] != first.head_commit
     assert "tree/feature.txt" in objects(second.bucket)
+
+
+def archive_url(url: str):
+    settings = Settings.from_env()
+    return writer().archive(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
+
+
+def tree_keys(bucket: str) -> set[str]:
+    return {k for k in objects(bucket) if k.startswith("tree/")}
+
+
+def test_files_over_a_megabyte_are_streamed_and_restored_byte_identical(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo], tmp_path: Path
+) -> None:
+    big, edge = os.urandom(3 * 1024 * 1024 + 123), os.urandom(1024 * 1024 + 1)
+    repo = make_repo("large-files")
+    repo.commit({"assets/big.bin": big, "assets/edge.bin": edge, "small.txt": "s\n"})
+    repo.push()
+    result = archive(repo)
+
+    assert sorted(proxy.puts(result.bucket, "tree/")) == [
+        "tree/assets/big.bin",
+        "tree/assets/edge.bin",
+        "tree/small.txt",
+    ]
+    assert body(result.bucket, "tree/assets/big.bin") == big
+    assert body(result.bucket, "tree/assets/edge.bin") == edge
+    index = json.loads(body(result.bucket, f"snapshots/{result.snapshot_id}/tree.json"))
+    assert index["files"]["assets/big.bin"]["etag"] == hashlib.md5(big).hexdigest()
+    assert cli(["restore", repo.url, str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back/assets/big.bin").read_bytes() == big
+    assert (tmp_path / "back/assets/edge.bin").read_bytes() == edge
+    assert not list(Path(os.environ["REPOVAULT_WORK_DIR"]).iterdir())  # spooled blobs gone too
+
+
+LONG_NAME = b"n" * 300 + b".txt"  # longer than a file name may be (255 bytes)
+ODD_FILES = {
+    b"ok.txt": b"plain\n",
+    b"new\nline.txt": b"a newline in the name\n",
+    b"caf\xe9.txt": b"a name that is not UTF-8\n",
+    b"back\\slash.txt": b"a backslash\n",
+    b"deep/" + LONG_NAME: b"a name too long for file systems\n",
+    b"..": b"a file named dot dot\n",
+    b".git/config": b"[core]\n\thooksPath = /tmp/hostile\n",
+    b".repovault/encoded/0000": b"a path that looks like an encoded key\n",
+}
+NOT_CHECKED_OUT = {b"..", b".git/config", b"deep/" + LONG_NAME}
+
+
+def test_odd_paths_are_archived_under_encoded_keys_and_restore_without_them(
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    repo = make_repo("odd")
+    head = repo.commit_tree(ODD_FILES)
+    git(repo.bare, "symbolic-ref", "HEAD", "refs/heads/main")
+    result = archive(repo)
+    assert (result.outcome, result.head_commit, result.tree_files) == ("completed", head, 8)
+
+    expected = {"tree/ok.txt": b"plain\n"} | {
+        encoded_key(path): content for path, content in ODD_FILES.items() if path != b"ok.txt"
+    }
+    assert tree_keys(result.bucket) == set(expected)
+    for key, content in expected.items():
+        assert body(result.bucket, key) == content
+    index = json.loads(body(result.bucket, f"snapshots/{result.snapshot_id}/tree.json"))
+    for name, entry in index["files"].items():
+        path = name.encode("utf-8", "surrogateescape")
+        if path == b"ok.txt":
+            assert "key" not in entry
+        else:  # the exact bytes of every encoded path are recoverable
+            assert entry["key"] == encoded_key(path)
+            assert base64.b64decode(entry["path_b64"]) == path
+    assert {base64.b64decode(e.get("path_b64", "b2sudHh0")) for e in index["files"].values()} == (
+        set(ODD_FILES)
+    )
+    assert_tree_is_head(result.bucket, repo.bare)
+
+    dest = tmp_path / "restored"
+    assert cli(["restore", repo.url, str(dest)]) == 0
+    out, err = capsys.readouterr()
+    assert head in out
+    assert err.count("\n") == 1 and err.startswith("warning: every ref is restored; 3 of")
+    assert git(dest, "rev-parse", "HEAD") == head
+    for path, content in ODD_FILES.items():
+        if path not in NOT_CHECKED_OUT:
+            assert (dest / os.fsdecode(path)).read_bytes() == content
+    assert b"hostile" not in (dest / ".git/config").read_bytes()
+    assert not (tmp_path / "restored/../..").is_file()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "-z"], cwd=dest, capture_output=True, check=True
+    ).stdout
+    assert {entry[3:] for entry in status.split(b"\0") if entry} == NOT_CHECKED_OUT
+
+
+def test_odd_paths_on_the_local_backend(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("REPOVAULT_S3_ENDPOINT")
+    repo = make_repo("odd-local")
+    repo.commit_tree(ODD_FILES)
+    git(repo.bare, "symbolic-ref", "HEAD", "refs/heads/main")
+    result = archive(repo)
+    root = Path(vault_env["REPOVAULT_LOCAL_STORE"]) / result.bucket
+    stored = {
+        str(p.relative_to(root)): p.read_bytes() for p in (root / "tree").rglob("*") if p.is_file()
+    }
+    assert stored == {"tree/ok.txt": b"plain\n"} | {
+        encoded_key(path): content for path, content in ODD_FILES.items() if path != b"ok.txt"
+    }
+    assert cli(["restore", repo.url, str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back/new\nline.txt").read_bytes() == ODD_FILES[b"new\nline.txt"]
+
+
+def test_a_repository_with_tags_and_no_branch(
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("tags-only")
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2021-06-01T00:00:00Z")
+    repo.commit({"a.txt": "v2\n", "b.txt": "added in v2\n"})
+    repo.tag("v2", annotated=True)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z")
+    repo.commit({"a.txt": "v1-fix\n"})  # newer in history, but the older tag
+    repo.tag("v1.1")
+    repo.push()
+    git(repo.bare, "update-ref", "-d", "refs/heads/main")  # HEAD names no branch any more
+    v2 = git(repo.bare, "rev-parse", "v2^{commit}")
+
+    result = archive(repo)
+    assert result.outcome == "completed"
+    manifest = assert_tree_is_head(result.bucket, repo.bare)
+    assert (manifest["head_commit"], manifest["head_ref"]) == (v2, "refs/tags/v2")
+    assert manifest["default_branch"] is None
+    assert manifest["refs"] == repo.refs() and set(repo.refs()) == {
+        "refs/tags/v2",
+        "refs/tags/v1.1",
+    }
+    assert body(result.bucket, "tree/a.txt") == b"v2\n"
+
+    dest = tmp_path / "restored"
+    assert cli(["restore", repo.url, str(dest)]) == 0
+    assert git(dest, "rev-parse", "HEAD") == v2
+    assert git(dest, "status", "--porcelain") == ""
+    assert (dest / "b.txt").read_text() == "added in v2\n"
+    assert archive(repo).outcome == "unchanged"
+
+
+def test_a_detached_head_is_archived_as_its_commit(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], tmp_path: Path
+) -> None:
+    repo = make_repo("detached")
+    old = repo.commit({"f.txt": "old\n"})
+    repo.commit({"f.txt": "new\n"})
+    repo.push()
+    git(repo.bare, "update-ref", "--no-deref", "HEAD", old)
+    result = archive(repo)
+    manifest = assert_tree_is_head(result.bucket, repo.bare)
+    assert (manifest["head_commit"], manifest["head_ref"]) == (old, "HEAD")
+    assert manifest["default_branch"] is None
+    assert cli(["restore", repo.url, str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back/f.txt").read_text() == "old\n"
+
+
+def test_a_file_that_becomes_a_folder_is_deleted_before_the_folder_is_written(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo]
+) -> None:
+    repo = make_repo("file-to-folder")
+    repo.commit({"docs": "I am a file\n"})
+    repo.push()
+    first = archive(repo)
+    repo.write({"docs": None})
+    repo.commit({"docs/index.md": "now a folder\n"})
+    repo.push()
+    proxy.requests.clear()
+    archive(repo)
+    assert tree_keys(first.bucket) == {"tree/docs/index.md"}
+    # MinIO refuses `docs/index.md` while an object `docs` exists: the delete must go first.
+    order = [(m, p.split("?")[-1] if m == "POST" else p) for m, p in proxy.requests]
+    delete = order.index(("POST", "delete"))
+    assert delete < order.index(("PUT", f"/{first.bucket}/tree/docs/index.md"))
+
+
+def test_an_object_rewritten_after_the_last_snapshot_is_rewritten(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo]
+) -> None:
+    repo = make_repo("tampered")
+    repo.commit({"run.sh": "echo hi\n", "data.txt": "content A\n", "keep.txt": "k\n"})
+    repo.push()
+    first = archive(repo)
+    time.sleep(1.1)  # what follows happens in a later second than the snapshot was written
+    # What a run that died mid-upload leaves: other metadata on the same content, and other
+    # content of the same size. Neither changes the object's size.
+    meta = {"git-mode": "100755", "git-blob": "0" * 40}
+    s3().put_object(Bucket=first.bucket, Key="tree/run.sh", Body=b"echo hi\n", Metadata=meta)
+    s3().put_object(Bucket=first.bucket, Key="tree/data.txt", Body=b"content B\n", Metadata=meta)
+    repo.commit({"other.txt": "a change\n"})
+    repo.push()
+    proxy.requests.clear()
+    archive(repo)
+    assert sorted(proxy.puts(first.bucket, "tree/")) == [
+        "tree/data.txt",
+        "tree/other.txt",
+        "tree/run.sh",
+    ]
+    assert_tree_is_head(first.bucket, repo.bare)
+
+
+def test_a_tree_index_without_etags_means_upload_again(
+    proxy: BreakableProxy, make_repo: Callable[..., ServedRepo]
+) -> None:
+    repo = make_repo("old-index")
+    repo.commit({f"f{i}.txt": f"{i}\n" for i in range(5)})
+    repo.push()
+    first = archive(repo)
+    key = f"snapshots/{first.snapshot_id}/tree.json"
+    index = json.loads(body(first.bucket, key))
+    for entry in index["files"].values():
+        del entry["etag"]  # as RepoVault wrote it before it recorded etags
+    s3().put_object(Bucket=first.bucket, Key=key, Body=json.dumps(index).encode())
+    repo.commit({"f0.txt": "changed\n"})
+    repo.push()
+    proxy.requests.clear()
+    archive(repo)
+    assert len(proxy.puts(first.bucket, "tree/")) == 5
+    assert_tree_is_head(first.bucket, repo.bare)
+
+
+@pytest.fixture
+def slow_git(git_base_url: str) -> Iterator[BreakableProxy]:
+    """The git server behind a slow link: a clone trickles in."""
+    proxy = BreakableProxy(int(git_base_url.rsplit(":", 1)[1]))
+    proxy.chunk, proxy.delay_s = 4096, 0.02
+    yield proxy
+    proxy.close()
+
+
+def test_a_clone_slower_than_the_git_timeout_is_killed_mid_way(
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    slow_git: BreakableProxy,
+    git_base_url: str,
+    git_server_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("slow")
+    repo.commit({"blob.bin": os.urandom(3 * 1024 * 1024)})
+    repo.push()
+    monkeypatch.setenv("REPOVAULT_GIT_TIMEOUT_S", "3")
+    with pytest.raises(GitTimeout, match="git clone ran past REPOVAULT_GIT_TIMEOUT_S=3s"):
+        archive_url(repo.url.replace(git_base_url, slow_git.endpoint))
+    path = "/" + repo.url.split("/", 3)[3]
+    assert ("POST", f"{path}/git-upload-pack", "fetch") in logged_requests(git_server_log, path)
+    assert list(Path(vault_env["REPOVAULT_WORK_DIR"]).iterdir()) == []
+
+
+def test_a_clone_passing_the_size_cap_is_killed_mid_way(
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    slow_git: BreakableProxy,
+    git_base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("growing")
+    repo.commit({"blob.bin": os.urandom(6 * 1024 * 1024)})
+    repo.push()
+    slow_git.chunk = 32768
+    monkeypatch.setenv("REPOVAULT_MAX_REPO_MB", "1")
+    with pytest.raises(RepoTooLarge, match=r"REPOVAULT_MAX_REPO_MB=1 \(\d+ MB received so far\)"):
+        archive_url(repo.url.replace(git_base_url, slow_git.endpoint))
+    assert list(Path(vault_env["REPOVAULT_WORK_DIR"]).iterdir()) == []

@@ -1,29 +1,179 @@
-"""The parallel uploader against the S3 server: what waits in memory stays bounded, and every
-object arrives."""
+"""The object stores against real servers: the parallel uploader's bounds, conditional writes
+(S3 and local backend alike), etags in listings, and how S3 failures are classified."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.store import ParallelUploader, open_store
+import pytest
+
+from repovault_pipeline.core.errors import ArchiveError, PreconditionFailed, TransientError
+from repovault_pipeline.core.store import (
+    LocalStore,
+    ObjectStore,
+    ParallelUploader,
+    S3Store,
+)
+from tests.support.s3_errors import FailingS3
+from tests.support.tcp_proxy import BreakableProxy
 
 
-def test_uploads_wait_for_room_and_every_object_arrives(vault_env: dict[str, str]) -> None:
-    settings = Settings.from_env()
-    store = open_store(settings)
-    bucket = f"{settings.bucket_prefix}uploader"
+@pytest.fixture(params=["s3", "local"])
+def store(request: pytest.FixtureRequest, vault_env: dict[str, str]) -> ObjectStore:
+    if request.param == "s3":
+        return S3Store(vault_env["REPOVAULT_S3_ENDPOINT"])
+    return LocalStore(Path(vault_env["REPOVAULT_LOCAL_STORE"]))
+
+
+@pytest.fixture
+def bucket(store: ObjectStore, vault_env: dict[str, str]) -> str:
+    name = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}store"
+    store.ensure_bucket(name)
+    return name
+
+
+@pytest.fixture
+def slow_s3(vault_env: dict[str, str]) -> Iterator[BreakableProxy]:
+    """The S3 server behind a slow link: uploads pile up behind the upload threads."""
+    proxy = BreakableProxy(int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1]))
+    proxy.chunk, proxy.delay_s = 8192, 0.01
+    yield proxy
+    proxy.close()
+
+
+def test_uploads_wait_for_room_and_every_object_arrives(
+    vault_env: dict[str, str], slow_s3: BreakableProxy
+) -> None:
+    store = S3Store(slow_s3.endpoint)
+    bucket = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}uploader"
     store.ensure_bucket(bucket)
+    budget = 64 * 1024
     uploader = ParallelUploader(
-        store, bucket, workers=2, max_inflight_bytes=64 * 1024, max_inflight_uploads=4
+        store, bucket, workers=2, max_inflight_bytes=budget, max_inflight_uploads=8
     )
-    payloads = {f"k/{i:03}": os.urandom(5_000 + i) for i in range(60)}
-    most_pending = 0
+    payloads = {f"k/{i:03}": os.urandom(20_000 + i) for i in range(40)}
+    queued, most_pending, most_bytes = 0, 0, 0
     for key, data in payloads.items():
         uploader.put_bytes(key, data)
+        queued += len(data)
         most_pending = max(most_pending, len(uploader.pending))
+        # Bytes handed over minus bytes the store acknowledged: at most what is held in memory.
+        most_bytes = max(most_bytes, queued - uploader.bytes)
 
     assert uploader.wait() == sum(len(data) for data in payloads.values())
-    assert most_pending <= 4 and not uploader.pending
-    stored = {info.key: info.size for info in store.list(bucket, "k/")}
-    assert stored == {key: len(data) for key, data in payloads.items()}
+    assert most_pending <= 8 and not uploader.pending
+    assert budget / 2 < most_bytes <= budget  # the byte budget was reached, never passed
+    listed = {info.key: info for info in store.list(bucket, "k/")}
+    assert {key: info.size for key, info in listed.items()} == {
+        key: len(data) for key, data in payloads.items()
+    }
+    assert {key: info.etag for key, info in listed.items()} == uploader.etags
+    assert all(
+        uploader.etags[key] == hashlib.md5(data).hexdigest() for key, data in payloads.items()
+    )
+
+
+def test_conditional_writes_and_versions(store: ObjectStore, bucket: str) -> None:
+    first = store.put_bytes(bucket, "lease.json", b"one", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes(bucket, "lease.json", b"two", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes(bucket, "lease.json", b"two", if_match="not-the-etag")
+    assert store.get_bytes(bucket, "lease.json") == b"one"
+
+    second = store.put_bytes(bucket, "lease.json", b"two", if_match=first)
+    assert second != first
+    with pytest.raises(PreconditionFailed):  # the etag read before the last write is stale
+        store.put_bytes(bucket, "lease.json", b"three", if_match=first)
+    found = store.read(bucket, "lease.json")
+    assert (found.data, found.etag) == (b"two", second)
+    assert 0 <= found.age_s < 600
+    [listed] = [i for i in store.list(bucket) if i.key == "lease.json"]
+    assert listed.etag == second and listed.size == 3
+    assert abs(listed.modified - found.modified) < 1.0
+    # The same content written again is a new version on the local backend and the same
+    # digest on S3: either way the etag the listing shows is the one the write returned.
+    again = store.put_bytes(bucket, "lease.json", b"two")
+    assert [i.etag for i in store.list(bucket) if i.key == "lease.json"] == [again]
+    assert store.read(bucket, "absent.json") is None
+
+
+def test_put_file_returns_the_listed_etag(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    etag = store.put_file(bucket, "tree/big.bin", big)
+    [listed] = list(store.list(bucket, "tree/"))
+    assert listed.etag == etag and listed.size == big.stat().st_size
+    dest = tmp_path / "back.bin"
+    store.download(bucket, "tree/big.bin", dest)
+    assert dest.read_bytes() == big.read_bytes()
+
+
+# -- how S3 failures are classified: worth a retry (transient) or not (permanent) -------------
+
+
+def test_refusals_of_the_s3_server_are_permanent(vault_env: dict[str, str], tmp_path: Path) -> None:
+    store = S3Store(vault_env["REPOVAULT_S3_ENDPOINT"])
+    missing = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}never-created"
+    with pytest.raises(ArchiveError, match="NoSuchBucket") as put:
+        store.put_bytes(missing, "k", b"data")
+    assert not put.value.transient
+    small = tmp_path / "f"
+    small.write_bytes(b"x" * 100)
+    with pytest.raises(ArchiveError, match="NoSuchBucket") as managed:
+        store.put_file(missing, "k", small)  # boto3's managed upload wraps the error
+    assert not managed.value.transient
+    with pytest.raises(ArchiveError, match="InvalidBucketName") as bad_name:
+        store.ensure_bucket("ab")
+    assert not bad_name.value.transient
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "transient"),
+    [
+        (500, "InternalError", True),
+        (503, "SlowDown", True),
+        (503, "ServiceUnavailable", True),
+        (403, "AccessDenied", False),
+        (400, "InvalidArgument", False),
+    ],
+)
+def test_server_answers_are_classified(
+    vault_env: dict[str, str], status: int, code: str, transient: bool
+) -> None:
+    server = FailingS3(status, code)
+    try:
+        store = S3Store(server.endpoint)
+        with pytest.raises(ArchiveError, match=code) as caught:
+            store.put_bytes("repo-bucket", "k", b"data")
+        assert caught.value.transient is transient
+        assert isinstance(caught.value, TransientError) is transient
+        assert server.requests >= 1
+    finally:
+        server.close()
+
+
+def test_a_server_that_never_answers_is_a_transient_timeout(vault_env: dict[str, str]) -> None:
+    server = FailingS3(None)
+    try:
+        store = S3Store(server.endpoint, read_timeout=1)
+        with pytest.raises(TransientError, match="ReadTimeoutError"):
+            store.put_bytes("repo-bucket", "k", b"data")
+        assert server.requests >= 1
+    finally:
+        server.close()
+
+
+def test_a_connection_cut_mid_request_is_transient(vault_env: dict[str, str]) -> None:
+    port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
+    proxy = BreakableProxy(port, break_after=1_000)
+    try:
+        store = S3Store(proxy.endpoint)
+        with pytest.raises(TransientError, match="S3 upload k failed"):
+            store.put_bytes(f"{vault_env['REPOVAULT_BUCKET_PREFIX']}cut", "k", os.urandom(50_000))
+        assert proxy.broken
+    finally:
+        proxy.close()

@@ -1,17 +1,24 @@
 """Smart-HTTP git server: `git http-backend` behind a small threaded HTTP server.
 
 Run as `python -m tests.support.git_http_server ROOT PORT`; serves every repository under ROOT
-at http://127.0.0.1:PORT/<path>, for clones only (receive-pack is off).
+at http://127.0.0.1:PORT/<path>, for clones only (receive-pack is off). Every request is
+printed on stdout as `REQUEST <method> <path> <command>` when it arrives, so a test can see
+what git asked for; `<command>` is the upload-pack command (`ls-refs`, `fetch`; `-` for none).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote
+
+_LOGGED = "REQUEST "
 
 
 class GitHandler(BaseHTTPRequestHandler):
@@ -43,6 +50,8 @@ class GitHandler(BaseHTTPRequestHandler):
     def _cgi(self) -> None:
         path, _, query = self.path.partition("?")
         body = self._body()
+        command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
+        print(f"{_LOGGED}{self.command} {path} {command}", flush=True)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": self.root,
@@ -91,6 +100,29 @@ class GitHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         proc.wait()
         feeder.join()
+
+
+def _upload_pack_command(body: bytes, encoding: str) -> str:
+    """`ls-refs` or `fetch` (protocol v2), `fetch` for a v0 request that wants objects."""
+    if encoding == "gzip":
+        body = gzip.decompress(body)
+    found = re.search(rb"command=([a-z-]+)", body[:256])
+    if found:
+        return found[1].decode()
+    return "fetch" if b"want " in body[:256] else "-"
+
+
+def logged_requests(log: Path, path_prefix: str = "") -> list[tuple[str, str, str]]:
+    """(method, path, upload-pack command) of every request the server logged to `log`, for
+    paths under `path_prefix`."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = []
+    for line in lines:
+        if line.startswith(_LOGGED):
+            method, path, command = line[len(_LOGGED) :].split(" ")
+            if path.startswith(path_prefix):
+                found.append((method, path, command))
+    return found
 
 
 def _feed(stdin, body: bytes) -> None:

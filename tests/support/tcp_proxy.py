@@ -6,6 +6,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
 
@@ -15,7 +16,9 @@ class BreakableProxy:
     client sends `break_on` (a byte string, e.g. a SQL statement), resets every connection and
     refuses new ones until `heal()`. With `hold` set, new connections are accepted and never
     answered (a server that hangs). Records the HTTP request lines it forwards (method, path),
-    so a test can tell exactly what was uploaded."""
+    so a test can tell exactly what was uploaded. With `delay_s`, it forwards at most `chunk`
+    bytes at a time in either direction and sleeps `delay_s` after each: a slow link (a
+    trickling server, an upload that takes long enough to be interrupted)."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -25,6 +28,8 @@ class BreakableProxy:
         self.break_on = break_on
         self.hold = False
         self._held: list[socket.socket] = []
+        self.delay_s = 0.0
+        self.chunk = 65536
         self.forwarded = 0
         self.requests: list[tuple[str, str]] = []
         self.broken = False
@@ -94,7 +99,7 @@ class BreakableProxy:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(self.chunk):
                 if counts:
                     with self._lock:
                         self.requests += [
@@ -107,14 +112,15 @@ class BreakableProxy:
                             self._break()
                             return
                 dst.sendall(data)
+                if self.delay_s:
+                    time.sleep(self.delay_s)
         except OSError:
             pass
         finally:
+            # shutdown, not only close: the other direction's thread is blocked in recv() on
+            # these sockets, and a close alone neither wakes it nor sends the FIN.
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
-                    # shutdown first: close() alone sends no FIN while the other direction's
-                    # thread still waits in recv(), and a response without Content-Length (git's
-                    # smart HTTP) would never end for the client.
                     sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()

@@ -1,0 +1,118 @@
+"""The writer's lease against the S3 server and the local backend: one holder at a time,
+renewed while it lives, taken over only after it expired, lost loudly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repovault_pipeline.core.errors import TransientError
+from repovault_pipeline.core.lease import LEASE_KEY, Lease, inspect
+from repovault_pipeline.core.store import LocalStore, ObjectStore, S3Store
+from tests.support.servers import REPO_ROOT
+from tests.support.vault_checks import kill
+
+
+@pytest.fixture(params=["s3", "local"])
+def backend(request: pytest.FixtureRequest, vault_env: dict[str, str]) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(backend: str, vault_env: dict[str, str]) -> ObjectStore:
+    if backend == "s3":
+        return S3Store(vault_env["REPOVAULT_S3_ENDPOINT"])
+    return LocalStore(Path(vault_env["REPOVAULT_LOCAL_STORE"]))
+
+
+@pytest.fixture
+def bucket(store: ObjectStore, vault_env: dict[str, str]) -> str:
+    name = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}lease"
+    store.ensure_bucket(name)
+    return name
+
+
+def lease_doc(store: ObjectStore, bucket: str) -> dict:
+    return json.loads(store.get_bytes(bucket, LEASE_KEY))
+
+
+def test_one_writer_at_a_time_until_released(store: ObjectStore, bucket: str) -> None:
+    first = Lease.acquire(store, bucket, "snap-1", ttl_s=20, wait_s=0)
+    doc = lease_doc(store, bucket)
+    assert (doc["state"], doc["snapshot_id"], doc["owner"]) == ("held", "snap-1", first.owner)
+    with pytest.raises(TransientError, match=r"another run is writing .* \(snapshot snap-1"):
+        Lease.acquire(store, bucket, "snap-2", ttl_s=20, wait_s=1)
+    first.confirm()
+    first.release()
+    assert lease_doc(store, bucket)["state"] == "free"
+
+    second = Lease.acquire(store, bucket, "snap-2", ttl_s=20, wait_s=0)  # free: no waiting
+    assert not second.repair
+    assert lease_doc(store, bucket)["owner"] == second.owner != first.owner
+    second.release(finished=False)
+    view = inspect(store, bucket)
+    assert view.state == "interrupted" and view.needs_repair
+    third = Lease.acquire(store, bucket, "snap-3", ttl_s=20, wait_s=0)
+    assert third.repair  # the run before failed half way: tree/ must be rewritten
+    third.release()
+    assert lease_doc(store, bucket)["state"] == "interrupted"  # no commit cleared the repair
+
+
+def test_a_live_holder_keeps_it_and_a_dead_one_loses_it_after_expiry(
+    backend: str, store: ObjectStore, bucket: str, vault_env: dict[str, str]
+) -> None:
+    env = dict(os.environ)
+    if backend == "local":
+        env.pop("REPOVAULT_S3_ENDPOINT")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from repovault_pipeline.core.lease import Lease\n"
+            "from repovault_pipeline.core.settings import Settings\n"
+            "from repovault_pipeline.core.store import open_store\n"
+            f"Lease.acquire(open_store(Settings.from_env()), {bucket!r}, 'snap-dead', 3, 0)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        time.sleep(4.5)  # longer than its TTL: only its renewals keep it
+        with pytest.raises(TransientError, match="snap-dead"):
+            Lease.acquire(store, bucket, "snap-new", ttl_s=3, wait_s=0)
+    finally:
+        kill(holder)
+    assert lease_doc(store, bucket)["state"] == "held"  # SIGKILL: never released
+
+    taker = Lease.acquire(store, bucket, "snap-new", ttl_s=3, wait_s=60)
+    assert taker.repair  # its holder died mid-write
+    doc = lease_doc(store, bucket)
+    assert (doc["snapshot_id"], doc["owner"]) == ("snap-new", taker.owner)
+    taker.release()
+
+
+def test_a_writer_whose_lease_was_taken_knows_it(store: ObjectStore, bucket: str) -> None:
+    lease = Lease.acquire(store, bucket, "snap-slow", ttl_s=20, wait_s=0)
+    # Another writer judged it expired (a long pause of this process) and wrote its own.
+    intruder = json.dumps({"state": "held", "owner": "intruder", "ttl_s": 20}).encode()
+    store.put_bytes(bucket, LEASE_KEY, intruder)
+
+    with pytest.raises(TransientError, match=r"another run took over .* snap-slow"):
+        lease.confirm()
+    assert lease.lost
+    with pytest.raises(TransientError):
+        lease.check()
+    lease.release()
+    assert store.get_bytes(bucket, LEASE_KEY) == intruder  # never overwrites the new holder
