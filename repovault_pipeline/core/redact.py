@@ -1,6 +1,6 @@
 """Masking of secrets in any text that may leave the process (logs, rows, messages, objects).
 
-`mask_secrets` is the one function every outgoing text goes through. It masks, in this order:
+`mask_secrets` is the one function every outgoing text goes through. It masks:
 
 1. the configured secrets wherever they occur, whatever their format: `GITHUB_TOKEN` (and the
    `Authorization: Basic` value git would send for it), the `REPOVAULT_SSH_KEY` path, and the
@@ -39,7 +39,8 @@ _URL_USERINFO = re.compile(rf"(?i)\b([a-z][a-z0-9+.-]*://)([^{_END}]*)@")
 _SCP_USERINFO = re.compile(rf"{_START}([^{_END}@/:]*:(?!//)[^{_END}]*)@")
 # 4. `name=value` after `?`, `&`, `;`, `#` or at a token start; JSON `"name": "value"`.
 _PARAM = re.compile(rf"(?:(?<=[?&;#])|{_START})([A-Za-z0-9_.\-\[\]]+)=([^&#{_END}]*)")
-_JSON_FIELD = re.compile(r'"([A-Za-z0-9_.\-]+)"(\s*:\s*)"((?:[^"\\]|\\.)*)"')
+# (group 1: the backslashes of JSON text that is itself inside a JSON string)
+_JSON_FIELD = re.compile(r'(\\*)"([A-Za-z0-9_.\-]+)\1"(\s*:\s*)\1"(.*?)(?<!\\)\1"')
 # 5. Token formats: GitHub (classic, fine-grained, app, OAuth), GitLab (glpat-, gldt-, ...).
 _TOKEN_FORMAT = re.compile(
     r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,})"
@@ -62,10 +63,11 @@ def mask_secrets(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:
         return text
     for secret in sorted(set(_configured_secrets(extra_secrets)), key=len, reverse=True):
         text = text.replace(secret, MASK)
-    text = _URL_USERINFO.sub(_mask_url_userinfo, text)
-    text = _SCP_USERINFO.sub(MASK + "@", text)
+    # Parameters first: a value holding `@` must not be cut in two by the userinfo rules.
     text = _PARAM.sub(_mask_param, text)
     text = _JSON_FIELD.sub(_mask_json_field, text)
+    text = _URL_USERINFO.sub(_mask_url_userinfo, text)
+    text = _SCP_USERINFO.sub(MASK + "@", text)
     text = _TOKEN_FORMAT.sub(MASK, text)
     return _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, text)
 
@@ -101,9 +103,16 @@ def _is_secret_name(name: str, in_url: bool) -> bool:
 def _mask_param(match: re.Match[str]) -> str:
     name, value = match.group(1), match.group(2)
     in_url = match.start() > 0 and match.string[match.start() - 1] in "?&;#"
-    return f"{name}={MASK}" if value and _is_secret_name(name, in_url) else match.group(0)
+    if value and _is_secret_name(name, in_url):
+        return f"{name}={MASK}"
+    # `url=https://h/x?token=...`: a harmless name may hold a URL with parameters of its own.
+    return f"{name}={_PARAM.sub(_mask_param, value)}"
 
 
 def _mask_json_field(match: re.Match[str]) -> str:
-    name, colon, value = match.groups()
-    return f'"{name}"{colon}"{MASK}"' if value and _is_secret_name(name, False) else match.group(0)
+    quote, name, colon, value = match.groups()
+    if value and _is_secret_name(name, False):
+        value = MASK
+    else:  # the value may be JSON text of its own (a message quoted in a message)
+        value = _JSON_FIELD.sub(_mask_json_field, value)
+    return f'{quote}"{name}{quote}"{colon}{quote}"{value}{quote}"'
