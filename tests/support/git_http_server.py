@@ -1,14 +1,20 @@
 """Smart-HTTP git server: `git http-backend` behind a small threaded HTTP server.
 
-Run as `python -m tests.support.git_http_server ROOT PORT`; serves every repository under ROOT
-at http://127.0.0.1:PORT/<path>, for clones only (receive-pack is off).
+Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]
+[--record FILE]`; serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones
+only (receive-pack is off). With `--require-token-from-env`, it answers 401 to any request
+without the `Authorization` header git sends for that token (GitHub's `x-access-token` basic
+auth): a stand-in for github.com serving a private repository. `--record` appends one JSON line
+per request (method, path, the Authorization header or null): what the server received.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import json
 import os
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -17,6 +23,9 @@ from urllib.parse import unquote
 class GitHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     root = "."
+    required_authorization: str | None = None
+    record: str | None = None
+    _record_lock = threading.Lock()
 
     def do_GET(self) -> None:
         self._cgi()
@@ -43,6 +52,16 @@ class GitHandler(BaseHTTPRequestHandler):
     def _cgi(self) -> None:
         path, _, query = self.path.partition("?")
         body = self._body()
+        authorization = self.headers.get("Authorization")
+        if self.record:
+            line = {"method": self.command, "path": path, "authorization": authorization}
+            with self._record_lock, open(self.record, "a") as out:
+                out.write(json.dumps(line) + "\n")
+        if self.required_authorization and authorization != self.required_authorization:
+            self.send_response(401, "Unauthorized")
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.end_headers()
+            return
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": self.root,
@@ -102,12 +121,23 @@ def _feed(stdin, body: bytes) -> None:
         stdin.close()
 
 
-def serve(root: str, port: int) -> None:
+def serve(root: str, port: int, token: str | None = None, record: str | None = None) -> None:
     GitHandler.root = os.path.abspath(root)
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        GitHandler.required_authorization = f"Basic {basic}"
+    GitHandler.record = record
     server = ThreadingHTTPServer(("127.0.0.1", port), GitHandler)
     server.daemon_threads = True
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--require-token-from-env", metavar="VAR")
+    parser.add_argument("--record")
+    args = parser.parse_args()
+    token = os.environ[args.require_token_from_env] if args.require_token_from_env else None
+    serve(args.root, args.port, token, args.record)
