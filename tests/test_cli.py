@@ -108,6 +108,27 @@ def test_definitions_validate(tmp_path: Path) -> None:
     assert "All code locations passed validation" in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"user:{PASSWORD}@127.0.0.1:pallets/flask.git",
+        f"https://127.0.0.1/pallets/flask.git?private_token={PASSWORD}",
+    ],
+    ids=["scp-like", "query"],
+)
+def test_the_two_forms_that_leaked_a_password_are_refused_without_it(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture, raw: str
+) -> None:
+    """Issue 10's reproduction: both printed the password on stderr."""
+    rows_before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    assert cli(["submit", raw]) == 2
+    out, err = capsys.readouterr()
+    assert PASSWORD not in out + err and err.count("\n") == 1
+    assert "127.0.0.1" in err  # still says which input was refused
+    assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
+    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
+
+
 def test_status_never_echoes_a_secret_it_cannot_read(
     vault_env: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
