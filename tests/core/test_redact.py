@@ -248,3 +248,17 @@ def test_the_configured_token_and_key_path_are_masked_whatever_they_look_like(
 )
 def test_masking_keeps_what_is_not_a_secret(text: str, expected: str) -> None:
     assert mask_secrets(text) == expected
+
+
+@pytest.mark.parametrize(
+    "filler",
+    ["a=", "a,b:c", "https://h/p?x=1&", ",", "=a:b", '"a": "', "a.a.", "://", "token="],
+)
+def test_long_hostile_text_is_masked_whole(filler: str) -> None:
+    """Third parties choose what reaches the masking: 50,000 repetitions of shapes that make
+    naive patterns recurse or backtrack still come back, with the secret masked. (The rules are
+    linear in the text; this test asserts the outcome, not a time.)"""
+    secret = "Zx9Secret0Value"
+    text = filler * (50_000 // len(filler)) + f" https://u:{secret}@h/x"
+    masked = mask_secrets(text)
+    assert secret not in masked and masked.endswith("https://***@h/x")
