@@ -159,11 +159,14 @@ def github_web_origin(api_url: str) -> tuple[str, str, int | None]:
     only place `GITHUB_TOKEN` may be sent. `https://api.github.com` -> github.com; any other API
     (GitHub Enterprise Server's `https://HOST/api/v3`, a local stand-in) -> its own
     scheme://host[:port]. The port is None when it is the scheme's default."""
-    parts = urlsplit(api_url.strip())
+    try:
+        parts = urlsplit(api_url.strip())
+        port = parts.port
+    except ValueError:  # not a URL: the token goes nowhere
+        return "", "", None
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if host == "api.github.com":
         host = "github.com"
-    port = parts.port
     return scheme, host, None if port == DEFAULT_PORTS.get(scheme) else port
 
 

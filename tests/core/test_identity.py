@@ -180,6 +180,7 @@ def test_a_refused_port_is_named() -> None:
         ("https://GHE.example.com:8443/api/v3", ("https", "ghe.example.com", 8443)),
         ("http://127.0.0.1:8765/api/v3", ("http", "127.0.0.1", 8765)),
         ("https://ghe.example.com:443/api/v3", ("https", "ghe.example.com", None)),
+        ("https://ghe.example.com:port/api/v3", ("", "", None)),  # unusable: the token stays
     ],
 )
 def test_the_token_host_follows_the_github_api(api: str, origin: tuple) -> None:
