@@ -7,9 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# git clones and bundles the repositories; openssh-client serves ssh:// clones.
+# git clones and bundles the repositories; openssh-client serves ssh:// clones; socat is the
+# one-way relay from the webserver to the code server (docker-compose.yml, dagster-code-relay).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends git openssh-client socat ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 repovault \
@@ -29,6 +30,7 @@ ENV DAGSTER_HOME=/opt/dagster/home
 COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 COPY deploy/dagster/workspace.yaml /opt/dagster/app/workspace.yaml
 RUN mkdir -p ${DAGSTER_HOME}/storage /var/lib/repovault/work /var/lib/repovault/store \
+       /var/lib/repovault/ssh \
     && chown repovault:repovault ${DAGSTER_HOME} \
     && chown -R repovault:repovault ${DAGSTER_HOME}/storage /var/lib/repovault
 

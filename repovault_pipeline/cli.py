@@ -7,12 +7,22 @@ one line on stderr saying what is wrong and what to do.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, parse_repo_url
@@ -28,6 +38,8 @@ from .core.trending import InvalidTrendingOption, check_language, iter_rows, pla
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# S3 error codes that mean "these credentials may not do this".
+_S3_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403"}
 
 
 class BadInput(Exception):
@@ -96,7 +108,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             ref = parse_repo_url(target, settings.allowed_schemes, settings.allowed_hosts)
         except InvalidRepoUrl as exc:
             raise BadInput(
-                f"{target[:80]!r} is neither a request id nor a valid URL: {exc}"
+                f"{mask_secrets(target)[:80]!r} is neither a request id nor a valid URL: {exc}"
             ) from None
         rows = lineage.find(repo_id=ref.repo_id, limit=args.limit)
     if not rows:
@@ -131,7 +143,7 @@ def _status_row(r: Request) -> list[str]:
         _ts(r.inyector_timestamp),
         _ts(r.worker_start_timestamp),
         _ts(r.worker_finishing_timestamp),
-        (r.error or "")[:100],
+        _one_line(r.error or "")[:100],
     ]
 
 
@@ -214,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repovault", description="RepoVault: git repositories archived into S3/MinIO."
     )
+    parser.add_argument(
+        "--traceback", action="store_true", help="on failure, show the stack (for bug reports)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
@@ -246,18 +261,94 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr (`--traceback` shows the stack)."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
+    settings: Settings | None = None
     try:
-        return func(args, Settings.from_env())
-    except (BadInput, InvalidRepoUrl, ConfigError) as exc:
-        print(f"repovault {args.command}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ArchiveError as exc:
-        print(f"repovault {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        settings = Settings.from_env()
+        return func(args, settings)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        code, message = explain(exc, settings)
+        print(
+            f"repovault {args.command}: {_one_line(mask_secrets(message), escape=False)}",
+            file=sys.stderr,
+        )
+        return code
+
+
+def explain(exc: Exception, settings: Settings | None) -> tuple[int, str]:
+    """Exit code and one line for a failure: what is wrong (a service unreachable, its URL with
+    the password hidden) and what to do."""
+    if isinstance(exc, (BadInput, InvalidRepoUrl, ConfigError)):
+        return EXIT_BAD_INPUT, str(exc)
+    db_url = _safe_url(settings.db_url) if settings else "REPOVAULT_DB_URL"
+    if isinstance(exc, ArgumentError):
+        return EXIT_BAD_INPUT, (
+            f"REPOVAULT_DB_URL={db_url} is not a database URL RepoVault can use ({exc}); set it "
+            "to a PostgreSQL URL, postgresql+psycopg2://..."
+        )
+    if _is_connection_error(exc):
+        return EXIT_FAILED, (
+            f"cannot reach the lineage database at {db_url} ({_first_line(exc)}); check that "
+            "PostgreSQL is running and reachable, or set REPOVAULT_DB_URL"
+        )
+    if isinstance(exc, SQLAlchemyError):
+        return EXIT_FAILED, (
+            f"the lineage database at {db_url} failed: {_first_line(exc)}; check the database "
+            "and REPOVAULT_DB_URL, then retry"
+        )
+    if isinstance(exc, ArchiveError) and (s3 := _explain_s3(exc.__cause__, settings)):
+        return EXIT_FAILED, s3
+    if isinstance(exc, ArchiveError):
+        return EXIT_FAILED, str(exc)
+    return EXIT_FAILED, (
+        f"unexpected {type(exc).__name__}: {_first_line(exc)} (run `repovault --traceback "
+        f"...` to see where, and report it)"
+    )
+
+
+def _explain_s3(cause: BaseException | None, settings: Settings | None) -> str | None:
+    """The object store unreachable, or refusing RepoVault's credentials: say which and how."""
+    endpoint = settings.s3_endpoint if settings else None
+    if isinstance(cause, (S3ConnectionError, HTTPClientError)):
+        return (
+            f"cannot reach the object store at {endpoint} ({type(cause).__name__}); check that "
+            "S3/MinIO is running and reachable, or set REPOVAULT_S3_ENDPOINT"
+        )
+    if isinstance(cause, NoCredentialsError | PartialCredentialsError):
+        return (
+            f"no usable S3 credentials for the object store at {endpoint} "
+            f"({type(cause).__name__}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+    if code in _S3_DENIED:
+        return (
+            f"the object store at {endpoint} refused RepoVault's credentials "
+            f"({code}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "to a user whose policy allows the REPOVAULT_BUCKET_PREFIX buckets"
+        )
+    return None
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    """The database could not be talked to: refused, closed, timed out, shut down (no SQLSTATE,
+    or SQLSTATE class 08 "connection exception" / 57P "operator intervention")."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    code = getattr(exc.orig, "pgcode", None) or ""
+    return exc.connection_invalidated or not code or code.startswith(("08", "57P"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's SQL echo and background link."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _ts(value: datetime | None) -> str:
@@ -273,13 +364,33 @@ def _size(n: int) -> str:
 
 
 def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """A database URL as it may be printed: password hidden, even when the URL is malformed."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return mask_secrets(url)
+
+
+def _one_line(text: str, escape: bool = True) -> str:
+    """`text` on one line: line breaks and other control or format characters (bidi overrides
+    included) written as escapes (`\\n`, `\\x1b`, `\\u202e`), or with `escape=False` line breaks
+    folded into spaces."""
+    if not escape:
+        text = re.sub(r"\s*[\r\n\u2028\u2029]+\s*", " ", text)
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+        else c
+        for c in text
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    """Aligned columns, one line per row whatever the cells hold."""
+    cells = [[_one_line(str(c)) for c in row] for row in [header, *rows]]
+    widths = [max(len(c) for c in col) for col in zip(*cells, strict=False)]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 if __name__ == "__main__":

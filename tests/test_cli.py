@@ -9,16 +9,24 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine.url import make_url
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.resources import lineage_store
 from tests.support.kafka import read_all
+from tests.support.servers import free_port
+from tests.support.tcp_proxy import BreakableProxy
 
+TOKEN = "ghp_" + "Qw7x" * 9  # token-shaped: the exact value a leak would show
+PASSWORD = "S3cretPassw0rd"
+SECRETS = (TOKEN, PASSWORD)
 BAD_INPUTS = [
     ("file:///etc", "local paths"),
     ("ext::sh -c id", "transport helpers"),
     ("--upload-pack=x", "starts with '-'"),
-    ("https://user:tok@github.com/a/b", "GITHUB_TOKEN"),
+    (f"https://user:{TOKEN}@github.com/a/b", "GITHUB_TOKEN"),
+    (f"user:{PASSWORD}@github.com:pallets/flask.git", "GITHUB_TOKEN"),
+    (f"https://github.com/pallets/flask.git?private_token={PASSWORD}", "query strings"),
     ("https://evil.example.com/a/b", "host 'evil.example.com' is not allowed"),
     ("http://github.com/a/b", "scheme 'http' is not allowed"),
     ("../", "local paths"),
@@ -44,7 +52,7 @@ def test_restore_refuses_bad_input_with_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert reason in err
     assert err.count("\n") == 1 and len(err) < 400
-    assert "tok@" not in err
+    assert not any(secret in err for secret in SECRETS)
     assert not dest.exists()
 
 
@@ -79,7 +87,8 @@ def test_submit_refuses_bad_input_publishes_nothing_records_nothing(
     rows_before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
     assert cli(["submit", "--", raw]) == 2
     err = capsys.readouterr().err
-    assert reason in err and err.count("\n") == 1 and "tok@" not in err
+    assert reason in err and err.count("\n") == 1
+    assert not any(secret in err for secret in SECRETS)
     assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
     assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
 
@@ -97,3 +106,163 @@ def test_definitions_validate(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "All code locations passed validation" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"user:{PASSWORD}@127.0.0.1:pallets/flask.git",
+        f"https://127.0.0.1/pallets/flask.git?private_token={PASSWORD}",
+    ],
+    ids=["scp-like", "query"],
+)
+def test_the_two_forms_that_leaked_a_password_are_refused_without_it(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture, raw: str
+) -> None:
+    """Issue 10's reproduction: both printed the password on stderr."""
+    rows_before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    assert cli(["submit", raw]) == 2
+    out, err = capsys.readouterr()
+    assert PASSWORD not in out + err and err.count("\n") == 1
+    assert "127.0.0.1" in err  # still says which input was refused
+    assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
+    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
+
+
+def test_status_never_echoes_a_secret_it_cannot_read(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    assert cli(["status", f"https://u:{PASSWORD}@127.0.0.1/a/b?token={TOKEN}"]) == 2
+    err = capsys.readouterr().err
+    assert "neither a request id nor a valid URL" in err and err.count("\n") == 1
+    assert not any(secret in err for secret in SECRETS)
+
+
+# --- outages: one line naming what is unreachable (password hidden) and what to do; exit 1 ----
+
+DB_PASSWORD = "Pg5ecretW0rd"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = cli(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(err: str, *expected: str) -> None:
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in err, err
+    assert DB_PASSWORD not in err
+
+
+@pytest.mark.parametrize(
+    "args", [["init"], ["submit", "http://127.0.0.1:9/o/r.git"], ["status"]], ids=" ".join
+)
+def test_database_down_is_one_line_naming_it(
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    args: list[str],
+) -> None:
+    closed = free_port()
+    monkeypatch.setenv(
+        "REPOVAULT_DB_URL", f"postgresql+psycopg2://repovault:{DB_PASSWORD}@127.0.0.1:{closed}/x"
+    )
+    code, _, err = run_cli(args, capsys)
+    assert code == 1
+    assert_one_line(
+        err,
+        f"repovault {args[0]}: cannot reach the lineage database at",
+        f"127.0.0.1:{closed}/x",
+        "REPOVAULT_DB_URL",
+    )
+    if args[0] == "submit":  # nothing was queued for a request that has no row
+        assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
+
+
+def test_database_cut_mid_command_is_one_line(
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    pg_url: str,
+) -> None:
+    """PostgreSQL through a proxy that resets the connection half way through `status`."""
+    port = make_url(pg_url).port or 5432
+    whole = BreakableProxy(port)
+    monkeypatch.setenv("REPOVAULT_DB_URL", proxied(pg_url, whole.port))
+    assert run_cli(["status"], capsys)[0] == 0
+    whole.close()
+
+    cut = BreakableProxy(port, break_after=whole.forwarded // 2)
+    monkeypatch.setenv("REPOVAULT_DB_URL", proxied(pg_url, cut.port))
+    code, _, err = run_cli(["status"], capsys)
+    cut.close()
+    assert cut.broken, "the proxy never cut the connection"
+    assert code == 1
+    assert_one_line(err, "repovault status: cannot reach the lineage database at")
+
+
+def proxied(db_url: str, port: int) -> str:
+    return make_url(db_url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def test_broker_down_is_one_line_naming_it(
+    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", bootstrap)
+    before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    for args in (["submit", "http://127.0.0.1:9/o/r.git"], ["init"]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 1
+        assert_one_line(err, f"repovault {args[0]}: ", bootstrap, "REPOVAULT_KAFKA_BOOTSTRAP")
+    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == before
+
+
+@pytest.mark.parametrize("fault", ["closed port", "cut proxy"])
+def test_object_store_down_is_one_line_naming_it(
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    proxy = None
+    if fault == "closed port":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    else:  # accepts the connection, resets it at the first request
+        proxy = BreakableProxy(int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1]), 0)
+        endpoint = proxy.endpoint
+    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", endpoint)
+    for args in (["list"], ["restore", "http://127.0.0.1:9/o/r.git", str(tmp_path / "dest")]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 1
+        assert_one_line(
+            err,
+            f"repovault {args[0]}: cannot reach the object store at {endpoint}",
+            "REPOVAULT_S3_ENDPOINT",
+        )
+    assert not (tmp_path / "dest").exists()
+    if proxy is not None:
+        assert proxy.broken
+        proxy.close()
+
+
+def test_status_keeps_one_request_on_one_line(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    request_id = lineage.record_pending("http://127.0.0.1:9/o/r.git", "127.0.0.1:9/o/r", "cli")
+    error = "fatal: remote error:\n  line two\r\n\x1b[31mred\x1b[0m \u202eevil\u2028end"
+    lineage.record_finished(request_id, "failed", error=error)
+
+    code, out, _ = run_cli(["status", request_id], capsys)
+    assert code == 0
+    assert out.count("\n") == 2
+    header, row = out.splitlines()
+    assert header.split()[:4] == ["request_id", "repo_id", "source", "status"]
+    assert row.startswith(request_id) and row.split()[3] == "failed"
+    assert "fatal: remote error:\\n  line two\\r\\n\\x1b[31mred\\x1b[0m \\u202eevil" in row
+    assert not any(c in row for c in "\x1b\u202e\u2028\r")

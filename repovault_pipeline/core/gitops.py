@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from typing import BinaryIO
 import git
 
 from .errors import ArchiveError, GitTimeout, RepoNotFound, RepoTooLarge, TransientError
-from .identity import RepoRef
+from .identity import RepoRef, github_web_origin
 from .redact import mask_secrets
 from .settings import Settings
 
@@ -44,7 +45,6 @@ HARDENING = (
     "-c",
     "submodule.recurse=false",
 )
-GITHUB_HOSTS = ("github.com",)
 MODE_SYMLINK = "120000"
 MODE_SUBMODULE = "160000"
 PROGRESS_EVERY_S = 5.0
@@ -77,6 +77,12 @@ _TRANSIENT = (
     "network is unreachable",
     "operation too slow",
 )
+
+
+def _ssh_option(name: str, path: Path) -> str:
+    """`Name=path` as ssh parses it: `%` expands tokens, whitespace splits unless quoted."""
+    value = str(path).replace("%", "%%")
+    return f'{name}="{value}"' if any(c.isspace() for c in value) else f"{name}={value}"
 
 
 @dataclass(frozen=True)
@@ -131,19 +137,37 @@ class GitClient:
             "GIT_CONFIG_COUNT": "0",
             "LC_ALL": "C",
         }
-        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
-        if self.settings.ssh_key:
-            ssh += ["-o", "IdentitiesOnly=yes", "-i", str(self.settings.ssh_key)]
-        env["GIT_SSH_COMMAND"] = " ".join(ssh)
+        env["GIT_SSH_COMMAND"] = self._ssh_command()
         token = self.settings.github_token
-        if token and ref is not None and ref.scheme == "https" and ref.host in GITHUB_HOSTS:
+        web = github_web_origin(self.settings.github_api)
+        if token and ref is not None and (ref.scheme, ref.host, ref.port) == web:
+            scheme, host, port = web
             basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
             env.update(
                 GIT_CONFIG_COUNT="1",
-                GIT_CONFIG_KEY_0=f"http.https://{ref.host}/.extraheader",
+                GIT_CONFIG_KEY_0=f"http.{scheme}://{host}{f':{port}' if port else ''}/.extraheader",
                 GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
             )
         return env
+
+    def _ssh_command(self) -> str:
+        """ssh reads no config file (`-F /dev/null`: not the user's ~/.ssh/config), never
+        prompts, and remembers host keys in `REPOVAULT_SSH_KNOWN_HOSTS`, never ~/.ssh: new hosts
+        are added on first use, a changed key is refused."""
+        known_hosts = self.settings.ssh_known_hosts.absolute()
+        with suppress(OSError):  # read-only (keys pinned by the operator): ssh only reads it
+            known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        ssh = ["ssh", "-F", os.devnull, "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+        ssh += ["-o", "StrictHostKeyChecking=accept-new", "-o", "UpdateHostKeys=no"]
+        ssh += ["-o", _ssh_option("UserKnownHostsFile", known_hosts)]
+        if self.settings.ssh_key:
+            ssh += [
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                _ssh_option("IdentityFile", self.settings.ssh_key.absolute()),
+            ]
+        return shlex.join(ssh)
 
     def ls_remote(self, ref: RepoRef) -> RemoteState:
         """The remote's refs without cloning: the cheap check behind the `unchanged` outcome."""

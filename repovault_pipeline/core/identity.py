@@ -24,9 +24,17 @@ _HOST = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9_.-]+)@(?P<host>[^:/\s]+):(?P<path>[^/].*)$")
+# `user:password@host:path` or `user:password@host/path`: scp-like or scheme-less userinfo.
+_SCHEMELESS_CREDENTIALS = re.compile(r"^[^/@:]*:[^@]*@")
 _SHORTHAND = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _TRANSPORT_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+_CREDENTIALS_REASON = (
+    "the URL carries credentials; remove them from the URL and set GITHUB_TOKEN "
+    "(or REPOVAULT_SSH_KEY for ssh) instead"
+)
 
 
 class InvalidRepoUrl(ValueError):
@@ -87,6 +95,8 @@ def parse_repo_url(
 
     if "://" in text:
         scheme, user, password, host, port, path, has_query = _split_url(text)
+    elif _SCHEMELESS_CREDENTIALS.match(text):
+        raise InvalidRepoUrl(_CREDENTIALS_REASON)
     elif match := _SCP_LIKE.match(text):
         scheme, user, password = "ssh", match["user"], None
         host, port, path, has_query = match["host"].lower(), None, match["path"], False
@@ -112,17 +122,15 @@ def parse_repo_url(
             f"(REPOVAULT_ALLOWED_SCHEMES={','.join(allowed_schemes)})"
         )
     if password is not None or (user is not None and scheme != "ssh"):
-        raise InvalidRepoUrl(
-            "the URL carries credentials; remove them from the URL and set GITHUB_TOKEN "
-            "(or REPOVAULT_SSH_KEY for ssh) instead"
-        )
+        raise InvalidRepoUrl(_CREDENTIALS_REASON)
     if has_query:
         raise InvalidRepoUrl("query strings and fragments are not allowed in a repository URL")
     if not _HOST.match(host):
         raise InvalidRepoUrl(f"{_echo(host)!r} is not a valid host name")
-    if host not in allowed_hosts:
+    if not host_allowed(host, port or DEFAULT_PORTS.get(scheme), allowed_hosts):
+        named = host if port is None else f"{host}:{port}"
         raise InvalidRepoUrl(
-            f"host {host!r} is not allowed (REPOVAULT_ALLOWED_HOSTS={','.join(allowed_hosts)})"
+            f"host {named!r} is not allowed (REPOVAULT_ALLOWED_HOSTS={','.join(allowed_hosts)})"
         )
     segments = _path_segments(path)
     if host in FLAT_HOSTS and len(segments) != 2:
@@ -138,6 +146,28 @@ def parse_repo_url(
     url = f"{scheme}://{user_part}{netloc}/{clone_path}"
     repo_id = f"{netloc}/{'/'.join(segments)}".lower()
     return RepoRef(repo_id=repo_id, url=url, scheme=scheme, host=host, port=port, path=segments)
+
+
+def host_allowed(host: str, port: int | None, allowed_hosts: tuple[str, ...]) -> bool:
+    """`REPOVAULT_ALLOWED_HOSTS` entries: `host` allows every port of it, `host:port` only that
+    port (`port` is the URL's port, or its scheme's default)."""
+    return host in allowed_hosts or (port is not None and f"{host}:{port}" in allowed_hosts)
+
+
+def github_web_origin(api_url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of the GitHub web host that `REPOVAULT_GITHUB_API` belongs to: the
+    only place `GITHUB_TOKEN` may be sent. `https://api.github.com` -> github.com; any other API
+    (GitHub Enterprise Server's `https://HOST/api/v3`, a local stand-in) -> its own
+    scheme://host[:port]. The port is None when it is the scheme's default."""
+    try:
+        parts = urlsplit(api_url.strip())
+        port = parts.port
+    except ValueError:  # not a URL: the token goes nowhere
+        return "", "", None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if host == "api.github.com":
+        host = "github.com"
+    return scheme, host, None if port == DEFAULT_PORTS.get(scheme) else port
 
 
 def parse_repo_id(repo_id: str, allowed_hosts: tuple[str, ...] | None = None) -> RepoRef:

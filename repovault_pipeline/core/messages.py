@@ -18,6 +18,7 @@ from .settings import Settings
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MESSAGE_NAMESPACE = uuid.UUID("0b3c9a52-7f0e-4c8e-8d7e-3f0a6a1c2b77")
 MAX_ORIGINAL = 4096
+_JSON_TYPES = {list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 class RejectedMessage(ValueError):
@@ -62,29 +63,35 @@ def parse_request(
         text = value.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise RejectedMessage("message is not UTF-8 text: send JSON or a bare URL string") from None
-    fields: dict = {}
-    if text.startswith(("{", "[", '"')):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
+    fields: dict | None = None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.startswith(("{", "[", '"')):
             raise RejectedMessage(f"malformed JSON ({exc.msg} at char {exc.pos})") from None
-        if isinstance(doc, str):
-            text = doc
-        elif isinstance(doc, dict):
-            fields = doc
-        else:
-            raise RejectedMessage(f"JSON {type(doc).__name__} is not a request: send an object")
-    if fields:
+        doc = text  # a bare URL
+    if isinstance(doc, str):
+        text = doc
+    elif isinstance(doc, dict):
+        fields = doc
+    else:
+        raise RejectedMessage(
+            f"JSON {_JSON_TYPES.get(type(doc), 'value')} is not a request: send an object "
+            "with repo_url, or a bare URL string"
+        )
+    if fields is not None:
         url = fields.get("repo_url")
         if not isinstance(url, str):
             raise RejectedMessage("JSON request has no repo_url string")
+    elif not text:
+        raise RejectedMessage("empty message: send JSON with repo_url, or a bare URL string")
     else:
-        url = text
+        url, fields = text, {}
     request_id = fields.get("request_id") or fallback_request_id
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise RejectedMessage("request_id must be 1-64 letters, digits or ._:-")
     source = fields.get("source") or "kafka"
-    if source not in SOURCES:
+    if not isinstance(source, str) or source not in SOURCES:
         raise RejectedMessage(f"unknown source {str(source)[:20]!r}; one of {', '.join(SOURCES)}")
     try:
         ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)

@@ -70,6 +70,7 @@ class Settings:
     allowed_schemes: tuple[str, ...] = ("https", "ssh")
     github_token: str | None = field(default=None, repr=False)
     ssh_key: Path | None = None
+    ssh_known_hosts: Path = Path(".repovault/ssh_known_hosts")
     max_repo_mb: int = 2048
     git_timeout_s: int = 1800
     keep_snapshots: int = 10
@@ -114,6 +115,9 @@ class Settings:
             allowed_schemes=_csv(env.get("REPOVAULT_ALLOWED_SCHEMES", "https,ssh")),
             github_token=env.get("GITHUB_TOKEN", "").strip() or None,
             ssh_key=Path(ssh_key) if ssh_key else None,
+            ssh_known_hosts=Path(
+                env.get("REPOVAULT_SSH_KNOWN_HOSTS", "").strip() or ".repovault/ssh_known_hosts"
+            ),
             max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", 2048, minimum=1),
             git_timeout_s=git_timeout_s,
             keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", 10, minimum=1),

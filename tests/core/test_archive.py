@@ -181,7 +181,7 @@ def test_unchanged_repository_is_neither_cloned_nor_uploaded(
     first = archive(rich_repo)
     before = objects(first.bucket)
     fetch = ("POST", f"{repo_path}/git-upload-pack", "fetch")
-    assert fetch in logged_requests(git_server_log, repo_path)  # the first run cloned
+    assert fetch in [r[:3] for r in logged_requests(git_server_log, repo_path)]  # cloned
     seen = len(logged_requests(git_server_log, repo_path))
     proxy.requests.clear()
 
@@ -194,8 +194,8 @@ def test_unchanged_repository_is_neither_cloned_nor_uploaded(
     assert objects(first.bucket) == before
     # The git server was asked for the refs (`ls-remote`) and for no object.
     asked = logged_requests(git_server_log, repo_path)[seen:]
-    assert ("POST", f"{repo_path}/git-upload-pack", "ls-refs") in asked
-    assert [a for a in asked if a[2] == "fetch"] == []
+    assert ("POST", f"{repo_path}/git-upload-pack", "ls-refs") in [a[:3] for a in asked]
+    assert [a for a in asked if a.command == "fetch"] == []
 
 
 def test_a_change_uploads_only_what_changed_and_keeps_the_old_snapshot(
@@ -589,7 +589,8 @@ def test_a_clone_slower_than_the_git_timeout_is_killed_mid_way(
     with pytest.raises(GitTimeout, match="git clone ran past REPOVAULT_GIT_TIMEOUT_S=3s"):
         archive_url(repo.url.replace(git_base_url, slow_git.endpoint))
     path = "/" + repo.url.split("/", 3)[3]
-    assert ("POST", f"{path}/git-upload-pack", "fetch") in logged_requests(git_server_log, path)
+    asked = [r[:3] for r in logged_requests(git_server_log, path)]
+    assert ("POST", f"{path}/git-upload-pack", "fetch") in asked
     assert list(Path(vault_env["REPOVAULT_WORK_DIR"]).iterdir()) == []
 
 

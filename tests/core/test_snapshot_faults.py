@@ -85,6 +85,11 @@ def kill_during_tree_upload(
     pytest.fail("the killed run never got to upload tree/ objects")
 
 
+def count_fetches(log: Path, path: str) -> int:
+    """How many times the git server was asked for objects of `path`: a clone has started."""
+    return len([r for r in logged_requests(log, path) if r.command == "fetch"])
+
+
 def test_a_killed_run_never_leaves_tree_wrong_and_the_next_run_sweeps(
     vault_env: dict[str, str],
     make_repo: Callable[..., ServedRepo],
@@ -219,11 +224,9 @@ def test_two_writers_at_once_keep_the_bucket_consistent(
         for pair in range(10):
             repo.commit({"n.txt": f"{pair} first\n", f"pairs/{pair}.txt": f"{pair}\n"})
             repo.push()
-            fetches = len([r for r in logged_requests(git_server_log, path) if r[2] == "fetch"])
+            fetches = count_fetches(git_server_log, path)
             one = start_archive(repo.url, slow if pair % 3 in (0, 1) else {})
-            while len([r for r in logged_requests(git_server_log, path) if r[2] == "fetch"]) == (
-                fetches
-            ):
+            while count_fetches(git_server_log, path) == fetches:
                 assert one.poll() is None, one.communicate()
                 time.sleep(0.05)
             repo.commit({"n.txt": f"{pair} second\n"})  # the first run cloned the push before

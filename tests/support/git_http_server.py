@@ -1,29 +1,43 @@
 """Smart-HTTP git server: `git http-backend` behind a small threaded HTTP server.
 
-Run as `python -m tests.support.git_http_server ROOT PORT`; serves every repository under ROOT
-at http://127.0.0.1:PORT/<path>, for clones only (receive-pack is off). Every request is
-printed on stdout as `REQUEST <method> <path> <command>` when it arrives, so a test can see
-what git asked for; `<command>` is the upload-pack command (`ls-refs`, `fetch`; `-` for none).
+Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]`;
+serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones only
+(receive-pack is off). Every request is printed on stdout, when it arrives, as `REQUEST ` and a
+JSON object (method, path, upload-pack command, Authorization header or null): what the server
+received, read back with `logged_requests`. With `--require-token-from-env`, it answers 401 to
+any request without the `Authorization` header git sends for that token (GitHub's
+`x-access-token` basic auth): a stand-in for github.com serving a private repository.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import gzip
+import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 _LOGGED = "REQUEST "
 
 
+class LoggedRequest(NamedTuple):
+    method: str
+    path: str
+    command: str  # upload-pack command: `ls-refs`, `fetch`, `-` for none
+    authorization: str | None
+
+
 class GitHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     root = "."
+    required_authorization: str | None = None
 
     def do_GET(self) -> None:
         self._cgi()
@@ -50,8 +64,18 @@ class GitHandler(BaseHTTPRequestHandler):
     def _cgi(self) -> None:
         path, _, query = self.path.partition("?")
         body = self._body()
+        authorization = self.headers.get("Authorization")
         command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
-        print(f"{_LOGGED}{self.command} {path} {command}", flush=True)
+        print(
+            _LOGGED
+            + json.dumps(LoggedRequest(self.command, path, command, authorization)._asdict()),
+            flush=True,
+        )
+        if self.required_authorization and authorization != self.required_authorization:
+            self.send_response(401, "Unauthorized")
+            self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+            self.end_headers()
+            return
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": self.root,
@@ -112,17 +136,15 @@ def _upload_pack_command(body: bytes, encoding: str) -> str:
     return "fetch" if b"want " in body[:256] else "-"
 
 
-def logged_requests(log: Path, path_prefix: str = "") -> list[tuple[str, str, str]]:
-    """(method, path, upload-pack command) of every request the server logged to `log`, for
-    paths under `path_prefix`."""
+def logged_requests(log: Path, path_prefix: str = "") -> list[LoggedRequest]:
+    """Every request the server logged to `log`, for paths under `path_prefix`, in order."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    found = []
-    for line in lines:
-        if line.startswith(_LOGGED):
-            method, path, command = line[len(_LOGGED) :].split(" ")
-            if path.startswith(path_prefix):
-                found.append((method, path, command))
-    return found
+    found = [
+        LoggedRequest(**json.loads(line[len(_LOGGED) :]))
+        for line in lines
+        if line.startswith(_LOGGED)
+    ]
+    return [r for r in found if r.path.startswith(path_prefix)]
 
 
 def _feed(stdin, body: bytes) -> None:
@@ -134,12 +156,21 @@ def _feed(stdin, body: bytes) -> None:
         stdin.close()
 
 
-def serve(root: str, port: int) -> None:
+def serve(root: str, port: int, token: str | None = None) -> None:
     GitHandler.root = os.path.abspath(root)
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        GitHandler.required_authorization = f"Basic {basic}"
     server = ThreadingHTTPServer(("127.0.0.1", port), GitHandler)
     server.daemon_threads = True
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--require-token-from-env", metavar="VAR")
+    args = parser.parse_args()
+    token = os.environ[args.require_token_from_env] if args.require_token_from_env else None
+    serve(args.root, args.port, token)

@@ -69,11 +69,16 @@ def running(
 
 
 @contextmanager
-def git_http_server(root: Path, log: Path) -> Iterator[str]:
-    """Yields the base URL of a smart-HTTP git server over `root`."""
+def git_http_server(root: Path, log: Path, require_token: str | None = None) -> Iterator[str]:
+    """Yields the base URL of a smart-HTTP git server over `root` that logs every request to
+    `log` (see the module)."""
     port = free_port()
     cmd = [sys.executable, "-m", "tests.support.git_http_server", str(root), str(port)]
-    with running(cmd, port, log):
+    # The token travels in the environment, not on a command line others can read.
+    env = {"REPOVAULT_TEST_REQUIRED_TOKEN": require_token} if require_token else None
+    if require_token:
+        cmd += ["--require-token-from-env", "REPOVAULT_TEST_REQUIRED_TOKEN"]
+    with running(cmd, port, log, env):
         yield f"http://127.0.0.1:{port}"
 
 
