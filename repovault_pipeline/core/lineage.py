@@ -15,15 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Index,
-    MetaData,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
     create_engine,
     event,
     func,
@@ -36,55 +27,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 
 from .redact import mask_secrets
+from .tables import SOURCES, metadata, repo_requests
 
-SOURCES = ("cli", "trending", "kafka", "backfill", "ui")
 STATUSES = ("pending", "in_progress", "completed", "unchanged", "failed", "rejected")
 FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
 MAX_ERROR = 2000
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp that is always timezone-aware UTC, whatever the database keeps."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the lineage store; use UTC-aware times")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = MetaData()
-repo_requests = Table(
-    "repo_requests",
-    metadata,
-    Column("request_id", String(64), primary_key=True),
-    Column("repo_url", Text, nullable=False),
-    Column("repo_id", String(512)),
-    Column("source", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("creation_timestamp", UTCDateTime, nullable=False),
-    Column("inyector_timestamp", UTCDateTime),
-    Column("worker_start_timestamp", UTCDateTime),
-    Column("worker_finishing_timestamp", UTCDateTime),
-    Column("run_id", String(64)),
-    Column("snapshot_id", String(64)),
-    Column("head_commit", String(64)),
-    Column("bytes_uploaded", BigInteger),
-    Column("error", Text),
-    Index("ix_repo_requests_repo_id", "repo_id"),
-    Index("ix_repo_requests_status", "status"),
-    Index("ix_repo_requests_creation", "creation_timestamp"),
-)
 
 
 def now() -> datetime:

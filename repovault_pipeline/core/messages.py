@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .kafka import PositionReset
-from .lineage import SOURCES
 from .redact import mask_secrets
 from .settings import Settings
+from .tables import SOURCES
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MESSAGE_NAMESPACE = uuid.UUID("0b3c9a52-7f0e-4c8e-8d7e-3f0a6a1c2b77")

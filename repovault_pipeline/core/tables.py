@@ -1,0 +1,106 @@
+"""The RepoVault database (SPEC "Lineage"): `repo_requests` (one row per request),
+`repo_sources` (tracked organisations and groups) and `repo_state` (one row per known
+repository: what upstream looked like when last checked).
+
+Table definitions only, so every store (lineage, fleet, statistics) shares one schema and
+`create_tables` creates all of it. Timestamps are timezone-aware UTC on PostgreSQL and SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+SOURCES = ("cli", "api", "trending", "kafka", "backfill", "ui", "track", "refresh")
+UPSTREAM_STATES = ("active", "unreachable", "gone")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the lineage store; use UTC-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+repo_requests = Table(
+    "repo_requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("repo_url", Text, nullable=False),
+    Column("repo_id", String(512)),
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("creation_timestamp", UTCDateTime, nullable=False),
+    Column("inyector_timestamp", UTCDateTime),
+    Column("worker_start_timestamp", UTCDateTime),
+    Column("worker_finishing_timestamp", UTCDateTime),
+    Column("run_id", String(64)),
+    Column("snapshot_id", String(64)),
+    Column("head_commit", String(64)),
+    Column("bytes_uploaded", BigInteger),
+    Column("error", Text),
+    Index("ix_repo_requests_repo_id", "repo_id"),
+    Index("ix_repo_requests_status", "status"),
+    Index("ix_repo_requests_creation", "creation_timestamp"),
+)
+
+
+repo_sources = Table(
+    "repo_sources",
+    metadata,
+    Column("source_id", String(600), primary_key=True),  # e.g. github-org:github.com/dagster-io
+    Column("kind", String(16), nullable=False),  # github-org, github-user, gitlab-group
+    Column("name", String(512), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("skip_forks", Boolean, nullable=False, default=False),
+    Column("skip_archived", Boolean, nullable=False, default=False),
+    Column("include", Text),  # name patterns (fnmatch), comma separated
+    Column("exclude", Text),
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("last_listed_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # active, error, removed
+    Column("error", Text),
+)
+repo_state = Table(
+    "repo_state",
+    metadata,
+    Column("repo_id", String(512), primary_key=True),
+    Column("repo_url", Text, nullable=False),
+    Column("source_id", String(600)),
+    Column("last_checked_at", UTCDateTime),
+    Column("last_changed_at", UTCDateTime),
+    Column("refs_digest", String(64)),
+    Column("upstream", String(16), nullable=False, default="active"),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("last_snapshot_id", String(64)),
+    Index("ix_repo_state_checked", "last_checked_at"),
+    Index("ix_repo_state_source", "source_id"),
+)
