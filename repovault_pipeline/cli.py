@@ -209,6 +209,8 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
             ]
         )
     _table(["rank", "repository", "stars", f"stars {period}", "language", "description"], rows)
+    for position in listing.unreadable:
+        print(f"trending card #{position} has no readable repository link", file=sys.stderr)
     if listing.fallback_reason:
         print(
             f"trending page unusable ({listing.fallback_reason}); listed the most-starred "

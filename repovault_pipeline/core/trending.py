@@ -1,9 +1,10 @@
 """GitHub trending: which repositories the daily schedule (and `repovault trending`) requests.
 
-The trending page has no API, so its HTML is parsed: one `<article class="Box-row">` card per
-repository, the repository link in the card's `<h2>`. GitHub changes that markup from time to
-time; when the page fails or yields no repository, the GitHub Search API (most-starred
-repositories created in the last 7 days) stands in, so a tick still has something to archive.
+The trending page has no API, so its HTML is parsed (selectolax, the lexbor HTML5 parser): one
+`<article class="Box-row">` card per repository, the repository link in the card's heading at
+any level (`h1` in 2019-2020 pages, `h2` today). GitHub changes that markup from time to time;
+when the page fails or yields no repository, the GitHub Search API (most-starred repositories
+created in the last 7 days) stands in, so a tick still has something to archive.
 
 Plain Python (no Dagster): the schedule glue only turns a `TickPlan` into run requests.
 """
@@ -11,18 +12,21 @@ Plain Python (no Dagster): the schedule glue only turns a `TickPlan` into run re
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+from urllib3.util.retry import Retry
 
 from .. import __version__
 from .errors import ArchiveError
@@ -37,6 +41,8 @@ SEARCH_WINDOW_DAYS = 7
 SEARCH_PER_PAGE = 25  # as many as the trending page shows, so rejected entries can be replaced
 DEFAULT_TIMEOUT_S = (5.0, 20.0)  # connect, read: a tick never waits on GitHub for long
 DEFAULT_RETRIES = 1  # one more attempt on a connection error or a 5xx; timeouts are not retried
+RETRY_AFTER_MAX_S = 10.0  # a 503's Retry-After is honoured up to this; a tick never waits longer
+MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 8 * 1024 * 1024  # the real page is well under 1 MB
 GITHUB_API_VERSION = "2022-11-28"
 TRENDING_SOURCE = "trending"
@@ -46,24 +52,16 @@ TAG_TRENDING_RANK = "repovault/trending_rank"
 TAG_TRENDING_LIST = "repovault/trending_list"  # "page" or "search_api": where the rank is from
 _TRENDING_NAMESPACE = uuid.UUID("0d3c8f5e-2a77-4c53-9a43-6f0e7b1d9c24")
 
-_LANGUAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 +#._-]{0,49}$")
+# Every character of a language name in GitHub's menu (github-linguist's languages.yml):
+# letters, digits, space and # ' ( ) * + - . (C#, Cap'n Proto, Graphviz (DOT), F*, C++).
+_LANGUAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 #'()*+._-]{0,49}$")
+# Characters a URL path segment may carry as they are (RFC 3986 pchar); '#' and '%' are escaped.
+_PATH_SAFE = "-._~!$&'()*+,;=:@"
 _REPO_PATH = re.compile(r"^/?(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+)/?$")
-_COUNT = re.compile(r"(\d[\d,]*)")
-_VOID = {
-    "area",
-    "base",
-    "br",
-    "col",
-    "embed",
-    "hr",
-    "img",
-    "input",
-    "link",
-    "meta",
-    "source",
-    "track",
-    "wbr",
-}
+_COUNT = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*([kKmM]?)")
+_MULTIPLIER = {"": 1, "k": 1_000, "m": 1_000_000}
+_HEADING_LINK = ", ".join(f"h{level} a[href]" for level in range(1, 7))
+log = logging.getLogger(__name__)
 
 
 class TrendingError(ArchiveError):
@@ -125,125 +123,66 @@ class TrendingList:
     since: str
     language: str | None
     fallback_reason: str | None = None  # why the page was not used, when it was not
+    unreadable: tuple[int, ...] = ()  # page positions (1-based) of cards without a repository link
 
 
 # --------------------------------------------------------------------------- page parsing
 
 
-@dataclass
-class _Card:
-    href: str | None = None
-    description: list[str] = field(default_factory=list)
-    language: list[str] = field(default_factory=list)
-    stars: list[str] = field(default_factory=list)
-    period: list[str] = field(default_factory=list)
-    has_description: bool = False
-    has_language: bool = False
+@dataclass(frozen=True)
+class TrendingPage:
+    """The repository cards of a page in page order, and the positions of the cards whose
+    repository link could not be read (a markup change shows there before it empties the list)."""
+
+    repos: tuple[TrendingRepo, ...]
+    cards: int
+    unreadable: tuple[int, ...] = ()
 
 
-class _TrendingParser(HTMLParser):
-    """Collects the repository cards; everything outside `<article class="Box-row">` is ignored.
-
-    A stack of open elements inside the card says which field the text belongs to, so nested
-    markup (svg icons, emoji, avatars) never leaks into another field.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.cards: list[_Card] = []
-        self.articles = 0
-        self._card: _Card | None = None
-        self._stack: list[tuple[str, str | None]] = []  # (tag, field collected inside it)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = {k: v or "" for k, v in attrs}
-        classes = set(attr.get("class", "").split())
-        if self._card is None:
-            if tag == "article" and "Box-row" in classes:
-                self.articles += 1
-                self._card = _Card()
-                self._stack = [("article", None)]
-            return
-        if tag in _VOID:
-            return
-        card = self._card
-        collecting = self._collecting()
-        target: str | None = None
-        if tag == "a" and self._inside("h2") and card.href is None:
-            card.href = attr.get("href", "")
-            target = "name"
-        elif tag == "p" and "col-9" in classes and not card.has_description:
-            card.has_description = True
-            target = "description"
-        elif tag == "span" and attr.get("itemprop") == "programmingLanguage":
-            card.has_language = True
-            target = "language"
-        elif tag == "a" and attr.get("href", "").rstrip("/").endswith("/stargazers"):
-            target = "stars"
-        elif tag == "span" and {"d-inline-block", "float-sm-right"} <= classes:
-            target = "period"
-        self._stack.append((tag, target or collecting))
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._card is None or tag in _VOID:
-            return
-        # Pop up to the matching open element; a stray end tag (no match) is ignored.
-        for depth in range(len(self._stack) - 1, -1, -1):
-            if self._stack[depth][0] == tag:
-                del self._stack[depth:]
-                break
-        if not self._stack:
-            self.cards.append(self._card)
-            self._card = None
-
-    def handle_data(self, data: str) -> None:
-        if self._card is None:
-            return
-        target = self._collecting()
-        if target in ("description", "language", "stars", "period"):
-            getattr(self._card, target).append(data)
-
-    def _collecting(self) -> str | None:
-        return self._stack[-1][1] if self._stack else None
-
-    def _inside(self, tag: str) -> bool:
-        return any(open_tag == tag for open_tag, _ in self._stack)
-
-
-def parse_trending_page(html: str) -> tuple[list[TrendingRepo], int]:
-    """The repository cards of a trending page, in page order, and how many cards there were.
-
-    A card whose link does not name owner/name is left out; the caller sees it in the count.
-    """
-    parser = _TrendingParser()
-    parser.feed(html)
-    parser.close()
+def parse_trending_page(html: str) -> TrendingPage:
+    """The `article.Box-row` cards of a trending page: the repository link is the first link in
+    the card's heading, whatever its level; description, language and counts where present."""
     repos: list[TrendingRepo] = []
-    for card in parser.cards:
-        match = _REPO_PATH.match(urlsplit((card.href or "").strip()).path)
+    unreadable: list[int] = []
+    cards = LexborHTMLParser(html).css("article.Box-row")
+    for position, card in enumerate(cards, start=1):
+        link = card.css_first(_HEADING_LINK)
+        href = (link.attributes.get("href") or "") if link is not None else ""
+        match = _REPO_PATH.match(urlsplit(href.strip()).path)
         if not match:
+            log.warning("trending card #%d has no readable repository link; skipped", position)
+            unreadable.append(position)
             continue
         repos.append(
             TrendingRepo(
                 owner=match["owner"],
                 name=match["name"],
-                description=_text(card.description) if card.has_description else None,
-                language=_text(card.language) if card.has_language else None,
-                stars=_count(card.stars),
-                stars_in_period=_count(card.period),
+                description=_text(card.css_first("p.col-9")),
+                language=_text(card.css_first('span[itemprop="programmingLanguage"]')),
+                stars=parse_count(_text(card.css_first('a[href$="/stargazers"]'))),
+                stars_in_period=parse_count(
+                    _text(card.css_first("span.d-inline-block.float-sm-right"))
+                ),
             )
         )
-    return repos, parser.articles
+    return TrendingPage(tuple(repos), len(cards), tuple(unreadable))
 
 
-def _text(parts: list[str]) -> str | None:
-    text = " ".join(" ".join(parts).split())
+def _text(node: LexborNode | None) -> str | None:
+    """A node's text with white space folded; None for a missing or empty node."""
+    if node is None:
+        return None
+    text = " ".join((node.text(deep=True, separator=" ") or "").split())
     return text or None
 
 
-def _count(parts: list[str]) -> int | None:
-    match = _COUNT.search(" ".join(parts))
-    return int(match.group(1).replace(",", "")) if match else None
+def parse_count(text: str | None) -> int | None:
+    """The first count in `text` as GitHub writes them: `1,234`, `12.3k`, `1.2m`."""
+    match = _COUNT.search(text or "")
+    if not match:
+        return None
+    number, suffix = match.group(1).replace(",", ""), match.group(2).lower()
+    return round(float(number) * _MULTIPLIER[suffix])
 
 
 def parse_search_response(payload: Any) -> list[TrendingRepo]:
@@ -262,7 +201,7 @@ def parse_search_response(payload: Any) -> list[TrendingRepo]:
             TrendingRepo(
                 owner=match["owner"],
                 name=match["name"],
-                description=_text([item["description"]]) if item.get("description") else None,
+                description=" ".join(str(item.get("description") or "").split()) or None,
                 language=item.get("language") or None,
                 stars=stars if isinstance(stars, int) else None,
             )
@@ -281,24 +220,31 @@ def check_since(since: str) -> str:
 
 
 def check_language(language: str | None) -> str | None:
-    """A language name as GitHub lists it (Python, C++, C#, Jupyter Notebook), or None."""
+    """A language name as GitHub's menu lists it (Python, C++, C#, Cap'n Proto, F*), or None."""
     if language is None or not language.strip():
         return None
     value = language.strip()
     if not _LANGUAGE.match(value):
         raise InvalidTrendingOption(
-            f"language {value[:60]!r} is not a language name; use letters, digits, spaces, + # . -"
+            f"language {value[:60]!r} is not a language name; use the name GitHub's language "
+            "menu shows (letters, digits, spaces and # ' ( ) * + - .)"
         )
     return value
 
 
+def language_slug(language: str) -> str:
+    """GitHub's URL slug of a language: linguist's default alias (lowercase, each white space
+    a '-') with what a path segment cannot carry escaped: `C#` -> `c%23`, `Cap'n Proto` ->
+    `cap'n-proto`, `Graphviz (DOT)` -> `graphviz-(dot)`."""
+    return quote(re.sub(r"\s", "-", language.lower()), safe=_PATH_SAFE)
+
+
 def trending_page_url(base: str, language: str | None) -> str:
-    """`<trending url>[/<language slug>]`; GitHub's slug is lowercase with spaces as '-'."""
+    """`<trending url>[/<language slug>]`."""
     language = check_language(language)
     if not language:
         return base.rstrip("/")
-    slug = quote(language.lower().replace(" ", "-"), safe="+-._")
-    return f"{base.rstrip('/')}/{slug}"
+    return f"{base.rstrip('/')}/{language_slug(language)}"
 
 
 class TrendingClient:
@@ -311,17 +257,12 @@ class TrendingClient:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = 1.0,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.timeout = timeout
-        self.retries = max(0, retries)
-        self.backoff_s = backoff_s
-        self._sleep = sleep
-        self.session = session or requests.Session()
-        self.session.max_redirects = 5
-        self.session.headers["User-Agent"] = f"repovault/{__version__} (+trending schedule)"
+        self.session = api_session(
+            retries, backoff_s, f"repovault/{__version__} (+trending schedule)"
+        )
 
     def fetch(
         self,
@@ -339,14 +280,7 @@ class TrendingClient:
                 listing = self.fetch_search_api(language, since, as_of)
             except TrendingError as api_error:
                 raise TrendingUnavailable(page_error, api_error) from None
-            return TrendingList(
-                listing.repos,
-                listing.source,
-                listing.url,
-                since,
-                language,
-                fallback_reason=str(page_error),
-            )
+            return replace(listing, fallback_reason=str(page_error))
 
     def fetch_page(self, language: str | None = None, since: str = "daily") -> TrendingList:
         url = trending_page_url(self.settings.trending_url, language)
@@ -355,11 +289,15 @@ class TrendingClient:
         body = self._get(
             url, params={"since": since}, headers={"Accept": "text/html"}, what=shown, api=False
         )
-        repos, cards = parse_trending_page(body)
-        if not repos:
-            found = f"{cards} cards but none names a repository" if cards else "no repository cards"
+        page = parse_trending_page(body)
+        if not page.repos:
+            found = (
+                f"{page.cards} cards but none names a repository"
+                if page.cards
+                else "no repository cards"
+            )
             raise TrendingError(f"{shown} has {found} (has GitHub changed its markup?)")
-        return TrendingList(tuple(repos), "page", shown, since, language)
+        return TrendingList(page.repos, "page", shown, since, language, unreadable=page.unreadable)
 
     def fetch_search_api(
         self,
@@ -403,39 +341,86 @@ class TrendingClient:
         what: str,
         api: bool,
     ) -> str:
-        """GET with bounded time and one retry for connection errors and 5xx answers."""
-        attempts = 1 + self.retries
-        for attempt in range(1, attempts + 1):
-            retry = attempt < attempts
-            try:
+        """GET with bounded time; the session retries connection errors and 5xx answers.
+        Redirects are followed only within the host that was asked."""
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
                 with self.session.get(
                     url,
                     params=params,
                     headers=headers,
                     timeout=self.timeout,
                     stream=True,
+                    allow_redirects=False,
                 ) as resp:
+                    if resp.is_redirect:
+                        url, params = _same_host_redirect(url, resp, what), {}
+                        continue
                     limited = _rate_limit(resp, what, api and not self.settings.github_token)
                     if limited:
                         raise limited
-                    if resp.status_code >= 500 and retry:
-                        self._sleep(self.backoff_s * attempt)
-                        continue
                     if resp.status_code != 200:
                         raise TrendingError(
                             f"{what} answered HTTP {resp.status_code} {resp.reason or ''}".rstrip()
                         )
                     return _read_body(resp, what, time.monotonic() + 2 * _budget(self.timeout))
-            except requests.Timeout:
-                raise TrendingError(f"{what} timed out after {_seconds(self.timeout)}") from None
-            except requests.ConnectionError as exc:
-                if retry:
-                    self._sleep(self.backoff_s * attempt)
-                    continue
-                raise TrendingError(f"{what} is unreachable ({_reason(exc)})") from None
-            except requests.RequestException as exc:
-                raise TrendingError(f"{what} failed ({_reason(exc)})") from None
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            raise TrendingError(f"{what} redirected more than {MAX_REDIRECTS} times")
+        except requests.Timeout:
+            raise TrendingError(f"{what} timed out after {_seconds(self.timeout)}") from None
+        except requests.ConnectionError as exc:
+            raise TrendingError(f"{what} is unreachable ({_reason(exc)})") from None
+        except requests.RequestException as exc:
+            raise TrendingError(f"{what} failed ({_reason(exc)})") from None
+
+
+class _BoundedRetry(Retry):
+    """urllib3's Retry with a cap on the wait a server may ask for in Retry-After, which only a
+    503 earns: a rate limit (429) can last an hour and is reported to the caller instead."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+    def get_retry_after(self, response: Any) -> float | None:
+        wait = super().get_retry_after(response)
+        return None if wait is None else min(wait, RETRY_AFTER_MAX_S)
+
+
+def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Session:
+    """A session whose every GET is retried by urllib3: connection errors and 5xx answers, at
+    most `retries` more times, exponential backoff, a 503's Retry-After honoured (capped). Read
+    timeouts and rate limits (403/429) are not retried: the caller reports them."""
+    retry = _BoundedRetry(
+        total=max(0, retries),
+        connect=max(0, retries),
+        read=False,  # a read timeout is raised as itself, not retried
+        status=max(0, retries),
+        other=0,
+        redirect=0,
+        backoff_factor=backoff_s,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=("GET",),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session
+
+
+def _same_host_redirect(url: str, resp: requests.Response, what: str) -> str:
+    """The redirect's target when it stays on the scheme, host and port that were asked; a
+    redirect elsewhere is refused (a page that sends us to another host is not GitHub's)."""
+    target = urljoin(resp.url or url, resp.headers.get("Location", ""))
+    asked, went = urlsplit(url), urlsplit(target)
+    if (went.scheme, went.netloc) != (asked.scheme, asked.netloc):
+        raise TrendingError(
+            f"{what} redirected to another host ({_shown(f'{went.scheme}://{went.netloc}')}); "
+            "refused: check REPOVAULT_TRENDING_URL / REPOVAULT_GITHUB_API"
+        )
+    return target
 
 
 def _read_body(resp: requests.Response, what: str, deadline: float) -> str:

@@ -69,6 +69,11 @@ def _report(context: ScheduleEvaluationContext, plan: TickPlan) -> None:
         context.log.warning(
             f"trending page unusable ({listing.fallback_reason}); used {listing.url} instead"
         )
+    for position in listing.unreadable if listing is not None else ():
+        context.log.warning(
+            f"trending card #{position} has no readable repository link (has GitHub changed its "
+            "markup?); it was skipped"
+        )
     for entry in plan.rejected:
         context.log.warning(
             f"trending #{entry.rank} {entry.repo.full_name} not requested: {entry.reason}"

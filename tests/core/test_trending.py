@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from repovault_pipeline import cli
 from repovault_pipeline.core.settings import ConfigError, Settings
 from repovault_pipeline.core.trending import (
+    RETRY_AFTER_MAX_S,
     InvalidTrendingOption,
     RateLimited,
     TrendingClient,
     TrendingError,
+    TrendingPage,
     TrendingUnavailable,
+    api_session,
+    check_language,
+    language_slug,
+    parse_count,
     parse_trending_page,
     plan_trending_tick,
     trending_page_url,
@@ -33,6 +41,14 @@ from tests.fixtures.trending.server import (
     FakeGitHub,
     fake_github,
 )
+
+LANGUAGES = [
+    line
+    for line in (Path(__file__).parents[1] / "fixtures/trending/languages.txt")
+    .read_text()
+    .splitlines()
+    if line and not line.startswith("#")
+]
 
 TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 AS_OF = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
@@ -91,8 +107,9 @@ def client_for(fake: FakeGitHub, timeout: float = 2.0, **extra: str) -> Trending
 
 
 def test_fixture_page_parses_all_25_cards_in_page_order() -> None:
-    repos, cards = parse_trending_page(TRENDING_HTML.decode())
-    assert cards == 25
+    page = parse_trending_page(TRENDING_HTML.decode())
+    repos = page.repos
+    assert (page.cards, page.unreadable) == (25, ())
     assert [r.full_name for r in repos] == PAGE_ORDER
     first = repos[0]
     assert (first.description, first.language, first.stars, first.stars_in_period) == (
@@ -113,14 +130,45 @@ def test_fixture_page_parses_all_25_cards_in_page_order() -> None:
 
 
 def test_changed_markup_yields_no_repository() -> None:
-    assert parse_trending_page(CHANGED_HTML.decode()) == ([], 0)
+    assert parse_trending_page(CHANGED_HTML.decode()) == TrendingPage((), 0)
 
 
-def test_card_without_repository_link_is_left_out() -> None:
-    page = TRENDING_HTML.decode().replace('href="/microsoft/markitdown" data-view', "data-view", 1)
-    repos, cards = parse_trending_page(page)
-    assert cards == 25
-    assert [r.full_name for r in repos] == PAGE_ORDER[1:]
+def test_card_without_repository_link_is_reported_with_its_position(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    html = TRENDING_HTML.decode().replace('href="/vercel/next.js" data-view', "data-view", 1)
+    with caplog.at_level(logging.WARNING):
+        page = parse_trending_page(html)
+    assert (page.cards, page.unreadable) == (25, (4,))
+    assert [r.full_name for r in page.repos] == PAGE_ORDER[:3] + PAGE_ORDER[4:]
+    assert "trending card #4 has no readable repository link" in caplog.text
+
+
+@pytest.mark.parametrize("level", ["h1", "h3", "h6"])
+def test_repository_link_is_found_in_a_heading_of_any_level(level: str) -> None:
+    """Pages from 2019-2020 put the link in an h1; current ones in an h2."""
+    html = TRENDING_HTML.decode().replace('<h2 class="h3 lh-condensed">', f"<{level}>")
+    html = html.replace("</a>  </h2>", f"</a>  </{level}>")
+    assert html.count(f"<{level}>") == 25
+    page = parse_trending_page(html)
+    assert [r.full_name for r in page.repos] == PAGE_ORDER
+    assert page.repos[0].stars == 38214
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("38,214", 38214),
+        ("12.3k", 12300),
+        ("1.2m", 1_200_000),
+        ("1.5K stars today", 1500),
+        ("  987 stars this week", 987),
+        ("no number", None),
+        (None, None),
+    ],
+)
+def test_counts_as_github_writes_them(text: str | None, count: int | None) -> None:
+    assert parse_count(text) == count
 
 
 @pytest.mark.parametrize(
@@ -131,6 +179,15 @@ def test_card_without_repository_link_is_left_out() -> None:
         ("C++", "/trending/c++"),
         ("C#", "/trending/c%23"),
         ("Jupyter Notebook", "/trending/jupyter-notebook"),
+        ("Cap'n Proto", "/trending/cap'n-proto"),
+        ("F*", "/trending/f*"),
+        ("Graphviz (DOT)", "/trending/graphviz-(dot)"),
+        ("Ren'Py", "/trending/ren'py"),
+        ("Objective-C++", "/trending/objective-c++"),
+        ("1C Enterprise", "/trending/1c-enterprise"),
+        ("Visual Basic .NET", "/trending/visual-basic-.net"),
+        ("F#", "/trending/f%23"),
+        ("Pro*C", "/trending/pro*c"),
     ],
 )
 def test_language_slug(language: str | None, path: str) -> None:
@@ -139,7 +196,16 @@ def test_language_slug(language: str | None, path: str) -> None:
     )
 
 
-@pytest.mark.parametrize("language", ["../admin", "py?x=1", "a/b", "x" * 80])
+def test_every_language_of_githubs_menu_is_accepted_and_slugged_as_a_path_segment() -> None:
+    assert len(LANGUAGES) > 800
+    for name in LANGUAGES:
+        assert check_language(name) == name
+        slug = language_slug(name)
+        assert slug == slug.lower() and " " not in slug and "/" not in slug
+        assert "#" not in slug and "?" not in slug
+
+
+@pytest.mark.parametrize("language", ["../admin", "py?x=1", "a/b", "x" * 80, "c%23", "a\nb"])
 def test_language_that_is_not_a_name_is_refused(language: str) -> None:
     with pytest.raises(InvalidTrendingOption):
         trending_page_url("https://github.com/trending", language)
@@ -210,6 +276,42 @@ def test_5xx_then_success_uses_the_page(github: FakeGitHub) -> None:
     listing = client_for(github).fetch()
     assert listing.source == "page" and len(listing.repos) == 25
     assert github.hits_on("/api/search/repositories") == []
+
+
+def test_503_with_retry_after_waits_then_uses_the_page(github: FakeGitHub) -> None:
+    github.answer(
+        "/trending",
+        Answer(503, b"busy", {**HTML, "Retry-After": "1"}),
+        Answer(200, TRENDING_HTML, HTML),
+    )
+    listing = client_for(github).fetch()
+    assert listing.source == "page"
+    first, second = github.hits_on("/trending")
+    assert second.at - first.at >= 0.9  # the server's Retry-After was honoured
+
+
+def test_a_retry_after_longer_than_a_tick_may_wait_is_capped() -> None:
+    retry = api_session(1, 0, "test").get_adapter("https://x").max_retries
+    answer = type("Answer", (), {"headers": {"Retry-After": "3600"}})()
+    assert retry.get_retry_after(answer) == RETRY_AFTER_MAX_S
+
+
+def test_a_redirect_to_another_host_is_refused(github: FakeGitHub) -> None:
+    with fake_github() as elsewhere:
+        elsewhere.page()
+        github.answer("/trending", Answer(302, b"", {"Location": f"{elsewhere.url}/trending"}))
+        with pytest.raises(TrendingError, match="redirected to another host") as caught:
+            client_for(github).fetch_page()
+        assert elsewhere.hits == []
+    assert "REPOVAULT_TRENDING_URL" in str(caught.value)
+
+
+def test_a_redirect_on_the_same_host_is_followed(github: FakeGitHub) -> None:
+    github.answer("/trending", Answer(301, b"", {"Location": "/trending/moved"}))
+    github.page(path="/trending/moved")
+    listing = client_for(github).fetch_page(since="weekly")
+    assert [r.full_name for r in listing.repos] == PAGE_ORDER
+    assert [h.path for h in github.hits] == ["/trending", "/trending/moved"]
 
 
 def test_rate_limits_give_a_clear_reason_and_are_not_retried(github: FakeGitHub) -> None:
@@ -300,7 +402,8 @@ def test_plan_takes_the_top_ten_with_stable_keys(github: FakeGitHub) -> None:
     assert [r.repo_id for r in plan.runs] == [f"github.com/{n.lower()}" for n in PAGE_ORDER[:10]]
     run = plan.runs[3]
     assert run.run_key == "trending:2025-01-15:github.com/vercel/next.js"
-    assert run.request_id == trending_request_id(run.run_key)
+    # uuid5 of the run key, computed once by hand: a row id that must never change
+    assert run.request_id == "cddd2f3d-5107-55f6-90d0-981c4be47e00"
     assert run.repo_url == "https://github.com/vercel/next.js"
     assert run.tags["repovault/source"] == "trending"
     assert run.tags["repovault/trending_date"] == "2025-01-15"
@@ -310,7 +413,8 @@ def test_plan_takes_the_top_ten_with_stable_keys(github: FakeGitHub) -> None:
     )
     assert [r.run_key for r in again.runs] == [r.run_key for r in plan.runs]
     next_day = trending_run_key(AS_OF.date() + timedelta(days=1), run.repo_id)
-    assert trending_request_id(next_day) != run.request_id
+    assert next_day == "trending:2025-01-16:github.com/vercel/next.js"
+    assert trending_request_id(next_day) == "fe6cbb61-850c-5ab4-bbaa-200391c1b148"
 
 
 def test_plan_skips_without_fetching_when_github_is_not_allowed(github: FakeGitHub) -> None:

@@ -24,6 +24,7 @@ from tests.fixtures.trending.server import (
     CHANGED_HTML,
     JSON,
     SEARCH_JSON,
+    TRENDING_HTML,
     Answer,
     FakeGitHub,
     fake_github,
@@ -200,3 +201,19 @@ def test_github_not_allowed_is_a_skip_not_a_crash(
     assert data.run_requests == []
     assert "REPOVAULT_ALLOWED_HOSTS=gitlab.example.com" in data.skip_message
     assert github.hits == []
+
+
+def test_a_card_without_a_readable_link_is_logged_with_its_rank(
+    github: FakeGitHub,
+    trending_env: LineageStore,
+    instance: DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    page = TRENDING_HTML.replace(b'href="/vercel/next.js" data-view', b"data-view", 1)
+    github.page(page)
+    tick = evaluate(instance)
+    # the schedule's own warning, on its log (the parser's log line has no markup hint)
+    logged = "".join(capfd.readouterr())
+    assert "trending card #4 has no readable repository link (has GitHub changed" in logged
+    assert "github.com/vercel/next.js" not in [r.partition_key for r in tick.run_requests]
+    assert len(tick.run_requests) == 10  # the next card moved up
