@@ -24,12 +24,11 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from selectolax.lexbor import LexborHTMLParser, LexborNode
-from urllib3.util.retry import Retry
 
 from .. import __version__
 from .errors import ArchiveError
+from .http import api_session
 from .identity import InvalidRepoUrl, parse_repo_url
 from .redact import mask_secrets
 from .runs import request_tags
@@ -41,7 +40,6 @@ SEARCH_WINDOW_DAYS = 7
 SEARCH_PER_PAGE = 25  # as many as the trending page shows, so rejected entries can be replaced
 DEFAULT_TIMEOUT_S = (5.0, 20.0)  # connect, read: a tick never waits on GitHub for long
 DEFAULT_RETRIES = 1  # one more attempt on a connection error or a 5xx; timeouts are not retried
-RETRY_AFTER_MAX_S = 10.0  # a 503's Retry-After is honoured up to this; a tick never waits longer
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 8 * 1024 * 1024  # the real page is well under 1 MB
 GITHUB_API_VERSION = "2022-11-28"
@@ -371,43 +369,6 @@ class TrendingClient:
             raise TrendingError(f"{what} is unreachable ({_reason(exc)})") from None
         except requests.RequestException as exc:
             raise TrendingError(f"{what} failed ({_reason(exc)})") from None
-
-
-class _BoundedRetry(Retry):
-    """urllib3's Retry with a cap on the wait a server may ask for in Retry-After, which only a
-    503 earns: a rate limit (429) can last an hour and is reported to the caller instead."""
-
-    RETRY_AFTER_STATUS_CODES = frozenset({503})
-
-    def get_retry_after(self, response: Any) -> float | None:
-        wait = super().get_retry_after(response)
-        return None if wait is None else min(wait, RETRY_AFTER_MAX_S)
-
-
-def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Session:
-    """A session whose every GET is retried by urllib3: connection errors and 5xx answers, at
-    most `retries` more times, exponential backoff, a 503's Retry-After honoured (capped). Read
-    timeouts and rate limits (403/429) are not retried: the caller reports them."""
-    retry = _BoundedRetry(
-        total=max(0, retries),
-        connect=max(0, retries),
-        read=False,  # a read timeout is raised as itself, not retried
-        status=max(0, retries),
-        other=0,
-        redirect=0,
-        backoff_factor=backoff_s,
-        status_forcelist=(500, 502, 503, 504),
-        allowed_methods=("GET",),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        raise_on_redirect=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = user_agent
-    return session
 
 
 def _same_host_redirect(url: str, resp: requests.Response, what: str) -> str:

@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline import cli
+from repovault_pipeline.core.http import RETRY_AFTER_MAX_S, api_session
 from repovault_pipeline.core.settings import ConfigError, Settings
 from repovault_pipeline.core.trending import (
-    RETRY_AFTER_MAX_S,
     InvalidTrendingOption,
     RateLimited,
     TrendingClient,
     TrendingError,
     TrendingPage,
     TrendingUnavailable,
-    api_session,
     check_language,
     language_slug,
     parse_count,

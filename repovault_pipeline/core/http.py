@@ -1,0 +1,52 @@
+"""HTTP for the forge APIs and the trending page: one way to build a session that retries.
+
+Plain requests + urllib3, no Dagster: every client of a remote HTTP API (trending page, GitHub
+and GitLab APIs) shares the same bounded retry rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+RETRY_AFTER_MAX_S = 10.0  # a 503's Retry-After is honoured up to this; a tick never waits longer
+
+
+class _BoundedRetry(Retry):
+    """urllib3's Retry with a cap on the wait a server may ask for in Retry-After, which only a
+    503 earns: a rate limit (429) can last an hour and is reported to the caller instead."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+    def get_retry_after(self, response: Any) -> float | None:
+        wait = super().get_retry_after(response)
+        return None if wait is None else min(wait, RETRY_AFTER_MAX_S)
+
+
+def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Session:
+    """A session whose every GET is retried by urllib3: connection errors and 5xx answers, at
+    most `retries` more times, exponential backoff, a 503's Retry-After honoured (capped). Read
+    timeouts and rate limits (403/429) are not retried: the caller reports them."""
+    retry = _BoundedRetry(
+        total=max(0, retries),
+        connect=max(0, retries),
+        read=False,  # a read timeout is raised as itself, not retried
+        status=max(0, retries),
+        other=0,
+        redirect=0,
+        backoff_factor=backoff_s,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=("GET",),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session
