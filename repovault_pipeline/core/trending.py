@@ -146,7 +146,7 @@ def parse_trending_page(html: str) -> TrendingPage:
     for position, card in enumerate(cards, start=1):
         link = card.css_first(_HEADING_LINK)
         href = (link.attributes.get("href") or "") if link is not None else ""
-        match = _REPO_PATH.match(urlsplit(href.strip()).path)
+        match = _REPO_PATH.match(_url_path(href.strip()))
         if not match:
             log.warning("trending card #%d has no readable repository link; skipped", position)
             unreadable.append(position)
@@ -164,6 +164,14 @@ def parse_trending_page(html: str) -> TrendingPage:
             )
         )
     return TrendingPage(tuple(repos), len(cards), tuple(unreadable))
+
+
+def _url_path(href: str) -> str:
+    """The path of a link; empty for one that is not a URL at all (`http://[x`)."""
+    try:
+        return urlsplit(href).path
+    except ValueError:
+        return ""
 
 
 def _text(node: LexborNode | None) -> str | None:

@@ -19,6 +19,7 @@ from dagster import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..core.lineage import Injected
 from ..core.settings import Settings
 from ..core.trending import TRENDING_SOURCE, TickPlan, plan_trending_tick
 from ..jobs import archive_repo_job
@@ -88,14 +89,20 @@ def _record(context: ScheduleEvaluationContext, lineage: LineageResource, plan: 
     not cost the day's runs: each run creates its row when it starts."""
     try:
         store = lineage.store()
-        for entry in plan.rejected:
-            store.record_rejected(
-                entry.request_id,
-                entry.repo.url,
-                TRENDING_SOURCE,
-                entry.reason,
-                created_at=plan.requested_at,
-            )
+        store.record_rejected(
+            [
+                Injected(
+                    entry.request_id,
+                    entry.repo.url,
+                    None,
+                    TRENDING_SOURCE,
+                    created_at=plan.requested_at,
+                    injected_at=plan.requested_at,  # when the tick judged it
+                    error=entry.reason,
+                )
+                for entry in plan.rejected
+            ]
+        )
         for run in plan.runs:
             store.record_pending(
                 run.repo_url,

@@ -141,6 +141,8 @@ def test_card_without_repository_link_is_reported_with_its_position(
     assert (page.cards, page.unreadable) == (25, (4,))
     assert [r.full_name for r in page.repos] == PAGE_ORDER[:3] + PAGE_ORDER[4:]
     assert "trending card #4 has no readable repository link" in caplog.text
+    not_a_url = html.replace('href="/astral-sh/uv" data-view', 'href="http://[x" data-view', 1)
+    assert parse_trending_page(not_a_url).unreadable == (4, 7)
 
 
 @pytest.mark.parametrize("level", ["h1", "h3", "h6"])

@@ -155,6 +155,34 @@ def test_next_day_is_a_new_set_of_requests(
     assert len(trending_env.find(repo_id=TOP_TEN[0])) == 2
 
 
+def test_refused_entry_gets_a_rejected_row_and_the_next_moves_up(
+    github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
+) -> None:
+    page = TRENDING_HTML.replace(
+        b'href="/vercel/next.js" data-view', b'href="/vercel/-next" data-view'
+    )
+    github.page(page)
+    data = evaluate(instance)
+    assert [r.partition_key for r in data.run_requests] == [
+        *TOP_TEN[:3],
+        *TOP_TEN[4:],
+        "github.com/yt-dlp/yt-dlp",
+    ]
+    (row,) = [r for r in trending_env.find(statuses=["rejected"]) if r.source == "trending"]
+    assert (row.repo_url, row.status, row.repo_id) == (
+        "https://github.com/vercel/-next",
+        "rejected",
+        None,
+    )
+    assert "'-next' is not a valid owner or repository name" in row.error
+    # uuid5 of "trending:2025-01-15:github.com/vercel/-next", computed by hand
+    assert row.request_id == "0719582a-3e14-5e25-9962-968b8d2cb60b"
+    assert row.creation_timestamp == TICK
+    again = evaluate(instance)  # a re-evaluated tick writes no second row
+    assert len(again.run_requests) == 10
+    assert trending_rows(trending_env) == 11
+
+
 def test_changed_page_falls_back_to_the_search_api(
     github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
 ) -> None:
