@@ -55,6 +55,8 @@ _TRENDING_NAMESPACE = uuid.UUID("0d3c8f5e-2a77-4c53-9a43-6f0e7b1d9c24")
 _LANGUAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 #'()*+._-]{0,49}$")
 # Characters a URL path segment may carry as they are (RFC 3986 pchar); '#' and '%' are escaped.
 _PATH_SAFE = "-._~!$&'()*+,;=:@"
+# Menu entries that are not a linguist language name.
+_MENU_SLUGS = {"unknown languages": "unknown"}
 _REPO_PATH = re.compile(r"^/?(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+)/?$")
 _COUNT = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*([kKmM]?)")
 _MULTIPLIER = {"": 1, "k": 1_000, "m": 1_000_000}
@@ -242,7 +244,8 @@ def language_slug(language: str) -> str:
     """GitHub's URL slug of a language: linguist's default alias (lowercase, each white space
     a '-') with what a path segment cannot carry escaped: `C#` -> `c%23`, `Cap'n Proto` ->
     `cap'n-proto`, `Graphviz (DOT)` -> `graphviz-(dot)`."""
-    return quote(re.sub(r"\s", "-", language.lower()), safe=_PATH_SAFE)
+    name = " ".join(language.split()).lower()
+    return _MENU_SLUGS.get(name) or quote(name.replace(" ", "-"), safe=_PATH_SAFE)
 
 
 def trending_page_url(base: str, language: str | None) -> str:

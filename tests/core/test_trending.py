@@ -189,6 +189,8 @@ def test_counts_as_github_writes_them(text: str | None, count: int | None) -> No
         ("Visual Basic .NET", "/trending/visual-basic-.net"),
         ("F#", "/trending/f%23"),
         ("Pro*C", "/trending/pro*c"),
+        ("Unknown languages", "/trending/unknown"),
+        ("  jupyter   notebook ", "/trending/jupyter-notebook"),
     ],
 )
 def test_language_slug(language: str | None, path: str) -> None:
@@ -197,7 +199,21 @@ def test_language_slug(language: str | None, path: str) -> None:
     )
 
 
-def test_every_language_of_githubs_menu_is_accepted_and_slugged_as_a_path_segment() -> None:
+def test_every_name_of_githubs_language_menu_gets_the_menus_slug() -> None:
+    """The menu as GitHub served it (name, tab, the slug of its link), saved 2026-08-20."""
+    lines = (Path(__file__).parents[1] / "fixtures/trending/language_menu.tsv").read_text()
+    menu = dict(line.split("\t") for line in lines.splitlines() if not line.startswith("#"))
+    assert len(menu) > 800 and menu["Graphviz (DOT)"] == "graphviz-(dot)"
+    wrong = {
+        name: trending_page_url("https://github.com/trending", name)
+        for name, slug in menu.items()
+        if trending_page_url("https://github.com/trending", name)
+        != f"https://github.com/trending/{slug}"
+    }
+    assert wrong == {}
+
+
+def test_every_language_of_linguist_is_accepted_and_slugged_as_a_path_segment() -> None:
     assert len(LANGUAGES) > 800
     for name in LANGUAGES:
         assert check_language(name) == name
