@@ -181,6 +181,7 @@ def test_a_writer_that_loses_its_lease_commits_nothing(
     repo.commit(files("B", 40))
     repo.push()
 
+    direct = s3()  # the test's own client, not through the link it freezes
     monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", slow_s3.endpoint)
     monkeypatch.setenv("REPOVAULT_LEASE_TTL_S", "4")
     with ThreadPoolExecutor(1) as pool:
@@ -188,9 +189,13 @@ def test_a_writer_that_loses_its_lease_commits_nothing(
         deadline = time.monotonic() + 120
         while len(tree_etags(first.bucket)) < 25 and time.monotonic() < deadline:
             time.sleep(0.05)
-        # Another writer decided this one was dead (a long pause) and took the bucket.
+        # Another writer decided this one was dead (a long pause) and took the bucket while it
+        # was frozen mid-upload: the freeze makes the takeover land before the end of the
+        # upload however fast the machine is.
+        slow_s3.pause()
         intruder = json.dumps({"state": "held", "owner": "intruder", "ttl_s": 600}).encode()
-        s3().put_object(Bucket=first.bucket, Key="lease.json", Body=intruder)
+        direct.put_object(Bucket=first.bucket, Key="lease.json", Body=intruder)
+        slow_s3.resume()
         with pytest.raises(TransientError, match="another run took over"):
             running.result(timeout=300)
 

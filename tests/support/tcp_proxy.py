@@ -18,7 +18,8 @@ class BreakableProxy:
     answered (a server that hangs). Records the HTTP request lines it forwards (method, path),
     so a test can tell exactly what was uploaded. With `delay_s`, it forwards at most `chunk`
     bytes at a time in either direction and sleeps `delay_s` after each: a slow link (a
-    trickling server, an upload that takes long enough to be interrupted)."""
+    trickling server, an upload that takes long enough to be interrupted). `pause()` stops
+    forwarding on every open connection until `resume()`: a writer frozen mid-upload."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -33,6 +34,8 @@ class BreakableProxy:
         self.forwarded = 0
         self.requests: list[tuple[str, str]] = []
         self.broken = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -54,6 +57,12 @@ class BreakableProxy:
             if method == "PUT" and unquote(path).startswith(start)
         ]
 
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def heal(self) -> None:
         with self._lock:
             self.broken = False
@@ -61,6 +70,7 @@ class BreakableProxy:
             self.break_on = None
 
     def close(self) -> None:
+        self._flowing.set()
         self._server.close()
         self._break()
         for conn in self._held:
@@ -111,6 +121,7 @@ class BreakableProxy:
                         ):
                             self._break()
                             return
+                self._flowing.wait()
                 dst.sendall(data)
                 if self.delay_s:
                     time.sleep(self.delay_s)
