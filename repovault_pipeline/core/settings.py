@@ -85,6 +85,10 @@ class Settings:
     run_timeout_s: int = 3 * 1800
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
+    gitlab_api: str = "https://gitlab.com/api/v4"
+    gitlab_token: str | None = field(default=None, repr=False)
+    keep_metadata: str = "auto"
+    metadata_full_every_d: int = 7
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -143,4 +147,13 @@ class Settings:
             run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
+            gitlab_api=env.get("REPOVAULT_GITLAB_API", "").strip() or "https://gitlab.com/api/v4",
+            gitlab_token=env.get("GITLAB_TOKEN", "").strip() or None,
+            keep_metadata=_choice(
+                "REPOVAULT_KEEP_METADATA",
+                env.get("REPOVAULT_KEEP_METADATA", ""),
+                "auto",
+                ("auto", "on", "off"),
+            ),
+            metadata_full_every_d=_int(env, "REPOVAULT_METADATA_FULL_EVERY_D", 7, minimum=1),
         )

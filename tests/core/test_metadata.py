@@ -1,0 +1,181 @@
+"""Forge metadata against a GitHub-shaped API on loopback and the S3 server: what is stored,
+what a second run adds, what a rate limit in the middle leaves, what restore gives back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from repovault_pipeline.core.errors import ArchiveError
+from repovault_pipeline.core.identity import parse_repo_url
+from repovault_pipeline.core.metadata import (
+    MetadataArchiver,
+    MetadataResult,
+    RateLimited,
+    forge_of,
+    restore_metadata,
+)
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.store import open_store
+from tests.support.forge_metadata import FakeGitHub
+from tests.support.vault_checks import s3
+
+ASSET = b"\x7fELF release binary " * 500
+
+
+@pytest.fixture
+def forge(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub("acme", "tool")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", fake.api)
+    for number in range(1, 5):
+        issue = fake.add_issue(f"issue {number}")
+        fake.add_comment(issue, f"a comment on {number}")
+    pull = fake.add_issue("a pull request", pull=True)
+    fake.add_review(pull, "APPROVED", "looks good")
+    fake.add_release("v1.0", "tool-linux", ASSET)
+    yield fake
+    fake.close()
+
+
+def run() -> MetadataResult:
+    settings = Settings.from_env()
+    ref = parse_repo_url("https://127.0.0.1/acme/tool.git", ("https",), ("127.0.0.1",))
+    forge = forge_of(ref, settings)
+    assert forge is not None and forge.name == "github"
+    return MetadataArchiver(settings, open_store(settings)).archive(ref, forge)
+
+
+def jsonl(bucket: str, snapshot_id: str, kind: str) -> list[dict]:
+    key = f"metadata/snapshots/{snapshot_id}/{kind}.jsonl"
+    body = s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def keys(bucket: str) -> list[str]:
+    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="metadata/")
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_first_run_keeps_every_kind_and_the_release_asset(forge: FakeGitHub) -> None:
+    first = run()
+
+    assert first.full and first.snapshot_id
+    issues = jsonl(first.bucket, first.snapshot_id, "issues")
+    assert sorted(i["title"] for i in issues) == [f"issue {n}" for n in range(1, 5)]
+    assert [p["title"] for p in jsonl(first.bucket, first.snapshot_id, "pull_requests")] == [
+        "a pull request"
+    ]
+    assert [r["body"] for r in jsonl(first.bucket, first.snapshot_id, "reviews")] == ["looks good"]
+    assert len(jsonl(first.bucket, first.snapshot_id, "comments")) == 4
+    sha = hashlib.sha256(ASSET).hexdigest()
+    stored = s3().get_object(Bucket=first.bucket, Key=f"metadata/assets/{sha}")["Body"].read()
+    assert stored == ASSET
+    assert len(forge.requests_to("/issues")) >= 3  # three pages of two
+    latest = json.loads(
+        s3().get_object(Bucket=first.bucket, Key="metadata/latest.json")["Body"].read()
+    )
+    assert latest["snapshot_id"] == first.snapshot_id
+
+
+def test_the_next_run_stores_exactly_what_changed(forge: FakeGitHub) -> None:
+    first = run()
+    downloads = len(forge.requests_to("/releases/assets/"))
+    forge.edit_issue(2, title="issue 2, edited")
+    forge.add_issue("issue 6", minutes_ago=0)
+
+    second = run()
+
+    assert second.snapshot_id and second.snapshot_id > str(first.snapshot_id)
+    changed = jsonl(second.bucket, second.snapshot_id, "issues")
+    assert sorted(i["title"] for i in changed) == ["issue 2, edited", "issue 6"]
+    assert second.changed == {"issues": 2}
+    assert not second.full
+    since = forge.requests_to("/repos/acme/tool/issues")[-1]["query"]["since"]
+    assert since  # asked only for what changed
+    assert (
+        len(forge.requests_to("/releases/assets/")) == downloads
+    )  # the asset is not fetched again
+    assert second.assets_uploaded == 0
+
+    third = run()
+    assert third.snapshot_id is None and third.changed == {}  # nothing new: no snapshot
+
+
+def test_a_rate_limit_mid_run_commits_nothing_and_the_next_run_has_no_duplicates(
+    forge: FakeGitHub,
+) -> None:
+    first = run()
+    forge.edit_issue(3, title="issue 3, edited")
+    forge.add_issue("issue 6", minutes_ago=0)
+    forge.rate_limit_after = len(forge.log) + 2  # the issues pages, then the comments 403
+
+    with pytest.raises(
+        RateLimited, match=r"rate limit reached reading /repos/acme/tool/.*resets at"
+    ):
+        run()
+    manifests = [k for k in keys(first.bucket) if k.endswith("manifest.json")]
+    assert len(manifests) == 1  # nothing of the interrupted pass is committed
+
+    forge.rate_limit_after = None
+    again = run()
+    assert sorted(i["title"] for i in jsonl(again.bucket, str(again.snapshot_id), "issues")) == [
+        "issue 3, edited",
+        "issue 6",
+    ]
+
+
+def test_restore_writes_readable_metadata_and_checks_assets(
+    forge: FakeGitHub, tmp_path: Path
+) -> None:
+    first = run()
+    forge.edit_issue(1, title="issue 1, edited")
+    second = run()
+    settings = Settings.from_env()
+    store = open_store(settings)
+
+    done = restore_metadata(store, second.bucket, second.repo_id, tmp_path / "meta")
+
+    lines = (tmp_path / "meta" / "issues.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["title"] for line in lines) == [
+        "issue 1, edited",
+        "issue 2",
+        "issue 3",
+        "issue 4",
+    ]
+    assert done.records["pull_requests"] == 1 and done.records["reviews"] == 1
+    assert (tmp_path / "meta" / "releases" / "v1.0" / "tool-linux").read_bytes() == ASSET
+    page = (tmp_path / "meta" / "issues" / "1.md").read_text()
+    assert "issue 1, edited" in page and "a comment on 1" in page
+
+    older = restore_metadata(
+        store, first.bucket, first.repo_id, tmp_path / "old", first.snapshot_id
+    )
+    assert older.snapshot_id == first.snapshot_id
+    assert "issue 1\n" not in (tmp_path / "old" / "issues.jsonl").read_text()
+    assert '"title": "issue 1"' in (tmp_path / "old" / "issues.jsonl").read_text()
+
+    sha = hashlib.sha256(ASSET).hexdigest()
+    s3().put_object(Bucket=first.bucket, Key=f"metadata/assets/{sha}", Body=b"tampered")
+    with pytest.raises(ArchiveError, match="tool-linux of v1.0 does not match its sha256"):
+        restore_metadata(store, first.bucket, first.repo_id, tmp_path / "bad")
+
+
+def test_a_private_repository_needs_the_token_which_is_stored_nowhere(
+    forge: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "ghp_" + "Q" * 36
+    forge.token = token
+    with pytest.raises(ArchiveError, match="404 .*set the forge token"):
+        run()
+
+    monkeypatch.setenv("GITHUB_TOKEN", token)
+    result = run()
+
+    assert result.snapshot_id
+    assert all(r["authorization"] == f"Bearer {token}" for r in forge.log[-3:])
+    for key in keys(result.bucket):
+        assert token.encode() not in s3().get_object(Bucket=result.bucket, Key=key)["Body"].read()
