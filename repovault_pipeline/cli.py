@@ -25,10 +25,11 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from .core.errors import ArchiveError
-from .core.identity import InvalidRepoUrl, parse_repo_url
+from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
 from .core.kafka import BrokerUnavailable, KafkaGateway
 from .core.lineage import LineageStore, Request, now
 from .core.messages import request_message
+from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
@@ -168,6 +169,17 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     ref = resolve_target(args.target, settings)
+    if args.metadata:
+        bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+        meta = restore_metadata(
+            open_store(settings), bucket, ref.repo_id, Path(args.dest), args.snapshot
+        )
+        counts = ", ".join(f"{n} {kind}" for kind, n in meta.records.items() if n)
+        print(
+            f"restored the metadata of {meta.repo_id} snapshot {meta.snapshot_id} into "
+            f"{meta.dest}: {counts or 'no records'}; {meta.assets} release assets verified"
+        )
+        return 0
     done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot)
     print(
         f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
@@ -245,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("target", metavar="URL_OR_REPO_ID")
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
     rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    rest.add_argument(
+        "--metadata",
+        action="store_true",
+        help="restore the forge metadata (issues, pull requests, releases) instead of the git "
+        "history: JSON Lines, one Markdown file per thread, release assets",
+    )
     rest.set_defaults(func=cmd_restore)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"

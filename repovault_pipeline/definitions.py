@@ -2,14 +2,14 @@
 
 from dagster import Definitions
 
-from .assets import repo_archive
+from .assets import repo_archive, repo_metadata
 from .jobs import archive_repo_job
 from .resources import KafkaResource, LineageResource, VaultResource
 from .schedules import trending_top10_schedule
 from .sensors import kafka_injector_sensor, reconcile_sensor
 
 defs = Definitions(
-    assets=[repo_archive],
+    assets=[repo_archive, repo_metadata],
     jobs=[archive_repo_job],
     sensors=[kafka_injector_sensor, reconcile_sensor],
     schedules=[trending_top10_schedule],

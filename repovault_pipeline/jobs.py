@@ -7,7 +7,7 @@ from dagster import (
     in_process_executor,
 )
 
-from .assets import repo_archive
+from .assets import repo_archive, repo_metadata
 from .core.settings import Settings
 from .partitions import repositories
 
@@ -20,9 +20,10 @@ from .partitions import repositories
 # environment.
 archive_repo_job = define_asset_job(
     name="archive_repo_job",
-    selection=AssetSelection.assets(repo_archive),
+    selection=AssetSelection.assets(repo_archive, repo_metadata),
     partitions_def=repositories,
     executor_def=in_process_executor,
     tags={MAX_RUNTIME_SECONDS_TAG: str(Settings.from_env().run_timeout_s)},
-    description="Archive one repository (partition = repo_id) into its bucket.",
+    description="Archive one repository (partition = repo_id) into its bucket, then its forge "
+    "metadata when it is kept.",
 )

@@ -1,3 +1,4 @@
 from .archive import repo_archive
+from .metadata import repo_metadata
 
-__all__ = ["repo_archive"]
+__all__ = ["repo_archive", "repo_metadata"]

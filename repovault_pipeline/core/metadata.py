@@ -622,3 +622,19 @@ def _safe(name: str) -> str:
     """A file name from the forge, never a path."""
     cleaned = name.replace("/", "_").replace("\\", "_").strip()
     return "_" if cleaned in ("", ".", "..") else cleaned
+
+
+def wanted(settings: Settings, forge: Forge | None, requested: bool | None = None) -> str | None:
+    """Why this run keeps no metadata, or None when it does. `requested` is the request's own
+    choice; else REPOVAULT_KEEP_METADATA: `on`, `off`, or `auto` (on when the forge's token is
+    set: without one, a large repository exhausts the anonymous rate limit at once)."""
+    if forge is None:
+        return "no forge API is known for this host (REPOVAULT_GITHUB_API, REPOVAULT_GITLAB_API)"
+    if requested is False:
+        return "the request asked for no metadata"
+    if requested is None and settings.keep_metadata == "off":
+        return "REPOVAULT_KEEP_METADATA=off"
+    if requested is None and settings.keep_metadata == "auto" and not forge.token:
+        token = "GITHUB_TOKEN" if forge.name == "github" else "GITLAB_TOKEN"
+        return f"no {token} (REPOVAULT_KEEP_METADATA=auto); set it, or REPOVAULT_KEEP_METADATA=on"
+    return None

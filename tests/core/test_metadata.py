@@ -160,7 +160,7 @@ def test_restore_writes_readable_metadata_and_checks_assets(
 
     sha = hashlib.sha256(ASSET).hexdigest()
     s3().put_object(Bucket=first.bucket, Key=f"metadata/assets/{sha}", Body=b"tampered")
-    with pytest.raises(ArchiveError, match="tool-linux of v1.0 does not match its sha256"):
+    with pytest.raises(ArchiveError, match=r"tool-linux of v1\.0 does not match its sha256"):
         restore_metadata(store, first.bucket, first.repo_id, tmp_path / "bad")
 
 
@@ -169,7 +169,7 @@ def test_a_private_repository_needs_the_token_which_is_stored_nowhere(
 ) -> None:
     token = "ghp_" + "Q" * 36
     forge.token = token
-    with pytest.raises(ArchiveError, match="404 .*set the forge token"):
+    with pytest.raises(ArchiveError, match=r"404 .*set the forge token"):
         run()
 
     monkeypatch.setenv("GITHUB_TOKEN", token)
@@ -179,3 +179,21 @@ def test_a_private_repository_needs_the_token_which_is_stored_nowhere(
     assert all(r["authorization"] == f"Bearer {token}" for r in forge.log[-3:])
     for key in keys(result.bucket):
         assert token.encode() not in s3().get_object(Bucket=result.bucket, Key=key)["Body"].read()
+
+
+def test_restore_metadata_from_the_command_line(
+    forge: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from repovault_pipeline.cli import main as cli
+
+    first = run()
+    dest = tmp_path / "meta"
+
+    assert cli(["restore", "https://127.0.0.1/acme/tool", str(dest), "--metadata"]) == 0
+    out = capsys.readouterr().out
+    assert f"snapshot {first.snapshot_id}" in out and "4 issues" in out
+    assert "1 release assets verified" in out
+    assert (dest / "pull_requests" / "5.md").read_text().startswith("# #5 a pull request")
+
+    assert cli(["restore", "https://127.0.0.1/acme/tool", str(dest), "--metadata"]) == 1
+    assert "is not empty" in capsys.readouterr().err

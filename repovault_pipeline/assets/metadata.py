@@ -1,0 +1,55 @@
+"""`repo_metadata`: the forge metadata of each archived repository (core/metadata.py), read
+after its `repo_archive` partition in the same run."""
+
+from collections.abc import Iterator
+
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+
+from ..core.errors import ArchiveError, TransientError
+from ..core.identity import parse_repo_id
+from ..core.metadata import MetadataArchiver, forge_of, wanted
+from ..core.redact import mask_secrets
+from ..partitions import repositories
+from ..resources import VaultResource
+from .archive import TRANSIENT_RETRY, repo_archive
+
+
+@asset(
+    partitions_def=repositories,
+    group_name="repovault",
+    deps=[repo_archive],
+    kinds={"github", "gitlab", "s3"},
+    output_required=False,
+    retry_policy=TRANSIENT_RETRY,
+    description="Issues, pull/merge requests, comments, reviews, labels, milestones, releases "
+    "and release assets of the repository's forge, as JSON Lines under metadata/ in its bucket.",
+)
+def repo_metadata(
+    context: AssetExecutionContext, vault: VaultResource
+) -> Iterator[MaterializeResult]:
+    settings = vault.settings()
+    ref = parse_repo_id(context.partition_key)
+    forge = forge_of(ref, settings)
+    skipped = wanted(settings, forge)
+    if skipped is not None or forge is None:
+        context.log.info(f"metadata of {ref.repo_id} not kept: {skipped}")
+        return
+    try:
+        result = MetadataArchiver(settings, vault.store(), context.log).archive(ref, forge)
+    except TransientError:
+        raise
+    except ArchiveError as exc:  # a rate limit, a refused token: reported, retried next run
+        raise Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
+    yield MaterializeResult(
+        metadata={
+            "outcome": result.outcome,
+            "snapshot_id": result.snapshot_id or "",
+            "full_pass": result.full,
+            "records": MetadataValue.int(result.records),
+            "changed": MetadataValue.int(sum(result.changed.values())),
+            "changed_by_kind": MetadataValue.json(result.changed),
+            "deleted": MetadataValue.int(result.deleted),
+            "assets_uploaded": MetadataValue.int(result.assets_uploaded),
+            "api_requests": MetadataValue.int(result.requests),
+        }
+    )

@@ -1,0 +1,100 @@
+"""`repo_metadata` in `archive_repo_job`: after the archive, the forge's metadata is read from a
+GitHub-shaped API on loopback; a rate limit fails the step with its reason, and leaves the
+archive and its lineage row as they were."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, instance_for_test
+
+from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.definitions import defs
+from repovault_pipeline.partitions import repositories
+from repovault_pipeline.resources import lineage_store
+from tests.support.forge_metadata import FakeGitHub
+from tests.support.repos import ServedRepo
+
+
+@pytest.fixture
+def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst
+
+
+def run_job(instance: DagsterInstance, repo: ServedRepo):
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    instance.add_dynamic_partitions(repositories.name, [repo_id])
+    requested = now()
+    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    request_id = lineage.record_pending(repo.url, repo_id, "cli", created_at=requested)
+    job = defs.resolve_job_def("archive_repo_job")
+    result = job.execute_in_process(
+        partition_key=repo_id,
+        instance=instance,
+        tags=request_tags(request_id, repo.url, "cli", requested),
+        raise_on_error=False,
+    )
+    return result, lineage.get(request_id)
+
+
+def test_metadata_is_materialized_after_the_archive_and_a_rate_limit_is_reported(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("tool")
+    repo.commit({"README.md": "hello\n"})
+    repo.push()
+    owner = repo.url.rsplit("/", 2)[1]
+    forge = FakeGitHub(owner, "tool")
+    forge.add_issue("first issue")
+    forge.add_release("v1", "tool.tar.gz", b"tarball")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
+    monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "on")
+    try:
+        result, row = run_job(instance, repo)
+        assert result.success and row.status == "completed"
+        [meta] = result.asset_materializations_for_node("repo_metadata")
+        assert meta.partition == repo.url.removeprefix("http://").removesuffix(".git")
+        assert meta.metadata["outcome"].value == "completed"
+        assert meta.metadata["records"].value >= 4  # issue, label, milestone, release
+        assert meta.metadata["assets_uploaded"].value == 1
+
+        forge.add_issue("second issue", minutes_ago=0)
+        forge.rate_limit_after = len(forge.log)
+        failed, row = run_job(instance, repo)
+
+        assert not failed.success
+        assert row.status == "unchanged"  # the archive itself went through
+        failures = [
+            e.event_specific_data.error.message
+            for e in failed.all_events
+            if e.event_type == DagsterEventType.STEP_FAILURE
+        ]
+        assert any("rate limit reached" in m and "resets at" in m for m in failures)
+        assert not failed.asset_materializations_for_node("repo_metadata")
+    finally:
+        forge.close()
+
+
+def test_without_a_token_metadata_is_not_kept_by_default(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("quiet")
+    repo.commit({"README.md": "hello\n"})
+    repo.push()
+    forge = FakeGitHub(repo.url.rsplit("/", 2)[1], "quiet")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
+    try:
+        result, row = run_job(instance, repo)
+        assert result.success and row.status == "completed"
+        assert not result.asset_materializations_for_node("repo_metadata")
+        assert forge.log == []  # the forge was not asked
+    finally:
+        forge.close()
