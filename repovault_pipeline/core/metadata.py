@@ -571,14 +571,17 @@ def _write_markdown(
     dest: Path, state: dict[str, dict[str, dict]], index: dict[str, dict[str, str]]
 ) -> None:
     """issues/<number>.md and pull_requests/<number>.md: the thread as a person reads it."""
-    comments: dict[str, list[dict]] = {}
-    for key in index["comments"]:
+    comments: dict[tuple[str | None, str], list[dict]] = {}
+    for key in sorted(index["comments"], key=_id_order):
         comment = state["comments"].get(key)
-        if comment:
-            parent = comment.get("issue_url", "").rsplit("/", 1)[-1] or str(
-                comment.get("noteable_iid", "")
-            )
-            comments.setdefault(parent, []).append(comment)
+        if comment is None:
+            continue
+        if "issue_url" in comment:  # GitHub: issues and pull requests share their numbers
+            thread = (None, comment["issue_url"].rsplit("/", 1)[-1])
+        else:  # GitLab: a note names its issue or merge request
+            kind = "pull_requests" if comment.get("noteable_type") == "MergeRequest" else "issues"
+            thread = (kind, str(comment.get("noteable_iid", "")))
+        comments.setdefault(thread, []).append(comment)
     for kind in ("issues", "pull_requests"):
         folder = dest / kind
         folder.mkdir(exist_ok=True)
@@ -595,8 +598,9 @@ def _write_markdown(
                 str(record.get("body") or record.get("description") or ""),
                 "",
             ]
-            for comment in comments.get(number, []):
-                author = (comment.get("user") or comment.get("author") or {}).get("login", "")
+            for comment in comments.get((None, number), []) + comments.get((kind, number), []):
+                who = comment.get("user") or comment.get("author") or {}
+                author = who.get("login") or who.get("username") or ""
                 lines += ["---", f"comment {author}".rstrip(), "", str(comment.get("body", "")), ""]
             (folder / f"{number}.md").write_text("\n".join(lines))
 

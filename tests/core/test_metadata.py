@@ -197,3 +197,44 @@ def test_restore_metadata_from_the_command_line(
 
     assert cli(["restore", "https://127.0.0.1/acme/tool", str(dest), "--metadata"]) == 1
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_a_gitlab_project_through_the_gitlab_api_with_its_token(
+    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeGitHub("group/sub", "app", shape="gitlab")
+    token = "glpat-" + "Z" * 20
+    fake.token = token
+    issue = fake.add_issue("broken build")
+    fake.add_comment(issue, "seen it too")
+    merge = fake.add_issue("fix the build", pull=True)
+    fake.add_comment(merge, "approved")
+    fake.add_release("v2", "app.zip", b"zip bytes")
+    monkeypatch.setenv("REPOVAULT_GITLAB_API", fake.api)
+    monkeypatch.setenv("GITLAB_TOKEN", token)
+    try:
+        settings = Settings.from_env()
+        ref = parse_repo_url("https://127.0.0.1/group/sub/app.git", ("https",), ("127.0.0.1",))
+        forge = forge_of(ref, settings)
+        assert forge is not None and forge.name == "gitlab"
+        result = MetadataArchiver(settings, open_store(settings)).archive(ref, forge)
+
+        assert result.changed == {
+            "issues": 1,
+            "pull_requests": 1,
+            "comments": 2,
+            "labels": 1,
+            "milestones": 1,
+            "releases": 1,
+        }
+        assert {r["private_token"] for r in fake.log} == {token}
+        assert all(r["authorization"] is None for r in fake.log)
+        assert fake.requests_to("/api/v4/projects/group%2Fsub%2Fapp/merge_requests/2/notes")
+
+        done = restore_metadata(open_store(settings), result.bucket, ref.repo_id, tmp_path / "m")
+        assert done.assets == 1
+        assert "approved" in (tmp_path / "m" / "pull_requests" / "2.md").read_text()
+        assert "approved" not in (tmp_path / "m" / "issues" / "1.md").read_text()
+        assert "seen it too" in (tmp_path / "m" / "issues" / "1.md").read_text()
+    finally:
+        fake.close()

@@ -1,7 +1,9 @@
-"""A GitHub-shaped REST API on loopback for one repository's metadata: issues (pull requests
-among them, as GitHub lists them), comments, reviews, labels, milestones and releases with a
-downloadable asset. Pages of `page_size` with Link headers, `since` honoured, and a rate limit
-that can be made to strike after a number of requests. Every request is logged."""
+"""A forge REST API on loopback for one repository's metadata, GitHub-shaped (issues with pull
+requests among them, comments, reviews, labels, milestones, releases with a downloadable asset)
+or GitLab-shaped (`/api/v4/projects/<path>`: issues, merge requests, notes, labels, milestones,
+releases with asset links). Pages of `page_size` with Link headers, `since` / `updated_after`
+honoured, a token-only mode, and a rate limit that can be made to strike after a number of
+requests. Every request is logged."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 
 def stamp(minutes_ago: float = 0) -> str:
@@ -17,8 +19,9 @@ def stamp(minutes_ago: float = 0) -> str:
 
 
 class FakeGitHub:
-    def __init__(self, owner: str, name: str, page_size: int = 2) -> None:
+    def __init__(self, owner: str, name: str, page_size: int = 2, shape: str = "github") -> None:
         self.repo = f"{owner}/{name}"
+        self.shape = shape
         self.page_size = page_size
         self.issues: list[dict] = []
         self.comments: list[dict] = []
@@ -33,7 +36,13 @@ class FakeGitHub:
         self._next_id = 1000
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.api = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.web = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.api = self.web + ("/api/v4" if shape == "gitlab" else "")
+        self.base = (
+            f"/api/v4/projects/{quote(self.repo, safe='')}"
+            if shape == "gitlab"
+            else f"/repos/{self.repo}"
+        )
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -55,8 +64,12 @@ class FakeGitHub:
             "labels": [self.labels[0]],
             "updated_at": stamp(minutes_ago),
         }
-        if pull:
-            issue["pull_request"] = {"url": f"{self.api}/repos/{self.repo}/pulls/{number}"}
+        if self.shape == "gitlab":
+            issue["iid"] = issue.pop("number")
+            issue["description"] = issue.pop("body")
+            issue["pull"] = pull  # which listing serves it; dropped from the answers
+        elif pull:
+            issue["pull_request"] = {"url": f"{self.api}{self.base}/pulls/{number}"}
             self.reviews[number] = []
         self.issues.append(issue)
         return issue
@@ -66,14 +79,13 @@ class FakeGitHub:
         issue.update(changes, updated_at=stamp())
 
     def add_comment(self, issue: dict, body: str, minutes_ago: float = 60) -> None:
-        self.comments.append(
-            {
-                "id": self.new_id(),
-                "issue_url": f"{self.api}/repos/{self.repo}/issues/{issue['number']}",
-                "body": body,
-                "updated_at": stamp(minutes_ago),
-            }
-        )
+        comment = {"id": self.new_id(), "body": body, "updated_at": stamp(minutes_ago)}
+        if self.shape == "gitlab":
+            kind = "MergeRequest" if issue["pull"] else "Issue"
+            comment.update(noteable_type=kind, noteable_iid=issue["iid"])
+        else:
+            comment["issue_url"] = f"{self.api}{self.base}/issues/{issue['number']}"
+        self.comments.append(comment)
 
     def add_review(self, pull: dict, state: str, body: str) -> None:
         self.reviews[pull["number"]].append({"id": self.new_id(), "state": state, "body": body})
@@ -81,28 +93,29 @@ class FakeGitHub:
     def add_release(self, tag: str, asset_name: str, content: bytes) -> None:
         asset_id = self.new_id()
         self.asset_content[asset_id] = content
-        self.releases.append(
-            {
-                "id": self.new_id(),
-                "tag_name": tag,
-                "name": f"Release {tag}",
-                "assets": [
-                    {
-                        "id": asset_id,
-                        "name": asset_name,
-                        "size": len(content),
-                        "url": f"{self.api}/repos/{self.repo}/releases/assets/{asset_id}",
-                        "updated_at": stamp(60),
-                    }
-                ],
-            }
-        )
+        url = f"{self.web}{self.base}/releases/assets/{asset_id}"
+        release = {"id": self.new_id(), "tag_name": tag, "name": f"Release {tag}"}
+        if self.shape == "gitlab":
+            release["assets"] = {"links": [{"id": asset_id, "name": asset_name, "url": url}]}
+        else:
+            release["assets"] = [
+                {
+                    "id": asset_id,
+                    "name": asset_name,
+                    "size": len(content),
+                    "url": url,
+                    "updated_at": stamp(60),
+                }
+            ]
+        self.releases.append(release)
 
     def requests_to(self, path_part: str) -> list[dict]:
         return [r for r in self.log if path_part in r["path"]]
 
     def _listing(self, path: str, query: dict[str, str]) -> list[dict] | None:
-        base = f"/repos/{self.repo}"
+        if self.shape == "gitlab":
+            return self._gitlab_listing(path, query)
+        base = self.base
         since = query.get("since")
         dated = {
             f"{base}/issues": self.issues,
@@ -122,6 +135,33 @@ class FakeGitHub:
         if path.startswith(f"{base}/pulls/") and path.endswith("/reviews"):
             return self.reviews.get(int(path.split("/")[-2]))
         return None
+
+    def _gitlab_listing(self, path: str, query: dict[str, str]) -> list[dict] | None:
+        base, since = self.base, query.get("updated_after")
+
+        def shown(items: list[dict]) -> list[dict]:
+            items = sorted(items, key=lambda i: i["updated_at"])
+            dated = [i for i in items if since is None or i["updated_at"] >= since]
+            return [{k: v for k, v in i.items() if k != "pull"} for i in dated]
+
+        if path == f"{base}/issues":
+            return shown([i for i in self.issues if not i["pull"]])
+        if path == f"{base}/merge_requests":
+            return shown([i for i in self.issues if i["pull"]])
+        for noun, kind in (("issues", "Issue"), ("merge_requests", "MergeRequest")):
+            if path.startswith(f"{base}/{noun}/") and path.endswith("/notes"):
+                iid = int(path.split("/")[-2])
+                return [
+                    c
+                    for c in self.comments
+                    if c["noteable_type"] == kind and c["noteable_iid"] == iid
+                ]
+        whole = {
+            f"{base}/labels": self.labels,
+            f"{base}/milestones": self.milestones,
+            f"{base}/releases": self.releases,
+        }
+        return whole.get(path)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -147,6 +187,7 @@ class FakeGitHub:
                             "path": parts.path,
                             "query": query,
                             "authorization": self.headers.get("Authorization"),
+                            "private_token": self.headers.get("PRIVATE-TOKEN"),
                         }
                     )
                     answered = len(fake.log) - 1
@@ -155,9 +196,10 @@ class FakeGitHub:
                     body = json.dumps({"message": "API rate limit exceeded"}).encode()
                     headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
                     return self._send(403, body, headers)
-                if fake.token and self.headers.get("Authorization") != f"Bearer {fake.token}":
+                sent = self.headers.get("Authorization", self.headers.get("PRIVATE-TOKEN"))
+                if fake.token and sent not in (f"Bearer {fake.token}", fake.token):
                     return self._send(404, b'{"message": "Not Found"}', {})
-                prefix = f"/repos/{fake.repo}/releases/assets/"
+                prefix = f"{fake.base}/releases/assets/"
                 if parts.path.startswith(prefix):
                     content = fake.asset_content[int(parts.path[len(prefix) :])]
                     return self._send(200, content, {"Content-Type": "application/octet-stream"})
@@ -171,7 +213,7 @@ class FakeGitHub:
                 if page * size < len(items):
                     rest = {**query, "page": str(page + 1)}
                     link = "&".join(f"{k}={v}" for k, v in rest.items())
-                    headers["Link"] = f'<{fake.api}{parts.path}?{link}>; rel="next"'
+                    headers["Link"] = f'<{fake.web}{parts.path}?{link}>; rel="next"'
                 return self._send(200, json.dumps(chunk).encode(), headers)
 
         return Handler
