@@ -324,10 +324,12 @@ class MetadataArchiver:
         previous = self.latest(bucket)
         index = self.index(bucket, previous)
         started = datetime.now(UTC)
+        since: datetime | None = None
         full = previous is None or started - datetime.fromisoformat(
             previous["last_full_at"]
         ) >= timedelta(days=self.settings.metadata_full_every_d)
-        since = None if full else datetime.fromisoformat(previous["fetched_at"]) - OVERLAP
+        if previous is not None and not full:
+            since = datetime.fromisoformat(previous["fetched_at"]) - OVERLAP
         client = ForgeClient(forge, self.settings)
         with tempfile.TemporaryDirectory(prefix="repovault-metadata-") as tmp:
             changed, seen = self._read(client, forge, index, since, Path(tmp), result)
@@ -465,7 +467,9 @@ class MetadataArchiver:
                 "previous": previous["snapshot_id"] if previous else None,
                 "fetched_at": started.isoformat(),
                 "full": full,
-                "last_full_at": started.isoformat() if full else previous["last_full_at"],  # type: ignore[index]
+                "last_full_at": started.isoformat()
+                if full or previous is None
+                else previous["last_full_at"],
                 "files": files,
                 "records": result.records,
                 "deleted": result.deleted,
@@ -576,6 +580,7 @@ def _write_markdown(
         comment = state["comments"].get(key)
         if comment is None:
             continue
+        thread: tuple[str | None, str]
         if "issue_url" in comment:  # GitHub: issues and pull requests share their numbers
             thread = (None, comment["issue_url"].rsplit("/", 1)[-1])
         else:  # GitLab: a note names its issue or merge request
