@@ -1,3 +1,3 @@
-from .archive import repo_archive
+from .archive import IN_MEMORY, repo_archive
 
-__all__ = ["repo_archive"]
+__all__ = ["IN_MEMORY", "repo_archive"]
