@@ -19,7 +19,6 @@ setup(
         f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
         "boto3>=1.34",
-        "GitPython>=3.1.40",
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
         "requests>=2.31",
@@ -35,9 +34,12 @@ setup(
             # Generated inputs for the secret masking rules (tests/core/test_redact.py).
             "hypothesis>=6.100",
             "moto[server]>=5.0",
+            # `make lint` type-checks repovault_pipeline/.
+            "mypy>=1.10",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "ruff>=0.5",
+            "types-requests",
         ],
         # `make bench` draws benchmarks/results.png; without it the tables are still written.
         "bench": ["matplotlib>=3.8"],

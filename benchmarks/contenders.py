@@ -211,11 +211,10 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
     (SQLite) and status events (the local broker) as the ops do them in production."""
     from dagster import instance_for_test
 
-    from repovault_pipeline.core.lineage import now
+    from repovault_pipeline.core.lineage import now, open_lineage
     from repovault_pipeline.core.runs import request_tags
     from repovault_pipeline.definitions import defs
     from repovault_pipeline.partitions import repositories
-    from repovault_pipeline.resources import lineage_store
 
     settings = Settings.from_env()
     ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
@@ -224,7 +223,7 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
     with instance_for_test(temp_dir=str(work / "dagster")) as instance:
         instance.add_dynamic_partitions(repositories.name, [ref.repo_id])
         requested = now()
-        request_id = lineage_store(settings.db_url).record_pending(
+        request_id = open_lineage(settings.db_url).record_pending(
             ref.url, ref.repo_id, "cli", created_at=requested
         )
         with clock.timed():

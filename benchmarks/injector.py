@@ -78,9 +78,11 @@ def drain(count: int, max_empty_ticks: int = 3) -> tuple[list[float], float, int
     resources = {"kafka": KafkaResource(), "lineage": LineageResource()}
     with instance_for_test() as instance:
         while requested < count and empty < max_empty_ticks:
-            context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
             started = time.perf_counter()
-            result = kafka_injector_sensor(context)
+            with build_sensor_context(
+                instance=instance, cursor=cursor, resources=resources
+            ) as context:
+                result = kafka_injector_sensor(context)
             ticks.append(time.perf_counter() - started)
             cursor = result.cursor
             requested += len(result.run_requests or [])

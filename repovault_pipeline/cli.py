@@ -1,4 +1,4 @@
-"""`repovault`: the command line of SPEC "Command line".
+"""`repovault`: the command line of docs/contract.md, "Command line".
 
 Exit codes: 0 done, 1 the work failed (service down, nothing stored), 2 bad input. Every error is
 one line on stderr saying what is wrong and what to do.
@@ -27,12 +27,12 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLA
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
 from .core.kafka import BrokerUnavailable, KafkaGateway
-from .core.lineage import LineageStore, Request, now
+from .core.lineage import Request, now, open_lineage
 from .core.messages import request_message
 from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
-from .core.settings import ConfigError, Settings
+from .core.settings import TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.store import open_store
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
@@ -47,14 +47,8 @@ class BadInput(Exception):
     """The user gave something we cannot use: exit 2."""
 
 
-def _lineage(settings: Settings) -> LineageStore:
-    store = LineageStore(settings.db_url)
-    store.create_tables()
-    return store
-
-
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    _lineage(settings)
+    open_lineage(settings.db_url)
     print(f"lineage table repo_requests ready at {_safe_url(settings.db_url)}")
     gateway = KafkaGateway(settings)
     created = gateway.ensure_topics()
@@ -79,7 +73,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     gateway = KafkaGateway(settings, client_id="repovault-submit")
     try:
         gateway.producer()  # an unreachable broker fails here, before any row is written
-        lineage = _lineage(settings)
+        lineage = open_lineage(settings.db_url)
         for ref in refs:
             requested_at = now()
             request_id = lineage.record_pending(
@@ -98,7 +92,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    lineage = _lineage(settings)
+    lineage = open_lineage(settings.db_url)
     target = args.target
     if target is None:
         rows = lineage.find(limit=args.limit)
@@ -272,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trending.add_argument(
         "--since",
-        choices=("daily", "weekly", "monthly"),
+        choices=TRENDING_PERIODS,
         help="trending period (default REPOVAULT_TRENDING_SINCE, else daily)",
     )
     trending.add_argument("--limit", type=int, default=10, help="how many (default 10)")
@@ -375,7 +369,7 @@ def _ts(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

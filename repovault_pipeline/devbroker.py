@@ -10,12 +10,13 @@ in memory, on 127.0.0.1 — only when nothing listens on the port already.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .core.settings import ConfigError, Settings
 
 
 def listening(host: str, port: int) -> bool:
@@ -67,12 +68,14 @@ def start(host: str, port: int, log: Path) -> subprocess.Popen:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("REPOVAULT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    )
+    parser.add_argument("--bootstrap", help="default: REPOVAULT_KAFKA_BOOTSTRAP's broker")
     parser.add_argument("--log", default=".repovault/broker.log", type=Path)
     args = parser.parse_args(argv)
-    host, _, port = args.bootstrap.split(",")[0].rpartition(":")
+    try:
+        bootstrap = args.bootstrap or Settings.from_env().kafka_bootstrap
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     host = {"localhost": "127.0.0.1", "": "127.0.0.1"}.get(host, host)
     if listening(host, int(port)):
         print(f"a broker already listens on {host}:{port}; using it")

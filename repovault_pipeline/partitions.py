@@ -2,4 +2,5 @@
 
 from dagster import DynamicPartitionsDefinition
 
-repositories = DynamicPartitionsDefinition(name="repositories")
+REPOSITORIES = "repositories"
+repositories = DynamicPartitionsDefinition(name=REPOSITORIES)

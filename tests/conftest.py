@@ -69,9 +69,6 @@ def fresh_database() -> Iterator[str]:
         missing_service(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc.__class__.__name__}")
     url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     yield url
-    from repovault_pipeline.resources import lineage_store
-
-    lineage_store(url).dispose()
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()

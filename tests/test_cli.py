@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine.url import make_url
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.resources import lineage_store
+from repovault_pipeline.core.lineage import open_lineage
 from tests.support.kafka import read_all
 from tests.support.servers import free_port
 from tests.support.tcp_proxy import BreakableProxy
@@ -84,13 +84,13 @@ def test_submit_refuses_bad_input_publishes_nothing_records_nothing(
     raw: str,
     reason: str,
 ) -> None:
-    rows_before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    rows_before = open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
     assert cli(["submit", "--", raw]) == 2
     err = capsys.readouterr().err
     assert reason in err and err.count("\n") == 1
     assert not any(secret in err for secret in SECRETS)
     assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
-    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
+    assert open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
 
 
 def test_definitions_validate(tmp_path: Path) -> None:
@@ -120,13 +120,13 @@ def test_the_two_forms_that_leaked_a_password_are_refused_without_it(
     vault_env: dict[str, str], capsys: pytest.CaptureFixture, raw: str
 ) -> None:
     """Issue 10's reproduction: both printed the password on stderr."""
-    rows_before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    rows_before = open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
     assert cli(["submit", raw]) == 2
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err and err.count("\n") == 1
     assert "127.0.0.1" in err  # still says which input was refused
     assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
-    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
+    assert open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == rows_before
 
 
 def test_status_never_echoes_a_secret_it_cannot_read(
@@ -213,12 +213,12 @@ def test_broker_down_is_one_line_naming_it(
 ) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", bootstrap)
-    before = lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
+    before = open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
     for args in (["submit", "http://127.0.0.1:9/o/r.git"], ["init"]):
         code, _, err = run_cli(args, capsys)
         assert code == 1
         assert_one_line(err, f"repovault {args[0]}: ", bootstrap, "REPOVAULT_KAFKA_BOOTSTRAP")
-    assert lineage_store(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == before
+    assert open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000) == before
 
 
 @pytest.mark.parametrize("fault", ["closed port", "cut proxy"])
@@ -253,7 +253,7 @@ def test_object_store_down_is_one_line_naming_it(
 def test_status_keeps_one_request_on_one_line(
     vault_env: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
-    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending("http://127.0.0.1:9/o/r.git", "127.0.0.1:9/o/r", "cli")
     error = "fatal: remote error:\n  line two\r\n\x1b[31mred\x1b[0m \u202eevil\u2028end"
     lineage.record_finished(request_id, "failed", error=error)

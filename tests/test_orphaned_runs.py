@@ -15,12 +15,8 @@ import pytest
 from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.resources import (
-    KafkaResource,
-    LineageResource,
-    VaultResource,
-    lineage_store,
-)
+from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.definitions import repovault_resources
 from repovault_pipeline.sensors import reconcile_sensor
 from tests.support.daemon import (
     daemon_workspace,
@@ -58,7 +54,7 @@ def test_an_orphaned_run_is_failed_and_the_next_run_of_its_repository_starts(
     assert cli(["init"]) == 0
     assert cli(["submit", url, url]) == 0
     first_request, second_request = capsys.readouterr().out.split()[-2:]
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
 
     try:
         with instance_for_test(overrides=dev_instance_config()) as instance:
@@ -98,16 +94,10 @@ def test_an_orphaned_run_is_failed_and_the_next_run_of_its_repository_starts(
             }
             assert lineage.get(orphan_request).status == "in_progress"  # nobody closed it
 
-            result = reconcile_sensor(
-                build_sensor_context(
-                    instance=instance,
-                    resources={
-                        "vault": VaultResource(),
-                        "lineage": LineageResource(),
-                        "kafka": KafkaResource(),
-                    },
-                )
-            )
+            with build_sensor_context(
+                instance=instance, resources=repovault_resources()
+            ) as context:
+                result = reconcile_sensor(context)
     finally:
         git.close()
 

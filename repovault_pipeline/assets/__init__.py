@@ -1,4 +1,4 @@
-from .archive import repo_archive
+from .archive import IN_MEMORY, repo_archive
 from .metadata import repo_metadata
 
-__all__ = ["repo_archive", "repo_metadata"]
+__all__ = ["IN_MEMORY", "repo_archive", "repo_metadata"]

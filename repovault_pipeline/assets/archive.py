@@ -31,6 +31,12 @@ from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
 
+# The ops hand each other a local clone and a result within one run process; nothing reads them
+# later, so they stay in memory (definitions.py registers this key) instead of being pickled
+# under the instance's storage/ folder. A step retry re-runs in the same process and finds its
+# input there.
+IN_MEMORY = "in_memory_io_manager"
+
 # Transient failures (network, S3 5xx) raise plainly and are retried; permanent ones raise
 # Failure(allow_retries=False) and fail the run at once with their reason.
 TRANSIENT_RETRY = RetryPolicy(
@@ -55,7 +61,7 @@ def _archive_errors(context: OpExecutionContext) -> Iterator[None]:
         raise Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
 
 
-@op(out=Out(Prepared), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
+@op(out=Out(Prepared, io_manager_key=IN_MEMORY), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
 def clone_repo(
     context: OpExecutionContext,
     vault: VaultResource,
@@ -92,7 +98,11 @@ def clone_repo(
         )
 
 
-@op(out=Out(ArchiveResult), retry_policy=TRANSIENT_RETRY, tags={"kind": "s3"})
+@op(
+    out=Out(ArchiveResult, io_manager_key=IN_MEMORY),
+    retry_policy=TRANSIENT_RETRY,
+    tags={"kind": "s3"},
+)
 def upload_snapshot(
     context: OpExecutionContext, vault: VaultResource, prepared: Prepared
 ) -> Output[ArchiveResult]:
@@ -111,7 +121,9 @@ def upload_snapshot(
     return Output(result, metadata=outcome_metadata(result))
 
 
-@op(retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"})
+@op(
+    out=Out(dict, io_manager_key=IN_MEMORY), retry_policy=TRANSIENT_RETRY, tags={"kind": "postgres"}
+)
 def record_lineage(
     context: OpExecutionContext,
     vault: VaultResource,

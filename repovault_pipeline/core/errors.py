@@ -6,13 +6,9 @@ from __future__ import annotations
 class ArchiveError(Exception):
     """A failure that retrying will not fix; `str()` is the reason recorded in `error`."""
 
-    transient = False
-
 
 class TransientError(ArchiveError):
     """A failure worth retrying: the network, the object store or the remote hiccupped."""
-
-    transient = True
 
 
 class RepoNotFound(ArchiveError):

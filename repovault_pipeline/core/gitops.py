@@ -1,9 +1,9 @@
 """Git, hardened: clone untrusted remotes, bundle them and read HEAD's files from git objects.
 
-Every command runs through GitPython's `Git` with an environment that disables hooks, system and
-global config, credential helpers, prompts and every transport but the allowed schemes, and with
-`--` before any URL. Credentials travel in the environment (`GIT_CONFIG_*`), never on a command
-line, in a config file or in a message.
+Every command is a `git` process of its own (`_start`) with an environment that disables hooks,
+system and global config, credential helpers, prompts and every transport but the allowed
+schemes, and with `--` before any URL. Credentials travel in the environment (`GIT_CONFIG_*`),
+never on a command line, in a config file or in a message.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import git
+from typing import IO, BinaryIO
 
 from .errors import ArchiveError, GitTimeout, RepoNotFound, RepoTooLarge, TransientError
 from .identity import RepoRef, github_web_origin
@@ -204,15 +202,9 @@ class GitClient:
     ) -> bytes:
         """Run git (fed `stdin`) and classify a failure; kill it past the timeout or when
         `watch` outgrows the size cap."""
-        cmd = ["git", *HARDENING, *args]
-        proc = git.Git(str(cwd) if cwd else None).execute(
-            cmd,
-            as_process=True,
-            env=self.environment(ref, protocols),
-            start_new_session=True,
-            istream=subprocess.PIPE if stdin is not None else None,
+        popen = _start(
+            args, cwd, self.environment(ref, protocols), stdin is not None, new_session=True
         )
-        popen = proc.proc
         if stdin is not None:
             threading.Thread(target=_feed, args=(popen.stdin, [stdin]), daemon=True).start()
         stdout, stderr = bytearray(), _StderrTail(self.log if watch else None)
@@ -349,13 +341,9 @@ class LocalRepo:
         never from a checkout, so a symlink is its target text and nothing is followed. Each
         blob must be read (`read` or `copy_to`) before the next is taken.
         """
-        proc = git.Git(str(self.path)).execute(
-            ["git", *HARDENING, "cat-file", "--batch"],
-            istream=subprocess.PIPE,
-            as_process=True,
-            env=self.client.environment(),
-        )
-        stdin, stdout = proc.proc.stdin, proc.proc.stdout
+        proc = _start(["cat-file", "--batch"], self.path, self.client.environment(), True)
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None
         feeder = threading.Thread(target=_feed_ids, args=(stdin, shas), daemon=True)
         feeder.start()
         try:
@@ -368,16 +356,16 @@ class LocalRepo:
                 blob.skip_rest()
                 stdout.read(1)  # the newline that ends each record
         finally:
-            if proc.proc.poll() is None:  # stopped early: do not wait for unread answers
-                proc.proc.kill()
-            proc.proc.wait()
+            if proc.poll() is None:  # stopped early: do not wait for unread answers
+                proc.kill()
+            proc.wait()
             feeder.join(timeout=5)
 
 
 class Blob:
     """One blob's content on the cat-file stream: read it whole, or copy it in chunks."""
 
-    def __init__(self, size: int, stream: BinaryIO) -> None:
+    def __init__(self, size: int, stream: IO[bytes]) -> None:
         self._stream = stream
         self._left = size
 
@@ -401,7 +389,27 @@ class Blob:
             yield data
 
 
-def _feed_ids(stdin: BinaryIO, shas: Sequence[str]) -> None:
+def _start(
+    args: Sequence[str],
+    cwd: Path | None,
+    env: dict[str, str],
+    stdin: bool,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """`git` hardened, with the inherited environment (PATH, HOME) under `env`; stdin is a pipe
+    when the caller feeds it, else nothing (git never waits for input)."""
+    return subprocess.Popen(
+        ["git", *HARDENING, *args],
+        cwd=cwd,
+        env={**os.environ, "LANGUAGE": "C", **env},
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=new_session,
+    )
+
+
+def _feed_ids(stdin: IO[bytes], shas: Sequence[str]) -> None:
     _feed(
         stdin,
         (
@@ -411,7 +419,7 @@ def _feed_ids(stdin: BinaryIO, shas: Sequence[str]) -> None:
     )
 
 
-def _feed(stdin: BinaryIO, chunks: Iterable[bytes]) -> None:
+def _feed(stdin: IO[bytes], chunks: Iterable[bytes]) -> None:
     """Write to a child's stdin from a thread, so that reading its output never deadlocks."""
     try:
         for chunk in chunks:
@@ -445,7 +453,7 @@ def _classify(command: str, stderr: str, token: str | None) -> ArchiveError:
     return ArchiveError(f"git {command} failed: {detail}")
 
 
-def _drain(stream: BinaryIO | None, sink: object) -> None:
+def _drain(stream: IO[bytes] | None, sink: object) -> None:
     if stream is None:
         return
     for chunk in iter(

@@ -1,4 +1,5 @@
-"""Repository identity (SPEC "Repository identity"): which inputs are accepted, and their `repo_id`.
+"""Repository identity (docs/contract.md, "Repository identity"): which inputs are accepted,
+and their `repo_id`.
 
 Every entry point (CLI, Kafka injector, trending schedule, a run itself) validates with
 `parse_repo_url`, so a URL that is refused is refused everywhere with the same one-line reason.

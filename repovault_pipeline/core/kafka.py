@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -381,14 +381,6 @@ class KafkaGateway:
                 }
                 consumer.assign(list(offsets))
                 consumer.commit(offsets)
-            finally:
-                consumer.close(autocommit=False)
-
-    def committed(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
-        with self._errors("read committed offsets"):
-            consumer = self._consumer(1)
-            try:
-                return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
             finally:
                 consumer.close(autocommit=False)
 

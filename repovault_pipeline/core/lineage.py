@@ -29,7 +29,6 @@ from sqlalchemy.engine.url import make_url
 from .redact import mask_secrets
 from .tables import SOURCES, metadata, repo_requests
 
-STATUSES = ("pending", "in_progress", "completed", "unchanged", "failed", "rejected")
 FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
 MAX_ERROR = 2000
 
@@ -287,6 +286,13 @@ class LineageStore:
             return conn.execute(query).scalar_one_or_none()
 
 
+def open_lineage(db_url: str) -> LineageStore:
+    """A store on `db_url` with its tables created when missing."""
+    store = LineageStore(db_url)
+    store.create_tables()
+    return store
+
+
 def _row(
     request_id: str,
     repo_url: str,
@@ -297,7 +303,7 @@ def _row(
     **extra: Any,
 ) -> dict[str, Any]:
     """A full row: every statement of a batch must bind the same columns."""
-    row = {c.name: None for c in repo_requests.columns}
+    row: dict[str, Any] = {c.name: None for c in repo_requests.columns}
     row.update(
         request_id=request_id,
         repo_url=mask_secrets(repo_url),

@@ -1,5 +1,5 @@
-"""Kafka message formats (SPEC "Kafka messages"): requests on `pendientes`, status events on
-`en_proceso` / `completados`, dead letters on `rechazados`."""
+"""Kafka message formats (docs/contract.md, "Kafka messages"): requests on `pendientes`,
+status events on `en_proceso` / `completados`, dead letters on `rechazados`."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def request_message(request_id: str, repo_url: str, source: str, requested_at: d
 def parse_request(
     value: bytes | None, fallback_request_id: str, settings: Settings
 ) -> PendingRequest:
-    """A `pendientes` value (SPEC JSON, or a bare URL string) as a validated request."""
+    """A `pendientes` value (the contract's JSON, or a bare URL string) as a validated request."""
     if not value or not value.strip():
         raise RejectedMessage("empty message: send JSON with repo_url, or a bare URL string")
     try:

@@ -23,9 +23,10 @@ input from third parties.
 from __future__ import annotations
 
 import base64
-import os
 import re
 from collections.abc import Iterator
+
+from .settings import configured_secrets
 
 MASK = "***"
 
@@ -53,8 +54,6 @@ _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*\w+\s+)\S+")
 _SECRET_WORDS = ("token", "secret", "passw", "signature", "credential", "authorization")
 _KEY_NAME = re.compile(r"(?:^|api|access|secret|private|signing|auth|ssh|session|encryption)_?key$")
 _URL_ONLY_NAMES = {"sig", "code", "auth", "pass", "pwd", "jwt", "session", "sessionid", "sas"}
-# Environment variables whose values are secrets wherever they appear.
-_SECRET_ENV = ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY")
 
 
 def mask_secrets(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:
@@ -72,10 +71,10 @@ def mask_secrets(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:
 
 
 def _configured_secrets(extra: tuple[str | None, ...]) -> Iterator[str]:
-    for value in (*(os.environ.get(name, "").strip() for name in _SECRET_ENV), *extra):
+    token, ssh_key, gitlab_token = configured_secrets()
+    for value in (token, ssh_key, gitlab_token, *extra):
         if value and len(value) >= 4:
             yield value
-    token = os.environ.get("GITHUB_TOKEN", "").strip()
     if token:
         yield base64.b64encode(f"x-access-token:{token}".encode()).decode()
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArchiveError
+from .errors import ArchiveError, TransientError
 from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
 from .settings import Settings
@@ -86,9 +86,9 @@ def _rebuild(
         bundle = Path(tmp) / "repo.bundle"
         try:
             store.download(bucket, key, bundle)
+        except TransientError:
+            raise
         except ArchiveError as exc:
-            if exc.transient:
-                raise
             raise RestoreError(f"{key} of snapshot {snapshot} cannot be read: {exc}") from None
         _check_bundle(bundle, manifest)
         try:

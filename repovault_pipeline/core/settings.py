@@ -1,7 +1,8 @@
-"""RepoVault configuration, read from the environment (SPEC "Configuration").
+"""RepoVault configuration, read from the environment (docs/contract.md, "Environment").
 
-Read at the moment it is needed rather than at import, so a long-lived code server picks up the
-environment it was started with and tests can point one process at several servers.
+This module is the only place that reads the environment. Read at the moment it is needed
+rather than at import, so a long-lived code server picks up the environment it was started
+with and tests can point one process at several servers.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +21,19 @@ class ConfigError(ValueError):
     """A setting has a value RepoVault cannot use; the message says which and how to fix it."""
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    """The variable's value, stripped; unset or blank is the default."""
+    return env.get(name, "").strip() or default
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -36,8 +46,8 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _choice(name: str, raw: str, default: str, choices: tuple[str, ...]) -> str:
-    value = raw.strip().lower() or default
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
@@ -58,11 +68,23 @@ class Topics:
         return (self.pending, self.in_progress, self.completed, self.rejected)
 
 
+# The periods of GitHub's trending page, shortest first.
+TRENDING_PERIODS = ("daily", "weekly", "monthly")
+KEEP_METADATA = ("auto", "on", "off")
+GIT_TIMEOUT_S = 1800
+# Clone and bundle are each bounded by the git timeout; the upload is short beside them. A run
+# this many git timeouts long has lost its worker.
+RUN_TIMEOUT_GIT_TIMEOUTS = 3
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Every setting with its default; `from_env` takes the defaults from here."""
+
     kafka_bootstrap: str = "localhost:9092"
     topics: Topics = field(default_factory=Topics)
     s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
     local_store: Path = Path(".repovault/store")
     bucket_prefix: str = "repo-"
     db_url: str = "sqlite:///.repovault/lineage.db"
@@ -72,88 +94,103 @@ class Settings:
     ssh_key: Path | None = None
     ssh_known_hosts: Path = Path(".repovault/ssh_known_hosts")
     max_repo_mb: int = 2048
-    git_timeout_s: int = 1800
+    git_timeout_s: int = GIT_TIMEOUT_S
     keep_snapshots: int = 10
     trending_url: str = "https://github.com/trending"
     github_api: str = "https://api.github.com"
     trending_language: str | None = None
-    trending_since: str = "daily"
+    trending_since: str = TRENDING_PERIODS[0]
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
     injector_batch: int = 500
     republish_after_s: int = 900
-    run_timeout_s: int = 3 * 1800
+    run_timeout_s: int = RUN_TIMEOUT_GIT_TIMEOUTS * GIT_TIMEOUT_S
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
     gitlab_api: str = "https://gitlab.com/api/v4"
     gitlab_token: str | None = field(default=None, repr=False)
-    keep_metadata: str = "auto"
+    keep_metadata: str = KEEP_METADATA[0]
     metadata_full_every_d: int = 7
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        prefix = env.get("REPOVAULT_BUCKET_PREFIX", "repo-").strip()
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] = {}
+    ) -> Settings:
+        """The settings of `env` (default: the process environment); `overrides` are values
+        by variable name that win over it (a Dagster resource's configuration), None skipped."""
+        env = {
+            **(os.environ if env is None else env),
+            **{name: value for name, value in overrides.items() if value is not None},
+        }
+        d, t = cls(), Topics()
+        prefix = _str(env, "REPOVAULT_BUCKET_PREFIX", d.bucket_prefix)
         if not _BUCKET_PREFIX_RE.match(prefix):
             raise ConfigError(
                 f"REPOVAULT_BUCKET_PREFIX={prefix!r} cannot start an S3 bucket name; use up to 30 "
                 "lowercase letters, digits or hyphens, starting with a letter or digit"
             )
-        ssh_key = env.get("REPOVAULT_SSH_KEY", "").strip()
-        git_timeout_s = _int(env, "REPOVAULT_GIT_TIMEOUT_S", 1800, minimum=1)
+        ssh_key = _str(env, "REPOVAULT_SSH_KEY", "")
+        git_timeout_s = _int(env, "REPOVAULT_GIT_TIMEOUT_S", d.git_timeout_s, minimum=1)
         return cls(
-            kafka_bootstrap=env.get("REPOVAULT_KAFKA_BOOTSTRAP", "").strip() or "localhost:9092",
+            kafka_bootstrap=_str(env, "REPOVAULT_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
             topics=Topics(
-                pending=env.get("REPOVAULT_TOPIC_PENDING", "").strip() or "pendientes",
-                in_progress=env.get("REPOVAULT_TOPIC_IN_PROGRESS", "").strip() or "en_proceso",
-                completed=env.get("REPOVAULT_TOPIC_COMPLETED", "").strip() or "completados",
-                rejected=env.get("REPOVAULT_TOPIC_REJECTED", "").strip() or "rechazados",
-                partitions=_int(env, "REPOVAULT_TOPIC_PARTITIONS", 3, minimum=1),
-                replication_factor=_int(env, "REPOVAULT_TOPIC_REPLICATION", 1, minimum=1),
+                pending=_str(env, "REPOVAULT_TOPIC_PENDING", t.pending),
+                in_progress=_str(env, "REPOVAULT_TOPIC_IN_PROGRESS", t.in_progress),
+                completed=_str(env, "REPOVAULT_TOPIC_COMPLETED", t.completed),
+                rejected=_str(env, "REPOVAULT_TOPIC_REJECTED", t.rejected),
+                partitions=_int(env, "REPOVAULT_TOPIC_PARTITIONS", t.partitions, minimum=1),
+                replication_factor=_int(
+                    env, "REPOVAULT_TOPIC_REPLICATION", t.replication_factor, minimum=1
+                ),
             ),
-            s3_endpoint=env.get("REPOVAULT_S3_ENDPOINT", "").strip() or None,
-            local_store=Path(env.get("REPOVAULT_LOCAL_STORE", "").strip() or ".repovault/store"),
+            s3_endpoint=_str(env, "REPOVAULT_S3_ENDPOINT", "") or d.s3_endpoint,
+            s3_region=_str(env, "AWS_REGION", "") or _str(env, "AWS_DEFAULT_REGION", d.s3_region),
+            local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(d.local_store))),
             bucket_prefix=prefix,
-            db_url=env.get("REPOVAULT_DB_URL", "").strip() or "sqlite:///.repovault/lineage.db",
-            allowed_hosts=_csv(env.get("REPOVAULT_ALLOWED_HOSTS", "github.com")),
-            allowed_schemes=_csv(env.get("REPOVAULT_ALLOWED_SCHEMES", "https,ssh")),
-            github_token=env.get("GITHUB_TOKEN", "").strip() or None,
-            ssh_key=Path(ssh_key) if ssh_key else None,
-            ssh_known_hosts=Path(
-                env.get("REPOVAULT_SSH_KNOWN_HOSTS", "").strip() or ".repovault/ssh_known_hosts"
-            ),
-            max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", 2048, minimum=1),
+            db_url=_str(env, "REPOVAULT_DB_URL", d.db_url),
+            allowed_hosts=_csv(env, "REPOVAULT_ALLOWED_HOSTS", d.allowed_hosts),
+            allowed_schemes=_csv(env, "REPOVAULT_ALLOWED_SCHEMES", d.allowed_schemes),
+            github_token=_str(env, "GITHUB_TOKEN", "") or d.github_token,
+            ssh_key=Path(ssh_key) if ssh_key else d.ssh_key,
+            ssh_known_hosts=Path(_str(env, "REPOVAULT_SSH_KNOWN_HOSTS", str(d.ssh_known_hosts))),
+            max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", d.max_repo_mb, minimum=1),
             git_timeout_s=git_timeout_s,
-            keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", 10, minimum=1),
-            trending_url=env.get("REPOVAULT_TRENDING_URL", "").strip()
-            or "https://github.com/trending",
-            github_api=(env.get("REPOVAULT_GITHUB_API", "").strip() or "https://api.github.com"),
-            trending_language=env.get("REPOVAULT_TRENDING_LANGUAGE", "").strip() or None,
+            keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", d.keep_snapshots, minimum=1),
+            trending_url=_str(env, "REPOVAULT_TRENDING_URL", d.trending_url),
+            github_api=_str(env, "REPOVAULT_GITHUB_API", d.github_api),
+            trending_language=_str(env, "REPOVAULT_TRENDING_LANGUAGE", "") or d.trending_language,
             trending_since=_choice(
-                "REPOVAULT_TRENDING_SINCE",
-                env.get("REPOVAULT_TRENDING_SINCE", ""),
-                "daily",
-                ("daily", "weekly", "monthly"),
+                env, "REPOVAULT_TRENDING_SINCE", d.trending_since, TRENDING_PERIODS
             ),
-            work_dir=Path(
-                env.get("REPOVAULT_WORK_DIR", "").strip()
-                or Path(tempfile.gettempdir()) / "repovault"
+            work_dir=Path(_str(env, "REPOVAULT_WORK_DIR", str(d.work_dir))),
+            upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", d.upload_workers, minimum=1),
+            injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", d.injector_batch, minimum=1),
+            republish_after_s=_int(
+                env, "REPOVAULT_REPUBLISH_AFTER_S", d.republish_after_s, minimum=0
             ),
-            upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", 16, minimum=1),
-            injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", 500, minimum=1),
-            republish_after_s=_int(env, "REPOVAULT_REPUBLISH_AFTER_S", 900, minimum=0),
-            # Clone and bundle are each bounded by the git timeout; the upload is short beside
-            # them. A run three times as long has lost its worker.
-            run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
-            lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
-            lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
-            gitlab_api=env.get("REPOVAULT_GITLAB_API", "").strip() or "https://gitlab.com/api/v4",
-            gitlab_token=env.get("GITLAB_TOKEN", "").strip() or None,
-            keep_metadata=_choice(
-                "REPOVAULT_KEEP_METADATA",
-                env.get("REPOVAULT_KEEP_METADATA", ""),
-                "auto",
-                ("auto", "on", "off"),
+            run_timeout_s=_int(
+                env, "REPOVAULT_RUN_TIMEOUT_S", RUN_TIMEOUT_GIT_TIMEOUTS * git_timeout_s, minimum=1
             ),
-            metadata_full_every_d=_int(env, "REPOVAULT_METADATA_FULL_EVERY_D", 7, minimum=1),
+            lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", d.lease_ttl_s, minimum=2),
+            lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", d.lease_wait_s, minimum=0),
+            gitlab_api=_str(env, "REPOVAULT_GITLAB_API", d.gitlab_api),
+            gitlab_token=_str(env, "GITLAB_TOKEN", "") or d.gitlab_token,
+            keep_metadata=_choice(env, "REPOVAULT_KEEP_METADATA", d.keep_metadata, KEEP_METADATA),
+            metadata_full_every_d=_int(
+                env, "REPOVAULT_METADATA_FULL_EVERY_D", d.metadata_full_every_d, minimum=1
+            ),
         )
+
+
+def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, str]:
+    """The values of the secret settings, GITHUB_TOKEN, REPOVAULT_SSH_KEY and GITLAB_TOKEN (""
+    when unset).
+
+    Read without validating the other settings: masking must work, and never fail, even when
+    another variable is unusable."""
+    env = os.environ if env is None else env
+    return (
+        _str(env, "GITHUB_TOKEN", ""),
+        _str(env, "REPOVAULT_SSH_KEY", ""),
+        _str(env, "GITLAB_TOKEN", ""),
+    )

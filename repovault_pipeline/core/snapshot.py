@@ -1,4 +1,5 @@
-"""The snapshot writer (SPEC "Object layout"): bundle, incremental `tree/`, manifest, `latest.json`.
+"""The snapshot writer (docs/contract.md, "Object layout"): bundle, incremental `tree/`,
+manifest, `latest.json`.
 
 Order of writes is the safety argument: the bundle and `tree/` first, `tree.json` and
 `manifest.json` next (the manifest is the commit marker), `latest.json` only then, retention
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from .. import __version__
 from .errors import ArchiveError, PreconditionFailed, TransientError
@@ -487,7 +489,9 @@ class SnapshotWriter:
         for entry in entries:
             key = tree_key(entry.path)
             stored = existing.get(key)
-            if _in_place(entry, previous.files.get(entry.path), stored, previous.written):
+            if stored is not None and _in_place(
+                entry, previous.files.get(entry.path), stored, previous.written
+            ):
                 etags[key] = stored.etag
             else:
                 todo.append(entry)
@@ -558,7 +562,9 @@ def _settled(store: ObjectStore, bucket: str) -> bool:
     return lease is None or lease.state == FREE
 
 
-def _matches(latest: dict | None, refs: dict[str, str], default_branch: str | None) -> bool:
+def _matches(
+    latest: dict | None, refs: dict[str, str], default_branch: str | None
+) -> TypeGuard[dict]:
     """The remote is what the latest snapshot holds: same branches and tags, same HEAD branch
     (a server that does not advertise HEAD's branch is judged on its refs)."""
     return (

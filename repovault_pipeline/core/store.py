@@ -19,8 +19,8 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -38,6 +38,9 @@ from .errors import ArchiveError, PreconditionFailed, TransientError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# boto3 clients are built at run time and carry no static type.
+S3Client = Any
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
@@ -136,18 +139,29 @@ class ObjectStore(ABC):
         """Where an operator finds the bucket (URL or folder), for materialization metadata."""
 
 
-def open_store(settings: Settings) -> ObjectStore:
+def open_store(settings: Settings, s3_client: S3Client | None = None) -> ObjectStore:
+    """The store `settings` select: S3 at REPOVAULT_S3_ENDPOINT (through `s3_client` when the
+    caller built one, e.g. Dagster's S3Resource), else the local backend."""
     if settings.s3_endpoint:
-        credentials = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_REGION"))
-        return _s3_store(settings.s3_endpoint, settings.upload_workers + 4, credentials)
+        return S3Store(
+            settings.s3_endpoint,
+            max_connections=settings.upload_workers + 4,
+            region=settings.s3_region,
+            client=s3_client,
+        )
     return LocalStore(settings.local_store)
 
 
-@lru_cache(maxsize=8)
-def _s3_store(endpoint: str, max_connections: int, credentials: tuple[str | None, ...]) -> S3Store:
-    """One boto3 client per endpoint and credentials per process: building one costs ~0.1 s,
-    as much as a whole `unchanged` run, and clients are thread-safe."""
-    return S3Store(endpoint, max_connections=max_connections)
+def s3_client_config(max_connections: int = 20, read_timeout: float = 120) -> Config:
+    """What RepoVault needs of a boto3 S3 client: a connection per upload worker, path-style
+    addressing (MinIO), bounded timeouts and botocore's standard retries."""
+    return Config(
+        max_pool_connections=max_connections,
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"},
+        connect_timeout=10,
+        read_timeout=read_timeout,
+    )
 
 
 @contextmanager
@@ -187,24 +201,24 @@ def _etag(raw: str) -> str:
 
 
 class S3Store(ObjectStore):
-    """S3 or MinIO; credentials and region come from the standard AWS_* variables."""
+    """S3 or MinIO through a boto3 client: the caller's (`client`), else one of our own whose
+    credentials come from boto3's standard chain (AWS_* variables, profiles, instance roles)."""
 
-    def __init__(self, endpoint: str, max_connections: int = 20, read_timeout: float = 120) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        max_connections: int = 20,
+        read_timeout: float = 120,
+        region: str = "us-east-1",
+        client: S3Client | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.region = (
-            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        )
-        self.client = boto3.session.Session().client(
+        self.region = region
+        self.client = client or boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=self.region,
-            config=Config(
-                max_pool_connections=max_connections,
-                retries={"max_attempts": 3, "mode": "standard"},
-                s3={"addressing_style": "path"},
-                connect_timeout=10,
-                read_timeout=read_timeout,
-            ),
+            config=s3_client_config(max_connections, read_timeout),
         )
         self.transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,

@@ -1,4 +1,4 @@
-"""The RepoVault database (SPEC "Lineage"): `repo_requests` (one row per request),
+"""The RepoVault database (docs/contract.md, "Tables"): `repo_requests` (one row per request),
 `repo_sources` (tracked organisations and groups) and `repo_state` (one row per known
 repository: what upstream looked like when last checked).
 

@@ -32,9 +32,9 @@ from .http import api_session
 from .identity import InvalidRepoUrl, parse_repo_url
 from .redact import mask_secrets
 from .runs import request_tags
-from .settings import Settings
+from .settings import TRENDING_PERIODS, Settings
 
-SINCE_CHOICES = ("daily", "weekly", "monthly")
+SINCE_CHOICES = TRENDING_PERIODS
 TOP_N = 10
 SEARCH_WINDOW_DAYS = 7
 SEARCH_PER_PAGE = 25  # as many as the trending page shows, so rejected entries can be replaced
@@ -571,6 +571,8 @@ def plan_trending_tick(
 
 def iter_rows(plan: TickPlan) -> Iterator[tuple[int, TrendingRepo, str | None]]:
     """Planned and rejected entries in rank order: (rank, repo, reason it is refused or None)."""
-    entries = [(r.rank, r.repo, None) for r in plan.runs]
+    entries: list[tuple[int, TrendingRepo, str | None]] = [
+        (r.rank, r.repo, None) for r in plan.runs
+    ]
     entries += [(r.rank, r.repo, r.reason) for r in plan.rejected]
     yield from sorted(entries, key=lambda e: e[0])

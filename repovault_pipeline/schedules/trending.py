@@ -20,10 +20,9 @@ from dagster import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.lineage import Injected
-from ..core.settings import Settings
 from ..core.trending import TRENDING_SOURCE, TickPlan, plan_trending_tick
 from ..jobs import archive_repo_job
-from ..partitions import repositories
+from ..partitions import REPOSITORIES
 from ..resources import LineageResource
 
 
@@ -42,7 +41,7 @@ from ..resources import LineageResource
 def trending_top10_schedule(
     context: ScheduleEvaluationContext, lineage: LineageResource
 ) -> Iterator[RunRequest | SkipReason]:
-    plan = plan_trending_tick(Settings.from_env(), _tick_time(context))
+    plan = plan_trending_tick(lineage.settings(), _tick_time(context))
     if plan.skip_reason:
         context.log.warning(f"trending tick skipped: {plan.skip_reason}")
         yield SkipReason(plan.skip_reason)
@@ -50,7 +49,7 @@ def trending_top10_schedule(
     _report(context, plan)
     # Schedules cannot return dynamic partition requests (only sensors can, via SensorResult),
     # so the partitions are added here; adding an existing key is a no-op.
-    context.instance.add_dynamic_partitions(repositories.name, [run.repo_id for run in plan.runs])
+    context.instance.add_dynamic_partitions(REPOSITORIES, [run.repo_id for run in plan.runs])
     _record(context, lineage, plan)
     for run in plan.runs:
         yield RunRequest(run_key=run.run_key, partition_key=run.repo_id, tags=run.tags)

@@ -15,7 +15,7 @@ from dagster import (
 from ..core.injector import InjectorCursor, inject
 from ..core.runs import request_tags
 from ..jobs import archive_repo_job
-from ..partitions import repositories
+from ..partitions import REPOSITORIES, repositories
 from ..resources import KafkaResource, LineageResource
 
 
@@ -34,23 +34,17 @@ def kafka_injector_sensor(
 ) -> SensorResult:
     settings = kafka.settings()
     topic = settings.topics.pending
-    gateway = kafka.gateway()
-    try:
-        tick = inject(
-            settings,
-            gateway,
-            lineage.store(),
-            InjectorCursor.load(context.cursor, topic),
-            first_tick=context.cursor is None,
-        )
-    finally:
-        gateway.close()
+    tick = inject(
+        settings,
+        kafka.gateway(),
+        lineage.store(),
+        InjectorCursor.load(context.cursor, topic),
+        first_tick=context.cursor is None,
+    )
     for reset in tick.resets:
         context.log.warning(reset.reason)
     repo_ids = {a.request.ref.repo_id for a in tick.accepted}
-    new_partitions = sorted(
-        repo_ids - set(context.instance.get_dynamic_partitions(repositories.name))
-    )
+    new_partitions = sorted(repo_ids - set(context.instance.get_dynamic_partitions(REPOSITORIES)))
     run_requests = [
         RunRequest(
             run_key=accepted.run_key,

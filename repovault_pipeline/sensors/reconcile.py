@@ -1,6 +1,6 @@
-"""`reconcile_sensor`: every request in `repo_requests` ends (SPEC "Lineage"), even when the run
-that should have closed it could not. The work is `core.reconcile`; this module lets it see
-Dagster's runs through the `RunHistory` protocol."""
+"""`reconcile_sensor`: every request in `repo_requests` ends (docs/contract.md, "Tables"), even
+when the run that should have closed it could not. The work is `core.reconcile`; this module
+lets it see Dagster's runs through the `RunHistory` protocol."""
 
 from dagster import (
     DagsterEventType,
@@ -95,12 +95,8 @@ def reconcile_sensor(
     lineage: LineageResource,
     kafka: KafkaResource,
 ) -> SensorResult:
-    gateway = kafka.gateway()
-    try:
-        report, state = Reconciler(
-            lineage.store(), DagsterRuns(context.instance), vault.store(), gateway, context.log
-        ).run(ReconcileState.load(context.cursor))
-    finally:
-        gateway.close()
+    report, state = Reconciler(
+        lineage.store(), DagsterRuns(context.instance), vault.store(), kafka.gateway(), context.log
+    ).run(ReconcileState.load(context.cursor))
     context.log.info(report.summary())
     return SensorResult(cursor=state.dump(), skip_reason=report.summary())

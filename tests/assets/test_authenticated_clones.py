@@ -22,11 +22,10 @@ from dagster._serdes import serialize_value
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import lineage_store
 from tests.conftest import missing_service
 from tests.support import sshd
 from tests.support.git_http_server import logged_requests
@@ -48,7 +47,7 @@ def archive(instance: DagsterInstance, url: str) -> tuple[ExecuteInProcessResult
     """One `archive_repo_job` run for `url`, as the injector would start it."""
     repo_id = parse_repo_url(url, ("http", "https", "ssh"), ("127.0.0.1",)).repo_id
     instance.add_dynamic_partitions(repositories.name, [repo_id])
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending(url, repo_id, "cli")
     result = defs.resolve_job_def("archive_repo_job").execute_in_process(
         partition_key=repo_id,
@@ -65,7 +64,7 @@ def restore_head(url: str, dest: Path) -> str:
 
 
 def failed_with(request_id: str) -> str:
-    row = lineage_store(os.environ["REPOVAULT_DB_URL"]).get(request_id)
+    row = open_lineage(os.environ["REPOVAULT_DB_URL"]).get(request_id)
     assert row is not None and row.status == "failed", row
     return row.error or ""
 
@@ -79,7 +78,7 @@ def written_everywhere(instance: DagsterInstance, run_ids: list[str], env: dict[
     for path in Path(instance.root_directory).rglob("*"):
         if path.is_file():
             parts.append(path.read_bytes().decode("utf-8", "replace"))
-    lineage = lineage_store(env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(env["REPOVAULT_DB_URL"])
     parts += [repr(row) for row in lineage.find(limit=100_000)]
     for topic in ("PENDING", "IN_PROGRESS", "COMPLETED", "REJECTED"):
         for record in read_all(env[f"REPOVAULT_TOPIC_{topic}"], quiet_s=0.3):

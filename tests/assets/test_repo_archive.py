@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,13 +14,13 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
 from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import LineageStore, now
+from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import lineage_store
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
+from tests.support.tcp_proxy import BreakableProxy
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def run_job(instance: DagsterInstance, repo_id: str, tags: dict[str, str] | None
 
 
 def lineage() -> LineageStore:
-    return lineage_store(os.environ["REPOVAULT_DB_URL"])
+    return open_lineage(os.environ["REPOVAULT_DB_URL"])
 
 
 def test_job_materializes_a_partition_and_records_its_lineage(
@@ -119,3 +121,59 @@ def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
     assert started["request_id"] == ended["request_id"] == request_id
     assert (ended["status"], ended["run_id"]) == ("failed", result.run_id)
     assert expected in ended["error"] and "s3cr3t" not in json.dumps(ended)
+
+
+def _heal_when_retried(instance: DagsterInstance, proxy: BreakableProxy, step: str) -> None:
+    """Heal the S3 link once `step` is up for retry: the retry, not boto3's own, must succeed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for run in instance.get_runs():
+            for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY):
+                if record.dagster_event and record.dagster_event.step_key == step:
+                    proxy.heal()
+                    return
+        time.sleep(0.2)
+
+
+def test_outputs_stay_in_memory_and_a_step_retry_still_gets_its_input(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No op output or asset value is pickled under the instance's storage/ folder (compute
+    logs aside); an upload cut by S3 is retried, and the retry takes the clone from memory."""
+    repo = make_repo("in-memory")
+    repo.commit({"README.md": "kept in memory\n"})
+    repo.push()
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    bucket = bucket_name(repo_id, vault_env["REPOVAULT_BUCKET_PREFIX"])
+    s3_port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
+    proxy = BreakableProxy(s3_port, break_on=f"PUT /{bucket}/".encode())
+    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", proxy.endpoint)
+    step = "repo_archive.upload_snapshot"
+    healer = threading.Thread(target=_heal_when_retried, args=(instance, proxy, step))
+    healer.start()
+    requested = now()
+    request_id = lineage().record_pending(repo.url, repo_id, "cli", created_at=requested)
+    try:
+        result = run_job(instance, repo_id, request_tags(request_id, repo.url, "cli", requested))
+    finally:
+        proxy.heal()
+        healer.join()
+        proxy.close()
+
+    assert result.success
+    retried = [
+        e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_RESTARTED
+    ]
+    assert retried == [step]
+    [materialization] = result.asset_materializations_for_node("repo_archive")
+    assert materialization.metadata["outcome"].value == "completed"
+    storage = Path(instance.storage_directory())
+    stored = [
+        str(path.relative_to(storage))
+        for path in storage.rglob("*")
+        if path.is_file() and "compute_logs" not in path.parts
+    ]
+    assert stored == []

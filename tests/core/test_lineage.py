@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from repovault_pipeline.core.lineage import Injected, now
-from repovault_pipeline.resources import lineage_store
+from repovault_pipeline.core.lineage import Injected, now, open_lineage
 
 URL, REPO_ID = "http://127.0.0.1:9/o/lineage.git", "127.0.0.1:9/o/lineage"
 
 
 def test_retries_and_replays_keep_the_first_timestamps(vault_env: dict[str, str]) -> None:
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     t0 = now() - timedelta(minutes=10)
     request_id = lineage.record_pending(URL, REPO_ID, "cli", created_at=t0)
     first_read = t0 + timedelta(seconds=1)
@@ -42,7 +41,7 @@ def test_retries_and_replays_keep_the_first_timestamps(vault_env: dict[str, str]
 def test_a_bad_message_claiming_a_closed_request_does_not_reopen_it(
     vault_env: dict[str, str],
 ) -> None:
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending(URL, REPO_ID, "cli")
     lineage.record_started(request_id, URL, REPO_ID, "cli", "run-1")
     lineage.record_finished(request_id, "completed", snapshot_id="s", head_commit="h")

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import LineageStore, now
+from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
 from repovault_pipeline.core.reconcile import (
     MAX_REPUBLISH,
     Reconciler,
@@ -19,7 +19,6 @@ from repovault_pipeline.core.reconcile import (
 )
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.store import open_store
-from repovault_pipeline.resources import lineage_store
 from tests.support.kafka import read_json
 
 
@@ -50,14 +49,14 @@ def lineage(private_lineage: str) -> LineageStore:
     gateway = KafkaGateway(Settings.from_env())
     gateway.ensure_topics()
     gateway.close()
-    return lineage_store(os.environ["REPOVAULT_DB_URL"])
+    return open_lineage(os.environ["REPOVAULT_DB_URL"])
 
 
 def reconcile(runs: Runs, state: ReconcileState | None = None):
     settings = Settings.from_env()
     gateway = KafkaGateway(settings)
     try:
-        return Reconciler(lineage_store(settings.db_url), runs, open_store(settings), gateway).run(
+        return Reconciler(open_lineage(settings.db_url), runs, open_store(settings), gateway).run(
             state or ReconcileState()
         )
     finally:

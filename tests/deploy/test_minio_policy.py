@@ -23,11 +23,10 @@ from dagster import instance_for_test
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import lineage_store
 from tests.support.compose import load_project, read_env_file
 from tests.support.repos import ServedRepo, git
 from tests.support.servers import s3_server
@@ -84,7 +83,7 @@ def archiver_keys(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
 
 def archive(url: str) -> bool:
     ref = parse_repo_url(url, ("http",), ("127.0.0.1",))
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending(url, ref.repo_id, "cli")
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(repositories.name, [ref.repo_id])

@@ -79,13 +79,13 @@ def instance() -> Iterator[DagsterInstance]:
 
 
 def evaluate(instance: DagsterInstance, when: datetime = TICK) -> ScheduleExecutionData:
-    context = build_schedule_context(
+    with build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
         resources={"lineage": LineageResource()},
         repository_def=defs.get_repository_def(),
-    )
-    return trending_top10_schedule.evaluate_tick(context)
+    ) as context:
+        return trending_top10_schedule.evaluate_tick(context)
 
 
 def trending_rows(store: LineageStore) -> int:

@@ -12,7 +12,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.resources import lineage_store
+from repovault_pipeline.core.lineage import open_lineage
 from tests.support.daemon import (
     QUEUED,
     daemon_workspace,
@@ -71,5 +71,5 @@ def test_after_a_broker_restart_the_next_request_is_read_and_the_reset_announced
         ("position_reset", 2, 32, 0),
     ]
     assert all(e["topic"] == pending and any(e["reason"] in w for w in warnings) for e in events)
-    row = lineage_store(os.environ["REPOVAULT_DB_URL"]).get(request_id)
+    row = open_lineage(os.environ["REPOVAULT_DB_URL"]).get(request_id)
     assert row.status == "pending" and row.inyector_timestamp is not None

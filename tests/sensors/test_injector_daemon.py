@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.resources import lineage_store
+from repovault_pipeline.core.lineage import open_lineage
 from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_for_runs
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
@@ -46,7 +46,7 @@ def test_submit_tick_run_lineage_and_events(
     assert run.tags["dagster/run_key"] == f"request:{request_id}"
     assert run.tags["repovault/request_id"] == request_id
 
-    row = lineage_store(os.environ["REPOVAULT_DB_URL"]).get(request_id)
+    row = open_lineage(os.environ["REPOVAULT_DB_URL"]).get(request_id)
     assert (row.status, row.source, row.run_id) == ("completed", "cli", run.run_id)
     assert row.creation_timestamp <= row.inyector_timestamp <= row.worker_start_timestamp
     assert row.worker_start_timestamp <= row.worker_finishing_timestamp

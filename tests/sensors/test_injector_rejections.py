@@ -11,8 +11,9 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
 
 from repovault_pipeline.core.kafka import KafkaGateway
+from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.resources import KafkaResource, LineageResource, lineage_store
+from repovault_pipeline.resources import KafkaResource, LineageResource
 from repovault_pipeline.sensors import kafka_injector_sensor
 from tests.support.kafka import produce, read_all, read_json
 
@@ -85,12 +86,12 @@ def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
 
 
 def tick(instance: DagsterInstance) -> SensorResult:
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance,
         cursor=None,
         resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    )
-    result = kafka_injector_sensor(context)
+    ) as context:
+        result = kafka_injector_sensor(context)
     assert isinstance(result, SensorResult)
     return result
 
@@ -107,7 +108,7 @@ def test_each_field_rejection_reaches_rechazados_and_lineage_with_its_reason(
     dead = read_json(vault_env["REPOVAULT_TOPIC_REJECTED"])
     assert [d["offset"] for d in dead] == sorted(d["offset"] for d in dead)
     assert len(dead) == len(REJECTIONS)
-    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
     for letter, (value, reason) in zip(dead, REJECTIONS, strict=True):
         assert reason in letter["reason"], (value, letter["reason"])
         assert "\n" not in letter["reason"]
@@ -134,7 +135,7 @@ def test_a_password_in_a_message_reaches_no_dead_letter_row_or_run(
     assert len(raw_dead) == len(values)
     dead = [json.loads(r.value) for r in raw_dead]
     assert all("credentials" in d["reason"] or "query strings" in d["reason"] for d in dead), dead
-    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
     rows = [lineage.get(d["request_id"]) for d in dead]
     assert [r.status for r in rows] == ["rejected"] * len(values)
     assert {r.request_id for r in rows} >= {f"secret-{i}" for i in range(len(SECRET_URLS))}

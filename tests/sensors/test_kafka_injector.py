@@ -13,8 +13,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.kafka import INJECTOR_GROUP, KafkaGateway
+from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.resources import KafkaResource, LineageResource, lineage_store
+from repovault_pipeline.resources import KafkaResource, LineageResource
 from repovault_pipeline.sensors import kafka_injector_sensor
 from tests.support.kafka import produce, read_all, read_json
 from tests.support.tcp_proxy import BreakableProxy
@@ -30,12 +31,12 @@ def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    )
-    result = kafka_injector_sensor(context)
+    ) as context:
+        result = kafka_injector_sensor(context)
     assert isinstance(result, SensorResult)
     return result
 
@@ -108,7 +109,7 @@ def test_each_kind_of_message_gets_the_right_outcome(
     assert dead[3]["original"] == "" and dead[1]["original"] == "file:///etc/passwd"
     assert all(d["topic"] == topic and isinstance(d["offset"], int) for d in dead)
 
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     json_row = lineage.get("req-json-1")
     assert (json_row.status, json_row.source) == ("pending", "kafka")
     assert json_row.creation_timestamp.isoformat() == "2026-01-02T03:04:05+00:00"
@@ -288,7 +289,7 @@ def test_submit_validates_everything_before_publishing(
     err = capsys.readouterr().err
     assert "GITHUB_TOKEN" in err and TOKEN not in err and err.count("\n") == 1
     assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"]) == []
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     assert lineage.find(repo_id=good.removeprefix("http://").removesuffix(".git")) == []
 
     assert cli(["submit", good, url("second")]) == 0
@@ -312,7 +313,7 @@ def test_submit_with_the_broker_down_exits_1_and_leaves_no_queued_row(
     assert cli(["submit", target]) == 1
     err = capsys.readouterr().err
     assert "Kafka at 127.0.0.1" in err and err.count("\n") == 1
-    rows = lineage_store(os.environ["REPOVAULT_DB_URL"]).find(
+    rows = open_lineage(os.environ["REPOVAULT_DB_URL"]).find(
         repo_id=target.removeprefix("http://").removesuffix(".git")
     )
     assert [r.status for r in rows if r.status in ("pending", "in_progress")] == []

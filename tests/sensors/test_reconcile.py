@@ -14,16 +14,10 @@ from sqlalchemy.engine import make_url
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
-from repovault_pipeline.definitions import defs
+from repovault_pipeline.definitions import defs, repovault_resources
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import (
-    KafkaResource,
-    LineageResource,
-    VaultResource,
-    lineage_store,
-)
 from repovault_pipeline.sensors import reconcile_sensor
 from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_for_runs
 from tests.support.kafka import OwnBroker, produce, read_all, read_json
@@ -34,16 +28,10 @@ INJECTOR_INTERVAL_S = 10  # kafka_injector_sensor's minimum interval
 
 
 def reconcile_tick(instance: DagsterInstance, cursor: str | None = None) -> SensorResult:
-    context = build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={
-            "vault": VaultResource(),
-            "lineage": LineageResource(),
-            "kafka": KafkaResource(),
-        },
-    )
-    result = reconcile_sensor(context)
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources=repovault_resources()
+    ) as context:
+        result = reconcile_sensor(context)
     assert isinstance(result, SensorResult)
     return result
 
@@ -58,7 +46,7 @@ def test_a_snapshot_committed_while_lineage_was_down_is_recorded_completed(
     repo.commit({"README.md": "stored while PostgreSQL was away\n"})
     repo.push()
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
-    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending(repo.url, repo_id, "cli")
     # The run reaches PostgreSQL through a proxy that dies when record_lineage closes the row.
     direct = make_url(vault_env["REPOVAULT_DB_URL"])
@@ -115,7 +103,7 @@ def test_a_request_lost_with_the_broker_is_republished_and_runs_once(
     assert cli(["submit", repo.url]) == 0
     request_id = capsys.readouterr().out.split()[-1]
     own_broker.restart_empty()  # the message is gone with the broker's memory
-    lineage = lineage_store(vault_env["REPOVAULT_DB_URL"])
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
 
     with instance_for_test(overrides=LAUNCH_AT_ONCE) as instance:
         first = reconcile_tick(instance)
