@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
-from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import lineage_store
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.repos import ServedRepo
 
@@ -29,7 +28,7 @@ def run_job(instance: DagsterInstance, repo: ServedRepo):
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
     instance.add_dynamic_partitions(repositories.name, [repo_id])
     requested = now()
-    lineage = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending(repo.url, repo_id, "cli", created_at=requested)
     job = defs.resolve_job_def("archive_repo_job")
     result = job.execute_in_process(
