@@ -208,6 +208,8 @@ def test_github_token_goes_only_to_the_github_host_and_leaks_nowhere(
     ):
         monkeypatch.setenv("REPOVAULT_GITHUB_API", f"{github_url}/api/v3")
         monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        # The stand-in serves git only, no GitHub API: forge metadata is another test's subject.
+        monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "off")
         private = ServedRepo(private_root, tmp_path / "copies", github_url, "octo", "private")
         head = private.commit({"secret-sauce.txt": "recipe\n"})
         private.push()
