@@ -35,6 +35,7 @@ from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.store import open_store
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
+from .core.verify import verify
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -178,6 +179,16 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """The `restorable` check: exit 0 with what was proven, 1 with the reason in one line."""
+    ref = resolve_target(args.target, settings)
+    verdict = verify(settings, open_store(settings), ref, args.snapshot)
+    if not verdict.ok:
+        raise ArchiveError(verdict.line())
+    print(verdict.line())
+    return 0
+
+
 def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
     """The list the trending schedule would request now; requests and records nothing."""
     if args.limit < 1:
@@ -246,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
     rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
     rest.set_defaults(func=cmd_restore)
+    check = sub.add_parser("verify", help="prove a snapshot restores (the `restorable` check)")
+    check.add_argument("target", metavar="URL_OR_REPO_ID")
+    check.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    check.set_defaults(func=cmd_verify)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"
     )
