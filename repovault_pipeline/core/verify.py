@@ -188,3 +188,18 @@ def _compare(key: str, meta: dict, info: ObjectInfo | None, snapshot: str) -> No
             f"{snapshot} says {meta['size']} bytes with ETag {meta.get('etag')}",
             "tree_mismatch",
         )
+
+
+DRILL_DAYS = 7
+
+
+def drill_batch(repo_ids: list[str], day: int) -> list[str]:
+    """The repositories the restore drill checks on `day` (days since the epoch): each one
+    falls on one day of the week by a hash of its `repo_id`, so a week checks them all in
+    seven batches of about the same size, and a new repository joins the cycle at once."""
+    return sorted(
+        repo_id
+        for repo_id in repo_ids
+        if int.from_bytes(hashlib.sha256(repo_id.encode()).digest()[:4]) % DRILL_DAYS
+        == day % DRILL_DAYS
+    )
