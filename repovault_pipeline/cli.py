@@ -7,6 +7,7 @@ one line on stderr saying what is wrong and what to do.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import unicodedata
@@ -33,6 +34,7 @@ from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
+from .core.stats import compute_stats, human_size
 from .core.store import open_store
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 from .core.verify import verify
@@ -155,7 +157,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             m["bucket"],
             m["snapshot_id"],
             m["head_commit"][:12],
-            _size(m["bundle"]["size"]),
+            human_size(m["bundle"]["size"]),
             str(m["tree"]["files"]),
         ]
         for m in archived_repositories(open_store(settings), settings.bucket_prefix)
@@ -186,6 +188,33 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if not verdict.ok:
         raise ArchiveError(verdict.line())
     print(verdict.line())
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """The `vault_stats` figures, as a table or (`--json`) one JSON document."""
+    stats = compute_stats(settings, open_store(settings), _lineage(settings))
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=1))
+        return 0
+    _table(["figure", "value"], [[k, f"{v:g}"] for k, v in stats.figures.items()])
+    for title, header, rows in (
+        ("failures in the last 24 h", ["reason", "failures"], stats.failures.items()),
+        (
+            "largest repositories",
+            ["repo_id", "bundle"],
+            [(r["repo_id"], human_size(r["bundle_bytes"])) for r in stats.largest],
+        ),
+        (
+            "past their refresh interval",
+            ["repo_id", "hours"],
+            [(s["repo_id"], s["age_h"]) for s in stats.stale],
+        ),
+    ):
+        rows = [[str(a), str(b)] for a, b in rows]
+        if rows:
+            print(f"\n{title}:")
+            _table(header, rows)
     return 0
 
 
@@ -261,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("target", metavar="URL_OR_REPO_ID")
     check.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
     check.set_defaults(func=cmd_verify)
+    stats = sub.add_parser("stats", help="the vault_stats figures of the whole vault")
+    stats.add_argument("--json", action="store_true", help="one JSON document")
+    stats.set_defaults(func=cmd_stats)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"
     )
@@ -370,14 +402,6 @@ def _first_line(exc: BaseException) -> str:
 
 def _ts(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _safe_url(url: str) -> str:

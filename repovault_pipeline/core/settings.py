@@ -85,6 +85,7 @@ class Settings:
     run_timeout_s: int = 3 * 1800
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
+    refresh_interval_h: int = 24
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -143,4 +144,5 @@ class Settings:
             run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
+            refresh_interval_h=_int(env, "REPOVAULT_REFRESH_INTERVAL_H", 24, minimum=1),
         )
