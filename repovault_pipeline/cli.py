@@ -27,15 +27,15 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLA
 
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, parse_repo_url
-from .core.kafka import BrokerUnavailable, KafkaGateway
-from .core.lineage import LineageStore, Request, now
-from .core.messages import request_message
+from .core.kafka import KafkaGateway
+from .core.lineage import LineageStore, Request
 from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.stats import compute_stats, human_size
 from .core.store import open_store
+from .core.submit import submit, validate_urls
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 from .core.verify import verify
 
@@ -72,30 +72,11 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
-    refs = []
-    for url in args.urls:
-        try:
-            refs.append(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
-        except InvalidRepoUrl as exc:
-            raise BadInput(f"{mask_secrets(url)[:80]!r}: {exc}") from None
-    gateway = KafkaGateway(settings, client_id="repovault-submit")
-    try:
-        gateway.producer()  # an unreachable broker fails here, before any row is written
-        lineage = _lineage(settings)
-        for ref in refs:
-            requested_at = now()
-            request_id = lineage.record_pending(
-                ref.url, ref.repo_id, "cli", created_at=requested_at
-            )
-            message = request_message(request_id, ref.url, "cli", requested_at)
-            try:
-                gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
-            except BrokerUnavailable as exc:
-                lineage.record_finished(request_id, "failed", error=f"not queued: {exc}")
-                raise
-            print(request_id)
-    finally:
-        gateway.close()
+    refs, refused = validate_urls(args.urls, settings)
+    if refused:
+        raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
+    for _, request_id in submit(settings, lambda: _lineage(settings), refs, "cli"):
+        print(request_id)
     return 0
 
 
