@@ -199,6 +199,16 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP API until interrupted (`repovault_pipeline.api`)."""
+    import uvicorn
+
+    from .api import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
     """The list the trending schedule would request now; requests and records nothing."""
     if args.limit < 1:
@@ -274,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="the vault_stats figures of the whole vault")
     stats.add_argument("--json", action="store_true", help="one JSON document")
     stats.set_defaults(func=cmd_stats)
+    serve = sub.add_parser("serve", help="the HTTP API (/api/..., OpenAPI at /api/docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(func=cmd_serve)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"
     )
