@@ -11,6 +11,7 @@ import boto3
 import pytest
 from dagster import (
     AssetCheckKey,
+    AssetCheckSeverity,
     DagsterInstance,
     build_schedule_context,
     instance_for_test,
@@ -24,6 +25,7 @@ from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.schedules import restore_drill_schedule
 from tests.support.repos import ServedRepo
+from tests.support.servers import free_port
 
 CHECK = AssetCheckKey(asset_key=defs.resolve_assets_def("repo_archive").key, name="restorable")
 
@@ -109,3 +111,30 @@ def test_the_drill_checks_every_repository_once_a_week_in_daily_batches(
         assert [r.partition_key for r in requests] == expected
         assert all(r.asset_selection == [] and r.asset_check_keys == [CHECK] for r in requests)
         assert len({r.run_key for r in requests}) == len(requests)
+
+
+def test_a_store_that_cannot_be_asked_is_a_warning_not_a_verdict(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo("unasked")
+    repo.commit({"a.txt": "a\n"})
+    repo.push()
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    assert run(
+        instance,
+        "archive_repo_job",
+        repo_id,
+        request_tags(new_request_id(), repo.url, "cli", now()),
+    ).success
+    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    drill = (
+        defs.resolve_job_def("archive_repo_job")
+        .get_subset(asset_selection=set(), asset_check_selection={CHECK})
+        .execute_in_process(partition_key=repo_id, instance=instance, raise_on_error=False)
+    )
+    assert drill.success
+    check = evaluation(drill)
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.metadata["reason"].value == "unverifiable"
