@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_id
+from repovault_pipeline.core import verify as verify_module
+from repovault_pipeline.core.identity import parse_repo_id, parse_repo_url
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult
+from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from repovault_pipeline.core.verify import verify
 from tests.core.test_restore import (
@@ -164,3 +165,29 @@ def test_an_older_snapshot_and_unknown_ones(archived, capsys: pytest.CaptureFixt
     assert code == 1 and ": manifest_missing: " in err
     code, _, err = run_verify("127.0.0.1/nobody/nothing", capsys)
     assert code == 1 and ": no_snapshot: " in err
+
+
+def test_a_large_tree_is_checked_by_a_deterministic_sample(
+    vault_env: dict[str, str], make_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past TREE_CHECK_LIMIT entries (lowered here to 3 of 8), a fixed sample is looked up key
+    by key: the same keys every time, and a deleted sampled object still fails."""
+    repo = make_repo("large")
+    repo.commit({f"f{n}.txt": f"{n}\n" for n in range(8)})
+    repo.push()
+    settings = Settings.from_env()
+    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    result = SnapshotWriter(settings, open_store(settings)).archive(ref)
+    monkeypatch.setattr(verify_module, "TREE_CHECK_LIMIT", 3)
+    first = verify(settings, open_store(settings), ref)
+    assert first.ok and first.tree_sampled and (first.tree_checked, first.tree_entries) == (3, 8)
+    sample = sorted(
+        [f"tree/f{n}.txt" for n in range(8)],
+        key=lambda key: verify_module._rank(result.snapshot_id, key),
+    )[:3]
+    put(result, "tree/intruder.txt", b"x")  # not looked for when sampling
+    assert verify(settings, open_store(settings), ref).ok
+    s3().delete_object(Bucket=result.bucket, Key=sample[-1])
+    verdict = verify(settings, open_store(settings), ref)
+    assert (verdict.ok, verdict.reason) == (False, "tree_missing_object")
+    assert sample[-1] in verdict.detail
