@@ -86,6 +86,7 @@ class Settings:
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
     refresh_interval_h: int = 24
+    minio_console_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -145,4 +146,6 @@ class Settings:
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
             refresh_interval_h=_int(env, "REPOVAULT_REFRESH_INTERVAL_H", 24, minimum=1),
+            minio_console_url=env.get("REPOVAULT_MINIO_CONSOLE_URL", "").strip().rstrip("/")
+            or None,
         )

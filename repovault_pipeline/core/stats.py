@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from .lineage import STATUSES, LineageStore, now
 from .settings import Settings
-from .snapshot import BUNDLE, SNAPSHOTS, archived_repositories
+from .snapshot import BUNDLE, SNAPSHOTS, ArchiveResult, archived_repositories
 from .store import ObjectStore
 from .tables import SOURCES, repo_requests, repo_state
 
@@ -173,3 +173,19 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def bucket_link(settings: Settings, store: ObjectStore, bucket: str) -> str:
+    """Where a person browses a bucket: its page in the MinIO console when
+    REPOVAULT_MINIO_CONSOLE_URL is set, else the store's own location (S3 URL or folder)."""
+    if settings.minio_console_url:
+        return f"{settings.minio_console_url}/browser/{bucket}"
+    return store.location(bucket)
+
+
+def sizes_line(result: ArchiveResult) -> str:
+    """A run's sizes for people: `bundle 1.2 MB; tree 340 files, 2.1 MB; uploaded 0.5 MB`."""
+    return (
+        f"bundle {human_size(result.bundle_size)}; tree {result.tree_files} files, "
+        f"{human_size(result.tree_bytes)}; uploaded {human_size(result.bytes_uploaded)}"
+    )

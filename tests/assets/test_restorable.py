@@ -50,24 +50,33 @@ def evaluation(result):
 
 
 def test_the_check_passes_after_an_archive_and_fails_in_the_drill_with_its_reason(
-    instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = make_repo("checked")
     repo.commit({"README.md": "hello\n", "src/x.py": "x = 1\n"})
     repo.push()
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
 
+    monkeypatch.setenv("REPOVAULT_MINIO_CONSOLE_URL", "http://console.example:9001/")
     tags = request_tags(new_request_id(), repo.url, "cli", now())
     archived = run(instance, "archive_repo_job", repo_id, tags)
     assert archived.success
     [materialization] = archived.asset_materializations_for_node("repo_archive")
+    bucket = bucket_name(repo_id, os.environ["REPOVAULT_BUCKET_PREFIX"])
+    # Readable per-repository figures: sizes in units, the bucket's page in the MinIO console.
+    assert materialization.metadata["bucket"].value == (
+        f"http://console.example:9001/browser/{bucket}"
+    )
+    assert materialization.metadata["sizes"].value.startswith("bundle ")
+    assert "; tree 2 files, 12 B; uploaded " in materialization.metadata["sizes"].value
     check = evaluation(archived)
     meta = {k: v.value for k, v in check.metadata.items()}
     assert check.passed and meta["reason"] == "ok"
     assert meta["snapshot_id"] == materialization.metadata["snapshot_id"].value
     assert meta["tree_checked"] == 2 and meta["refs"] == 1
 
-    bucket = bucket_name(repo_id, os.environ["REPOVAULT_BUCKET_PREFIX"])
     s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
     s3.delete_object(Bucket=bucket, Key="tree/src/x.py")
 
