@@ -13,9 +13,16 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from dagster import instance_for_test
 from prometheus_client.parser import text_string_to_metric_families
 
+from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import LineageStore
+from repovault_pipeline.core.runs import TAG_REQUEST_ID
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.definitions import defs
+from repovault_pipeline.partitions import repositories
+from tests.sensors.test_kafka_injector import drain
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 from tests.support.servers import free_port, running
@@ -165,3 +172,32 @@ def test_repositories_snapshots_and_verify(api: str, archived) -> None:
     s3.delete_object(Bucket=result.bucket, Key="tree/a.txt")
     failed = requests.post(f"{api}/api/repositories/{result.repo_id}/verify", timeout=60)
     assert failed.status_code == 409 and failed.json()["reason"] == "tree_missing_object"
+
+
+def test_a_request_through_the_api_reaches_the_injector_and_a_run(
+    api: str, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """POST → `pendientes` → the injector's run request → the archive run → the request's row
+    `completed` and its `restorable` check passed, read back through the API."""
+    KafkaGateway(Settings.from_env()).ensure_topics()
+    repo = make_repo("through-api")
+    repo.commit({"README.md": "hi\n"})
+    repo.push()
+    answer = post(api, json.dumps({"urls": [repo.url]}))
+    assert answer.status_code == 202, answer.text
+    [made] = answer.json()["requests"]
+    with instance_for_test() as instance:
+        requests_made, _, _ = drain(instance)
+        [run_request] = requests_made
+        assert run_request.tags[TAG_REQUEST_ID] == made["request_id"]
+        instance.add_dynamic_partitions(repositories.name, [run_request.partition_key])
+        result = defs.resolve_job_def("archive_repo_job").execute_in_process(
+            partition_key=run_request.partition_key, instance=instance, tags=run_request.tags
+        )
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    got = requests.get(f"{api}/api/requests/{made['request_id']}", timeout=10).json()
+    assert (got["status"], got["source"], got["run_id"]) == ("completed", "api", result.run_id)
+    verdict = requests.post(f"{api}/api/repositories/{made['repo_id']}/verify", timeout=60)
+    assert verdict.status_code == 200 and verdict.json()["snapshot_id"] == got["snapshot_id"]
