@@ -255,6 +255,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics, computed at each scrape from the same figures as /api/stats."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(ArchiveError)
+    async def store_failed(_: Request, exc: ArchiveError) -> JSONResponse:
+        """The store or git failed under a read: 503 (retry) or 502, with the reason."""
+        return _bad(503 if exc.transient else 502, mask_secrets(str(exc)))
+
     return app
 
 

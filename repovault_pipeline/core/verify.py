@@ -9,6 +9,7 @@ store's listing). Each failure has its own reason word, so an auditor's dashboar
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from .treekeys import TREE, tree_key
 # Up to this many `tree.json` entries, `tree/` is listed in full and compared both ways;
 # beyond it, a deterministic sample of this many entries is looked up one by one.
 TREE_CHECK_LIMIT = 2000
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
 
 
 @dataclass
@@ -82,6 +84,17 @@ def verify(
     try:
         if wanted is None:
             raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
+        if not SNAPSHOT_ID.fullmatch(wanted):
+            if snapshot_id is None:  # the pointer itself is damaged
+                raise RestoreError(
+                    f"latest.json holds {wanted[:80]!r}, which is not a snapshot id",
+                    "manifest_missing",
+                )
+            raise RestoreError(
+                f"{wanted[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>); "
+                "`repovault list` shows the latest",
+                "no_snapshot",
+            )
         manifest = reader.manifest(wanted)
         if manifest is None:
             where = "latest.json points at" if snapshot_id is None else "asked for"

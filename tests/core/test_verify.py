@@ -163,6 +163,8 @@ def test_an_older_snapshot_and_unknown_ones(archived, capsys: pytest.CaptureFixt
     assert code == 0 and "restores" in out
     code, _, err = run_verify(result.repo_id, capsys, "--snapshot", "20000101T000000Z-000000000000")
     assert code == 1 and ": manifest_missing: " in err
+    code, _, err = run_verify(result.repo_id, capsys, "--snapshot", "../../latest.json")
+    assert code == 1 and ": no_snapshot: " in err and "is not a snapshot id" in err
     code, _, err = run_verify("127.0.0.1/nobody/nothing", capsys)
     assert code == 1 and ": no_snapshot: " in err
 
