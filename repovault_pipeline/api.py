@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
@@ -142,7 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 refused=[asdict(r) for r in refused],
             )
         try:
-            queued = list(submit(vault.settings, vault.lineage, refs, "api"))
+            # The broker and the database block: off the event loop, like the sync handlers.
+            queued = await run_in_threadpool(
+                lambda: list(submit(vault.settings, vault.lineage, refs, "api"))
+            )
         except BrokerUnavailable as exc:
             return _bad(503, mask_secrets(str(exc)))
         return JSONResponse(
