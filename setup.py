@@ -19,6 +19,10 @@ setup(
         f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
         "boto3>=1.34",
+        # `repovault serve`: the HTTP API, its OpenAPI document and Prometheus metrics.
+        "fastapi>=0.110",
+        "prometheus-client>=0.20",
+        "uvicorn>=0.30",
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
         "requests>=2.31",

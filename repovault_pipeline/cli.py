@@ -7,6 +7,7 @@ one line on stderr saying what is wrong and what to do.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import unicodedata
@@ -26,16 +27,18 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLA
 
 from .core.errors import ArchiveError
 from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
-from .core.kafka import BrokerUnavailable, KafkaGateway
-from .core.lineage import Request, now, open_lineage
-from .core.messages import request_message
+from .core.kafka import KafkaGateway
+from .core.lineage import Request, open_lineage
 from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
 from .core.restore import resolve_target, restore
 from .core.settings import TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
+from .core.stats import compute_stats, human_size
 from .core.store import open_store
+from .core.submit import submit, validate_urls
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
+from .core.verify import verify
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -64,30 +67,11 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
-    refs = []
-    for url in args.urls:
-        try:
-            refs.append(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
-        except InvalidRepoUrl as exc:
-            raise BadInput(f"{mask_secrets(url)[:80]!r}: {exc}") from None
-    gateway = KafkaGateway(settings, client_id="repovault-submit")
-    try:
-        gateway.producer()  # an unreachable broker fails here, before any row is written
-        lineage = open_lineage(settings.db_url)
-        for ref in refs:
-            requested_at = now()
-            request_id = lineage.record_pending(
-                ref.url, ref.repo_id, "cli", created_at=requested_at
-            )
-            message = request_message(request_id, ref.url, "cli", requested_at)
-            try:
-                gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
-            except BrokerUnavailable as exc:
-                lineage.record_finished(request_id, "failed", error=f"not queued: {exc}")
-                raise
-            print(request_id)
-    finally:
-        gateway.close()
+    refs, refused = validate_urls(args.urls, settings)
+    if refused:
+        raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
+    for _, request_id in submit(settings, lambda: open_lineage(settings.db_url), refs, "cli"):
+        print(request_id)
     return 0
 
 
@@ -149,7 +133,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             m["bucket"],
             m["snapshot_id"],
             m["head_commit"][:12],
-            _size(m["bundle"]["size"]),
+            human_size(m["bundle"]["size"]),
             str(m["tree"]["files"]),
         ]
         for m in archived_repositories(open_store(settings), settings.bucket_prefix)
@@ -181,6 +165,53 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     )
     if done.note:
         print(f"warning: {done.note}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """The `restorable` check: exit 0 with what was proven, 1 with the reason in one line."""
+    ref = resolve_target(args.target, settings)
+    verdict = verify(settings, open_store(settings), ref, args.snapshot)
+    if not verdict.ok:
+        raise ArchiveError(verdict.line())
+    print(verdict.line())
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """The `vault_stats` figures, as a table or (`--json`) one JSON document."""
+    stats = compute_stats(settings, open_store(settings), open_lineage(settings.db_url))
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=1))
+        return 0
+    _table(["figure", "value"], [[k, f"{v:g}"] for k, v in stats.figures.items()])
+    for title, header, rows in (
+        ("failures in the last 24 h", ["reason", "failures"], stats.failures.items()),
+        (
+            "largest repositories",
+            ["repo_id", "bundle"],
+            [(r["repo_id"], human_size(r["bundle_bytes"])) for r in stats.largest],
+        ),
+        (
+            "past their refresh interval",
+            ["repo_id", "hours"],
+            [(s["repo_id"], s["age_h"]) for s in stats.stale],
+        ),
+    ):
+        cells = [[str(a), str(b)] for a, b in rows]
+        if cells:
+            print(f"\n{title}:")
+            _table(header, cells)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP API until interrupted (`repovault_pipeline.api`)."""
+    import uvicorn
+
+    from .api import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -258,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
         "history: JSON Lines, one Markdown file per thread, release assets",
     )
     rest.set_defaults(func=cmd_restore)
+    check = sub.add_parser("verify", help="prove a snapshot restores (the `restorable` check)")
+    check.add_argument("target", metavar="URL_OR_REPO_ID")
+    check.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    check.set_defaults(func=cmd_verify)
+    stats = sub.add_parser("stats", help="the vault_stats figures of the whole vault")
+    stats.add_argument("--json", action="store_true", help="one JSON document")
+    stats.set_defaults(func=cmd_stats)
+    serve = sub.add_parser("serve", help="the HTTP API (/api/..., OpenAPI at /api/docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(func=cmd_serve)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"
     )
@@ -367,14 +409,6 @@ def _first_line(exc: BaseException) -> str:
 
 def _ts(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _safe_url(url: str) -> str:

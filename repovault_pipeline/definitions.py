@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dagster import Definitions, EnvVar, InMemoryIOManager
 
-from .assets import IN_MEMORY, repo_archive, repo_metadata
+from .assets import IN_MEMORY, repo_archive, repo_metadata, restorable, vault_stats
 from .jobs import archive_repo_job
 from .resources import KafkaResource, LineageResource, VaultResource, VaultS3Resource
-from .schedules import trending_top10_schedule
+from .schedules import (
+    restore_drill_schedule,
+    trending_top10_schedule,
+    vault_stats_job,
+    vault_stats_schedule,
+)
 from .sensors import kafka_injector_sensor, reconcile_sensor
 
 
@@ -47,9 +52,10 @@ def repovault_resources() -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=[repo_archive, repo_metadata],
-    jobs=[archive_repo_job],
+    assets=[repo_archive, repo_metadata, vault_stats],
+    asset_checks=[restorable],
+    jobs=[archive_repo_job, vault_stats_job],
     sensors=[kafka_injector_sensor, reconcile_sensor],
-    schedules=[trending_top10_schedule],
+    schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
     resources=repovault_resources(),
 )

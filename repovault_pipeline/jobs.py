@@ -1,4 +1,5 @@
-"""Jobs: `archive_repo_job` materializes `repo_archive` partitions."""
+"""Jobs: `archive_repo_job` materializes `repo_archive` partitions and runs their `restorable`
+check (a run of the check alone, as the restore drill launches, archives nothing)."""
 
 from dagster import (
     MAX_RUNTIME_SECONDS_TAG,

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline import devbroker
+from repovault_pipeline.core.identity import parse_repo_url
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.snapshot import SnapshotWriter
+from repovault_pipeline.core.store import open_store
 from tests.support.kafka import speaks_kafka
 from tests.support.repos import ServedRepo
 from tests.support.servers import free_port, git_http_server, port_open, s3_server
@@ -155,3 +159,20 @@ def make_repo(served_root: Path, git_base_url: str, tmp_path: Path) -> Callable[
         return ServedRepo(served_root, tmp_path / "work-copies", git_base_url, owner, name)
 
     return make
+
+
+@pytest.fixture
+def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
+    """A repository (two branches, an annotated tag) archived into the S3 server, for the tests
+    that restore, verify, count and corrupt it."""
+    repo = make_repo("restorable")
+    repo.commit({"a.txt": "a\n"})
+    repo.tag("v1", annotated=True)
+    repo.branch("feature")
+    repo.commit({"b.txt": "b\n"})
+    repo.checkout("main")
+    repo.push()
+    settings = Settings.from_env()
+    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    result = SnapshotWriter(settings, open_store(settings)).archive(ref)
+    return repo, result

@@ -28,6 +28,7 @@ from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
 from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
+from ..core.stats import bucket_link, sizes_line
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
 
@@ -153,7 +154,7 @@ def record_lineage(
         at=finished_at,
     )
     kafka.publish_status(kafka.settings().topics.completed, result.repo_id, event, context.log)
-    location = vault.store().location(result.bucket)
+    location = bucket_link(vault.settings(), vault.store(), result.bucket)
     return Output(
         result.to_dict(),
         metadata={
@@ -170,6 +171,7 @@ def record_lineage(
             "clone_s": MetadataValue.float(result.clone_s),
             "upload_s": MetadataValue.float(result.upload_s),
             "duration_s": MetadataValue.float(result.duration_s),
+            "sizes": sizes_line(result),
             "bucket": MetadataValue.url(location)
             if location.startswith("http")
             else MetadataValue.path(location),

@@ -30,6 +30,7 @@ from .redact import mask_secrets
 from .tables import SOURCES, metadata, repo_requests
 
 FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
+STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
 MAX_ERROR = 2000
 
 
@@ -257,11 +258,16 @@ class LineageStore:
         statuses: Sequence[str] | None = None,
         created_before: datetime | None = None,
         oldest_first: bool = False,
+        offset: int = 0,
     ) -> list[Request]:
-        """Newest first (or oldest first); filtered by repository, request, status or age."""
+        """Newest first (or oldest first); filtered by repository, request, status or age;
+        `offset` rows skipped (pages)."""
         created = repo_requests.c.creation_timestamp
-        query = select(repo_requests).order_by(created if oldest_first else created.desc())
-        query = query.limit(limit)
+        order = (created, repo_requests.c.request_id)
+        query = select(repo_requests).order_by(
+            *(order if oldest_first else (c.desc() for c in order))
+        )
+        query = query.limit(limit).offset(offset)
         if created_before is not None:
             query = query.where(created < created_before)
         if repo_id is not None or request_id is not None:

@@ -28,7 +28,12 @@ MAX_PATH_BYTES = 4095
 
 
 class RestoreError(ArchiveError):
-    """The snapshot cannot be restored or does not match its manifest."""
+    """The snapshot cannot be restored or does not match its manifest. `reason` names the
+    failure in a word (`bundle_tampered`, `refs_disagree`...) for checks and dashboards."""
+
+    def __init__(self, message: str, reason: str = "unrestorable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ def restore(
     manifest = reader.manifest(snapshot_id) if snapshot_id else reader.latest()
     if manifest is None:
         which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
-        raise RestoreError(f"no {which} of {ref.repo_id} is stored; `repovault list` shows what is")
+        raise RestoreError(
+            f"no {which} of {ref.repo_id} is stored; `repovault list` shows what is", "no_snapshot"
+        )
 
     created = not dest.exists()
     try:
@@ -77,11 +84,23 @@ def _rebuild(
     settings: Settings, store: ObjectStore, bucket: str, manifest: dict, dest: Path
 ) -> Restored:
     client = GitClient(settings)
-    snapshot = manifest["snapshot_id"]
-    key = manifest["bundle"]["key"]
     dest.mkdir(parents=True, exist_ok=True)
     client.run(["init", "--quiet", "--template=", str(dest)])
     repo = LocalRepo(dest, client)
+    fetch_bundle(store, bucket, manifest, repo)
+    head = check_refs_and_head(repo, manifest)
+    repo.git("remote", "add", "origin", manifest["repo_url"])
+    note = _checkout(repo, dest)
+    return Restored(
+        manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest, note=note
+    )
+
+
+def fetch_bundle(store: ObjectStore, bucket: str, manifest: dict, repo: LocalRepo) -> None:
+    """Download the snapshot's bundle, check it byte for byte against the manifest, check it is
+    a valid bundle, and fetch all its refs into `repo` (a new, empty repository)."""
+    snapshot = manifest["snapshot_id"]
+    key = manifest["bundle"]["key"]
     with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
         bundle = Path(tmp) / "repo.bundle"
         try:
@@ -89,35 +108,59 @@ def _rebuild(
         except TransientError:
             raise
         except ArchiveError as exc:
-            raise RestoreError(f"{key} of snapshot {snapshot} cannot be read: {exc}") from None
+            raise RestoreError(
+                f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
+            ) from None
         _check_bundle(bundle, manifest)
         try:
             repo.git("bundle", "verify", "--quiet", str(bundle))
         except ArchiveError:
             raise RestoreError(
                 f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
-                "its manifest's size and sha256; restore another snapshot (--snapshot)"
+                "its manifest's size and sha256; restore another snapshot (--snapshot)",
+                "bundle_invalid",
             ) from None
         # The bundle is a local file we downloaded and checked: allow the file transport here only.
-        client.run(
-            ["fetch", "--quiet", "--update-head-ok", "--", str(bundle), "refs/*:refs/*"],
-            cwd=dest,
-            protocols=("file",),
-        )
+        try:
+            repo.client.run(
+                ["fetch", "--quiet", "--update-head-ok", "--", str(bundle), "refs/*:refs/*"],
+                cwd=repo.path,
+                protocols=("file",),
+            )
+        except TransientError:
+            raise
+        except ArchiveError as exc:
+            raise RestoreError(
+                f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
+            ) from None
+
+
+def check_refs_and_head(repo: LocalRepo, manifest: dict) -> str:
+    """Every ref of the manifest is in `repo` at its sha; point HEAD where the snapshot had it
+    and return its commit, which must be the manifest's `head_commit`."""
     _check_refs(repo.refs(), manifest)
     if manifest["default_branch"]:
         repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest['default_branch']}")
     else:  # no branch at HEAD (tags only, or a detached HEAD): HEAD is the snapshot's commit
-        repo.git("update-ref", "--no-deref", "HEAD", manifest["head_commit"])
-    head = repo.head_commit()
+        try:
+            repo.git("update-ref", "--no-deref", "HEAD", manifest["head_commit"])
+        except ArchiveError:
+            raise RestoreError(
+                f"the bundle of snapshot {manifest['snapshot_id']} lacks its manifest's HEAD "
+                f"commit {manifest['head_commit'][:12]}",
+                "head_mismatch",
+            ) from None
+    try:
+        head = repo.head_commit()
+    except ArchiveError:
+        head = ""
     if head != manifest["head_commit"]:
         raise RestoreError(
-            f"HEAD of the restored clone is {head[:12]} but snapshot {snapshot}'s manifest says "
-            f"{manifest['head_commit'][:12]}"
+            f"HEAD of the restored clone is {_short(head or None)} but snapshot "
+            f"{manifest['snapshot_id']}'s manifest says {manifest['head_commit'][:12]}",
+            "head_mismatch",
         )
-    repo.git("remote", "add", "origin", manifest["repo_url"])
-    note = _checkout(repo, dest)
-    return Restored(manifest["repo_id"], snapshot, head, len(manifest["refs"]), dest, note=note)
+    return head
 
 
 def _check_bundle(bundle: Path, manifest: dict) -> None:
@@ -128,12 +171,14 @@ def _check_bundle(bundle: Path, manifest: dict) -> None:
         raise RestoreError(
             f"{where} is {size} bytes but its manifest says {manifest['bundle']['size']}: "
             "the download was cut short or the object was replaced; retry, or restore another "
-            "snapshot (--snapshot)"
+            "snapshot (--snapshot)",
+            "bundle_size_mismatch",
         )
     if file_sha256(bundle) != manifest["bundle"]["sha256"]:
         raise RestoreError(
             f"{where} fails its sha256 check: the stored bundle is not the one archived; "
-            "restore another snapshot (--snapshot)"
+            "restore another snapshot (--snapshot)",
+            "bundle_tampered",
         )
 
 
@@ -145,7 +190,8 @@ def _check_refs(restored: dict[str, str], manifest: dict) -> None:
         if have != want:
             raise RestoreError(
                 f"ref {name} is {_short(have)} in the restored bundle but {_short(want)} in the "
-                f"manifest of snapshot {manifest['snapshot_id']}"
+                f"manifest of snapshot {manifest['snapshot_id']}",
+                "refs_disagree",
             )
 
 

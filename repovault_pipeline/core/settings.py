@@ -111,6 +111,8 @@ class Settings:
     gitlab_token: str | None = field(default=None, repr=False)
     keep_metadata: str = KEEP_METADATA[0]
     metadata_full_every_d: int = 7
+    refresh_interval_h: int = 24
+    minio_console_url: str | None = None
 
     @classmethod
     def from_env(
@@ -179,6 +181,11 @@ class Settings:
             metadata_full_every_d=_int(
                 env, "REPOVAULT_METADATA_FULL_EVERY_D", d.metadata_full_every_d, minimum=1
             ),
+            refresh_interval_h=_int(
+                env, "REPOVAULT_REFRESH_INTERVAL_H", d.refresh_interval_h, minimum=1
+            ),
+            minio_console_url=_str(env, "REPOVAULT_MINIO_CONSOLE_URL", "").rstrip("/")
+            or d.minio_console_url,
         )
 
 

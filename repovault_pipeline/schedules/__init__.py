@@ -1,5 +1,12 @@
-"""Schedules: the daily GitHub trending top 10."""
+"""Schedules: the daily GitHub trending top 10, the restore drill, the hourly vault_stats."""
 
+from .restore_drill import restore_drill_schedule
+from .stats import vault_stats_job, vault_stats_schedule
 from .trending import trending_top10_schedule
 
-__all__ = ["trending_top10_schedule"]
+__all__ = [
+    "restore_drill_schedule",
+    "trending_top10_schedule",
+    "vault_stats_job",
+    "vault_stats_schedule",
+]

@@ -14,30 +14,12 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.snapshot import ArchiveResult
 from tests.support.repos import ServedRepo, git
 
 
 def s3() -> boto3.client:
     return boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
-
-
-@pytest.fixture
-def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
-    repo = make_repo("restorable")
-    repo.commit({"a.txt": "a\n"})
-    repo.tag("v1", annotated=True)
-    repo.branch("feature")
-    repo.commit({"b.txt": "b\n"})
-    repo.checkout("main")
-    repo.push()
-    settings = Settings.from_env()
-    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
-    result = SnapshotWriter(settings, open_store(settings)).archive(ref)
-    return repo, result
 
 
 def manifest_key(result: ArchiveResult) -> str:

@@ -680,7 +680,9 @@ def test_every_connection_the_stack_makes_resolves_to_one_service(stack: Stack) 
     for name in [n for n in stack.services if stack.runs_dagster(n)]:
         one(name, stack.env(name)["DAGSTER_PG_HOST"], {"postgres"})
     proxy = stack.env(stack.proxy())
-    one(stack.proxy(), url_host(proxy["OAUTH2_PROXY_UPSTREAMS"]), {"dagster-webserver"})
+    for upstream in proxy["OAUTH2_PROXY_UPSTREAMS"].split(","):
+        one(stack.proxy(), url_host(upstream), {"dagster-webserver", "api-relay"})
+    one("api-relay", relay_target(stack, "api-relay")[0], {"api"})
     one(stack.proxy(), url_host(proxy["OAUTH2_PROXY_REDEEM_URL"]), {"keycloak"})
     one("keycloak", url_host(stack.env("keycloak")["KC_DB_URL"].split("//")[1]), {"keycloak-db"})
     for url in re.findall(r"https?://[^\s\"']+", " ".join(stack.command("minio-init"))):
@@ -859,12 +861,29 @@ def test_only_the_proxy_leads_to_the_dagster_ui(stack: Stack) -> None:
     listen_port = int(env["OAUTH2_PROXY_HTTP_ADDRESS"].rsplit(":", 1)[1])
     bind, ui_port = stack.dotenv["REPOVAULT_BIND_ADDRESS"], int(stack.dotenv["REPOVAULT_UI_PORT"])
     assert published_ports(stack.services[proxy]) == [(bind, ui_port, listen_port)]
-    assert env["OAUTH2_PROXY_UPSTREAMS"] == "http://dagster-webserver:3000/"
+    assert env["OAUTH2_PROXY_UPSTREAMS"].split(",") == [
+        "http://dagster-webserver:3000/",
+        "http://api-relay:8080/api/",
+    ]
     assert "-p 3000" in " ".join(stack.command("dagster-webserver"))
     assert env["OAUTH2_PROXY_REDIRECT_URL"] == (
         f"http://{stack.dotenv['REPOVAULT_PUBLIC_HOST']}:{stack.dotenv['REPOVAULT_UI_PORT']}"
         "/oauth2/callback"
     )
+
+
+def test_the_http_api_is_reached_only_through_the_proxy(stack: Stack) -> None:
+    """`repovault serve` publishes no port, shares no network with the proxy, and the proxy's
+    /api/ upstream is a relay that forwards to the API's port and nothing else."""
+    assert stack.command("api")[:2] == ["repovault", "serve"]
+    port = int(stack.command("api")[stack.command("api").index("--port") + 1])
+    assert published_ports(stack.services["api"]) == []
+    assert published_ports(stack.services["api-relay"]) == []
+    assert stack.proxy() not in peers(stack, "api")
+    host, target_port = relay_target(stack, "api-relay")
+    assert target_port == port and resolve(stack, "api-relay", host) == {"api"}
+    assert not stack.services["api-relay"].get("environment"), "the relay needs no secret"
+    assert stack.proxy() in peers(stack, "api-relay")
 
 
 def test_every_image_is_pinned(stack: Stack) -> None:

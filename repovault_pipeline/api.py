@@ -1,0 +1,359 @@
+"""`repovault serve`: the HTTP API for systems and people that should not need Kafka or the
+Dagster UI. Requests take the same validation and Kafka path as `repovault submit`
+(`core.submit`); everything else reads the lineage tables and the store. OpenAPI at /api/docs.
+
+A bad body (not JSON, too large, too many URLs, wrong types) gets a 4xx with a reason and
+changes nothing: every URL is validated before the first is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from .core.errors import ArchiveError, TransientError
+from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
+from .core.kafka import BrokerUnavailable
+from .core.lineage import STATUSES, LineageStore
+from .core.lineage import Request as LineageRow
+from .core.redact import mask_secrets
+from .core.restore import resolve_target
+from .core.settings import Settings
+from .core.snapshot import SnapshotReader, archived_repositories
+from .core.stats import compute_stats
+from .core.store import ObjectStore, open_store
+from .core.submit import submit, validate_urls
+from .core.verify import verify
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_URLS = 1000
+MAX_PAGE = 500
+
+
+class RequestsBody(BaseModel):
+    """`POST /api/requests`: `{"urls": [URL, ...]}`, 1 to 1,000 URLs."""
+
+    urls: list[str]
+
+
+class Vault:
+    """What the handlers share: settings, the store, the lineage database (opened lazily)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: ObjectStore = open_store(settings)
+        self._lineage: LineageStore | None = None
+
+    def lineage(self) -> LineageStore:
+        if self._lineage is None:
+            lineage = LineageStore(self.settings.db_url)
+            lineage.create_tables()
+            self._lineage = lineage
+        return self._lineage
+
+
+def _bad(status: int, reason: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": reason, **extra}, status_code=status)
+
+
+def _row(r: LineageRow) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(r).items()}
+
+
+async def _read_body(request: Request) -> bytes | JSONResponse:
+    """The body, read up to MAX_BODY_BYTES; a larger one is refused before it is all read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _bad(413, f"body of {declared} bytes; at most {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return _bad(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return _bad(400, 'the body is not JSON; send {"urls": ["https://host/owner/name", ...]}')
+    if not isinstance(doc, dict) or not isinstance(doc.get("urls"), list):
+        return _bad(400, 'the body must be a JSON object with "urls": a list of URL strings')
+    urls = doc["urls"]
+    if set(doc) - {"urls"}:
+        return _bad(400, f'unknown fields {sorted(set(doc) - {"urls"})}; send only "urls"')
+    if not urls:
+        return _bad(400, '"urls" is empty; give at least one URL')
+    if len(urls) > MAX_URLS:
+        return _bad(413, f"{len(urls)} URLs; at most {MAX_URLS} per request")
+    wrong = [i for i, u in enumerate(urls) if not isinstance(u, str)]
+    if wrong:
+        return _bad(400, f"urls[{wrong[0]}] is not a string; every URL must be a string")
+    return urls
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    vault = Vault(settings or Settings.from_env())
+    app = FastAPI(
+        title="RepoVault",
+        summary="Request archives of git repositories, read their state, prove they restore.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+
+    @app.post(
+        "/api/requests",
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": RequestsBody.model_json_schema()}},
+            }
+        },
+        responses={400: {"description": "a bad body or URL, with the reason per URL"}},
+    )
+    async def create_requests(request: Request) -> Any:
+        """Validate every URL, then record a `pending` request and publish it to `pendientes`
+        for each: 202 with the request ids. One bad URL: 400 with the reason per URL, nothing
+        recorded or published."""
+        raw = await _read_body(request)
+        if isinstance(raw, JSONResponse):
+            return raw
+        urls = _parse_urls(raw)
+        if isinstance(urls, JSONResponse):
+            return urls
+        refs, refused = validate_urls(urls, vault.settings)
+        if refused:
+            return _bad(
+                400,
+                f"{len(refused)} of {len(urls)} URLs refused; nothing was requested",
+                refused=[asdict(r) for r in refused],
+            )
+        try:
+            # The broker and the database block: off the event loop, like the sync handlers.
+            queued = await run_in_threadpool(
+                lambda: list(submit(vault.settings, vault.lineage, refs, "api"))
+            )
+        except BrokerUnavailable as exc:
+            return _bad(503, mask_secrets(str(exc)))
+        return JSONResponse(
+            {
+                "requests": [
+                    {"request_id": rid, "repo_id": ref.repo_id, "repo_url": ref.url}
+                    for ref, rid in queued
+                ]
+            },
+            status_code=202,
+        )
+
+    @app.get("/api/requests/{request_id}")
+    def get_request(request_id: str) -> dict[str, Any]:
+        """One request with its timestamps and outcome."""
+        found = vault.lineage().get(request_id)
+        if found is None:
+            raise HTTPException(404, f"no request {request_id}")
+        return _row(found)
+
+    @app.get("/api/requests")
+    def list_requests(
+        status: str | None = Query(None, description=f"one of {', '.join(STATUSES)}"),
+        repo: str | None = Query(None, description="a repository URL or repo_id"),
+        limit: int = Query(50, ge=1, le=MAX_PAGE),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        """Requests, newest first, a page at a time (`limit`, `offset`)."""
+        if status is not None and status not in STATUSES:
+            raise HTTPException(400, f"status {status!r} is not one of {', '.join(STATUSES)}")
+        repo_id = _repo_id(repo, vault.settings) if repo else None
+        rows = vault.lineage().find(
+            repo_id=repo_id,
+            statuses=[status] if status else None,
+            limit=limit,
+            offset=offset,
+        )
+        return {"requests": [_row(r) for r in rows], "limit": limit, "offset": offset}
+
+    @app.get("/api/repositories")
+    def list_repositories() -> dict[str, Any]:
+        """Archived repositories and their latest snapshot."""
+        return {
+            "repositories": [
+                {
+                    "repo_id": m["repo_id"],
+                    "bucket": m["bucket"],
+                    "snapshot_id": m["snapshot_id"],
+                    "head_commit": m["head_commit"],
+                    "default_branch": m["default_branch"],
+                    "bundle_bytes": m["bundle"]["size"],
+                    "tree_files": m["tree"]["files"],
+                    "tree_bytes": m["tree"]["bytes"],
+                    "created_at": m["created_at"],
+                }
+                for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
+            ]
+        }
+
+    @app.get("/api/repositories/{repo_id:path}/snapshots")
+    def list_snapshots(repo_id: str) -> dict[str, Any]:
+        """The repository's complete snapshots, newest first, and which one is latest."""
+        ref_id = _repo_id(repo_id, vault.settings)
+        reader = SnapshotReader(vault.store, bucket_name(ref_id, vault.settings.bucket_prefix))
+        complete, _ = reader.snapshot_ids()
+        if not complete:
+            raise HTTPException(404, f"no snapshot of {ref_id} is stored")
+        return {
+            "repo_id": ref_id,
+            "bucket": reader.bucket,
+            "latest": reader.latest_id(),
+            "snapshots": _snapshots(reader, complete),
+        }
+
+    @app.post("/api/repositories/{repo_id:path}/verify")
+    def verify_repository(repo_id: str, snapshot: str | None = None) -> JSONResponse:
+        """The `restorable` check now: 200 when the snapshot restores, 409 with the reason
+        when it does not."""
+        verdict = verify(vault.settings, vault.store, _ref(repo_id, vault.settings), snapshot)
+        body = {**verdict.to_dict(), "summary": verdict.line()}
+        return JSONResponse(body, status_code=200 if verdict.ok else 409)
+
+    @app.get("/api/stats")
+    def stats() -> dict[str, Any]:
+        """The `vault_stats` figures, computed now."""
+        return compute_stats(vault.settings, vault.store, vault.lineage()).to_dict()
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """200 when the lineage database and the object store answer, else 503 saying which."""
+        problems = []
+        try:
+            with vault.lineage().engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure to answer is "down"; the reason is reported
+            problems.append(f"lineage database: {type(exc).__name__}")
+        try:
+            vault.store.list_buckets(vault.settings.bucket_prefix)
+        except ArchiveError as exc:
+            problems.append(f"object store: {mask_secrets(str(exc))[:200]}")
+        if problems:
+            return JSONResponse({"status": "down", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    registry = CollectorRegistry()
+    registry.register(_StatsCollector(vault))
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus metrics, computed at each scrape from the same figures as /api/stats."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ArchiveError)
+    async def store_failed(_: Request, exc: ArchiveError) -> JSONResponse:
+        """The store or git failed under a read: 503 (retry) or 502, with the reason."""
+        return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(str(exc)))
+
+    return app
+
+
+def _ref(target: str, settings: Settings) -> RepoRef:
+    """A URL or `repo_id` from a path or query; 400 with the reason otherwise."""
+    try:
+        return resolve_target(target, settings)
+    except InvalidRepoUrl as exc:
+        raise HTTPException(400, f"{mask_secrets(target)[:80]!r}: {exc}") from None
+
+
+def _repo_id(target: str, settings: Settings) -> str:
+    return _ref(target, settings).repo_id
+
+
+def _snapshots(reader: SnapshotReader, ids: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for snapshot_id in ids:
+        manifest = reader.manifest(snapshot_id)
+        if manifest is None:  # deleted by retention meanwhile
+            continue
+        out.append(
+            {
+                "snapshot_id": snapshot_id,
+                "head_commit": manifest["head_commit"],
+                "refs": len(manifest["refs"]),
+                "bundle_bytes": manifest["bundle"]["size"],
+                "tree_files": manifest["tree"]["files"],
+                "created_at": manifest["created_at"],
+            }
+        )
+    return out
+
+
+class _StatsCollector:
+    """Gauges from `core.stats` at each scrape: requests by status and source, runs, bytes,
+    failures by reason, and the oldest check of an archived repository."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = compute_stats(self.vault.settings, self.vault.store, self.vault.lineage())
+        f = stats.figures
+        by_status = GaugeMetricFamily(
+            "repovault_requests", "Requests in repo_requests by status", labels=["status"]
+        )
+        for status in STATUSES:
+            by_status.add_metric([status], f[f"requests_{status}"])
+        yield by_status
+        by_source = GaugeMetricFamily(
+            "repovault_requests_by_source", "Requests by source", labels=["source"]
+        )
+        for name, value in f.items():
+            if name.startswith("requests_source_"):
+                by_source.add_metric([name.removeprefix("requests_source_")], value)
+        yield by_source
+        yield GaugeMetricFamily(
+            "repovault_runs_finished_24h", "Runs finished in the last 24 h", f["run_time_count_24h"]
+        )
+        runtime = GaugeMetricFamily(
+            "repovault_run_seconds", "Run time over 24 h by quantile", labels=["quantile"]
+        )
+        runtime.add_metric(["0.5"], f["run_time_p50_s"])
+        runtime.add_metric(["0.95"], f["run_time_p95_s"])
+        yield runtime
+        yield GaugeMetricFamily(
+            "repovault_archived_repositories",
+            "Repositories with a snapshot",
+            f["archived_repositories"],
+        )
+        stored = GaugeMetricFamily("repovault_stored_bytes", "Bytes in the vault", labels=["kind"])
+        stored.add_metric(["bundle"], f["bundle_bytes"])
+        stored.add_metric(["tree"], f["tree_bytes"])
+        yield stored
+        failures = GaugeMetricFamily(
+            "repovault_failures_24h",
+            "Failed requests in the last 24 h by reason",
+            labels=["reason"],
+        )
+        for reason, count in stats.failures.items():
+            failures.add_metric([reason], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "repovault_oldest_check_age_hours",
+            "Hours since the least recently checked archived repository was checked",
+            f["oldest_check_age_h"],
+        )
+        yield GaugeMetricFamily(
+            "repovault_past_refresh_interval",
+            "Archived repositories not checked within REPOVAULT_REFRESH_INTERVAL_H",
+            f["past_refresh_interval"],
+        )

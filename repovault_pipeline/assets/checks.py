@@ -1,0 +1,68 @@
+"""`restorable`: the asset check on `repo_archive` that proves a partition's latest snapshot
+restores (`core.verify`). It runs in every archive run after the asset (Dagster runs a selected
+asset's checks with it; a failed run skips it) and in the weekly restore drill."""
+
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+
+from ..core.errors import ArchiveError
+from ..core.identity import parse_repo_id
+from ..core.redact import mask_secrets
+from ..core.verify import TREE_CHECK_LIMIT, verify
+from ..partitions import repositories
+from ..resources import VaultResource
+from .archive import repo_archive
+
+
+@asset_check(
+    asset=repo_archive,
+    partitions_def=repositories,
+    blocking=False,
+    description=(
+        "The latest snapshot restores and matches its manifest: bundle size and sha256, "
+        "`git bundle verify`, a bare rebuild with `git fsck --full`, every ref and HEAD, and "
+        f"tree/ against tree.json (ETag and size; a sample of {TREE_CHECK_LIMIT} entries "
+        "beyond that many). `repovault verify` runs the same check."
+    ),
+)
+def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> AssetCheckResult:
+    repo_id = context.partition_key
+    try:
+        verdict = verify(vault.settings(), vault.store(), parse_repo_id(repo_id))
+    except ArchiveError as exc:
+        # The store or git could not be asked: nothing is proven either way. A warning, and
+        # the archive run that executed the check stays successful.
+        reason = mask_secrets(str(exc))
+        context.log.warning(f"restorable could not run for {repo_id}: {reason}")
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"reason": "unverifiable", "detail": reason},
+            description=f"not verified: {reason}",
+        )
+    metadata: dict[str, Any] = {
+        "snapshot_id": verdict.snapshot_id or "",
+        "reason": verdict.reason or "ok",
+        "detail": verdict.line(),
+        "refs": MetadataValue.int(verdict.refs),
+        "bundle_bytes": MetadataValue.int(verdict.bundle_bytes),
+        "tree_entries": MetadataValue.int(verdict.tree_entries),
+        "tree_checked": MetadataValue.int(verdict.tree_checked),
+        "tree_sampled": MetadataValue.bool(verdict.tree_sampled),
+        "duration_s": MetadataValue.float(verdict.duration_s),
+    }
+    if not verdict.ok:
+        context.log.error(f"restorable failed: {verdict.line()}")
+    return AssetCheckResult(
+        passed=verdict.ok,
+        severity=AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=verdict.line(),
+    )

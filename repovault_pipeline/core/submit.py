@@ -1,0 +1,63 @@
+"""Requests from people and systems (`repovault submit`, `POST /api/requests`): every URL is
+validated before anything happens, then each gets a `pending` row and a `pendientes` message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .kafka import BrokerUnavailable, KafkaGateway
+from .lineage import LineageStore, now
+from .messages import request_message
+from .redact import mask_secrets
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One URL that cannot be requested: its position, the URL masked and cut short, why."""
+
+    index: int
+    url: str
+    reason: str
+
+
+def validate_urls(urls: Sequence[str], settings: Settings) -> tuple[list[RepoRef], list[Refused]]:
+    refs, refused = [], []
+    for index, url in enumerate(urls):
+        try:
+            refs.append(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
+        except InvalidRepoUrl as exc:
+            refused.append(Refused(index, mask_secrets(url)[:80], str(exc)))
+    return refs, refused
+
+
+def submit(
+    settings: Settings,
+    open_lineage: Callable[[], LineageStore],
+    refs: Sequence[RepoRef],
+    source: str,
+) -> Iterator[tuple[RepoRef, str]]:
+    """Record and publish each request, waiting for the broker's acknowledgement; yields
+    (ref, request_id) as each is queued. An unreachable broker fails before the database is
+    opened or any row written; one lost half way closes its request as `failed` (not queued)
+    and raises."""
+    gateway = KafkaGateway(settings, client_id=f"repovault-{source}")
+    try:
+        gateway.producer()
+        lineage = open_lineage()
+        for ref in refs:
+            requested_at = now()
+            request_id = lineage.record_pending(
+                ref.url, ref.repo_id, source, created_at=requested_at
+            )
+            message = request_message(request_id, ref.url, source, requested_at)
+            try:
+                gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
+            except BrokerUnavailable as exc:
+                lineage.record_finished(request_id, "failed", error=f"not queued: {exc}")
+                raise
+            yield ref, request_id
+    finally:
+        gateway.close()

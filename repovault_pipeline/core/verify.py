@@ -1,0 +1,218 @@
+"""The `restorable` check: prove that a stored snapshot restores and matches its manifest.
+
+The same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`, every
+ref and HEAD), into a bare repository that is then checked with `git fsck --full`; and, for the
+latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
+store's listing). Each failure has its own reason word, so an auditor's dashboard can count them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ArchiveError
+from .gitops import GitClient, LocalRepo
+from .identity import RepoRef, bucket_name
+from .lease import inspect
+from .restore import RestoreError, check_refs_and_head, fetch_bundle
+from .settings import Settings
+from .snapshot import SnapshotReader, TreeIndex
+from .store import ObjectInfo, ObjectStore
+from .treekeys import TREE, tree_key
+
+# Up to this many `tree.json` entries, `tree/` is listed in full and compared both ways;
+# beyond it, a deterministic sample of this many entries is looked up one by one.
+TREE_CHECK_LIMIT = 2000
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
+
+
+@dataclass
+class Verdict:
+    """What the check found: `ok`, else `reason` (one word) and `detail` (one line)."""
+
+    repo_id: str
+    bucket: str
+    snapshot_id: str | None
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+    refs: int = 0
+    bundle_bytes: int = 0
+    tree_entries: int = 0
+    tree_checked: int = 0
+    tree_sampled: bool = False
+    tree_note: str | None = None
+    duration_s: float = 0.0
+    checked_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for the CLI and logs."""
+        if not self.ok:
+            snapshot = self.snapshot_id or "-"
+            return f"{self.repo_id} snapshot {snapshot}: {self.reason}: {self.detail}"
+        tree = (
+            f"{self.tree_checked} of {self.tree_entries} tree/ objects checked"
+            + (" (sample)" if self.tree_sampled else "")
+            if self.tree_note is None
+            else self.tree_note
+        )
+        return (
+            f"{self.repo_id} snapshot {self.snapshot_id} restores: {self.refs} refs and HEAD "
+            f"match, {self.bundle_bytes} bundle bytes, git fsck clean; {tree}"
+        )
+
+
+def verify(
+    settings: Settings, store: ObjectStore, ref: RepoRef, snapshot_id: str | None = None
+) -> Verdict:
+    """Check one snapshot (default: the one `latest.json` points at). Failures of the vault are
+    returned as a verdict; a store that cannot be reached raises (that proves nothing)."""
+    started = time.monotonic()
+    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+    reader = SnapshotReader(store, bucket)
+    latest_id = reader.latest_id()
+    wanted = snapshot_id or latest_id
+    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False)
+    try:
+        if wanted is None:
+            raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
+        if not SNAPSHOT_ID.fullmatch(wanted):
+            if snapshot_id is None:  # the pointer itself is damaged
+                raise RestoreError(
+                    f"latest.json holds {wanted[:80]!r}, which is not a snapshot id",
+                    "manifest_missing",
+                )
+            raise RestoreError(
+                f"{wanted[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>); "
+                "`repovault list` shows the latest",
+                "no_snapshot",
+            )
+        manifest = reader.manifest(wanted)
+        if manifest is None:
+            where = "latest.json points at" if snapshot_id is None else "asked for"
+            raise RestoreError(
+                f"snapshot {wanted} ({where}) has no manifest.json", "manifest_missing"
+            )
+        _check_git(settings, store, bucket, manifest, verdict)
+        if wanted == latest_id:
+            _check_tree(store, reader, manifest, verdict)
+        else:
+            verdict.tree_note = "tree/ not checked: it mirrors the latest snapshot, not this one"
+        verdict.ok = True
+    except RestoreError as exc:
+        verdict.reason, verdict.detail = exc.reason, str(exc)
+    verdict.duration_s = round(time.monotonic() - started, 3)
+    return verdict
+
+
+def _check_git(
+    settings: Settings, store: ObjectStore, bucket: str, manifest: dict, verdict: Verdict
+) -> None:
+    """Rebuild a bare repository from the bundle, check refs and HEAD, then `git fsck`."""
+    client = GitClient(settings)
+    with tempfile.TemporaryDirectory(prefix="repovault-verify-") as tmp:
+        path = Path(tmp) / "repo.git"
+        client.run(["init", "--quiet", "--bare", "--template=", str(path)])
+        repo = LocalRepo(path, client)
+        fetch_bundle(store, bucket, manifest, repo)
+        check_refs_and_head(repo, manifest)
+        try:
+            repo.git("fsck", "--full", "--no-dangling", "--no-progress")
+        except ArchiveError as exc:
+            raise RestoreError(
+                f"git fsck of snapshot {manifest['snapshot_id']} failed: {exc}", "fsck_failed"
+            ) from None
+    verdict.refs = len(manifest["refs"])
+    verdict.bundle_bytes = int(manifest["bundle"]["size"])
+
+
+def _check_tree(
+    store: ObjectStore, reader: SnapshotReader, manifest: dict, verdict: Verdict
+) -> None:
+    """`tree/` holds every object `tree.json` names, with its ETag and size, and (when listed in
+    full) nothing else. Skipped while a live run holds the bucket: `tree/` is then mid-update
+    (a run that died half way is not skipped: its leftovers are a real mismatch until repaired)."""
+    lease = inspect(store, reader.bucket)
+    if lease is not None and lease.live:
+        verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
+        return
+    index = reader.tree_index(manifest["snapshot_id"])
+    snapshot = manifest["snapshot_id"]
+    if len(index.files) != int(manifest["tree"]["files"]):
+        raise RestoreError(
+            f"tree.json of snapshot {snapshot} names {len(index.files)} files but the manifest "
+            f"says {manifest['tree']['files']}",
+            "tree_mismatch",
+        )
+    wanted = _expected_keys(index)
+    verdict.tree_entries = len(wanted)
+    if len(wanted) <= TREE_CHECK_LIMIT:
+        listed = {info.key: info for info in store.list(reader.bucket, TREE)}
+        extra = sorted(set(listed) - set(wanted))
+        if extra:
+            raise RestoreError(
+                f"tree/ holds {len(extra)} objects tree.json of snapshot {snapshot} does not "
+                f"name (first: {extra[0]!r})",
+                "tree_mismatch",
+            )
+        sample = sorted(wanted)
+    else:
+        sample = sorted(wanted, key=lambda key: _rank(snapshot, key))[:TREE_CHECK_LIMIT]
+        listed = {key: info for key in sample if (info := _stat(store, reader.bucket, key))}
+        verdict.tree_sampled = True
+    for key in sample:
+        _compare(key, wanted[key], listed.get(key), snapshot)
+    verdict.tree_checked = len(sample)
+
+
+def _rank(snapshot: str, key: str) -> bytes:
+    """Sample order: fixed for one snapshot (a re-run checks the same keys), different for the
+    next one (over time every key is checked)."""
+    return hashlib.sha256(f"{snapshot}\0{key}".encode()).digest()
+
+
+def _expected_keys(index: TreeIndex) -> dict[str, dict]:
+    """tree.json's entries by object key."""
+    return {meta.get("key") or tree_key(path): meta for path, meta in index.files.items()}
+
+
+def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
+    """One key's listing entry (a listing by the key as prefix, then the exact match)."""
+    return next((info for info in store.list(bucket, key) if info.key == key), None)
+
+
+def _compare(key: str, meta: dict, info: ObjectInfo | None, snapshot: str) -> None:
+    if info is None:
+        raise RestoreError(
+            f"{key!r}, named by tree.json of snapshot {snapshot}, is missing from the store",
+            "tree_missing_object",
+        )
+    if info.size != int(meta["size"]) or (meta.get("etag") and info.etag != meta["etag"]):
+        raise RestoreError(
+            f"{key!r} is {info.size} bytes with ETag {info.etag} but tree.json of snapshot "
+            f"{snapshot} says {meta['size']} bytes with ETag {meta.get('etag')}",
+            "tree_mismatch",
+        )
+
+
+DRILL_DAYS = 7
+
+
+def drill_batch(repo_ids: list[str], day: int) -> list[str]:
+    """The repositories the restore drill checks on `day` (days since the epoch): each one
+    falls on one day of the week by a hash of its `repo_id`, so a week checks them all in
+    seven batches of about the same size, and a new repository joins the cycle at once."""
+    return sorted(
+        repo_id
+        for repo_id in repo_ids
+        if int.from_bytes(hashlib.sha256(repo_id.encode()).digest()[:4]) % DRILL_DAYS
+        == day % DRILL_DAYS
+    )
