@@ -35,3 +35,22 @@ def test_a_configured_field_wins_over_the_environment(monkeypatch: pytest.Monkey
     settings = KafkaResource(topic_completed="from-field").settings()
     assert settings.topics.completed == "from-field"
     assert settings.topics.pending == "pending-env"
+
+
+def test_the_store_talks_to_s3_through_the_dagster_aws_resource(
+    vault_env: dict[str, str],
+) -> None:
+    """With REPOVAULT_S3_ENDPOINT set, `vault`'s store uses the client of its `s3` resource
+    (dagster-aws's S3Resource), configured for path-style addressing, against the S3 server."""
+    resources = repovault_resources()
+    vault, s3 = resources["vault"], resources["s3"]
+    with vault.process_config_and_initialize_cm() as initialized:
+        store = initialized.store()
+        assert store.client.meta.config.s3 == {"addressing_style": "path"}
+        assert store.client.meta.endpoint_url == vault_env["REPOVAULT_S3_ENDPOINT"]
+        bucket = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}resource-check"
+        store.ensure_bucket(bucket)
+        store.put_bytes(bucket, "k", b"through the resource")
+    with s3.process_config_and_initialize_cm() as initialized_s3:
+        stored = initialized_s3.get_client().get_object(Bucket=bucket, Key="k")
+    assert stored["Body"].read() == b"through the resource"
