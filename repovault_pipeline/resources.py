@@ -47,6 +47,12 @@ class VaultS3Resource(S3Resource):
     AWS_*), with the client RepoVault needs: path-style addressing for MinIO, one connection
     per upload worker, bounded timeouts."""
 
+    def get_client(self) -> Any:
+        """The client `vault` uses, for code that asks dagster-aws's way (`s3.get_client()`)."""
+        return self.client_for(
+            Settings.from_env(overrides={"REPOVAULT_S3_ENDPOINT": self.endpoint_url})
+        )
+
     def client_for(self, settings: Settings) -> Any:
         """A boto3 S3 client; unset fields take `settings` (endpoint, region) or boto3's own
         credential chain."""
