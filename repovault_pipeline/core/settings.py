@@ -76,6 +76,10 @@ class Settings:
     keep_snapshots: int = 10
     trending_url: str = "https://github.com/trending"
     github_api: str = "https://api.github.com"
+    gitlab_api: str = "https://gitlab.com/api/v4"
+    gitlab_token: str | None = field(default=None, repr=False)
+    refresh_interval_h: int = 24
+    host_concurrency: int = 4
     trending_language: str | None = None
     trending_since: str = "daily"
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
@@ -124,6 +128,10 @@ class Settings:
             trending_url=env.get("REPOVAULT_TRENDING_URL", "").strip()
             or "https://github.com/trending",
             github_api=(env.get("REPOVAULT_GITHUB_API", "").strip() or "https://api.github.com"),
+            gitlab_api=(env.get("REPOVAULT_GITLAB_API", "").strip() or "https://gitlab.com/api/v4"),
+            gitlab_token=env.get("GITLAB_TOKEN", "").strip() or None,
+            refresh_interval_h=_int(env, "REPOVAULT_REFRESH_INTERVAL_H", 24, minimum=1),
+            host_concurrency=_int(env, "REPOVAULT_HOST_CONCURRENCY", 4, minimum=1),
             trending_language=env.get("REPOVAULT_TRENDING_LANGUAGE", "").strip() or None,
             trending_since=_choice(
                 "REPOVAULT_TRENDING_SINCE",
