@@ -25,6 +25,8 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from .core.errors import ArchiveError
+from .core.fleet import FleetStore
+from .core.forges import Filters, InvalidSource, Source, parse_source
 from .core.identity import InvalidRepoUrl, parse_repo_url
 from .core.kafka import BrokerUnavailable, KafkaGateway
 from .core.lineage import LineageStore, Request, now
@@ -220,6 +222,72 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _filters(args: argparse.Namespace) -> Filters:
+    for pattern in [*args.include, *args.exclude]:
+        if not pattern.strip() or "," in pattern:
+            raise BadInput(f"name pattern {pattern!r}: give one non-empty glob without commas")
+    return Filters(
+        skip_forks=args.skip_forks,
+        skip_archived=args.skip_archived,
+        include=tuple(p.strip() for p in args.include),
+        exclude=tuple(p.strip() for p in args.exclude),
+    )
+
+
+def _source(spec: str, settings: Settings, filters: Filters | None = None) -> Source:
+    try:
+        return parse_source(spec, settings, filters)
+    except InvalidSource as exc:
+        raise BadInput(str(exc)) from None
+
+
+def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Record the source; `sources_sensor` lists it on its next tick (it is due at once)."""
+    source = _source(args.source, settings, _filters(args))
+    FleetStore(_lineage(settings).engine).add_source(source, now())
+    print(f"tracking {source.spec} ({source.source_id}); sources_sensor lists it on its next tick")
+    return 0
+
+
+def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = FleetStore(_lineage(settings).engine).sources()
+    if not rows:
+        print("no tracked sources; add one with `repovault track add github:org/NAME`")
+        return 0
+    _table(
+        ["source", "filters", "status", "repos", "last_listing", "error"],
+        [
+            [
+                row.source.spec,
+                _describe(row.source.filters),
+                row.status,
+                str(row.repos),
+                _ts(row.last_listed_at),
+                (row.error or "")[:120],
+            ]
+            for row in rows
+        ],
+    )
+    return 0
+
+
+def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop listing the source; nothing is deleted from the vault."""
+    source = _source(args.source, settings)
+    if not FleetStore(_lineage(settings).engine).remove_source(source.source_id):
+        print(f"repovault track remove: {source.spec} is not tracked", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"stopped tracking {source.spec}; its archived repositories stay in the vault")
+    return 0
+
+
+def _describe(filters: Filters) -> str:
+    parts = ["no forks"] * filters.skip_forks + ["no archived"] * filters.skip_archived
+    parts += [f"include {p}" for p in filters.include]
+    parts += [f"exclude {p}" for p in filters.exclude]
+    return ", ".join(parts) or "-"
+
+
 def _thousands(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -259,6 +327,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trending.add_argument("--limit", type=int, default=10, help="how many (default 10)")
     trending.set_defaults(func=cmd_trending)
+    track = sub.add_parser(
+        "track", help="tracked sources: GitHub organisations and users, GitLab groups"
+    )
+    track_sub = track.add_subparsers(dest="track_command", required=True)
+    add = track_sub.add_parser(
+        "add", help="track github:org/NAME, github:user/NAME or gitlab:group/PATH"
+    )
+    add.add_argument("source", metavar="SOURCE")
+    add.add_argument("--skip-forks", action="store_true", help="do not archive forks")
+    add.add_argument(
+        "--skip-archived", action="store_true", help="do not archive archived repositories"
+    )
+    add.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only names matching (repeatable)",
+    )
+    add.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="never names matching (repeatable)",
+    )
+    add.set_defaults(func=cmd_track_add)
+    track_sub.add_parser(
+        "list", help="sources, repository counts, last listing, error"
+    ).set_defaults(func=cmd_track_list)
+    remove = track_sub.add_parser("remove", help="stop listing a source (deletes nothing)")
+    remove.add_argument("source", metavar="SOURCE")
+    remove.set_defaults(func=cmd_track_remove)
     return parser
 
 

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 from dagster import ConfigurableResource
 
+from .core.fleet import FleetStore
 from .core.kafka import KafkaGateway
 from .core.lineage import LineageStore
 from .core.settings import Settings
@@ -33,6 +34,10 @@ class LineageResource(ConfigurableResource):
 
     def store(self) -> LineageStore:
         return lineage_store(self.db_url or Settings.from_env().db_url)
+
+    def fleet(self) -> FleetStore:
+        """`repo_sources` and `repo_state`, on the same database."""
+        return FleetStore(self.store().engine)
 
 
 @lru_cache(maxsize=8)

@@ -9,6 +9,7 @@ line, in a config file or in a message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import shlex
@@ -422,6 +423,13 @@ def _feed(stdin: BinaryIO, chunks: Iterable[bytes]) -> None:
     finally:
         with suppress(BrokenPipeError, ValueError):
             stdin.close()
+
+
+def refs_digest(refs: dict[str, str]) -> str:
+    """sha256 of the sorted `sha name` lines: equal digests, equal branches and tags. What
+    `repo_state` keeps of a snapshot's refs, so a refresh compares without reading manifests."""
+    lines = "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _is_archived_ref(name: str) -> bool:

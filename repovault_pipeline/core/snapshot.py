@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import ArchiveError, PreconditionFailed, TransientError
-from .gitops import GitClient, LocalRepo, TreeEntry
+from .gitops import GitClient, LocalRepo, TreeEntry, refs_digest
 from .identity import RepoRef, bucket_name
 from .lease import FREE, Lease, inspect
 from .redact import mask_secrets
@@ -117,6 +117,7 @@ class ArchiveResult:
     clone_s: float = 0.0
     upload_s: float = 0.0
     duration_s: float = 0.0
+    refs_digest: str | None = None  # of the refs the latest snapshot holds: refresh compares
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -293,6 +294,7 @@ class SnapshotWriter:
             head_commit=prepared.head_commit,
             default_branch=prepared.default_branch,
             clone_s=round(prepared.clone_s, 3),
+            refs_digest=refs_digest(prepared.refs),
         )
         if prepared.unchanged:
             result.duration_s = round(time.time() - prepared.started_at, 3)
@@ -337,6 +339,7 @@ class SnapshotWriter:
         result.snapshot_id = latest["snapshot_id"]
         result.head_commit = latest["head_commit"]
         result.default_branch = latest["default_branch"]
+        result.refs_digest = refs_digest(latest["refs"])
         result.duration_s = round(time.time() - prepared.started_at, 3)
         return result
 
