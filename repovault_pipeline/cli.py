@@ -32,6 +32,7 @@ from .core.kafka import BrokerUnavailable, KafkaGateway
 from .core.lineage import LineageStore, Request, now
 from .core.messages import request_message
 from .core.redact import mask_secrets
+from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
 from .core.settings import ConfigError, Settings
 from .core.snapshot import archived_repositories
@@ -281,6 +282,42 @@ def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Check now (the given repositories, else every due one) and request runs for changes."""
+    lineage = _lineage(settings)
+    fleet = FleetStore(lineage.engine)
+    repo_ids = None
+    if args.repos:
+        repo_ids = []
+        for target in args.repos:
+            try:
+                repo_ids.append(resolve_target(target, settings).repo_id)
+            except InvalidRepoUrl as exc:
+                raise BadInput(f"{mask_secrets(target)[:80]!r}: {exc}") from None
+        known = {state.repo_id for state in fleet.get(repo_ids)}
+        if unknown := [r for r in repo_ids if r not in known]:
+            raise BadInput(
+                f"{unknown[0]} is neither archived nor tracked; request it with `repovault submit`"
+            )
+    gateway = KafkaGateway(settings, client_id="repovault-refresh")
+    try:
+        gateway.producer()  # an unreachable broker fails here, before anything is recorded
+        at = now()
+        outcome = refresh(settings, fleet, at, repo_ids)
+        published = publish_changes(settings, lineage, gateway, outcome.changed, at)
+    finally:
+        gateway.close()
+    for change in outcome.changed:
+        state = "requested" if change in published else "already requested"
+        print(f"{change.repo_id}  changed  {state}  {change.request_id}")
+    for repo_id in outcome.gone:
+        print(f"{repo_id}  gone upstream (its snapshots are kept)")
+    for repo_id, reason in outcome.failed:
+        print(f"repovault refresh: {repo_id}: {reason}", file=sys.stderr)
+    print(outcome.summary(), file=sys.stderr)
+    return EXIT_FAILED if outcome.failed else 0
+
+
 def _describe(filters: Filters) -> str:
     parts = ["no forks"] * filters.skip_forks + ["no archived"] * filters.skip_archived
     parts += [f"include {p}" for p in filters.include]
@@ -360,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove = track_sub.add_parser("remove", help="stop listing a source (deletes nothing)")
     remove.add_argument("source", metavar="SOURCE")
     remove.set_defaults(func=cmd_track_remove)
+    refresh_cmd = sub.add_parser(
+        "refresh", help="check now for upstream changes and request runs for changed repositories"
+    )
+    refresh_cmd.add_argument(
+        "repos", nargs="*", metavar="REPO", help="URLs or repo_ids (default: every due one)"
+    )
+    refresh_cmd.set_defaults(func=cmd_refresh)
     return parser
 
 

@@ -40,6 +40,7 @@ class RepoState:
     repo_url: str
     source_id: str | None
     last_checked_at: datetime | None
+    last_changed_at: datetime | None
     refs_digest: str | None
     upstream: str
     consecutive_failures: int
