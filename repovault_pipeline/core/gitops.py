@@ -277,6 +277,18 @@ class LocalRepo:
         pairs = (line.split(" ", 1) for line in out.splitlines() if line)
         return {name: sha for sha, name in pairs}
 
+    def missing(self, shas: set[str]) -> set[str]:
+        """Those of `shas` whose object this repository does not have."""
+        if not shas:
+            return set()
+        stdin = "".join(f"{sha}\n" for sha in sorted(shas)).encode()
+        out = self.client.run(["cat-file", "--batch-check"], cwd=self.path, stdin=stdin)
+        return {
+            line.split()[0]
+            for line in out.decode(errors="replace").splitlines()
+            if line.endswith(" missing")
+        }
+
     def _maybe(self, *args: str) -> str | None:
         """Output of a git query, or None when git says no (exit status 1)."""
         try:

@@ -423,7 +423,7 @@ class SnapshotWriter:
         }
         lease.confirm()
         result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc)
-        result.snapshots_deleted = self._apply_retention(reader, lease)
+        result.snapshots_deleted = self._apply_retention(reader, lease, repo)
 
     def archive(self, ref: RepoRef) -> ArchiveResult:
         """prepare + upload + clean up: the whole archive of one repository."""
@@ -518,13 +518,15 @@ class SnapshotWriter:
                 )
         return _TreeSync(uploaded=len(todo), deleted=len(stale), etags=etags)
 
-    def _apply_retention(self, reader: SnapshotReader, lease: Lease) -> int:
-        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots and sweep incomplete
-        ones. Runs under the lease, so no other live run is writing a snapshot here: an
-        incomplete snapshot other than this run's is the leftover of a run that died."""
+    def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
+        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots, and older ones that
+        alone hold commits (see `_deletable`); sweep incomplete ones. Runs under the lease, so
+        no other live run is writing a snapshot here: an incomplete snapshot other than this
+        run's is the leftover of a run that died."""
         lease.confirm()
         complete, incomplete = reader.snapshot_ids()
-        doomed = complete[self.settings.keep_snapshots :]
+        keep = self.settings.keep_snapshots
+        doomed = self._deletable(reader, complete[:keep], complete[keep:], repo)
         doomed += [s for s in incomplete if s != lease.snapshot_id]
         for snap in doomed:
             # The manifest goes first so a half-deleted snapshot is already invisible.
@@ -535,12 +537,43 @@ class SnapshotWriter:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
         return len([s for s in doomed if s in complete])
 
+    def _deletable(
+        self, reader: SnapshotReader, kept: list[str], older: list[str], repo: LocalRepo
+    ) -> list[str]:
+        """The snapshots past the retention count that may go: not one whose refs point at
+        objects this run's clone (a fresh clone of every branch and tag: exactly what the
+        newest snapshot holds) lacks and no retained snapshot names (a force-push rewrote
+        history, a branch or tag was deleted): it is pinned, the only copy of those commits."""
+        held: set[str] | None = None  # ref tips of the retained snapshots, read when needed
+        doomed = []
+        for snap in older:  # newest first: of several holding the same commits, the newest stays
+            tips = _ref_tips(reader, snap)
+            lost = repo.missing(tips)
+            if lost:
+                if held is None:  # kept[0] is this run's snapshot: the clone itself
+                    held = set().union(*(_ref_tips(reader, other) for other in kept[1:]))
+                if not lost <= held:
+                    self.log.info(
+                        "retention: snapshot %s kept, the only one holding %d ref tips no "
+                        "newer snapshot has (history rewritten or refs deleted upstream)",
+                        snap,
+                        len(lost),
+                    )
+                    held |= tips
+                    continue
+            doomed.append(snap)
+        return doomed
+
 
 @dataclass
 class _TreeSync:
     uploaded: int
     deleted: int
     etags: dict[str, str]
+
+
+def _ref_tips(reader: SnapshotReader, snapshot_id: str) -> set[str]:
+    return set((reader.manifest(snapshot_id) or {}).get("refs", {}).values())
 
 
 def _json_bytes(doc: dict) -> bytes:
