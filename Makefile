@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.repovault/dagster_home
 
-.PHONY: install run test lint bench up down clean
+.PHONY: install run test lint bench bench-refresh up down clean
 
 $(BIN)/repovault: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ $(VENV)/.bench-extra: setup.py | $(BIN)/repovault
 
 bench: install $(VENV)/.bench-extra
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
+
+# Refresh of 1,000 unchanged repositories vs a sample of archive runs (benchmarks/REFRESH.md).
+bench-refresh: install $(VENV)/.bench-extra
+	$(BIN)/python -m benchmarks.refresh
 
 # Full stack in Docker (docs/deployment.md): `make up`, `make up HA=1` for three Kafka brokers.
 # The first `make up` writes .env with random secrets; `make down` keeps the data volumes.

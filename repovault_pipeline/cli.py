@@ -26,11 +26,14 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from .core.errors import ArchiveError
+from .core.fleet import FleetStore
+from .core.forges import Filters, InvalidSource, Source, parse_source
 from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
 from .core.kafka import KafkaGateway
-from .core.lineage import Request, open_lineage
+from .core.lineage import Request, now, open_lineage
 from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
+from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
 from .core.settings import TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
@@ -257,6 +260,108 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _filters(args: argparse.Namespace) -> Filters:
+    for pattern in [*args.include, *args.exclude]:
+        if not pattern.strip() or "," in pattern:
+            raise BadInput(f"name pattern {pattern!r}: give one non-empty glob without commas")
+    return Filters(
+        skip_forks=args.skip_forks,
+        skip_archived=args.skip_archived,
+        include=tuple(p.strip() for p in args.include),
+        exclude=tuple(p.strip() for p in args.exclude),
+    )
+
+
+def _source(spec: str, settings: Settings, filters: Filters | None = None) -> Source:
+    try:
+        return parse_source(spec, settings, filters)
+    except InvalidSource as exc:
+        raise BadInput(str(exc)) from None
+
+
+def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Record the source; `sources_sensor` lists it on its next tick (it is due at once)."""
+    source = _source(args.source, settings, _filters(args))
+    FleetStore(open_lineage(settings.db_url).engine).add_source(source, now())
+    print(f"tracking {source.spec} ({source.source_id}); sources_sensor lists it on its next tick")
+    return 0
+
+
+def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = FleetStore(open_lineage(settings.db_url).engine).sources()
+    if not rows:
+        print("no tracked sources; add one with `repovault track add github:org/NAME`")
+        return 0
+    _table(
+        ["source", "filters", "status", "repos", "last_listing", "error"],
+        [
+            [
+                row.source.spec,
+                _describe(row.source.filters),
+                row.status,
+                str(row.repos),
+                _ts(row.last_listed_at),
+                (row.error or "")[:120],
+            ]
+            for row in rows
+        ],
+    )
+    return 0
+
+
+def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop listing the source; nothing is deleted from the vault."""
+    source = _source(args.source, settings)
+    if not FleetStore(open_lineage(settings.db_url).engine).remove_source(source.source_id):
+        print(f"repovault track remove: {source.spec} is not tracked", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"stopped tracking {source.spec}; its archived repositories stay in the vault")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Check now (the given repositories, else every due one) and request runs for changes."""
+    lineage = open_lineage(settings.db_url)
+    fleet = FleetStore(lineage.engine)
+    repo_ids = None
+    if args.repos:
+        repo_ids = []
+        for target in args.repos:
+            try:
+                repo_ids.append(resolve_target(target, settings).repo_id)
+            except InvalidRepoUrl as exc:
+                raise BadInput(f"{mask_secrets(target)[:80]!r}: {exc}") from None
+        known = {state.repo_id for state in fleet.get(repo_ids)}
+        if unknown := [r for r in repo_ids if r not in known]:
+            raise BadInput(
+                f"{unknown[0]} is neither archived nor tracked; request it with `repovault submit`"
+            )
+    gateway = KafkaGateway(settings, client_id="repovault-refresh")
+    try:
+        gateway.producer()  # an unreachable broker fails here, before anything is recorded
+        at = now()
+        outcome = refresh(settings, fleet, at, repo_ids)
+        published = publish_changes(settings, lineage, gateway, outcome.changed, at)
+    finally:
+        gateway.close()
+    for change in outcome.changed:
+        state = "requested" if change in published else "already requested"
+        print(f"{change.repo_id}  changed  {state}  {change.request_id}")
+    for repo_id in outcome.gone:
+        print(f"{repo_id}  gone upstream (its snapshots are kept)")
+    for repo_id, reason in outcome.failed:
+        print(f"repovault refresh: {repo_id}: {reason}", file=sys.stderr)
+    print(outcome.summary(), file=sys.stderr)
+    return EXIT_FAILED if outcome.failed else 0
+
+
+def _describe(filters: Filters) -> str:
+    parts = ["no forks"] * filters.skip_forks + ["no archived"] * filters.skip_archived
+    parts += [f"include {p}" for p in filters.include]
+    parts += [f"exclude {p}" for p in filters.exclude]
+    return ", ".join(parts) or "-"
+
+
 def _thousands(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -313,6 +418,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trending.add_argument("--limit", type=int, default=10, help="how many (default 10)")
     trending.set_defaults(func=cmd_trending)
+    track = sub.add_parser(
+        "track", help="tracked sources: GitHub organisations and users, GitLab groups"
+    )
+    track_sub = track.add_subparsers(dest="track_command", required=True)
+    add = track_sub.add_parser(
+        "add", help="track github:org/NAME, github:user/NAME or gitlab:group/PATH"
+    )
+    add.add_argument("source", metavar="SOURCE")
+    add.add_argument("--skip-forks", action="store_true", help="do not archive forks")
+    add.add_argument(
+        "--skip-archived", action="store_true", help="do not archive archived repositories"
+    )
+    add.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only names matching (repeatable)",
+    )
+    add.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="never names matching (repeatable)",
+    )
+    add.set_defaults(func=cmd_track_add)
+    track_sub.add_parser(
+        "list", help="sources, repository counts, last listing, error"
+    ).set_defaults(func=cmd_track_list)
+    remove = track_sub.add_parser("remove", help="stop listing a source (deletes nothing)")
+    remove.add_argument("source", metavar="SOURCE")
+    remove.set_defaults(func=cmd_track_remove)
+    refresh_cmd = sub.add_parser(
+        "refresh", help="check now for upstream changes and request runs for changed repositories"
+    )
+    refresh_cmd.add_argument(
+        "repos", nargs="*", metavar="REPO", help="URLs or repo_ids (default: every due one)"
+    )
+    refresh_cmd.set_defaults(func=cmd_refresh)
     return parser
 
 

@@ -13,7 +13,7 @@ from .schedules import (
     vault_stats_job,
     vault_stats_schedule,
 )
-from .sensors import kafka_injector_sensor, reconcile_sensor
+from .sensors import kafka_injector_sensor, reconcile_sensor, refresh_sensor, sources_sensor
 
 
 def _env(name: str) -> str | None:
@@ -55,7 +55,7 @@ defs = Definitions(
     assets=[repo_archive, repo_metadata, vault_stats],
     asset_checks=[restorable],
     jobs=[archive_repo_job, vault_stats_job],
-    sensors=[kafka_injector_sensor, reconcile_sensor],
+    sensors=[kafka_injector_sensor, reconcile_sensor, sources_sensor, refresh_sensor],
     schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
     resources=repovault_resources(),
 )

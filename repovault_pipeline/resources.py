@@ -17,6 +17,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from .core.fleet import FleetStore
 from .core.kafka import KafkaGateway
 from .core.lineage import LineageStore, open_lineage
 from .core.settings import Settings
@@ -117,6 +118,10 @@ class LineageResource(_SettingsResource):
         if self._store is not None:
             self._store.dispose()
             self._store = None
+
+    def fleet(self) -> FleetStore:
+        """`repo_sources` and `repo_state`, on the same database."""
+        return FleetStore(self.store().engine)
 
 
 class KafkaResource(_SettingsResource):

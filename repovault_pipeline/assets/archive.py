@@ -144,6 +144,10 @@ def record_lineage(
         bytes_uploaded=result.bytes_uploaded,
         finished_at=finished_at,
     )
+    if result.refs_digest:  # what refresh_sensor compares the remote's refs with
+        lineage.fleet().record_snapshot(
+            result.repo_id, result.repo_url, result.refs_digest, result.snapshot_id, finished_at
+        )
     event = status_event(
         request.request_id,
         result.repo_id,

@@ -9,6 +9,7 @@ never on a command line, in a config file or in a message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import shlex
@@ -136,17 +137,31 @@ class GitClient:
             "LC_ALL": "C",
         }
         env["GIT_SSH_COMMAND"] = self._ssh_command()
-        token = self.settings.github_token
-        web = github_web_origin(self.settings.github_api)
-        if token and ref is not None and (ref.scheme, ref.host, ref.port) == web:
-            scheme, host, port = web
-            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        credentials = self._credentials(ref)
+        if credentials is not None:
+            (scheme, host, port), basic = credentials
             env.update(
                 GIT_CONFIG_COUNT="1",
                 GIT_CONFIG_KEY_0=f"http.{scheme}://{host}{f':{port}' if port else ''}/.extraheader",
                 GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
             )
         return env
+
+    def _credentials(self, ref: RepoRef | None) -> tuple[tuple[str, str, int | None], str] | None:
+        """The web origin `ref` is on and the basic credentials git sends there: GITHUB_TOKEN
+        only to the web host of REPOVAULT_GITHUB_API, GITLAB_TOKEN only to that of
+        REPOVAULT_GITLAB_API (GitLab's `oauth2` user); nothing for any other host."""
+        if ref is None:
+            return None
+        settings = self.settings
+        for token, api, user in (
+            (settings.github_token, settings.github_api, "x-access-token"),
+            (settings.gitlab_token, settings.gitlab_api, "oauth2"),
+        ):
+            web = github_web_origin(api)
+            if token and (ref.scheme, ref.host, ref.port) == web:
+                return web, base64.b64encode(f"{user}:{token}".encode()).decode()
+        return None
 
     def _ssh_command(self) -> str:
         """ssh reads no config file (`-F /dev/null`: not the user's ~/.ssh/config), never
@@ -247,7 +262,8 @@ class GitClient:
                 f"REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
             )
         if popen.returncode != 0:
-            raise _classify(args[0], stderr.text(), self.settings.github_token)
+            tokens = (self.settings.github_token, self.settings.gitlab_token)
+            raise _classify(args[0], stderr.text(), tokens)
         return bytes(stdout)
 
 
@@ -267,6 +283,18 @@ class LocalRepo:
         )
         pairs = (line.split(" ", 1) for line in out.splitlines() if line)
         return {name: sha for sha, name in pairs}
+
+    def missing(self, shas: set[str]) -> set[str]:
+        """Those of `shas` whose object this repository does not have."""
+        if not shas:
+            return set()
+        stdin = "".join(f"{sha}\n" for sha in sorted(shas)).encode()
+        out = self.client.run(["cat-file", "--batch-check"], cwd=self.path, stdin=stdin)
+        return {
+            line.split()[0]
+            for line in out.decode(errors="replace").splitlines()
+            if line.endswith(" missing")
+        }
 
     def _maybe(self, *args: str) -> str | None:
         """Output of a git query, or None when git says no (exit status 1)."""
@@ -432,13 +460,20 @@ def _feed(stdin: IO[bytes], chunks: Iterable[bytes]) -> None:
             stdin.close()
 
 
+def refs_digest(refs: dict[str, str]) -> str:
+    """sha256 of the sorted `sha name` lines: equal digests, equal branches and tags. What
+    `repo_state` keeps of a snapshot's refs, so a refresh compares without reading manifests."""
+    lines = "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def _is_archived_ref(name: str) -> bool:
     return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
 
 
-def _classify(command: str, stderr: str, token: str | None) -> ArchiveError:
+def _classify(command: str, stderr: str, tokens: tuple[str | None, ...]) -> ArchiveError:
     """Turn git's stderr into an error a user can act on, credentials masked."""
-    text = mask_secrets(stderr, (token,)).strip()
+    text = mask_secrets(stderr, tokens).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     fatal = [ln for ln in lines if ln.lower().startswith(("fatal:", "error:", "remote:"))]
     detail = (fatal or lines or [f"git {command} failed"])[-1]

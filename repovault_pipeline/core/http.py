@@ -6,6 +6,9 @@ and GitLab APIs) shares the same bounded retry rules.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -50,3 +53,39 @@ def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Ses
     session.mount("http://", adapter)
     session.headers["User-Agent"] = user_agent
     return session
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A forge refused with a rate limit; `retry_at` is when it lifts, when the forge said."""
+
+    status: int
+    retry_at: datetime | None
+
+
+def rate_limit(resp: requests.Response) -> RateLimit | None:
+    """A 429, or a 403 with GitHub's/GitLab's rate-limit headers (Retry-After, or
+    X-RateLimit-Remaining: 0 / RateLimit-Remaining: 0 with a reset time): when it lifts."""
+    if resp.status_code not in (403, 429):
+        return None
+    headers = resp.headers
+    retry_after = headers.get("Retry-After", "").strip()
+    reset = (headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset") or "").strip()
+    remaining = headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining") or ""
+    if resp.status_code == 403 and not (retry_after or remaining.strip() == "0"):
+        return None
+    return RateLimit(resp.status_code, _retry_at(retry_after, reset))
+
+
+def _retry_at(retry_after: str, reset: str) -> datetime | None:
+    now = datetime.now(UTC)
+    if retry_after.isdigit():
+        return now + timedelta(seconds=int(retry_after))
+    if retry_after:
+        try:
+            return parsedate_to_datetime(retry_after).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    if reset.isdigit():
+        return datetime.fromtimestamp(int(reset), UTC)
+    return None

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .settings import Settings
@@ -17,6 +18,9 @@ TAG_REPO_URL = "repovault/repo_url"
 TAG_REQUEST_ID = "repovault/request_id"
 TAG_SOURCE = "repovault/source"
 TAG_REQUESTED_AT = "repovault/requested_at"
+# The git host of the run: the instance's run queue limits runs per host with it
+# (tag_concurrency_limits in dagster.yaml, like REPOVAULT_HOST_CONCURRENCY for refresh checks).
+TAG_HOST = "repovault/host"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
 _RUN_REQUEST_NAMESPACE = uuid.UUID("5b0f3c3e-6c1b-4b8e-9a53-3f7d1f0d2a11")
 
@@ -39,7 +43,15 @@ def request_tags(
         TAG_REPO_URL: repo_url,
         TAG_SOURCE: source,
         TAG_REQUESTED_AT: requested_at.isoformat(),
+        TAG_HOST: url_host(repo_url),
     }
+
+
+def url_host(repo_url: str) -> str:
+    """`host[:port]` of a validated clone URL (scp-like `git@host:path` too)."""
+    if "://" in repo_url:
+        return urlsplit(repo_url).netloc.rsplit("@", 1)[-1].lower()
+    return repo_url.rsplit("@", 1)[-1].split(":", 1)[0].lower()
 
 
 def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:

@@ -98,6 +98,7 @@ class Settings:
     keep_snapshots: int = 10
     trending_url: str = "https://github.com/trending"
     github_api: str = "https://api.github.com"
+    host_concurrency: int = 4
     trending_language: str | None = None
     trending_since: str = TRENDING_PERIODS[0]
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
@@ -161,6 +162,7 @@ class Settings:
             trending_url=_str(env, "REPOVAULT_TRENDING_URL", d.trending_url),
             github_api=_str(env, "REPOVAULT_GITHUB_API", d.github_api),
             trending_language=_str(env, "REPOVAULT_TRENDING_LANGUAGE", "") or d.trending_language,
+            host_concurrency=_int(env, "REPOVAULT_HOST_CONCURRENCY", d.host_concurrency, minimum=1),
             trending_since=_choice(
                 env, "REPOVAULT_TRENDING_SINCE", d.trending_since, TRENDING_PERIODS
             ),

@@ -24,7 +24,7 @@ from typing import TypeGuard
 
 from .. import __version__
 from .errors import ArchiveError, PreconditionFailed, TransientError
-from .gitops import GitClient, LocalRepo, TreeEntry
+from .gitops import GitClient, LocalRepo, TreeEntry, refs_digest
 from .identity import RepoRef, bucket_name
 from .lease import FREE, Lease, inspect
 from .redact import mask_secrets
@@ -119,6 +119,7 @@ class ArchiveResult:
     clone_s: float = 0.0
     upload_s: float = 0.0
     duration_s: float = 0.0
+    refs_digest: str | None = None  # of the refs the latest snapshot holds: refresh compares
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -295,6 +296,7 @@ class SnapshotWriter:
             head_commit=prepared.head_commit,
             default_branch=prepared.default_branch,
             clone_s=round(prepared.clone_s, 3),
+            refs_digest=refs_digest(prepared.refs),
         )
         if prepared.unchanged:
             result.duration_s = round(time.time() - prepared.started_at, 3)
@@ -339,6 +341,7 @@ class SnapshotWriter:
         result.snapshot_id = latest["snapshot_id"]
         result.head_commit = latest["head_commit"]
         result.default_branch = latest["default_branch"]
+        result.refs_digest = refs_digest(latest["refs"])
         result.duration_s = round(time.time() - prepared.started_at, 3)
         return result
 
@@ -422,7 +425,7 @@ class SnapshotWriter:
         }
         lease.confirm()
         result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc)
-        result.snapshots_deleted = self._apply_retention(reader, lease)
+        result.snapshots_deleted = self._apply_retention(reader, lease, repo)
 
     def archive(self, ref: RepoRef) -> ArchiveResult:
         """prepare + upload + clean up: the whole archive of one repository."""
@@ -519,13 +522,15 @@ class SnapshotWriter:
                 )
         return _TreeSync(uploaded=len(todo), deleted=len(stale), etags=etags)
 
-    def _apply_retention(self, reader: SnapshotReader, lease: Lease) -> int:
-        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots and sweep incomplete
-        ones. Runs under the lease, so no other live run is writing a snapshot here: an
-        incomplete snapshot other than this run's is the leftover of a run that died."""
+    def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
+        """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots, and older ones that
+        alone hold commits (see `_deletable`); sweep incomplete ones. Runs under the lease, so
+        no other live run is writing a snapshot here: an incomplete snapshot other than this
+        run's is the leftover of a run that died."""
         lease.confirm()
         complete, incomplete = reader.snapshot_ids()
-        doomed = complete[self.settings.keep_snapshots :]
+        keep = self.settings.keep_snapshots
+        doomed = self._deletable(reader, complete[:keep], complete[keep:], repo)
         doomed += [s for s in incomplete if s != lease.snapshot_id]
         for snap in doomed:
             # The manifest goes first so a half-deleted snapshot is already invisible.
@@ -536,12 +541,43 @@ class SnapshotWriter:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
         return len([s for s in doomed if s in complete])
 
+    def _deletable(
+        self, reader: SnapshotReader, kept: list[str], older: list[str], repo: LocalRepo
+    ) -> list[str]:
+        """The snapshots past the retention count that may go: not one whose refs point at
+        objects this run's clone (a fresh clone of every branch and tag: exactly what the
+        newest snapshot holds) lacks and no retained snapshot names (a force-push rewrote
+        history, a branch or tag was deleted): it is pinned, the only copy of those commits."""
+        held: set[str] | None = None  # ref tips of the retained snapshots, read when needed
+        doomed = []
+        for snap in older:  # newest first: of several holding the same commits, the newest stays
+            tips = _ref_tips(reader, snap)
+            lost = repo.missing(tips)
+            if lost:
+                if held is None:  # kept[0] is this run's snapshot: the clone itself
+                    held = set().union(*(_ref_tips(reader, other) for other in kept[1:]))
+                if not lost <= held:
+                    self.log.info(
+                        "retention: snapshot %s kept, the only one holding %d ref tips no "
+                        "newer snapshot has (history rewritten or refs deleted upstream)",
+                        snap,
+                        len(lost),
+                    )
+                    held |= tips
+                    continue
+            doomed.append(snap)
+        return doomed
+
 
 @dataclass
 class _TreeSync:
     uploaded: int
     deleted: int
     etags: dict[str, str]
+
+
+def _ref_tips(reader: SnapshotReader, snapshot_id: str) -> set[str]:
+    return set((reader.manifest(snapshot_id) or {}).get("refs", {}).values())
 
 
 def _json_bytes(doc: dict) -> bytes:

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -28,7 +27,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .. import __version__
 from .errors import ArchiveError
-from .http import api_session
+from .http import api_session, rate_limit
 from .identity import InvalidRepoUrl, parse_repo_url
 from .redact import mask_secrets
 from .runs import request_tags
@@ -415,31 +414,13 @@ def _read_body(resp: requests.Response, what: str, deadline: float) -> str:
 
 def _rate_limit(resp: requests.Response, what: str, hint_token: bool) -> RateLimited | None:
     """403/429 with GitHub's rate-limit headers (or any 429): when it lifts, if GitHub says."""
-    if resp.status_code not in (403, 429):
+    limited = rate_limit(resp)
+    if limited is None:
         return None
-    retry_after = resp.headers.get("Retry-After", "").strip()
-    reset = resp.headers.get("X-RateLimit-Reset", "").strip()
-    exhausted = resp.headers.get("X-RateLimit-Remaining", "").strip() == "0"
-    if resp.status_code == 403 and not (retry_after or exhausted):
-        return None
-    retry_at = _retry_at(retry_after, reset)
+    retry_at = limited.retry_at
     when = f"; retry after {retry_at:%Y-%m-%d %H:%M:%SZ}" if retry_at else ""
     hint = "; set GITHUB_TOKEN for a higher limit" if hint_token else ""
     return RateLimited(f"{what} is rate limited (HTTP {resp.status_code}){when}{hint}", retry_at)
-
-
-def _retry_at(retry_after: str, reset: str) -> datetime | None:
-    now = datetime.now(UTC)
-    if retry_after.isdigit():
-        return now + timedelta(seconds=int(retry_after))
-    if retry_after:
-        try:
-            return parsedate_to_datetime(retry_after).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    if reset.isdigit():
-        return datetime.fromtimestamp(int(reset), UTC)
-    return None
 
 
 def _budget(timeout: float | tuple[float, float]) -> float:

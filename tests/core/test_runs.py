@@ -21,6 +21,13 @@ def test_a_requested_run_carries_its_request() -> None:
         "https://github.com/a/b",
         at,
     )
+    assert tags["repovault/host"] == "github.com"
+    assert request_tags("r", "http://127.0.0.1:8080/a/b.git", "cli", at)["repovault/host"] == (
+        "127.0.0.1:8080"
+    )
+    assert request_tags("r", "ssh://git@gitlab.com/g/s/p.git", "cli", at)["repovault/host"] == (
+        "gitlab.com"
+    )
 
 
 def test_runs_from_the_ui_or_a_backfill_get_a_stable_request_of_their_own() -> None:

@@ -61,6 +61,12 @@ def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str 
     for other in _repository(context).get_sensors():
         if other.name != sensor:
             context.instance.stop_sensor(other.get_remote_origin_id(), other.selector_id, other)
+        elif (
+            state := context.instance.get_instigator_state(
+                other.get_remote_origin_id(), other.selector_id
+            )
+        ) is not None and not state.is_running:
+            context.instance.start_sensor(other)  # stopped by an earlier tick of another sensor
     flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
     list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
 

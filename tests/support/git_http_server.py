@@ -156,10 +156,10 @@ def _feed(stdin, body: bytes) -> None:
         stdin.close()
 
 
-def serve(root: str, port: int, token: str | None = None) -> None:
+def serve(root: str, port: int, token: str | None = None, user: str = "x-access-token") -> None:
     GitHandler.root = os.path.abspath(root)
     if token:
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        basic = base64.b64encode(f"{user}:{token}".encode()).decode()
         GitHandler.required_authorization = f"Basic {basic}"
     server = ThreadingHTTPServer(("127.0.0.1", port), GitHandler)
     server.daemon_threads = True
@@ -171,6 +171,7 @@ if __name__ == "__main__":
     parser.add_argument("root")
     parser.add_argument("port", type=int)
     parser.add_argument("--require-token-from-env", metavar="VAR")
+    parser.add_argument("--token-user", default="x-access-token", help="GitLab's is oauth2")
     args = parser.parse_args()
     token = os.environ[args.require_token_from_env] if args.require_token_from_env else None
-    serve(args.root, args.port, token)
+    serve(args.root, args.port, token, args.token_user)

@@ -69,7 +69,9 @@ def running(
 
 
 @contextmanager
-def git_http_server(root: Path, log: Path, require_token: str | None = None) -> Iterator[str]:
+def git_http_server(
+    root: Path, log: Path, require_token: str | None = None, token_user: str = "x-access-token"
+) -> Iterator[str]:
     """Yields the base URL of a smart-HTTP git server over `root` that logs every request to
     `log` (see the module)."""
     port = free_port()
@@ -78,6 +80,7 @@ def git_http_server(root: Path, log: Path, require_token: str | None = None) -> 
     env = {"REPOVAULT_TEST_REQUIRED_TOKEN": require_token} if require_token else None
     if require_token:
         cmd += ["--require-token-from-env", "REPOVAULT_TEST_REQUIRED_TOKEN"]
+        cmd += ["--token-user", token_user]
     with running(cmd, port, log, env):
         yield f"http://127.0.0.1:{port}"
 

@@ -1,0 +1,118 @@
+"""Scale of one asset: 100,000 `repositories` partitions on a Dagster instance (SQLite, as
+`make run`) and 100,000 rows of `repo_state` (PostgreSQL at REPOVAULT_TEST_PG, else SQLite):
+the cost of registering them, of the lookups the fleet sensors make, and of one evaluation of
+each fleet sensor when nothing is due.
+
+    python -m benchmarks.partitions [--partitions 100000] [--out benchmarks/PARTITIONS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.run import log
+from tests.support.servers import REPO_ROOT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partitions", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "PARTITIONS.md")
+    args = parser.parse_args(argv)
+    from dagster import build_sensor_context, instance_for_test
+    from sqlalchemy import create_engine
+
+    from repovault_pipeline.core.fleet import FleetStore
+    from repovault_pipeline.partitions import repositories
+    from repovault_pipeline.resources import LineageResource, VaultResource, lineage_store
+    from repovault_pipeline.sensors import refresh_sensor, sources_sensor
+
+    admin = os.environ.get(
+        "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"repovault_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    db_url = f"{admin.rsplit('/', 1)[0]}/{name}"
+    os.environ["REPOVAULT_DB_URL"] = db_url
+    n = args.partitions
+    keys = [f"github.com/org{i // 1000:03d}/repo{i:06d}" for i in range(n)]
+    r: dict[str, object] = {"partitions": n}
+    try:
+        with instance_for_test() as instance:
+            t = time.perf_counter()
+            for start in range(0, n, 10_000):
+                instance.add_dynamic_partitions(repositories.name, keys[start : start + 10_000])
+            r["register_s"] = round(time.perf_counter() - t, 2)
+            t = time.perf_counter()
+            assert len(instance.get_dynamic_partitions(repositories.name)) == n
+            r["list_all_s"] = round(time.perf_counter() - t, 3)
+            t = time.perf_counter()
+            for key in keys[:: n // 200]:
+                assert instance.has_dynamic_partition(repositories.name, key)
+            r["has_partition_ms"] = round((time.perf_counter() - t) * 1000 / 200, 2)
+
+            fleet = FleetStore(lineage_store(db_url).engine)
+            now = datetime.now(UTC)
+            t = time.perf_counter()
+            for start in range(0, n, 10_000):
+                fleet.add_repos(
+                    "github-org:github.com/bench",
+                    [(k, f"https://{k}.git") for k in keys[start : start + 10_000]],
+                    now,
+                )
+            r["repo_state_rows_s"] = round(time.perf_counter() - t, 2)
+            for name_, sensor in (
+                ("refresh_sensor", refresh_sensor),
+                ("sources_sensor", sources_sensor),
+            ):
+                context = build_sensor_context(
+                    instance=instance,
+                    resources={"lineage": LineageResource(), "vault": VaultResource()},
+                    cursor="",
+                )
+                t = time.perf_counter()
+                sensor(context)
+                r[f"{name_}_tick_s"] = round(time.perf_counter() - t, 3)
+                log(f"{name_}: {r[f'{name_}_tick_s']} s")
+    finally:
+        lineage_store(db_url).dispose()
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    args.out.write_text(
+        f"""# Partitions benchmark
+
+`python -m benchmarks.partitions --partitions {n}`, {datetime.now(UTC):%Y-%m-%d}, on
+{os.cpu_count()} cores: a Dagster instance on SQLite (as `make run`; production uses
+PostgreSQL) and `repo_state` on PostgreSQL.
+
+| what | time |
+| --- | --- |
+| register {n} `repositories` partitions (10,000 a call) | {r["register_s"]} s |
+| list all of them (`get_dynamic_partitions`) | {r["list_all_s"]} s |
+| one `has_dynamic_partition` (fleet sensors: one per run) | {r["has_partition_ms"]} ms |
+| {n} `repo_state` rows written by listings (10,000 a call) | {r["repo_state_rows_s"]} s |
+| one `refresh_sensor` evaluation with {n} rows, none due | {r["refresh_sensor_tick_s"]} s |
+| one `sources_sensor` evaluation, {n} rows, 200 first runs | {r["sources_sensor_tick_s"]} s |
+
+Not measured: the injector tick and the asset's page in the UI (GraphQL) at this size.
+
+```json
+{json.dumps(r, indent=1)}
+```
+"""
+    )
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

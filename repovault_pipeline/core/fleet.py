@@ -1,0 +1,331 @@
+"""The fleet's records: tracked sources (`repo_sources`) and what upstream looked like when
+each known repository was last checked (`repo_state`).
+
+Plain SQLAlchemy on the lineage database (PostgreSQL; SQLite for the embedded default). A
+repository row is never deleted: a repository that vanishes upstream is marked `gone`, a
+removed source keeps its repositories and their snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from .forges import Filters, Source
+from .redact import mask_secrets
+from .tables import repo_sources, repo_state
+
+UNREACHABLE_AFTER = 3  # consecutive failed checks before a repository is `unreachable`
+MAX_ERROR = 2000
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    source: Source
+    added_at: datetime
+    last_listed_at: datetime | None
+    status: str
+    error: str | None
+    repos: int = 0
+
+
+@dataclass(frozen=True)
+class RepoState:
+    repo_id: str
+    repo_url: str
+    source_id: str | None
+    last_checked_at: datetime | None
+    last_changed_at: datetime | None
+    refs_digest: str | None
+    upstream: str
+    consecutive_failures: int
+    last_snapshot_id: str | None
+
+
+class FleetStore:
+    """Reads and writes `repo_sources` and `repo_state` on the lineage database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _insert(self, table):
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # ------------------------------------------------------------------ sources
+
+    def add_source(self, source: Source, at: datetime) -> None:
+        """Track `source`; tracking it again replaces its filters (and resumes a removed one)."""
+        filters = source.filters
+        row = {
+            "source_id": source.source_id,
+            "kind": source.kind,
+            "name": source.name,
+            "host": source.host,
+            "skip_forks": filters.skip_forks,
+            "skip_archived": filters.skip_archived,
+            "include": ",".join(filters.include) or None,
+            "exclude": ",".join(filters.exclude) or None,
+            "added_at": at,
+            "status": "active",
+            "error": None,
+        }
+        stmt = self._insert(repo_sources)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["source_id"],
+            set_={
+                k: stmt.excluded[k]
+                for k in ("skip_forks", "skip_archived", "include", "exclude", "status")
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [row])
+
+    def remove_source(self, source_id: str) -> bool:
+        """Stop listing the source; its repositories stay in the vault and keep being refreshed."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(repo_sources)
+                .where(repo_sources.c.source_id == source_id)
+                .where(repo_sources.c.status != "removed")
+                .values(status="removed")
+            )
+        return done.rowcount == 1
+
+    def sources(self, due_before: datetime | None = None) -> list[SourceRow]:
+        """Tracked sources (not removed) with their repository counts; with `due_before`, only
+        those never listed or last listed before it."""
+        counts = (
+            select(repo_state.c.source_id, func.count().label("n"))
+            .group_by(repo_state.c.source_id)
+            .subquery()
+        )
+        query = (
+            select(repo_sources, func.coalesce(counts.c.n, 0).label("repos"))
+            .outerjoin(counts, counts.c.source_id == repo_sources.c.source_id)
+            .where(repo_sources.c.status != "removed")
+            .order_by(repo_sources.c.source_id)
+        )
+        if due_before is not None:
+            query = query.where(
+                or_(
+                    repo_sources.c.last_listed_at.is_(None),
+                    repo_sources.c.last_listed_at < due_before,
+                )
+            )
+        with self.engine.connect() as conn:
+            return [_source_row(row._mapping) for row in conn.execute(query)]
+
+    def record_listing(
+        self, source_id: str, at: datetime, complete: bool, error: str | None
+    ) -> None:
+        """When the source was listed and how it went (an incomplete listing keeps its error)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(repo_sources)
+                .where(repo_sources.c.source_id == source_id)
+                .values(
+                    last_listed_at=at,
+                    status="active" if complete else "error",
+                    error=_error(error),
+                )
+            )
+
+    # ------------------------------------------------------------------ repositories
+
+    def add_repos(
+        self, source_id: str, repos: Iterable[tuple[str, str]], at: datetime
+    ) -> list[str]:
+        """Record the listed repositories (repo_id, clone URL) that are new; returns their ids.
+        They count as checked now: their first archive run is what looks at them next."""
+        rows = [
+            {
+                "repo_id": repo_id,
+                "repo_url": mask_secrets(url),
+                "source_id": source_id,
+                "last_checked_at": at,
+                "upstream": "active",
+                "consecutive_failures": 0,
+            }
+            for repo_id, url in repos
+        ]
+        if not rows:
+            return []
+        stmt = self._insert(repo_state).on_conflict_do_nothing(index_elements=["repo_id"])
+        with self.engine.begin() as conn:
+            known = set(
+                conn.execute(
+                    select(repo_state.c.repo_id).where(
+                        repo_state.c.repo_id.in_([r["repo_id"] for r in rows])
+                    )
+                ).scalars()
+            )
+            new = [r for r in rows if r["repo_id"] not in known]
+            if new:
+                conn.execute(stmt, new)
+            # A repository archived before its source was tracked now belongs to the source.
+            conn.execute(
+                update(repo_state)
+                .where(repo_state.c.repo_id.in_(sorted(known)))
+                .where(repo_state.c.source_id.is_(None))
+                .values(source_id=source_id)
+            )
+        return [str(r["repo_id"]) for r in new]
+
+    def record_snapshot(
+        self, repo_id: str, repo_url: str, digest: str, snapshot_id: str | None, at: datetime
+    ) -> None:
+        """After a committed (or confirmed unchanged) snapshot: the refs it holds, for refresh."""
+        row = {
+            "repo_id": repo_id,
+            "repo_url": mask_secrets(repo_url),
+            "source_id": None,
+            "last_checked_at": at,
+            "refs_digest": digest,
+            "upstream": "active",
+            "consecutive_failures": 0,
+            "last_snapshot_id": snapshot_id,
+        }
+        stmt = self._insert(repo_state)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["repo_id"],
+            set_={
+                k: stmt.excluded[k]
+                for k in (
+                    "repo_url",
+                    "last_checked_at",
+                    "refs_digest",
+                    "upstream",
+                    "consecutive_failures",
+                    "last_snapshot_id",
+                )
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [row])
+
+    def due(self, checked_before: datetime, limit: int) -> list[RepoState]:
+        """Repositories not checked since `checked_before`, least recently checked first."""
+        query = (
+            select(repo_state)
+            .where(
+                or_(
+                    repo_state.c.last_checked_at.is_(None),
+                    repo_state.c.last_checked_at < checked_before,
+                )
+            )
+            .order_by(repo_state.c.last_checked_at.asc().nulls_first(), repo_state.c.repo_id)
+            .limit(limit)
+        )
+        return self._states(query)
+
+    def get(self, repo_ids: Sequence[str]) -> list[RepoState]:
+        return self._states(
+            select(repo_state).where(repo_state.c.repo_id.in_(list(repo_ids))).order_by("repo_id")
+        )
+
+    def of_source(self, source_id: str) -> list[RepoState]:
+        return self._states(select(repo_state).where(repo_state.c.source_id == source_id))
+
+    def never_archived(self, after: str, limit: int) -> list[RepoState]:
+        """Tracked repositories without a snapshot, by repo_id after `after`: the sources
+        sensor's cursor walks them in batches."""
+        query = (
+            select(repo_state)
+            .where(
+                and_(
+                    repo_state.c.source_id.is_not(None),
+                    repo_state.c.last_snapshot_id.is_(None),
+                    repo_state.c.upstream == "active",
+                    repo_state.c.repo_id > after,
+                )
+            )
+            .order_by(repo_state.c.repo_id)
+            .limit(limit)
+        )
+        return self._states(query)
+
+    def record_checks(
+        self,
+        at: datetime,
+        unchanged: Sequence[str] = (),
+        changed: Sequence[str] = (),
+        failed: Sequence[str] = (),
+        gone: Sequence[str] = (),
+    ) -> None:
+        """One tick's outcome: every checked repository gets `last_checked_at`; changed ones
+        `last_changed_at`; failures count towards `unreachable`; `gone` is marked."""
+        table = repo_state.c
+        with self.engine.begin() as conn:
+            if ok := [*unchanged, *changed]:
+                conn.execute(
+                    update(repo_state)
+                    .where(table.repo_id.in_(ok))
+                    .values(last_checked_at=at, upstream="active", consecutive_failures=0)
+                )
+            if changed:
+                conn.execute(
+                    update(repo_state)
+                    .where(table.repo_id.in_(list(changed)))
+                    .values(last_changed_at=at)
+                )
+            if failed:
+                failures = table.consecutive_failures + 1
+                conn.execute(
+                    update(repo_state)
+                    .where(table.repo_id.in_(list(failed)))
+                    .values(
+                        last_checked_at=at,
+                        consecutive_failures=failures,
+                        upstream=_unreachable_when(failures),
+                    )
+                )
+            if gone:
+                conn.execute(
+                    update(repo_state)
+                    .where(table.repo_id.in_(list(gone)))
+                    .values(last_checked_at=at, upstream="gone")
+                )
+
+    def _states(self, query) -> list[RepoState]:
+        with self.engine.connect() as conn:
+            return [RepoState(**row._mapping) for row in conn.execute(query)]
+
+
+def _unreachable_when(failures: ColumnElement[int]) -> ColumnElement[str]:
+    """`unreachable` from the UNREACHABLE_AFTER-th failure in a row; `gone` stays `gone`."""
+    return case(
+        (failures >= UNREACHABLE_AFTER, "unreachable"),
+        (repo_state.c.upstream == "gone", "gone"),
+        else_="active",
+    )
+
+
+def _source_row(row) -> SourceRow:
+    filters = Filters(
+        skip_forks=bool(row["skip_forks"]),
+        skip_archived=bool(row["skip_archived"]),
+        include=tuple(p for p in (row["include"] or "").split(",") if p),
+        exclude=tuple(p for p in (row["exclude"] or "").split(",") if p),
+    )
+    return SourceRow(
+        source=Source(row["kind"], row["name"], row["host"], filters),
+        added_at=row["added_at"],
+        last_listed_at=row["last_listed_at"],
+        status=row["status"],
+        error=row["error"],
+        repos=int(row["repos"]),
+    )
+
+
+def _error(error: str | None) -> str | None:
+    return mask_secrets(error)[:MAX_ERROR] if error else None
+
+
+def due_before(now: datetime, interval_h: int) -> datetime:
+    return now - timedelta(hours=interval_h)

@@ -1,0 +1,193 @@
+"""Refresh: which archived repositories changed upstream, for the price of one `git ls-remote`
+each and no Dagster run (SPEC `refresh_sensor`, `repovault refresh`).
+
+The repositories that are due (not checked for REPOVAULT_REFRESH_INTERVAL_H) are asked for their
+refs in parallel, at most REPOVAULT_HOST_CONCURRENCY at once per host; the digest of those refs
+is compared with the one `repo_state` recorded from the latest snapshot. Only changed
+repositories come back, with a run key that names the refs seen, so the same change is never
+requested twice. A remote that says "not found" twice in a row is `gone`; one that fails
+UNREACHABLE_AFTER checks in a row is `unreachable`. Neither touches a snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .errors import ArchiveError, RepoNotFound
+from .fleet import FleetStore, RepoState, due_before
+from .gitops import GitClient, refs_digest
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .kafka import BrokerUnavailable, KafkaGateway
+from .lineage import LineageStore
+from .messages import request_message
+from .redact import mask_secrets
+from .settings import Settings
+
+REFRESH_SOURCE = "refresh"
+MAX_WORKERS = 64  # threads waiting on git processes; the per-host limit is the real bound
+_REFRESH_NAMESPACE = uuid.UUID("8a4e2c61-1f0b-4d7e-b1c9-6a2d9e0f3b57")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A repository whose refs differ from its latest snapshot's."""
+
+    repo_id: str
+    repo_url: str
+    digest: str
+
+    @property
+    def run_key(self) -> str:
+        """Names the refs seen: a second tick that sees the same refs asks for nothing new."""
+        return f"refresh:{self.repo_id}:{self.digest[:12]}"
+
+    @property
+    def request_id(self) -> str:
+        return str(uuid.uuid5(_REFRESH_NAMESPACE, self.run_key))
+
+
+@dataclass
+class RefreshOutcome:
+    checked: int = 0
+    unchanged: list[str] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # repo_id, reason
+    gone: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"checked {self.checked}: {len(self.changed)} changed, {len(self.unchanged)} "
+            f"unchanged, {len(self.failed)} failed, {len(self.gone)} gone"
+        )
+
+
+def host_key(ref: RepoRef) -> str:
+    return ref.host if ref.port is None else f"{ref.host}:{ref.port}"
+
+
+class _HostLimiter:
+    """At most `limit` git operations against one host at a time."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._hosts: dict[str, threading.Semaphore] = defaultdict(
+            lambda: threading.BoundedSemaphore(self.limit)
+        )
+
+    def slot(self, host: str) -> threading.Semaphore:
+        with self._lock:
+            return self._hosts[host]
+
+
+def check(
+    settings: Settings, states: Sequence[RepoState], git: GitClient | None = None
+) -> RefreshOutcome:
+    """Ask every remote in `states` for its refs and sort them; records nothing."""
+    git = git or GitClient(settings, log)
+    limiter = _HostLimiter(settings.host_concurrency)
+    outcome = RefreshOutcome(checked=len(states))
+    todo: list[tuple[RepoState, RepoRef]] = []
+    for state in states:
+        try:
+            ref = parse_repo_url(state.repo_url, settings.allowed_schemes, settings.allowed_hosts)
+        except InvalidRepoUrl as exc:
+            outcome.failed.append((state.repo_id, str(exc)))
+            continue
+        todo.append((state, ref))
+
+    def one(item: tuple[RepoState, RepoRef]) -> None:
+        state, ref = item
+        with limiter.slot(host_key(ref)):
+            try:
+                digest = _remote_digest(git, ref)
+            except RepoNotFound as exc:
+                # Confirmation: a second answer, not one failed request, makes a repository gone.
+                try:
+                    digest = _remote_digest(git, ref)
+                except RepoNotFound:
+                    outcome.gone.append(state.repo_id)
+                    return
+                except ArchiveError:
+                    outcome.failed.append((state.repo_id, mask_secrets(str(exc))))
+                    return
+            except ArchiveError as exc:
+                outcome.failed.append((state.repo_id, mask_secrets(str(exc))))
+                return
+        if digest == state.refs_digest:
+            outcome.unchanged.append(state.repo_id)
+        else:
+            outcome.changed.append(Change(state.repo_id, ref.url, digest))
+
+    hosts = len({host_key(ref) for _, ref in todo})
+    workers = min(MAX_WORKERS, settings.host_concurrency * max(1, hosts))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+        list(pool.map(one, todo))
+    outcome.changed.sort(key=lambda c: c.repo_id)
+    return outcome
+
+
+def _remote_digest(git: GitClient, ref: RepoRef) -> str:
+    return refs_digest(git.ls_remote(ref).refs)
+
+
+def refresh(
+    settings: Settings,
+    fleet: FleetStore,
+    at: datetime,
+    repo_ids: Sequence[str] | None = None,
+    limit: int = 10_000,
+    git: GitClient | None = None,
+) -> RefreshOutcome:
+    """Check `repo_ids` (else the due repositories, at most `limit`) and record what was seen:
+    every checked repository gets `last_checked_at`; failures and `gone` are marked."""
+    if repo_ids is not None:
+        states = fleet.get(repo_ids)
+    else:
+        states = fleet.due(due_before(at, settings.refresh_interval_h), limit)
+    outcome = check(settings, states, git)
+    fleet.record_checks(
+        at,
+        unchanged=outcome.unchanged,
+        changed=[c.repo_id for c in outcome.changed],
+        failed=[repo_id for repo_id, _ in outcome.failed],
+        gone=outcome.gone,
+    )
+    for repo_id, reason in outcome.failed:
+        log.warning("refresh of %s failed: %s", repo_id, reason)
+    return outcome
+
+
+def publish_changes(
+    settings: Settings,
+    lineage: LineageStore,
+    gateway: KafkaGateway,
+    changes: Sequence[Change],
+    at: datetime,
+) -> list[Change]:
+    """Request a run for each change through `pendientes`, like `repovault submit`; a change
+    already requested (same refs, same request id) is not published again. Returns those
+    published."""
+    published = []
+    for change in changes:
+        if lineage.get(change.request_id) is not None:
+            continue
+        lineage.record_pending(
+            change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, created_at=at
+        )
+        message = request_message(change.request_id, change.repo_url, REFRESH_SOURCE, at)
+        try:
+            gateway.publish(settings.topics.pending, [(change.repo_id, message)])
+        except BrokerUnavailable as exc:
+            lineage.record_finished(change.request_id, "failed", error=f"not queued: {exc}")
+            raise
+        published.append(change)
+    return published

@@ -1,0 +1,107 @@
+"""One tick of `sources_sensor`, without Dagster: list the tracked sources that are due, record
+their new repositories in `repo_state`, mark those a complete listing no longer shows and the
+remote confirms missing as `gone`, and pick the next batch of first archive runs.
+
+A tick stays short: sources are listed until LISTING_BUDGET_S is spent (at least one), and at
+most `batch` first runs are requested, walking the never-archived repositories in `repo_id`
+order from the cursor, so a source of 5,000 repositories takes several ticks, never one long one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .fleet import FleetStore, RepoState
+from .forges import ForgeClient, Listing
+from .refresh import check
+from .runs import request_tags
+from .settings import Settings
+
+TRACK_SOURCE = "track"
+LISTING_INTERVAL_H = 24  # sources are listed daily
+LISTING_BUDGET_S = 20.0  # a tick starts no new listing past this (Dagster's tick timeout is 60 s)
+FIRST_RUN_BATCH = 200
+_TRACK_NAMESPACE = uuid.UUID("3f6c2a8e-9b4d-4e1a-8c7f-2d5b6e9a1c03")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """The first archive run of a tracked repository."""
+
+    repo_id: str
+    repo_url: str
+    requested_at: datetime
+
+    @property
+    def run_key(self) -> str:
+        return f"track:{self.repo_id}"
+
+    @property
+    def request_id(self) -> str:
+        return str(uuid.uuid5(_TRACK_NAMESPACE, self.run_key))
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return request_tags(self.request_id, self.repo_url, TRACK_SOURCE, self.requested_at)
+
+
+@dataclass
+class SourcesTick:
+    listings: list[Listing] = field(default_factory=list)
+    new_repos: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    first_runs: list[FirstRun] = field(default_factory=list)
+    cursor: str = ""
+
+
+def sources_tick(
+    settings: Settings,
+    fleet: FleetStore,
+    at: datetime,
+    cursor: str = "",
+    client: ForgeClient | None = None,
+    batch: int = FIRST_RUN_BATCH,
+    budget_s: float = LISTING_BUDGET_S,
+) -> SourcesTick:
+    client = client or ForgeClient(settings)
+    tick = SourcesTick()
+    started = time.monotonic()
+    for row in fleet.sources(due_before=at - timedelta(hours=LISTING_INTERVAL_H)):
+        if tick.listings and time.monotonic() - started > budget_s:
+            break  # the rest are still due: the next tick lists them
+        listing = client.list(row.source)
+        tick.listings.append(listing)
+        fleet.record_listing(row.source.source_id, at, listing.complete, listing.error)
+        tick.new_repos += fleet.add_repos(
+            row.source.source_id, [(ref.repo_id, ref.url) for ref, _ in listing.repos], at
+        )
+        if listing.complete:
+            tick.gone += _confirm_missing(settings, fleet, listing, at)
+    pending = fleet.never_archived(cursor, batch)
+    tick.first_runs = [FirstRun(s.repo_id, s.repo_url, at) for s in pending]
+    # Wrap to the start once the end is reached; Dagster skips run keys it has seen.
+    tick.cursor = pending[-1].repo_id if len(pending) == batch else ""
+    return tick
+
+
+def _confirm_missing(
+    settings: Settings, fleet: FleetStore, listing: Listing, at: datetime
+) -> list[str]:
+    """Repositories of the source that a complete listing no longer shows: `gone` only when
+    their remote says "not found" too (a repository moved to another owner still answers)."""
+    listed = {ref.repo_id for ref, _ in listing.repos}
+    missing: list[RepoState] = [
+        state
+        for state in fleet.of_source(listing.source.source_id)
+        if state.repo_id not in listed and state.upstream != "gone"
+    ]
+    if not missing:
+        return []
+    outcome = check(settings, missing)
+    fleet.record_checks(at, gone=outcome.gone)
+    return outcome.gone

@@ -1,0 +1,140 @@
+"""`sources_sensor` and `refresh_sensor`: the fleet keeps itself fresh without a run per check.
+
+The work of a tick is in `core.sources` and `core.refresh`; here it becomes run requests of
+`archive_repo_job`, new partitions of `repositories` and `pending` rows in `repo_requests`.
+Every run carries the `repovault/host` tag, which the instance's run queue limits per host.
+"""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..core.lineage import LineageStore, now
+from ..core.redact import mask_secrets
+from ..core.refresh import REFRESH_SOURCE, refresh
+from ..core.runs import request_tags
+from ..core.sources import TRACK_SOURCE, sources_tick
+from ..jobs import archive_repo_job
+from ..partitions import REPOSITORIES, repositories
+from ..resources import LineageResource, VaultResource
+
+REFRESH_BATCH = 200  # ls-remote checks per tick: 288,000 a day at one tick a minute
+
+
+@sensor(
+    job=archive_repo_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Lists the tracked sources (repovault track) that are due (daily) through the "
+    "GitHub/GitLab APIs; each new repository becomes a partition and a first archive run "
+    "(source=track, run key track:<repo_id>), at most 200 a tick. A repository missing from a "
+    "complete listing whose remote says not found is marked gone (snapshots kept).",
+)
+def sources_sensor(
+    context: SensorEvaluationContext, lineage: LineageResource, vault: VaultResource
+) -> SensorResult:
+    settings = vault.settings()
+    at = now()
+    tick = sources_tick(settings, lineage.fleet(), at, context.cursor or "")
+    for listing in tick.listings:
+        found = f"{len(listing.repos)} repositories ({listing.filtered} filtered out)"
+        if listing.error:
+            context.log.warning(f"{listing.source.spec}: {found} so far; {listing.error}")
+        else:
+            context.log.info(f"{listing.source.spec}: {found}")
+        for name, reason in listing.refused:
+            context.log.warning(f"{listing.source.spec}: {name} not archived: {reason}")
+    for repo_id in tick.gone:
+        context.log.warning(f"{repo_id} is gone upstream; its snapshots are kept")
+    runs = [Run(r.repo_id, r.repo_url, r.request_id, r.run_key, r.tags) for r in tick.first_runs]
+    _record(context, lineage.store(), runs, TRACK_SOURCE)
+    return _result(
+        context,
+        runs,
+        tick.cursor,
+        f"{len(tick.listings)} sources listed, {len(tick.new_repos)} new repositories, "
+        "no first run to request",
+    )
+
+
+@sensor(
+    job=archive_repo_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Checks the archived repositories not checked for REPOVAULT_REFRESH_INTERVAL_H "
+    "with git ls-remote (REPOVAULT_HOST_CONCURRENCY per host, 200 a tick) and requests a run "
+    "(source=refresh, run key refresh:<repo_id>:<12 hex of the refs' sha256>) only for those "
+    "whose refs differ from their latest snapshot's.",
+)
+def refresh_sensor(
+    context: SensorEvaluationContext, lineage: LineageResource, vault: VaultResource
+) -> SensorResult:
+    settings = vault.settings()
+    at = now()
+    outcome = refresh(settings, lineage.fleet(), at, limit=REFRESH_BATCH)
+    for repo_id, reason in outcome.failed:
+        context.log.warning(f"{repo_id}: {mask_secrets(reason)}")
+    for repo_id in outcome.gone:
+        context.log.warning(f"{repo_id} is gone upstream; its snapshots are kept")
+    context.log.info(outcome.summary())
+    runs = [
+        Run(
+            c.repo_id,
+            c.repo_url,
+            c.request_id,
+            c.run_key,
+            request_tags(c.request_id, c.repo_url, REFRESH_SOURCE, at),
+        )
+        for c in outcome.changed
+    ]
+    _record(context, lineage.store(), runs, REFRESH_SOURCE)
+    return _result(context, runs, None, f"{outcome.summary()}; nothing to request")
+
+
+class Run(NamedTuple):
+    repo_id: str
+    repo_url: str
+    request_id: str
+    run_key: str
+    tags: dict[str, str]
+
+
+def _record(
+    context: SensorEvaluationContext, store: LineageStore, runs: Sequence[Run], source: str
+) -> None:
+    """One `pending` row per request (a replayed tick writes nothing new); a lineage outage
+    does not cost the runs: each creates its row when it starts."""
+    try:
+        for run in runs:
+            store.record_pending(run.repo_url, run.repo_id, source, request_id=run.request_id)
+    except SQLAlchemyError as exc:
+        context.log.error(f"could not record the requests in lineage ({type(exc).__name__})")
+
+
+def _result(
+    context: SensorEvaluationContext, runs: Sequence[Run], cursor: str | None, idle: str
+) -> SensorResult:
+    new = sorted(
+        {
+            run.repo_id
+            for run in runs
+            if not context.instance.has_dynamic_partition(REPOSITORIES, run.repo_id)
+        }
+    )
+    return SensorResult(
+        run_requests=[
+            RunRequest(run_key=run.run_key, partition_key=run.repo_id, tags=run.tags)
+            for run in runs
+        ],
+        dynamic_partitions_requests=[repositories.build_add_request(new)] if new else None,
+        cursor=cursor,
+        skip_reason=None if runs else idle,
+    )

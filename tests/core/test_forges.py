@@ -1,0 +1,176 @@
+"""Listing tracked sources against a forge API server on loopback (GitHub and GitLab shapes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from repovault_pipeline.core.forges import (
+    Filters,
+    ForgeClient,
+    InvalidSource,
+    parse_source,
+)
+from repovault_pipeline.core.settings import Settings
+from tests.support.forge_api import ForgeApi, forge_api
+
+GH_TOKEN = "ghp_forgetesttoken0000000000000000000000"
+GL_TOKEN = "glpat-forgetesttoken000000"
+
+
+@pytest.fixture
+def github(git_base_url: str) -> Iterator[ForgeApi]:
+    with forge_api(git_base_url, token=GH_TOKEN) as api:
+        for i in range(5):
+            api.add("acme", f"tool{i}")
+        api.add("acme", "secret", private=True)
+        yield api
+
+
+@pytest.fixture
+def gitlab(git_base_url: str) -> Iterator[ForgeApi]:
+    with forge_api(git_base_url, token=GL_TOKEN) as api:
+        api.add("grp", "app")
+        api.add("grp/sub", "lib")
+        api.add("grp/sub/deep", "lib-fork", fork=True)
+        api.add("grp/sub", "old", archived=True)
+        api.add("grp", "hidden", private=True)
+        yield api
+
+
+def settings_for(github: ForgeApi, gitlab: ForgeApi | None = None, **env: str) -> Settings:
+    base = {
+        "REPOVAULT_GITHUB_API": github.url,
+        "REPOVAULT_GITLAB_API": f"{gitlab.url}/api/v4" if gitlab else "",
+        "REPOVAULT_ALLOWED_HOSTS": "127.0.0.1",
+        "REPOVAULT_ALLOWED_SCHEMES": "http,https",
+    }
+    return Settings.from_env({**base, **env})
+
+
+def client(settings: Settings) -> ForgeClient:
+    return ForgeClient(settings, retries=1, backoff_s=0.01)
+
+
+def names(listing) -> list[str]:
+    return sorted(repo.full_name for _, repo in listing.repos)
+
+
+def test_github_org_every_page_and_private_only_with_token(github: ForgeApi) -> None:
+    anonymous = settings_for(github)
+    listing = client(anonymous).list(parse_source("github:org/acme", anonymous))
+    assert listing.complete and listing.error is None
+    assert names(listing) == [f"acme/tool{i}" for i in range(5)]
+    assert all("Authorization" not in h for _, h in github.requests)
+    assert len(github.requests) == 3  # 5 public repositories, 2 a page
+
+    github.requests.clear()
+    authed = settings_for(github, GITHUB_TOKEN=GH_TOKEN)
+    listing = client(authed).list(parse_source("github:org/acme", authed))
+    assert listing.complete
+    assert names(listing) == ["acme/secret"] + [f"acme/tool{i}" for i in range(5)]
+    assert len(github.requests) == 3
+    assert all(h.get("Authorization") == f"Bearer {GH_TOKEN}" for _, h in github.requests)
+    ref, repo = next((ref, r) for ref, r in listing.repos if r.name == "secret")
+    assert repo.private and ref.repo_id.endswith("/acme/secret")
+
+
+def test_github_user_source(github: ForgeApi) -> None:
+    github.add("alice", "dotfiles")
+    settings = settings_for(github)
+    listing = client(settings).list(parse_source("github:user/alice", settings))
+    assert listing.complete and names(listing) == ["alice/dotfiles"]
+    assert github.requests[-1][0].startswith("/users/alice/repos")
+
+
+def test_gitlab_group_with_subgroups_filters_and_token_hosts(
+    github: ForgeApi, gitlab: ForgeApi
+) -> None:
+    settings = settings_for(github, gitlab, GITHUB_TOKEN=GH_TOKEN, GITLAB_TOKEN=GL_TOKEN)
+    source = parse_source("gitlab:group/grp", settings)
+    listing = client(settings).list(source)
+    assert listing.complete
+    assert names(listing) == [
+        "grp/app",
+        "grp/hidden",
+        "grp/sub/deep/lib-fork",
+        "grp/sub/lib",
+        "grp/sub/old",
+    ]
+    filtered = parse_source(
+        "gitlab:group/grp",
+        settings,
+        Filters(skip_forks=True, skip_archived=True, include=("*l*", "app"), exclude=("hid*",)),
+    )
+    listing = client(settings).list(filtered)
+    assert listing.complete and names(listing) == ["grp/app", "grp/sub/lib"]
+    assert listing.filtered == 3
+    # Each token went to its own API host and nowhere else.
+    assert gitlab.requests and all(h.get("PRIVATE-TOKEN") == GL_TOKEN for _, h in gitlab.requests)
+    assert all(GH_TOKEN not in str(h) for _, h in gitlab.requests)
+    client(settings).list(parse_source("github:org/acme", settings))
+    assert github.requests and all(GL_TOKEN not in str(h) for _, h in github.requests)
+
+
+def test_rate_limit_is_a_clear_reason_not_a_crash(github: ForgeApi) -> None:
+    github.rate_limited.add("acme")
+    settings = settings_for(github)
+    listing = client(settings).list(parse_source("github:org/acme", settings))
+    assert not listing.complete and listing.repos == []
+    assert listing.retry_at is not None
+    assert listing.error.startswith(f"rate limited until {listing.retry_at:%Y-%m-%d %H:%M:%SZ}")
+
+
+def test_500_mid_listing_is_incomplete(github: ForgeApi) -> None:
+    github.fail_page["acme"] = 2
+    settings = settings_for(github)
+    listing = client(settings).list(parse_source("github:org/acme", settings))
+    assert not listing.complete
+    assert "HTTP 500 at page 2" in listing.error and "incomplete" in listing.error
+    assert names(listing) == ["acme/tool0", "acme/tool1"]
+    page_two = [p for p, _ in github.requests if "page=2" in p]
+    assert len(page_two) == 2  # retried once by the session, then reported
+
+
+def test_unknown_source_is_reported(github: ForgeApi) -> None:
+    settings = settings_for(github)
+    listing = client(settings).list(parse_source("github:org/nobody", settings))
+    assert not listing.complete and "does not exist" in listing.error
+
+
+def test_clone_urls_pass_the_url_rules() -> None:
+    with forge_api("http://elsewhere.example") as api:
+        api.add("acme", "tool")
+        settings = settings_for(api)
+        listing = client(settings).list(parse_source("github:org/acme", settings))
+    assert listing.complete and listing.repos == []
+    assert listing.refused == [
+        ("acme/tool", "host 'elsewhere.example' is not allowed (REPOVAULT_ALLOWED_HOSTS=127.0.0.1)")
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "acme",
+        "github:acme",
+        "github:team/acme",
+        "github:org/",
+        "github:org/-bad",
+        "gitlab:group/a/../b",
+        "gitlab:group/a b",
+    ],
+)
+def test_bad_source_specs(spec: str) -> None:
+    with pytest.raises(InvalidSource):
+        parse_source(spec, Settings.from_env({}))
+
+
+def test_source_ids() -> None:
+    settings = Settings.from_env({})
+    assert (
+        parse_source("github:org/Dagster-IO", settings).source_id
+        == "github-org:github.com/dagster-io"
+    )
+    assert parse_source("gitlab:group/a/b", settings).source_id == "gitlab-group:gitlab.com/a/b"

@@ -1,0 +1,59 @@
+"""`sources_tick` against the forge API server and PostgreSQL: first runs in batches along a
+cursor, incomplete listings never taken for the whole truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from repovault_pipeline.core.fleet import FleetStore
+from repovault_pipeline.core.forges import ForgeClient, parse_source
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.sources import sources_tick
+from repovault_pipeline.resources import lineage_store
+from tests.support.forge_api import forge_api
+from tests.support.repos import ServedRepo
+
+AT = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gone(
+    private_lineage: str,
+    monkeypatch: pytest.MonkeyPatch,
+    git_base_url: str,
+    make_repo: Callable[..., ServedRepo],
+) -> None:
+    fleet = FleetStore(lineage_store(private_lineage).engine)
+    with forge_api(git_base_url) as api:
+        for i in range(5):
+            api.add("bigorg", f"r{i}")
+        monkeypatch.setenv("REPOVAULT_GITHUB_API", api.url)
+        settings = Settings.from_env()
+        client = ForgeClient(settings, retries=0)
+        fleet.add_source(parse_source("github:org/bigorg", settings), AT)
+
+        tick = sources_tick(settings, fleet, AT, "", client, batch=2)
+        assert tick.listings[0].complete and len(tick.new_repos) == 5
+        keys = [r.run_key for r in tick.first_runs]
+        cursor = tick.cursor
+        while cursor:
+            tick = sources_tick(settings, fleet, AT, cursor, client, batch=2)
+            assert tick.listings == []  # listed once a day
+            keys += [r.run_key for r in tick.first_runs]
+            cursor = tick.cursor
+        assert keys == sorted(
+            f"track:127.0.0.1:{git_base_url.rsplit(':', 1)[1]}/bigorg/r{i}" for i in range(5)
+        )
+        assert {r.tags["repovault/source"] for r in tick.first_runs} == {"track"}
+
+        # A 500 in the middle of the next listing: nothing is marked gone, the source shows why.
+        api.remove("bigorg/r4")
+        api.fail_page["bigorg"] = 2
+        later = AT + timedelta(days=1, minutes=1)
+        tick = sources_tick(settings, fleet, later, "", client)
+        assert not tick.listings[0].complete and tick.gone == []
+        [row] = fleet.sources()
+        assert row.status == "error" and "HTTP 500 at page 2" in row.error and row.repos == 5
+        assert {s.upstream for s in fleet.of_source(row.source.source_id)} == {"active"}

@@ -1,0 +1,157 @@
+"""`sources_sensor` and `refresh_sensor` as the Dagster daemon runs them, against the forge API
+server, the git server, S3 and PostgreSQL: first runs of tracked repositories, a changed
+repository requested once however many ticks see it, a deleted one `gone` with its snapshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, instance_for_test
+from sqlalchemy import update
+
+from repovault_pipeline.cli import main as cli
+from repovault_pipeline.core.fleet import FleetStore
+from repovault_pipeline.core.gitops import refs_digest
+from repovault_pipeline.core.identity import bucket_name
+from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.snapshot import SnapshotReader
+from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.tables import repo_sources, repo_state
+from repovault_pipeline.definitions import defs
+from repovault_pipeline.partitions import repositories
+from repovault_pipeline.resources import lineage_store
+from tests.support.daemon import QUEUED, daemon_workspace, sensor_tick
+from tests.support.forge_api import forge_api
+from tests.support.repos import ServedRepo
+
+SENSOR_INTERVAL_S = 60  # both sensors' minimum interval
+
+
+def repo_id_of(repo: ServedRepo) -> str:
+    return repo.url.removeprefix("http://").removesuffix(".git")
+
+
+def archive(instance: DagsterInstance, repo: ServedRepo) -> None:
+    """One archive run through the job, as the injector would start it."""
+    repo_id = repo_id_of(repo)
+    store = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    request_id = store.record_pending(repo.url, repo_id, "cli", created_at=now())
+    instance.add_dynamic_partitions(repositories.name, [repo_id])
+    result = defs.resolve_job_def("archive_repo_job").execute_in_process(
+        partition_key=repo_id,
+        instance=instance,
+        tags=request_tags(request_id, repo.url, "cli", now()),
+    )
+    assert result.success
+
+
+def test_track_refresh_and_gone_through_the_daemon(
+    private_lineage: str,
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_repo: Callable[..., ServedRepo],
+    git_base_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    owner = "acme" + os.urandom(3).hex()
+    tracked = []
+    for name in ("a", "b", "c", "d"):
+        repo = make_repo(name, owner=owner)
+        repo.commit({"README": name})
+        repo.push()
+        tracked.append(repo)
+    changing, doomed = make_repo("changing"), make_repo("doomed")
+    for repo in (changing, doomed):
+        repo.commit({"README": "archived\n"})
+        repo.push()
+    fleet = FleetStore(lineage_store(private_lineage).engine)
+
+    with forge_api(git_base_url) as api:
+        for repo in tracked:
+            api.add(owner, repo.bare.name.removesuffix(".git"))
+        api.add(owner, "skipped-fork", fork=True)
+        monkeypatch.setenv("REPOVAULT_GITHUB_API", api.url)
+        vault_env["REPOVAULT_GITHUB_API"] = api.url
+        assert cli(["track", "add", f"github:org/{owner}", "--skip-forks"]) == 0
+
+        with instance_for_test(overrides=QUEUED) as instance, daemon_workspace(instance) as daemon:
+            # The archive path records what each snapshot holds into repo_state.
+            archive(instance, changing)
+            archive(instance, doomed)
+            for repo in (changing, doomed):
+                [state] = fleet.get([repo_id_of(repo)])
+                assert state.refs_digest == refs_digest(repo.refs())
+                assert state.last_snapshot_id is not None
+            changing.commit({"README": "changed upstream\n"})
+            changing.push()
+            shutil.rmtree(doomed.bare)
+            make_due(private_lineage, [repo_id_of(changing)])
+
+            sensor_tick(daemon, "sources_sensor")
+            sensor_tick(daemon, "refresh_sensor")
+            first = {r.tags["dagster/run_key"]: r for r in queued(instance)}
+            ticked_at = time.monotonic()
+            digest = refs_digest(changing.refs())
+            assert sorted(first) == sorted(
+                [f"track:{repo_id_of(r)}" for r in tracked]
+                + [f"refresh:{repo_id_of(changing)}:{digest[:12]}"]
+            )
+            for run in first.values():
+                assert run.tags["repovault/host"] == git_base_url.removeprefix("http://")
+                assert run.tags["repovault/source"] in ("track", "refresh")
+            assert set(instance.get_dynamic_partitions(repositories.name)) >= {
+                repo_id_of(r) for r in tracked
+            }
+            [source] = fleet.sources()
+            assert (source.repos, source.status, source.error) == (4, "active", None)
+
+            # Upstream: one tracked repository deleted; the listing and the checks come due again.
+            api.remove(f"{owner}/d")
+            shutil.rmtree(tracked[3].bare)
+            make_due(private_lineage, [repo_id_of(changing), repo_id_of(doomed)], sources=True)
+            time.sleep(max(0.0, SENSOR_INTERVAL_S + 1 - (time.monotonic() - ticked_at)))
+            sensor_tick(daemon, "sources_sensor")
+            sensor_tick(daemon, "refresh_sensor")
+            assert sorted(r.tags["dagster/run_key"] for r in queued(instance)) == sorted(first)
+
+    states = {s.repo_id: s for s in fleet.get([repo_id_of(r) for r in (*tracked, doomed)])}
+    assert states[repo_id_of(tracked[3])].upstream == "gone"
+    assert states[repo_id_of(doomed)].upstream == "gone"
+    assert {states[repo_id_of(r)].upstream for r in tracked[:3]} == {"active"}
+    # Gone deletes nothing: the snapshot is there and restores.
+    settings = Settings.from_env()
+    reader = SnapshotReader(
+        open_store(settings), bucket_name(repo_id_of(doomed), settings.bucket_prefix)
+    )
+    assert reader.latest() is not None
+    assert cli(["restore", repo_id_of(doomed), str(tmp_path / "restored")]) == 0
+    assert "restored" in capsys.readouterr().out
+
+
+def queued(instance: DagsterInstance) -> list:
+    runs = instance.get_runs()
+    assert all(r.status == DagsterRunStatus.QUEUED for r in runs if "dagster/run_key" in r.tags)
+    return [r for r in runs if "dagster/run_key" in r.tags]
+
+
+def make_due(db_url: str, repo_ids: list[str], sources: bool = False) -> None:
+    """Move the last check (and listing) a day and more into the past."""
+    engine = lineage_store(db_url).engine
+    long_ago = now() - timedelta(days=3)
+    with engine.begin() as conn:
+        conn.execute(
+            update(repo_state)
+            .where(repo_state.c.repo_id.in_(repo_ids))
+            .values(last_checked_at=long_ago)
+        )
+        if sources:
+            conn.execute(update(repo_sources).values(last_listed_at=long_ago))

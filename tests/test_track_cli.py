@@ -1,0 +1,97 @@
+"""`repovault track add|list|remove` against PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select
+
+from repovault_pipeline.cli import main
+from repovault_pipeline.core.tables import repo_sources
+
+
+def cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def _count(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        if not inspect(engine).has_table("repo_sources"):
+            return 0
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(repo_sources)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_track_add_list_remove(private_lineage: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["track", "list"]) == 0
+    assert "no tracked sources" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "track",
+                "add",
+                "github:org/Acme",
+                "--skip-forks",
+                "--include",
+                "tool*",
+                "--exclude",
+                "*-old",
+            ]
+        )
+        == 0
+    )
+    assert "tracking github:org/Acme (github-org:github.com/acme)" in capsys.readouterr().out
+    assert main(["track", "add", "gitlab:group/grp/sub", "--skip-archived"]) == 0
+    capsys.readouterr()
+    assert main(["track", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["source", "filters", "status", "repos", "last_listing", "error"]
+    assert cells(out[1]) == [
+        "github:org/Acme",
+        "no forks, include tool*, exclude *-old",
+        "active",
+        "0",
+        "-",
+    ]
+    assert cells(out[2])[:2] == ["gitlab:group/grp/sub", "no archived"]
+
+    assert main(["track", "remove", "github:org/acme"]) == 0
+    assert "stay in the vault" in capsys.readouterr().out
+    assert main(["track", "remove", "github:org/acme"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "repovault track remove: github:org/acme is not tracked"
+    )
+    assert main(["track", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "gitlab:group/grp/sub" in listed and "Acme" not in listed
+    assert _count(private_lineage) == 2  # removed, not deleted
+
+    # Adding it again resumes it with the new filters.
+    assert main(["track", "add", "github:org/acme"]) == 0
+    capsys.readouterr()
+    assert main(["track", "list"]) == 0
+    assert cells(capsys.readouterr().out.splitlines()[1])[:3] == ["github:org/Acme", "-", "active"]
+
+
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        (["github:acme"], "is not a source; give github:org/NAME"),
+        (["bitbucket:team/x"], "is not a source"),
+        (["github:org/bad--name"], "is not a GitHub organisation or user name"),
+        (["gitlab:group/a/../b"], "is not a GitLab group path"),
+        (["github:org/acme", "--include", "a,b"], "give one non-empty glob without commas"),
+    ],
+)
+def test_bad_sources_are_one_line_and_change_nothing(
+    private_lineage: str, capsys: pytest.CaptureFixture, argv: list[str], reason: str
+) -> None:
+    assert main(["track", "add", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and reason in err
+    assert err.startswith("repovault track: ")
+    assert _count(private_lineage) == 0
