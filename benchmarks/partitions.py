@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import create_engine
 
     from repovault_pipeline.core.fleet import FleetStore
+    from repovault_pipeline.core.lineage import open_lineage
+    from repovault_pipeline.definitions import repovault_resources
     from repovault_pipeline.partitions import repositories
-    from repovault_pipeline.resources import LineageResource, VaultResource, lineage_store
     from repovault_pipeline.sensors import refresh_sensor, sources_sensor
 
     admin = os.environ.get(
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert instance.has_dynamic_partition(repositories.name, key)
             r["has_partition_ms"] = round((time.perf_counter() - t) * 1000 / 200, 2)
 
-            fleet = FleetStore(lineage_store(db_url).engine)
+            fleet = FleetStore(open_lineage(db_url).engine)
             now = datetime.now(UTC)
             t = time.perf_counter()
             for start in range(0, n, 10_000):
@@ -74,17 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                 ("refresh_sensor", refresh_sensor),
                 ("sources_sensor", sources_sensor),
             ):
-                context = build_sensor_context(
-                    instance=instance,
-                    resources={"lineage": LineageResource(), "vault": VaultResource()},
-                    cursor="",
-                )
-                t = time.perf_counter()
-                sensor(context)
+                with build_sensor_context(
+                    instance=instance, resources=repovault_resources(), cursor=""
+                ) as context:
+                    t = time.perf_counter()
+                    sensor(context)
                 r[f"{name_}_tick_s"] = round(time.perf_counter() - t, 3)
                 log(f"{name_}: {r[f'{name_}_tick_s']} s")
     finally:
-        lineage_store(db_url).dispose()
+        open_lineage(db_url).dispose()
         with engine.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     args.out.write_text(

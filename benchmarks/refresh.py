@@ -97,16 +97,15 @@ def measure(git_url: str, paths: list[str], sample: int) -> dict:
     from repovault_pipeline.core.fleet import FleetStore
     from repovault_pipeline.core.gitops import GitClient, refs_digest
     from repovault_pipeline.core.identity import parse_repo_url
-    from repovault_pipeline.core.lineage import now
+    from repovault_pipeline.core.lineage import now, open_lineage
     from repovault_pipeline.core.refresh import refresh
     from repovault_pipeline.core.runs import request_tags
     from repovault_pipeline.core.settings import Settings
     from repovault_pipeline.definitions import defs
     from repovault_pipeline.partitions import repositories
-    from repovault_pipeline.resources import lineage_store
 
     settings = Settings.from_env()
-    lineage = lineage_store(settings.db_url)
+    lineage = open_lineage(settings.db_url)
     fleet = FleetStore(lineage.engine)
     urls = [f"{git_url}/{p}.git" for p in paths]
     first = parse_repo_url(urls[0], settings.allowed_schemes, settings.allowed_hosts)

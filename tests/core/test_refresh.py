@@ -13,9 +13,9 @@ import pytest
 from repovault_pipeline.cli import main
 from repovault_pipeline.core.fleet import UNREACHABLE_AFTER, FleetStore
 from repovault_pipeline.core.gitops import refs_digest
+from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.refresh import refresh
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.resources import lineage_store
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 
@@ -29,7 +29,7 @@ def repo_id_of(repo: ServedRepo) -> str:
 
 @pytest.fixture
 def fleet(private_lineage: str) -> FleetStore:
-    return FleetStore(lineage_store(private_lineage).engine)
+    return FleetStore(open_lineage(private_lineage).engine)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 
 from repovault_pipeline.core.fleet import FleetStore
 from repovault_pipeline.core.forges import ForgeClient, parse_source
+from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.sources import sources_tick
-from repovault_pipeline.resources import lineage_store
 from tests.support.forge_api import forge_api
 from tests.support.repos import ServedRepo
 
@@ -25,7 +25,7 @@ def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gon
     git_base_url: str,
     make_repo: Callable[..., ServedRepo],
 ) -> None:
-    fleet = FleetStore(lineage_store(private_lineage).engine)
+    fleet = FleetStore(open_lineage(private_lineage).engine)
     with forge_api(git_base_url) as api:
         for i in range(5):
             api.add("bigorg", f"r{i}")

@@ -19,7 +19,7 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.fleet import FleetStore
 from repovault_pipeline.core.gitops import refs_digest
 from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import now
+from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotReader
@@ -27,7 +27,6 @@ from repovault_pipeline.core.store import open_store
 from repovault_pipeline.core.tables import repo_sources, repo_state
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import lineage_store
 from tests.support.daemon import QUEUED, daemon_workspace, sensor_tick
 from tests.support.forge_api import forge_api
 from tests.support.repos import ServedRepo
@@ -42,7 +41,7 @@ def repo_id_of(repo: ServedRepo) -> str:
 def archive(instance: DagsterInstance, repo: ServedRepo) -> None:
     """One archive run through the job, as the injector would start it."""
     repo_id = repo_id_of(repo)
-    store = lineage_store(os.environ["REPOVAULT_DB_URL"])
+    store = open_lineage(os.environ["REPOVAULT_DB_URL"])
     request_id = store.record_pending(repo.url, repo_id, "cli", created_at=now())
     instance.add_dynamic_partitions(repositories.name, [repo_id])
     result = defs.resolve_job_def("archive_repo_job").execute_in_process(
@@ -73,7 +72,7 @@ def test_track_refresh_and_gone_through_the_daemon(
     for repo in (changing, doomed):
         repo.commit({"README": "archived\n"})
         repo.push()
-    fleet = FleetStore(lineage_store(private_lineage).engine)
+    fleet = FleetStore(open_lineage(private_lineage).engine)
 
     with forge_api(git_base_url) as api:
         for repo in tracked:
@@ -145,7 +144,7 @@ def queued(instance: DagsterInstance) -> list:
 
 def make_due(db_url: str, repo_ids: list[str], sources: bool = False) -> None:
     """Move the last check (and listing) a day and more into the past."""
-    engine = lineage_store(db_url).engine
+    engine = open_lineage(db_url).engine
     long_ago = now() - timedelta(days=3)
     with engine.begin() as conn:
         conn.execute(
