@@ -40,7 +40,7 @@ def test_region_from_aws_region_then_aws_default_region() -> None:
 
 
 def test_secrets_are_read_even_when_another_variable_is_unusable() -> None:
-    env = {"GITHUB_TOKEN": " ghp_x ", "REPOVAULT_MAX_REPO_MB": "lots"}
-    assert configured_secrets(env) == ("ghp_x", "")
+    env = {"GITHUB_TOKEN": " ghp_x ", "GITLAB_TOKEN": "glpat-y", "REPOVAULT_MAX_REPO_MB": "lots"}
+    assert configured_secrets(env) == ("ghp_x", "", "glpat-y")
     with pytest.raises(ConfigError, match="REPOVAULT_MAX_REPO_MB"):
         Settings.from_env(env)
