@@ -172,6 +172,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
         f"HEAD {done.head_commit}, {done.refs} refs verified"
+        + (f", {done.lfs_objects} LFS objects verified" if done.lfs_objects else "")
     )
     if done.note:
         print(f"warning: {done.note}", file=sys.stderr)

@@ -14,12 +14,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lfs
 from .errors import ArchiveError
 from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
 from .settings import Settings
-from .snapshot import SnapshotReader, file_sha256
-from .store import ObjectStore
+from .snapshot import SnapshotReader
+from .store import ObjectStore, file_sha256
 from .treekeys import path_bytes, unsafe_component
 
 # Files git refuses as symlinks (they would let a checkout write outside the work tree).
@@ -38,7 +39,8 @@ class Restored:
     head_commit: str
     refs: int
     dest: Path
-    note: str | None = None  # what could not be checked out, when something could not
+    note: str | None = None
+    lfs_objects: int = 0  # what could not be checked out, when something could not
 
 
 def resolve_target(target: str, settings: Settings) -> RepoRef:
@@ -117,7 +119,39 @@ def _rebuild(
         )
     repo.git("remote", "add", "origin", manifest["repo_url"])
     note = _checkout(repo, dest)
-    return Restored(manifest["repo_id"], snapshot, head, len(manifest["refs"]), dest, note=note)
+    lfs_objects = _restore_lfs(repo, store, bucket, manifest, dest)
+    return Restored(
+        manifest["repo_id"],
+        snapshot,
+        head,
+        len(manifest["refs"]),
+        dest,
+        note=note,
+        lfs_objects=lfs_objects,
+    )
+
+
+def _restore_lfs(
+    repo: LocalRepo, store: ObjectStore, bucket: str, manifest: dict, dest: Path
+) -> int:
+    """The snapshot's LFS objects into `.git/lfs/objects`, each checked against its oid; then,
+    with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
+    of the pointer files, offline."""
+    summary = manifest.get("lfs") or {}
+    if not summary.get("objects"):
+        return 0
+    index = SnapshotReader(store, bucket).lfs_index(manifest["snapshot_id"])
+    try:
+        count = lfs.restore(store, bucket, index, dest / ".git")
+    except ArchiveError as exc:
+        if exc.transient:
+            raise
+        raise RestoreError(f"snapshot {manifest['snapshot_id']}: {exc}") from None
+    if shutil.which("git-lfs") is None:
+        return count  # the objects are in place for `git lfs checkout` once git-lfs is installed
+    repo.git("lfs", "install", "--local", "--skip-repo")
+    repo.git("lfs", "checkout")
+    return count
 
 
 def _check_bundle(bundle: Path, manifest: dict) -> None:

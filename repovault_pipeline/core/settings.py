@@ -36,6 +36,17 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value; set it to true or false")
+
+
 def _choice(name: str, raw: str, default: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower() or default
     if value not in choices:
@@ -56,6 +67,15 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return (self.pending, self.in_progress, self.completed, self.rejected)
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What a run keeps beside the git history: REPOVAULT_KEEP_LFS and REPOVAULT_KEEP_WIKI,
+    or its request's own choice."""
+
+    lfs: bool = True
+    wiki: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,12 @@ class Settings:
     run_timeout_s: int = 3 * 1800
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
+    keep_lfs: bool = True
+    keep_wiki: bool = True
+
+    @property
+    def keep(self) -> Keep:
+        return Keep(lfs=self.keep_lfs, wiki=self.keep_wiki)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -143,4 +169,6 @@ class Settings:
             run_timeout_s=_int(env, "REPOVAULT_RUN_TIMEOUT_S", 3 * git_timeout_s, minimum=1),
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", 120, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", 300, minimum=0),
+            keep_lfs=_flag(env, "REPOVAULT_KEEP_LFS", True),
+            keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", True),
         )

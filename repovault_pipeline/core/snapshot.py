@@ -8,7 +8,6 @@ last. A run that dies anywhere before the manifest leaves readers on the previou
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import mimetypes
@@ -21,13 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__
+from . import lfs
 from .errors import ArchiveError, PreconditionFailed, TransientError
 from .gitops import GitClient, LocalRepo, TreeEntry
 from .identity import RepoRef, bucket_name
 from .lease import FREE, Lease, inspect
+from .lfs import LfsObjects
 from .redact import mask_secrets
-from .settings import Settings
-from .store import ObjectInfo, ObjectStore, ParallelUploader
+from .settings import Keep, Settings
+from .store import ObjectInfo, ObjectStore, ParallelUploader, file_sha256
 from .treekeys import TREE, path_bytes, tree_key
 from .workdir import make_work_dir, remove_work_dir, sweep_orphans
 
@@ -80,6 +81,8 @@ class Prepared:
     clone_s: float = 0.0
     request_id: str | None = None  # written into the manifest: reconcile recognises its snapshot
     run_id: str | None = None
+    keep: Keep = field(default_factory=Keep)
+    lfs: LfsObjects | None = None  # None: LFS objects not kept by this run
 
     @property
     def unchanged(self) -> bool:
@@ -117,6 +120,11 @@ class ArchiveResult:
     clone_s: float = 0.0
     upload_s: float = 0.0
     duration_s: float = 0.0
+    lfs_objects: int = 0
+    lfs_bytes: int = 0
+    lfs_uploaded: int = 0
+    lfs_missing: int = 0
+    keep: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -154,6 +162,10 @@ class SnapshotReader:
 
     def manifest(self, snapshot_id: str) -> dict | None:
         return self._json(snapshot_key(snapshot_id, MANIFEST))
+
+    def lfs_index(self, snapshot_id: str) -> dict:
+        """A snapshot's `lfs.json` (`objects`, `missing`: oid -> size), empty when it kept none."""
+        return self._json(snapshot_key(snapshot_id, lfs.LFS_INDEX)) or {}
 
     def tree_index(self, snapshot_id: str) -> TreeIndex:
         found = self.store.read(self.bucket, snapshot_key(snapshot_id, TREE_INDEX))
@@ -211,13 +223,17 @@ class SnapshotWriter:
         *,
         request_id: str | None = None,
         run_id: str | None = None,
+        keep: Keep | None = None,
     ) -> Prepared:
-        """Clone, bundle and list HEAD, unless the remote's refs equal the latest manifest's
-        and the last writer of the bucket finished (else `tree/` may need a repair).
+        """Clone, bundle, fetch LFS objects and list HEAD, unless the remote's refs equal the
+        latest manifest's and the last writer of the bucket finished (else `tree/` may need a
+        repair).
 
         The clone goes to `work_dir` (emptied first) or to a fresh folder under
-        REPOVAULT_WORK_DIR; clones of runs that died are removed first.
+        REPOVAULT_WORK_DIR; clones of runs that died are removed first. `keep` is the request's
+        choice of extras (default: the settings').
         """
+        keep = keep or self.settings.keep
         started = time.time()
         sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
@@ -226,7 +242,7 @@ class SnapshotWriter:
         remote = self.git.ls_remote(ref)
         if settled and _matches(latest, remote.refs, remote.default_branch):
             self.log.info("%s unchanged since snapshot %s", ref.repo_id, latest["snapshot_id"])
-            return self._unchanged(ref, bucket, latest, started)
+            return self._unchanged(ref, bucket, latest, started, keep)
         if not remote.refs:
             raise ArchiveError("the repository is empty: it has no branch or tag to archive")
 
@@ -237,7 +253,7 @@ class SnapshotWriter:
             head = repo.head()
             if settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
-                return self._unchanged(ref, bucket, latest, started)
+                return self._unchanged(ref, bucket, latest, started, keep)
             clone_done = time.time()
             self.log.info(
                 "cloned %s: %d refs, HEAD %s (%s)",
@@ -247,6 +263,9 @@ class SnapshotWriter:
                 head.ref,
             )
             repo.create_bundle(work_dir / BUNDLE)
+            kept_lfs = None
+            if keep.lfs:
+                kept_lfs = lfs.fetch(repo, ref) if lfs.uses_lfs(repo) else lfs.LfsObjects()
         except BaseException:
             remove_work_dir(work_dir)
             raise
@@ -264,9 +283,13 @@ class SnapshotWriter:
             clone_s=clone_done - started,
             request_id=request_id,
             run_id=run_id,
+            keep=keep,
+            lfs=kept_lfs,
         )
 
-    def _unchanged(self, ref: RepoRef, bucket: str, latest: dict, started: float) -> Prepared:
+    def _unchanged(
+        self, ref: RepoRef, bucket: str, latest: dict, started: float, keep: Keep
+    ) -> Prepared:
         return Prepared(
             repo_id=ref.repo_id,
             repo_url=mask_secrets(ref.url),
@@ -278,6 +301,7 @@ class SnapshotWriter:
             head_ref=latest.get("head_ref"),
             started_at=started,
             clone_s=time.time() - started,
+            keep=keep,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
@@ -293,6 +317,7 @@ class SnapshotWriter:
             head_commit=prepared.head_commit,
             default_branch=prepared.default_branch,
             clone_s=round(prepared.clone_s, 3),
+            keep=asdict(prepared.keep),
         )
         if prepared.unchanged:
             result.duration_s = round(time.time() - prepared.started_at, 3)
@@ -361,6 +386,11 @@ class SnapshotWriter:
             result.bundle_size = bundle.stat().st_size
             uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
             bundle_sha256 = file_sha256(bundle)
+            if prepared.lfs is not None:
+                lease.check()
+                result.lfs_uploaded = lfs.upload(
+                    self.store, uploader, prepared.repo_path, prepared.lfs
+                )
             sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
         finally:
@@ -381,6 +411,21 @@ class SnapshotWriter:
             content_type="application/json",
         )
         result.bytes_uploaded += index.stat().st_size
+        lfs_summary = None
+        if prepared.lfs is not None:
+            result.lfs_objects = len(prepared.lfs.objects)
+            result.lfs_bytes = prepared.lfs.bytes
+            result.lfs_missing = len(prepared.lfs.missing)
+            lfs_summary = {
+                "objects": result.lfs_objects,
+                "bytes": result.lfs_bytes,
+                "missing": result.lfs_missing,
+                "index": snapshot_key(snapshot_id, lfs.LFS_INDEX),
+            }
+            lease.check()
+            result.bytes_uploaded += self._put_json(
+                prepared.bucket, lfs_summary["index"], lfs.index_doc(prepared.lfs)
+            )
         result.duration_s = round(time.time() - prepared.started_at, 3)
         manifest = {
             "repo_id": prepared.repo_id,
@@ -401,6 +446,8 @@ class SnapshotWriter:
                 "index": snapshot_key(snapshot_id, TREE_INDEX),
             },
             "submodules": submodules,
+            "lfs": lfs_summary,
+            "keep": result.keep,
             "created_at": datetime.now(UTC).isoformat(),
             "duration_s": result.duration_s,
             "repovault_version": __version__,
@@ -530,7 +577,22 @@ class SnapshotWriter:
             self.store.delete(reader.bucket, rest)
         if doomed:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
+            self._sweep_lfs(reader, complete[: self.settings.keep_snapshots])
         return len([s for s in doomed if s in complete])
+
+    def _sweep_lfs(self, reader: SnapshotReader, kept: list[str]) -> None:
+        """Delete the LFS objects no remaining snapshot lists in its `lfs.json`."""
+        stored = [info.key for info in self.store.list(reader.bucket, lfs.LFS_PREFIX)]
+        if not stored:
+            return
+        wanted = set()
+        for snap in kept:
+            objects = reader.lfs_index(snap).get("objects", {})
+            wanted.update(lfs.object_key(oid) for oid in objects)
+        unused = [key for key in stored if key not in wanted]
+        if unused:
+            self.store.delete(reader.bucket, unused)
+            self.log.info("retention: deleted %d LFS objects no snapshot lists", len(unused))
 
 
 @dataclass
@@ -601,14 +663,6 @@ def _in_place(
         and before.get("etag") == stored.etag
         and int(stored.modified) <= int(index_written)
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def discard(prepared: Prepared) -> None:
