@@ -69,6 +69,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
+    keep = {k: v for k, v in (("lfs", args.lfs), ("wiki", args.wiki)) if v is not None}
     refs = []
     for url in args.urls:
         try:
@@ -84,7 +85,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             request_id = lineage.record_pending(
                 ref.url, ref.repo_id, "cli", created_at=requested_at
             )
-            message = request_message(request_id, ref.url, "cli", requested_at)
+            message = request_message(request_id, ref.url, "cli", requested_at, keep)
             try:
                 gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
             except BrokerUnavailable as exc:
@@ -168,9 +169,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     ref = resolve_target(args.target, settings)
-    done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot)
+    done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
+    what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
     print(
-        f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
+        f"restored {what} snapshot {done.snapshot_id} into {done.dest}: "
         f"HEAD {done.head_commit}, {done.refs} refs verified"
         + (f", {done.lfs_objects} LFS objects verified" if done.lfs_objects else "")
     )
@@ -236,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
+    for extra, what in (("lfs", "Git LFS objects"), ("wiki", "the wiki")):
+        submit.add_argument(
+            f"--{extra}",
+            action=argparse.BooleanOptionalAction,
+            help=f"keep {what} (default: REPOVAULT_KEEP_{extra.upper()})",
+        )
     submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
@@ -246,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("target", metavar="URL_OR_REPO_ID")
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
     rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    rest.add_argument(
+        "--wiki", action="store_true", help="restore the repository's wiki instead of its code"
+    )
     rest.set_defaults(func=cmd_restore)
     trending = sub.add_parser(
         "trending", help="the GitHub trending list the daily schedule would request"

@@ -84,11 +84,14 @@ def clone_repo(
     with _archive_errors(context):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
+        keep = request.keep_for(settings)
+        context.log.info(f"keeping: LFS objects {keep.lfs}, wiki {keep.wiki}")
         return vault.writer(context.log).prepare(
             ref,
             settings.work_dir / context.run_id,
             request_id=request.request_id,
             run_id=context.run_id,
+            keep=keep,
         )
 
 
@@ -158,6 +161,13 @@ def record_lineage(
             "clone_s": MetadataValue.float(result.clone_s),
             "upload_s": MetadataValue.float(result.upload_s),
             "duration_s": MetadataValue.float(result.duration_s),
+            "keep": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in result.keep.items()),
+            "lfs_objects": MetadataValue.int(result.lfs_objects),
+            "lfs_bytes": MetadataValue.int(result.lfs_bytes),
+            "lfs_uploaded": MetadataValue.int(result.lfs_uploaded),
+            "lfs_missing": MetadataValue.int(result.lfs_missing),
+            "wiki_outcome": result.wiki_outcome or "not kept",
+            "wiki_snapshot_id": result.wiki_snapshot_id or "",
             "bucket": MetadataValue.url(location)
             if location.startswith("http")
             else MetadataValue.path(location),
@@ -185,7 +195,9 @@ def record_failure(context: HookContext) -> None:
         request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at
     )
     kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
-    remove_work_dir(context.resources.vault.settings().work_dir / context.run_id)
+    work_dir = context.resources.vault.settings().work_dir
+    remove_work_dir(work_dir / context.run_id)
+    remove_work_dir(work_dir / f"{context.run_id}-wiki")
 
 
 @graph_asset(

@@ -19,7 +19,7 @@ from .errors import ArchiveError
 from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
 from .settings import Settings
-from .snapshot import SnapshotReader
+from .snapshot import CODE, WIKI, SnapshotReader
 from .store import ObjectStore, file_sha256
 from .treekeys import path_bytes, unsafe_component
 
@@ -54,14 +54,22 @@ def resolve_target(target: str, settings: Settings) -> RepoRef:
 
 
 def restore(
-    settings: Settings, store: ObjectStore, ref: RepoRef, dest: Path, snapshot_id: str | None = None
+    settings: Settings,
+    store: ObjectStore,
+    ref: RepoRef,
+    dest: Path,
+    snapshot_id: str | None = None,
+    wiki: bool = False,
 ) -> Restored:
+    """The repository (or, with `wiki`, its wiki) from its latest snapshot or `snapshot_id`."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InvalidRepoUrl(f"{dest} exists and is not empty; give a new or empty folder")
-    reader = SnapshotReader(store, bucket_name(ref.repo_id, settings.bucket_prefix))
+    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+    reader = SnapshotReader(store, bucket, WIKI if wiki else CODE)
     manifest = reader.manifest(snapshot_id) if snapshot_id else reader.latest()
     if manifest is None:
         which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
+        which = f"wiki {which}" if wiki else which
         raise RestoreError(f"no {which} of {ref.repo_id} is stored; `repovault list` shows what is")
 
     created = not dest.exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 _BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
@@ -76,6 +76,31 @@ class Keep:
 
     lfs: bool = True
     wiki: bool = True
+
+    def choose(self, choices: dict[str, bool]) -> Keep:
+        """These defaults with a request's choices (`keep_choices`) applied."""
+        return replace(self, **choices)
+
+
+KEEP_CHOICES = ("lfs", "wiki")
+
+
+def keep_choices(raw: object) -> dict[str, bool]:
+    """A request's `keep`: an object naming some of KEEP_CHOICES, each true or false; what it
+    leaves out follows the settings. ValueError with the reason for anything else."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f'keep must be an object such as {{"lfs": false}}; keys: {", ".join(KEEP_CHOICES)}'
+        )
+    unknown = sorted(str(k)[:20] for k in raw if k not in KEEP_CHOICES)
+    if unknown:
+        raise ValueError(f"keep has unknown {unknown[0]!r}; keys: {', '.join(KEEP_CHOICES)}")
+    wrong = sorted(k for k, v in raw.items() if not isinstance(v, bool))
+    if wrong:
+        raise ValueError(f"keep.{wrong[0]} must be true or false")
+    return {k: raw[k] for k in KEEP_CHOICES if k in raw}
 
 
 @dataclass(frozen=True)

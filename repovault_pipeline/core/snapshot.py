@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .. import __version__
 from . import lfs
-from .errors import ArchiveError, PreconditionFailed, TransientError
-from .gitops import GitClient, LocalRepo, TreeEntry
-from .identity import RepoRef, bucket_name
+from .errors import ArchiveError, PreconditionFailed, RepoNotFound, TransientError
+from .gitops import GitClient, LocalRepo, RemoteState, TreeEntry
+from .identity import RepoRef, bucket_name, wiki_ref
 from .lease import FREE, Lease, inspect
 from .lfs import LfsObjects
 from .redact import mask_secrets
@@ -43,8 +43,33 @@ IN_MEMORY_BLOB = 1024 * 1024
 MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where one git repository's snapshots live in the bucket: the repository's own at the
+    root (with `tree/` of HEAD), its wiki under `wiki/` (bundle and manifest only). Both follow
+    the same rules: manifest last, then `latest.json`, retention."""
+
+    prefix: str = ""
+    tree: bool = True
+
+    @property
+    def latest_key(self) -> str:
+        return f"{self.prefix}{LATEST_KEY}"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}{SNAPSHOTS}"
+
+    def snapshot_key(self, snapshot_id: str, name: str) -> str:
+        return f"{self.snapshots}{snapshot_id}/{name}"
+
+
+CODE = Layout()
+WIKI = Layout("wiki/", tree=False)
+
+
 def snapshot_key(snapshot_id: str, name: str) -> str:
-    return f"{SNAPSHOTS}{snapshot_id}/{name}"
+    return CODE.snapshot_key(snapshot_id, name)
 
 
 def _stamp(snapshot_id: str) -> str:
@@ -83,6 +108,9 @@ class Prepared:
     run_id: str | None = None
     keep: Keep = field(default_factory=Keep)
     lfs: LfsObjects | None = None  # None: LFS objects not kept by this run
+    layout: Layout = CODE
+    wiki: Prepared | None = None  # the wiki's clone; None: no wiki (or not kept)
+    wiki_found: bool = False  # the remote has a wiki
 
     @property
     def unchanged(self) -> bool:
@@ -125,6 +153,8 @@ class ArchiveResult:
     lfs_uploaded: int = 0
     lfs_missing: int = 0
     keep: dict[str, bool] = field(default_factory=dict)
+    wiki_outcome: str | None = None  # completed, unchanged, absent; None: not kept
+    wiki_snapshot_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -142,9 +172,10 @@ class TreeIndex:
 class SnapshotReader:
     """What readers see of one bucket: only snapshots whose manifest exists."""
 
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, layout: Layout = CODE) -> None:
         self.store = store
         self.bucket = bucket
+        self.layout = layout
 
     def _json(self, key: str) -> dict | None:
         raw = self.store.get_bytes(self.bucket, key)
@@ -152,7 +183,7 @@ class SnapshotReader:
 
     def latest_id(self) -> str | None:
         """The snapshot `latest.json` points at, or None for a repository never archived."""
-        pointer = self._json(LATEST_KEY)
+        pointer = self._json(self.layout.latest_key)
         return pointer["snapshot_id"] if pointer else None
 
     def latest(self) -> dict | None:
@@ -161,7 +192,7 @@ class SnapshotReader:
         return self.manifest(latest_id) if latest_id else None
 
     def manifest(self, snapshot_id: str) -> dict | None:
-        return self._json(snapshot_key(snapshot_id, MANIFEST))
+        return self._json(self.layout.snapshot_key(snapshot_id, MANIFEST))
 
     def lfs_index(self, snapshot_id: str) -> dict:
         """A snapshot's `lfs.json` (`objects`, `missing`: oid -> size), empty when it kept none."""
@@ -176,8 +207,9 @@ class SnapshotReader:
     def snapshot_ids(self) -> tuple[list[str], list[str]]:
         """(complete, incomplete) snapshot ids, newest first."""
         keys: dict[str, set[str]] = {}
-        for info in self.store.list(self.bucket, SNAPSHOTS):
-            snap, _, name = info.key[len(SNAPSHOTS) :].partition("/")
+        prefix = self.layout.snapshots
+        for info in self.store.list(self.bucket, prefix):
+            snap, _, name = info.key[len(prefix) :].partition("/")
             keys.setdefault(snap, set()).add(name)
         ordered = sorted(keys, reverse=True)
         return (
@@ -237,23 +269,64 @@ class SnapshotWriter:
         started = time.time()
         sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
-        latest = SnapshotReader(self.store, bucket).latest()
-        settled = latest is None or _settled(self.store, bucket)
         remote = self.git.ls_remote(ref)
-        if settled and _matches(latest, remote.refs, remote.default_branch):
-            self.log.info("%s unchanged since snapshot %s", ref.repo_id, latest["snapshot_id"])
-            return self._unchanged(ref, bucket, latest, started, keep)
         if not remote.refs:
             raise ArchiveError("the repository is empty: it has no branch or tag to archive")
+        code = self._prepare(ref, bucket, CODE, remote, work_dir, keep, started)
+        code.request_id, code.run_id = request_id, run_id
+        if not keep.wiki:
+            return code
+        try:
+            code.wiki_found, code.wiki = self._prepare_wiki(ref, bucket, work_dir, keep)
+        except BaseException:
+            discard(code)
+            raise
+        return code
 
-        work_dir = make_work_dir(self.settings.work_dir, bucket, work_dir)
+    def _prepare_wiki(
+        self, ref: RepoRef, bucket: str, work_dir: Path | None, keep: Keep
+    ) -> tuple[bool, Prepared | None]:
+        """The wiki (`<repo>.wiki.git`), when the remote has one: a forge answers "not found"
+        for a repository without a wiki, or serves it without a ref before its first page."""
+        wiki = wiki_ref(ref)
+        try:
+            remote = self.git.ls_remote(wiki)
+        except RepoNotFound:
+            self.log.info("%s has no wiki", ref.repo_id)
+            return False, None
+        if not remote.refs:
+            return False, None
+        wiki_dir = work_dir.with_name(f"{work_dir.name}-wiki") if work_dir else None
+        return True, self._prepare(wiki, bucket, WIKI, remote, wiki_dir, keep, time.time())
+
+    def _prepare(
+        self,
+        ref: RepoRef,
+        bucket: str,
+        layout: Layout,
+        remote: RemoteState,
+        work_dir: Path | None,
+        keep: Keep,
+        started: float,
+    ) -> Prepared:
+        """Clone one repository (the code or its wiki) into a work folder, bundle it and fetch
+        its LFS objects, unless the latest snapshot of `layout` holds what the remote has."""
+        latest = SnapshotReader(self.store, bucket, layout).latest()
+        # Only `tree/` can need a repair after a run that died: a wiki has none.
+        settled = latest is None or not layout.tree or _settled(self.store, bucket)
+        if settled and _matches(latest, remote.refs, remote.default_branch):
+            self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
+            return self._unchanged(ref, bucket, latest, started, keep, layout)
+
+        label = f"{bucket}-wiki" if layout is WIKI else bucket
+        work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
         try:
             repo = self.git.clone(ref, work_dir / "repo.git")
             refs = repo.refs()
             head = repo.head()
             if settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
-                return self._unchanged(ref, bucket, latest, started, keep)
+                return self._unchanged(ref, bucket, latest, started, keep, layout)
             clone_done = time.time()
             self.log.info(
                 "cloned %s: %d refs, HEAD %s (%s)",
@@ -264,7 +337,7 @@ class SnapshotWriter:
             )
             repo.create_bundle(work_dir / BUNDLE)
             kept_lfs = None
-            if keep.lfs:
+            if keep.lfs and layout is CODE:
                 kept_lfs = lfs.fetch(repo, ref) if lfs.uses_lfs(repo) else lfs.LfsObjects()
         except BaseException:
             remove_work_dir(work_dir)
@@ -281,14 +354,19 @@ class SnapshotWriter:
             head_ref=head.ref,
             started_at=started,
             clone_s=clone_done - started,
-            request_id=request_id,
-            run_id=run_id,
             keep=keep,
             lfs=kept_lfs,
+            layout=layout,
         )
 
     def _unchanged(
-        self, ref: RepoRef, bucket: str, latest: dict, started: float, keep: Keep
+        self,
+        ref: RepoRef,
+        bucket: str,
+        latest: dict,
+        started: float,
+        keep: Keep,
+        layout: Layout,
     ) -> Prepared:
         return Prepared(
             repo_id=ref.repo_id,
@@ -302,6 +380,7 @@ class SnapshotWriter:
             started_at=started,
             clone_s=time.time() - started,
             keep=keep,
+            layout=layout,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
@@ -319,37 +398,78 @@ class SnapshotWriter:
             clone_s=round(prepared.clone_s, 3),
             keep=asdict(prepared.keep),
         )
-        if prepared.unchanged:
+        wiki = prepared.wiki
+        if prepared.keep.wiki:
+            result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
+            result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
+        wiki_changed = wiki is not None and not wiki.unchanged
+        if prepared.unchanged and not wiki_changed:
             result.duration_s = round(time.time() - prepared.started_at, 3)
             return result
         upload_started = time.time()
-        snapshot_id = prepared.snapshot_id
-        assert snapshot_id is not None
+        holder = wiki if prepared.unchanged else prepared
+        assert holder is not None and holder.snapshot_id is not None
         self.store.ensure_bucket(prepared.bucket)
-        reader = SnapshotReader(self.store, prepared.bucket)
         with Lease.acquire(
             self.store,
             prepared.bucket,
-            snapshot_id,
+            holder.snapshot_id,
             self.settings.lease_ttl_s,
             self.settings.lease_wait_s,
             self.log,
         ) as lease:
-            latest = reader.latest()
-            if latest is not None and _already_held(latest, prepared, lease.repair):
-                return self._covered_by(result, latest, prepared)
-            self._write_snapshot(prepared, result, reader, latest, lease)
-            lease.repair = False  # tree/ is this snapshot's HEAD now
+            if not prepared.unchanged:
+                reader = SnapshotReader(self.store, prepared.bucket)
+                latest = reader.latest()
+                if latest is not None and _already_held(latest, prepared, lease.repair):
+                    self._covered_by(result, latest, prepared)
+                else:
+                    self._write_snapshot(prepared, result, reader, latest, lease)
+                    lease.repair = False  # tree/ is this snapshot's HEAD now
+            if wiki_changed:
+                assert wiki is not None
+                self._write_wiki(wiki, result, lease)
         result.upload_s = round(time.time() - upload_started, 3)
+        result.duration_s = round(time.time() - prepared.started_at, 3)
         self.log.info(
-            "snapshot %s of %s: %d files uploaded, %d deleted, %.1f MB",
-            snapshot_id,
+            "snapshot %s of %s (%s): %d files uploaded, %d deleted, %.1f MB; wiki %s",
+            result.snapshot_id,
             prepared.repo_id,
+            result.outcome,
             result.files_uploaded,
             result.files_deleted,
             result.bytes_uploaded / 1e6,
+            result.wiki_outcome or "not kept",
         )
         return result
+
+    def _write_wiki(self, wiki: Prepared, result: ArchiveResult, lease: Lease) -> None:
+        """The wiki's snapshot under `wiki/`: bundle, manifest (last), `wiki/latest.json`,
+        retention; skipped when a snapshot taken meanwhile holds it already."""
+        reader = SnapshotReader(self.store, wiki.bucket, WIKI)
+        latest = reader.latest()
+        if latest is not None and _already_held(latest, wiki, repair=False):
+            result.wiki_snapshot_id = latest["snapshot_id"]
+            return
+        snapshot_id = wiki.snapshot_id
+        assert snapshot_id is not None
+        written = ArchiveResult(
+            repo_id=wiki.repo_id,
+            repo_url=wiki.repo_url,
+            bucket=wiki.bucket,
+            outcome="completed",
+            snapshot_id=snapshot_id,
+            head_commit=wiki.head_commit,
+            default_branch=wiki.default_branch,
+        )
+        lease.check()
+        written.bundle_size = wiki.bundle_path.stat().st_size
+        self.store.put_file(wiki.bucket, WIKI.snapshot_key(snapshot_id, BUNDLE), wiki.bundle_path)
+        written.bytes_uploaded = written.bundle_size
+        self._commit(wiki, written, reader, lease, file_sha256(wiki.bundle_path), {})
+        result.bytes_uploaded += written.bytes_uploaded
+        result.wiki_outcome = "completed"
+        result.wiki_snapshot_id = snapshot_id
 
     def _covered_by(self, result: ArchiveResult, latest: dict, prepared: Prepared) -> ArchiveResult:
         """Another run committed this state, or a newer one, while this run cloned."""
@@ -426,6 +546,32 @@ class SnapshotWriter:
             result.bytes_uploaded += self._put_json(
                 prepared.bucket, lfs_summary["index"], lfs.index_doc(prepared.lfs)
             )
+        extra = {
+            "tree": {
+                "files": result.tree_files,
+                "bytes": result.tree_bytes,
+                "index": snapshot_key(snapshot_id, TREE_INDEX),
+            },
+            "submodules": submodules,
+            "lfs": lfs_summary,
+            "keep": result.keep,
+        }
+        self._commit(prepared, result, reader, lease, bundle_sha256, extra)
+
+    def _commit(
+        self,
+        prepared: Prepared,
+        result: ArchiveResult,
+        reader: SnapshotReader,
+        lease: Lease,
+        bundle_sha256: str,
+        extra: dict,
+    ) -> None:
+        """Write the manifest (the commit marker), move `latest.json`, apply retention: the
+        same last steps for the repository and for its wiki."""
+        layout = prepared.layout
+        snapshot_id = prepared.snapshot_id
+        assert snapshot_id is not None
         result.duration_s = round(time.time() - prepared.started_at, 3)
         manifest = {
             "repo_id": prepared.repo_id,
@@ -436,18 +582,11 @@ class SnapshotWriter:
             "default_branch": prepared.default_branch,
             "refs": prepared.refs,
             "bundle": {
-                "key": snapshot_key(snapshot_id, BUNDLE),
+                "key": layout.snapshot_key(snapshot_id, BUNDLE),
                 "size": result.bundle_size,
                 "sha256": bundle_sha256,
             },
-            "tree": {
-                "files": result.tree_files,
-                "bytes": result.tree_bytes,
-                "index": snapshot_key(snapshot_id, TREE_INDEX),
-            },
-            "submodules": submodules,
-            "lfs": lfs_summary,
-            "keep": result.keep,
+            **extra,
             "created_at": datetime.now(UTC).isoformat(),
             "duration_s": result.duration_s,
             "repovault_version": __version__,
@@ -456,17 +595,17 @@ class SnapshotWriter:
         }
         lease.confirm()  # the manifest is the commit marker: only the lease holder writes it
         result.bytes_uploaded += self._put_json(
-            prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest
+            prepared.bucket, layout.snapshot_key(snapshot_id, MANIFEST), manifest
         )
         latest_doc = {
             "repo_id": prepared.repo_id,
             "snapshot_id": snapshot_id,
-            "manifest": snapshot_key(snapshot_id, MANIFEST),
+            "manifest": layout.snapshot_key(snapshot_id, MANIFEST),
             "head_commit": prepared.head_commit,
             "created_at": manifest["created_at"],
         }
         lease.confirm()
-        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc)
+        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc, layout.latest_key)
         result.snapshots_deleted = self._apply_retention(reader, lease)
 
     def archive(self, ref: RepoRef) -> ArchiveResult:
@@ -482,23 +621,23 @@ class SnapshotWriter:
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
 
-    def _move_latest(self, bucket: str, doc: dict) -> int:
+    def _move_latest(self, bucket: str, doc: dict, latest_key: str = LATEST_KEY) -> int:
         """Point `latest.json` at `doc`'s snapshot unless it names a newer one already: read
         it, then write conditionally on what was read, so it never moves backwards."""
         data = _json_bytes(doc)
         for _ in range(10):
-            current = self.store.read(bucket, LATEST_KEY)
+            current = self.store.read(bucket, latest_key)
             named = _pointer_id(current.data) if current else ""
             if named >= doc["snapshot_id"]:
                 if named != doc["snapshot_id"]:
                     self.log.warning(
-                        "latest.json of %s stays on the newer snapshot %s", bucket, named
+                        "%s of %s stays on the newer snapshot %s", latest_key, bucket, named
                     )
                 return 0
             try:
                 self.store.put_bytes(
                     bucket,
-                    LATEST_KEY,
+                    latest_key,
                     data,
                     content_type="application/json",
                     if_match=current.etag if current else None,
@@ -507,7 +646,7 @@ class SnapshotWriter:
                 return len(data)
             except PreconditionFailed:
                 continue  # written meanwhile: read it again
-        raise TransientError(f"latest.json of {bucket} kept changing under this run; retry")
+        raise TransientError(f"{latest_key} of {bucket} kept changing under this run; retry")
 
     def _sync_tree(
         self,
@@ -572,12 +711,14 @@ class SnapshotWriter:
         doomed += [s for s in incomplete if s != lease.snapshot_id]
         for snap in doomed:
             # The manifest goes first so a half-deleted snapshot is already invisible.
-            self.store.delete(reader.bucket, [snapshot_key(snap, MANIFEST)])
-            rest = [i.key for i in self.store.list(reader.bucket, f"{SNAPSHOTS}{snap}/")]
+            self.store.delete(reader.bucket, [reader.layout.snapshot_key(snap, MANIFEST)])
+            folder = reader.layout.snapshot_key(snap, "")
+            rest = [i.key for i in self.store.list(reader.bucket, folder)]
             self.store.delete(reader.bucket, rest)
         if doomed:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
-            self._sweep_lfs(reader, complete[: self.settings.keep_snapshots])
+            if reader.layout is CODE:  # only the repository's own snapshots list LFS objects
+                self._sweep_lfs(reader, complete[: self.settings.keep_snapshots])
         return len([s for s in doomed if s in complete])
 
     def _sweep_lfs(self, reader: SnapshotReader, kept: list[str]) -> None:
@@ -666,9 +807,11 @@ def _in_place(
 
 
 def discard(prepared: Prepared) -> None:
-    """Remove a prepared clone from local disk."""
+    """Remove a prepared clone (and its wiki's) from local disk."""
     if prepared.work_dir is not None:
         remove_work_dir(prepared.work_dir)
+    if prepared.wiki is not None:
+        discard(prepared.wiki)
 
 
 def archived_repositories(store: ObjectStore, prefix: str) -> Iterator[dict]:
