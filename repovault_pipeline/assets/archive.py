@@ -103,7 +103,8 @@ def upload_snapshot(
 
     The outcome goes into this step's output metadata, so it is in Dagster's event log even
     when `record_lineage` cannot write it (reconcile_sensor reads it from there)."""
-    if not prepared.unchanged and not prepared.repo_path.is_dir():
+    clones = [p for p in (prepared, prepared.wiki) if p is not None and not p.unchanged]
+    if any(not p.repo_path.is_dir() for p in clones):
         raise Failure(
             description="the clone of this run is gone from local disk; re-execute the run",
             allow_retries=False,

@@ -4,6 +4,7 @@ snapshot, restored so that the checkout holds their content with the server gone
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
+from tests.support.servers import git_http_server
 
 
 def s3() -> boto3.client:
@@ -171,3 +173,30 @@ def test_a_repository_without_lfs_asks_no_lfs_endpoint(
     }
     owner = repo.url.split("/")[-2]
     assert not [r for r in logged_requests(git_server_log, f"/{owner}/") if "/info/lfs" in r.path]
+
+
+def test_lfs_objects_of_a_private_repository_are_fetched_with_the_token(
+    vault_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that requires GitHub's token for git and LFS alike stands in for github.com:
+    the LFS requests carry the token (and only those to its host), the vault holds the objects."""
+    token = "ghp_" + "L5fS" * 9
+    basic = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    root, log = tmp_path / "github", tmp_path / "github.log"
+    with git_http_server(root, log, token) as github_url:
+        monkeypatch.setenv("REPOVAULT_GITHUB_API", f"{github_url}/api/v3")
+        monkeypatch.setenv("GITHUB_TOKEN", token)
+        repo = ServedRepo(root, tmp_path / "copies", github_url, "octo", "private-lfs")
+        repo.track_lfs("*.bin")
+        git(repo.work, "config", "http.extraheader", f"Authorization: {basic}")
+        content = os.urandom(5000)
+        repo.commit({"secret.bin": content})
+        repo.push()
+        result = archive(repo)
+        lfs_requests = [r for r in logged_requests(log) if "/info/lfs/" in r.path]
+    assert result.lfs_objects == 1
+    assert lfs_keys(result.bucket) == {f"lfs/{sha(content)}": content}
+    assert lfs_requests and all(r.authorization == basic for r in lfs_requests)
+    for key in ("manifest.json", "lfs.json"):
+        raw = s3().get_object(Bucket=result.bucket, Key=f"snapshots/{result.snapshot_id}/{key}")
+        assert token not in raw["Body"].read().decode()
