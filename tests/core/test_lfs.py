@@ -200,3 +200,17 @@ def test_lfs_objects_of_a_private_repository_are_fetched_with_the_token(
     for key in ("manifest.json", "lfs.json"):
         raw = s3().get_object(Bucket=result.bucket, Key=f"snapshots/{result.snapshot_id}/{key}")
         assert token not in raw["Body"].read().decode()
+
+
+def test_an_lfsconfig_in_the_repository_cannot_redirect_the_fetch(
+    vault_env: dict[str, str], lfs_repo, tmp_path: Path
+) -> None:
+    """`.lfsconfig` may name any LFS server; RepoVault asks the remote's own endpoint only."""
+    repo, contents = lfs_repo
+    other_log = tmp_path / "other.log"
+    with git_http_server(tmp_path / "other", other_log) as other_url:
+        repo.commit({".lfsconfig": f"[lfs]\n\turl = {other_url}/elsewhere.git/info/lfs\n"})
+        repo.push()
+        result = archive(repo)
+        assert logged_requests(other_log) == []
+    assert result.lfs_objects == len(contents) and result.lfs_missing == 0
