@@ -7,10 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# git clones and bundles the repositories; openssh-client serves ssh:// clones; socat is the
-# one-way relay from the webserver to the code server (docker-compose.yml, dagster-code-relay).
+# git clones and bundles the repositories, git-lfs fetches their LFS objects; openssh-client
+# serves ssh:// clones; socat is the one-way relay from the webserver to the code server
+# (docker-compose.yml, dagster-code-relay).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client socat ca-certificates \
+    && apt-get install -y --no-install-recommends git git-lfs openssh-client socat ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 repovault \

@@ -70,10 +70,11 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
+    keep = {k: v for k, v in (("lfs", args.lfs), ("wiki", args.wiki)) if v is not None}
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
-    for _, request_id in submit(settings, lambda: open_lineage(settings.db_url), refs, "cli"):
+    for _, request_id in submit(settings, lambda: open_lineage(settings.db_url), refs, "cli", keep):
         print(request_id)
     return 0
 
@@ -161,10 +162,12 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             f"{meta.dest}: {counts or 'no records'}; {meta.assets} release assets verified"
         )
         return 0
-    done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot)
+    done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
+    what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
     print(
-        f"restored {done.repo_id} snapshot {done.snapshot_id} into {done.dest}: "
+        f"restored {what} snapshot {done.snapshot_id} into {done.dest}: "
         f"HEAD {done.head_commit}, {done.refs} refs verified"
+        + (f", {done.lfs_objects} LFS objects verified" if done.lfs_objects else "")
     )
     if done.note:
         print(f"warning: {done.note}", file=sys.stderr)
@@ -377,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
+    for extra, what in (("lfs", "Git LFS objects"), ("wiki", "the wiki")):
+        submit.add_argument(
+            f"--{extra}",
+            action=argparse.BooleanOptionalAction,
+            help=f"keep {what} (default: REPOVAULT_KEEP_{extra.upper()})",
+        )
     submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
@@ -392,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restore the forge metadata (issues, pull requests, releases) instead of the git "
         "history: JSON Lines, one Markdown file per thread, release assets",
+    )
+    rest.add_argument(
+        "--wiki", action="store_true", help="restore the repository's wiki instead of its code"
     )
     rest.set_defaults(func=cmd_restore)
     check = sub.add_parser("verify", help="prove a snapshot restores (the `restorable` check)")

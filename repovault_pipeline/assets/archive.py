@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster import (
+    AssetExecutionContext,
     Backoff,
     Failure,
     HookContext,
@@ -51,7 +52,7 @@ def _request(context: OpExecutionContext | HookContext) -> RunRequestInfo:
 
 
 @contextmanager
-def _archive_errors(context: OpExecutionContext) -> Iterator[None]:
+def archive_errors(context: OpExecutionContext | AssetExecutionContext) -> Iterator[None]:
     """Permanent errors fail at once with their one-line reason; transient ones are retried."""
     try:
         yield
@@ -88,14 +89,17 @@ def clone_repo(
     if context.retry_number == 0:
         event = status_event(request.request_id, repo_id, context.run_id, "in_progress")
         kafka.publish_status(settings.topics.in_progress, repo_id, event, context.log)
-    with _archive_errors(context):
+    with archive_errors(context):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
+        keep = request.keep_for(settings)
+        context.log.info(f"keeping: LFS objects {keep.lfs}, wiki {keep.wiki}")
         return vault.writer(context.log).prepare(
             ref,
             settings.work_dir / context.run_id,
             request_id=request.request_id,
             run_id=context.run_id,
+            keep=keep,
         )
 
 
@@ -111,12 +115,13 @@ def upload_snapshot(
 
     The outcome goes into this step's output metadata, so it is in Dagster's event log even
     when `record_lineage` cannot write it (reconcile_sensor reads it from there)."""
-    if not prepared.unchanged and not prepared.repo_path.is_dir():
+    clones = [p for p in (prepared, prepared.wiki) if p is not None and not p.unchanged]
+    if any(not p.repo_path.is_dir() for p in clones):
         raise Failure(
             description="the clone of this run is gone from local disk; re-execute the run",
             allow_retries=False,
         )
-    with _archive_errors(context):
+    with archive_errors(context):
         result = vault.writer(context.log).upload(prepared)
     discard(prepared)
     return Output(result, metadata=outcome_metadata(result))
@@ -176,6 +181,13 @@ def record_lineage(
             "upload_s": MetadataValue.float(result.upload_s),
             "duration_s": MetadataValue.float(result.duration_s),
             "sizes": sizes_line(result),
+            "keep": ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in result.keep.items()),
+            "lfs_objects": MetadataValue.int(result.lfs_objects),
+            "lfs_bytes": MetadataValue.int(result.lfs_bytes),
+            "lfs_uploaded": MetadataValue.int(result.lfs_uploaded),
+            "lfs_missing": MetadataValue.int(result.lfs_missing),
+            "wiki_outcome": result.wiki_outcome or "not kept",
+            "wiki_snapshot_id": result.wiki_snapshot_id or "",
             "bucket": MetadataValue.url(location)
             if location.startswith("http")
             else MetadataValue.path(location),
@@ -203,7 +215,9 @@ def record_failure(context: HookContext) -> None:
         request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at
     )
     kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
-    remove_work_dir(context.resources.vault.settings().work_dir / context.run_id)
+    work_dir = context.resources.vault.settings().work_dir
+    remove_work_dir(work_dir / context.run_id)
+    remove_work_dir(work_dir / f"{context.run_id}-wiki")
 
 
 @graph_asset(

@@ -3,15 +3,14 @@ after its `repo_archive` partition in the same run."""
 
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from ..core.errors import ArchiveError, TransientError
 from ..core.identity import parse_repo_id
 from ..core.metadata import MetadataArchiver, forge_of, wanted
-from ..core.redact import mask_secrets
+from ..core.runs import request_of_run
 from ..partitions import repositories
 from ..resources import VaultResource
-from .archive import TRANSIENT_RETRY, repo_archive
+from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
 
 
 @asset(
@@ -30,16 +29,16 @@ def repo_metadata(
     settings = vault.settings()
     ref = parse_repo_id(context.partition_key)
     forge = forge_of(ref, settings)
-    skipped = wanted(settings, forge)
+    run = context.instance.get_run_by_id(context.run_id)
+    request = request_of_run(run.tags if run else {}, context.run_id)
+    with archive_errors(context):
+        requested = request.keep_for(settings).metadata
+    skipped = wanted(settings, forge, requested)
     if skipped is not None or forge is None:
         context.log.info(f"metadata of {ref.repo_id} not kept: {skipped}")
         return
-    try:
+    with archive_errors(context):  # a rate limit, a refused token: reported, retried next run
         result = MetadataArchiver(settings, vault.store(), context.log).archive(ref, forge)
-    except TransientError:
-        raise
-    except ArchiveError as exc:  # a rate limit, a refused token: reported, retried next run
-        raise Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
     yield MaterializeResult(
         metadata={
             "outcome": result.outcome,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from .redact import mask_secrets
@@ -60,6 +60,13 @@ class RepoRef:
     @property
     def name(self) -> str:
         return self.path[-1]
+
+
+def wiki_ref(ref: RepoRef) -> RepoRef:
+    """The repository's wiki as GitHub and GitLab serve it, `<repo>.wiki.git` beside it; it
+    keeps the repository's `repo_id` (its snapshots live in the repository's bucket)."""
+    base = ref.url.removesuffix(".git")
+    return replace(ref, url=f"{base}.wiki.git", path=(*ref.path[:-1], f"{ref.name}.wiki"))
 
 
 def parse_repo_url(

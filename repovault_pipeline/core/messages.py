@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .kafka import PositionReset
 from .redact import mask_secrets
-from .settings import Settings
+from .settings import Settings, keep_choices
 from .tables import SOURCES
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -33,6 +33,7 @@ class PendingRequest:
     ref: RepoRef
     source: str
     requested_at: datetime | None
+    keep: dict[str, bool] = field(default_factory=dict)  # the request's choices (`keep_choices`)
 
 
 def message_request_id(topic: str, partition: int, offset: int, timestamp: int) -> str:
@@ -42,15 +43,22 @@ def message_request_id(topic: str, partition: int, offset: int, timestamp: int) 
     return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{topic}:{partition}:{offset}:{timestamp}"))
 
 
-def request_message(request_id: str, repo_url: str, source: str, requested_at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "request_id": request_id,
-            "repo_url": repo_url,
-            "source": source,
-            "requested_at": requested_at.isoformat(),
-        }
-    ).encode()
+def request_message(
+    request_id: str,
+    repo_url: str,
+    source: str,
+    requested_at: datetime,
+    keep: dict[str, bool] | None = None,
+) -> bytes:
+    doc: dict[str, object] = {
+        "request_id": request_id,
+        "repo_url": repo_url,
+        "source": source,
+        "requested_at": requested_at.isoformat(),
+    }
+    if keep:
+        doc["keep"] = keep
+    return json.dumps(doc).encode()
 
 
 def parse_request(
@@ -97,7 +105,11 @@ def parse_request(
         ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
     except InvalidRepoUrl as exc:
         raise RejectedMessage(str(exc)) from None
-    return PendingRequest(request_id, ref, source, _timestamp(fields.get("requested_at")))
+    try:
+        keep = keep_choices(fields.get("keep"))
+    except ValueError as exc:
+        raise RejectedMessage(str(exc)) from None
+    return PendingRequest(request_id, ref, source, _timestamp(fields.get("requested_at")), keep)
 
 
 def _timestamp(raw: object) -> datetime | None:

@@ -35,8 +35,8 @@ from .http import api_session
 from .identity import RepoRef, bucket_name, github_web_origin
 from .lease import Lease
 from .settings import Settings
-from .snapshot import file_sha256, new_snapshot_id
-from .store import ObjectStore
+from .snapshot import new_snapshot_id
+from .store import ObjectStore, file_sha256
 
 log = logging.getLogger(__name__)
 

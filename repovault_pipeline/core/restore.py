@@ -14,12 +14,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lfs
 from .errors import ArchiveError, TransientError
 from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
 from .settings import Settings
-from .snapshot import SnapshotReader, file_sha256
-from .store import ObjectStore
+from .snapshot import CODE, WIKI, SnapshotReader
+from .store import ObjectStore, file_sha256
 from .treekeys import path_bytes, unsafe_component
 
 # Files git refuses as symlinks (they would let a checkout write outside the work tree).
@@ -43,7 +44,8 @@ class Restored:
     head_commit: str
     refs: int
     dest: Path
-    note: str | None = None  # what could not be checked out, when something could not
+    note: str | None = None
+    lfs_objects: int = 0  # what could not be checked out, when something could not
 
 
 def resolve_target(target: str, settings: Settings) -> RepoRef:
@@ -57,14 +59,22 @@ def resolve_target(target: str, settings: Settings) -> RepoRef:
 
 
 def restore(
-    settings: Settings, store: ObjectStore, ref: RepoRef, dest: Path, snapshot_id: str | None = None
+    settings: Settings,
+    store: ObjectStore,
+    ref: RepoRef,
+    dest: Path,
+    snapshot_id: str | None = None,
+    wiki: bool = False,
 ) -> Restored:
+    """The repository (or, with `wiki`, its wiki) from its latest snapshot or `snapshot_id`."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InvalidRepoUrl(f"{dest} exists and is not empty; give a new or empty folder")
-    reader = SnapshotReader(store, bucket_name(ref.repo_id, settings.bucket_prefix))
+    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+    reader = SnapshotReader(store, bucket, WIKI if wiki else CODE)
     manifest = reader.manifest(snapshot_id) if snapshot_id else reader.latest()
     if manifest is None:
         which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
+        which = f"wiki {which}" if wiki else which
         raise RestoreError(
             f"no {which} of {ref.repo_id} is stored; `repovault list` shows what is", "no_snapshot"
         )
@@ -91,8 +101,15 @@ def _rebuild(
     head = check_refs_and_head(repo, manifest)
     repo.git("remote", "add", "origin", manifest["repo_url"])
     note = _checkout(repo, dest)
+    lfs_objects = _restore_lfs(repo, store, bucket, manifest, dest)
     return Restored(
-        manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest, note=note
+        manifest["repo_id"],
+        manifest["snapshot_id"],
+        head,
+        len(manifest["refs"]),
+        dest,
+        note=note,
+        lfs_objects=lfs_objects,
     )
 
 
@@ -161,6 +178,29 @@ def check_refs_and_head(repo: LocalRepo, manifest: dict) -> str:
             "head_mismatch",
         )
     return head
+
+
+def _restore_lfs(
+    repo: LocalRepo, store: ObjectStore, bucket: str, manifest: dict, dest: Path
+) -> int:
+    """The snapshot's LFS objects into `.git/lfs/objects`, each checked against its oid; then,
+    with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
+    of the pointer files, offline."""
+    summary = manifest.get("lfs") or {}
+    if not summary.get("objects"):
+        return 0
+    index = SnapshotReader(store, bucket).lfs_index(manifest["snapshot_id"])
+    try:
+        count = lfs.restore(store, bucket, index, dest / ".git")
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(f"snapshot {manifest['snapshot_id']}: {exc}") from None
+    if shutil.which("git-lfs") is None:
+        return count  # the objects are in place for `git lfs checkout` once git-lfs is installed
+    repo.git("lfs", "install", "--local", "--skip-repo")
+    repo.git("lfs", "checkout")
+    return count
 
 
 def _check_bundle(bundle: Path, manifest: dict) -> None:

@@ -5,14 +5,16 @@ Kept free of Dagster so the sensor, the schedule, the CLI and the ops agree on o
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from .errors import ArchiveError
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
-from .settings import Settings
+from .settings import Keep, Settings, keep_choices
 
 TAG_REPO_URL = "repovault/repo_url"
 TAG_REQUEST_ID = "repovault/request_id"
@@ -21,6 +23,8 @@ TAG_REQUESTED_AT = "repovault/requested_at"
 # The git host of the run: the instance's run queue limits runs per host with it
 # (tag_concurrency_limits in dagster.yaml, like REPOVAULT_HOST_CONCURRENCY for refresh checks).
 TAG_HOST = "repovault/host"
+
+TAG_KEEP = "repovault/keep"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
 _RUN_REQUEST_NAMESPACE = uuid.UUID("5b0f3c3e-6c1b-4b8e-9a53-3f7d1f0d2a11")
 
@@ -33,18 +37,38 @@ class RunRequestInfo:
     source: str
     repo_url: str | None
     requested_at: datetime | None
+    keep_tag: str | None = None  # the request's `keep`, as JSON
+
+    def keep_for(self, settings: Settings) -> Keep:
+        """What this run keeps: the settings' defaults with the request's choices. The tag can
+        be edited in the UI, so it is checked like a request's `keep`."""
+        if self.keep_tag is None:
+            return settings.keep
+        try:
+            return settings.keep.choose(keep_choices(json.loads(self.keep_tag)))
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise ArchiveError(
+                f"run tag {TAG_KEEP}={self.keep_tag[:40]!r} is unusable: {exc}"
+            ) from None
 
 
 def request_tags(
-    request_id: str, repo_url: str, source: str, requested_at: datetime
+    request_id: str,
+    repo_url: str,
+    source: str,
+    requested_at: datetime,
+    keep: dict[str, bool] | None = None,
 ) -> dict[str, str]:
-    return {
+    tags = {
         TAG_REQUEST_ID: request_id,
         TAG_REPO_URL: repo_url,
         TAG_SOURCE: source,
         TAG_REQUESTED_AT: requested_at.isoformat(),
         TAG_HOST: url_host(repo_url),
     }
+    if keep:
+        tags[TAG_KEEP] = json.dumps(keep, sort_keys=True)
+    return tags
 
 
 def url_host(repo_url: str) -> str:
@@ -69,6 +93,7 @@ def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:
         source=source,
         repo_url=tags.get(TAG_REPO_URL),
         requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
+        keep_tag=tags.get(TAG_KEEP),
     )
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 _BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
@@ -46,6 +46,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value; set it to true or false")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name, "").strip().lower() or default
     if value not in choices:
@@ -75,6 +86,41 @@ GIT_TIMEOUT_S = 1800
 # Clone and bundle are each bounded by the git timeout; the upload is short beside them. A run
 # this many git timeouts long has lost its worker.
 RUN_TIMEOUT_GIT_TIMEOUTS = 3
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What a run keeps beside the git history: REPOVAULT_KEEP_LFS, REPOVAULT_KEEP_WIKI and
+    REPOVAULT_KEEP_METADATA, or its request's own choice."""
+
+    lfs: bool = True
+    wiki: bool = True
+    metadata: bool | None = None  # None: REPOVAULT_KEEP_METADATA decides (core/metadata.wanted)
+
+    def choose(self, choices: dict[str, bool]) -> Keep:
+        """These defaults with a request's choices (`keep_choices`) applied."""
+        return replace(self, **choices)
+
+
+KEEP_CHOICES = ("lfs", "wiki", "metadata")
+
+
+def keep_choices(raw: object) -> dict[str, bool]:
+    """A request's `keep`: an object naming some of KEEP_CHOICES, each true or false; what it
+    leaves out follows the settings. ValueError with the reason for anything else."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f'keep must be an object such as {{"lfs": false}}; keys: {", ".join(KEEP_CHOICES)}'
+        )
+    unknown = sorted(str(k)[:20] for k in raw if k not in KEEP_CHOICES)
+    if unknown:
+        raise ValueError(f"keep has unknown {unknown[0]!r}; keys: {', '.join(KEEP_CHOICES)}")
+    wrong = sorted(k for k, v in raw.items() if not isinstance(v, bool))
+    if wrong:
+        raise ValueError(f"keep.{wrong[0]} must be true or false")
+    return {k: raw[k] for k in KEEP_CHOICES if k in raw}
 
 
 @dataclass(frozen=True)
@@ -114,6 +160,12 @@ class Settings:
     metadata_full_every_d: int = 7
     refresh_interval_h: int = 24
     minio_console_url: str | None = None
+    keep_lfs: bool = True
+    keep_wiki: bool = True
+
+    @property
+    def keep(self) -> Keep:
+        return Keep(lfs=self.keep_lfs, wiki=self.keep_wiki)
 
     @classmethod
     def from_env(
@@ -188,6 +240,8 @@ class Settings:
             ),
             minio_console_url=_str(env, "REPOVAULT_MINIO_CONSOLE_URL", "").rstrip("/")
             or d.minio_console_url,
+            keep_lfs=_flag(env, "REPOVAULT_KEEP_LFS", d.keep_lfs),
+            keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", d.keep_wiki),
         )
 
 

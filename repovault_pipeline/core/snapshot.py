@@ -9,7 +9,6 @@ last. A run that dies anywhere before the manifest leaves readers on the previou
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import mimetypes
@@ -23,13 +22,15 @@ from pathlib import Path
 from typing import TypeGuard
 
 from .. import __version__
-from .errors import ArchiveError, PreconditionFailed, TransientError
-from .gitops import GitClient, LocalRepo, TreeEntry, refs_digest
-from .identity import RepoRef, bucket_name
+from . import lfs
+from .errors import ArchiveError, PreconditionFailed, RepoNotFound, TransientError
+from .gitops import GitClient, LocalRepo, RemoteState, TreeEntry, refs_digest
+from .identity import RepoRef, bucket_name, wiki_ref
 from .lease import FREE, Lease, inspect
+from .lfs import LfsObjects
 from .redact import mask_secrets
-from .settings import Settings
-from .store import ObjectInfo, ObjectStore, ParallelUploader
+from .settings import Keep, Settings
+from .store import ObjectInfo, ObjectStore, ParallelUploader, file_sha256
 from .treekeys import TREE, path_bytes, tree_key
 from .workdir import make_work_dir, remove_work_dir, sweep_orphans
 
@@ -44,8 +45,33 @@ IN_MEMORY_BLOB = 1024 * 1024
 MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where one git repository's snapshots live in the bucket: the repository's own at the
+    root (with `tree/` of HEAD), its wiki under `wiki/` (bundle and manifest only). Both follow
+    the same rules: manifest last, then `latest.json`, retention."""
+
+    prefix: str = ""
+    tree: bool = True
+
+    @property
+    def latest_key(self) -> str:
+        return f"{self.prefix}{LATEST_KEY}"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}{SNAPSHOTS}"
+
+    def snapshot_key(self, snapshot_id: str, name: str) -> str:
+        return f"{self.snapshots}{snapshot_id}/{name}"
+
+
+CODE = Layout()
+WIKI = Layout("wiki/", tree=False)
+
+
 def snapshot_key(snapshot_id: str, name: str) -> str:
-    return f"{SNAPSHOTS}{snapshot_id}/{name}"
+    return CODE.snapshot_key(snapshot_id, name)
 
 
 def _stamp(snapshot_id: str) -> str:
@@ -82,6 +108,11 @@ class Prepared:
     clone_s: float = 0.0
     request_id: str | None = None  # written into the manifest: reconcile recognises its snapshot
     run_id: str | None = None
+    keep: Keep = field(default_factory=Keep)
+    lfs: LfsObjects | None = None  # None: LFS objects not kept by this run
+    layout: Layout = CODE
+    wiki: Prepared | None = None  # the wiki's clone; None: no wiki (or not kept)
+    wiki_found: bool = False  # the remote has a wiki
 
     @property
     def unchanged(self) -> bool:
@@ -120,6 +151,13 @@ class ArchiveResult:
     upload_s: float = 0.0
     duration_s: float = 0.0
     refs_digest: str | None = None  # of the refs the latest snapshot holds: refresh compares
+    lfs_objects: int = 0
+    lfs_bytes: int = 0
+    lfs_uploaded: int = 0
+    lfs_missing: int = 0
+    keep: dict[str, bool] = field(default_factory=dict)
+    wiki_outcome: str | None = None  # completed, unchanged, absent; None: not kept
+    wiki_snapshot_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -137,9 +175,10 @@ class TreeIndex:
 class SnapshotReader:
     """What readers see of one bucket: only snapshots whose manifest exists."""
 
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, layout: Layout = CODE) -> None:
         self.store = store
         self.bucket = bucket
+        self.layout = layout
 
     def _json(self, key: str) -> dict | None:
         raw = self.store.get_bytes(self.bucket, key)
@@ -147,7 +186,7 @@ class SnapshotReader:
 
     def latest_id(self) -> str | None:
         """The snapshot `latest.json` points at, or None for a repository never archived."""
-        pointer = self._json(LATEST_KEY)
+        pointer = self._json(self.layout.latest_key)
         return pointer["snapshot_id"] if pointer else None
 
     def latest(self) -> dict | None:
@@ -156,7 +195,11 @@ class SnapshotReader:
         return self.manifest(latest_id) if latest_id else None
 
     def manifest(self, snapshot_id: str) -> dict | None:
-        return self._json(snapshot_key(snapshot_id, MANIFEST))
+        return self._json(self.layout.snapshot_key(snapshot_id, MANIFEST))
+
+    def lfs_index(self, snapshot_id: str) -> dict:
+        """A snapshot's `lfs.json` (`objects`, `missing`: oid -> size), empty when it kept none."""
+        return self._json(snapshot_key(snapshot_id, lfs.LFS_INDEX)) or {}
 
     def tree_index(self, snapshot_id: str) -> TreeIndex:
         found = self.store.read(self.bucket, snapshot_key(snapshot_id, TREE_INDEX))
@@ -167,8 +210,9 @@ class SnapshotReader:
     def snapshot_ids(self) -> tuple[list[str], list[str]]:
         """(complete, incomplete) snapshot ids, newest first."""
         keys: dict[str, set[str]] = {}
-        for info in self.store.list(self.bucket, SNAPSHOTS):
-            snap, _, name = info.key[len(SNAPSHOTS) :].partition("/")
+        prefix = self.layout.snapshots
+        for info in self.store.list(self.bucket, prefix):
+            snap, _, name = info.key[len(prefix) :].partition("/")
             keys.setdefault(snap, set()).add(name)
         ordered = sorted(keys, reverse=True)
         return (
@@ -214,33 +258,78 @@ class SnapshotWriter:
         *,
         request_id: str | None = None,
         run_id: str | None = None,
+        keep: Keep | None = None,
     ) -> Prepared:
-        """Clone, bundle and list HEAD, unless the remote's refs equal the latest manifest's
-        and the last writer of the bucket finished (else `tree/` may need a repair).
+        """Clone, bundle, fetch LFS objects and list HEAD, unless the remote's refs equal the
+        latest manifest's and the last writer of the bucket finished (else `tree/` may need a
+        repair).
 
         The clone goes to `work_dir` (emptied first) or to a fresh folder under
-        REPOVAULT_WORK_DIR; clones of runs that died are removed first.
+        REPOVAULT_WORK_DIR; clones of runs that died are removed first. `keep` is the request's
+        choice of extras (default: the settings').
         """
+        keep = keep or self.settings.keep
         started = time.time()
         sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
-        latest = SnapshotReader(self.store, bucket).latest()
-        settled = latest is None or _settled(self.store, bucket)
         remote = self.git.ls_remote(ref)
-        if settled and _matches(latest, remote.refs, remote.default_branch):
-            self.log.info("%s unchanged since snapshot %s", ref.repo_id, latest["snapshot_id"])
-            return self._unchanged(ref, bucket, latest, started)
         if not remote.refs:
             raise ArchiveError("the repository is empty: it has no branch or tag to archive")
+        code = self._prepare(ref, bucket, CODE, remote, work_dir, keep, started)
+        code.request_id, code.run_id = request_id, run_id
+        if not keep.wiki:
+            return code
+        try:
+            code.wiki_found, code.wiki = self._prepare_wiki(ref, bucket, work_dir, keep)
+        except BaseException:
+            discard(code)
+            raise
+        return code
 
-        work_dir = make_work_dir(self.settings.work_dir, bucket, work_dir)
+    def _prepare_wiki(
+        self, ref: RepoRef, bucket: str, work_dir: Path | None, keep: Keep
+    ) -> tuple[bool, Prepared | None]:
+        """The wiki (`<repo>.wiki.git`), when the remote has one: a forge answers "not found"
+        for a repository without a wiki, or serves it without a ref before its first page."""
+        wiki = wiki_ref(ref)
+        try:
+            remote = self.git.ls_remote(wiki)
+        except RepoNotFound:
+            self.log.info("%s has no wiki", ref.repo_id)
+            return False, None
+        if not remote.refs:
+            return False, None
+        wiki_dir = work_dir.with_name(f"{work_dir.name}-wiki") if work_dir else None
+        return True, self._prepare(wiki, bucket, WIKI, remote, wiki_dir, keep, time.time())
+
+    def _prepare(
+        self,
+        ref: RepoRef,
+        bucket: str,
+        layout: Layout,
+        remote: RemoteState,
+        work_dir: Path | None,
+        keep: Keep,
+        started: float,
+    ) -> Prepared:
+        """Clone one repository (the code or its wiki) into a work folder, bundle it and fetch
+        its LFS objects, unless the latest snapshot of `layout` holds what the remote has."""
+        latest = SnapshotReader(self.store, bucket, layout).latest()
+        # Only `tree/` can need a repair after a run that died: a wiki has none.
+        settled = latest is None or not layout.tree or _settled(self.store, bucket)
+        if settled and _matches(latest, remote.refs, remote.default_branch):
+            self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
+            return self._unchanged(ref, bucket, latest, started, keep, layout)
+
+        label = f"{bucket}-wiki" if layout is WIKI else bucket
+        work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
         try:
             repo = self.git.clone(ref, work_dir / "repo.git")
             refs = repo.refs()
             head = repo.head()
             if settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
-                return self._unchanged(ref, bucket, latest, started)
+                return self._unchanged(ref, bucket, latest, started, keep, layout)
             clone_done = time.time()
             self.log.info(
                 "cloned %s: %d refs, HEAD %s (%s)",
@@ -250,6 +339,9 @@ class SnapshotWriter:
                 head.ref,
             )
             repo.create_bundle(work_dir / BUNDLE)
+            kept_lfs = None
+            if keep.lfs and layout is CODE:
+                kept_lfs = lfs.fetch(repo, ref) if lfs.uses_lfs(repo) else lfs.LfsObjects()
         except BaseException:
             remove_work_dir(work_dir)
             raise
@@ -265,11 +357,20 @@ class SnapshotWriter:
             head_ref=head.ref,
             started_at=started,
             clone_s=clone_done - started,
-            request_id=request_id,
-            run_id=run_id,
+            keep=keep,
+            lfs=kept_lfs,
+            layout=layout,
         )
 
-    def _unchanged(self, ref: RepoRef, bucket: str, latest: dict, started: float) -> Prepared:
+    def _unchanged(
+        self,
+        ref: RepoRef,
+        bucket: str,
+        latest: dict,
+        started: float,
+        keep: Keep,
+        layout: Layout,
+    ) -> Prepared:
         return Prepared(
             repo_id=ref.repo_id,
             repo_url=mask_secrets(ref.url),
@@ -281,6 +382,8 @@ class SnapshotWriter:
             head_ref=latest.get("head_ref"),
             started_at=started,
             clone_s=time.time() - started,
+            keep=keep,
+            layout=layout,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
@@ -297,38 +400,80 @@ class SnapshotWriter:
             default_branch=prepared.default_branch,
             clone_s=round(prepared.clone_s, 3),
             refs_digest=refs_digest(prepared.refs),
+            keep=asdict(prepared.keep),
         )
-        if prepared.unchanged:
+        wiki = prepared.wiki
+        if prepared.keep.wiki:
+            result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
+            result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
+        wiki_changed = wiki is not None and not wiki.unchanged
+        if prepared.unchanged and not wiki_changed:
             result.duration_s = round(time.time() - prepared.started_at, 3)
             return result
         upload_started = time.time()
-        snapshot_id = prepared.snapshot_id
-        assert snapshot_id is not None
+        holder = wiki if prepared.unchanged else prepared
+        assert holder is not None and holder.snapshot_id is not None
         self.store.ensure_bucket(prepared.bucket)
-        reader = SnapshotReader(self.store, prepared.bucket)
         with Lease.acquire(
             self.store,
             prepared.bucket,
-            snapshot_id,
+            holder.snapshot_id,
             self.settings.lease_ttl_s,
             self.settings.lease_wait_s,
             self.log,
         ) as lease:
-            latest = reader.latest()
-            if latest is not None and _already_held(latest, prepared, lease.repair):
-                return self._covered_by(result, latest, prepared)
-            self._write_snapshot(prepared, result, reader, latest, lease)
-            lease.repair = False  # tree/ is this snapshot's HEAD now
+            if not prepared.unchanged:
+                reader = SnapshotReader(self.store, prepared.bucket)
+                latest = reader.latest()
+                if latest is not None and _already_held(latest, prepared, lease.repair):
+                    self._covered_by(result, latest, prepared)
+                else:
+                    self._write_snapshot(prepared, result, reader, latest, lease)
+                    lease.repair = False  # tree/ is this snapshot's HEAD now
+            if wiki_changed:
+                assert wiki is not None
+                self._write_wiki(wiki, result, lease)
         result.upload_s = round(time.time() - upload_started, 3)
+        result.duration_s = round(time.time() - prepared.started_at, 3)
         self.log.info(
-            "snapshot %s of %s: %d files uploaded, %d deleted, %.1f MB",
-            snapshot_id,
+            "snapshot %s of %s (%s): %d files uploaded, %d deleted, %.1f MB; wiki %s",
+            result.snapshot_id,
             prepared.repo_id,
+            result.outcome,
             result.files_uploaded,
             result.files_deleted,
             result.bytes_uploaded / 1e6,
+            result.wiki_outcome or "not kept",
         )
         return result
+
+    def _write_wiki(self, wiki: Prepared, result: ArchiveResult, lease: Lease) -> None:
+        """The wiki's snapshot under `wiki/`: bundle, manifest (last), `wiki/latest.json`,
+        retention; skipped when a snapshot taken meanwhile holds it already."""
+        reader = SnapshotReader(self.store, wiki.bucket, WIKI)
+        latest = reader.latest()
+        if latest is not None and _already_held(latest, wiki, repair=False):
+            result.wiki_snapshot_id = latest["snapshot_id"]
+            return
+        snapshot_id = wiki.snapshot_id
+        assert snapshot_id is not None
+        written = ArchiveResult(
+            repo_id=wiki.repo_id,
+            repo_url=wiki.repo_url,
+            bucket=wiki.bucket,
+            outcome="completed",
+            snapshot_id=snapshot_id,
+            head_commit=wiki.head_commit,
+            default_branch=wiki.default_branch,
+        )
+        lease.check()
+        written.bundle_size = wiki.bundle_path.stat().st_size
+        self.store.put_file(wiki.bucket, WIKI.snapshot_key(snapshot_id, BUNDLE), wiki.bundle_path)
+        written.bytes_uploaded = written.bundle_size
+        self._commit(wiki, written, reader, lease, file_sha256(wiki.bundle_path), {})
+        result.bytes_uploaded += written.bytes_uploaded
+        result.wiki_outcome = "completed"
+        result.wiki_snapshot_id = snapshot_id
 
     def _covered_by(self, result: ArchiveResult, latest: dict, prepared: Prepared) -> ArchiveResult:
         """Another run committed this state, or a newer one, while this run cloned."""
@@ -366,6 +511,11 @@ class SnapshotWriter:
             result.bundle_size = bundle.stat().st_size
             uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
             bundle_sha256 = file_sha256(bundle)
+            if prepared.lfs is not None:
+                lease.check()
+                result.lfs_uploaded = lfs.upload(
+                    self.store, uploader, prepared.repo_path, prepared.lfs
+                )
             sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
         finally:
@@ -386,6 +536,49 @@ class SnapshotWriter:
             content_type="application/json",
         )
         result.bytes_uploaded += index.stat().st_size
+        lfs_summary: dict[str, object] | None = None
+        if prepared.lfs is not None:
+            result.lfs_objects = len(prepared.lfs.objects)
+            result.lfs_bytes = prepared.lfs.bytes
+            result.lfs_missing = len(prepared.lfs.missing)
+            lfs_summary = {
+                "objects": result.lfs_objects,
+                "bytes": result.lfs_bytes,
+                "missing": result.lfs_missing,
+                "index": snapshot_key(snapshot_id, lfs.LFS_INDEX),
+            }
+            lease.check()
+            result.bytes_uploaded += self._put_json(
+                prepared.bucket,
+                snapshot_key(snapshot_id, lfs.LFS_INDEX),
+                lfs.index_doc(prepared.lfs),
+            )
+        extra = {
+            "tree": {
+                "files": result.tree_files,
+                "bytes": result.tree_bytes,
+                "index": snapshot_key(snapshot_id, TREE_INDEX),
+            },
+            "submodules": submodules,
+            "lfs": lfs_summary,
+            "keep": result.keep,
+        }
+        self._commit(prepared, result, reader, lease, bundle_sha256, extra)
+
+    def _commit(
+        self,
+        prepared: Prepared,
+        result: ArchiveResult,
+        reader: SnapshotReader,
+        lease: Lease,
+        bundle_sha256: str,
+        extra: dict,
+    ) -> None:
+        """Write the manifest (the commit marker), move `latest.json`, apply retention: the
+        same last steps for the repository and for its wiki."""
+        layout = prepared.layout
+        snapshot_id = prepared.snapshot_id
+        assert snapshot_id is not None
         result.duration_s = round(time.time() - prepared.started_at, 3)
         manifest = {
             "repo_id": prepared.repo_id,
@@ -396,16 +589,11 @@ class SnapshotWriter:
             "default_branch": prepared.default_branch,
             "refs": prepared.refs,
             "bundle": {
-                "key": snapshot_key(snapshot_id, BUNDLE),
+                "key": layout.snapshot_key(snapshot_id, BUNDLE),
                 "size": result.bundle_size,
                 "sha256": bundle_sha256,
             },
-            "tree": {
-                "files": result.tree_files,
-                "bytes": result.tree_bytes,
-                "index": snapshot_key(snapshot_id, TREE_INDEX),
-            },
-            "submodules": submodules,
+            **extra,
             "created_at": datetime.now(UTC).isoformat(),
             "duration_s": result.duration_s,
             "repovault_version": __version__,
@@ -414,18 +602,19 @@ class SnapshotWriter:
         }
         lease.confirm()  # the manifest is the commit marker: only the lease holder writes it
         result.bytes_uploaded += self._put_json(
-            prepared.bucket, snapshot_key(snapshot_id, MANIFEST), manifest
+            prepared.bucket, layout.snapshot_key(snapshot_id, MANIFEST), manifest
         )
         latest_doc = {
             "repo_id": prepared.repo_id,
             "snapshot_id": snapshot_id,
-            "manifest": snapshot_key(snapshot_id, MANIFEST),
+            "manifest": layout.snapshot_key(snapshot_id, MANIFEST),
             "head_commit": prepared.head_commit,
             "created_at": manifest["created_at"],
         }
         lease.confirm()
-        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc)
-        result.snapshots_deleted = self._apply_retention(reader, lease, repo)
+        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc, layout.latest_key)
+        clone = LocalRepo(prepared.repo_path, self.git)  # what retention's pins compare with
+        result.snapshots_deleted = self._apply_retention(reader, lease, clone)
 
     def archive(self, ref: RepoRef) -> ArchiveResult:
         """prepare + upload + clean up: the whole archive of one repository."""
@@ -440,23 +629,23 @@ class SnapshotWriter:
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
 
-    def _move_latest(self, bucket: str, doc: dict) -> int:
+    def _move_latest(self, bucket: str, doc: dict, latest_key: str = LATEST_KEY) -> int:
         """Point `latest.json` at `doc`'s snapshot unless it names a newer one already: read
         it, then write conditionally on what was read, so it never moves backwards."""
         data = _json_bytes(doc)
         for _ in range(10):
-            current = self.store.read(bucket, LATEST_KEY)
+            current = self.store.read(bucket, latest_key)
             named = _pointer_id(current.data) if current else ""
             if named >= doc["snapshot_id"]:
                 if named != doc["snapshot_id"]:
                     self.log.warning(
-                        "latest.json of %s stays on the newer snapshot %s", bucket, named
+                        "%s of %s stays on the newer snapshot %s", latest_key, bucket, named
                     )
                 return 0
             try:
                 self.store.put_bytes(
                     bucket,
-                    LATEST_KEY,
+                    latest_key,
                     data,
                     content_type="application/json",
                     if_match=current.etag if current else None,
@@ -465,7 +654,7 @@ class SnapshotWriter:
                 return len(data)
             except PreconditionFailed:
                 continue  # written meanwhile: read it again
-        raise TransientError(f"latest.json of {bucket} kept changing under this run; retry")
+        raise TransientError(f"{latest_key} of {bucket} kept changing under this run; retry")
 
     def _sync_tree(
         self,
@@ -534,11 +723,15 @@ class SnapshotWriter:
         doomed += [s for s in incomplete if s != lease.snapshot_id]
         for snap in doomed:
             # The manifest goes first so a half-deleted snapshot is already invisible.
-            self.store.delete(reader.bucket, [snapshot_key(snap, MANIFEST)])
-            rest = [i.key for i in self.store.list(reader.bucket, f"{SNAPSHOTS}{snap}/")]
+            self.store.delete(reader.bucket, [reader.layout.snapshot_key(snap, MANIFEST)])
+            folder = reader.layout.snapshot_key(snap, "")
+            rest = [i.key for i in self.store.list(reader.bucket, folder)]
             self.store.delete(reader.bucket, rest)
         if doomed:
             self.log.info("retention: deleted snapshots %s", ", ".join(doomed))
+            if reader.layout is CODE:  # only the repository's own snapshots list LFS objects
+                # Pinned snapshots stay with their LFS objects: sweep by what remains.
+                self._sweep_lfs(reader, [s for s in complete if s not in doomed])
         return len([s for s in doomed if s in complete])
 
     def _deletable(
@@ -567,6 +760,20 @@ class SnapshotWriter:
                     continue
             doomed.append(snap)
         return doomed
+
+    def _sweep_lfs(self, reader: SnapshotReader, kept: list[str]) -> None:
+        """Delete the LFS objects no remaining snapshot lists in its `lfs.json`."""
+        stored = [info.key for info in self.store.list(reader.bucket, lfs.LFS_PREFIX)]
+        if not stored:
+            return
+        wanted: set[str] = set()
+        for snap in kept:
+            objects = reader.lfs_index(snap).get("objects", {})
+            wanted.update(lfs.object_key(oid) for oid in objects)
+        unused = [key for key in stored if key not in wanted]
+        if unused:
+            self.store.delete(reader.bucket, unused)
+            self.log.info("retention: deleted %d LFS objects no snapshot lists", len(unused))
 
 
 @dataclass
@@ -645,18 +852,12 @@ def _in_place(
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def discard(prepared: Prepared) -> None:
-    """Remove a prepared clone from local disk."""
+    """Remove a prepared clone (and its wiki's) from local disk."""
     if prepared.work_dir is not None:
         remove_work_dir(prepared.work_dir)
+    if prepared.wiki is not None:
+        discard(prepared.wiki)
 
 
 def archived_repositories(store: ObjectStore, prefix: str) -> Iterator[dict]:

@@ -7,6 +7,7 @@ keeps the same bucket and key layout on disk, so everything above this module is
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -137,6 +138,14 @@ class ObjectStore(ABC):
     @abstractmethod
     def location(self, bucket: str) -> str:
         """Where an operator finds the bucket (URL or folder), for materialization metadata."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def open_store(settings: Settings, s3_client: S3Client | None = None) -> ObjectStore:

@@ -38,8 +38,10 @@ def submit(
     open_lineage: Callable[[], LineageStore],
     refs: Sequence[RepoRef],
     source: str,
+    keep: dict[str, bool] | None = None,
 ) -> Iterator[tuple[RepoRef, str]]:
-    """Record and publish each request, waiting for the broker's acknowledgement; yields
+    """Record and publish each request (with what it asks to `keep` beside the history, when it
+    chooses), waiting for the broker's acknowledgement; yields
     (ref, request_id) as each is queued. An unreachable broker fails before the database is
     opened or any row written; one lost half way closes its request as `failed` (not queued)
     and raises."""
@@ -52,7 +54,7 @@ def submit(
             request_id = lineage.record_pending(
                 ref.url, ref.repo_id, source, created_at=requested_at
             )
-            message = request_message(request_id, ref.url, source, requested_at)
+            message = request_message(request_id, ref.url, source, requested_at, keep)
             try:
                 gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
             except BrokerUnavailable as exc:

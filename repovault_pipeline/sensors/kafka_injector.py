@@ -54,6 +54,7 @@ def kafka_injector_sensor(
                 accepted.request.ref.url,
                 accepted.request.source,
                 accepted.created_at,
+                accepted.request.keep,
             ),
         )
         for accepted in tick.accepted

@@ -1,4 +1,5 @@
-"""Smart-HTTP git server: `git http-backend` behind a small threaded HTTP server.
+"""Smart-HTTP git server: `git http-backend` behind a small threaded HTTP server, with a Git LFS
+endpoint of its own.
 
 Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]`;
 serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones only
@@ -7,6 +8,12 @@ JSON object (method, path, upload-pack command, Authorization header or null): w
 received, read back with `logged_requests`. With `--require-token-from-env`, it answers 401 to
 any request without the `Authorization` header git sends for that token (GitHub's
 `x-access-token` basic auth): a stand-in for github.com serving a private repository.
+
+Git LFS: `POST <repo>.git/info/lfs/objects/batch` answers the batch API (`basic` transfer),
+and `GET`/`PUT <repo>.git/info/lfs/objects/<oid>` read and write the objects, kept on disk in
+the bare repository's own `lfs/objects/<aa>/<bb>/<oid>` (where git-lfs keeps them); a `PUT`
+whose content does not hash to its oid is refused. So `git lfs push` and `git lfs fetch` work
+against it over HTTP, as they do against GitHub.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from __future__ import annotations
 import argparse
 import base64
 import gzip
+import hashlib
 import json
 import os
 import re
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +34,9 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 _LOGGED = "REQUEST "
+_LOG_LOCK = threading.Lock()
+_LFS = re.compile(r"^/(?P<repo>.+?\.git)/info/lfs/objects/(?P<rest>batch|[0-9a-f]{64})$")
+LFS_JSON = "application/vnd.git-lfs+json"
 
 
 class LoggedRequest(NamedTuple):
@@ -43,6 +55,9 @@ class GitHandler(BaseHTTPRequestHandler):
         self._cgi()
 
     def do_POST(self) -> None:
+        self._cgi()
+
+    def do_PUT(self) -> None:
         self._cgi()
 
     def log_message(self, format: str, *args: object) -> None:
@@ -66,15 +81,18 @@ class GitHandler(BaseHTTPRequestHandler):
         body = self._body()
         authorization = self.headers.get("Authorization")
         command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
-        print(
-            _LOGGED
-            + json.dumps(LoggedRequest(self.command, path, command, authorization)._asdict()),
-            flush=True,
-        )
+        entry = json.dumps(LoggedRequest(self.command, path, command, authorization)._asdict())
+        with _LOG_LOCK:  # one whole line per request, whatever the threads (LFS uploads)
+            sys.stdout.write(f"{_LOGGED}{entry}\n")
+            sys.stdout.flush()
         if self.required_authorization and authorization != self.required_authorization:
             self.send_response(401, "Unauthorized")
             self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
             self.end_headers()
+            return
+        lfs = _LFS.match(unquote(path))
+        if lfs:
+            self._lfs(Path(self.root) / lfs["repo"], lfs["repo"], lfs["rest"], body)
             return
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -124,6 +142,59 @@ class GitHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         proc.wait()
         feeder.join()
+
+    def _lfs(self, repo: Path, name: str, rest: str, body: bytes) -> None:
+        """The LFS batch API and its object transfers, over `repo`'s `lfs/objects`."""
+        if not (repo / "HEAD").is_file() or ".." in name.split("/"):
+            self._reply(404, {"message": "Repository not found"})
+        elif rest == "batch" and self.command == "POST":
+            self._batch(repo, name, json.loads(body or b"{}"))
+        elif self.command == "GET" and _lfs_path(repo, rest).is_file():
+            data = _lfs_path(repo, rest).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.command == "PUT" and rest != "batch":
+            if hashlib.sha256(body).hexdigest() != rest:
+                self._reply(422, {"message": "content does not match its oid"})
+                return
+            target = _lfs_path(repo, rest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+            self._reply(200, {})
+        else:
+            self._reply(404, {"message": "Object does not exist"})
+
+    def _batch(self, repo: Path, name: str, request: dict) -> None:
+        base = f"http://{self.headers.get('Host')}/{name}/info/lfs/objects/"
+        upload = request.get("operation") == "upload"
+        answers = []
+        for obj in request.get("objects", []):
+            oid, size = str(obj.get("oid")), obj.get("size")
+            answer: dict = {"oid": oid, "size": size, "authenticated": True}
+            present = re.fullmatch(r"[0-9a-f]{64}", oid) and _lfs_path(repo, oid).is_file()
+            if upload and not present:
+                answer["actions"] = {"upload": {"href": base + oid}}
+            elif not upload and present:
+                answer["actions"] = {"download": {"href": base + oid}}
+            elif not upload:
+                answer["error"] = {"code": 404, "message": "Object does not exist"}
+            answers.append(answer)
+        self._reply(200, {"transfer": "basic", "objects": answers})
+
+    def _reply(self, code: int, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", LFS_JSON)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _lfs_path(repo: Path, oid: str) -> Path:
+    return repo / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
 
 
 def _upload_pack_command(body: bytes, encoding: str) -> str:

@@ -64,6 +64,19 @@ class ServedRepo:
             target.write_bytes(content.encode() if isinstance(content, str) else content)
             git(self.work, "add", path)
 
+    def track_lfs(self, pattern: str) -> None:
+        """Route `pattern` through Git LFS; `push` then uploads the objects to the git server's
+        LFS endpoint over HTTP (the push of commits goes to the bare repository on disk)."""
+        git(self.work, "lfs", "install", "--local")
+        git(self.work, "config", "lfs.url", f"{self.url}/info/lfs")
+        git(self.work, "config", "lfs.locksverify", "false")
+        git(self.work, "lfs", "track", pattern)
+        git(self.work, "add", ".gitattributes")
+
+    def lfs_store(self) -> Path:
+        """Where the git server keeps this repository's LFS objects."""
+        return self.bare / "lfs" / "objects"
+
     def symlink(self, path: str, target: str) -> None:
         os.symlink(target, self.work / path)
         git(self.work, "add", path)

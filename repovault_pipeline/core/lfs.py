@@ -1,0 +1,183 @@
+"""Git LFS objects (SPEC "Object layout": `lfs/<oid>`): fetched for every archived ref, stored
+content-addressed in the repository's bucket, restored into a clone's `.git/lfs/objects`.
+
+An object is stored once per bucket whatever the number of snapshots referring to it; each
+snapshot lists the oids it needs in its `lfs.json`, written before its manifest. An oid is the
+sha256 of the object's content: checked before an upload and after a download, so a corrupt
+object is never stored under an oid nor restored as one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArchiveError, GitTimeout, RepoTooLarge, TransientError
+from .gitops import LocalRepo
+from .identity import RepoRef
+from .store import ObjectStore, ParallelUploader, file_sha256
+
+log = logging.getLogger(__name__)
+
+LFS_PREFIX = "lfs/"
+LFS_INDEX = "lfs.json"
+_TIPS_PER_GREP = 200
+
+
+class LfsError(ArchiveError):
+    """An LFS object is missing or does not match its oid."""
+
+
+@dataclass
+class LfsObjects:
+    """The LFS objects every archived ref refers to: those fetched into the clone, and those
+    the server could not give (lost upstream: listed, never invented)."""
+
+    objects: dict[str, int] = field(default_factory=dict)  # oid -> size
+    missing: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.objects.values())
+
+
+def object_key(oid: str) -> str:
+    return f"{LFS_PREFIX}{oid}"
+
+
+def local_path(git_dir: Path, oid: str) -> Path:
+    """Where git-lfs keeps `oid` in a repository (`git_dir` is the bare clone or `.git`)."""
+    return git_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+
+
+def uses_lfs(repo: LocalRepo) -> bool:
+    """Some `.gitattributes` of some branch's or tag's commit routes files through the LFS
+    filter: the cheap test that spares a history scan to repositories that never used LFS."""
+    out = repo.git(
+        "for-each-ref",
+        "--format=%(objecttype) %(objectname) %(*objecttype) %(*objectname)",
+        "refs/heads",
+        "refs/tags",
+    )
+    tips = set()
+    for line in out.splitlines():
+        kind, sha, *peeled = line.split(" ")
+        if kind == "commit":
+            tips.add(sha)
+        elif peeled[:1] == ["commit"]:
+            tips.add(peeled[1])
+    unique = sorted(tips)
+    for start in range(0, len(unique), _TIPS_PER_GREP):
+        args = ["grep", "-l", "-F", "filter=lfs", *unique[start : start + _TIPS_PER_GREP]]
+        args += ["--", ":(glob)**/.gitattributes"]
+        try:
+            if repo.git(*args).strip():
+                return True
+        except ArchiveError:
+            continue  # git grep exits 1 when nothing matches
+    return False
+
+
+def lfs_endpoint(ref: RepoRef) -> str:
+    """The LFS API of the remote as the forges serve it (`<repo>.git/info/lfs`); for ssh,
+    the remote itself (git-lfs asks it over ssh). Set in the clone's config, it overrides any
+    `.lfsconfig` of the repository, which must not send RepoVault's requests elsewhere."""
+    if ref.scheme == "ssh":
+        return ref.url
+    base = ref.url if ref.url.endswith(".git") else f"{ref.url}.git"
+    return f"{base}/info/lfs"
+
+
+def fetch(repo: LocalRepo, ref: RepoRef) -> LfsObjects:
+    """`git lfs fetch --all` into the bare clone: the objects of every ref and of their
+    history. An object the server no longer has is reported missing; a network failure is
+    raised (transient, retried)."""
+    if shutil.which("git-lfs") is None:
+        raise ArchiveError(
+            "this repository uses Git LFS but git-lfs is not installed; install git-lfs "
+            "(Debian package git-lfs) or set REPOVAULT_KEEP_LFS=false"
+        )
+    repo.git("config", "lfs.url", lfs_endpoint(ref))
+    for key in ("lfs.fetchinclude", "lfs.fetchexclude"):
+        repo.git("config", key, "")
+    listed = json.loads(repo.git("lfs", "ls-files", "--all", "--json") or "{}")
+    wanted = {f["oid"]: int(f["size"]) for f in listed.get("files") or []}
+    if not wanted:
+        return LfsObjects()
+    failure: ArchiveError | None = None
+    try:
+        fetch_all = ["lfs", "fetch", "--all", "origin"]
+        repo.client.run(fetch_all, ref=ref, cwd=repo.path, watch=repo.path)
+    except (GitTimeout, RepoTooLarge, TransientError):
+        raise
+    except ArchiveError as exc:
+        failure = exc  # objects the server does not have, judged below
+    found = LfsObjects()
+    for oid, size in sorted(wanted.items()):
+        path = local_path(repo.path, oid)
+        target = found.objects if path.is_file() and path.stat().st_size == size else found.missing
+        target[oid] = size
+    if failure is not None and not found.missing:
+        raise failure
+    if found.missing:
+        repo.client.log.warning(
+            "%d of %d LFS objects could not be fetched from the remote (first: %s); the "
+            "snapshot lists them as missing",
+            len(found.missing),
+            len(wanted),
+            next(iter(found.missing)),
+        )
+    return found
+
+
+def upload(store: ObjectStore, uploader: ParallelUploader, git_dir: Path, lfs: LfsObjects) -> int:
+    """Queue every object the bucket does not hold yet (same key, same size); returns how many.
+    Each is checked against its oid first."""
+    stored = {info.key: info.size for info in store.list(uploader.bucket, LFS_PREFIX)}
+    queued = 0
+    for oid, size in lfs.objects.items():
+        if stored.get(object_key(oid)) == size:
+            continue
+        path = local_path(git_dir, oid)
+        _check(path, oid, size, "in the clone")
+        uploader.put_file(object_key(oid), path)
+        queued += 1
+    return queued
+
+
+def index_doc(lfs: LfsObjects) -> dict:
+    return {"objects": lfs.objects, "missing": lfs.missing}
+
+
+def restore(store: ObjectStore, bucket: str, index: dict, git_dir: Path) -> int:
+    """Download every object of a snapshot's `lfs.json` into `git_dir`'s LFS store, each
+    checked against its oid; returns how many."""
+    for oid, size in sorted(index.get("objects", {}).items()):
+        target = local_path(git_dir, oid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        os.close(fd)
+        part = Path(name)
+        try:
+            store.download(bucket, object_key(oid), part)
+            _check(part, oid, size, f"stored as {object_key(oid)}")
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+    return len(index.get("objects", {}))
+
+
+def _check(path: Path, oid: str, size: int, where: str) -> None:
+    if not path.is_file():
+        raise LfsError(f"LFS object {oid[:12]} {where} is missing")
+    actual, digest = path.stat().st_size, file_sha256(path)
+    if digest != oid or actual != size:
+        raise LfsError(
+            f"LFS object {oid[:12]} {where} does not match its oid ({actual} bytes, sha256 "
+            f"{digest[:12]}): it is corrupt; restore another snapshot (--snapshot)"
+        )
