@@ -35,7 +35,7 @@ from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
 from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
-from .core.settings import TRENDING_PERIODS, ConfigError, Settings
+from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.stats import compute_stats, human_size
 from .core.store import open_store
@@ -70,7 +70,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
-    keep = {k: v for k, v in (("lfs", args.lfs), ("wiki", args.wiki)) if v is not None}
+    keep = {k: getattr(args, k) for k in KEEP_CHOICES if getattr(args, k) is not None}
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
-    for extra, what in (("lfs", "Git LFS objects"), ("wiki", "the wiki")):
+    kept = {"lfs": "Git LFS objects", "wiki": "the wiki", "metadata": "the forge's metadata"}
+    for extra, what in kept.items():
         submit.add_argument(
             f"--{extra}",
             action=argparse.BooleanOptionalAction,

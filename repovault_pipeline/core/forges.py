@@ -1,4 +1,4 @@
-"""Tracked sources (SPEC "Lineage", `repo_sources`): which repositories a GitHub organisation or
+"""Tracked sources (docs/contract.md, `repo_sources`): which repositories a GitHub organisation or
 user, or a GitLab group with its subgroups, holds today.
 
 Plain Python, no Dagster. A listing is complete only when every page (Link headers) answered;

@@ -1,5 +1,6 @@
-"""Git LFS objects (SPEC "Object layout": `lfs/<oid>`): fetched for every archived ref, stored
-content-addressed in the repository's bucket, restored into a clone's `.git/lfs/objects`.
+"""Git LFS objects (docs/contract.md, "Object layout": `lfs/<oid>`): fetched for every
+archived ref, stored content-addressed in the repository's bucket, restored into a clone's
+`.git/lfs/objects`.
 
 An object is stored once per bucket whatever the number of snapshots referring to it; each
 snapshot lists the oids it needs in its `lfs.json`, written before its manifest. An oid is the

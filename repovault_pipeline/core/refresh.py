@@ -1,5 +1,5 @@
 """Refresh: which archived repositories changed upstream, for the price of one `git ls-remote`
-each and no Dagster run (SPEC `refresh_sensor`, `repovault refresh`).
+each and no Dagster run (docs/contract.md: `refresh_sensor`, `repovault refresh`).
 
 The repositories that are due (not checked for REPOVAULT_REFRESH_INTERVAL_H) are asked for their
 refs in parallel, at most REPOVAULT_HOST_CONCURRENCY at once per host; the digest of those refs

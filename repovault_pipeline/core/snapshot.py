@@ -400,7 +400,8 @@ class SnapshotWriter:
             default_branch=prepared.default_branch,
             clone_s=round(prepared.clone_s, 3),
             refs_digest=refs_digest(prepared.refs),
-            keep=asdict(prepared.keep),
+            # Recorded as chosen; metadata left to REPOVAULT_KEEP_METADATA is not a choice here.
+            keep={k: v for k, v in asdict(prepared.keep).items() if v is not None},
         )
         wiki = prepared.wiki
         if prepared.keep.wiki:

@@ -24,7 +24,7 @@ def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
         yield inst
 
 
-def run_job(instance: DagsterInstance, repo: ServedRepo):
+def run_job(instance: DagsterInstance, repo: ServedRepo, keep: dict[str, bool] | None = None):
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
     instance.add_dynamic_partitions(repositories.name, [repo_id])
     requested = now()
@@ -34,7 +34,7 @@ def run_job(instance: DagsterInstance, repo: ServedRepo):
     result = job.execute_in_process(
         partition_key=repo_id,
         instance=instance,
-        tags=request_tags(request_id, repo.url, "cli", requested),
+        tags=request_tags(request_id, repo.url, "cli", requested, keep),
         raise_on_error=False,
     )
     return result, lineage.get(request_id)
@@ -95,5 +95,31 @@ def test_without_a_token_metadata_is_not_kept_by_default(
         assert result.success and row.status == "completed"
         assert not result.asset_materializations_for_node("repo_metadata")
         assert forge.log == []  # the forge was not asked
+    finally:
+        forge.close()
+
+
+def test_a_request_chooses_metadata_over_the_setting(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`keep.metadata` of a request wins over REPOVAULT_KEEP_METADATA, either way."""
+    repo = make_repo("chosen")
+    repo.commit({"README.md": "hello\n"})
+    repo.push()
+    forge = FakeGitHub(repo.url.rsplit("/", 2)[1], "chosen")
+    forge.add_issue("an issue")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
+    try:
+        monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "auto")  # no token: off by default
+        kept, _ = run_job(instance, repo, keep={"metadata": True})
+        assert kept.success and kept.asset_materializations_for_node("repo_metadata")
+
+        monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "on")
+        asked = len(forge.log)
+        skipped, _ = run_job(instance, repo, keep={"metadata": False})
+        assert skipped.success and not skipped.asset_materializations_for_node("repo_metadata")
+        assert len(forge.log) == asked
     finally:
         forge.close()

@@ -34,12 +34,12 @@ def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
 
 
 def tick(instance: DagsterInstance) -> SensorResult:
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance,
         cursor=None,
         resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    )
-    return kafka_injector_sensor(context)
+    ) as context:
+        return kafka_injector_sensor(context)
 
 
 @pytest.mark.parametrize(
