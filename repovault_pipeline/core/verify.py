@@ -3,7 +3,9 @@
 The same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`, every
 ref and HEAD), into a bare repository that is then checked with `git fsck --full`; and, for the
 latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
-store's listing). Each failure has its own reason word, so an auditor's dashboard can count them.
+store's listing); and that every LFS object the snapshot lists is stored with its size, a sample
+of them downloaded and checked against their oid (the sha256 of the content). Each failure has
+its own reason word, so an auditor's dashboard can count them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ArchiveError
+from . import lfs
+from .errors import ArchiveError, TransientError
 from .gitops import GitClient, LocalRepo
 from .identity import RepoRef, bucket_name
 from .lease import inspect
@@ -28,6 +31,9 @@ from .treekeys import TREE, tree_key
 # Up to this many `tree.json` entries, `tree/` is listed in full and compared both ways;
 # beyond it, a deterministic sample of this many entries is looked up one by one.
 TREE_CHECK_LIMIT = 2000
+# Every listed LFS object must be stored with its size; this many, chosen like the tree sample,
+# are downloaded and hashed (LFS objects are often large).
+LFS_CONTENT_CHECKS = 20
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
 
 
@@ -47,6 +53,8 @@ class Verdict:
     tree_checked: int = 0
     tree_sampled: bool = False
     tree_note: str | None = None
+    lfs_objects: int = 0
+    lfs_hashed: int = 0
     duration_s: float = 0.0
     checked_at: float = field(default_factory=time.time)
 
@@ -64,9 +72,14 @@ class Verdict:
             if self.tree_note is None
             else self.tree_note
         )
+        objects = (
+            f"; {self.lfs_objects} LFS objects stored, {self.lfs_hashed} hashed"
+            if self.lfs_objects
+            else ""
+        )
         return (
             f"{self.repo_id} snapshot {self.snapshot_id} restores: {self.refs} refs and HEAD "
-            f"match, {self.bundle_bytes} bundle bytes, git fsck clean; {tree}"
+            f"match, {self.bundle_bytes} bundle bytes, git fsck clean; {tree}{objects}"
         )
 
 
@@ -102,6 +115,7 @@ def verify(
                 f"snapshot {wanted} ({where}) has no manifest.json", "manifest_missing"
             )
         _check_git(settings, store, bucket, manifest, verdict)
+        _check_lfs(store, reader, manifest, verdict)
         if wanted == latest_id:
             _check_tree(store, reader, manifest, verdict)
         else:
@@ -171,6 +185,42 @@ def _check_tree(
     for key in sample:
         _compare(key, wanted[key], listed.get(key), snapshot)
     verdict.tree_checked = len(sample)
+
+
+def _check_lfs(
+    store: ObjectStore, reader: SnapshotReader, manifest: dict, verdict: Verdict
+) -> None:
+    """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size; a sample
+    is downloaded and hashed, as a restore would (`lfs.restore`)."""
+    snapshot = manifest["snapshot_id"]
+    objects: dict[str, int] = reader.lfs_index(snapshot).get("objects", {})
+    if not objects:
+        return
+    listed = {info.key: info for info in store.list(reader.bucket, lfs.LFS_PREFIX)}
+    for oid, size in sorted(objects.items()):
+        info = listed.get(lfs.object_key(oid))
+        if info is None:
+            raise RestoreError(
+                f"LFS object {oid[:12]} of snapshot {snapshot} is missing from the store",
+                "lfs_missing_object",
+            )
+        if info.size != size:
+            raise RestoreError(
+                f"LFS object {oid[:12]} is {info.size} bytes but lfs.json of snapshot "
+                f"{snapshot} says {size}",
+                "lfs_tampered",
+            )
+    sample = sorted(objects, key=lambda oid: _rank(snapshot, oid))[:LFS_CONTENT_CHECKS]
+    with tempfile.TemporaryDirectory(prefix="repovault-verify-lfs-") as tmp:
+        try:
+            lfs.restore(
+                store, reader.bucket, {"objects": {o: objects[o] for o in sample}}, Path(tmp)
+            )
+        except TransientError:
+            raise
+        except ArchiveError as exc:
+            raise RestoreError(f"snapshot {snapshot}: {exc}", "lfs_tampered") from None
+    verdict.lfs_objects, verdict.lfs_hashed = len(objects), len(sample)
 
 
 def _rank(snapshot: str, key: str) -> bytes:

@@ -214,3 +214,23 @@ def test_an_lfsconfig_in_the_repository_cannot_redirect_the_fetch(
         result = archive(repo)
         assert logged_requests(other_log) == []
     assert result.lfs_objects == len(contents) and result.lfs_missing == 0
+
+
+def test_verify_proves_the_lfs_objects_and_names_a_missing_or_tampered_one(
+    vault_env: dict[str, str], lfs_repo, capsys: pytest.CaptureFixture
+) -> None:
+    repo, contents = lfs_repo
+    result = archive(repo)
+    assert cli(["verify", repo.url]) == 0
+    assert "4 LFS objects stored, 4 hashed" in capsys.readouterr().out
+
+    oid, other = sorted(contents)[:2]
+    s3().put_object(Bucket=result.bucket, Key=f"lfs/{oid}", Body=b"x" * len(contents[oid]))
+    assert cli(["verify", repo.url]) == 1
+    err = capsys.readouterr().err
+    assert "lfs_tampered" in err and oid[:12] in err, err
+
+    s3().delete_object(Bucket=result.bucket, Key=f"lfs/{other}")
+    assert cli(["verify", repo.url]) == 1
+    err = capsys.readouterr().err
+    assert "lfs_missing_object" in err and other[:12] in err, err
