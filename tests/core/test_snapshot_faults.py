@@ -19,18 +19,13 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.errors import TransientError
 from repovault_pipeline.core.identity import bucket_name, parse_repo_url
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotReader, SnapshotWriter
+from repovault_pipeline.core.snapshot import SnapshotReader
 from repovault_pipeline.core.store import open_store
+from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
 from tests.support.tcp_proxy import BreakableProxy
 from tests.support.vault_checks import assert_tree_is_head, kill, read_json, s3, start_archive
-
-
-def archive(repo: ServedRepo):
-    settings = Settings.from_env()
-    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
-    return SnapshotWriter(settings, open_store(settings)).archive(ref)
 
 
 def reader_of(repo: ServedRepo) -> SnapshotReader:

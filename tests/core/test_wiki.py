@@ -13,22 +13,13 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
 
 
 def s3() -> boto3.client:
     return boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
-
-
-def archive(repo: ServedRepo) -> ArchiveResult:
-    settings = Settings.from_env()
-    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
-    return SnapshotWriter(settings, open_store(settings)).archive(ref)
 
 
 def keys(bucket: str, prefix: str = "") -> set[str]:

@@ -6,7 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, instance_for_test
 
+from repovault_pipeline.core.kafka import KafkaGateway
+from repovault_pipeline.core.settings import Settings
 from tests.conftest import missing_service
 from tests.support.kafka import OwnBroker
 
@@ -24,3 +27,11 @@ def own_broker(
     vault_env["REPOVAULT_KAFKA_BOOTSTRAP"] = broker.bootstrap
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
+    """A Dagster instance of the test's own, with the test's topics created."""
+    KafkaGateway(Settings.from_env()).ensure_topics()
+    with instance_for_test() as inst:
+        yield inst

@@ -5,16 +5,11 @@ broker and PostgreSQL: the dead letter on `rechazados` names the reason, the lin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance
 
-from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.resources import KafkaResource, LineageResource
-from repovault_pipeline.sensors import kafka_injector_sensor
+from tests.support.injector import injector_tick as tick
 from tests.support.kafka import produce, read_all, read_json
 
 GOOD_URL = "http://127.0.0.1:9/owner/repo.git"
@@ -76,24 +71,6 @@ SECRET_URLS = [
     f"https://127.0.0.1/pallets/flask.git?private_token={PASSWORD}",
     f"https://oauth2:{TOKEN}@127.0.0.1/pallets/flask.git",
 ]
-
-
-@pytest.fixture
-def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
-    KafkaGateway(Settings.from_env()).ensure_topics()
-    with instance_for_test() as inst:
-        yield inst
-
-
-def tick(instance: DagsterInstance) -> SensorResult:
-    with build_sensor_context(
-        instance=instance,
-        cursor=None,
-        resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    ) as context:
-        result = kafka_injector_sensor(context)
-    assert isinstance(result, SensorResult)
-    return result
 
 
 def test_each_field_rejection_reaches_rechazados_and_lineage_with_its_reason(

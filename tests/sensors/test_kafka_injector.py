@@ -5,40 +5,20 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.kafka import INJECTOR_GROUP, KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.resources import KafkaResource, LineageResource
-from repovault_pipeline.sensors import kafka_injector_sensor
+from tests.support.injector import injector_tick as tick
 from tests.support.kafka import produce, read_all, read_json
 from tests.support.tcp_proxy import BreakableProxy
 
 TOKEN = "ghp_" + "Z" * 36
-
-
-@pytest.fixture
-def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
-    KafkaGateway(Settings.from_env()).ensure_topics()
-    with instance_for_test() as inst:
-        yield inst
-
-
-def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
-    with build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    ) as context:
-        result = kafka_injector_sensor(context)
-    assert isinstance(result, SensorResult)
-    return result
 
 
 def drain(

@@ -6,40 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import boto3
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.messages import RejectedMessage, parse_request
 from repovault_pipeline.core.runs import TAG_KEEP, request_of_run
 from repovault_pipeline.core.settings import Keep, Settings
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
-from repovault_pipeline.resources import KafkaResource, LineageResource
-from repovault_pipeline.sensors import kafka_injector_sensor
+from tests.support.injector import injector_tick as tick
 from tests.support.kafka import produce, read_json
 from tests.support.repos import ServedRepo
-
-
-@pytest.fixture
-def instance(vault_env: dict[str, str]) -> Iterator[DagsterInstance]:
-    KafkaGateway(Settings.from_env()).ensure_topics()
-    with instance_for_test() as inst:
-        yield inst
-
-
-def tick(instance: DagsterInstance) -> SensorResult:
-    with build_sensor_context(
-        instance=instance,
-        cursor=None,
-        resources={"kafka": KafkaResource(), "lineage": LineageResource()},
-    ) as context:
-        return kafka_injector_sensor(context)
 
 
 @pytest.mark.parametrize(

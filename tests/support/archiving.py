@@ -1,0 +1,17 @@
+"""The archive of a served repository by the code under test, as the CLI would run it: one
+place for the tests that archive without Dagster."""
+
+from __future__ import annotations
+
+from repovault_pipeline.core.identity import parse_repo_url
+from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
+from repovault_pipeline.core.store import open_store
+from tests.support.repos import ServedRepo
+
+
+def archive(repo: ServedRepo) -> ArchiveResult:
+    """Archive `repo` with the settings of the test's environment."""
+    settings = Settings.from_env()
+    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    return SnapshotWriter(settings, open_store(settings)).archive(ref)
