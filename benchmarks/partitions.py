@@ -1,7 +1,9 @@
 """Scale of one asset: 100,000 `repositories` partitions on a Dagster instance (SQLite, as
 `make run`) and 100,000 rows of `repo_state` (PostgreSQL at REPOVAULT_TEST_PG, else SQLite):
-the cost of registering them, of the lookups the fleet sensors make, and of one evaluation of
-each fleet sensor when nothing is due.
+the cost of registering them, of the lookups the sensors make, of one evaluation of each fleet
+sensor when nothing is due, of one injector tick that reads 100 requests (the broker at
+REPOVAULT_KAFKA_BOOTSTRAP, default 127.0.0.1:9092), and of the GraphQL query behind the asset's
+page in the UI (its partition status), against the project's own workspace.
 
     python -m benchmarks.partitions [--partitions 100000] [--out benchmarks/PARTITIONS.md]
 """
@@ -14,11 +16,16 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.run import log
 from tests.support.servers import REPO_ROOT
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, SensorDefinition
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from repovault_pipeline.core.lineage import open_lineage
     from repovault_pipeline.definitions import repovault_resources
     from repovault_pipeline.partitions import repositories
-    from repovault_pipeline.sensors import refresh_sensor, sources_sensor
+    from repovault_pipeline.sensors import kafka_injector_sensor, refresh_sensor, sources_sensor
 
     admin = os.environ.get(
         "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -82,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                     sensor(context)
                 r[f"{name_}_tick_s"] = round(time.perf_counter() - t, 3)
                 log(f"{name_}: {r[f'{name_}_tick_s']} s")
+            r["injector_tick_s"], r["injector_requests"] = _injector_tick(
+                instance, kafka_injector_sensor, repovault_resources
+            )
+            log(f"injector tick: {r['injector_tick_s']} s for {r['injector_requests']} requests")
+            r["asset_page_s"], r["asset_page_partitions"] = _asset_page(instance)
+            log(f"asset page query: {r['asset_page_s']} s over {r['asset_page_partitions']}")
     finally:
         open_lineage(db_url).dispose()
         with engine.connect() as conn:
@@ -101,8 +114,8 @@ PostgreSQL) and `repo_state` on PostgreSQL.
 | {n} `repo_state` rows written by listings (10,000 a call) | {r["repo_state_rows_s"]} s |
 | one `refresh_sensor` evaluation with {n} rows, none due | {r["refresh_sensor_tick_s"]} s |
 | one `sources_sensor` evaluation, {n} rows, 200 first runs | {r["sources_sensor_tick_s"]} s |
-
-Not measured: the injector tick and the asset's page in the UI (GraphQL) at this size.
+| one injector tick, {r["injector_requests"]} new repositories | {r["injector_tick_s"]} s |
+| asset page's status query, {r["asset_page_partitions"]} partitions | {r["asset_page_s"]} s |
 
 ```json
 {json.dumps(r, indent=1)}
@@ -111,6 +124,58 @@ Not measured: the injector tick and the asset's page in the UI (GraphQL) at this
     )
     log(f"wrote {args.out}")
     return 0
+
+
+def _injector_tick(
+    instance: DagsterInstance, sensor: SensorDefinition, resources: Callable[[], dict]
+) -> tuple[float, int]:
+    """One tick that reads 100 requests for repositories not yet partitions: each costs a
+    partition lookup, a run request and a lineage row."""
+    from dagster import build_sensor_context
+
+    from repovault_pipeline.core.kafka import KafkaGateway
+    from repovault_pipeline.core.lineage import now
+    from repovault_pipeline.core.messages import request_message
+    from repovault_pipeline.core.settings import Settings
+
+    suffix = uuid.uuid4().hex[:8]
+    os.environ["REPOVAULT_TOPIC_PENDING"] = f"pendientes-bench-{suffix}"
+    os.environ["REPOVAULT_TOPIC_REJECTED"] = f"rechazados-bench-{suffix}"
+    settings = Settings.from_env()
+    gateway = KafkaGateway(settings)
+    try:
+        gateway.ensure_topics()
+        messages = []
+        for i in range(100):
+            url = f"https://github.com/new{suffix}/repo{i:03d}.git"
+            messages.append((None, request_message(str(uuid.uuid4()), url, "kafka", now())))
+        gateway.publish(settings.topics.pending, messages)
+    finally:
+        gateway.close()
+    with build_sensor_context(instance=instance, resources=resources(), cursor=None) as context:
+        t = time.perf_counter()
+        result = sensor(context)
+        elapsed = round(time.perf_counter() - t, 3)
+    return elapsed, len(result.run_requests or [])
+
+
+def _asset_page(instance: DagsterInstance) -> tuple[float, int]:
+    """The query the UI's asset page makes for a partitioned asset's status, run against the
+    project's workspace (its code server started as `dagster dev` would)."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    query = """query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+      ... on AssetNode { partitionStats { numPartitions numMaterialized numFailed }
+        assetPartitionStatuses {
+          ... on DefaultPartitionStatuses { materializedPartitions } } } } }"""
+    with define_out_of_process_context(
+        str(REPO_ROOT / "workspace.yaml"), None, instance
+    ) as context:
+        t = time.perf_counter()
+        result = execute_dagster_graphql(context, query, {"key": {"path": ["repo_archive"]}})
+        elapsed = round(time.perf_counter() - t, 3)
+    assert not result.errors, result.errors
+    return elapsed, result.data["assetNodeOrError"]["partitionStats"]["numPartitions"]
 
 
 if __name__ == "__main__":

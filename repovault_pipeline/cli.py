@@ -70,7 +70,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every URL first (nothing is published if one is bad), then record and publish
     each, waiting for the broker's acknowledgement."""
-    keep = {k: getattr(args, k) for k in KEEP_CHOICES if getattr(args, k) is not None}
+    keep = _keep(args)
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
@@ -282,10 +282,25 @@ def _source(spec: str, settings: Settings, filters: Filters | None = None) -> So
         raise BadInput(str(exc)) from None
 
 
+def _keep(args: argparse.Namespace) -> dict[str, bool]:
+    """The --[no-]lfs, --[no-]wiki, --[no-]metadata choices given; the rest follow settings."""
+    return {k: getattr(args, k) for k in KEEP_CHOICES if getattr(args, k) is not None}
+
+
+def _keep_options(parser: argparse.ArgumentParser) -> None:
+    kept = {"lfs": "Git LFS objects", "wiki": "the wiki", "metadata": "the forge's metadata"}
+    for extra, what in kept.items():
+        parser.add_argument(
+            f"--{extra}",
+            action=argparse.BooleanOptionalAction,
+            help=f"keep {what} (default: REPOVAULT_KEEP_{extra.upper()})",
+        )
+
+
 def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
     """Record the source; `sources_sensor` lists it on its next tick (it is due at once)."""
     source = _source(args.source, settings, _filters(args))
-    FleetStore(open_lineage(settings.db_url).engine).add_source(source, now())
+    FleetStore(open_lineage(settings.db_url).engine).add_source(source, now(), _keep(args))
     print(f"tracking {source.spec} ({source.source_id}); sources_sensor lists it on its next tick")
     return 0
 
@@ -300,7 +315,7 @@ def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
         [
             [
                 row.source.spec,
-                _describe(row.source.filters),
+                _describe(row.source.filters, row.keep),
                 row.status,
                 str(row.repos),
                 _ts(row.last_listed_at),
@@ -344,7 +359,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
         gateway.producer()  # an unreachable broker fails here, before anything is recorded
         at = now()
         outcome = refresh(settings, fleet, at, repo_ids)
-        published = publish_changes(settings, lineage, gateway, outcome.changed, at)
+        published = publish_changes(settings, lineage, gateway, outcome.changed, at, fleet.keeps())
     finally:
         gateway.close()
     for change in outcome.changed:
@@ -358,10 +373,11 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
-def _describe(filters: Filters) -> str:
+def _describe(filters: Filters, keep: dict[str, bool] | None = None) -> str:
     parts = ["no forks"] * filters.skip_forks + ["no archived"] * filters.skip_archived
     parts += [f"include {p}" for p in filters.include]
     parts += [f"exclude {p}" for p in filters.exclude]
+    parts += [f"{k}={'yes' if v else 'no'}" for k, v in (keep or {}).items()]
     return ", ".join(parts) or "-"
 
 
@@ -380,13 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
-    kept = {"lfs": "Git LFS objects", "wiki": "the wiki", "metadata": "the forge's metadata"}
-    for extra, what in kept.items():
-        submit.add_argument(
-            f"--{extra}",
-            action=argparse.BooleanOptionalAction,
-            help=f"keep {what} (default: REPOVAULT_KEEP_{extra.upper()})",
-        )
+    _keep_options(submit)
     submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
@@ -457,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="never names matching (repeatable)",
     )
+    _keep_options(add)
     add.set_defaults(func=cmd_track_add)
     track_sub.add_parser(
         "list", help="sources, repository counts, last listing, error"

@@ -45,7 +45,7 @@ def test_track_add_list_remove(private_lineage: str, capsys: pytest.CaptureFixtu
         == 0
     )
     assert "tracking github:org/Acme (github-org:github.com/acme)" in capsys.readouterr().out
-    assert main(["track", "add", "gitlab:group/grp/sub", "--skip-archived"]) == 0
+    assert main(["track", "add", "gitlab:group/grp/sub", "--skip-archived", "--no-lfs"]) == 0
     capsys.readouterr()
     assert main(["track", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -57,7 +57,7 @@ def test_track_add_list_remove(private_lineage: str, capsys: pytest.CaptureFixtu
         "0",
         "-",
     ]
-    assert cells(out[2])[:2] == ["gitlab:group/grp/sub", "no archived"]
+    assert cells(out[2])[:2] == ["gitlab:group/grp/sub", "no archived, lfs=no"]
 
     assert main(["track", "remove", "github:org/acme"]) == 0
     assert "stay in the vault" in capsys.readouterr().out

@@ -8,6 +8,7 @@ removed source keeps its repositories and their snapshots.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ class SourceRow:
     status: str
     error: str | None
     repos: int = 0
+    keep: dict[str, bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ class FleetStore:
 
     # ------------------------------------------------------------------ sources
 
-    def add_source(self, source: Source, at: datetime) -> None:
-        """Track `source`; tracking it again replaces its filters (and resumes a removed one)."""
+    def add_source(self, source: Source, at: datetime, keep: dict[str, bool] | None = None) -> None:
+        """Track `source`; tracking it again replaces its filters and its `keep` (what runs of
+        its repositories keep beside the history) and resumes a removed one."""
         filters = source.filters
         row = {
             "source_id": source.source_id,
@@ -71,6 +74,7 @@ class FleetStore:
             "skip_archived": filters.skip_archived,
             "include": ",".join(filters.include) or None,
             "exclude": ",".join(filters.exclude) or None,
+            "keep": json.dumps(keep, sort_keys=True) if keep else None,
             "added_at": at,
             "status": "active",
             "error": None,
@@ -80,7 +84,7 @@ class FleetStore:
             index_elements=["source_id"],
             set_={
                 k: stmt.excluded[k]
-                for k in ("skip_forks", "skip_archived", "include", "exclude", "status")
+                for k in ("skip_forks", "skip_archived", "include", "exclude", "keep", "status")
             },
         )
         with self.engine.begin() as conn:
@@ -232,6 +236,14 @@ class FleetStore:
     def of_source(self, source_id: str) -> list[RepoState]:
         return self._states(select(repo_state).where(repo_state.c.source_id == source_id))
 
+    def keeps(self) -> dict[str, dict[str, bool]]:
+        """Each source's `keep`, for the runs of its repositories (first runs and refreshes)."""
+        query = select(repo_sources.c.source_id, repo_sources.c.keep).where(
+            repo_sources.c.keep.is_not(None)
+        )
+        with self.engine.connect() as conn:
+            return {row.source_id: json.loads(row.keep) for row in conn.execute(query)}
+
     def never_archived(self, after: str, limit: int) -> list[RepoState]:
         """Tracked repositories without a snapshot, by repo_id after `after`: the sources
         sensor's cursor walks them in batches."""
@@ -320,6 +332,7 @@ def _source_row(row) -> SourceRow:
         status=row["status"],
         error=row["error"],
         repos=int(row["repos"]),
+        keep=json.loads(row["keep"]) if row["keep"] else None,
     )
 
 

@@ -43,6 +43,7 @@ class Change:
     repo_id: str
     repo_url: str
     digest: str
+    source_id: str | None = None  # its tracked source, whose `keep` its run follows
 
     @property
     def run_key(self) -> str:
@@ -125,7 +126,7 @@ def check(
         if digest == state.refs_digest:
             outcome.unchanged.append(state.repo_id)
         else:
-            outcome.changed.append(Change(state.repo_id, ref.url, digest))
+            outcome.changed.append(Change(state.repo_id, ref.url, digest, state.source_id))
 
     hosts = len({host_key(ref) for _, ref in todo})
     workers = min(MAX_WORKERS, settings.host_concurrency * max(1, hosts))
@@ -172,6 +173,7 @@ def publish_changes(
     gateway: KafkaGateway,
     changes: Sequence[Change],
     at: datetime,
+    keeps: dict[str, dict[str, bool]] | None = None,
 ) -> list[Change]:
     """Request a run for each change through `pendientes`, like `repovault submit`; a change
     already requested (same refs, same request id) is not published again. Returns those
@@ -183,7 +185,8 @@ def publish_changes(
         lineage.record_pending(
             change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, created_at=at
         )
-        message = request_message(change.request_id, change.repo_url, REFRESH_SOURCE, at)
+        keep = (keeps or {}).get(change.source_id or "")
+        message = request_message(change.request_id, change.repo_url, REFRESH_SOURCE, at, keep)
         try:
             gateway.publish(settings.topics.pending, [(change.repo_id, message)])
         except BrokerUnavailable as exc:

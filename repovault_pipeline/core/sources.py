@@ -36,6 +36,7 @@ class FirstRun:
     repo_id: str
     repo_url: str
     requested_at: datetime
+    keep: dict[str, bool] | None = None  # its source's choice
 
     @property
     def run_key(self) -> str:
@@ -47,7 +48,9 @@ class FirstRun:
 
     @property
     def tags(self) -> dict[str, str]:
-        return request_tags(self.request_id, self.repo_url, TRACK_SOURCE, self.requested_at)
+        return request_tags(
+            self.request_id, self.repo_url, TRACK_SOURCE, self.requested_at, self.keep
+        )
 
 
 @dataclass
@@ -83,7 +86,10 @@ def sources_tick(
         if listing.complete:
             tick.gone += _confirm_missing(settings, fleet, listing, at)
     pending = fleet.never_archived(cursor, batch)
-    tick.first_runs = [FirstRun(s.repo_id, s.repo_url, at) for s in pending]
+    keeps = fleet.keeps()
+    tick.first_runs = [
+        FirstRun(s.repo_id, s.repo_url, at, keeps.get(s.source_id or "")) for s in pending
+    ]
     # Wrap to the start once the end is reached; Dagster skips run keys it has seen.
     tick.cursor = pending[-1].repo_id if len(pending) == batch else ""
     return tick

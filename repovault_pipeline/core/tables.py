@@ -84,6 +84,7 @@ repo_sources = Table(
     Column("skip_archived", Boolean, nullable=False, default=False),
     Column("include", Text),  # name patterns (fnmatch), comma separated
     Column("exclude", Text),
+    Column("keep", Text),  # JSON: what runs of its repositories keep (lfs, wiki, metadata)
     Column("added_at", UTCDateTime, nullable=False),
     Column("last_listed_at", UTCDateTime),
     Column("status", String(16), nullable=False),  # active, error, removed

@@ -85,13 +85,16 @@ def refresh_sensor(
     for repo_id in outcome.gone:
         context.log.warning(f"{repo_id} is gone upstream; its snapshots are kept")
     context.log.info(outcome.summary())
+    keeps = lineage.fleet().keeps()
     runs = [
         Run(
             c.repo_id,
             c.repo_url,
             c.request_id,
             c.run_key,
-            request_tags(c.request_id, c.repo_url, REFRESH_SOURCE, at),
+            request_tags(
+                c.request_id, c.repo_url, REFRESH_SOURCE, at, keeps.get(c.source_id or "")
+            ),
         )
         for c in outcome.changed
     ]

@@ -32,7 +32,7 @@ def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gon
         monkeypatch.setenv("REPOVAULT_GITHUB_API", api.url)
         settings = Settings.from_env()
         client = ForgeClient(settings, retries=0)
-        fleet.add_source(parse_source("github:org/bigorg", settings), AT)
+        fleet.add_source(parse_source("github:org/bigorg", settings), AT, {"wiki": False})
 
         tick = sources_tick(settings, fleet, AT, "", client, batch=2)
         assert tick.listings[0].complete and len(tick.new_repos) == 5
@@ -47,6 +47,8 @@ def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gon
             f"track:127.0.0.1:{git_base_url.rsplit(':', 1)[1]}/bigorg/r{i}" for i in range(5)
         )
         assert {r.tags["repovault/source"] for r in tick.first_runs} == {"track"}
+        # The source's choice travels with its first runs.
+        assert {r.tags["repovault/keep"] for r in tick.first_runs} == {'{"wiki": false}'}
 
         # A 500 in the middle of the next listing: nothing is marked gone, the source shows why.
         api.remove("bigorg/r4")
