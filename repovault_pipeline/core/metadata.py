@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -548,6 +549,26 @@ def restore_metadata(
                 record = json.loads(line)
                 state[kind][str(record["id"])] = record
     index = read_index(store, bucket, snapshot_id)
+    created = not dest.exists()
+    try:
+        return _write_metadata(store, bucket, repo_id, snapshot_id, dest, state, index)
+    except BaseException:
+        # A failed restore leaves nothing behind: DEST is as it was (absent or empty).
+        shutil.rmtree(dest, ignore_errors=True)
+        if not created:
+            dest.mkdir(parents=True, exist_ok=True)
+        raise
+
+
+def _write_metadata(
+    store: ObjectStore,
+    bucket: str,
+    repo_id: str,
+    snapshot_id: str,
+    dest: Path,
+    state: dict[str, dict[str, dict]],
+    index: dict[str, dict[str, str]],
+) -> RestoredMetadata:
     dest.mkdir(parents=True, exist_ok=True)
     counts = {}
     for kind in KINDS:

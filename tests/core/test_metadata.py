@@ -162,6 +162,7 @@ def test_restore_writes_readable_metadata_and_checks_assets(
     s3().put_object(Bucket=first.bucket, Key=f"metadata/assets/{sha}", Body=b"tampered")
     with pytest.raises(ArchiveError, match=r"tool-linux of v1\.0 does not match its sha256"):
         restore_metadata(store, first.bucket, first.repo_id, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # a failed restore leaves nothing behind
 
 
 def test_a_private_repository_needs_the_token_which_is_stored_nowhere(
