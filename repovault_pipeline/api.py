@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from .core.errors import ArchiveError, TransientError
 from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
 from .core.kafka import BrokerUnavailable
-from .core.lineage import STATUSES, LineageStore
+from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
 from .core.redact import mask_secrets
 from .core.restore import resolve_target
@@ -57,9 +57,7 @@ class Vault:
 
     def lineage(self) -> LineageStore:
         if self._lineage is None:
-            lineage = LineageStore(self.settings.db_url)
-            lineage.create_tables()
-            self._lineage = lineage
+            self._lineage = open_lineage(self.settings.db_url)
         return self._lineage
 
 

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .errors import ArchiveError, TransientError
-from .http import api_session
+from .http import api_session, rate_limit
 from .identity import RepoRef, bucket_name, github_web_origin
 from .lease import Lease
 from .settings import Settings
@@ -237,14 +237,10 @@ class ForgeClient:
         if status < 400:
             return
         path = urlsplit(url).path
-        headers = response.headers
-        remaining = headers.get("X-RateLimit-Remaining", headers.get("RateLimit-Remaining"))
-        if status == 429 or (status == 403 and (remaining == "0" or "Retry-After" in headers)):
-            reset = headers.get("X-RateLimit-Reset", headers.get("RateLimit-Reset"))
+        limited = rate_limit(response)
+        if limited is not None:
             when = (
-                datetime.fromtimestamp(int(reset), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if reset and reset.isdigit()
-                else f"in {headers.get('Retry-After', '?')} s"
+                f"{limited.retry_at:%Y-%m-%dT%H:%M:%SZ}" if limited.retry_at else "an unknown time"
             )
             raise RateLimited(
                 f"{self.forge.name} API rate limit reached reading {path}; it resets at {when}. "
