@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.repovault/dagster_home
 
-.PHONY: install run test lint bench bench-refresh up down clean
+.PHONY: install lock run test lint bench bench-refresh up down clean
 
-$(BIN)/repovault: setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+# Exactly the lock (requirements/dev.txt: runtime, dev and bench packages, with hashes), then
+# the package itself, editable, built by the locked setuptools.
+$(BIN)/repovault: setup.py requirements/dev.txt
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 install: $(BIN)/repovault
@@ -31,17 +33,24 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
+# Re-resolve the lock after a change to setup.py (existing pins are kept); `make lock UPGRADE=1`
+# moves every package to its newest allowed release, `make lock UPGRADE=name` one package.
+# Either way: review the diff, run `make test`, commit the lock with the change.
+LOCK_FLAGS = --quiet --generate-hashes --universal --python-version 3.11 \
+	$(if $(filter 1,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
+lock: install
+	$(BIN)/uv pip compile $(LOCK_FLAGS) setup.py requirements/build.in --extra dev --extra bench \
+		-o requirements/dev.txt
+	$(BIN)/uv pip compile $(LOCK_FLAGS) setup.py requirements/build.in -c requirements/dev.txt \
+		-o requirements/runtime.txt
+
 # Benchmark (benchmarks/README.md): `make bench` (25-35 min) writes benchmarks/RESULTS.md and
 # results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s).
-$(VENV)/.bench-extra: setup.py | $(BIN)/repovault
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	@touch $@
-
-bench: install $(VENV)/.bench-extra
+bench: install
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
 
 # Refresh of 1,000 unchanged repositories vs a sample of archive runs (benchmarks/REFRESH.md).
-bench-refresh: install $(VENV)/.bench-extra
+bench-refresh: install
 	$(BIN)/python -m benchmarks.refresh
 
 # Full stack in Docker (docs/deployment.md): `make up`, `make up HA=1` for three Kafka brokers.

