@@ -5,7 +5,6 @@ Locally, a service that cannot run skips its tests with the reason; with CI=true
 
 from __future__ import annotations
 
-import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,20 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline import devbroker
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
-from tests.support.kafka import speaks_kafka
+from tests.support import servers
+from tests.support.kafka import OwnBroker, speaks_kafka
 from tests.support.repos import ServedRepo
-from tests.support.servers import free_port, git_http_server, port_open, s3_server
+from tests.support.servers import ServerDidNotStart, git_http_server, port_open, s3_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get(
     "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-_counter = itertools.count()
 
 
 def missing_service(reason: str) -> None:
@@ -78,6 +76,13 @@ def fresh_database() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test (an address with no server)."""
+    with servers.closed_port() as port:
+        yield port
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the session, dropped at the end."""
@@ -103,13 +108,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield "127.0.0.1:9092"
         return
     try:
-        port = free_port()
-        proc = devbroker.start("127.0.0.1", port, tmp_path_factory.mktemp("logs") / "broker.log")
-    except (SystemExit, OSError) as exc:
+        broker = OwnBroker(tmp_path_factory.mktemp("logs") / "broker.log")
+    except (ServerDidNotStart, OSError) as exc:
         missing_service(f"no Kafka-protocol broker: {exc}")
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield broker.bootstrap
+    broker.stop()
 
 
 @pytest.fixture
@@ -122,7 +125,7 @@ def vault_env(
 ) -> dict[str, str]:
     """Environment of one test: its own bucket prefix and topics, the S3 server, the broker,
     PostgreSQL lineage."""
-    unique = f"{os.getpid() % 1000}-{next(_counter)}"
+    unique = uuid.uuid4().hex[:12]  # topics and buckets of no other test, run or worker
     env = {
         "REPOVAULT_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "REPOVAULT_TOPIC_PENDING": f"pendientes-{unique}",

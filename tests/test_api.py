@@ -25,14 +25,15 @@ from repovault_pipeline.partitions import repositories
 from tests.sensors.test_kafka_injector import drain
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
-from tests.support.servers import free_port, running
+from tests.support.servers import serving
 
 
 @pytest.fixture
 def api(vault_env: dict[str, str], private_lineage: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
-    with running(cmd, port, tmp_path / "api.log"):
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
+
+    with serving(command, tmp_path / "api.log") as port:
         yield f"http://127.0.0.1:{port}"
 
 

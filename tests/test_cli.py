@@ -14,7 +14,6 @@ from sqlalchemy.engine.url import make_url
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.lineage import open_lineage
 from tests.support.kafka import read_all
-from tests.support.servers import free_port
 from tests.support.tcp_proxy import BreakableProxy
 
 TOKEN = "ghp_" + "Qw7x" * 9  # token-shaped: the exact value a leak would show
@@ -165,8 +164,9 @@ def test_database_down_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
     args: list[str],
+    closed_port: int,
 ) -> None:
-    closed = free_port()
+    closed = closed_port
     monkeypatch.setenv(
         "REPOVAULT_DB_URL", f"postgresql+psycopg2://repovault:{DB_PASSWORD}@127.0.0.1:{closed}/x"
     )
@@ -209,9 +209,12 @@ def proxied(db_url: str, port: int) -> str:
 
 
 def test_broker_down_is_one_line_naming_it(
-    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    closed_port: int,
 ) -> None:
-    bootstrap = f"127.0.0.1:{free_port()}"
+    bootstrap = f"127.0.0.1:{closed_port}"
     monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", bootstrap)
     before = open_lineage(vault_env["REPOVAULT_DB_URL"]).find(limit=10_000)
     for args in (["submit", "http://127.0.0.1:9/o/r.git"], ["init"]):
@@ -228,10 +231,11 @@ def test_object_store_down_is_one_line_naming_it(
     capsys: pytest.CaptureFixture,
     tmp_path: Path,
     fault: str,
+    closed_port: int,
 ) -> None:
     proxy = None
     if fault == "closed port":
-        endpoint = f"http://127.0.0.1:{free_port()}"
+        endpoint = f"http://127.0.0.1:{closed_port}"
     else:  # accepts the connection, resets it at the first request
         proxy = BreakableProxy(int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1]), 0)
         endpoint = proxy.endpoint

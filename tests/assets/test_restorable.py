@@ -25,7 +25,6 @@ from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.schedules import restore_drill_schedule
 from tests.support.repos import ServedRepo
-from tests.support.servers import free_port
 
 CHECK = AssetCheckKey(asset_key=defs.resolve_assets_def("repo_archive").key, name="restorable")
 
@@ -126,6 +125,7 @@ def test_a_store_that_cannot_be_asked_is_a_warning_not_a_verdict(
     instance: DagsterInstance,
     make_repo: Callable[..., ServedRepo],
     monkeypatch: pytest.MonkeyPatch,
+    closed_port: int,
 ) -> None:
     repo = make_repo("unasked")
     repo.commit({"a.txt": "a\n"})
@@ -137,7 +137,7 @@ def test_a_store_that_cannot_be_asked_is_a_warning_not_a_verdict(
         repo_id,
         request_tags(new_request_id(), repo.url, "cli", now()),
     ).success
-    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", f"http://127.0.0.1:{closed_port}")
     drill = (
         defs.resolve_job_def("archive_repo_job")
         .get_subset(asset_selection=set(), asset_check_selection={CHECK})

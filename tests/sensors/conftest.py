@@ -12,6 +12,7 @@ from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.settings import Settings
 from tests.conftest import missing_service
 from tests.support.kafka import OwnBroker
+from tests.support.servers import ServerDidNotStart
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def own_broker(
     """A broker this test may kill and restart empty; the test's environment points at it."""
     try:
         broker = OwnBroker(tmp_path / "own-broker.log")
-    except (SystemExit, OSError) as exc:
+    except (ServerDidNotStart, OSError) as exc:
         missing_service(f"no Kafka-protocol broker of our own: {exc}")
     monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", broker.bootstrap)
     vault_env["REPOVAULT_KAFKA_BOOTSTRAP"] = broker.bootstrap

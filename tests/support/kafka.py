@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from repovault_pipeline import devbroker
-from tests.support.servers import free_port
+from tests.support.servers import ServerDidNotStart, start_listening, wait_for_listener
 
 
 def bootstrap() -> str:
@@ -76,9 +77,14 @@ class OwnBroker:
     and start again empty: the shared broker on 9092 is never restarted."""
 
     def __init__(self, log: Path) -> None:
-        self.port = free_port()
         self.log = log
-        self.proc = devbroker.start("127.0.0.1", self.port, log)
+        self.proc, self.port = start_listening(self._start)
+
+    def _start(self, port: int) -> subprocess.Popen:
+        try:
+            return devbroker.start("127.0.0.1", port, self.log)
+        except SystemExit as exc:  # it exited before listening: the port was taken
+            raise ServerDidNotStart(str(exc)) from None
 
     @property
     def bootstrap(self) -> str:
@@ -87,7 +93,8 @@ class OwnBroker:
     def restart_empty(self) -> None:
         """SIGKILL the broker and start a fresh one on the same port: every log is empty."""
         self.stop()
-        self.proc = devbroker.start("127.0.0.1", self.port, self.log)
+        self.proc = self._start(self.port)
+        wait_for_listener(self.proc, self.port)
 
     def stop(self) -> None:
         self.proc.kill()

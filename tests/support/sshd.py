@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import start_listening, stop
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by absolute path
 
@@ -82,47 +82,45 @@ def ssh_git_server(root: Path, work: Path, authorized_key: Path) -> Iterator[Ssh
     public = authorized_key.with_name(authorized_key.name + ".pub").read_text().strip()
     options = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty"
     (work / "authorized_keys").write_text(f'command="{wrapper}",{options} {public}\n')
-    port = free_port()
     user = getpass.getuser()
     config = work / "sshd_config"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            Port {port}
-            ListenAddress 127.0.0.1
-            HostKey {host_key}
-            PidFile {work / "sshd.pid"}
-            AuthorizedKeysFile {work / "authorized_keys"}
-            AllowUsers {user}
-            PubkeyAuthentication yes
-            PasswordAuthentication no
-            KbdInteractiveAuthentication no
-            PermitRootLogin prohibit-password
-            UsePAM no
-            StrictModes no
-            PermitUserEnvironment no
-            AllowTcpForwarding no
-            X11Forwarding no
-            LogLevel VERBOSE
-            """
-        )
-    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    with (work / "sshd.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+
+    def start(port: int) -> subprocess.Popen:
+        config.write_text(
+            textwrap.dedent(
+                f"""\
+                Port {port}
+                ListenAddress 127.0.0.1
+                HostKey {host_key}
+                PidFile {work / "sshd.pid"}
+                AuthorizedKeysFile {work / "authorized_keys"}
+                AllowUsers {user}
+                PubkeyAuthentication yes
+                PasswordAuthentication no
+                KbdInteractiveAuthentication no
+                PermitRootLogin prohibit-password
+                UsePAM no
+                StrictModes no
+                PermitUserEnvironment no
+                AllowTcpForwarding no
+                X11Forwarding no
+                LogLevel VERBOSE
+                """
+            )
         )
+        with (work / "sshd.log").open("ab") as log:
+            return subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    proc, port = start_listening(start)
     try:
-        wait_for_port("127.0.0.1", port, proc)
         host_public = host_key.with_name(host_key.name + ".pub").read_text().split()[:2]
         yield SshServer(port, user, " ".join(host_public), commands_log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
