@@ -79,9 +79,7 @@ def test_an_orphaned_run_is_failed_and_the_next_run_of_its_repository_starts(
                     queued: DagsterRunStatus.QUEUED,
                 }
                 started_at = instance.get_run_record_by_id(orphan.run_id).start_time
-                time.sleep(max(0.0, started_at + RUN_TIMEOUT_S + 1 - time.time()))
-
-                monitor_runs(daemon)
+                monitor_runs(daemon, after_s=max(0.0, started_at + RUN_TIMEOUT_S + 1 - time.time()))
                 assert instance.get_run_by_id(orphan.run_id).status == DagsterRunStatus.FAILURE
                 git.hold = False
                 dequeue(daemon)

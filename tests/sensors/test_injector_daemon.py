@@ -4,7 +4,6 @@ code) -> run launched through the code server -> archive -> lineage and status e
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 import pytest
@@ -19,8 +18,11 @@ from tests.support.repos import ServedRepo
 SENSOR = "kafka_injector_sensor"
 
 
-def tick(context: object, crash_after: str | None = None) -> None:
-    sensor_tick(context, SENSOR, crash_after)
+INTERVAL_S = 10  # the sensor's minimum interval
+
+
+def tick(context: object, crash_after: str | None = None, after_s: float = 0) -> None:
+    sensor_tick(context, SENSOR, crash_after, after_s)
 
 
 def test_submit_tick_run_lineage_and_events(
@@ -80,9 +82,8 @@ def test_a_daemon_crash_between_launch_and_cursor_starts_no_duplicate(
         tick(workspace, crash_after="RUN_LAUNCHED")
         assert len(instance.get_runs()) == 1
         wait_for_runs(instance, 1)
-        for _ in range(2):  # the daemon comes back (the first tick resumes the crashed one)
-            time.sleep(11)  # the sensor's minimum interval
-            tick(workspace)
+        for later in (1, 2):  # the daemon comes back (the first tick resumes the crashed one)
+            tick(workspace, after_s=later * (INTERVAL_S + 1))
         runs = wait_for_runs(instance, 2)
 
     keys = [r.tags["dagster/run_key"] for r in runs]

@@ -10,8 +10,10 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 from dagster import DagsterInstance, DagsterRun
@@ -55,9 +57,39 @@ def daemon_workspace(instance: DagsterInstance) -> Iterator[WorkspaceProcessCont
         yield context
 
 
-def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str | None = None):
+@contextmanager
+def clock_ahead(seconds: float) -> Iterator[None]:
+    """Dagster's clock in this process (the daemon's) `seconds` ahead of the wall clock, still
+    running: a sensor's minimum interval or a run's maximum runtime has passed without waiting
+    for it. Processes the daemon starts (code server, run workers) keep the real time."""
+    if not seconds:
+        yield
+        return
+
+    def timestamp() -> float:
+        return time.time() + seconds
+
+    with (
+        mock.patch("dagster._time._mockable_get_current_timestamp", side_effect=timestamp),
+        mock.patch(
+            "dagster._time._mockable_get_current_datetime",
+            side_effect=lambda: datetime.fromtimestamp(timestamp(), UTC),
+        ),
+    ):
+        yield
+
+
+def sensor_tick(
+    context: WorkspaceProcessContext,
+    sensor: str,
+    crash_after: str | None = None,
+    after_s: float = 0,
+):
     """One iteration of the sensor daemon, with every other sensor stopped: the daemon evaluates
-    every running sensor that is due, and a test asks for the ticks of one."""
+    every running sensor that is due, and a test asks for the ticks of one. `after_s`: as if
+    that many seconds had passed since the test started (`clock_ahead`); successive ticks of a
+    sensor with a minimum interval pass growing values. Fails when the daemon did not evaluate
+    the sensor (not due yet): a test of what a tick does must not pass on a tick that never ran."""
     for other in _repository(context).get_sensors():
         if other.name != sensor:
             context.instance.stop_sensor(other.get_remote_origin_id(), other.selector_id, other)
@@ -68,7 +100,17 @@ def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str 
         ) is not None and not state.is_running:
             context.instance.start_sensor(other)  # stopped by an earlier tick of another sensor
     flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
-    list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
+    before = _latest_tick(context, sensor)
+    with clock_ahead(after_s):
+        list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
+    assert _latest_tick(context, sensor) != before, f"{sensor} was not due: no tick ran"
+
+
+def _latest_tick(context: WorkspaceProcessContext, name: str) -> tuple[int, str] | None:
+    """The newest tick's id and status: a new tick, or a crashed one resumed, changes it."""
+    sensor = remote_sensor(context, name)
+    ticks = context.instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id, limit=1)
+    return (ticks[0].tick_id, ticks[0].status.value) if ticks else None
 
 
 def dequeue(context: WorkspaceProcessContext) -> None:
@@ -77,9 +119,10 @@ def dequeue(context: WorkspaceProcessContext) -> None:
         list(coordinator.run_iteration(context))
 
 
-def monitor_runs(context: WorkspaceProcessContext) -> None:
-    """One iteration of the run monitoring daemon."""
-    list(execute_run_monitoring_iteration(context, LOG))
+def monitor_runs(context: WorkspaceProcessContext, after_s: float = 0) -> None:
+    """One iteration of the run monitoring daemon, `after_s` seconds later (`clock_ahead`)."""
+    with clock_ahead(after_s):
+        list(execute_run_monitoring_iteration(context, LOG))
 
 
 def remote_sensor(context: WorkspaceProcessContext, name: str):
