@@ -23,6 +23,9 @@ from tests.support.repos import ServedRepo
 from tests.support.servers import ServerDidNotStart, git_http_server, port_open, s3_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Read when repovault_pipeline.definitions loads (here, and in every code server and run worker a
+# test starts): a retried step waits nothing instead of 5, 10 and 20 seconds.
+os.environ.setdefault("REPOVAULT_RETRY_DELAY_S", "0")
 PG_ADMIN_URL = os.environ.get(
     "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )

@@ -28,6 +28,7 @@ from ..core.messages import status_event
 from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
 from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
+from ..core.settings import Settings
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..core.stats import bucket_link, sizes_line
 from ..partitions import repositories
@@ -39,10 +40,15 @@ from ..resources import KafkaResource, LineageResource, VaultResource
 # input there.
 IN_MEMORY = "in_memory_io_manager"
 
-# Transient failures (network, S3 5xx) raise plainly and are retried; permanent ones raise
-# Failure(allow_retries=False) and fail the run at once with their reason.
+# Transient failures (network, S3 5xx) raise plainly and are retried after
+# REPOVAULT_RETRY_DELAY_S, doubling each time; permanent ones raise Failure(allow_retries=False)
+# and fail the run at once with their reason. Like the run timeout (jobs.py), the delay is fixed
+# when the code location loads.
 TRANSIENT_RETRY = RetryPolicy(
-    max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    max_retries=3,
+    delay=Settings.from_env().retry_delay_s,
+    backoff=Backoff.EXPONENTIAL,
+    jitter=Jitter.PLUS_MINUS,
 )
 
 

@@ -152,6 +152,7 @@ class Settings:
     injector_batch: int = 500
     republish_after_s: int = 900
     run_timeout_s: int = RUN_TIMEOUT_GIT_TIMEOUTS * GIT_TIMEOUT_S
+    retry_delay_s: int = 5
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
     gitlab_api: str = "https://gitlab.com/api/v4"
@@ -227,6 +228,7 @@ class Settings:
             run_timeout_s=_int(
                 env, "REPOVAULT_RUN_TIMEOUT_S", RUN_TIMEOUT_GIT_TIMEOUTS * git_timeout_s, minimum=1
             ),
+            retry_delay_s=_int(env, "REPOVAULT_RETRY_DELAY_S", d.retry_delay_s, minimum=0),
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", d.lease_ttl_s, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", d.lease_wait_s, minimum=0),
             gitlab_api=_str(env, "REPOVAULT_GITLAB_API", d.gitlab_api),

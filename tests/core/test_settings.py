@@ -3,6 +3,9 @@ masking rules read without judging the other variables."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,25 @@ def test_secrets_are_read_even_when_another_variable_is_unusable() -> None:
     assert configured_secrets(env) == ("ghp_x", "", "glpat-y")
     with pytest.raises(ConfigError, match="REPOVAULT_MAX_REPO_MB"):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("value", "delay"), [(None, 5), ("0", 0), ("7", 7)])
+def test_the_retry_delay_is_what_the_loaded_ops_wait(value: str | None, delay: int) -> None:
+    """REPOVAULT_RETRY_DELAY_S as a code location loading the definitions sees it."""
+    env = {k: v for k, v in os.environ.items() if k != "REPOVAULT_RETRY_DELAY_S"}
+    if value is not None:
+        env["REPOVAULT_RETRY_DELAY_S"] = value
+    probe = (
+        "from repovault_pipeline.assets import archive as a\n"
+        "ops = (a.clone_repo, a.upload_snapshot, a.record_lineage)\n"
+        "print({op.retry_policy.delay for op in ops})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str({delay})
+
+
+def test_a_negative_retry_delay_is_refused() -> None:
+    with pytest.raises(ConfigError, match="REPOVAULT_RETRY_DELAY_S=-1 is below 0"):
+        Settings.from_env({"REPOVAULT_RETRY_DELAY_S": "-1"})
