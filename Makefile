@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist worksteal --durations=15
 
 # Re-resolve the lock after a change to setup.py (existing pins are kept); `make lock UPGRADE=1`
 # moves every package to its newest allowed release, `make lock UPGRADE=name` one package.

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import boto3
@@ -335,6 +336,19 @@ def test_a_new_default_branch_alone_makes_a_new_snapshot(
     assert "tree/feature.txt" in objects(second.bucket)
 
 
+def until_a_later_second(bucket: str, key: str) -> None:
+    """Wait until the S3 server's clock (its `Date` header) is past the second `key` was
+    last written in."""
+    written = int(s3().head_object(Bucket=bucket, Key=key)["LastModified"].timestamp())
+    for _ in range(100):
+        head = s3().head_object(Bucket=bucket, Key=key)
+        now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"]).timestamp()
+        if now >= written + 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the S3 server's clock did not pass {written}")
+
+
 def archive_url(url: str):
     settings = Settings.from_env()
     return writer().archive(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
@@ -527,7 +541,9 @@ def test_an_object_rewritten_after_the_last_snapshot_is_rewritten(
     repo.commit({"run.sh": "echo hi\n", "data.txt": "content A\n", "keep.txt": "k\n"})
     repo.push()
     first = archive(repo)
-    time.sleep(1.1)  # what follows happens in a later second than the snapshot was written
+    # What follows happens in a later second (S3's times have one-second resolution) than the
+    # snapshot's tree.json was written, by the S3 server's clock.
+    until_a_later_second(first.bucket, f"snapshots/{first.snapshot_id}/tree.json")
     # What a run that died mid-upload leaves: other metadata on the same content, and other
     # content of the same size. Neither changes the object's size.
     meta = {"git-mode": "100755", "git-blob": "0" * 40}

@@ -89,7 +89,13 @@ def test_a_live_holder_keeps_it_and_a_dead_one_loses_it_after_expiry(
     )
     try:
         assert holder.stdout.readline() == b"held\n"
-        time.sleep(4.5)  # longer than its TTL: only its renewals keep it
+        # Five renewals, a quarter TTL apart, span more than its TTL: only they keep it live.
+        seen = {inspect(store, bucket).etag}
+        deadline = time.monotonic() + 60
+        while len(seen) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen.add(inspect(store, bucket).etag)
+        assert len(seen) == 6, f"the holder renewed {len(seen) - 1} times in 60 s"
         with pytest.raises(TransientError, match="snap-dead"):
             Lease.acquire(store, bucket, "snap-new", ttl_s=3, wait_s=0)
     finally:

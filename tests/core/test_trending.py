@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -373,11 +373,13 @@ def test_plain_403_is_an_http_error_not_a_rate_limit(github: FakeGitHub) -> None
 
 
 def test_timeout_is_bounded_and_falls_back(github: FakeGitHub) -> None:
-    github.answer("/trending", Answer(200, TRENDING_HTML, HTML, delay_s=1.5))
+    hang = threading.Event()  # the page never answers while the client waits
+    github.answer("/trending", Answer(200, TRENDING_HTML, HTML, held=hang))
     github.search_api()
-    started = time.monotonic()
-    listing = client_for(github, timeout=0.3).fetch(as_of=AS_OF)
-    assert time.monotonic() - started < 1.2
+    try:
+        listing = client_for(github, timeout=0.3).fetch(as_of=AS_OF)
+    finally:
+        hang.set()
     assert listing.source == "search_api"
     assert "timed out after 0.3s" in listing.fallback_reason
     assert len(github.hits_on("/trending")) == 1  # a timeout is not retried

@@ -113,8 +113,10 @@ def test_a_replaced_or_extra_tree_object_fails(archived, capsys: pytest.CaptureF
     _, result = archived
     put(result, "tree/a.txt", b"b\n")  # same size, other content: the ETag differs
     assert "ETag" in failing(result, capsys, "tree_mismatch")
-    put(result, "tree/a.txt", b"a\n")  # the original content again
-    run_verify(result.repo_id, capsys)
+    put(result, "tree/a.txt", b"a\n")  # the original content again: the snapshot is whole
+    code, out, err = run_verify(result.repo_id, capsys)
+    assert (code, err) == (0, ""), out
+    assert f"snapshot {result.snapshot_id} restores" in out
     put(result, "tree/intruder.txt", b"x")
     assert "tree/intruder.txt" in failing(result, capsys, "tree_mismatch")
 

@@ -11,7 +11,7 @@ from dagster import DagsterInstance
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.kafka import INJECTOR_GROUP, KafkaGateway
+from repovault_pipeline.core.kafka import INJECTOR_GROUP, BrokerUnavailable, KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
 from tests.support.injector import injector_tick as tick
@@ -230,7 +230,7 @@ def test_broker_down_fails_the_tick_clearly_and_loses_nothing(
     proxy = BreakableProxy(port, break_after=0)
     proxy.broken = True  # refuses every connection: the broker is down
     monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", f"127.0.0.1:{proxy.port}")
-    with pytest.raises(Exception, match=r"Kafka at 127\.0\.0\.1:\d+ .*REPOVAULT_KAFKA_BOOTSTRAP"):
+    with pytest.raises(BrokerUnavailable, match=r"Kafka at 127\.0\.0\.1:\d+ .*KAFKA_BOOTSTRAP"):
         tick(instance, first.cursor)
     proxy.close()
 
