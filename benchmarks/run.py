@@ -28,8 +28,8 @@ from pathlib import Path
 
 import boto3
 
-from repovault_pipeline import devbroker
-from tests.support.servers import REPO_ROOT, free_port, git_http_server, running, s3_server
+from tests.support.kafka import OwnBroker
+from tests.support.servers import REPO_ROOT, git_http_server, s3_server, serving
 
 from . import report
 from .contenders import CONTENDERS, TREE
@@ -61,13 +61,11 @@ def log(message: str) -> None:
 def local_broker(log_file: Path) -> Iterator[str]:
     """The embedded broker on a free port: a broker nobody else uses, so status events (and
     the injector's 10,000 messages) neither wait on a missing broker nor meet old data."""
-    port = free_port()
-    proc = devbroker.start("127.0.0.1", port, log_file)
+    broker = OwnBroker(log_file)
     try:
-        yield f"127.0.0.1:{port}"
+        yield broker.bootstrap
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        broker.stop()
 
 
 class Bench:
@@ -208,10 +206,12 @@ class Bench:
 @contextmanager
 def latency_proxy(s3_endpoint: str, rtt_ms: float, log_file: Path) -> Iterator[str]:
     """The S3 server behind `benchmarks.latency_proxy`: same server, `rtt_ms` farther away."""
-    port = free_port()
     target = s3_endpoint.rsplit(":", 1)[1]
-    cmd = [sys.executable, "-m", "benchmarks.latency_proxy", str(port), target, str(rtt_ms)]
-    with running(cmd, port, log_file):
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.latency_proxy", str(port), target, str(rtt_ms)]
+
+    with serving(command, log_file) as port:
         yield f"http://127.0.0.1:{port}"
 
 
