@@ -1,6 +1,6 @@
-"""Drive the Dagster daemon's own code from a test: sensor ticks, the run queue, run monitoring,
-against a code server loaded from `repovault_pipeline.definitions` (started with the test's
-environment, so it talks to the same servers)."""
+"""Drive the Dagster daemon's own code from a test: sensor ticks, backfills, the run queue, run
+monitoring, against a code server loaded from `repovault_pipeline.definitions`
+(started with the test's environment, so it talks to the same servers)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 from dagster import DagsterInstance, DagsterRun
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
+from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
@@ -69,6 +71,28 @@ def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str 
             context.instance.start_sensor(other)  # stopped by an earlier tick of another sensor
     flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
     list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
+
+
+def run_backfill(
+    context: WorkspaceProcessContext, backfill_id: str, timeout: float = 120
+) -> PartitionBackfill:
+    """Iterations of the backfill daemon (it submits the runs, then follows them) until the
+    backfill ends; returns it."""
+
+    def ended() -> PartitionBackfill | None:
+        list(execute_backfill_iteration(context, LOG))
+        backfill = context.instance.get_backfill(backfill_id)
+        assert backfill is not None, backfill_id
+        return backfill if backfill.status in BULK_ACTION_TERMINAL_STATUSES else None
+
+    return wait_until(
+        ended,
+        timeout,
+        lambda: (
+            f"backfill {backfill_id} did not end: "
+            f"{[(r.run_id, r.status) for r in context.instance.get_runs()]}"
+        ),
+    )
 
 
 def dequeue(context: WorkspaceProcessContext) -> None:
