@@ -1,5 +1,5 @@
-"""Drive the Dagster daemon's own code from a test: sensor ticks, backfills, the run queue, run
-monitoring, against a code server loaded from `repovault_pipeline.definitions`
+"""Drive the Dagster daemon's own code from a test: sensor and schedule ticks, backfills, the run
+queue, run monitoring, against a code server loaded from `repovault_pipeline.definitions`
 (started with the test's environment, so it talks to the same servers)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import yaml
 from dagster import DagsterInstance, DagsterRun
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
-from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.scheduler.instigation import InstigatorTick
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.backfill import execute_backfill_iteration
@@ -26,6 +28,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 from dagster._daemon.sensor import execute_sensor_iteration
+from dagster._scheduler.scheduler import launch_scheduled_runs
+from dagster._time import get_current_datetime
 
 from tests.support.servers import REPO_ROOT
 
@@ -71,6 +75,27 @@ def sensor_tick(context: WorkspaceProcessContext, sensor: str, crash_after: str 
             context.instance.start_sensor(other)  # stopped by an earlier tick of another sensor
     flags = {sensor: {crash_after: Exception("simulated daemon crash")}} if crash_after else None
     list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
+
+
+def schedule_ticks(
+    context: WorkspaceProcessContext, schedule: str, times: Sequence[datetime]
+) -> None:
+    """Iterations of the scheduler daemon with the clock at each of `times` (the first one finds
+    the schedule, the next ones tick it when a cron time has passed), every other schedule
+    stopped."""
+    for other in _repository(context).get_schedules():
+        if other.name != schedule:
+            context.instance.stop_schedule(other.get_remote_origin_id(), other.selector_id, other)
+    iteration_times: dict = {}
+    for at in times:
+        with freeze_time(at):
+            list(launch_scheduled_runs(context, LOG, get_current_datetime(), iteration_times))
+
+
+def schedule_ticks_of(context: WorkspaceProcessContext, name: str) -> list[InstigatorTick]:
+    """The schedule's ticks, newest first, as its page in the UI lists them."""
+    schedule = _repository(context).get_schedule(name)
+    return context.instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
 
 
 def run_backfill(
