@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar, InMemoryIOManager
+from dagster import Definitions, EnvVar, InMemoryIOManager, in_process_executor
 
 from .assets import IN_MEMORY, repo_archive, repo_metadata, restorable, vault_stats
 from .jobs import archive_repo_job
@@ -58,4 +58,9 @@ defs = Definitions(
     sensors=[kafka_injector_sensor, reconcile_sensor, sources_sensor, refresh_sensor],
     schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
     resources=repovault_resources(),
+    # Every run in one process, however it is launched: `archive_repo_job`, and the implicit
+    # asset job of the asset page's Materialize button and of backfills, which would otherwise
+    # take the multiprocess executor and run each op in a process of its own, where
+    # `upload_snapshot` cannot find the in-memory output of `clone_repo` (IN_MEMORY).
+    executor=in_process_executor,
 )

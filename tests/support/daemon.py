@@ -1,6 +1,6 @@
-"""Drive the Dagster daemon's own code from a test: sensor ticks, the run queue, run monitoring,
-against a code server loaded from `repovault_pipeline.definitions` (started with the test's
-environment, so it talks to the same servers)."""
+"""Drive the Dagster daemon's own code from a test: sensor and schedule ticks, backfills, the run
+queue, run monitoring, against a code server loaded from `repovault_pipeline.definitions`
+(started with the test's environment, so it talks to the same servers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +18,19 @@ from unittest import mock
 import yaml
 from dagster import DagsterInstance, DagsterRun
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
-from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
+from dagster._core.scheduler.instigation import InstigatorTick
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 from dagster._daemon.sensor import execute_sensor_iteration
+from dagster._scheduler.scheduler import launch_scheduled_runs
+from dagster._time import get_current_datetime
 
 from tests.support.servers import REPO_ROOT
 
@@ -111,6 +116,49 @@ def _latest_tick(context: WorkspaceProcessContext, name: str) -> tuple[int, str]
     sensor = remote_sensor(context, name)
     ticks = context.instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id, limit=1)
     return (ticks[0].tick_id, ticks[0].status.value) if ticks else None
+
+
+def schedule_ticks(
+    context: WorkspaceProcessContext, schedule: str, times: Sequence[datetime]
+) -> None:
+    """Iterations of the scheduler daemon with the clock at each of `times` (the first one finds
+    the schedule, the next ones tick it when a cron time has passed), every other schedule
+    stopped."""
+    for other in _repository(context).get_schedules():
+        if other.name != schedule:
+            context.instance.stop_schedule(other.get_remote_origin_id(), other.selector_id, other)
+    iteration_times: dict = {}
+    for at in times:
+        with freeze_time(at):
+            list(launch_scheduled_runs(context, LOG, get_current_datetime(), iteration_times))
+
+
+def schedule_ticks_of(context: WorkspaceProcessContext, name: str) -> list[InstigatorTick]:
+    """The schedule's ticks, newest first, as its page in the UI lists them."""
+    schedule = _repository(context).get_schedule(name)
+    return context.instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+
+
+def run_backfill(
+    context: WorkspaceProcessContext, backfill_id: str, timeout: float = 120
+) -> PartitionBackfill:
+    """Iterations of the backfill daemon (it submits the runs, then follows them) until the
+    backfill ends; returns it."""
+
+    def ended() -> PartitionBackfill | None:
+        list(execute_backfill_iteration(context, LOG))
+        backfill = context.instance.get_backfill(backfill_id)
+        assert backfill is not None, backfill_id
+        return backfill if backfill.status in BULK_ACTION_TERMINAL_STATUSES else None
+
+    return wait_until(
+        ended,
+        timeout,
+        lambda: (
+            f"backfill {backfill_id} did not end: "
+            f"{[(r.run_id, r.status) for r in context.instance.get_runs()]}"
+        ),
+    )
 
 
 def dequeue(context: WorkspaceProcessContext) -> None:

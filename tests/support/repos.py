@@ -54,6 +54,15 @@ class ServedRepo:
         git(self.bare.parent, "init", "-q", "--bare", self.bare.name)
         git(self.work, "remote", "add", "origin", str(self.bare))
 
+    @property
+    def repo_id(self) -> str:
+        """Its `repo_id`: the partition key and the key of its lineage rows and bucket."""
+        return self.url.removeprefix("http://").removesuffix(".git")
+
+    def head(self) -> str:
+        """The commit its served `main` points to: what a restore must give back."""
+        return self.refs()["refs/heads/main"]
+
     def write(self, files: dict[str, bytes | str | None]) -> None:
         for path, content in files.items():
             target = self.work / path
