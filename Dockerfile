@@ -18,11 +18,15 @@ RUN groupadd --system --gid 10001 repovault \
     && useradd --system --uid 10001 --gid repovault --create-home --home-dir /home/repovault \
        --shell /usr/sbin/nologin repovault
 
-# The package (pinned Dagster set from setup.py) and its console script `repovault`.
+# Exactly the runtime lock (requirements/runtime.txt: every package pinned, with hashes, the
+# same versions as the test suite's requirements/dev.txt), then the package and its console
+# script `repovault`, built by the locked setuptools with nothing fetched beside the lock.
 WORKDIR /opt/repovault/src
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes --no-deps -r requirements/runtime.txt
 COPY setup.py pyproject.toml ./
 COPY repovault_pipeline ./repovault_pipeline
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
     && rm -rf /opt/repovault/src
 
 # DAGSTER_HOME holds the production instance (dagster.yaml: PostgreSQL storage, queued runs);
