@@ -5,12 +5,23 @@ refused everything outside its buckets.
 The S3 server is moto in server mode with IAM enforcement switched on (its `reset-auth` API),
 started for this test alone: the policy is the one Compose resolves for minio-init, for the
 bucket prefix of .env.example.
+
+Listing a bucket, with or without a prefix, is authorized by `s3:ListBucket` on the bucket's
+ARN: so AWS documents it, and so MinIO enforces it (cmd/bucket-listobjects-handlers.go,
+ListObjectsV2Handler: `checkRequestAuthType(ctx, r, policy.ListBucketAction, bucket, "")`, the
+prefix playing no part). moto 5.2.6 authorizes every S3 request by its API operation name
+instead (`BaseResponse._get_action` returns the botocore operation, so a listing needs
+`s3:ListObjectsV2`, an action no IAM policy can grant on AWS): it refuses the archiver's first
+listing while MinIO accepts it. That is moto's bug, not the policy's; the lock keeps moto at
+5.2.5 and setup.py excludes 5.2.6. `test_a_listing_is_authorized_by_list_bucket` names it if a
+later moto repeats it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -104,6 +115,33 @@ def denied(call: Callable[[], object]) -> bool:
     except ClientError as exc:
         return exc.response["Error"]["Code"] in ("AccessDenied", "403")
     return False
+
+
+def test_a_listing_is_authorized_by_list_bucket(archiver_keys: tuple[str, str, str]) -> None:
+    """What MinIO checks for ListObjects(V2) with and without a prefix: s3:ListBucket on the
+    bucket, which the compose policy grants on the archiver's buckets."""
+    endpoint, access_key, secret_key = archiver_keys
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+    bucket = f"{ENV_EXAMPLE['REPOVAULT_BUCKET_PREFIX']}listing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="lfs/0123", Body=b"x")
+    for listing in ({}, {"Prefix": "lfs/"}, {"Prefix": "snapshots/", "Delimiter": "/"}):
+        try:
+            s3.list_objects_v2(Bucket=bucket, **listing)
+        except ClientError as exc:
+            raise AssertionError(
+                f"the S3 server refuses ListObjectsV2 {listing} that s3:ListBucket allows on "
+                "MinIO and AWS; moto 5.2.6 authorizes by operation name (s3:ListObjectsV2): "
+                "keep moto at 5.2.5 (see this module)"
+            ) from exc
+    assert denied(lambda: s3.list_objects_v2(Bucket="payroll", Prefix="2026"))
 
 
 def test_the_archiver_policy_is_enough_to_archive_list_and_restore_and_no_more(
