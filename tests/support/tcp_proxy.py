@@ -80,13 +80,17 @@ class BreakableProxy:
     def _break(self) -> None:
         self.broken = True
         for conn in list(self._conns):
-            try:
+            # Linger 0: the close resets the connection. shutdown first: a close alone, while
+            # another thread is blocked in recv() on the socket, leaves the socket open and the
+            # client waiting for an answer until its read timeout.
+            with contextlib.suppress(OSError):
                 conn.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                 )
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
         self._conns.clear()
 
     def _accept(self) -> None:
@@ -103,6 +107,10 @@ class BreakableProxy:
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
+                if self.broken:  # broken while this connection was being set up
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
