@@ -11,6 +11,9 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
+    # The lineage database's migrations ship in the wheel (env.py and versions/ are packages);
+    # the revision template too, for `alembic revision` against an installed copy.
+    package_data={"repovault_pipeline.core.migrations": ["script.py.mako"]},
     install_requires=[
         # One consistent Dagster set: left unpinned, pip resolves dagster-aws and
         # dagster-postgres 0.11.x, which are years old and broken.

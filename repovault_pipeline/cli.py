@@ -25,16 +25,17 @@ from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from .core.errors import ArchiveError
+from .core.errors import ArchiveError, SchemaMismatch
 from .core.fleet import FleetStore
 from .core.forges import Filters, InvalidSource, Source, parse_source
 from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
 from .core.kafka import KafkaGateway
-from .core.lineage import Request, now, open_lineage
+from .core.lineage import LineageStore, Request, now, open_lineage
 from .core.metadata import restore_metadata
 from .core.redact import mask_secrets
 from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
+from .core.schema import upgrade
 from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
 from .core.stats import compute_stats, human_size
@@ -54,8 +55,14 @@ class BadInput(Exception):
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    open_lineage(settings.db_url)
-    print(f"lineage table repo_requests ready at {_safe_url(settings.db_url)}")
+    """Upgrade the lineage database to the code's schema (or refuse a newer one), then create
+    the missing topics; both safe to repeat."""
+    lineage = LineageStore(settings.db_url)
+    try:
+        done = upgrade(lineage.engine)
+    finally:
+        lineage.dispose()
+    print(f"lineage database at {_safe_url(settings.db_url)}: {done.line()}")
     gateway = KafkaGateway(settings)
     created = gateway.ensure_topics()
     topics = settings.topics
@@ -393,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="on failure, show the stack (for bug reports)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init", help="create topics and tables (idempotent)").set_defaults(func=cmd_init)
+    sub.add_parser(
+        "init",
+        help="upgrade the lineage database to this version's schema, create topics (idempotent)",
+    ).set_defaults(func=cmd_init)
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
     _keep_options(submit)
@@ -529,7 +539,7 @@ def explain(exc: Exception, settings: Settings | None) -> tuple[int, str]:
         )
     if isinstance(exc, ArchiveError) and (s3 := _explain_s3(exc.__cause__, settings)):
         return EXIT_FAILED, s3
-    if isinstance(exc, ArchiveError):
+    if isinstance(exc, ArchiveError | SchemaMismatch):
         return EXIT_FAILED, str(exc)
     return EXIT_FAILED, (
         f"unexpected {type(exc).__name__}: {_first_line(exc)} (run `repovault --traceback "

@@ -17,7 +17,7 @@ from dagster import instance_for_test
 from prometheus_client.parser import text_string_to_metric_families
 
 from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import LineageStore
+from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.runs import TAG_REQUEST_ID
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.definitions import defs
@@ -48,9 +48,8 @@ def post(api: str, body: bytes | str, **headers: str) -> requests.Response:
 
 
 def rows() -> list:
-    lineage = LineageStore(os.environ["REPOVAULT_DB_URL"])
-    lineage.create_tables()  # a refused body may leave the database untouched, tables and all
-    return lineage.find(limit=1000)
+    # a refused body may leave the database untouched, tables and all: open_lineage makes them
+    return open_lineage(os.environ["REPOVAULT_DB_URL"]).find(limit=1000)
 
 
 def test_submit_reaches_pendientes_and_is_readable(

@@ -70,7 +70,7 @@ def test_init_is_idempotent_and_console_script_works(vault_env: dict[str, str]) 
             text=True,
         )
         assert done.returncode == 0, done.stderr
-    assert "repo_requests" in done.stdout
+    assert "lineage database at" in done.stdout and "the newest schema" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -26,3 +26,9 @@ class GitTimeout(ArchiveError):
 class PreconditionFailed(ArchiveError):
     """A conditional write lost a race: the object changed since it was read (If-Match) or
     already exists (If-None-Match). Callers re-read and decide; it is never retried blindly."""
+
+
+class SchemaMismatch(Exception):
+    """The lineage database's schema is not one this RepoVault can use or upgrade (a newer
+    RepoVault migrated it, or its tables are no release's); nothing was changed. The message
+    says which revision or tables, and what to do."""

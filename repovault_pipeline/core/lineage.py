@@ -3,6 +3,12 @@
 The seed system's column names are kept. PostgreSQL in every deployment; SQLite only for the
 embedded default. Timestamps are timezone-aware UTC on both (SQLite stores naive UTC and is
 given its zone back on read).
+
+The schema is versioned with Alembic (core/schema.py, core/migrations/). `open_lineage` upgrades
+the database to the code's head itself, one query when it already is there: the embedded default
+and the tests start from nothing, and no process can work on an older schema. A database a newer
+RepoVault migrated is refused, untouched. `repovault init` runs the same upgrade and says what it
+did.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 
 from .redact import mask_secrets
-from .tables import SOURCES, metadata, repo_requests
+from .schema import ensure
+from .tables import SOURCES, repo_requests
 
 FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
 STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
@@ -85,9 +92,6 @@ class LineageStore:
         self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-
-    def create_tables(self) -> None:
-        metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -293,9 +297,14 @@ class LineageStore:
 
 
 def open_lineage(db_url: str) -> LineageStore:
-    """A store on `db_url` with its tables created when missing."""
+    """A store on `db_url`, its schema at the code's head: one query when it already is, else
+    upgraded (`schema.ensure`); a database a newer RepoVault migrated is refused."""
     store = LineageStore(db_url)
-    store.create_tables()
+    try:
+        ensure(store.engine)
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 

@@ -2,8 +2,10 @@
 `repo_sources` (tracked organisations and groups) and `repo_state` (one row per known
 repository: what upstream looked like when last checked).
 
-Table definitions only, so every store (lineage, fleet, statistics) shares one schema and
-`create_tables` creates all of it. Timestamps are timezone-aware UTC on PostgreSQL and SQLite.
+Table definitions only, so every store (lineage, fleet, statistics) queries one schema. The
+database gets them from the migrations (core/migrations/versions/, applied by core/schema.py):
+a change here needs a new revision there, and tests/core/test_migrations.py fails until the
+head revision's tables equal these. Timestamps are timezone-aware UTC on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations

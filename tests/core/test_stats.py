@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.lineage import LineageStore, now
+from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.stats import compute_stats, failure_reason
 from repovault_pipeline.core.store import open_store
@@ -33,8 +33,7 @@ def row(n: int, status: str, source: str, created: datetime, **times: object) ->
 
 @pytest.fixture
 def rows(private_lineage: str) -> tuple[LineageStore, datetime]:
-    lineage = LineageStore(private_lineage)
-    lineage.create_tables()
+    lineage = open_lineage(private_lineage)
     at = now()
     t0 = at - timedelta(hours=2)
     s = timedelta(seconds=1)

@@ -16,7 +16,7 @@ from dagster import (
 )
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 
-from repovault_pipeline.core.lineage import LineageStore
+from repovault_pipeline.core.lineage import LineageStore, open_lineage
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.resources import LineageResource
 from repovault_pipeline.schedules import trending_top10_schedule
@@ -64,8 +64,7 @@ def trending_env(monkeypatch: pytest.MonkeyPatch, github: FakeGitHub, pg_url: st
     monkeypatch.setenv("REPOVAULT_ALLOWED_SCHEMES", "https,ssh,http")
     monkeypatch.setenv("REPOVAULT_TRENDING_URL", f"{github.url}/trending")
     monkeypatch.setenv("REPOVAULT_GITHUB_API", f"{github.url}/api")
-    store = LineageStore(pg_url)
-    store.create_tables()
+    store = open_lineage(pg_url)
     with store.engine.begin() as conn:  # the session database is shared: start from no rows
         conn.exec_driver_sql("DELETE FROM repo_requests WHERE source = 'trending'")
     yield store
