@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from .core.errors import ArchiveError, TransientError
+from .core.errors import ArchiveError, SchemaMismatch, TransientError
 from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
 from .core.kafka import BrokerUnavailable
 from .core.lineage import STATUSES, LineageStore, open_lineage
@@ -256,6 +256,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def metrics() -> PlainTextResponse:
         """Prometheus metrics, computed at each scrape from the same figures as /api/stats."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(SchemaMismatch)
+    async def schema_refused(_: Request, exc: SchemaMismatch) -> JSONResponse:
+        """A lineage database this RepoVault cannot use (a newer one migrated it): 503 with the
+        reason, which says what to do; nothing was changed."""
+        return _bad(503, mask_secrets(str(exc)))
 
     @app.exception_handler(ArchiveError)
     async def store_failed(_: Request, exc: ArchiveError) -> JSONResponse:

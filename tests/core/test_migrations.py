@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
@@ -38,6 +39,7 @@ from repovault_pipeline.core.lineage import STATUSES, open_lineage
 from repovault_pipeline.core.schema import VERSION_TABLE, context_options, head
 from repovault_pipeline.core.tables import metadata, repo_requests, repo_sources, repo_state
 from tests.conftest import fresh_database, missing_service
+from tests.support.servers import serving
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "schema"
@@ -346,7 +348,7 @@ def test_init_twice_the_second_changes_nothing_and_says_so(
 
 
 def test_a_database_a_newer_repovault_migrated_is_refused_untouched(
-    db_url: str, repovault: Callable[..., subprocess.CompletedProcess[str]]
+    db_url: str, repovault: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     lineage = open_lineage(db_url)
     lineage.record_pending("https://github.com/acme/tool", "github.com/acme/tool", "cli")
@@ -366,6 +368,12 @@ def test_a_database_a_newer_repovault_migrated_is_refused_untouched(
             assert said in done.stderr
     with pytest.raises(SchemaMismatch, match=f"revision 0099.*its newest is {head()}"):
         open_lineage(db_url)
+    env = {"REPOVAULT_DB_URL": db_url, "REPOVAULT_LOCAL_STORE": str(tmp_path / "store")}
+    serve = str(Path(sys.executable).with_name("repovault"))
+    with serving(lambda port: [serve, "serve", "--port", str(port)], tmp_path / "log", env) as port:
+        answer = requests.get(f"http://127.0.0.1:{port}/api/requests", timeout=30)
+    assert answer.status_code == 503
+    assert "schema revision 0099" in answer.json()["error"] and PASSWORD not in answer.text
     assert (dump(engine), schema(engine)) == before
 
 
