@@ -109,6 +109,18 @@ def archive(url: str) -> bool:
     return result.success and row.status == "completed"
 
 
+def archiver_client(endpoint: str, access_key: str, secret_key: str):
+    """boto3 as the archiver: its own keys, no retries (a refusal is seen at once)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
 def denied(call: Callable[[], object]) -> bool:
     try:
         call()
@@ -120,15 +132,7 @@ def denied(call: Callable[[], object]) -> bool:
 def test_a_listing_is_authorized_by_list_bucket(archiver_keys: tuple[str, str, str]) -> None:
     """What MinIO checks for ListObjects(V2) with and without a prefix: s3:ListBucket on the
     bucket, which the compose policy grants on the archiver's buckets."""
-    endpoint, access_key, secret_key = archiver_keys
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
-    )
+    s3 = archiver_client(*archiver_keys)
     bucket = f"{ENV_EXAMPLE['REPOVAULT_BUCKET_PREFIX']}listing-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="lfs/0123", Body=b"x")
@@ -178,14 +182,7 @@ def test_the_archiver_policy_is_enough_to_archive_list_and_restore_and_no_more(
     assert cli(["restore", repo.url, str(tmp_path / "restored")]) == 0
     assert git(tmp_path / "restored", "rev-parse", "HEAD") == head
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
-    )
+    s3 = archiver_client(endpoint, access_key, secret_key)
     (ours,) = [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith(prefix)]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=ours)["Contents"]]
     assert "tree/big.bin" in keys and "tree/old.txt" not in keys
