@@ -113,7 +113,10 @@ def measure(git_url: str, paths: list[str], sample: int) -> dict:
     long_ago = datetime.now(UTC) - timedelta(days=2)
     for url in urls:
         ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
-        fleet.record_snapshot(ref.repo_id, ref.url, digest, "bench", long_ago)
+        # As an archive run records it: the served copies have no wiki.
+        fleet.record_snapshot(
+            ref.repo_id, ref.url, digest, "bench", long_ago, wiki_digest=refs_digest({})
+        )
 
     log(f"refresh of {len(urls)} unchanged repositories")
     started = time.perf_counter()

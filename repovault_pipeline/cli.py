@@ -371,7 +371,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
         gateway.close()
     for change in outcome.changed:
         state = "requested" if change in published else "already requested"
-        print(f"{change.repo_id}  changed  {state}  {change.request_id}")
+        print(f"{change.repo_id}  changed: {change.reason}  {state}  {change.request_id}")
     for repo_id in outcome.gone:
         print(f"{repo_id}  gone upstream (its snapshots are kept)")
     for repo_id, reason in outcome.failed:
@@ -486,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("source", metavar="SOURCE")
     remove.set_defaults(func=cmd_track_remove)
     refresh_cmd = sub.add_parser(
-        "refresh", help="check now for upstream changes and request runs for changed repositories"
+        "refresh",
+        help="check now for upstream changes (code refs, wiki, forge metadata) and request runs "
+        "for changed repositories",
     )
     refresh_cmd.add_argument(
         "repos", nargs="*", metavar="REPO", help="URLs or repo_ids (default: every due one)"

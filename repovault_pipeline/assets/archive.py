@@ -155,9 +155,14 @@ def record_lineage(
         bytes_uploaded=result.bytes_uploaded,
         finished_at=finished_at,
     )
-    if result.refs_digest:  # what refresh_sensor compares the remote's refs with
+    if result.refs_digest:  # what refresh_sensor compares the remote's refs (and wiki's) with
         lineage.fleet().record_snapshot(
-            result.repo_id, result.repo_url, result.refs_digest, result.snapshot_id, finished_at
+            result.repo_id,
+            result.repo_url,
+            result.refs_digest,
+            result.snapshot_id,
+            finished_at,
+            wiki_digest=result.wiki_refs_digest,
         )
     event = status_event(
         request.request_id,

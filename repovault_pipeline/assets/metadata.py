@@ -1,5 +1,7 @@
 """`repo_metadata`: the forge metadata of each archived repository (core/metadata.py), read
-after its `repo_archive` partition in the same run."""
+after its `repo_archive` partition in the same run. A metadata snapshot records the forge's
+activity stamp listed before it (`repo_state.metadata_stamp`), so refresh requests a run when
+the listing shows a newer one."""
 
 from collections.abc import Iterator
 
@@ -9,7 +11,7 @@ from ..core.identity import parse_repo_id
 from ..core.metadata import MetadataArchiver, forge_of, wanted
 from ..core.runs import request_of_run
 from ..partitions import repositories
-from ..resources import VaultResource
+from ..resources import LineageResource, VaultResource
 from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
 
 
@@ -24,7 +26,7 @@ from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
     "and release assets of the repository's forge, as JSON Lines under metadata/ in its bucket.",
 )
 def repo_metadata(
-    context: AssetExecutionContext, vault: VaultResource
+    context: AssetExecutionContext, vault: VaultResource, lineage: LineageResource
 ) -> Iterator[MaterializeResult]:
     settings = vault.settings()
     ref = parse_repo_id(context.partition_key)
@@ -37,8 +39,12 @@ def repo_metadata(
     if skipped is not None or forge is None:
         context.log.info(f"metadata of {ref.repo_id} not kept: {skipped}")
         return
+    fleet = lineage.fleet()
+    listed = next((s.forge_stamp for s in fleet.get([ref.repo_id])), None)  # before the read
     with archive_errors(context):  # a rate limit, a refused token: reported, retried next run
         result = MetadataArchiver(settings, vault.store(), context.log).archive(ref, forge)
+    if listed is not None:
+        fleet.record_metadata(ref.repo_id, listed)
     yield MaterializeResult(
         metadata={
             "outcome": result.outcome,

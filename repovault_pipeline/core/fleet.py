@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -47,6 +47,9 @@ class RepoState:
     upstream: str
     consecutive_failures: int
     last_snapshot_id: str | None
+    wiki_digest: str | None = None  # None: no wiki snapshot recorded yet
+    forge_stamp: str | None = None  # None: never listed by a source (or the forge gave none)
+    metadata_stamp: str | None = None  # None: no metadata snapshot recorded yet
 
 
 class FleetStore:
@@ -181,16 +184,38 @@ class FleetStore:
             )
         return [str(r["repo_id"]) for r in new]
 
+    def record_stamps(self, stamps: dict[str, str]) -> None:
+        """The forge's activity stamp of each listed repository (repo_id -> stamp), which
+        refresh compares with `metadata_stamp`."""
+        if not stamps:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(repo_state)
+                .where(repo_state.c.repo_id == bindparam("listed_id"))
+                .values(forge_stamp=bindparam("stamp")),
+                [{"listed_id": r, "stamp": s} for r, s in sorted(stamps.items())],
+            )
+
     def record_snapshot(
-        self, repo_id: str, repo_url: str, digest: str, snapshot_id: str | None, at: datetime
+        self,
+        repo_id: str,
+        repo_url: str,
+        digest: str,
+        snapshot_id: str | None,
+        at: datetime,
+        wiki_digest: str | None = None,
     ) -> None:
-        """After a committed (or confirmed unchanged) snapshot: the refs it holds, for refresh."""
+        """After a committed (or confirmed unchanged) snapshot: the refs it holds, and its
+        wiki's when the run kept the wiki (else the wiki snapshot recorded before stays), for
+        refresh."""
         row = {
             "repo_id": repo_id,
             "repo_url": mask_secrets(repo_url),
             "source_id": None,
             "last_checked_at": at,
             "refs_digest": digest,
+            "wiki_digest": wiki_digest,
             "upstream": "active",
             "consecutive_failures": 0,
             "last_snapshot_id": snapshot_id,
@@ -208,10 +233,21 @@ class FleetStore:
                     "consecutive_failures",
                     "last_snapshot_id",
                 )
-            },
+            }
+            | {"wiki_digest": func.coalesce(stmt.excluded.wiki_digest, repo_state.c.wiki_digest)},
         )
         with self.engine.begin() as conn:
             conn.execute(stmt, [row])
+
+    def record_metadata(self, repo_id: str, stamp: str) -> None:
+        """After a metadata snapshot: the `forge_stamp` read before it, which it is at least as
+        new as (a change listed meanwhile differs, and is fetched by the next run)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(repo_state)
+                .where(repo_state.c.repo_id == repo_id)
+                .values(metadata_stamp=stamp)
+            )
 
     def due(self, checked_before: datetime, limit: int) -> list[RepoState]:
         """Repositories not checked since `checked_before`, least recently checked first."""

@@ -89,6 +89,7 @@ class ListedRepo:
     fork: bool = False
     archived: bool = False
     private: bool = False
+    stamp: str | None = None  # when the forge last saw activity: refresh's metadata signal
 
     @property
     def name(self) -> str:
@@ -273,6 +274,8 @@ def _github_repo(item: dict) -> ListedRepo:
         fork=bool(item.get("fork")),
         archived=bool(item.get("archived")),
         private=bool(item.get("private")),
+        # `updated_at` moves with the repository's own record, `pushed_at` with any push.
+        stamp=_stamp(item.get("updated_at"), item.get("pushed_at")),
     )
 
 
@@ -283,4 +286,12 @@ def _gitlab_repo(item: dict) -> ListedRepo:
         fork=item.get("forked_from_project") is not None,
         archived=bool(item.get("archived")),
         private=item.get("visibility", "public") != "public",
+        # Moves with pushes, issues, merge requests and their comments (GitLab throttles it).
+        stamp=_stamp(item.get("last_activity_at")),
     )
+
+
+def _stamp(*times: object) -> str | None:
+    """The listing's activity times as one comparable stamp; None when the forge gave none."""
+    given = [str(t) for t in times if t]
+    return " ".join(given)[:64] if given else None

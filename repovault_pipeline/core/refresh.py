@@ -1,16 +1,20 @@
 """Refresh: which archived repositories changed upstream, for the price of one `git ls-remote`
-each and no Dagster run (docs/contract.md: `refresh_sensor`, `repovault refresh`).
+each (two when the wiki is kept) and no Dagster run (docs/contract.md: `refresh_sensor`,
+`repovault refresh`).
 
 The repositories that are due (not checked for REPOVAULT_REFRESH_INTERVAL_H) are asked for their
-refs in parallel, at most REPOVAULT_HOST_CONCURRENCY at once per host; the digest of those refs
-is compared with the one `repo_state` recorded from the latest snapshot. Only changed
-repositories come back, with a run key that names the refs seen, so the same change is never
-requested twice. A remote that says "not found" twice in a row is `gone`; one that fails
-UNREACHABLE_AFTER checks in a row is `unreachable`. Neither touches a snapshot.
+refs in parallel, at most REPOVAULT_HOST_CONCURRENCY at once per host. Three signals are
+compared with what `repo_state` recorded from the latest snapshots: the code's refs, the wiki's
+refs (when its runs keep the wiki) and the forge's activity stamp that the latest listing of its
+source recorded (when its runs keep metadata; no API request here). Only changed repositories
+come back, saying which signals moved, with a run key that names what was seen, so the same
+change is never requested twice. A remote that says "not found" twice in a row is `gone`; one
+that fails UNREACHABLE_AFTER checks in a row is `unreachable`. Neither touches a snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
@@ -23,12 +27,13 @@ from datetime import datetime
 from .errors import ArchiveError, RepoNotFound
 from .fleet import FleetStore, RepoState, due_before
 from .gitops import GitClient, refs_digest
-from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url, wiki_ref
 from .kafka import BrokerUnavailable, KafkaGateway
 from .lineage import LineageStore
 from .messages import request_message
+from .metadata import forge_of, wanted
 from .redact import mask_secrets
-from .settings import Settings
+from .settings import Keep, Settings
 
 REFRESH_SOURCE = "refresh"
 MAX_WORKERS = 64  # threads waiting on git processes; the per-host limit is the real bound
@@ -37,17 +42,57 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What one check saw upstream: the code's refs digest, the wiki's (None: its runs do not
+    keep the wiki) and the listed forge stamp (None: no metadata kept, or never listed)."""
+
+    code: str
+    wiki: str | None = None
+    metadata: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the three: what the run key names."""
+        text = f"{self.code}\n{self.wiki or '-'}\n{self.metadata or '-'}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def differs(self, state: RepoState) -> tuple[str, ...]:
+        """Which of the signals differ from what the latest snapshots recorded; one never
+        recorded (a row older than the signal) differs."""
+        moved = [
+            (CODE_REFS, self.code != state.refs_digest),
+            (WIKI, self.wiki is not None and self.wiki != state.wiki_digest),
+            (METADATA, self.metadata is not None and self.metadata != state.metadata_stamp),
+        ]
+        return tuple(name for name, differs in moved if differs)
+
+
+CODE_REFS, WIKI, METADATA = "code refs", "wiki", "metadata"
+
+
+@dataclass(frozen=True)
 class Change:
-    """A repository whose refs differ from its latest snapshot's."""
+    """A repository whose code refs, wiki refs or forge stamp differ from its latest
+    snapshots'."""
 
     repo_id: str
     repo_url: str
-    digest: str
+    seen: Seen
     source_id: str | None = None  # its tracked source, whose `keep` its run follows
+    changed: tuple[str, ...] = (CODE_REFS,)  # which signals moved
+
+    @property
+    def digest(self) -> str:
+        return self.seen.digest
+
+    @property
+    def reason(self) -> str:
+        """What changed, for the operator: `code refs`, `wiki`, `metadata`, comma separated."""
+        return ", ".join(self.changed)
 
     @property
     def run_key(self) -> str:
-        """Names the refs seen: a second tick that sees the same refs asks for nothing new."""
+        """Names what was seen: a second tick that sees the same asks for nothing new."""
         return f"refresh:{self.repo_id}:{self.digest[:12]}"
 
     @property
@@ -90,9 +135,13 @@ class _HostLimiter:
 
 
 def check(
-    settings: Settings, states: Sequence[RepoState], git: GitClient | None = None
+    settings: Settings,
+    states: Sequence[RepoState],
+    git: GitClient | None = None,
+    keeps: dict[str, dict[str, bool]] | None = None,
 ) -> RefreshOutcome:
-    """Ask every remote in `states` for its refs and sort them; records nothing."""
+    """Ask every remote in `states` for its refs (and its wiki's, when kept) and sort them;
+    `keeps` are the sources' choices (FleetStore.keeps). Records nothing."""
     git = git or GitClient(settings, log)
     limiter = _HostLimiter(settings.host_concurrency)
     outcome = RefreshOutcome(checked=len(states))
@@ -107,6 +156,7 @@ def check(
 
     def one(item: tuple[RepoState, RepoRef]) -> None:
         state, ref = item
+        keep = settings.keep.choose((keeps or {}).get(state.source_id or "", {}))
         with limiter.slot(host_key(ref)):
             try:
                 digest = _remote_digest(git, ref)
@@ -123,10 +173,17 @@ def check(
             except ArchiveError as exc:
                 outcome.failed.append((state.repo_id, mask_secrets(str(exc))))
                 return
-        if digest == state.refs_digest:
-            outcome.unchanged.append(state.repo_id)
+            try:
+                wiki = _wiki_digest(git, ref) if keep.wiki else None
+            except ArchiveError as exc:
+                outcome.failed.append((state.repo_id, f"its wiki: {mask_secrets(str(exc))}"))
+                return
+        stamp = state.forge_stamp if _keeps_metadata(settings, ref, keep) else None
+        seen = Seen(digest, wiki, stamp)
+        if changed := seen.differs(state):
+            outcome.changed.append(Change(state.repo_id, ref.url, seen, state.source_id, changed))
         else:
-            outcome.changed.append(Change(state.repo_id, ref.url, digest, state.source_id))
+            outcome.unchanged.append(state.repo_id)
 
     hosts = len({host_key(ref) for _, ref in todo})
     workers = min(MAX_WORKERS, settings.host_concurrency * max(1, hosts))
@@ -138,6 +195,19 @@ def check(
 
 def _remote_digest(git: GitClient, ref: RepoRef) -> str:
     return refs_digest(git.ls_remote(ref).refs)
+
+
+def _wiki_digest(git: GitClient, ref: RepoRef) -> str:
+    """The wiki's refs digest; that of no refs when the forge has no wiki for the repository
+    (as the archive run records it)."""
+    try:
+        return _remote_digest(git, wiki_ref(ref))
+    except RepoNotFound:
+        return refs_digest({})
+
+
+def _keeps_metadata(settings: Settings, ref: RepoRef, keep: Keep) -> bool:
+    return wanted(settings, forge_of(ref, settings), keep.metadata) is None
 
 
 def refresh(
@@ -154,7 +224,7 @@ def refresh(
         states = fleet.get(repo_ids)
     else:
         states = fleet.due(due_before(at, settings.refresh_interval_h), limit)
-    outcome = check(settings, states, git)
+    outcome = check(settings, states, git, fleet.keeps())
     fleet.record_checks(
         at,
         unchanged=outcome.unchanged,

@@ -158,6 +158,7 @@ class ArchiveResult:
     keep: dict[str, bool] = field(default_factory=dict)
     wiki_outcome: str | None = None  # completed, unchanged, absent; None: not kept
     wiki_snapshot_id: str | None = None
+    wiki_refs_digest: str | None = None  # of the wiki's refs (none: no wiki); None: not kept
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -407,6 +408,7 @@ class SnapshotWriter:
         if prepared.keep.wiki:
             result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
             result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
+            result.wiki_refs_digest = refs_digest(wiki.refs if wiki else {})
         wiki_changed = wiki is not None and not wiki.unchanged
         if prepared.unchanged and not wiki_changed:
             result.duration_s = round(time.time() - prepared.started_at, 3)

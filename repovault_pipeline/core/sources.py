@@ -1,6 +1,7 @@
 """One tick of `sources_sensor`, without Dagster: list the tracked sources that are due, record
-their new repositories in `repo_state`, mark those a complete listing no longer shows and the
-remote confirms missing as `gone`, and pick the next batch of first archive runs.
+their new repositories in `repo_state` (and every listed one's activity stamp, which refresh
+compares), mark those a complete listing no longer shows and the remote confirms missing as
+`gone`, and pick the next batch of first archive runs.
 
 A tick stays short: sources are listed until LISTING_BUDGET_S is spent (at least one), and at
 most `batch` first runs are requested, walking the never-archived repositories in `repo_id`
@@ -83,6 +84,7 @@ def sources_tick(
         tick.new_repos += fleet.add_repos(
             row.source.source_id, [(ref.repo_id, ref.url) for ref, _ in listing.repos], at
         )
+        fleet.record_stamps({ref.repo_id: r.stamp for ref, r in listing.repos if r.stamp})
         if listing.complete:
             tick.gone += _confirm_missing(settings, fleet, listing, at)
     pending = fleet.never_archived(cursor, batch)

@@ -101,6 +101,9 @@ repo_state = Table(
     Column("last_checked_at", UTCDateTime),
     Column("last_changed_at", UTCDateTime),
     Column("refs_digest", String(64)),
+    Column("wiki_digest", String(64)),  # refs of the latest wiki snapshot; refresh compares
+    Column("forge_stamp", String(64)),  # the forge's activity stamp at the latest listing
+    Column("metadata_stamp", String(64)),  # the forge_stamp the latest metadata snapshot saw
     Column("upstream", String(16), nullable=False, default="active"),
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("last_snapshot_id", String(64)),

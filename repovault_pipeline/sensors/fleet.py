@@ -70,9 +70,10 @@ def sources_sensor(
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Checks the archived repositories not checked for REPOVAULT_REFRESH_INTERVAL_H "
-    "with git ls-remote (REPOVAULT_HOST_CONCURRENCY per host, 200 a tick) and requests a run "
-    "(source=refresh, run key refresh:<repo_id>:<12 hex of the refs' sha256>) only for those "
-    "whose refs differ from their latest snapshot's.",
+    "with git ls-remote of the code and, when kept, the wiki (REPOVAULT_HOST_CONCURRENCY per "
+    "host, 200 a tick), and the forge's activity stamp from the latest listing when metadata is "
+    "kept; requests a run (source=refresh, run key refresh:<repo_id>:<12 hex of what was seen>) "
+    "only for those whose code refs, wiki refs or stamp differ from their latest snapshots'.",
 )
 def refresh_sensor(
     context: SensorEvaluationContext, lineage: LineageResource, vault: VaultResource
@@ -84,6 +85,8 @@ def refresh_sensor(
         context.log.warning(f"{repo_id}: {mask_secrets(reason)}")
     for repo_id in outcome.gone:
         context.log.warning(f"{repo_id} is gone upstream; its snapshots are kept")
+    for change in outcome.changed:
+        context.log.info(f"{change.repo_id} changed: {change.reason}")
     context.log.info(outcome.summary())
     keeps = lineage.fleet().keeps()
     runs = [

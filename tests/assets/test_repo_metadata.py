@@ -1,6 +1,7 @@
 """`repo_metadata` in `archive_repo_job`: after the archive, the forge's metadata is read from a
-GitHub-shaped API on loopback; a rate limit fails the step with its reason, and leaves the
-archive and its lineage row as they were."""
+GitHub-shaped API on loopback and the forge stamp listed before it is recorded for refresh; a
+rate limit fails the step with its reason, and leaves the archive, its lineage row and the
+recorded stamp as they were."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
+from repovault_pipeline.core.fleet import FleetStore
 from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
@@ -54,9 +56,15 @@ def test_metadata_is_materialized_after_the_archive_and_a_rate_limit_is_reported
     forge.add_release("v1", "tool.tar.gz", b"tarball")
     monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
     monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "on")
+    # As the listing of a tracked source records it: the forge's activity stamp.
+    fleet = FleetStore(open_lineage(os.environ["REPOVAULT_DB_URL"]).engine)
+    fleet.add_repos("github-org:127.0.0.1/" + owner, [(repo.repo_id, repo.url)], now())
+    fleet.record_stamps({repo.repo_id: "2026-01-01T00:00:00Z"})
     try:
         result, row = run_job(instance, repo)
         assert result.success and row.status == "completed"
+        [state] = fleet.get([repo.repo_id])
+        assert state.metadata_stamp == "2026-01-01T00:00:00Z"  # refresh compares it
         [meta] = result.asset_materializations_for_node("repo_metadata")
         assert meta.partition == repo.url.removeprefix("http://").removesuffix(".git")
         assert meta.metadata["outcome"].value == "completed"
@@ -64,11 +72,14 @@ def test_metadata_is_materialized_after_the_archive_and_a_rate_limit_is_reported
         assert meta.metadata["assets_uploaded"].value == 1
 
         forge.add_issue("second issue", minutes_ago=0)
+        fleet.record_stamps({repo.repo_id: "2026-01-02T00:00:00Z"})
         forge.rate_limit_after = len(forge.log)
         failed, row = run_job(instance, repo)
 
         assert not failed.success
         assert row.status == "unchanged"  # the archive itself went through
+        [state] = fleet.get([repo.repo_id])
+        assert state.metadata_stamp == "2026-01-01T00:00:00Z"  # the next refresh asks again
         failures = [
             e.event_specific_data.error.message
             for e in failed.all_events

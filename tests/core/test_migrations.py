@@ -274,7 +274,8 @@ def test_a_first_release_database_is_upgraded_with_every_row_kept(
 def test_a_699cc7d_database_is_stamped_with_every_row_kept(
     db_url: str, repovault: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    """The tables today's main made with create_all, without a version: stamped as they are."""
+    """The tables 699cc7d made with create_all, without a version (revision 0003's): stamped as
+    they are, then upgraded."""
     engine = released(db_url, "699cc7d")
     rows = request_rows(("cli", "api", "track", "refresh"))
     with engine.begin() as conn:
@@ -316,7 +317,7 @@ def test_a_699cc7d_database_is_stamped_with_every_row_kept(
 
     done = repovault("init")
     assert done.returncode == 0, done.stderr
-    assert f"recognised as {head()}, stamped; already at {head()}" in done.stdout
+    assert f"recognised as 0003, stamped; upgraded from 0003 to {head()}" in done.stdout
     assert version(engine) == [head()]
     assert_kept(before, engine)
     assert_lists_requests(repovault("status", "--limit", "100"), rows)

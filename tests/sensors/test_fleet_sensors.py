@@ -1,6 +1,7 @@
 """`sources_sensor` and `refresh_sensor` as the Dagster daemon runs them, against the forge API
 server, the git server, S3 and PostgreSQL: first runs of tracked repositories, a changed
-repository requested once however many ticks see it, a deleted one `gone` with its snapshots."""
+repository (its code, or only its wiki) requested once however many ticks see it, a deleted one
+`gone` with its snapshots."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from repovault_pipeline.core.fleet import FleetStore
 from repovault_pipeline.core.gitops import refs_digest
 from repovault_pipeline.core.identity import bucket_name
 from repovault_pipeline.core.lineage import now, open_lineage
+from repovault_pipeline.core.refresh import Seen
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotReader
@@ -67,10 +69,13 @@ def test_track_refresh_and_gone_through_the_daemon(
         repo.commit({"README": name})
         repo.push()
         tracked.append(repo)
-    changing, doomed = make_repo("changing"), make_repo("doomed")
-    for repo in (changing, doomed):
+    changing, doomed, documented = make_repo("changing"), make_repo("doomed"), make_repo("doc")
+    for repo in (changing, doomed, documented):
         repo.commit({"README": "archived\n"})
         repo.push()
+    wiki = make_repo("doc.wiki", owner=documented.url.split("/")[-2])
+    wiki.commit({"Home.md": "# Doc\n"})
+    wiki.push()
     fleet = FleetStore(open_lineage(private_lineage).engine)
 
     with forge_api(git_base_url) as api:
@@ -83,24 +88,29 @@ def test_track_refresh_and_gone_through_the_daemon(
 
         with instance_for_test(overrides=QUEUED) as instance, daemon_workspace(instance) as daemon:
             # The archive path records what each snapshot holds into repo_state.
-            archive(instance, changing)
-            archive(instance, doomed)
-            for repo in (changing, doomed):
+            for repo in (changing, doomed, documented):
+                archive(instance, repo)
                 [state] = fleet.get([repo_id_of(repo)])
                 assert state.refs_digest == refs_digest(repo.refs())
                 assert state.last_snapshot_id is not None
+                # ... and its wiki's refs (those of none when it has no wiki).
+                assert state.wiki_digest == refs_digest(wiki.refs() if repo is documented else {})
             changing.commit({"README": "changed upstream\n"})
             changing.push()
+            wiki.commit({"Home.md": "# Doc, edited in the wiki only\n"})
+            wiki.push()
             shutil.rmtree(doomed.bare)
-            make_due(private_lineage, [repo_id_of(changing)])
+            make_due(private_lineage, [repo_id_of(changing), repo_id_of(documented)])
 
             sensor_tick(daemon, "sources_sensor")
             sensor_tick(daemon, "refresh_sensor")
             first = {r.tags["dagster/run_key"]: r for r in queued(instance)}
-            digest = refs_digest(changing.refs())
+            code = Seen(refs_digest(changing.refs()), refs_digest({})).digest
+            edit = Seen(refs_digest(documented.refs()), refs_digest(wiki.refs())).digest
             assert sorted(first) == sorted(
                 [f"track:{repo_id_of(r)}" for r in tracked]
-                + [f"refresh:{repo_id_of(changing)}:{digest[:12]}"]
+                + [f"refresh:{repo_id_of(changing)}:{code[:12]}"]
+                + [f"refresh:{repo_id_of(documented)}:{edit[:12]}"]
             )
             for run in first.values():
                 assert run.tags["repovault/host"] == git_base_url.removeprefix("http://")
@@ -114,7 +124,11 @@ def test_track_refresh_and_gone_through_the_daemon(
             # Upstream: one tracked repository deleted; the listing and the checks come due again.
             api.remove(f"{owner}/d")
             shutil.rmtree(tracked[3].bare)
-            make_due(private_lineage, [repo_id_of(changing), repo_id_of(doomed)], sources=True)
+            make_due(
+                private_lineage,
+                [repo_id_of(r) for r in (changing, doomed, documented)],
+                sources=True,
+            )
             sensor_tick(daemon, "sources_sensor", after_s=SENSOR_INTERVAL_S + 1)
             sensor_tick(daemon, "refresh_sensor", after_s=SENSOR_INTERVAL_S + 1)
             assert sorted(r.tags["dagster/run_key"] for r in queued(instance)) == sorted(first)

@@ -6,6 +6,8 @@ A real HTTP server (threaded, in the test process) answering
 only to a request carrying the server's token (`Authorization: Bearer` for GitHub,
 `PRIVATE-TOKEN` for GitLab). `rate_limited` names answer 403 with GitHub's reset headers;
 `fail_page` makes one page of a name answer 500. Clone URLs point at the test git server.
+Each repository's `updated_at` is what GitHub lists as `updated_at` and GitLab as
+`last_activity_at`; `touch` moves it, as a new issue or release does upstream.
 Every request is kept in `requests` (path and headers) so tests can see where tokens went.
 """
 
@@ -27,6 +29,7 @@ class ForgeRepo:
     private: bool = False
     fork: bool = False
     archived: bool = False
+    updated_at: str = "2026-01-01T00:00:00Z"
 
 
 @dataclass
@@ -44,6 +47,12 @@ class ForgeApi:
         repo = ForgeRepo(f"{owner}/{name}", **flags)
         self.repos.setdefault(owner.split("/")[0], []).append(repo)
         return repo
+
+    def touch(self, full_name: str, updated_at: str) -> None:
+        for repos in self.repos.values():
+            for repo in repos:
+                if repo.full_name == full_name:
+                    repo.updated_at = updated_at
 
     def remove(self, full_name: str) -> None:
         for repos in self.repos.values():
@@ -114,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             "fork": repo.fork,
             "archived": repo.archived,
             "private": repo.private,
+            "updated_at": repo.updated_at,
+            "pushed_at": "2026-01-01T00:00:00Z",
         }
 
     def _gitlab(self, repo: ForgeRepo) -> dict:
@@ -123,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
             "forked_from_project": {"id": 1} if repo.fork else None,
             "archived": repo.archived,
             "visibility": "private" if repo.private else "public",
+            "last_activity_at": repo.updated_at,
         }
 
     def _send(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
