@@ -74,6 +74,8 @@ def test_github_org_every_page_and_private_only_with_token(github: ForgeApi) -> 
     assert all(h.get("Authorization") == f"Bearer {GH_TOKEN}" for _, h in github.requests)
     ref, repo = next((ref, r) for ref, r in listing.repos if r.name == "secret")
     assert repo.private and ref.repo_id.endswith("/acme/secret")
+    # The activity stamp refresh compares: `updated_at` and `pushed_at`.
+    assert repo.stamp == "2026-01-01T00:00:00Z 2026-01-01T00:00:00Z"
 
 
 def test_github_user_source(github: ForgeApi) -> None:
@@ -103,8 +105,13 @@ def test_gitlab_group_with_subgroups_filters_and_token_hosts(
         settings,
         Filters(skip_forks=True, skip_archived=True, include=("*l*", "app"), exclude=("hid*",)),
     )
+    gitlab.touch("grp/app", "2026-02-03T04:05:06.789Z")
     listing = client(settings).list(filtered)
     assert listing.complete and names(listing) == ["grp/app", "grp/sub/lib"]
+    assert [r.stamp for _, r in listing.repos] == [  # GitLab's `last_activity_at`
+        "2026-02-03T04:05:06.789Z",
+        "2026-01-01T00:00:00Z",
+    ]
     assert listing.filtered == 3
     # Each token went to its own API host and nowhere else.
     assert gitlab.requests and all(h.get("PRIVATE-TOKEN") == GL_TOKEN for _, h in gitlab.requests)

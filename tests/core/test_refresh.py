@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main
-from repovault_pipeline.core.fleet import UNREACHABLE_AFTER, FleetStore
+from repovault_pipeline.core.fleet import UNREACHABLE_AFTER, FleetStore, RepoState
 from repovault_pipeline.core.gitops import refs_digest
 from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.refresh import refresh
+from repovault_pipeline.core.refresh import Seen, refresh
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import ArchiveResult
 from repovault_pipeline.core.sources import sources_tick
@@ -243,3 +243,23 @@ def test_a_newer_forge_stamp_requests_a_run_when_metadata_is_kept(
     monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "off")
     outcome = refresh(Settings.from_env(), fleet, T0 + timedelta(days=9), [repo.repo_id])
     assert outcome.unchanged == [repo.repo_id]
+
+
+@pytest.mark.parametrize(
+    ("seen", "recorded", "changed"),
+    [
+        (Seen("c", "w", "m"), ("c", "w", "m"), ()),
+        (Seen("c2", "w", "m"), ("c", "w", "m"), ("code refs",)),
+        (Seen("c", "w2", "m2"), ("c", "w", "m"), ("wiki", "metadata")),
+        (Seen("c", None, None), ("c", "w", "m"), ()),  # neither kept: not compared
+        (Seen("c", "w", "m"), ("c", None, None), ("wiki", "metadata")),  # never recorded
+    ],
+)
+def test_which_signals_changed(
+    seen: Seen, recorded: tuple[str, str | None, str | None], changed: tuple[str, ...]
+) -> None:
+    code, wiki, stamp = recorded
+    state = RepoState(
+        "h/o/r", "https://h/o/r.git", None, T0, None, code, "active", 0, "s0", wiki, "listed", stamp
+    )
+    assert seen.differs(state) == changed
