@@ -39,6 +39,7 @@ REFRESH_SOURCE = "refresh"
 MAX_WORKERS = 64  # threads waiting on git processes; the per-host limit is the real bound
 _REFRESH_NAMESPACE = uuid.UUID("8a4e2c61-1f0b-4d7e-b1c9-6a2d9e0f3b57")
 log = logging.getLogger(__name__)
+CODE_REFS, WIKI, METADATA = "code refs", "wiki", "metadata"  # the signals, as reasons say them
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,6 @@ class Seen:
         return tuple(name for name, differs in moved if differs)
 
 
-CODE_REFS, WIKI, METADATA = "code refs", "wiki", "metadata"
-
-
 @dataclass(frozen=True)
 class Change:
     """A repository whose code refs, wiki refs or forge stamp differ from its latest
@@ -78,8 +76,8 @@ class Change:
     repo_id: str
     repo_url: str
     seen: Seen
+    changed: tuple[str, ...]  # which signals moved (CODE_REFS, WIKI, METADATA)
     source_id: str | None = None  # its tracked source, whose `keep` its run follows
-    changed: tuple[str, ...] = (CODE_REFS,)  # which signals moved
 
     @property
     def digest(self) -> str:
@@ -181,7 +179,7 @@ def check(
         stamp = state.forge_stamp if _keeps_metadata(settings, ref, keep) else None
         seen = Seen(digest, wiki, stamp)
         if changed := seen.differs(state):
-            outcome.changed.append(Change(state.repo_id, ref.url, seen, state.source_id, changed))
+            outcome.changed.append(Change(state.repo_id, ref.url, seen, changed, state.source_id))
         else:
             outcome.unchanged.append(state.repo_id)
 
