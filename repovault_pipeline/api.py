@@ -14,7 +14,9 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -39,6 +41,10 @@ from .core.verify import verify
 MAX_BODY_BYTES = 1024 * 1024
 MAX_URLS = 1000
 MAX_PAGE = 500
+OPENAPI_URL = "/api/openapi.json"
+DOCS_URL = "/api/docs"
+DOCS_ASSETS = f"{DOCS_URL}/assets"
+OAUTH2_REDIRECT_URL = f"{DOCS_URL}/oauth2-redirect"
 
 
 class RequestsBody(BaseModel):
@@ -107,10 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="RepoVault",
         summary="Request archives of git repositories, read their state, prove they restore.",
-        docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: _serve_docs instead
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=OAUTH2_REDIRECT_URL,
     )
+    _serve_docs(app)
 
     @app.post(
         "/api/requests",
@@ -269,6 +277,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(str(exc)))
 
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/docs from files on this machine (those fastapi-offline ships), so the
+    page works without internet; its OAuth2 redirect under /api too. Behind a proxy that strips
+    a prefix, every URL of the page carries the request's `root_path`."""
+    app.mount(
+        DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets"
+    )
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + OPENAPI_URL,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            # Swagger UI's default sends the document's URL to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
+    def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 def _ref(target: str, settings: Settings) -> RepoRef:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,9 +149,32 @@ def test_openapi_document_and_docs(api: str) -> None:
     } <= paths
     body = doc["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["urls"]["type"] == "array"
-    page = requests.get(f"{api}/api/docs", timeout=10)
-    assert page.status_code == 200 and "swagger" in page.text.lower()
     assert requests.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
+
+    # /api/docs works without internet: its script, stylesheet and icon come from the API
+    # (Swagger UI 5, which renders the OpenAPI 3.1 document), no other host is named, and the
+    # OAuth2 redirect it announces is served under /api.
+    page = requests.get(f"{api}/api/docs", timeout=10)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} == {
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "favicon.png",
+    }
+    assert "//" not in page.text  # no URL of another host: no CDN
+    fetched = {a: requests.get(f"{api}{a}", timeout=10) for a in assets if a.startswith("/api/")}
+    assert set(fetched) == set(assets)
+    assert all(r.status_code == 200 for r in fetched.values())
+    [js] = [r for a, r in fetched.items() if a.endswith(".js")]
+    assert "javascript" in js.headers["content-type"] and "SwaggerUIBundle" in js.text
+    assert doc["openapi"] == "3.1.0"
+    assert "isOAS31" in js.text  # Swagger UI 4 shows "Unable to render this definition"
+    assert "url: '/api/openapi.json'" in page.text
+    [redirect] = re.findall(r"oauth2RedirectUrl: window.location.origin \+ '([^']+)'", page.text)
+    assert redirect == "/api/docs/oauth2-redirect"
+    served = requests.get(f"{api}{redirect}", timeout=10)
+    assert served.status_code == 200 and "swaggerUIRedirectOauth2" in served.text
 
 
 def test_repositories_snapshots_and_verify(api: str, archived) -> None:
