@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -31,7 +31,7 @@ from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
 from .core.redact import mask_secrets
 from .core.restore import resolve_target
-from .core.settings import Settings
+from .core.settings import KEEP_CHOICES, Settings, keep_choices
 from .core.snapshot import SnapshotReader, archived_repositories
 from .core.stats import compute_stats
 from .core.store import ObjectStore, open_store
@@ -48,9 +48,16 @@ OAUTH2_REDIRECT_URL = f"{DOCS_URL}/oauth2-redirect"
 
 
 class RequestsBody(BaseModel):
-    """`POST /api/requests`: `{"urls": [URL, ...]}`, 1 to 1,000 URLs."""
+    """`POST /api/requests`: `{"urls": [URL, ...], "keep": {...}}`, 1 to 1,000 URLs; `keep`
+    is optional, as in `repovault submit --[no-]lfs --[no-]wiki --[no-]metadata`."""
 
     urls: list[str]
+    keep: dict[str, bool] | None = Field(
+        None,
+        description=f"what the runs keep beside the history, any of {', '.join(KEEP_CHOICES)} "
+        "(true or false); what it leaves out follows REPOVAULT_KEEP_*",
+        examples=[{"lfs": False, "wiki": True}],
+    )
 
 
 class Vault:
@@ -88,7 +95,7 @@ async def _read_body(request: Request) -> bytes | JSONResponse:
     return bytes(body)
 
 
-def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
+def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -96,8 +103,10 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     if not isinstance(doc, dict) or not isinstance(doc.get("urls"), list):
         return _bad(400, 'the body must be a JSON object with "urls": a list of URL strings')
     urls = doc["urls"]
-    if set(doc) - {"urls"}:
-        return _bad(400, f'unknown fields {sorted(set(doc) - {"urls"})}; send only "urls"')
+    fields = set(RequestsBody.model_fields)
+    if set(doc) - fields:
+        unknown = sorted(str(f)[:20] for f in set(doc) - fields)
+        return _bad(400, f"unknown fields {unknown}; the body takes {', '.join(sorted(fields))}")
     if not urls:
         return _bad(400, '"urls" is empty; give at least one URL')
     if len(urls) > MAX_URLS:
@@ -105,7 +114,11 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     wrong = [i for i, u in enumerate(urls) if not isinstance(u, str)]
     if wrong:
         return _bad(400, f"urls[{wrong[0]}] is not a string; every URL must be a string")
-    return urls
+    try:
+        keep = keep_choices(doc.get("keep"))  # the check of the CLI's flags and of `pendientes`
+    except ValueError as exc:
+        return _bad(400, str(exc))
+    return RequestsBody(urls=urls, keep=keep or None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -133,25 +146,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def create_requests(request: Request) -> Any:
         """Validate every URL, then record a `pending` request and publish it to `pendientes`
-        for each: 202 with the request ids. One bad URL: 400 with the reason per URL, nothing
-        recorded or published."""
+        for each, with `keep` when given: 202 with the request ids (and `keep`). One bad URL or
+        a bad `keep`: 400 with the reason, nothing recorded or published."""
         raw = await _read_body(request)
         if isinstance(raw, JSONResponse):
             return raw
-        urls = _parse_urls(raw)
-        if isinstance(urls, JSONResponse):
-            return urls
-        refs, refused = validate_urls(urls, vault.settings)
+        body = _parse_body(raw)
+        if isinstance(body, JSONResponse):
+            return body
+        refs, refused = validate_urls(body.urls, vault.settings)
         if refused:
             return _bad(
                 400,
-                f"{len(refused)} of {len(urls)} URLs refused; nothing was requested",
+                f"{len(refused)} of {len(body.urls)} URLs refused; nothing was requested",
                 refused=[asdict(r) for r in refused],
             )
         try:
             # The broker and the database block: off the event loop, like the sync handlers.
             queued = await run_in_threadpool(
-                lambda: list(submit(vault.settings, vault.lineage, refs, "api"))
+                lambda: list(submit(vault.settings, vault.lineage, refs, "api", body.keep))
             )
         except BrokerUnavailable as exc:
             return _bad(503, mask_secrets(str(exc)))
@@ -160,7 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "requests": [
                     {"request_id": rid, "repo_id": ref.repo_id, "repo_url": ref.url}
                     for ref, rid in queued
-                ]
+                ],
+                **({"keep": body.keep} if body.keep else {}),
             },
             status_code=202,
         )

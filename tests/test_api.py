@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.runs import TAG_REQUEST_ID
+from repovault_pipeline.core.runs import TAG_KEEP, TAG_REQUEST_ID
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
@@ -57,14 +57,26 @@ def test_submit_reaches_pendientes_and_is_readable(
     api: str, make_repo: Callable[..., ServedRepo]
 ) -> None:
     one, two = make_repo("one"), make_repo("two")
-    answer = post(api, json.dumps({"urls": [one.url, two.url]}))
+    # `keep` is checked as `repovault submit --[no-]lfs ...` and `pendientes` check it
+    for keep, reason in [
+        ({"lfs": "no"}, "keep.lfs must be true or false"),
+        ({"tree": True}, "keep has unknown 'tree'; keys: lfs, wiki, metadata"),
+        (["lfs"], "keep must be an object"),
+    ]:
+        refused = post(api, json.dumps({"urls": [one.url], "keep": keep}))
+        assert refused.status_code == 400 and reason in refused.json()["error"], refused.text
+    assert rows() == [] and read_json(os.environ["REPOVAULT_TOPIC_PENDING"]) == []
+
+    answer = post(api, json.dumps({"urls": [one.url, two.url], "keep": {"lfs": False}}))
     assert answer.status_code == 202, answer.text
     made = answer.json()["requests"]
     assert [r["repo_url"] for r in made] == [one.url, two.url]
+    assert answer.json()["keep"] == {"lfs": False}
 
     messages = read_json(os.environ["REPOVAULT_TOPIC_PENDING"])
     assert sorted(m["request_id"] for m in messages) == sorted(r["request_id"] for r in made)
     assert {m["source"] for m in messages} == {"api"}
+    assert [m["keep"] for m in messages] == [{"lfs": False}] * 2  # what the runs are told
 
     got = requests.get(f"{api}/api/requests/{made[0]['request_id']}", timeout=10).json()
     assert (got["status"], got["source"], got["repo_url"]) == ("pending", "api", one.url)
@@ -207,13 +219,14 @@ def test_a_request_through_the_api_reaches_the_injector_and_a_run(
     repo = make_repo("through-api")
     repo.commit({"README.md": "hi\n"})
     repo.push()
-    answer = post(api, json.dumps({"urls": [repo.url]}))
+    answer = post(api, json.dumps({"urls": [repo.url], "keep": {"wiki": False}}))
     assert answer.status_code == 202, answer.text
     [made] = answer.json()["requests"]
     with instance_for_test() as instance:
         requests_made, _, _ = drain(instance)
         [run_request] = requests_made
         assert run_request.tags[TAG_REQUEST_ID] == made["request_id"]
+        assert run_request.tags[TAG_KEEP] == '{"wiki": false}'  # the request's own choice
         instance.add_dynamic_partitions(repositories.name, [run_request.partition_key])
         result = defs.resolve_job_def("archive_repo_job").execute_in_process(
             partition_key=run_request.partition_key, instance=instance, tags=run_request.tags
