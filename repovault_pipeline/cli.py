@@ -229,24 +229,30 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
-    """The list the trending schedule would request now; requests and records nothing."""
+    """The list the trending schedule would request now; requests and records nothing. Listing
+    is not cloning: entries REPOVAULT_ALLOWED_* would refuse are listed too, marked, with why."""
     if args.limit < 1:
         raise BadInput(f"--limit {args.limit}: give at least 1")
     try:
         check_language(args.language)
     except InvalidTrendingOption as exc:
         raise BadInput(str(exc)) from None
-    plan = plan_trending_tick(settings, limit=args.limit, language=args.language, since=args.since)
-    if plan.listing is None or not plan.runs:
+    plan = plan_trending_tick(
+        settings, limit=args.limit, language=args.language, since=args.since, preview=True
+    )
+    if plan.listing is None:
         print(f"repovault trending: {plan.skip_reason}", file=sys.stderr)
         return EXIT_FAILED
     listing = plan.listing
     period = {"daily": "today", "weekly": "this week", "monthly": "this month"}[listing.since]
-    rows = []
+    # The first --limit entries, and any further ones the schedule takes in place of refused ones.
+    shown = max([args.limit, *(run.rank for run in plan.runs)])
+    rows, refused = [], {}
     for rank, repo, reason in iter_rows(plan):
+        if rank > shown:
+            break
         if reason is not None:
-            print(f"#{rank} {repo.full_name} would not be requested: {reason}", file=sys.stderr)
-            continue
+            refused.setdefault(reason, []).append(f"#{rank}")
         description = repo.description or ""
         rows.append(
             [
@@ -255,10 +261,16 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
                 _thousands(repo.stars),
                 _thousands(repo.stars_in_period),
                 repo.language or "-",
+                "no" if reason else "yes",
                 description if len(description) <= 60 else description[:59] + "…",
             ]
         )
-    _table(["rank", "repository", "stars", f"stars {period}", "language", "description"], rows)
+    header = ["rank", "repository", "stars", f"stars {period}", "language", "archivable"]
+    _table([*header, "description"], rows)
+    for reason, ranks in refused.items():
+        print(f"{', '.join(ranks)} would not be archived: {reason}", file=sys.stderr)
+    if plan.skip_reason:
+        print(f"nothing would be requested: {plan.skip_reason}", file=sys.stderr)
     for position in listing.unreadable:
         print(f"trending card #{position} has no readable repository link", file=sys.stderr)
     if listing.fallback_reason:
