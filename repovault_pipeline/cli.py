@@ -247,7 +247,8 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
     period = {"daily": "today", "weekly": "this week", "monthly": "this month"}[listing.since]
     # The first --limit entries, and any further ones the schedule takes in place of refused ones.
     shown = max([args.limit, *(run.rank for run in plan.runs)])
-    rows, refused = [], {}
+    rows: list[list[str]] = []
+    refused: dict[str, list[str]] = {}  # reason -> the ranks it refuses
     for rank, repo, reason in iter_rows(plan):
         if rank > shown:
             break
