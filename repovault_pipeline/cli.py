@@ -318,10 +318,33 @@ def _keep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
-    """Record the source; `sources_sensor` lists it on its next tick (it is due at once)."""
+    """Record the source; `sources_sensor` lists it on its next tick (it is due at once). A
+    tracked source's filters and `keep` change only with `--replace`, and the change is said:
+    a repeated `track add` must not silently undo an operator's earlier choices."""
     source = _source(args.source, settings, _filters(args))
-    FleetStore(open_lineage(settings.db_url).engine).add_source(source, now(), _keep(args))
-    print(f"tracking {source.spec} ({source.source_id}); sources_sensor lists it on its next tick")
+    keep = _keep(args)
+    fleet = FleetStore(open_lineage(settings.db_url).engine)
+    wanted = _choices(source.filters, keep)
+    known = fleet.source(source.source_id)
+    tracked = known if known is not None and known.status != "removed" else None
+    said = wanted
+    if tracked is not None:
+        before = _choices(tracked.source.filters, tracked.keep)
+        if (tracked.source.filters, tracked.keep or {}) == (source.filters, keep):
+            print(f"{source.spec} is already tracked with {wanted}; nothing changed")
+            return 0
+        if not args.replace:
+            raise BadInput(
+                f"{source.spec} is already tracked with {before}; to track it with {wanted} "
+                "instead, repeat the command with --replace"
+            )
+        said = f"{wanted} (was: {before})"
+    fleet.add_source(source, now(), keep)
+    again = " again" if known is not None and tracked is None else ""
+    print(
+        f"tracking {source.spec}{again} ({source.source_id}) with {said}; sources_sensor "
+        "lists it on its next tick"
+    )
     return 0
 
 
@@ -391,6 +414,12 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
         print(f"repovault refresh: {repo_id}: {reason}", file=sys.stderr)
     print(outcome.summary(), file=sys.stderr)
     return EXIT_FAILED if outcome.failed else 0
+
+
+def _choices(filters: Filters, keep: dict[str, bool] | None) -> str:
+    """A source's filters and `keep` for a sentence, `keep` in the order of the options."""
+    described = _describe(filters, {k: (keep or {})[k] for k in KEEP_CHOICES if k in (keep or {})})
+    return "no filters" if described == "-" else described
 
 
 def _describe(filters: Filters, keep: dict[str, bool] | None = None) -> str:
@@ -491,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="never names matching (repeatable)",
     )
     _keep_options(add)
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="a source already tracked: replace its filters and keep choices with these",
+    )
     add.set_defaults(func=cmd_track_add)
     track_sub.add_parser(
         "list", help="sources, repository counts, last listing, error"
