@@ -24,15 +24,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from .core.catalog import repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch, TransientError
-from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
+from .core.identity import InvalidRepoUrl, RepoRef
 from .core.kafka import BrokerUnavailable
 from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
 from .core.redact import mask_secrets
 from .core.restore import resolve_target
 from .core.settings import KEEP_CHOICES, Settings, keep_choices
-from .core.snapshot import SnapshotReader, archived_repositories
+from .core.snapshot import archived_repositories
 from .core.stats import compute_stats
 from .core.store import ObjectStore, open_store
 from .core.submit import submit, validate_urls
@@ -228,17 +229,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/repositories/{repo_id:path}/snapshots")
     def list_snapshots(repo_id: str) -> dict[str, Any]:
-        """The repository's complete snapshots, newest first, and which one is latest."""
+        """The repository's complete snapshots, newest first, and which one is latest: its
+        code's (`latest`, `snapshots`), its wiki's and its forge metadata's (`wiki`,
+        `metadata`: each `{latest, snapshots}`), the ids `restore --snapshot` takes."""
         ref_id = _repo_id(repo_id, vault.settings)
-        reader = SnapshotReader(vault.store, bucket_name(ref_id, vault.settings.bucket_prefix))
-        complete, _ = reader.snapshot_ids()
-        if not complete:
+        found = repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix)
+        if found.empty:
             raise HTTPException(404, f"no snapshot of {ref_id} is stored")
         return {
             "repo_id": ref_id,
-            "bucket": reader.bucket,
-            "latest": reader.latest_id(),
-            "snapshots": _snapshots(reader, complete),
+            "bucket": found.bucket,
+            **found.code.to_dict(),
+            "wiki": found.wiki.to_dict(),
+            "metadata": found.metadata.to_dict(),
         }
 
     @app.post("/api/repositories/{repo_id:path}/verify")
@@ -330,25 +333,6 @@ def _ref(target: str, settings: Settings) -> RepoRef:
 
 def _repo_id(target: str, settings: Settings) -> str:
     return _ref(target, settings).repo_id
-
-
-def _snapshots(reader: SnapshotReader, ids: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for snapshot_id in ids:
-        manifest = reader.manifest(snapshot_id)
-        if manifest is None:  # deleted by retention meanwhile
-            continue
-        out.append(
-            {
-                "snapshot_id": snapshot_id,
-                "head_commit": manifest["head_commit"],
-                "refs": len(manifest["refs"]),
-                "bundle_bytes": manifest["bundle"]["size"],
-                "tree_files": manifest["tree"]["files"],
-                "created_at": manifest["created_at"],
-            }
-        )
-    return out
 
 
 class _StatsCollector:

@@ -25,6 +25,7 @@ from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
+from .core.catalog import SnapshotInfo, repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch
 from .core.fleet import FleetStore
 from .core.forges import Filters, InvalidSource, Source, parse_source
@@ -154,6 +155,48 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
     return 0
+
+
+def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
+    """Every stored snapshot of one repository, code, wiki and forge metadata, newest first:
+    the ids `restore --snapshot` takes (with `--wiki` or `--metadata` for those kinds)."""
+    ref = resolve_target(args.target, settings)
+    found = repo_snapshots(open_store(settings), ref.repo_id, settings.bucket_prefix)
+    if found.empty:
+        print(
+            f"repovault snapshots: no snapshot of {ref.repo_id} is stored (bucket "
+            f"{found.bucket}); request one with `repovault submit`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    rows = [
+        [
+            kind,
+            snap.snapshot_id,
+            _ts(datetime.fromisoformat(snap.created_at)),
+            (snap.head_commit or "-")[:12],
+            human_size(snap.size),
+            "yes" if snap.snapshot_id == series.latest else "-",
+            _contents(snap),
+        ]
+        for kind, series in found.series().items()
+        for snap in series.snapshots
+    ]
+    _table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents"], rows)
+    print(
+        f"restore one: repovault restore {ref.repo_id} DEST --snapshot ID "
+        "(with --wiki or --metadata for those kinds)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _contents(snap: SnapshotInfo) -> str:
+    if snap.records is not None:
+        changed = ", ".join(f"{n} {kind}" for kind, n in snap.records.items() if n)
+        return f"{changed or 'no changed records'}{' (full read)' if snap.full else ''}"
+    files = f", {snap.tree_files} files" if snap.tree_files is not None else ""
+    return f"{snap.refs} refs{files}"
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
@@ -455,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=50, help="newest N requests (default 50)")
     status.set_defaults(func=cmd_status)
     sub.add_parser("list", help="archived repositories").set_defaults(func=cmd_list)
+    snaps = sub.add_parser(
+        "snapshots",
+        help="a repository's stored code, wiki and metadata snapshots: ids, dates, heads, sizes",
+    )
+    snaps.add_argument("target", metavar="URL_OR_REPO_ID")
+    snaps.set_defaults(func=cmd_snapshots)
     rest = sub.add_parser("restore", help="rebuild a working clone from a stored bundle")
     rest.add_argument("target", metavar="URL_OR_REPO_ID")
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
