@@ -105,19 +105,9 @@ def test_bad_sources_are_one_line_and_change_nothing(
 def test_track_add_of_a_tracked_source_changes_nothing_without_replace(
     private_lineage: str, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
-    """A second `track add` with other filters is refused with what is tracked and how to
-    change it; `--replace` changes them and says from what. Run as a user does: the console
-    script from a folder of its own."""
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-
-    def repovault(*argv: str) -> subprocess.CompletedProcess[str]:
-        script = str(Path(sys.executable).with_name("repovault"))
-        return subprocess.run(
-            [script, *argv], capture_output=True, text=True, cwd=elsewhere, timeout=60
-        )
-
+    """A second `track add` with other filters is refused (the console script, from a folder
+    of its own) with what is tracked and how to change it; `--replace` changes them, says from
+    what, and makes the source due for listing."""
     assert main(["track", "add", "github:org/acme", "--skip-forks", "--no-wiki"]) == 0
     capsys.readouterr()
     assert main(["track", "add", "github:org/Acme", "--no-wiki", "--skip-forks"]) == 0
@@ -126,30 +116,36 @@ def test_track_add_of_a_tracked_source_changes_nothing_without_replace(
     )
 
     fleet = FleetStore(create_engine(private_lineage))
-    fleet.record_listing("github-org:github.com/acme", now(), True, None)  # listed: not due
-    refused = repovault("track", "add", "github:org/acme", "--include", "tool*")
+    listed_at = now()
+    fleet.record_listing("github-org:github.com/acme", listed_at, True, None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = str(Path(sys.executable).with_name("repovault"))
+    refused = subprocess.run(
+        [script, "track", "add", "github:org/acme", "--include", "tool*"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        timeout=60,
+    )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip() == (
         "repovault track: github:org/acme is already tracked with no forks, wiki=no; to track "
         "it with include tool* instead, repeat the command with --replace"
     )
+    assert list(elsewhere.iterdir()) == []  # nothing written where the command ran
     assert main(["track", "list"]) == 0
-    assert cells(capsys.readouterr().out.splitlines()[1])[:2] == [
-        "github:org/acme",
-        "no forks, wiki=no",
-    ]
+    listed = cells(capsys.readouterr().out.splitlines()[1])
+    assert listed[:2] == ["github:org/acme", "no forks, wiki=no"]
+    assert fleet.sources(due_before=listed_at) == []  # listed, so not due
 
-    replaced = repovault("track", "add", "github:org/acme", "--include", "tool*", "--replace")
-    assert replaced.returncode == 0, replaced.stderr
-    assert replaced.stdout.startswith(
+    assert main(["track", "add", "github:org/acme", "--include", "tool*", "--replace"]) == 0
+    assert capsys.readouterr().out.startswith(
         "tracking github:org/acme (github-org:github.com/acme) with include tool* "
         "(was: no forks, wiki=no)"
     )
     assert main(["track", "list"]) == 0
-    assert cells(capsys.readouterr().out.splitlines()[1])[:2] == [
-        "github:org/acme",
-        "include tool*",
-    ]
-    assert [row.source.spec for row in fleet.sources(due_before=now())] == ["github:org/acme"]
-    assert list(elsewhere.iterdir()) == []  # nothing written where the command ran
+    listed = cells(capsys.readouterr().out.splitlines()[1])
+    assert listed[:2] == ["github:org/acme", "include tool*"]
+    assert [row.source.spec for row in fleet.sources(due_before=listed_at)] == ["github:org/acme"]
     assert _count(private_lineage) == 1
