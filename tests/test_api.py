@@ -169,6 +169,7 @@ def test_openapi_document_and_docs(api: str) -> None:
     } <= paths
     body = doc["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["urls"]["type"] == "array"
+    assert "lfs, wiki, metadata" in body["schema"]["properties"]["keep"]["description"]
     assert requests.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
 
     # /api/docs works without internet: its script, stylesheet and icon come from the API
