@@ -26,6 +26,8 @@ setup(
         "boto3>=1.34",
         # `repovault serve`: the HTTP API, its OpenAPI document and Prometheus metrics.
         "fastapi>=0.110",
+        # /api/docs without internet: Swagger UI 5 (OpenAPI 3.1) served from the package.
+        "fastapi-offline>=1.7.7",
         "prometheus-client>=0.20",
         "uvicorn>=0.30",
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms

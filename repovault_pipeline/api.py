@@ -14,23 +14,26 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from .core.catalog import repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch, TransientError
-from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
+from .core.identity import InvalidRepoUrl, RepoRef
 from .core.kafka import BrokerUnavailable
 from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
 from .core.redact import mask_secrets
 from .core.restore import resolve_target
-from .core.settings import Settings
-from .core.snapshot import SnapshotReader, archived_repositories
+from .core.settings import KEEP_CHOICES, Settings, keep_choices
+from .core.snapshot import archived_repositories
 from .core.stats import compute_stats
 from .core.store import ObjectStore, open_store
 from .core.submit import submit, validate_urls
@@ -39,12 +42,23 @@ from .core.verify import verify
 MAX_BODY_BYTES = 1024 * 1024
 MAX_URLS = 1000
 MAX_PAGE = 500
+OPENAPI_URL = "/api/openapi.json"
+DOCS_URL = "/api/docs"
+DOCS_ASSETS = f"{DOCS_URL}/assets"
+OAUTH2_REDIRECT_URL = f"{DOCS_URL}/oauth2-redirect"
 
 
 class RequestsBody(BaseModel):
-    """`POST /api/requests`: `{"urls": [URL, ...]}`, 1 to 1,000 URLs."""
+    """`POST /api/requests`: `{"urls": [URL, ...], "keep": {...}}`, 1 to 1,000 URLs; `keep`
+    is optional, as in `repovault submit --[no-]lfs --[no-]wiki --[no-]metadata`."""
 
     urls: list[str]
+    keep: dict[str, bool] | None = Field(
+        None,
+        description=f"what the runs keep beside the history, any of {', '.join(KEEP_CHOICES)} "
+        "(true or false); what it leaves out follows REPOVAULT_KEEP_*",
+        examples=[{"lfs": False, "wiki": True}],
+    )
 
 
 class Vault:
@@ -82,7 +96,7 @@ async def _read_body(request: Request) -> bytes | JSONResponse:
     return bytes(body)
 
 
-def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
+def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -90,8 +104,10 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     if not isinstance(doc, dict) or not isinstance(doc.get("urls"), list):
         return _bad(400, 'the body must be a JSON object with "urls": a list of URL strings')
     urls = doc["urls"]
-    if set(doc) - {"urls"}:
-        return _bad(400, f'unknown fields {sorted(set(doc) - {"urls"})}; send only "urls"')
+    fields = set(RequestsBody.model_fields)
+    if set(doc) - fields:
+        unknown = sorted(str(f)[:20] for f in set(doc) - fields)
+        return _bad(400, f"unknown fields {unknown}; the body takes {', '.join(sorted(fields))}")
     if not urls:
         return _bad(400, '"urls" is empty; give at least one URL')
     if len(urls) > MAX_URLS:
@@ -99,7 +115,11 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     wrong = [i for i, u in enumerate(urls) if not isinstance(u, str)]
     if wrong:
         return _bad(400, f"urls[{wrong[0]}] is not a string; every URL must be a string")
-    return urls
+    try:
+        keep = keep_choices(doc.get("keep"))  # the check of the CLI's flags and of `pendientes`
+    except ValueError as exc:
+        return _bad(400, str(exc))
+    return RequestsBody(urls=urls, keep=keep or None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,10 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="RepoVault",
         summary="Request archives of git repositories, read their state, prove they restore.",
-        docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: _serve_docs instead
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=OAUTH2_REDIRECT_URL,
     )
+    _serve_docs(app)
 
     @app.post(
         "/api/requests",
@@ -125,25 +147,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def create_requests(request: Request) -> Any:
         """Validate every URL, then record a `pending` request and publish it to `pendientes`
-        for each: 202 with the request ids. One bad URL: 400 with the reason per URL, nothing
-        recorded or published."""
+        for each, with `keep` when given: 202 with the request ids (and `keep`). One bad URL or
+        a bad `keep`: 400 with the reason, nothing recorded or published."""
         raw = await _read_body(request)
         if isinstance(raw, JSONResponse):
             return raw
-        urls = _parse_urls(raw)
-        if isinstance(urls, JSONResponse):
-            return urls
-        refs, refused = validate_urls(urls, vault.settings)
+        body = _parse_body(raw)
+        if isinstance(body, JSONResponse):
+            return body
+        refs, refused = validate_urls(body.urls, vault.settings)
         if refused:
             return _bad(
                 400,
-                f"{len(refused)} of {len(urls)} URLs refused; nothing was requested",
+                f"{len(refused)} of {len(body.urls)} URLs refused; nothing was requested",
                 refused=[asdict(r) for r in refused],
             )
         try:
             # The broker and the database block: off the event loop, like the sync handlers.
             queued = await run_in_threadpool(
-                lambda: list(submit(vault.settings, vault.lineage, refs, "api"))
+                lambda: list(submit(vault.settings, vault.lineage, refs, "api", body.keep))
             )
         except BrokerUnavailable as exc:
             return _bad(503, mask_secrets(str(exc)))
@@ -152,7 +174,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "requests": [
                     {"request_id": rid, "repo_id": ref.repo_id, "repo_url": ref.url}
                     for ref, rid in queued
-                ]
+                ],
+                **({"keep": body.keep} if body.keep else {}),
             },
             status_code=202,
         )
@@ -206,17 +229,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/repositories/{repo_id:path}/snapshots")
     def list_snapshots(repo_id: str) -> dict[str, Any]:
-        """The repository's complete snapshots, newest first, and which one is latest."""
+        """The repository's complete snapshots, newest first, and which one is latest: its
+        code's (`latest`, `snapshots`), its wiki's and its forge metadata's (`wiki`,
+        `metadata`: each `{latest, snapshots}`), the ids `restore --snapshot` takes."""
         ref_id = _repo_id(repo_id, vault.settings)
-        reader = SnapshotReader(vault.store, bucket_name(ref_id, vault.settings.bucket_prefix))
-        complete, _ = reader.snapshot_ids()
-        if not complete:
+        found = repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix)
+        if found.empty:
             raise HTTPException(404, f"no snapshot of {ref_id} is stored")
         return {
             "repo_id": ref_id,
-            "bucket": reader.bucket,
-            "latest": reader.latest_id(),
-            "snapshots": _snapshots(reader, complete),
+            "bucket": found.bucket,
+            **found.code.to_dict(),
+            "wiki": found.wiki.to_dict(),
+            "metadata": found.metadata.to_dict(),
         }
 
     @app.post("/api/repositories/{repo_id:path}/verify")
@@ -271,6 +296,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/docs from files on this machine (those fastapi-offline ships), so the
+    page works without internet; its OAuth2 redirect under /api too. Behind a proxy that strips
+    a prefix, every URL of the page carries the request's `root_path`."""
+    app.mount(
+        DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets"
+    )
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + OPENAPI_URL,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            # Swagger UI's default sends the document's URL to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
+    def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def _ref(target: str, settings: Settings) -> RepoRef:
     """A URL or `repo_id` from a path or query; 400 with the reason otherwise."""
     try:
@@ -281,25 +333,6 @@ def _ref(target: str, settings: Settings) -> RepoRef:
 
 def _repo_id(target: str, settings: Settings) -> str:
     return _ref(target, settings).repo_id
-
-
-def _snapshots(reader: SnapshotReader, ids: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for snapshot_id in ids:
-        manifest = reader.manifest(snapshot_id)
-        if manifest is None:  # deleted by retention meanwhile
-            continue
-        out.append(
-            {
-                "snapshot_id": snapshot_id,
-                "head_commit": manifest["head_commit"],
-                "refs": len(manifest["refs"]),
-                "bundle_bytes": manifest["bundle"]["size"],
-                "tree_files": manifest["tree"]["files"],
-                "created_at": manifest["created_at"],
-            }
-        )
-    return out
 
 
 class _StatsCollector:

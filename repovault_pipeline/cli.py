@@ -25,6 +25,7 @@ from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
+from .core.catalog import SnapshotInfo, repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch
 from .core.fleet import FleetStore
 from .core.forges import Filters, InvalidSource, Source, parse_source
@@ -156,6 +157,48 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
+    """Every stored snapshot of one repository, code, wiki and forge metadata, newest first:
+    the ids `restore --snapshot` takes (with `--wiki` or `--metadata` for those kinds)."""
+    ref = resolve_target(args.target, settings)
+    found = repo_snapshots(open_store(settings), ref.repo_id, settings.bucket_prefix)
+    if found.empty:
+        print(
+            f"repovault snapshots: no snapshot of {ref.repo_id} is stored (bucket "
+            f"{found.bucket}); request one with `repovault submit`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    rows = [
+        [
+            kind,
+            snap.snapshot_id,
+            _ts(datetime.fromisoformat(snap.created_at)),
+            (snap.head_commit or "-")[:12],
+            human_size(snap.size),
+            "yes" if snap.snapshot_id == series.latest else "-",
+            _contents(snap),
+        ]
+        for kind, series in found.series().items()
+        for snap in series.snapshots
+    ]
+    _table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents"], rows)
+    print(
+        f"restore one: repovault restore {ref.repo_id} DEST --snapshot ID "
+        "(with --wiki or --metadata for those kinds)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _contents(snap: SnapshotInfo) -> str:
+    if snap.records is not None:
+        changed = ", ".join(f"{n} {kind}" for kind, n in snap.records.items() if n)
+        return f"{changed or 'no changed records'}{' (full read)' if snap.full else ''}"
+    files = f", {snap.tree_files} files" if snap.tree_files is not None else ""
+    return f"{snap.refs} refs{files}"
+
+
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     ref = resolve_target(args.target, settings)
     if args.metadata:
@@ -229,24 +272,31 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
-    """The list the trending schedule would request now; requests and records nothing."""
+    """The list the trending schedule would request now; requests and records nothing. Listing
+    is not cloning: entries REPOVAULT_ALLOWED_* would refuse are listed too, marked, with why."""
     if args.limit < 1:
         raise BadInput(f"--limit {args.limit}: give at least 1")
     try:
         check_language(args.language)
     except InvalidTrendingOption as exc:
         raise BadInput(str(exc)) from None
-    plan = plan_trending_tick(settings, limit=args.limit, language=args.language, since=args.since)
-    if plan.listing is None or not plan.runs:
+    plan = plan_trending_tick(
+        settings, limit=args.limit, language=args.language, since=args.since, preview=True
+    )
+    if plan.listing is None:
         print(f"repovault trending: {plan.skip_reason}", file=sys.stderr)
         return EXIT_FAILED
     listing = plan.listing
     period = {"daily": "today", "weekly": "this week", "monthly": "this month"}[listing.since]
-    rows = []
+    # The first --limit entries, and any further ones the schedule takes in place of refused ones.
+    shown = max([args.limit, *(run.rank for run in plan.runs)])
+    rows: list[list[str]] = []
+    refused: dict[str, list[str]] = {}  # reason -> the ranks it refuses
     for rank, repo, reason in iter_rows(plan):
+        if rank > shown:
+            break
         if reason is not None:
-            print(f"#{rank} {repo.full_name} would not be requested: {reason}", file=sys.stderr)
-            continue
+            refused.setdefault(reason, []).append(f"#{rank}")
         description = repo.description or ""
         rows.append(
             [
@@ -255,10 +305,16 @@ def cmd_trending(args: argparse.Namespace, settings: Settings) -> int:
                 _thousands(repo.stars),
                 _thousands(repo.stars_in_period),
                 repo.language or "-",
+                "no" if reason else "yes",
                 description if len(description) <= 60 else description[:59] + "…",
             ]
         )
-    _table(["rank", "repository", "stars", f"stars {period}", "language", "description"], rows)
+    header = ["rank", "repository", "stars", f"stars {period}", "language", "archivable"]
+    _table([*header, "description"], rows)
+    for reason, ranks in refused.items():
+        print(f"{', '.join(ranks)} would not be archived: {reason}", file=sys.stderr)
+    if plan.skip_reason:
+        print(f"nothing would be requested: {plan.skip_reason}", file=sys.stderr)
     for position in listing.unreadable:
         print(f"trending card #{position} has no readable repository link", file=sys.stderr)
     if listing.fallback_reason:
@@ -305,10 +361,33 @@ def _keep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
-    """Record the source; `sources_sensor` lists it on its next tick (it is due at once)."""
+    """Record the source; `sources_sensor` lists it on its next tick (it is due at once). A
+    tracked source's filters and `keep` change only with `--replace`, and the change is said:
+    a repeated `track add` must not silently undo an operator's earlier choices."""
     source = _source(args.source, settings, _filters(args))
-    FleetStore(open_lineage(settings.db_url).engine).add_source(source, now(), _keep(args))
-    print(f"tracking {source.spec} ({source.source_id}); sources_sensor lists it on its next tick")
+    keep = _keep(args)
+    fleet = FleetStore(open_lineage(settings.db_url).engine)
+    wanted = _choices(source.filters, keep)
+    known = fleet.source(source.source_id)
+    tracked = known if known is not None and known.status != "removed" else None
+    said = wanted
+    if tracked is not None:
+        before = _choices(tracked.source.filters, tracked.keep)
+        if (tracked.source.filters, tracked.keep or {}) == (source.filters, keep):
+            print(f"{source.spec} is already tracked with {wanted}; nothing changed")
+            return 0
+        if not args.replace:
+            raise BadInput(
+                f"{source.spec} is already tracked with {before}; to track it with {wanted} "
+                "instead, repeat the command with --replace"
+            )
+        said = f"{wanted} (was: {before})"
+    fleet.add_source(source, now(), keep)
+    again = " again" if known is not None and tracked is None else ""
+    print(
+        f"tracking {source.spec}{again} ({source.source_id}) with {said}; sources_sensor "
+        "lists it on its next tick"
+    )
     return 0
 
 
@@ -380,6 +459,12 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
+def _choices(filters: Filters, keep: dict[str, bool] | None) -> str:
+    """A source's filters and `keep` for a sentence, `keep` in the order of the options."""
+    described = _describe(filters, {k: (keep or {})[k] for k in KEEP_CHOICES if k in (keep or {})})
+    return "no filters" if described == "-" else described
+
+
 def _describe(filters: Filters, keep: dict[str, bool] | None = None) -> str:
     parts = ["no forks"] * filters.skip_forks + ["no archived"] * filters.skip_archived
     parts += [f"include {p}" for p in filters.include]
@@ -413,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=50, help="newest N requests (default 50)")
     status.set_defaults(func=cmd_status)
     sub.add_parser("list", help="archived repositories").set_defaults(func=cmd_list)
+    snaps = sub.add_parser(
+        "snapshots",
+        help="a repository's stored code, wiki and metadata snapshots: ids, dates, heads, sizes",
+    )
+    snaps.add_argument("target", metavar="URL_OR_REPO_ID")
+    snaps.set_defaults(func=cmd_snapshots)
     rest = sub.add_parser("restore", help="rebuild a working clone from a stored bundle")
     rest.add_argument("target", metavar="URL_OR_REPO_ID")
     rest.add_argument("dest", metavar="DEST", help="new or empty folder")
@@ -478,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="never names matching (repeatable)",
     )
     _keep_options(add)
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="a source already tracked: replace its filters and keep choices with these",
+    )
     add.set_defaults(func=cmd_track_add)
     track_sub.add_parser(
         "list", help="sources, repository counts, last listing, error"

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,13 +19,19 @@ import requests
 from dagster import instance_for_test
 from prometheus_client.parser import text_string_to_metric_families
 
+from repovault_pipeline.cli import main as cli
+from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.runs import TAG_REQUEST_ID
+from repovault_pipeline.core.metadata import MetadataArchiver, forge_of
+from repovault_pipeline.core.runs import TAG_KEEP, TAG_REQUEST_ID
 from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.snapshot import SnapshotWriter
+from repovault_pipeline.core.store import open_store
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.sensors.test_kafka_injector import drain
+from tests.support.forge_metadata import FakeGitHub
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 from tests.support.servers import serving
@@ -56,14 +65,26 @@ def test_submit_reaches_pendientes_and_is_readable(
     api: str, make_repo: Callable[..., ServedRepo]
 ) -> None:
     one, two = make_repo("one"), make_repo("two")
-    answer = post(api, json.dumps({"urls": [one.url, two.url]}))
+    # `keep` is checked as `repovault submit --[no-]lfs ...` and `pendientes` check it
+    for keep, reason in [
+        ({"lfs": "no"}, "keep.lfs must be true or false"),
+        ({"tree": True}, "keep has unknown 'tree'; keys: lfs, wiki, metadata"),
+        (["lfs"], "keep must be an object"),
+    ]:
+        refused = post(api, json.dumps({"urls": [one.url], "keep": keep}))
+        assert refused.status_code == 400 and reason in refused.json()["error"], refused.text
+    assert rows() == [] and read_json(os.environ["REPOVAULT_TOPIC_PENDING"]) == []
+
+    answer = post(api, json.dumps({"urls": [one.url, two.url], "keep": {"lfs": False}}))
     assert answer.status_code == 202, answer.text
     made = answer.json()["requests"]
     assert [r["repo_url"] for r in made] == [one.url, two.url]
+    assert answer.json()["keep"] == {"lfs": False}
 
     messages = read_json(os.environ["REPOVAULT_TOPIC_PENDING"])
     assert sorted(m["request_id"] for m in messages) == sorted(r["request_id"] for r in made)
     assert {m["source"] for m in messages} == {"api"}
+    assert [m["keep"] for m in messages] == [{"lfs": False}] * 2  # what the runs are told
 
     got = requests.get(f"{api}/api/requests/{made[0]['request_id']}", timeout=10).json()
     assert (got["status"], got["source"], got["repo_url"]) == ("pending", "api", one.url)
@@ -148,9 +169,33 @@ def test_openapi_document_and_docs(api: str) -> None:
     } <= paths
     body = doc["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["urls"]["type"] == "array"
-    page = requests.get(f"{api}/api/docs", timeout=10)
-    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assert "lfs, wiki, metadata" in body["schema"]["properties"]["keep"]["description"]
     assert requests.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
+
+    # /api/docs works without internet: its script, stylesheet and icon come from the API
+    # (Swagger UI 5, which renders the OpenAPI 3.1 document), no other host is named, and the
+    # OAuth2 redirect it announces is served under /api.
+    page = requests.get(f"{api}/api/docs", timeout=10)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} == {
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "favicon.png",
+    }
+    assert "//" not in page.text  # no URL of another host: no CDN
+    fetched = {a: requests.get(f"{api}{a}", timeout=10) for a in assets if a.startswith("/api/")}
+    assert set(fetched) == set(assets)
+    assert all(r.status_code == 200 for r in fetched.values())
+    [js] = [r for a, r in fetched.items() if a.endswith(".js")]
+    assert "javascript" in js.headers["content-type"] and "SwaggerUIBundle" in js.text
+    assert doc["openapi"] == "3.1.0"
+    assert "isOAS31" in js.text  # Swagger UI 4 shows "Unable to render this definition"
+    assert "url: '/api/openapi.json'" in page.text
+    [redirect] = re.findall(r"oauth2RedirectUrl: window.location.origin \+ '([^']+)'", page.text)
+    assert redirect == "/api/docs/oauth2-redirect"
+    served = requests.get(f"{api}{redirect}", timeout=10)
+    assert served.status_code == 200 and "swaggerUIRedirectOauth2" in served.text
 
 
 def test_repositories_snapshots_and_verify(api: str, archived) -> None:
@@ -183,13 +228,14 @@ def test_a_request_through_the_api_reaches_the_injector_and_a_run(
     repo = make_repo("through-api")
     repo.commit({"README.md": "hi\n"})
     repo.push()
-    answer = post(api, json.dumps({"urls": [repo.url]}))
+    answer = post(api, json.dumps({"urls": [repo.url], "keep": {"wiki": False}}))
     assert answer.status_code == 202, answer.text
     [made] = answer.json()["requests"]
     with instance_for_test() as instance:
         requests_made, _, _ = drain(instance)
         [run_request] = requests_made
         assert run_request.tags[TAG_REQUEST_ID] == made["request_id"]
+        assert run_request.tags[TAG_KEEP] == '{"wiki": false}'  # the request's own choice
         instance.add_dynamic_partitions(repositories.name, [run_request.partition_key])
         result = defs.resolve_job_def("archive_repo_job").execute_in_process(
             partition_key=run_request.partition_key, instance=instance, tags=run_request.tags
@@ -201,3 +247,82 @@ def test_a_request_through_the_api_reaches_the_injector_and_a_run(
     assert (got["status"], got["source"], got["run_id"]) == ("completed", "api", result.run_id)
     verdict = requests.post(f"{api}/api/repositories/{made['repo_id']}/verify", timeout=60)
     assert verdict.status_code == 200 and verdict.json()["snapshot_id"] == got["snapshot_id"]
+
+
+def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
+    api: str,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ids `restore --snapshot` takes, whatever was kept: `repovault snapshots` (from a
+    folder of its own) and the API list the same code, wiki and metadata snapshots, newest
+    first, the latest marked; a listed wiki id restores."""
+    owner = f"owner{uuid.uuid4().hex[:8]}"
+    repo, wiki = make_repo("handbook", owner=owner), make_repo("handbook.wiki", owner=owner)
+    repo.commit({"README.md": "hi\n"})
+    repo.push()
+    wiki.commit({"Home.md": "# Home\n"})
+    wiki.push()
+    settings = Settings.from_env()
+    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    store = open_store(settings)
+    first = SnapshotWriter(settings, store).archive(ref)
+    repo.commit({"b.txt": "b\n"})
+    repo.push()
+    second = SnapshotWriter(settings, store).archive(ref)
+    forge = FakeGitHub(owner, "handbook")
+    forge.add_issue("the first issue")
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
+    try:
+        forge_settings = Settings.from_env()
+        found_forge = forge_of(ref, forge_settings)
+        assert found_forge is not None
+        meta = MetadataArchiver(forge_settings, store).archive(ref, found_forge)
+    finally:
+        forge.close()
+    wiki_id = first.wiki_snapshot_id
+    assert wiki_id and second.wiki_snapshot_id == wiki_id and meta.snapshot_id
+
+    listed = requests.get(f"{api}/api/repositories/{ref.repo_id}/snapshots", timeout=30).json()
+    assert listed["latest"] == second.snapshot_id
+    assert [s["snapshot_id"] for s in listed["snapshots"]] == [
+        second.snapshot_id,
+        first.snapshot_id,
+    ]
+    assert listed["snapshots"][0]["head_commit"] == repo.head()
+    assert listed["wiki"]["latest"] == wiki_id
+    assert [(s["snapshot_id"], s["head_commit"]) for s in listed["wiki"]["snapshots"]] == [
+        (wiki_id, wiki.head())
+    ]
+    assert listed["metadata"]["latest"] == meta.snapshot_id
+    [meta_listed] = listed["metadata"]["snapshots"]
+    assert meta_listed["records"]["issues"] == 1 and meta_listed["bytes"] > 0
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("repovault")), "snapshots", repo.url],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()]
+    assert lines[0] == ["kind", "snapshot_id", "created", "head", "size", "latest", "contents"]
+    assert [(c[0], c[1], c[3], c[5]) for c in lines[1:]] == [
+        ("code", second.snapshot_id, repo.head()[:12], "yes"),
+        ("code", first.snapshot_id, first.head_commit[:12], "-"),
+        ("wiki", wiki_id, wiki.head()[:12], "yes"),
+        ("metadata", meta.snapshot_id, "-", "yes"),
+    ]
+    assert lines[4][6].startswith("1 issues") and "--wiki" in done.stderr
+    assert list(elsewhere.iterdir()) == []
+
+    dest = tmp_path / "wiki"
+    assert cli(["restore", "--wiki", "--snapshot", wiki_id, ref.repo_id, str(dest)]) == 0
+    assert (dest / "Home.md").read_text() == "# Home\n"
+    assert cli(["snapshots", f"127.0.0.1/{owner}/never"]) == 1
+    assert "no snapshot of" in capsys.readouterr().err

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
 from repovault_pipeline.cli import main
+from repovault_pipeline.core.fleet import FleetStore
+from repovault_pipeline.core.lineage import now
 from repovault_pipeline.core.tables import repo_sources
 
 
@@ -95,3 +100,52 @@ def test_bad_sources_are_one_line_and_change_nothing(
     assert len(err.strip().splitlines()) == 1 and reason in err
     assert err.startswith("repovault track: ")
     assert _count(private_lineage) == 0
+
+
+def test_track_add_of_a_tracked_source_changes_nothing_without_replace(
+    private_lineage: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """A second `track add` with other filters is refused (the console script, from a folder
+    of its own) with what is tracked and how to change it; `--replace` changes them, says from
+    what, and makes the source due for listing."""
+    assert main(["track", "add", "github:org/acme", "--skip-forks", "--no-wiki"]) == 0
+    capsys.readouterr()
+    assert main(["track", "add", "github:org/Acme", "--no-wiki", "--skip-forks"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "github:org/Acme is already tracked with no forks, wiki=no; nothing changed"
+    )
+
+    fleet = FleetStore(create_engine(private_lineage))
+    listed_at = now()
+    fleet.record_listing("github-org:github.com/acme", listed_at, True, None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = str(Path(sys.executable).with_name("repovault"))
+    refused = subprocess.run(
+        [script, "track", "add", "github:org/acme", "--include", "tool*"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "repovault track: github:org/acme is already tracked with no forks, wiki=no; to track "
+        "it with include tool* instead, repeat the command with --replace"
+    )
+    assert list(elsewhere.iterdir()) == []  # nothing written where the command ran
+    assert main(["track", "list"]) == 0
+    listed = cells(capsys.readouterr().out.splitlines()[1])
+    assert listed[:2] == ["github:org/acme", "no forks, wiki=no"]
+    assert fleet.sources(due_before=listed_at) == []  # listed, so not due
+
+    assert main(["track", "add", "github:org/acme", "--include", "tool*", "--replace"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "tracking github:org/acme (github-org:github.com/acme) with include tool* "
+        "(was: no forks, wiki=no)"
+    )
+    assert main(["track", "list"]) == 0
+    listed = cells(capsys.readouterr().out.splitlines()[1])
+    assert listed[:2] == ["github:org/acme", "include tool*"]
+    assert [row.source.spec for row in fleet.sources(due_before=listed_at)] == ["github:org/acme"]
+    assert _count(private_lineage) == 1

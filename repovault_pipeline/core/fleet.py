@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -66,7 +66,9 @@ class FleetStore:
 
     def add_source(self, source: Source, at: datetime, keep: dict[str, bool] | None = None) -> None:
         """Track `source`; tracking it again replaces its filters and its `keep` (what runs of
-        its repositories keep beside the history) and resumes a removed one."""
+        its repositories keep beside the history) and resumes a removed one, due for listing at
+        once like a new one (`repovault track add` asks for `--replace` before changing a
+        tracked source's choices)."""
         filters = source.filters
         row = {
             "source_id": source.source_id,
@@ -88,7 +90,8 @@ class FleetStore:
             set_={
                 k: stmt.excluded[k]
                 for k in ("skip_forks", "skip_archived", "include", "exclude", "keep", "status")
-            },
+            }
+            | {"last_listed_at": None},
         )
         with self.engine.begin() as conn:
             conn.execute(stmt, [row])
@@ -104,17 +107,18 @@ class FleetStore:
             )
         return done.rowcount == 1
 
+    def source(self, source_id: str) -> SourceRow | None:
+        """One source as recorded, tracked or removed; None when it never was."""
+        query = _with_counts().where(repo_sources.c.source_id == source_id)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).first()
+        return _source_row(found._mapping) if found is not None else None
+
     def sources(self, due_before: datetime | None = None) -> list[SourceRow]:
         """Tracked sources (not removed) with their repository counts; with `due_before`, only
         those never listed or last listed before it."""
-        counts = (
-            select(repo_state.c.source_id, func.count().label("n"))
-            .group_by(repo_state.c.source_id)
-            .subquery()
-        )
         query = (
-            select(repo_sources, func.coalesce(counts.c.n, 0).label("repos"))
-            .outerjoin(counts, counts.c.source_id == repo_sources.c.source_id)
+            _with_counts()
             .where(repo_sources.c.status != "removed")
             .order_by(repo_sources.c.source_id)
         )
@@ -351,6 +355,18 @@ def _unreachable_when(failures: ColumnElement[int]) -> ColumnElement[str]:
         (failures >= UNREACHABLE_AFTER, "unreachable"),
         (repo_state.c.upstream == "gone", "gone"),
         else_="active",
+    )
+
+
+def _with_counts() -> Select:
+    """`repo_sources` rows with `repos`, how many known repositories each source listed."""
+    counts = (
+        select(repo_state.c.source_id, func.count().label("n"))
+        .group_by(repo_state.c.source_id)
+        .subquery()
+    )
+    return select(repo_sources, func.coalesce(counts.c.n, 0).label("repos")).outerjoin(
+        counts, counts.c.source_id == repo_sources.c.source_id
     )
 
 

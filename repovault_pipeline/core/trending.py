@@ -492,24 +492,27 @@ def plan_trending_tick(
     limit: int = TOP_N,
     language: str | None = None,
     since: str | None = None,
+    preview: bool = False,
 ) -> TickPlan:
     """Read the list and turn its first `limit` acceptable entries into planned runs.
 
     No side effect: the schedule records and requests what this returns; the CLI prints it.
     `scheduled_at` (default now) fixes the day of the run keys and the requests' time.
     An entry whose URL is refused (REPOVAULT_ALLOWED_*) is reported and the next one moves up.
+    When github.com is not allowed the schedule does not read the list it could not use; a
+    `preview` (`repovault trending`) reads it anyway, every entry refused with the reason.
     """
     requested_at = (scheduled_at or datetime.now(UTC)).astimezone(UTC)
+    refused = None
     if "github.com" not in settings.allowed_hosts or "https" not in settings.allowed_schemes:
-        return TickPlan(
-            requested_at,
-            skip_reason=(
-                "trending repositories live on https://github.com, which is not allowed "
-                f"(REPOVAULT_ALLOWED_HOSTS={','.join(settings.allowed_hosts)}, "
-                f"REPOVAULT_ALLOWED_SCHEMES={','.join(settings.allowed_schemes)}); "
-                "add github.com and https to archive them"
-            ),
+        refused = (
+            "trending repositories live on https://github.com, which is not allowed "
+            f"(REPOVAULT_ALLOWED_HOSTS={','.join(settings.allowed_hosts)}, "
+            f"REPOVAULT_ALLOWED_SCHEMES={','.join(settings.allowed_schemes)}); "
+            "add github.com and https to archive them"
         )
+        if not preview:
+            return TickPlan(requested_at, skip_reason=refused)
     client = client or TrendingClient(settings)
     language = language if language is not None else settings.trending_language
     try:
@@ -542,8 +545,8 @@ def plan_trending_tick(
             TAG_TRENDING_LIST: listing.source,
         }
         runs.append(PlannedRun(rank, repo, ref.repo_id, ref.url, run_key, request_id, tags))
-    skip_reason = None
-    if not runs:
+    skip_reason = refused
+    if not runs and not refused:
         reasons = "; ".join(f"{r.repo.full_name}: {r.reason}" for r in rejected[:3])
         skip_reason = f"none of the {len(listing.repos)} trending repositories can be requested"
         skip_reason += f" ({reasons})" if reasons else ""

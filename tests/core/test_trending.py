@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -464,8 +468,49 @@ def test_cli_trending_prints_the_list_without_requesting(
     assert out[0].split()[:3] == ["rank", "repository", "stars"]
     assert [line.split()[1] for line in out[1:]] == PAGE_ORDER[:3]
     assert out[1].split()[:4] == ["1", "microsoft/markitdown", "38,214", "1,487"]
+    assert [re.split(r"\s{2,}", line)[5] for line in out[1:]] == ["yes"] * 3  # archivable
     assert github.hits_on("/trending/rust")[0].query == {"since": "monthly"}
     assert not (tmp_path / "lineage.db").exists()  # nothing recorded
+
+
+def test_cli_trending_lists_what_the_allowed_hosts_would_refuse(
+    github: FakeGitHub, tmp_path: Path
+) -> None:
+    """Listing is not cloning: with github.com not allowed, `repovault trending` (a subprocess
+    in a folder of its own) still prints the list, each entry marked as not archivable and the
+    reason said once; nothing is written anywhere."""
+    github.page()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        **os.environ,
+        "REPOVAULT_TRENDING_URL": f"{github.url}/trending",
+        "REPOVAULT_GITHUB_API": f"{github.url}/api",
+        "REPOVAULT_ALLOWED_HOSTS": "gitlab.com",
+        "REPOVAULT_ALLOWED_SCHEMES": "https,ssh",
+        "REPOVAULT_DB_URL": f"sqlite:///{tmp_path}/lineage.db",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("repovault")), "trending", "--limit", "3"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0].split()[:6] == ["rank", "repository", "stars", "stars", "today", "language"]
+    assert [line.split()[1] for line in out[1:]] == PAGE_ORDER[:3]
+    assert all(re.split(r"\s{2,}", line)[5] == "no" for line in out[1:])
+    assert done.stderr.splitlines() == [
+        "#1, #2, #3 would not be archived: host 'github.com' is not allowed "
+        "(REPOVAULT_ALLOWED_HOSTS=gitlab.com)",
+        "nothing would be requested: trending repositories live on https://github.com, which is "
+        "not allowed (REPOVAULT_ALLOWED_HOSTS=gitlab.com, REPOVAULT_ALLOWED_SCHEMES=https,ssh); "
+        "add github.com and https to archive them",
+    ]
+    assert list(elsewhere.iterdir()) == [] and not (tmp_path / "lineage.db").exists()
 
 
 def test_cli_trending_bad_language_is_exit_2(
