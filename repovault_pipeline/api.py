@@ -20,8 +20,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from .cli import explain
 from .core.errors import ArchiveError, SchemaMismatch, TransientError
 from .core.identity import InvalidRepoUrl, RepoRef, bucket_name
 from .core.kafka import BrokerUnavailable
@@ -57,7 +59,7 @@ class Vault:
 
     def lineage(self) -> LineageStore:
         if self._lineage is None:
-            self._lineage = open_lineage(self.settings.db_url)
+            self._lineage = open_lineage(self.settings.db_url, self.settings.db_timeout_s)
         return self._lineage
 
 
@@ -265,8 +267,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ArchiveError)
     async def store_failed(_: Request, exc: ArchiveError) -> JSONResponse:
-        """The store or git failed under a read: 503 (retry) or 502, with the reason."""
-        return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(str(exc)))
+        """The store or git failed under a read: 503 (retry) or 502, with the reason (the
+        CLI's line when the object store cannot be reached)."""
+        reason = explain(exc, vault.settings)[1]
+        return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(reason))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def lineage_failed(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        """The lineage database refused, failed, or did not answer within
+        REPOVAULT_DB_TIMEOUT_S: 503 with the CLI's one line (password hidden)."""
+        return _bad(503, mask_secrets(explain(exc, vault.settings)[1]))
 
     return app
 
