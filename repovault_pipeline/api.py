@@ -201,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "tree_files": m["tree"]["files"],
                     "tree_bytes": m["tree"]["bytes"],
                     "created_at": m["created_at"],
+                    "warning": m["warning"],  # latest.json damaged: this is the newest complete
                 }
                 for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
             ]

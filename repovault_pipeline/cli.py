@@ -39,7 +39,7 @@ from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
 from .core.schema import upgrade
 from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
-from .core.snapshot import archived_repositories
+from .core.snapshot import list_vault
 from .core.stats import compute_stats, human_size
 from .core.store import S3_ATTEMPTS, open_store
 from .core.submit import submit, validate_urls
@@ -145,21 +145,41 @@ def _status_row(r: Request) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """One row per archived repository; a damaged `latest.json` is a warning on stderr, and
+    the row shows the newest complete snapshot (what `restore` uses)."""
+    listed = list(list_vault(open_store(settings), settings.bucket_prefix))
     rows = [
         [
-            m["repo_id"],
-            m["bucket"],
-            m["snapshot_id"],
-            m["head_commit"][:12],
-            human_size(m["bundle"]["size"]),
-            str(m["tree"]["files"]),
+            item.repo_id or "-",
+            item.bucket,
+            *(
+                [
+                    m["snapshot_id"],
+                    m["head_commit"][:12],
+                    human_size(m["bundle"]["size"]),
+                    str(m["tree"]["files"]),
+                ]
+                if (m := item.manifest)
+                else ["-", "-", "-", "-"]
+            ),
         ]
-        for m in archived_repositories(open_store(settings), settings.bucket_prefix)
+        for item in listed
     ]
     if not rows:
         print("no repositories archived yet", file=sys.stderr)
         return 0
     _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
+    for item in listed:
+        if item.damage:
+            print(
+                f"warning: {item.repo_id or item.bucket}: {_one_line(item.damage)}; "
+                + (
+                    "restore uses it, and the next run repairs the pointer"
+                    if item.manifest
+                    else "nothing can be restored; the next run writes a snapshot"
+                ),
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -175,6 +195,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             f"restored the metadata of {meta.repo_id} snapshot {meta.snapshot_id} into "
             f"{meta.dest}: {counts or 'no records'}; {meta.assets} release assets verified"
         )
+        if meta.note:
+            print(f"warning: {meta.note}", file=sys.stderr)
         return 0
     done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
     what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
