@@ -42,6 +42,7 @@ MANIFEST = "manifest.json"
 BUNDLE = "repo.bundle"
 TREE_INDEX = "tree.json"
 IN_MEMORY_BLOB = 1024 * 1024
+MAX_CLOCK_AHEAD_S = 300  # a previous snapshot dated further ahead is a clock fault, not a wait
 MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)
 
 
@@ -80,12 +81,30 @@ def _stamp(snapshot_id: str) -> str:
 
 def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
     """`<UTC yyyymmddTHHMMSSZ>-<12 hex of HEAD>`, strictly after `previous` so that ids sort in
-    the order snapshots were taken (two runs within one second wait for the next)."""
+    the order snapshots were taken (two runs within one second wait for the next). A `previous`
+    dated more than MAX_CLOCK_AHEAD_S ahead (a writer with a fast clock) is an ArchiveError
+    saying so, not a wait until that date."""
     while True:
-        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        now = datetime.now(UTC)
+        stamp = f"{now:%Y%m%dT%H%M%SZ}"
         if previous is None or stamp > _stamp(previous):
             return f"{stamp}-{head_commit[:12]}"
+        ahead = _stamp_time(previous) - now
+        if ahead.total_seconds() > MAX_CLOCK_AHEAD_S:
+            raise ArchiveError(
+                f"the latest snapshot {previous} is dated {ahead.total_seconds() / 3600:.1f} h "
+                "ahead of this host's clock: "
+                "the clock of the host that wrote it (or of this one) is wrong; fix the clocks "
+                "(NTP), then delete that snapshot or wait until its date; nothing was written"
+            )
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
+
+
+def _stamp_time(snapshot_id: str) -> datetime:
+    try:
+        return datetime.strptime(_stamp(snapshot_id), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.now(UTC)  # not a snapshot id RepoVault wrote: wait as for any other
 
 
 @dataclass
@@ -393,6 +412,7 @@ class SnapshotWriter:
                 head.commit[:12],
                 head.ref,
             )
+            snapshot_id = new_snapshot_id(head.commit, latest["snapshot_id"] if latest else None)
             repo.create_bundle(work_dir / BUNDLE)
             kept_lfs = None
             if keep.lfs and layout is CODE:
@@ -408,7 +428,7 @@ class SnapshotWriter:
             default_branch=head.branch,
             refs=refs,
             work_dir=work_dir,
-            snapshot_id=new_snapshot_id(head.commit, latest["snapshot_id"] if latest else None),
+            snapshot_id=snapshot_id,
             head_ref=head.ref,
             started_at=started,
             clone_s=clone_done - started,

@@ -9,6 +9,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from repovault_pipeline.core.errors import ArchiveError
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.metadata import MetadataArchiver, forge_of, restore_metadata
 from repovault_pipeline.core.settings import Settings
@@ -84,6 +87,30 @@ def test_a_changed_repository_moves_a_pointer_to_an_incomplete_snapshot_forward(
     assert second.outcome == "completed" and second.snapshot_id < FUTURE
     assert read_json(first.bucket, "latest.json")["snapshot_id"] == second.snapshot_id
     assert SnapshotReader(store, first.bucket).pointer().damage is None
+
+
+def test_a_complete_snapshot_from_a_fast_clock_fails_the_run_saying_so(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]
+) -> None:
+    """A complete snapshot dated decades ahead: a run used to wait, a second at a time, for
+    this host's clock to pass it (a hang until the run timeout). It fails at once, naming the
+    clock fault, writes nothing and leaves no clone behind."""
+    repo = make_repo("fastclock")
+    repo.commit({"a.txt": "one\n"})
+    repo.push()
+    first = archive(repo)
+    manifest = read_json(first.bucket, f"snapshots/{first.snapshot_id}/manifest.json")
+    manifest["snapshot_id"] = FUTURE
+    key = f"snapshots/{FUTURE}/manifest.json"
+    s3().put_object(Bucket=first.bucket, Key=key, Body=json.dumps(manifest).encode())
+    point_latest_at(first.bucket, FUTURE, repo_id=first.repo_id)
+    repo.commit({"a.txt": "two\n"})
+    repo.push()
+
+    with pytest.raises(ArchiveError, match=f"the latest snapshot {FUTURE} is dated .* ahead"):
+        archive(repo)
+    assert read_json(first.bucket, "latest.json")["snapshot_id"] == FUTURE
+    assert not any(Path(vault_env["REPOVAULT_WORK_DIR"]).iterdir())
 
 
 def test_the_metadata_pointer_follows_the_same_rules(
