@@ -215,10 +215,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         complete, _ = reader.snapshot_ids()
         if not complete:
             raise HTTPException(404, f"no snapshot of {ref_id} is stored")
+        pointer = reader.pointer()  # damaged: the newest complete one, and why
         return {
             "repo_id": ref_id,
             "bucket": reader.bucket,
-            "latest": reader.latest_id(),
+            "latest": pointer.manifest["snapshot_id"] if pointer.manifest else None,
+            "warning": pointer.damage,
             "snapshots": _snapshots(reader, complete),
         }
 
