@@ -14,7 +14,7 @@ did.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +97,9 @@ class LineageStore:
         )
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        if url.get_backend_name() == "postgresql":
+            hook = _statement_timeout(max(1, int(timeout_s)))
+            event.listen(self.engine, "connect", hook)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -348,20 +351,15 @@ def _error(error: str | None) -> str | None:
 
 def connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
     """What the driver needs so that a server accepting connections but never answering ends a
-    command in about `timeout_s` instead of hanging it.
+    command in about `timeout_s` instead of hanging it (the statement timeout is set per
+    connection: `_statement_timeout`).
 
     PostgreSQL (libpq): `connect_timeout` bounds the whole connection start-up (TCP, TLS,
-    authentication); `statement_timeout` makes the server cancel a statement (or a lock wait)
-    running longer; TCP keepalives and `tcp_user_timeout` notice a peer that vanished mid-query
-    (no reset ever comes). SQLite: how long a writer waits for another one's lock."""
+    authentication); TCP keepalives and `tcp_user_timeout` notice a peer that vanished
+    mid-query (no reset ever comes). A value in REPOVAULT_DB_URL's query wins. SQLite: how long
+    a writer waits for another one's lock."""
     seconds = max(1, int(timeout_s))
     if url.get_backend_name() == "postgresql":
-        given = dict(url.query)  # a value in REPOVAULT_DB_URL itself wins
-        theirs = given.get("options", ())
-        options = " ".join(
-            [f"-c statement_timeout={seconds * 1000}"]
-            + ([theirs] if isinstance(theirs, str) else list(theirs))
-        )
         wanted = {
             "connect_timeout": seconds,
             "keepalives": 1,
@@ -370,10 +368,25 @@ def connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
             "keepalives_count": 3,
             "tcp_user_timeout": seconds * 1000,
         }
-        return {**{k: v for k, v in wanted.items() if k not in given}, "options": options}
+        return {k: v for k, v in wanted.items() if k not in url.query}
     if url.get_backend_name() == "sqlite":
         return {"timeout": seconds}
     return {}
+
+
+def _statement_timeout(seconds: int) -> Callable[[Any, Any], None]:
+    """A connect hook: the server cancels any statement (or lock wait) running longer. A
+    session SET rather than the `options` start-up parameter, which PgBouncer refuses; in
+    autocommit, so the pool's rollback does not undo it."""
+
+    def hook(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {seconds * 1000}")
+        dbapi_conn.autocommit = autocommit
+
+    return hook
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -57,13 +57,14 @@ def test_a_bad_message_claiming_a_closed_request_does_not_reopen_it(
 
 
 def test_connections_are_bounded_and_the_url_own_options_kept(pg_url: str) -> None:
-    """REPOVAULT_DB_TIMEOUT_S reaches the server as statement_timeout; an `options` given in
-    REPOVAULT_DB_URL itself still applies (a later -c wins, so the URL's own timeout too)."""
+    """REPOVAULT_DB_TIMEOUT_S reaches the server as statement_timeout, and stays after a
+    rollback; an `options` given in REPOVAULT_DB_URL itself still applies."""
     url = make_url(pg_url).update_query_dict({"options": "-c application_name=rv-test"})
     store = LineageStore(url.render_as_string(hide_password=False), timeout_s=7)
     try:
-        with store.engine.connect() as conn:
-            assert conn.execute(text("SHOW statement_timeout")).scalar() == "7s"
-            assert conn.execute(text("SHOW application_name")).scalar() == "rv-test"
+        for _ in range(2):  # the second time on the pooled connection, rolled back once
+            with store.engine.connect() as conn:
+                assert conn.execute(text("SHOW statement_timeout")).scalar() == "7s"
+                assert conn.execute(text("SHOW application_name")).scalar() == "rv-test"
     finally:
         store.dispose()
