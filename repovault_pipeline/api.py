@@ -22,8 +22,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from .cli import explain
 from .core.catalog import repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch, TransientError
 from .core.identity import InvalidRepoUrl, RepoRef
@@ -71,7 +73,7 @@ class Vault:
 
     def lineage(self) -> LineageStore:
         if self._lineage is None:
-            self._lineage = open_lineage(self.settings.db_url)
+            self._lineage = open_lineage(self.settings.db_url, self.settings.db_timeout_s)
         return self._lineage
 
 
@@ -222,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "tree_files": m["tree"]["files"],
                     "tree_bytes": m["tree"]["bytes"],
                     "created_at": m["created_at"],
+                    "warning": m["warning"],  # latest.json damaged: this is the newest complete
                 }
                 for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
             ]
@@ -231,7 +234,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def list_snapshots(repo_id: str) -> dict[str, Any]:
         """The repository's complete snapshots, newest first, and which one is latest: its
         code's (`latest`, `snapshots`), its wiki's and its forge metadata's (`wiki`,
-        `metadata`: each `{latest, snapshots}`), the ids `restore --snapshot` takes."""
+        `metadata`: each `{latest, snapshots, warning}`), the ids `restore --snapshot` takes;
+        `warning` says why `latest` is the newest complete one when `latest.json` is damaged."""
         ref_id = _repo_id(repo_id, vault.settings)
         found = repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix)
         if found.empty:
@@ -290,8 +294,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ArchiveError)
     async def store_failed(_: Request, exc: ArchiveError) -> JSONResponse:
-        """The store or git failed under a read: 503 (retry) or 502, with the reason."""
-        return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(str(exc)))
+        """The store or git failed under a read: 503 (retry) or 502, with the reason (the
+        CLI's line when the object store cannot be reached)."""
+        reason = explain(exc, vault.settings)[1]
+        return _bad(503 if isinstance(exc, TransientError) else 502, mask_secrets(reason))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def lineage_failed(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        """The lineage database refused, failed, or did not answer within
+        REPOVAULT_DB_TIMEOUT_S: 503 with the CLI's one line (password hidden)."""
+        return _bad(503, mask_secrets(explain(exc, vault.settings)[1]))
 
     return app
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from botocore.exceptions import (
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
@@ -38,9 +40,9 @@ from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
 from .core.schema import upgrade
 from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
-from .core.snapshot import archived_repositories
+from .core.snapshot import list_vault
 from .core.stats import compute_stats, human_size
-from .core.store import open_store
+from .core.store import S3_ATTEMPTS, open_store
 from .core.submit import submit, validate_urls
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 from .core.verify import verify
@@ -55,10 +57,15 @@ class BadInput(Exception):
     """The user gave something we cannot use: exit 2."""
 
 
+def _lineage(settings: Settings) -> LineageStore:
+    """The lineage database, its connections bounded by REPOVAULT_DB_TIMEOUT_S."""
+    return open_lineage(settings.db_url, settings.db_timeout_s)
+
+
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the lineage database to the code's schema (or refuse a newer one), then create
     the missing topics; both safe to repeat."""
-    lineage = LineageStore(settings.db_url)
+    lineage = LineageStore(settings.db_url, settings.db_timeout_s)
     try:
         done = upgrade(lineage.engine)
     finally:
@@ -82,13 +89,13 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
-    for _, request_id in submit(settings, lambda: open_lineage(settings.db_url), refs, "cli", keep):
+    for _, request_id in submit(settings, lambda: _lineage(settings), refs, "cli", keep):
         print(request_id)
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    lineage = open_lineage(settings.db_url)
+    lineage = _lineage(settings)
     target = args.target
     if target is None:
         rows = lineage.find(limit=args.limit)
@@ -139,21 +146,41 @@ def _status_row(r: Request) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """One row per archived repository; a damaged `latest.json` is a warning on stderr, and
+    the row shows the newest complete snapshot (what `restore` uses)."""
+    listed = list(list_vault(open_store(settings), settings.bucket_prefix))
     rows = [
         [
-            m["repo_id"],
-            m["bucket"],
-            m["snapshot_id"],
-            m["head_commit"][:12],
-            human_size(m["bundle"]["size"]),
-            str(m["tree"]["files"]),
+            item.repo_id or "-",
+            item.bucket,
+            *(
+                [
+                    m["snapshot_id"],
+                    m["head_commit"][:12],
+                    human_size(m["bundle"]["size"]),
+                    str(m["tree"]["files"]),
+                ]
+                if (m := item.manifest)
+                else ["-", "-", "-", "-"]
+            ),
         ]
-        for m in archived_repositories(open_store(settings), settings.bucket_prefix)
+        for item in listed
     ]
     if not rows:
         print("no repositories archived yet", file=sys.stderr)
         return 0
     _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
+    for item in listed:
+        if item.damage:
+            print(
+                f"warning: {item.repo_id or item.bucket}: {_one_line(item.damage)}; "
+                + (
+                    "restore uses it, and the next run repairs the pointer"
+                    if item.manifest
+                    else "nothing can be restored; the next run writes a snapshot"
+                ),
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -183,6 +210,9 @@ def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
         for snap in series.snapshots
     ]
     _table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents"], rows)
+    for kind, series in found.series().items():
+        if series.warning:
+            print(f"warning: {kind}: {series.warning}", file=sys.stderr)
     print(
         f"restore one: repovault restore {ref.repo_id} DEST --snapshot ID "
         "(with --wiki or --metadata for those kinds)",
@@ -211,6 +241,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             f"restored the metadata of {meta.repo_id} snapshot {meta.snapshot_id} into "
             f"{meta.dest}: {counts or 'no records'}; {meta.assets} release assets verified"
         )
+        if meta.note:
+            print(f"warning: {meta.note}", file=sys.stderr)
         return 0
     done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
     what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
@@ -236,7 +268,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     """The `vault_stats` figures, as a table or (`--json`) one JSON document."""
-    stats = compute_stats(settings, open_store(settings), open_lineage(settings.db_url))
+    stats = compute_stats(settings, open_store(settings), _lineage(settings))
     if args.json:
         print(json.dumps(stats.to_dict(), indent=1))
         return 0
@@ -366,7 +398,7 @@ def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
     a repeated `track add` must not silently undo an operator's earlier choices."""
     source = _source(args.source, settings, _filters(args))
     keep = _keep(args)
-    fleet = FleetStore(open_lineage(settings.db_url).engine)
+    fleet = FleetStore(_lineage(settings).engine)
     wanted = _choices(source.filters, keep)
     known = fleet.source(source.source_id)
     tracked = known if known is not None and known.status != "removed" else None
@@ -392,7 +424,7 @@ def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = FleetStore(open_lineage(settings.db_url).engine).sources()
+    rows = FleetStore(_lineage(settings).engine).sources()
     if not rows:
         print("no tracked sources; add one with `repovault track add github:org/NAME`")
         return 0
@@ -416,7 +448,7 @@ def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
     """Stop listing the source; nothing is deleted from the vault."""
     source = _source(args.source, settings)
-    if not FleetStore(open_lineage(settings.db_url).engine).remove_source(source.source_id):
+    if not FleetStore(_lineage(settings).engine).remove_source(source.source_id):
         print(f"repovault track remove: {source.spec} is not tracked", file=sys.stderr)
         return EXIT_FAILED
     print(f"stopped tracking {source.spec}; its archived repositories stay in the vault")
@@ -425,7 +457,7 @@ def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     """Check now (the given repositories, else every due one) and request runs for changes."""
-    lineage = open_lineage(settings.db_url)
+    lineage = _lineage(settings)
     fleet = FleetStore(lineage.engine)
     repo_ids = None
     if args.repos:
@@ -626,9 +658,14 @@ def explain(exc: Exception, settings: Settings | None) -> tuple[int, str]:
             "to a PostgreSQL URL, postgresql+psycopg2://..."
         )
     if _is_connection_error(exc):
+        waited = (
+            f"; no answer within REPOVAULT_DB_TIMEOUT_S={settings.db_timeout_s}s"
+            if settings and "timeout" in _first_line(exc).lower()
+            else ""
+        )
         return EXIT_FAILED, (
-            f"cannot reach the lineage database at {db_url} ({_first_line(exc)}); check that "
-            "PostgreSQL is running and reachable, or set REPOVAULT_DB_URL"
+            f"cannot reach the lineage database at {db_url} ({_first_line(exc)}{waited}); check "
+            "that PostgreSQL is running and reachable, or set REPOVAULT_DB_URL"
         )
     if isinstance(exc, SQLAlchemyError):
         return EXIT_FAILED, (
@@ -649,9 +686,15 @@ def _explain_s3(cause: BaseException | None, settings: Settings | None) -> str |
     """The object store unreachable, or refusing RepoVault's credentials: say which and how."""
     endpoint = settings.s3_endpoint if settings else None
     if isinstance(cause, (S3ConnectionError, HTTPClientError)):
+        waited = (
+            f"; no answer within REPOVAULT_S3_TIMEOUT_S={settings.s3_timeout_s}s, "
+            f"{S3_ATTEMPTS} attempts"
+            if settings and isinstance(cause, (ReadTimeoutError, ConnectTimeoutError))
+            else ""
+        )
         return (
-            f"cannot reach the object store at {endpoint} ({type(cause).__name__}); check that "
-            "S3/MinIO is running and reachable, or set REPOVAULT_S3_ENDPOINT"
+            f"cannot reach the object store at {endpoint} ({type(cause).__name__}{waited}); "
+            "check that S3/MinIO is running and reachable, or set REPOVAULT_S3_ENDPOINT"
         )
     if isinstance(cause, NoCredentialsError | PartialCredentialsError):
         return (

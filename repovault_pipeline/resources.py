@@ -67,7 +67,7 @@ class VaultS3Resource(S3Resource):
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             aws_session_token=self.aws_session_token,
-            config=s3_client_config(max_connections=settings.upload_workers + 4),
+            config=s3_client_config(settings.upload_workers + 4, settings.s3_timeout_s),
         )
 
 
@@ -111,7 +111,8 @@ class LineageResource(_SettingsResource):
     def store(self) -> LineageStore:
         """One engine (and one table check) per run or tick."""
         if self._store is None:
-            self._store = open_lineage(self.settings().db_url)
+            settings = self.settings()
+            self._store = open_lineage(settings.db_url, settings.db_timeout_s)
         return self._store
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -35,6 +35,7 @@ from tests.support.forge_metadata import FakeGitHub
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 from tests.support.servers import serving
+from tests.support.tcp_proxy import BreakableProxy
 
 
 @pytest.fixture
@@ -326,3 +327,34 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
     assert (dest / "Home.md").read_text() == "# Home\n"
     assert cli(["snapshots", f"127.0.0.1/{owner}/never"]) == 1
     assert "no snapshot of" in capsys.readouterr().err
+
+
+def test_stores_that_never_answer_are_a_503_naming_them(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 20, item 4 over HTTP: a PostgreSQL and an S3 that accept connections and never
+    answer give a 503 with the CLI's line, in bounded time, not a hung request or a 500."""
+    db, s3 = BreakableProxy.black_hole(), BreakableProxy.black_hole()
+    env = {
+        "REPOVAULT_DB_URL": f"postgresql+psycopg2://repovault@127.0.0.1:{db.port}/x",
+        "REPOVAULT_DB_TIMEOUT_S": "1",
+        "REPOVAULT_S3_ENDPOINT": s3.endpoint,
+        "REPOVAULT_S3_TIMEOUT_S": "1",
+    }
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
+
+    with serving(command, tmp_path / "api.log", env) as port:
+        api = f"http://127.0.0.1:{port}"
+        listed = requests.get(f"{api}/api/requests", timeout=60)
+        repos = requests.get(f"{api}/api/repositories", timeout=60)
+    db.close()
+    s3.close()
+    assert db.held and s3.held
+    assert listed.status_code == 503, listed.text
+    assert "cannot reach the lineage database at" in listed.json()["error"]
+    assert "REPOVAULT_DB_TIMEOUT_S=1s" in listed.json()["error"]
+    assert repos.status_code == 503, repos.text
+    assert f"cannot reach the object store at {s3.endpoint}" in repos.json()["error"]
+    assert "REPOVAULT_S3_TIMEOUT_S=1s" in repos.json()["error"]

@@ -254,6 +254,47 @@ def test_object_store_down_is_one_line_naming_it(
         proxy.close()
 
 
+STORES_THAT_HANG = [
+    ("lineage database", ["status"]),
+    ("lineage database", ["submit", "http://127.0.0.1:9/o/r.git"]),
+    ("object store", ["list"]),
+    ("object store", ["verify", "127.0.0.1:9/o/r"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "args"), STORES_THAT_HANG, ids=[a[0] for _, a in STORES_THAT_HANG]
+)
+def test_a_store_that_never_answers_ends_the_command_with_one_line(
+    vault_env: dict[str, str], tmp_path: Path, service: str, args: list[str]
+) -> None:
+    """Issue 20, item 4: PostgreSQL or S3 accepting connections and never answering hung
+    `status` for 600 s and `list`/`verify` silently. The command, run by a user from another
+    folder, ends by itself with the one line of a refused port, naming the setting it waited."""
+    hole = BreakableProxy.black_hole()
+    env = {**os.environ, "REPOVAULT_DB_TIMEOUT_S": "1", "REPOVAULT_S3_TIMEOUT_S": "1"}
+    if service == "lineage database":
+        where = f"127.0.0.1:{hole.port}/x"
+        env["REPOVAULT_DB_URL"] = f"postgresql+psycopg2://repovault:{DB_PASSWORD}@{where}"
+        waited = "REPOVAULT_DB_TIMEOUT_S=1s"
+    else:
+        where = env["REPOVAULT_S3_ENDPOINT"] = hole.endpoint
+        waited = "REPOVAULT_S3_TIMEOUT_S=1s"
+    repovault = str(Path(sys.executable).with_name("repovault"))
+    # The subprocess timeout is only a safety net: a hang fails the test instead of the suite.
+    done = subprocess.run(
+        [repovault, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
+    hole.close()
+    assert hole.held, "the command never connected: this tested a refusal, not a silence"
+    assert done.returncode == 1
+    assert_one_line(
+        done.stderr, f"repovault {args[0]}: cannot reach the {service} at", where, waited
+    )
+    if args[0] == "submit":  # nothing was queued for a request that has no row
+        assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
+
+
 def test_status_keeps_one_request_on_one_line(
     vault_env: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:

@@ -42,13 +42,19 @@ class SnapshotInfo:
 
 @dataclass(frozen=True)
 class Series:
-    """The snapshots of one kind, newest first, and the one `latest.json` points at."""
+    """The snapshots of one kind, newest first, and the one `latest.json` points at (when
+    that pointer is damaged: the newest complete one, and `warning` says why)."""
 
     latest: str | None
     snapshots: tuple[SnapshotInfo, ...]
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"latest": self.latest, "snapshots": [s.to_dict() for s in self.snapshots]}
+        return {
+            "latest": self.latest,
+            "snapshots": [s.to_dict() for s in self.snapshots],
+            "warning": self.warning,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,11 @@ def _series(reader: SnapshotReader, describe: Callable[[str, dict], SnapshotInfo
         manifest = reader.manifest(snapshot_id)
         if manifest is not None:  # None: deleted by retention meanwhile
             found.append(describe(snapshot_id, manifest))
-    return Series(reader.latest_id() if found else None, tuple(found))
+    if not found:
+        return Series(None, ())
+    pointer = reader.pointer()
+    latest = pointer.manifest["snapshot_id"] if pointer.manifest else None
+    return Series(latest, tuple(found), pointer.damage)
 
 
 def _git(snapshot_id: str, manifest: dict) -> SnapshotInfo:

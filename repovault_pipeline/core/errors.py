@@ -19,6 +19,11 @@ class RepoTooLarge(ArchiveError):
     """The clone grew past REPOVAULT_MAX_REPO_MB."""
 
 
+class WorkDirFull(ArchiveError):
+    """The disk under REPOVAULT_WORK_DIR (or a restore's folder) filled up: the message says
+    where, how much is free and what the repository needed so far; retrying as is cannot help."""
+
+
 class GitTimeout(ArchiveError):
     """A git operation ran past REPOVAULT_GIT_TIMEOUT_S."""
 

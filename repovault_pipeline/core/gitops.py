@@ -12,7 +12,9 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -23,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from .errors import ArchiveError, GitTimeout, RepoNotFound, RepoTooLarge, TransientError
+from .errors import (
+    ArchiveError,
+    GitTimeout,
+    RepoNotFound,
+    RepoTooLarge,
+    TransientError,
+    WorkDirFull,
+)
 from .identity import RepoRef, github_web_origin
 from .redact import mask_secrets
 from .settings import Settings
@@ -76,6 +85,13 @@ _TRANSIENT = (
     "network is unreachable",
     "operation too slow",
 )
+# What git (or a helper it ran: index-pack, pack-objects) prints when a write hits ENOSPC or the
+# disk quota; git then reports the symptom, e.g. `fetch-pack: invalid index-pack output`.
+_DISK_FULL = ("no space left on device", "disk quota exceeded")
+MB = 1024 * 1024
+# git's clone progress: `Receiving objects:  66% (2/3), 1.20 MiB | 1.20 MiB/s`.
+_RECEIVED = re.compile(r"Receiving objects:[^\r\n]*?, (\d+(?:\.\d+)?) (bytes|KiB|MiB|GiB)")
+_UNITS = {"bytes": 1, "KiB": 1024, "MiB": MB, "GiB": 1024 * MB}
 
 
 def _ssh_option(name: str, path: Path) -> str:
@@ -217,6 +233,7 @@ class GitClient:
     ) -> bytes:
         """Run git (fed `stdin`) and classify a failure; kill it past the timeout or when
         `watch` outgrows the size cap."""
+        free_before = _free_bytes(watch or cwd)
         popen = _start(
             args, cwd, self.environment(ref, protocols), stdin is not None, new_session=True
         )
@@ -229,9 +246,10 @@ class GitClient:
         ]
         for reader in readers:
             reader.start()
-        cap = self.settings.max_repo_mb * 1024 * 1024
+        cap = self.settings.max_repo_mb * MB
         deadline = time.monotonic() + self.settings.git_timeout_s
         failure: ArchiveError | None = None
+        received = 0  # the most `watch` held: git deletes a clone that failed
         while popen.poll() is None:
             try:
                 popen.wait(timeout=0.2)  # returns as soon as git exits: no 0.2 s tail per command
@@ -243,10 +261,10 @@ class GitClient:
                     f"git {args[0]} ran past REPOVAULT_GIT_TIMEOUT_S={self.settings.git_timeout_s}s"
                     " and was aborted"
                 )
-            elif watch is not None and (size := _tree_size(watch)) > cap:
+            elif watch is not None and (received := max(received, _tree_size(watch))) > cap:
                 failure = RepoTooLarge(
                     f"repository is larger than REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
-                    f" ({size // (1024 * 1024)} MB received so far); clone aborted"
+                    f" ({received // MB} MB received so far); clone aborted"
                 )
             if failure:
                 _kill_group(popen)
@@ -262,9 +280,39 @@ class GitClient:
                 f"REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
             )
         if popen.returncode != 0:
+            if disk_full(stderr.text()):
+                received = max(received, received_bytes(stderr.text()))
+                raise self.work_dir_full(args[0], watch or cwd, free_before, received)
             tokens = (self.settings.github_token, self.settings.gitlab_token)
             raise _classify(args[0], stderr.text(), tokens)
         return bytes(stdout)
+
+    def work_dir_full(
+        self, command: str, folder: Path | None, free_before: int | None, received: int = 0
+    ) -> WorkDirFull:
+        """The error for a git command that ran out of disk writing into `folder`: which folder
+        (the work folder, by its variable, when it is under it), what is free there now, and
+        what the repository needed: more than was free when the command started (git deletes a
+        failed clone, so its size is gone), and what the clone had received, when known."""
+        work_dir = self.settings.work_dir.absolute()
+        folder = (folder or work_dir).absolute()
+        if folder.is_relative_to(work_dir):
+            where = f"the work folder REPOVAULT_WORK_DIR={work_dir} is full"
+            todo = "free space there or point REPOVAULT_WORK_DIR at a larger disk, then retry"
+        else:
+            where = f"the disk holding {folder} is full"
+            todo = "free space there or choose a folder on a larger disk, then retry"
+        existing = _existing(folder)
+        if existing is not None:
+            usage = shutil.disk_usage(existing)
+            where += f" ({_mb(usage.free)} free of {_mb(usage.total)})"
+        needs = []
+        if free_before is not None:
+            needs.append(f"more than the {_mb(free_before)} free when git {command} started")
+        if received:
+            needs.append(f"{_mb(received)} received before the disk filled")
+        need = f"; the repository needs {', '.join(needs)}" if needs else ""
+        return WorkDirFull(f"git {command}: no space left on device: {where}{need}; {todo}")
 
 
 class LocalRepo:
@@ -469,6 +517,34 @@ def refs_digest(refs: dict[str, str]) -> str:
 
 def _is_archived_ref(name: str) -> bool:
     return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
+
+
+def disk_full(stderr: str) -> bool:
+    """git's stderr says a write failed for lack of space (its last line may only say
+    `fetch-pack: invalid index-pack output`)."""
+    lower = stderr.lower()
+    return any(marker in lower for marker in _DISK_FULL)
+
+
+def _existing(path: Path | None) -> Path | None:
+    """`path` or its nearest existing parent (a clone's folder exists only while git runs)."""
+    if path is None:
+        return None
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
+def _free_bytes(path: Path | None) -> int | None:
+    existing = _existing(path)
+    return shutil.disk_usage(existing).free if existing is not None else None
+
+
+def _mb(size: int) -> str:
+    return f"{size / MB:.1f} MB"
+
+
+def received_bytes(stderr: str) -> int:
+    """The most bytes git's progress says it received (0 when it printed none)."""
+    return max((int(float(n) * _UNITS[unit]) for n, unit in _RECEIVED.findall(stderr)), default=0)
 
 
 def _classify(command: str, stderr: str, tokens: tuple[str | None, ...]) -> ArchiveError:

@@ -14,7 +14,7 @@ did.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +30,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
 
 from .redact import mask_secrets
 from .schema import ensure
+from .settings import DB_TIMEOUT_S
 from .tables import SOURCES, repo_requests
 
 FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
@@ -83,15 +84,22 @@ class Request:
 class LineageStore:
     """Reads and writes `repo_requests`; every text that could hold a secret is masked first."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, timeout_s: float = DB_TIMEOUT_S) -> None:
+        """`timeout_s` (REPOVAULT_DB_TIMEOUT_S) bounds connecting, each statement, and the
+        wait on a connection whose server went silent (see `connect_args`)."""
         url = make_url(db_url)
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg2")  # the driver RepoVault installs
         if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
+        self.engine: Engine = create_engine(
+            url, pool_pre_ping=True, future=True, connect_args=connect_args(url, timeout_s)
+        )
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        if url.get_backend_name() == "postgresql":
+            hook = _statement_timeout(max(1, int(timeout_s)))
+            event.listen(self.engine, "connect", hook)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -296,10 +304,10 @@ class LineageStore:
             return conn.execute(query).scalar_one_or_none()
 
 
-def open_lineage(db_url: str) -> LineageStore:
+def open_lineage(db_url: str, timeout_s: float = DB_TIMEOUT_S) -> LineageStore:
     """A store on `db_url`, its schema at the code's head: one query when it already is, else
     upgraded (`schema.ensure`); a database a newer RepoVault migrated is refused."""
-    store = LineageStore(db_url)
+    store = LineageStore(db_url, timeout_s)
     try:
         ensure(store.engine)
     except BaseException:
@@ -341,8 +349,47 @@ def _error(error: str | None) -> str | None:
     return mask_secrets(error)[:MAX_ERROR] if error else None
 
 
+def connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
+    """What the driver needs so that a server accepting connections but never answering ends a
+    command in about `timeout_s` instead of hanging it (the statement timeout is set per
+    connection: `_statement_timeout`).
+
+    PostgreSQL (libpq): `connect_timeout` bounds the whole connection start-up (TCP, TLS,
+    authentication); TCP keepalives and `tcp_user_timeout` notice a peer that vanished
+    mid-query (no reset ever comes). A value in REPOVAULT_DB_URL's query wins. SQLite: how long
+    a writer waits for another one's lock."""
+    seconds = max(1, int(timeout_s))
+    if url.get_backend_name() == "postgresql":
+        wanted = {
+            "connect_timeout": seconds,
+            "keepalives": 1,
+            "keepalives_idle": seconds,
+            "keepalives_interval": max(1, seconds // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": seconds * 1000,
+        }
+        return {k: v for k, v in wanted.items() if k not in url.query}
+    if url.get_backend_name() == "sqlite":
+        return {"timeout": seconds}
+    return {}
+
+
+def _statement_timeout(seconds: int) -> Callable[[Any, Any], None]:
+    """A connect hook: the server cancels any statement (or lock wait) running longer. A
+    session SET rather than the `options` start-up parameter, which PgBouncer refuses; in
+    autocommit, so the pool's rollback does not undo it."""
+
+    def hook(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {seconds * 1000}")
+        dbapi_conn.autocommit = autocommit
+
+    return hook
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -24,7 +24,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -36,13 +36,13 @@ from .http import api_session, rate_limit
 from .identity import RepoRef, bucket_name, github_web_origin
 from .lease import Lease
 from .settings import Settings
-from .snapshot import new_snapshot_id
+from .snapshot import Layout, SnapshotReader, move_latest, new_snapshot_id
 from .store import ObjectStore, file_sha256
 
 log = logging.getLogger(__name__)
 
 PREFIX = "metadata/"
-LATEST = PREFIX + "latest.json"
+LAYOUT = Layout(PREFIX, tree=False)  # latest.json and snapshots/<id>/manifest.json under PREFIX
 KINDS = (
     "issues",
     "pull_requests",
@@ -299,17 +299,16 @@ class MetadataArchiver:
 
     def latest(self, bucket: str) -> dict | None:
         """The newest manifest, with the time of the last read from `latest.json` (a read that
-        found nothing new moves only that)."""
-        raw = self.store.get_bytes(bucket, LATEST)
-        if raw is None:
+        found nothing new moves only that). A `latest.json` naming a missing or incomplete
+        snapshot is damage: the newest complete snapshot is used, and this run's pointer write
+        repairs it."""
+        pointer = SnapshotReader(self.store, bucket, LAYOUT).pointer()
+        if pointer.manifest is None:
             return None
-        pointer = json.loads(raw)
-        manifest = self.store.get_bytes(
-            bucket, snapshot_key(pointer["snapshot_id"], "manifest.json")
-        )
-        if manifest is None:
-            return None
-        return {**json.loads(manifest), **pointer}
+        if pointer.damage:
+            self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
+            return pointer.manifest
+        return {**pointer.manifest, **pointer.fields}
 
     def index(self, bucket: str, manifest: dict | None) -> dict[str, dict[str, str]]:
         return read_index(self.store, bucket, manifest["snapshot_id"] if manifest else None)
@@ -479,23 +478,27 @@ class MetadataArchiver:
                 content_type="application/json",
             )
             lease.confirm()
-            self.store.put_bytes(
-                bucket,
-                LATEST,
-                json.dumps({"snapshot_id": snapshot_id}).encode(),
-                content_type="application/json",
-            )
+            move_latest(self.store, bucket, LAYOUT, {"snapshot_id": snapshot_id}, self.log)
         result.snapshot_id = snapshot_id
 
     def _touch(self, bucket: str, previous: dict, started: datetime, full: bool) -> None:
-        """Nothing changed: no snapshot, but the next incremental read starts from now."""
+        """Nothing changed: no snapshot, but the next incremental read starts from now. Under
+        the lease, by the code snapshot's rules (`move_latest`): never onto a snapshot older
+        than a complete one named already, a pointer to a missing one repaired."""
         # The manifest is immutable; the time of the last read lives in latest.json instead.
         doc = {"snapshot_id": previous["snapshot_id"], "fetched_at": started.isoformat()}
         if full:
             doc["last_full_at"] = started.isoformat()
-        self.store.put_bytes(
-            bucket, LATEST, json.dumps(doc).encode(), content_type="application/json"
-        )
+        with Lease.acquire(
+            self.store,
+            bucket,
+            previous["snapshot_id"],
+            self.settings.lease_ttl_s,
+            self.settings.lease_wait_s,
+            self.log,
+        ) as lease:
+            lease.confirm()
+            move_latest(self.store, bucket, LAYOUT, doc, self.log)
 
 
 def read_index(
@@ -514,6 +517,7 @@ class RestoredMetadata:
     dest: Path
     records: dict[str, int]
     assets: int
+    note: str | None = None  # latest.json was damaged: which snapshot was restored instead
 
 
 def restore_metadata(
@@ -525,11 +529,17 @@ def restore_metadata(
     `releases/<tag>/<name>`, each checked against its sha256."""
     if dest.exists() and any(dest.iterdir()):
         raise ArchiveError(f"{dest} is not empty; restore into a new or empty folder")
+    note = None
     if snapshot_id is None:
-        pointer = store.get_bytes(bucket, LATEST)
-        if pointer is None:
-            raise ArchiveError(f"{repo_id} has no metadata snapshot; archive it with a forge token")
-        snapshot_id = json.loads(pointer)["snapshot_id"]
+        pointer = SnapshotReader(store, bucket, LAYOUT).pointer()
+        if pointer.manifest is None:
+            damage = f" ({pointer.damage})" if pointer.damage else ""
+            raise ArchiveError(
+                f"{repo_id} has no metadata snapshot{damage}; archive it with a forge token"
+            )
+        snapshot_id = pointer.manifest["snapshot_id"]
+        if pointer.damage:
+            note = f"{pointer.damage}: restored that one; the next run repairs the pointer"
     committed = sorted(
         o.key.split("/")[2]
         for o in store.list(bucket, PREFIX + "snapshots/")
@@ -547,7 +557,8 @@ def restore_metadata(
     index = read_index(store, bucket, snapshot_id)
     created = not dest.exists()
     try:
-        return _write_metadata(store, bucket, repo_id, snapshot_id, dest, state, index)
+        done = _write_metadata(store, bucket, repo_id, snapshot_id, dest, state, index)
+        return replace(done, note=note)
     except BaseException:
         # A failed restore leaves nothing behind: DEST is as it was (absent or empty).
         shutil.rmtree(dest, ignore_errors=True)

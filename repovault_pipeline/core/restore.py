@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import lfs
@@ -71,17 +71,26 @@ def restore(
         raise InvalidRepoUrl(f"{dest} exists and is not empty; give a new or empty folder")
     bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
     reader = SnapshotReader(store, bucket, WIKI if wiki else CODE)
-    manifest = reader.manifest(snapshot_id) if snapshot_id else reader.latest()
+    pointer = None if snapshot_id else reader.pointer()
+    manifest = pointer.manifest if pointer else reader.manifest(snapshot_id or "")
+    damage = pointer.damage if pointer else None
     if manifest is None:
         which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
         which = f"wiki {which}" if wiki else which
         raise RestoreError(
-            f"no {which} of {ref.repo_id} is stored; `repovault list` shows what is", "no_snapshot"
+            f"no {which} of {ref.repo_id} is stored"
+            + (f" ({damage})" if damage else "")
+            + "; `repovault list` shows what is",
+            "no_snapshot",
         )
 
     created = not dest.exists()
     try:
-        return _rebuild(settings, store, reader.bucket, manifest, dest)
+        done = _rebuild(settings, store, reader.bucket, manifest, dest)
+        if damage:  # said first: the user asked for the latest and gets another one
+            note = f"{damage}: restored that one; the next run repairs the pointer"
+            done = replace(done, note="; ".join(filter(None, [note, done.note])))
+        return done
     except BaseException:
         # A failed restore leaves nothing behind: DEST is as it was (absent or empty).
         shutil.rmtree(dest, ignore_errors=True)

@@ -123,9 +123,12 @@ def upgrade(engine: Engine) -> Upgrade:
 def _locked(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction holding the upgrade lock; committed when the block ends.
     PostgreSQL: an advisory lock, released with the transaction. SQLite: BEGIN IMMEDIATE takes
-    the file's write lock at once (the driver would start no transaction before DDL)."""
+    the file's write lock at once (the driver would start no transaction before DDL).
+    PostgreSQL's statement_timeout (REPOVAULT_DB_TIMEOUT_S) is lifted for the transaction: a
+    migration of a large table, or the wait for another process's migration, may take longer."""
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
             conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK)))
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")

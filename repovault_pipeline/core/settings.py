@@ -83,6 +83,9 @@ class Topics:
 TRENDING_PERIODS = ("daily", "weekly", "monthly")
 KEEP_METADATA = ("auto", "on", "off")
 GIT_TIMEOUT_S = 1800
+# A store that accepts connections but never answers must end a command, not hang it.
+DB_TIMEOUT_S = 30  # connecting, one statement, a dead connection noticed
+S3_TIMEOUT_S = 60  # one socket read (or send) of an S3 request; a connection: at most 10 s
 # Clone and bundle are each bounded by the git timeout; the upload is short beside them. A run
 # this many git timeouts long has lost its worker.
 RUN_TIMEOUT_GIT_TIMEOUTS = 3
@@ -134,6 +137,8 @@ class Settings:
     local_store: Path = Path(".repovault/store")
     bucket_prefix: str = "repo-"
     db_url: str = "sqlite:///.repovault/lineage.db"
+    db_timeout_s: int = DB_TIMEOUT_S
+    s3_timeout_s: int = S3_TIMEOUT_S
     allowed_hosts: tuple[str, ...] = ("github.com",)
     allowed_schemes: tuple[str, ...] = ("https", "ssh")
     github_token: str | None = field(default=None, repr=False)
@@ -204,6 +209,8 @@ class Settings:
             local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(d.local_store))),
             bucket_prefix=prefix,
             db_url=_str(env, "REPOVAULT_DB_URL", d.db_url),
+            db_timeout_s=_int(env, "REPOVAULT_DB_TIMEOUT_S", d.db_timeout_s, minimum=1),
+            s3_timeout_s=_int(env, "REPOVAULT_S3_TIMEOUT_S", d.s3_timeout_s, minimum=1),
             allowed_hosts=_csv(env, "REPOVAULT_ALLOWED_HOSTS", d.allowed_hosts),
             allowed_schemes=_csv(env, "REPOVAULT_ALLOWED_SCHEMES", d.allowed_schemes),
             github_token=_str(env, "GITHUB_TOKEN", "") or d.github_token,

@@ -42,6 +42,7 @@ MANIFEST = "manifest.json"
 BUNDLE = "repo.bundle"
 TREE_INDEX = "tree.json"
 IN_MEMORY_BLOB = 1024 * 1024
+MAX_CLOCK_AHEAD_S = 300  # a previous snapshot dated further ahead is a clock fault, not a wait
 MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)
 
 
@@ -80,12 +81,30 @@ def _stamp(snapshot_id: str) -> str:
 
 def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
     """`<UTC yyyymmddTHHMMSSZ>-<12 hex of HEAD>`, strictly after `previous` so that ids sort in
-    the order snapshots were taken (two runs within one second wait for the next)."""
+    the order snapshots were taken (two runs within one second wait for the next). A `previous`
+    dated more than MAX_CLOCK_AHEAD_S ahead (a writer with a fast clock) is an ArchiveError
+    saying so, not a wait until that date."""
     while True:
-        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        now = datetime.now(UTC)
+        stamp = f"{now:%Y%m%dT%H%M%SZ}"
         if previous is None or stamp > _stamp(previous):
             return f"{stamp}-{head_commit[:12]}"
+        ahead = _stamp_time(previous) - now
+        if ahead.total_seconds() > MAX_CLOCK_AHEAD_S:
+            raise ArchiveError(
+                f"the latest snapshot {previous} is dated {ahead.total_seconds() / 3600:.1f} h "
+                "ahead of this host's clock: "
+                "the clock of the host that wrote it (or of this one) is wrong; fix the clocks "
+                "(NTP), then delete that snapshot or wait until its date; nothing was written"
+            )
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
+
+
+def _stamp_time(snapshot_id: str) -> datetime:
+    try:
+        return datetime.strptime(_stamp(snapshot_id), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.now(UTC)  # not a snapshot id RepoVault wrote: wait as for any other
 
 
 @dataclass
@@ -113,6 +132,8 @@ class Prepared:
     layout: Layout = CODE
     wiki: Prepared | None = None  # the wiki's clone; None: no wiki (or not kept)
     wiki_found: bool = False  # the remote has a wiki
+    # latest.json names a missing or incomplete snapshot: an unchanged run still repairs it.
+    pointer_damage: str | None = None
 
     @property
     def unchanged(self) -> bool:
@@ -173,6 +194,26 @@ class TreeIndex:
     written: float = 0.0
 
 
+@dataclass(frozen=True)
+class Pointer:
+    """`latest.json` as readers use it. `manifest` is the snapshot it names when that one is
+    complete; when it names a missing or incomplete snapshot, is unreadable, or is missing
+    beside complete snapshots (a writer with a fast clock, an operator's mistake), `damage`
+    says so in one line and `manifest` is the newest complete snapshot instead (None when
+    there is none): a damaged pointer hides no snapshot, and the next run repairs it."""
+
+    named: str | None  # the snapshot id latest.json names (None: no readable pointer)
+    manifest: dict | None
+    damage: str | None = None
+    fields: dict = field(default_factory=dict)  # what latest.json holds
+
+    @property
+    def repo_id(self) -> str | None:
+        """As latest.json records it: names the repository of a bucket with no manifest."""
+        repo_id = self.fields.get("repo_id")
+        return repo_id if isinstance(repo_id, str) else None
+
+
 class SnapshotReader:
     """What readers see of one bucket: only snapshots whose manifest exists."""
 
@@ -191,9 +232,39 @@ class SnapshotReader:
         return pointer["snapshot_id"] if pointer else None
 
     def latest(self) -> dict | None:
-        """The manifest `latest.json` points at, or None for a repository never archived."""
-        latest_id = self.latest_id()
-        return self.manifest(latest_id) if latest_id else None
+        """The latest complete manifest: the one `latest.json` points at, or the newest complete
+        one when the pointer is damaged (`pointer` says why); None when none is stored."""
+        return self.pointer().manifest
+
+    def pointer(self) -> Pointer:
+        """`latest.json` checked against the snapshots it may name (see `Pointer`)."""
+        key = self.layout.latest_key
+        raw = self.store.get_bytes(self.bucket, key)
+        named, doc = _pointer(raw)
+        manifest = self.manifest(named) if named else None
+        if manifest is not None:
+            return Pointer(named, manifest, fields=doc)
+        if named and self.store.get_bytes(self.bucket, key) != raw:
+            return self.pointer()  # moved on meanwhile (retention may then delete `named`)
+        complete, incomplete = self.snapshot_ids()
+        if raw is None and not complete:
+            return Pointer(None, None)  # never archived (or only a run that died half way)
+        if raw is None:
+            what = f"{key} is missing"
+        elif not named:
+            what = f"{key} is unreadable"
+        elif named in incomplete:
+            what = f"{key} names snapshot {named}, which is incomplete (no {MANIFEST})"
+        else:
+            what = f"{key} names snapshot {named}, which is not stored"
+        newest = complete[0] if complete else None
+        fallback = self.manifest(newest) if newest else None
+        damage = (
+            f"{what}; the newest complete snapshot is {newest}"
+            if fallback
+            else f"{what}; no complete snapshot is stored"
+        )
+        return Pointer(named, fallback, damage, doc)
 
     def manifest(self, snapshot_id: str) -> dict | None:
         return self._json(self.layout.snapshot_key(snapshot_id, MANIFEST))
@@ -315,12 +386,15 @@ class SnapshotWriter:
     ) -> Prepared:
         """Clone one repository (the code or its wiki) into a work folder, bundle it and fetch
         its LFS objects, unless the latest snapshot of `layout` holds what the remote has."""
-        latest = SnapshotReader(self.store, bucket, layout).latest()
+        pointer = SnapshotReader(self.store, bucket, layout).pointer()
+        if pointer.damage:
+            self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
+        latest = pointer.manifest
         # Only `tree/` can need a repair after a run that died: a wiki has none.
         settled = latest is None or not layout.tree or _settled(self.store, bucket)
         if settled and _matches(latest, remote.refs, remote.default_branch):
             self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
-            return self._unchanged(ref, bucket, latest, started, keep, layout)
+            return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
 
         label = f"{bucket}-wiki" if layout is WIKI else bucket
         work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
@@ -330,7 +404,7 @@ class SnapshotWriter:
             head = repo.head()
             if settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
-                return self._unchanged(ref, bucket, latest, started, keep, layout)
+                return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
             clone_done = time.time()
             self.log.info(
                 "cloned %s: %d refs, HEAD %s (%s)",
@@ -339,6 +413,7 @@ class SnapshotWriter:
                 head.commit[:12],
                 head.ref,
             )
+            snapshot_id = new_snapshot_id(head.commit, latest["snapshot_id"] if latest else None)
             repo.create_bundle(work_dir / BUNDLE)
             kept_lfs = None
             if keep.lfs and layout is CODE:
@@ -354,7 +429,7 @@ class SnapshotWriter:
             default_branch=head.branch,
             refs=refs,
             work_dir=work_dir,
-            snapshot_id=new_snapshot_id(head.commit, latest["snapshot_id"] if latest else None),
+            snapshot_id=snapshot_id,
             head_ref=head.ref,
             started_at=started,
             clone_s=clone_done - started,
@@ -371,6 +446,7 @@ class SnapshotWriter:
         started: float,
         keep: Keep,
         layout: Layout,
+        pointer_damage: str | None = None,
     ) -> Prepared:
         return Prepared(
             repo_id=ref.repo_id,
@@ -385,6 +461,7 @@ class SnapshotWriter:
             clone_s=time.time() - started,
             keep=keep,
             layout=layout,
+            pointer_damage=pointer_damage,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
@@ -410,11 +487,12 @@ class SnapshotWriter:
             result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
             result.wiki_refs_digest = refs_digest(wiki.refs if wiki else {})
         wiki_changed = wiki is not None and not wiki.unchanged
-        if prepared.unchanged and not wiki_changed:
+        damaged = [p for p in (prepared, wiki) if p is not None and p.pointer_damage]
+        if prepared.unchanged and not wiki_changed and not damaged:
             result.duration_s = round(time.time() - prepared.started_at, 3)
             return result
         upload_started = time.time()
-        holder = wiki if prepared.unchanged else prepared
+        holder = wiki if prepared.unchanged and wiki_changed else prepared
         assert holder is not None and holder.snapshot_id is not None
         self.store.ensure_bucket(prepared.bucket)
         with Lease.acquire(
@@ -436,6 +514,8 @@ class SnapshotWriter:
             if wiki_changed:
                 assert wiki is not None
                 self._write_wiki(wiki, result, lease)
+            for layout in {p.layout for p in damaged}:
+                result.bytes_uploaded += self._repair_latest(prepared.bucket, layout, lease)
         result.upload_s = round(time.time() - upload_started, 3)
         result.duration_s = round(time.time() - prepared.started_at, 3)
         self.log.info(
@@ -449,6 +529,20 @@ class SnapshotWriter:
             result.wiki_outcome or "not kept",
         )
         return result
+
+    def _repair_latest(self, bucket: str, layout: Layout, lease: Lease) -> int:
+        """Under the lease: point a `latest.json` that names a missing or incomplete snapshot
+        at the newest complete one (a snapshot this run wrote has moved it already)."""
+        pointer = SnapshotReader(self.store, bucket, layout).pointer()
+        if not pointer.damage or pointer.manifest is None:
+            return 0
+        manifest = pointer.manifest
+        lease.confirm()
+        written = move_latest(self.store, bucket, layout, _latest_doc(manifest, layout), self.log)
+        self.log.warning(
+            "%s: %s; repaired: it names %s now", bucket, pointer.damage, manifest["snapshot_id"]
+        )
+        return written
 
     def _write_wiki(self, wiki: Prepared, result: ArchiveResult, lease: Lease) -> None:
         """The wiki's snapshot under `wiki/`: bundle, manifest (last), `wiki/latest.json`,
@@ -607,15 +701,10 @@ class SnapshotWriter:
         result.bytes_uploaded += self._put_json(
             prepared.bucket, layout.snapshot_key(snapshot_id, MANIFEST), manifest
         )
-        latest_doc = {
-            "repo_id": prepared.repo_id,
-            "snapshot_id": snapshot_id,
-            "manifest": layout.snapshot_key(snapshot_id, MANIFEST),
-            "head_commit": prepared.head_commit,
-            "created_at": manifest["created_at"],
-        }
         lease.confirm()
-        result.bytes_uploaded += self._move_latest(prepared.bucket, latest_doc, layout.latest_key)
+        result.bytes_uploaded += move_latest(
+            self.store, prepared.bucket, layout, _latest_doc(manifest, layout), self.log
+        )
         clone = LocalRepo(prepared.repo_path, self.git)  # what retention's pins compare with
         result.snapshots_deleted = self._apply_retention(reader, lease, clone)
 
@@ -631,33 +720,6 @@ class SnapshotWriter:
         data = _json_bytes(doc)
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
-
-    def _move_latest(self, bucket: str, doc: dict, latest_key: str = LATEST_KEY) -> int:
-        """Point `latest.json` at `doc`'s snapshot unless it names a newer one already: read
-        it, then write conditionally on what was read, so it never moves backwards."""
-        data = _json_bytes(doc)
-        for _ in range(10):
-            current = self.store.read(bucket, latest_key)
-            named = _pointer_id(current.data) if current else ""
-            if named >= doc["snapshot_id"]:
-                if named != doc["snapshot_id"]:
-                    self.log.warning(
-                        "%s of %s stays on the newer snapshot %s", latest_key, bucket, named
-                    )
-                return 0
-            try:
-                self.store.put_bytes(
-                    bucket,
-                    latest_key,
-                    data,
-                    content_type="application/json",
-                    if_match=current.etag if current else None,
-                    if_none_match=current is None,
-                )
-                return len(data)
-            except PreconditionFailed:
-                continue  # written meanwhile: read it again
-        raise TransientError(f"{latest_key} of {bucket} kept changing under this run; retry")
 
     def _sync_tree(
         self,
@@ -794,11 +856,67 @@ def _json_bytes(doc: dict) -> bytes:
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
-def _pointer_id(raw: bytes) -> str:
+def _latest_doc(manifest: dict, layout: Layout) -> dict:
+    """The `latest.json` that names `manifest`'s snapshot."""
+    return {
+        "repo_id": manifest["repo_id"],
+        "snapshot_id": manifest["snapshot_id"],
+        "manifest": layout.snapshot_key(manifest["snapshot_id"], MANIFEST),
+        "head_commit": manifest["head_commit"],
+        "created_at": manifest["created_at"],
+    }
+
+
+def _pointer(raw: bytes | None) -> tuple[str | None, dict]:
+    """The snapshot id a `latest.json` names (None when absent or unreadable) and its fields."""
     try:
-        return str(json.loads(raw).get("snapshot_id") or "")
-    except (ValueError, AttributeError):
-        return ""  # unreadable pointer: any snapshot replaces it
+        doc = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return None, {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("snapshot_id"), str):
+        return None, {}
+    return doc["snapshot_id"] or None, doc
+
+
+def move_latest(
+    store: ObjectStore, bucket: str, layout: Layout, doc: dict, logger: logging.Logger
+) -> int:
+    """Point the layout's `latest.json` at `doc`'s snapshot, whose manifest is written, unless
+    it names a newer complete snapshot already: read it, then write conditionally on what was
+    read, so it never moves backwards. A pointer to a newer snapshot that is missing or
+    incomplete is damage (a writer with a fast clock): it is replaced, and the log says so.
+    Called under the bucket's lease; returns the bytes written."""
+    key = layout.latest_key
+    data = _json_bytes(doc)
+    for _ in range(10):
+        current = store.read(bucket, key)
+        if current is not None and current.data == data:
+            return 0
+        named = _pointer(current.data)[0] if current else None
+        if named is not None and named > doc["snapshot_id"]:
+            if store.read(bucket, layout.snapshot_key(named, MANIFEST)) is not None:
+                logger.warning("%s of %s stays on the newer snapshot %s", key, bucket, named)
+                return 0
+            logger.warning(
+                "%s of %s named snapshot %s, which is missing or incomplete; it names %s now",
+                key,
+                bucket,
+                named,
+                doc["snapshot_id"],
+            )
+        try:
+            store.put_bytes(
+                bucket,
+                key,
+                data,
+                content_type="application/json",
+                if_match=current.etag if current else None,
+                if_none_match=current is None,
+            )
+            return len(data)
+        except PreconditionFailed:
+            continue  # written meanwhile: read it again
+    raise TransientError(f"{key} of {bucket} kept changing under this run; retry")
 
 
 def _settled(store: ObjectStore, bucket: str) -> bool:
@@ -863,9 +981,31 @@ def discard(prepared: Prepared) -> None:
         discard(prepared.wiki)
 
 
-def archived_repositories(store: ObjectStore, prefix: str) -> Iterator[dict]:
-    """The latest complete manifest of every repository bucket; half-written ones are skipped."""
+@dataclass(frozen=True)
+class Listed:
+    """One repository bucket as `repovault list` shows it: its latest complete manifest (None
+    when a damaged pointer is all there is) and the pointer's damage, if any."""
+
+    bucket: str
+    repo_id: str | None
+    manifest: dict | None
+    damage: str | None
+
+
+def list_vault(store: ObjectStore, prefix: str) -> Iterator[Listed]:
+    """Every repository bucket that holds a complete snapshot or a damaged `latest.json`;
+    buckets with nothing committed (a first run that died) are skipped."""
     for bucket in store.list_buckets(prefix):
-        manifest = SnapshotReader(store, bucket).latest()
-        if manifest is not None:
-            yield {**manifest, "bucket": bucket}
+        pointer = SnapshotReader(store, bucket).pointer()
+        manifest = pointer.manifest
+        if manifest is not None or pointer.damage:
+            repo_id = manifest["repo_id"] if manifest else pointer.repo_id
+            yield Listed(bucket, repo_id, manifest, pointer.damage)
+
+
+def archived_repositories(store: ObjectStore, prefix: str) -> Iterator[dict]:
+    """The latest complete manifest of every repository bucket (the newest complete one when
+    `latest.json` is damaged, its `warning` then saying so); half-written ones are skipped."""
+    for listed in list_vault(store, prefix):
+        if listed.manifest is not None:
+            yield {**listed.manifest, "bucket": listed.bucket, "warning": listed.damage}

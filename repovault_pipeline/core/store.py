@@ -36,7 +36,7 @@ from botocore.exceptions import (
 )
 
 from .errors import ArchiveError, PreconditionFailed, TransientError
-from .settings import Settings
+from .settings import S3_TIMEOUT_S, Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ S3Client = Any
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
+S3_ATTEMPTS = 3  # botocore's standard retries: a request is tried this often in all
+S3_CONNECT_TIMEOUT_S = 10
 _TRANSIENT_CODES = {
     "SlowDown",
     "RequestTimeout",
@@ -155,20 +157,25 @@ def open_store(settings: Settings, s3_client: S3Client | None = None) -> ObjectS
         return S3Store(
             settings.s3_endpoint,
             max_connections=settings.upload_workers + 4,
+            read_timeout=settings.s3_timeout_s,
             region=settings.s3_region,
             client=s3_client,
         )
     return LocalStore(settings.local_store)
 
 
-def s3_client_config(max_connections: int = 20, read_timeout: float = 120) -> Config:
+def s3_client_config(max_connections: int = 20, read_timeout: float = S3_TIMEOUT_S) -> Config:
     """What RepoVault needs of a boto3 S3 client: a connection per upload worker, path-style
-    addressing (MinIO), bounded timeouts and botocore's standard retries."""
+    addressing (MinIO), bounded timeouts and botocore's standard retries.
+
+    `read_timeout` (REPOVAULT_S3_TIMEOUT_S) bounds each socket read or send, not a transfer: a
+    multi-GB bundle streams in 16 MB parts for as long as bytes keep moving, while a server that
+    accepts connections and never answers ends the request after 3 attempts of that long."""
     return Config(
         max_pool_connections=max_connections,
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
         s3={"addressing_style": "path"},
-        connect_timeout=10,
+        connect_timeout=min(S3_CONNECT_TIMEOUT_S, read_timeout),
         read_timeout=read_timeout,
     )
 
@@ -217,7 +224,7 @@ class S3Store(ObjectStore):
         self,
         endpoint: str,
         max_connections: int = 20,
-        read_timeout: float = 120,
+        read_timeout: float = S3_TIMEOUT_S,
         region: str = "us-east-1",
         client: S3Client | None = None,
     ) -> None:

@@ -111,8 +111,16 @@ def verify(
         manifest = reader.manifest(wanted)
         if manifest is None:
             where = "latest.json points at" if snapshot_id is None else "asked for"
+            newest = reader.latest() if snapshot_id is None else None  # what restore uses
             raise RestoreError(
-                f"snapshot {wanted} ({where}) has no manifest.json", "manifest_missing"
+                f"snapshot {wanted} ({where}) has no manifest.json"
+                + (
+                    f"; restore uses the newest complete snapshot {newest['snapshot_id']} and "
+                    "the next run repairs the pointer"
+                    if newest
+                    else ""
+                ),
+                "manifest_missing",
             )
         _check_git(settings, store, bucket, manifest, verdict)
         _check_lfs(store, reader, manifest, verdict)

@@ -20,6 +20,7 @@ from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
+from tests.support.small_disk import small_disk
 from tests.support.tcp_proxy import BreakableProxy
 
 
@@ -177,3 +178,34 @@ def test_outputs_stay_in_memory_and_a_step_retry_still_gets_its_input(
         if path.is_file() and "compute_logs" not in path.parts
     ]
     assert stored == []
+
+
+def test_a_full_work_folder_fails_the_run_saying_so(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Issue 20, item 8: a clone that fills the disk under REPOVAULT_WORK_DIR (a real 512 kB
+    tmpfs) failed as `fetch-pack: invalid index-pack output`; the row must say the work folder
+    is full, where it is, and what the repository needed; no retry, nothing left behind."""
+    repo = make_repo("roomy")
+    repo.commit({f"{i}.bin": os.urandom(400 * 1024) for i in range(3)})
+    repo.push()
+    request_id = lineage().record_pending(repo.url, repo.repo_id, "cli")
+    with small_disk(tmp_path / "small", 512) as work:
+        monkeypatch.setenv("REPOVAULT_WORK_DIR", str(work))
+        result = run_job(instance, repo.repo_id, request_tags(request_id, repo.url, "cli", now()))
+        assert not any(work.iterdir())  # the failed clone is freed
+    assert not result.success
+    row = lineage().get(request_id)
+    assert row is not None and row.status == "failed"
+    assert f"the work folder REPOVAULT_WORK_DIR={work} is full" in row.error, row.error
+    assert "the repository needs more than the 0.5 MB free when git clone started" in row.error
+    assert "index-pack" not in row.error
+    retried = [
+        e
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert not retried

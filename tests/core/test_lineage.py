@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from repovault_pipeline.core.lineage import Injected, now, open_lineage
+from sqlalchemy import text
+from sqlalchemy.engine.url import make_url
+
+from repovault_pipeline.core.lineage import Injected, LineageStore, now, open_lineage
 
 URL, REPO_ID = "http://127.0.0.1:9/o/lineage.git", "127.0.0.1:9/o/lineage"
 
@@ -51,3 +54,17 @@ def test_a_bad_message_claiming_a_closed_request_does_not_reopen_it(
     lineage.record_rejected([bogus])
 
     assert lineage.get(request_id) == before
+
+
+def test_connections_are_bounded_and_the_url_own_options_kept(pg_url: str) -> None:
+    """REPOVAULT_DB_TIMEOUT_S reaches the server as statement_timeout, and stays after a
+    rollback; an `options` given in REPOVAULT_DB_URL itself still applies."""
+    url = make_url(pg_url).update_query_dict({"options": "-c application_name=rv-test"})
+    store = LineageStore(url.render_as_string(hide_password=False), timeout_s=7)
+    try:
+        for _ in range(2):  # the second time on the pooled connection, rolled back once
+            with store.engine.connect() as conn:
+                assert conn.execute(text("SHOW statement_timeout")).scalar() == "7s"
+                assert conn.execute(text("SHOW application_name")).scalar() == "rv-test"
+    finally:
+        store.dispose()

@@ -42,6 +42,18 @@ class BreakableProxy:
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
+    @classmethod
+    def black_hole(cls) -> BreakableProxy:
+        """A server that accepts every connection and never answers (a hung PostgreSQL or S3,
+        a frozen load balancer): `held` counts the connections it swallowed."""
+        hole = cls(target_port=0)
+        hole.hold = True
+        return hole
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
