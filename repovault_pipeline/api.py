@@ -42,9 +42,11 @@ MAX_PAGE = 500
 
 
 class RequestsBody(BaseModel):
-    """`POST /api/requests`: `{"urls": [URL, ...]}`, 1 to 1,000 URLs."""
+    """`POST /api/requests`: `{"urls": [URL, ...]}`, 1 to 1,000 URLs; `"force": true` writes a
+    fresh full snapshot even if nothing changed (repairs a damaged one)."""
 
     urls: list[str]
+    force: bool = False
 
 
 class Vault:
@@ -82,7 +84,7 @@ async def _read_body(request: Request) -> bytes | JSONResponse:
     return bytes(body)
 
 
-def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
+def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -90,8 +92,12 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     if not isinstance(doc, dict) or not isinstance(doc.get("urls"), list):
         return _bad(400, 'the body must be a JSON object with "urls": a list of URL strings')
     urls = doc["urls"]
-    if set(doc) - {"urls"}:
-        return _bad(400, f'unknown fields {sorted(set(doc) - {"urls"})}; send only "urls"')
+    fields = set(RequestsBody.model_fields)
+    if set(doc) - fields:
+        return _bad(400, f"unknown fields {sorted(set(doc) - fields)}; send only {sorted(fields)}")
+    force = doc.get("force", False)
+    if not isinstance(force, bool):
+        return _bad(400, '"force" must be true or false')
     if not urls:
         return _bad(400, '"urls" is empty; give at least one URL')
     if len(urls) > MAX_URLS:
@@ -99,7 +105,7 @@ def _parse_urls(raw: bytes) -> list[str] | JSONResponse:
     wrong = [i for i, u in enumerate(urls) if not isinstance(u, str)]
     if wrong:
         return _bad(400, f"urls[{wrong[0]}] is not a string; every URL must be a string")
-    return urls
+    return RequestsBody(urls=urls, force=force)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -130,9 +136,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raw = await _read_body(request)
         if isinstance(raw, JSONResponse):
             return raw
-        urls = _parse_urls(raw)
-        if isinstance(urls, JSONResponse):
-            return urls
+        body = _parse_body(raw)
+        if isinstance(body, JSONResponse):
+            return body
+        urls = body.urls
         refs, refused = validate_urls(urls, vault.settings)
         if refused:
             return _bad(
@@ -143,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             # The broker and the database block: off the event loop, like the sync handlers.
             queued = await run_in_threadpool(
-                lambda: list(submit(vault.settings, vault.lineage, refs, "api"))
+                lambda: list(submit(vault.settings, vault.lineage, refs, "api", force=body.force))
             )
         except BrokerUnavailable as exc:
             return _bad(503, mask_secrets(str(exc)))

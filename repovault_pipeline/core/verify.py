@@ -23,7 +23,7 @@ from .errors import ArchiveError, TransientError
 from .gitops import GitClient, LocalRepo
 from .identity import RepoRef, bucket_name
 from .lease import inspect
-from .restore import RestoreError, check_refs_and_head, fetch_bundle
+from .restore import RestoreError, check_refs_and_head, fetch_bundle, repair_advice
 from .settings import Settings
 from .snapshot import SnapshotReader, TreeIndex
 from .store import ObjectInfo, ObjectStore
@@ -105,6 +105,7 @@ def verify(
     latest_id = reader.latest_id()
     wanted = snapshot_id or latest_id
     verdict = Verdict(ref.repo_id, bucket, wanted, ok=False)
+    manifest: dict | None = None
     try:
         if wanted is None:
             raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
@@ -134,6 +135,9 @@ def verify(
         verdict.ok = True
     except RestoreError as exc:
         verdict.reason, verdict.detail = exc.reason, str(exc)
+        if wanted is not None and exc.reason != "no_snapshot":
+            url = manifest["repo_url"] if manifest else ref.url
+            verdict.detail += f"; {repair_advice(reader, wanted, url)}"
     verdict.duration_s = round(time.monotonic() - started, 3)
     return verdict
 
