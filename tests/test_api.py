@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.runs import TAG_REQUEST_ID
+from repovault_pipeline.core.runs import TAG_FORCE, TAG_REQUEST_ID
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
@@ -98,6 +98,7 @@ def test_submit_reaches_pendientes_and_is_readable(
         ('{"urls": [1]}', 400, "urls[0] is not a string"),
         ('{"urls": []}', 400, "empty"),
         ('{"urls": ["http://127.0.0.1/o/r.git"], "extra": 1}', 400, "unknown fields"),
+        ('{"urls": ["http://127.0.0.1/o/r.git"], "force": "yes"}', 400, '"force" must be'),
         (json.dumps({"urls": ["http://127.0.0.1/o/r.git"] * 10_000}), 413, "at most 1000"),
         (b"{" + b" " * (10 * 1024 * 1024) + b"}", 413, "bytes"),
         ('{"urls": ["http://127.0.0.1/o/r.git", "file:///etc/passwd"]}', 400, "1 of 2"),
@@ -110,6 +111,7 @@ def test_submit_reaches_pendientes_and_is_readable(
         "number",
         "no-urls",
         "extra-field",
+        "force-not-boolean",
         "10000-urls",
         "10MB",
         "one-bad-url",
@@ -123,6 +125,23 @@ def test_bad_bodies_are_refused_and_change_nothing(
     assert reason in answer.json()["error"]
     assert rows() == []
     assert read_json(os.environ["REPOVAULT_TOPIC_PENDING"]) == []
+
+
+def test_force_reaches_pendientes_and_the_run_tag(
+    api: str, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """`"force": true` travels in the `pendientes` message to the injector's run request."""
+    KafkaGateway(Settings.from_env()).ensure_topics()
+    repo = make_repo("forced")
+    answer = post(api, json.dumps({"urls": [repo.url], "force": True}))
+    assert answer.status_code == 202, answer.text
+    [made] = answer.json()["requests"]
+    [message] = read_json(os.environ["REPOVAULT_TOPIC_PENDING"])
+    assert (message["request_id"], message["force"]) == (made["request_id"], True)
+    with instance_for_test() as instance:
+        [run_request], _, _ = drain(instance)
+    assert run_request.tags[TAG_REQUEST_ID] == made["request_id"]
+    assert run_request.tags[TAG_FORCE] == "true"
 
 
 def test_a_refused_url_is_named_with_its_reason(api: str) -> None:
