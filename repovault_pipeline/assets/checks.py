@@ -1,6 +1,8 @@
 """`restorable`: the asset check on `repo_archive` that proves a partition's latest snapshot
 restores (`core.verify`). It runs in every archive run after the asset (Dagster runs a selected
-asset's checks with it; a failed run skips it) and in the weekly restore drill."""
+asset's checks with it; a failed run skips it, and for a partition that never archived the
+planned execution is dropped: `check_records`) and in the weekly restore drill. A failed verdict
+makes the partition's next archive run write a fresh snapshot."""
 
 from typing import Any
 
