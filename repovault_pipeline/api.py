@@ -51,8 +51,10 @@ OAUTH2_REDIRECT_URL = f"{DOCS_URL}/oauth2-redirect"
 
 
 class RequestsBody(BaseModel):
-    """`POST /api/requests`: `{"urls": [URL, ...], "keep": {...}}`, 1 to 1,000 URLs; `keep`
-    is optional, as in `repovault submit --[no-]lfs --[no-]wiki --[no-]metadata`."""
+    """`POST /api/requests`: `{"urls": [URL, ...], "keep": {...}, "force": false}`, 1 to 1,000
+    URLs; `keep` is optional, as in `repovault submit --[no-]lfs --[no-]wiki --[no-]metadata`;
+    `"force": true` writes a fresh full snapshot even if nothing changed (repairs a damaged
+    one), as `repovault submit --force`."""
 
     urls: list[str]
     keep: dict[str, bool] | None = Field(
@@ -61,6 +63,7 @@ class RequestsBody(BaseModel):
         "(true or false); what it leaves out follows REPOVAULT_KEEP_*",
         examples=[{"lfs": False, "wiki": True}],
     )
+    force: bool = False
 
 
 class Vault:
@@ -110,6 +113,9 @@ def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
     if set(doc) - fields:
         unknown = sorted(str(f)[:20] for f in set(doc) - fields)
         return _bad(400, f"unknown fields {unknown}; the body takes {', '.join(sorted(fields))}")
+    force = doc.get("force", False)
+    if not isinstance(force, bool):
+        return _bad(400, '"force" must be true or false')
     if not urls:
         return _bad(400, '"urls" is empty; give at least one URL')
     if len(urls) > MAX_URLS:
@@ -121,7 +127,7 @@ def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
         keep = keep_choices(doc.get("keep"))  # the check of the CLI's flags and of `pendientes`
     except ValueError as exc:
         return _bad(400, str(exc))
-    return RequestsBody(urls=urls, keep=keep or None)
+    return RequestsBody(urls=urls, keep=keep or None, force=force)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -167,7 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             # The broker and the database block: off the event loop, like the sync handlers.
             queued = await run_in_threadpool(
-                lambda: list(submit(vault.settings, vault.lineage, refs, "api", body.keep))
+                lambda: list(
+                    submit(vault.settings, vault.lineage, refs, "api", body.keep, force=body.force)
+                )
             )
         except BrokerUnavailable as exc:
             return _bad(503, mask_secrets(str(exc)))

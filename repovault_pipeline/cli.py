@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -31,6 +32,7 @@ from .core.catalog import SnapshotInfo, repo_snapshots
 from .core.errors import ArchiveError, SchemaMismatch
 from .core.fleet import FleetStore
 from .core.forges import Filters, InvalidSource, Source, parse_source
+from .core.forget import UnknownRepository, forget
 from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
 from .core.kafka import KafkaGateway
 from .core.lineage import LineageStore, Request, now, open_lineage
@@ -89,7 +91,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
-    for _, request_id in submit(settings, lambda: _lineage(settings), refs, "cli", keep):
+    requests = submit(settings, lambda: _lineage(settings), refs, "cli", keep, force=args.force)
+    for _, request_id in requests:
         print(request_id)
     return 0
 
@@ -264,6 +267,45 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         raise ArchiveError(verdict.line())
     print(verdict.line())
     return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Drop a repository's partition, requests and refresh state; its bucket stays unless
+    `--purge`. An unknown repository is refused and nothing changes."""
+    ref = resolve_target(args.target, settings)
+    if not os.environ.get("DAGSTER_HOME"):
+        raise BadInput(
+            "set DAGSTER_HOME to the Dagster instance's folder (make run uses "
+            ".repovault/dagster_home): forget drops the repository's partition there"
+        )
+    try:
+        done = forget(
+            settings,
+            open_store(settings),
+            _lineage(settings),
+            ref.repo_id,
+            _drop_partition,
+            purge=args.purge,
+        )
+    except UnknownRepository as exc:
+        raise BadInput(str(exc)) from None
+    for line in done.lines():
+        print(line)
+    return 0
+
+
+def _drop_partition(repo_id: str) -> bool:
+    """Delete the `repositories` partition `repo_id` from the instance at DAGSTER_HOME; False
+    when there is none. Dagster is imported here only: the other commands start without it."""
+    from dagster import DagsterInstance
+
+    from .partitions import REPOSITORIES
+
+    with DagsterInstance.get() as instance:
+        if not instance.has_dynamic_partition(REPOSITORIES, repo_id):
+            return False
+        instance.delete_dynamic_partition(REPOSITORIES, repo_id)
+        return True
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -524,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="request archives; prints one request_id per URL")
     submit.add_argument("urls", nargs="+", metavar="URL")
     _keep_options(submit)
+    submit.add_argument(
+        "--force",
+        action="store_true",
+        help="write a fresh full snapshot even if nothing changed (repairs a damaged one)",
+    )
     submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
@@ -554,6 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("target", metavar="URL_OR_REPO_ID")
     check.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
     check.set_defaults(func=cmd_verify)
+    forget_cmd = sub.add_parser(
+        "forget",
+        help="drop a repository's partition, requests and state (keeps its snapshots)",
+    )
+    forget_cmd.add_argument("target", metavar="URL_OR_REPO_ID")
+    forget_cmd.add_argument(
+        "--purge", action="store_true", help="delete its bucket and every snapshot in it too"
+    )
+    forget_cmd.set_defaults(func=cmd_forget)
     stats = sub.add_parser("stats", help="the vault_stats figures of the whole vault")
     stats.add_argument("--json", action="store_true", help="one JSON document")
     stats.set_defaults(func=cmd_stats)

@@ -24,7 +24,7 @@ from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.metadata import MetadataArchiver, forge_of
-from repovault_pipeline.core.runs import TAG_KEEP, TAG_REQUEST_ID
+from repovault_pipeline.core.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
@@ -120,6 +120,7 @@ def test_submit_reaches_pendientes_and_is_readable(
         ('{"urls": [1]}', 400, "urls[0] is not a string"),
         ('{"urls": []}', 400, "empty"),
         ('{"urls": ["http://127.0.0.1/o/r.git"], "extra": 1}', 400, "unknown fields"),
+        ('{"urls": ["http://127.0.0.1/o/r.git"], "force": "yes"}', 400, '"force" must be'),
         (json.dumps({"urls": ["http://127.0.0.1/o/r.git"] * 10_000}), 413, "at most 1000"),
         (b"{" + b" " * (10 * 1024 * 1024) + b"}", 413, "bytes"),
         ('{"urls": ["http://127.0.0.1/o/r.git", "file:///etc/passwd"]}', 400, "1 of 2"),
@@ -132,6 +133,7 @@ def test_submit_reaches_pendientes_and_is_readable(
         "number",
         "no-urls",
         "extra-field",
+        "force-not-boolean",
         "10000-urls",
         "10MB",
         "one-bad-url",
@@ -145,6 +147,23 @@ def test_bad_bodies_are_refused_and_change_nothing(
     assert reason in answer.json()["error"]
     assert rows() == []
     assert read_json(os.environ["REPOVAULT_TOPIC_PENDING"]) == []
+
+
+def test_force_reaches_pendientes_and_the_run_tag(
+    api: str, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """`"force": true` travels in the `pendientes` message to the injector's run request."""
+    KafkaGateway(Settings.from_env()).ensure_topics()
+    repo = make_repo("forced")
+    answer = post(api, json.dumps({"urls": [repo.url], "force": True}))
+    assert answer.status_code == 202, answer.text
+    [made] = answer.json()["requests"]
+    [message] = read_json(os.environ["REPOVAULT_TOPIC_PENDING"])
+    assert (message["request_id"], message["force"]) == (made["request_id"], True)
+    with instance_for_test() as instance:
+        [run_request], _, _ = drain(instance)
+    assert run_request.tags[TAG_REQUEST_ID] == made["request_id"]
+    assert run_request.tags[TAG_FORCE] == "true"
 
 
 def test_a_refused_url_is_named_with_its_reason(api: str) -> None:

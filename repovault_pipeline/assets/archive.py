@@ -33,6 +33,7 @@ from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..core.stats import bucket_link, sizes_line
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
+from .check_records import failed_verdicts, forget_unexecuted_check
 
 # The ops hand each other a local clone and a result within one run process; nothing reads them
 # later, so they stay in memory (definitions.py registers this key) instead of being pickled
@@ -106,6 +107,8 @@ def clone_repo(
             request_id=request.request_id,
             run_id=context.run_id,
             keep=keep,
+            force=request.forced(),
+            damaged=failed_verdicts(context.instance, repo_id),
         )
 
 
@@ -199,6 +202,7 @@ def record_lineage(
             "lfs_missing": MetadataValue.int(result.lfs_missing),
             "wiki_outcome": result.wiki_outcome or "not kept",
             "wiki_snapshot_id": result.wiki_snapshot_id or "",
+            "fresh": result.fresh or "",
             "bucket": MetadataValue.url(location)
             if location.startswith("http")
             else MetadataValue.path(location),
@@ -226,6 +230,8 @@ def record_failure(context: HookContext) -> None:
         request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at
     )
     kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
+    if repo_id and forget_unexecuted_check(context.instance, context.run_id, repo_id):
+        context.log.info(f"{repo_id} was never archived: restorable has nothing to report")
     work_dir = context.resources.vault.settings().work_dir
     remove_work_dir(work_dir / context.run_id)
     remove_work_dir(work_dir / f"{context.run_id}-wiki")

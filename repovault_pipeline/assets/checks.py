@@ -1,6 +1,8 @@
 """`restorable`: the asset check on `repo_archive` that proves a partition's latest snapshot
 restores (`core.verify`). It runs in every archive run after the asset (Dagster runs a selected
-asset's checks with it; a failed run skips it) and in the weekly restore drill."""
+asset's checks with it; a failed run skips it, and for a partition that never archived the
+planned execution is dropped: `check_records`) and in the weekly restore drill. A failed verdict
+makes the partition's next archive run write a fresh snapshot."""
 
 from typing import Any
 
@@ -27,7 +29,9 @@ from .archive import repo_archive
     blocking=False,
     description=(
         "The latest snapshot restores and matches its manifest: bundle size and sha256, "
-        "`git bundle verify`, a bare rebuild with `git fsck --full`, every ref and HEAD, and "
+        "`git bundle verify`, a bare rebuild with `git fsck --full` (damage fails; objects in "
+        "a legacy format the source serves, e.g. `missingSpaceBeforeEmail`, are counted in "
+        "`fsck_legacy`), every ref and HEAD, and "
         f"tree/ against tree.json (ETag and size; a sample of {TREE_CHECK_LIMIT} entries "
         "beyond that many). `repovault verify` runs the same check."
     ),
@@ -57,6 +61,8 @@ def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> Ass
         "tree_checked": MetadataValue.int(verdict.tree_checked),
         "tree_sampled": MetadataValue.bool(verdict.tree_sampled),
         "duration_s": MetadataValue.float(verdict.duration_s),
+        "fsck_legacy": ", ".join(f"{k}={n}" for k, n in sorted(verdict.fsck_legacy.items()))
+        or "none",
     }
     if not verdict.ok:
         context.log.error(f"restorable failed: {verdict.line()}")

@@ -2,8 +2,8 @@
 each known repository was last checked (`repo_state`).
 
 Plain SQLAlchemy on the lineage database (PostgreSQL; SQLite for the embedded default). A
-repository row is never deleted: a repository that vanishes upstream is marked `gone`, a
-removed source keeps its repositories and their snapshots.
+repository row is never deleted but by an operator (`repovault forget`): a repository that
+vanishes upstream is marked `gone`, a removed source keeps its repositories and their snapshots.
 """
 
 from __future__ import annotations
@@ -13,7 +13,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -272,6 +283,15 @@ class FleetStore:
         return self._states(
             select(repo_state).where(repo_state.c.repo_id.in_(list(repo_ids))).order_by("repo_id")
         )
+
+    def forget(self, repo_id: str) -> RepoState | None:
+        """Delete the repository's row (`repovault forget`, the one exception to "never
+        deleted"); returns what it was, None when there was none."""
+        found = self.get([repo_id])
+        if found:
+            with self.engine.begin() as conn:
+                conn.execute(delete(repo_state).where(repo_state.c.repo_id == repo_id))
+        return found[0] if found else None
 
     def of_source(self, source_id: str) -> list[RepoState]:
         return self._states(select(repo_state).where(repo_state.c.source_id == source_id))

@@ -130,6 +130,86 @@ class TreeEntry:
         return self.mode == MODE_SYMLINK
 
 
+# git fsck's message ids (`git help fsck-msgids`) that say how a commit, tag or tree is
+# written, not whether the history is whole: histories written by old or foreign tools carry
+# them (pallets/werkzeug has commits with `missingSpaceBeforeEmail`), forges serve them as they
+# are, and git clones, fetches, bundles and checks them out. A copy holding them is faithful.
+LEGACY_FORMAT_IDS = frozenset(
+    name.lower()
+    for name in (
+        "badDate",
+        "badDateOverflow",
+        "badEmail",
+        "badFilemode",
+        "badName",
+        "badTagName",
+        "badTimezone",
+        "duplicateEntries",
+        "emptyName",
+        "extraHeaderEntry",
+        "fullPathname",
+        "hasDot",
+        "hasDotdot",
+        "hasDotgit",
+        "largePathname",
+        "missingAuthor",
+        "missingCommitter",
+        "missingEmail",
+        "missingNameBeforeEmail",
+        "missingSpaceBeforeDate",
+        "missingSpaceBeforeEmail",
+        "missingTaggerEntry",
+        "multipleAuthors",
+        "nulInCommit",
+        "nulInHeader",
+        "nullSha1",
+        "treeNotSorted",
+        "unterminatedHeader",
+        "zeroPaddedDate",
+        "zeroPaddedFilemode",
+    )
+)
+FSCK_OUTPUT_KEEP = 4 * 1024 * 1024
+_FSCK_MESSAGE = re.compile(r"(error|warning) in (?:commit|tree|tag|blob) [0-9a-f]+: (\w+): ")
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What `git fsck` found: objects written in a legacy format (message id -> count), which
+    a faithful copy may hold, and damage (missing or corrupt objects, broken links, anything
+    else git calls an error), which a restore cannot get past."""
+
+    legacy: dict[str, int]
+    damage: list[str]
+
+
+def parse_fsck(output: str, returncode: int) -> FsckReport:
+    """Sort git fsck's lines by message id. Warnings of other ids are not damage (git fsck
+    passes with them too); an unexplained failing status is."""
+    legacy: dict[str, int] = {}
+    damage: list[str] = []
+    for line in (ln.strip() for ln in output.splitlines()):
+        found = _FSCK_MESSAGE.match(line)
+        if found:
+            level, msg_id = found.groups()
+            if _is_legacy(msg_id):
+                legacy[msg_id] = legacy.get(msg_id, 0) + 1
+            elif level == "error":
+                damage.append(line)
+        elif line and not line.startswith(("notice:", "warning:", "Checking ")):
+            damage.append(line)
+    if returncode != 0 and not damage and not legacy:
+        damage.append(f"git fsck exited with status {returncode}")
+    return FsckReport(legacy, damage)
+
+
+def _is_legacy(msg_id: str) -> bool:
+    """A legacy-format id, or one of the checks of .gitmodules/.gitattributes content (guards
+    against crafted submodule or attribute files, which a restore never acts on)."""
+    lowered = msg_id.lower()
+    return lowered in LEGACY_FORMAT_IDS or lowered.startswith(("gitmodules", "gitattributes"))
+
+
 class GitClient:
     """Runs git for one repository reference with the hardened environment of `settings`."""
 
@@ -233,13 +313,32 @@ class GitClient:
     ) -> bytes:
         """Run git (fed `stdin`) and classify a failure; kill it past the timeout or when
         `watch` outgrows the size cap."""
+        code, stdout, stderr = self.run_status(args, ref, cwd, watch, protocols, stdin)
+        if code != 0:
+            tokens = (self.settings.github_token, self.settings.gitlab_token)
+            raise _classify(args[0], stderr, tokens)
+        return stdout
+
+    def run_status(
+        self,
+        args: list[str],
+        ref: RepoRef | None = None,
+        cwd: Path | None = None,
+        watch: Path | None = None,
+        protocols: tuple[str, ...] | None = None,
+        stdin: bytes | None = None,
+        stderr_keep: int = 16384,
+    ) -> tuple[int, bytes, str]:
+        """`run`, returning git's exit status, stdout and the last `stderr_keep` bytes of its
+        stderr instead of raising for a non-zero status (for commands whose output says more
+        than their status); the timeout, the size cap and a full disk still raise."""
         free_before = _free_bytes(watch or cwd)
         popen = _start(
             args, cwd, self.environment(ref, protocols), stdin is not None, new_session=True
         )
         if stdin is not None:
             threading.Thread(target=_feed, args=(popen.stdin, [stdin]), daemon=True).start()
-        stdout, stderr = bytearray(), _StderrTail(self.log if watch else None)
+        stdout, stderr = bytearray(), _StderrTail(self.log if watch else None, stderr_keep)
         readers = [
             threading.Thread(target=_drain, args=(popen.stdout, stdout.extend), daemon=True),
             threading.Thread(target=_drain, args=(popen.stderr, stderr.feed), daemon=True),
@@ -279,13 +378,10 @@ class GitClient:
                 f"repository is {size // (1024 * 1024)} MB, larger than "
                 f"REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
             )
-        if popen.returncode != 0:
-            if disk_full(stderr.text()):
-                received = max(received, received_bytes(stderr.text()))
-                raise self.work_dir_full(args[0], watch or cwd, free_before, received)
-            tokens = (self.settings.github_token, self.settings.gitlab_token)
-            raise _classify(args[0], stderr.text(), tokens)
-        return bytes(stdout)
+        if popen.returncode != 0 and disk_full(stderr.text()):
+            received = max(received, received_bytes(stderr.text()))
+            raise self.work_dir_full(args[0], watch or cwd, free_before, received)
+        return popen.returncode, bytes(stdout), stderr.text()
 
     def work_dir_full(
         self, command: str, folder: Path | None, free_before: int | None, received: int = 0
@@ -384,6 +480,15 @@ class LocalRepo:
         raise ArchiveError(
             "the repository has no branch and no tag that points to a commit: nothing to archive"
         )
+
+    def fsck(self) -> FsckReport:
+        """`git fsck --full` of every object, read by message id (`parse_fsck`)."""
+        code, stdout, stderr = self.client.run_status(
+            ["fsck", "--full", "--no-dangling", "--no-progress"],
+            cwd=self.path,
+            stderr_keep=FSCK_OUTPUT_KEEP,
+        )
+        return parse_fsck(stdout.decode(errors="replace") + "\n" + stderr, code)
 
     def create_bundle(self, dest: Path) -> None:
         """`git bundle` of every ref, then `git bundle verify`: unrestorable is an error."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -290,6 +291,12 @@ class LineageStore:
             query = query.where(repo_requests.c.status.in_(list(statuses)))
         with self.engine.connect() as conn:
             return [Request(**row._mapping) for row in conn.execute(query)]
+
+    def forget(self, repo_id: str) -> int:
+        """Delete every request of `repo_id` (`repovault forget`); returns how many."""
+        with self.engine.begin() as conn:
+            done = conn.execute(delete(repo_requests).where(repo_requests.c.repo_id == repo_id))
+        return int(done.rowcount)
 
     def last_url(self, repo_id: str) -> str | None:
         """The URL last requested for `repo_id`: what a run without a request clones."""

@@ -34,6 +34,7 @@ class PendingRequest:
     source: str
     requested_at: datetime | None
     keep: dict[str, bool] = field(default_factory=dict)  # the request's choices (`keep_choices`)
+    force: bool = False  # a fresh full snapshot even when the refs did not move
 
 
 def message_request_id(topic: str, partition: int, offset: int, timestamp: int) -> str:
@@ -49,6 +50,7 @@ def request_message(
     source: str,
     requested_at: datetime,
     keep: dict[str, bool] | None = None,
+    force: bool = False,
 ) -> bytes:
     doc: dict[str, object] = {
         "request_id": request_id,
@@ -58,6 +60,8 @@ def request_message(
     }
     if keep:
         doc["keep"] = keep
+    if force:
+        doc["force"] = True
     return json.dumps(doc).encode()
 
 
@@ -109,7 +113,12 @@ def parse_request(
         keep = keep_choices(fields.get("keep"))
     except ValueError as exc:
         raise RejectedMessage(str(exc)) from None
-    return PendingRequest(request_id, ref, source, _timestamp(fields.get("requested_at")), keep)
+    force = fields.get("force", False)
+    if not isinstance(force, bool):
+        raise RejectedMessage(f"force must be true or false, not {json.dumps(force)[:20]}")
+    return PendingRequest(
+        request_id, ref, source, _timestamp(fields.get("requested_at")), keep, force
+    )
 
 
 def _timestamp(raw: object) -> datetime | None:

@@ -91,12 +91,34 @@ def restore(
             note = f"{damage}: restored that one; the next run repairs the pointer"
             done = replace(done, note="; ".join(filter(None, [note, done.note])))
         return done
+    except RestoreError as exc:
+        _leave_as_it_was(dest, created)
+        advice = repair_advice(reader, manifest["snapshot_id"], manifest["repo_url"])
+        raise RestoreError(f"{exc}; {advice}", exc.reason) from None
     except BaseException:
-        # A failed restore leaves nothing behind: DEST is as it was (absent or empty).
-        shutil.rmtree(dest, ignore_errors=True)
-        if not created:
-            dest.mkdir(parents=True, exist_ok=True)
+        _leave_as_it_was(dest, created)
         raise
+
+
+def _leave_as_it_was(dest: Path, created: bool) -> None:
+    """A failed restore leaves nothing behind: DEST is as it was (absent or empty)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    if not created:
+        dest.mkdir(parents=True, exist_ok=True)
+
+
+def repair_advice(reader: SnapshotReader, snapshot_id: str, repo_url: str) -> str:
+    """What to do about a snapshot that does not restore: another stored snapshot, when there
+    is one, and a forced run, which writes a fresh one from the source."""
+    force = (
+        "`repovault submit --force --wiki URL` (the repository's URL) writes a fresh one"
+        if reader.layout is WIKI
+        else f"`repovault submit --force {repo_url}` writes a fresh snapshot"
+    )
+    others = [s for s in reader.snapshot_ids()[0] if s != snapshot_id]
+    if not others:
+        return f"no other snapshot is stored: {force}"
+    return f"restore another snapshot (--snapshot {others[0]} is the newest other), or {force}"
 
 
 def _rebuild(
@@ -143,7 +165,7 @@ def fetch_bundle(store: ObjectStore, bucket: str, manifest: dict, repo: LocalRep
         except ArchiveError:
             raise RestoreError(
                 f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
-                "its manifest's size and sha256; restore another snapshot (--snapshot)",
+                "its manifest's size and sha256",
                 "bundle_invalid",
             ) from None
         # The bundle is a local file we downloaded and checked: allow the file transport here only.
@@ -219,14 +241,12 @@ def _check_bundle(bundle: Path, manifest: dict) -> None:
     if size != manifest["bundle"]["size"]:
         raise RestoreError(
             f"{where} is {size} bytes but its manifest says {manifest['bundle']['size']}: "
-            "the download was cut short or the object was replaced; retry, or restore another "
-            "snapshot (--snapshot)",
+            "the download was cut short or the object was replaced",
             "bundle_size_mismatch",
         )
     if file_sha256(bundle) != manifest["bundle"]["sha256"]:
         raise RestoreError(
-            f"{where} fails its sha256 check: the stored bundle is not the one archived; "
-            "restore another snapshot (--snapshot)",
+            f"{where} fails its sha256 check: the stored bundle is not the one archived",
             "bundle_tampered",
         )
 

@@ -25,6 +25,9 @@ TAG_REQUESTED_AT = "repovault/requested_at"
 TAG_HOST = "repovault/host"
 
 TAG_KEEP = "repovault/keep"
+# `true`: write a fresh full snapshot even when the remote's refs equal the latest snapshot's
+# (`repovault submit --force`, `"force": true`; set it in the launchpad to repair a snapshot).
+TAG_FORCE = "repovault/force"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
 _RUN_REQUEST_NAMESPACE = uuid.UUID("5b0f3c3e-6c1b-4b8e-9a53-3f7d1f0d2a11")
 
@@ -38,6 +41,7 @@ class RunRequestInfo:
     repo_url: str | None
     requested_at: datetime | None
     keep_tag: str | None = None  # the request's `keep`, as JSON
+    force_tag: str | None = None
 
     def keep_for(self, settings: Settings) -> Keep:
         """What this run keeps: the settings' defaults with the request's choices. The tag can
@@ -51,6 +55,14 @@ class RunRequestInfo:
                 f"run tag {TAG_KEEP}={self.keep_tag[:40]!r} is unusable: {exc}"
             ) from None
 
+    def forced(self) -> bool:
+        """The request asks for a fresh snapshot. The tag can be typed in the launchpad, so
+        anything but `true` or `false` is refused, not read as either."""
+        tag = self.force_tag or "false"
+        if tag.strip().lower() not in ("true", "false"):
+            raise ArchiveError(f"run tag {TAG_FORCE}={tag[:40]!r} is unusable: give true or false")
+        return tag.strip().lower() == "true"
+
 
 def request_tags(
     request_id: str,
@@ -58,6 +70,7 @@ def request_tags(
     source: str,
     requested_at: datetime,
     keep: dict[str, bool] | None = None,
+    force: bool = False,
 ) -> dict[str, str]:
     tags = {
         TAG_REQUEST_ID: request_id,
@@ -68,6 +81,8 @@ def request_tags(
     }
     if keep:
         tags[TAG_KEEP] = json.dumps(keep, sort_keys=True)
+    if force:
+        tags[TAG_FORCE] = "true"
     return tags
 
 
@@ -94,6 +109,7 @@ def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:
         repo_url=tags.get(TAG_REPO_URL),
         requested_at=datetime.fromisoformat(requested_at) if requested_at else None,
         keep_tag=tags.get(TAG_KEEP),
+        force_tag=tags.get(TAG_FORCE),
     )
 
 

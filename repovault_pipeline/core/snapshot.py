@@ -15,7 +15,7 @@ import mimetypes
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +134,9 @@ class Prepared:
     wiki_found: bool = False  # the remote has a wiki
     # latest.json names a missing or incomplete snapshot: an unchanged run still repairs it.
     pointer_damage: str | None = None
+    # Why this run writes a fresh snapshot although the remote's refs equal the latest one's
+    # (a forced request, a latest snapshot that does not restore); None: only if they moved.
+    fresh: str | None = None
 
     @property
     def unchanged(self) -> bool:
@@ -180,6 +183,7 @@ class ArchiveResult:
     wiki_outcome: str | None = None  # completed, unchanged, absent; None: not kept
     wiki_snapshot_id: str | None = None
     wiki_refs_digest: str | None = None  # of the wiki's refs (none: no wiki); None: not kept
+    fresh: str | None = None  # why a snapshot was written although nothing changed
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -331,10 +335,14 @@ class SnapshotWriter:
         request_id: str | None = None,
         run_id: str | None = None,
         keep: Keep | None = None,
+        force: bool = False,
+        damaged: Mapping[str, str] | None = None,
     ) -> Prepared:
         """Clone, bundle, fetch LFS objects and list HEAD, unless the remote's refs equal the
         latest manifest's and the last writer of the bucket finished (else `tree/` may need a
-        repair).
+        repair), and the latest snapshot restores as far as a cheap look tells (its bundle is
+        stored with its size, it is not among the `damaged` ids: snapshot id -> why, e.g. from
+        the last `restorable` check). `force` writes a fresh full snapshot regardless.
 
         The clone goes to `work_dir` (emptied first) or to a fresh folder under
         REPOVAULT_WORK_DIR; clones of runs that died are removed first. `keep` is the request's
@@ -347,19 +355,21 @@ class SnapshotWriter:
         remote = self.git.ls_remote(ref)
         if not remote.refs:
             raise ArchiveError("the repository is empty: it has no branch or tag to archive")
-        code = self._prepare(ref, bucket, CODE, remote, work_dir, keep, started)
+        fresh = "forced by the request" if force else None
+        known = damaged or {}
+        code = self._prepare(ref, bucket, CODE, remote, work_dir, keep, started, fresh, known)
         code.request_id, code.run_id = request_id, run_id
         if not keep.wiki:
             return code
         try:
-            code.wiki_found, code.wiki = self._prepare_wiki(ref, bucket, work_dir, keep)
+            code.wiki_found, code.wiki = self._prepare_wiki(ref, bucket, work_dir, keep, fresh)
         except BaseException:
             discard(code)
             raise
         return code
 
     def _prepare_wiki(
-        self, ref: RepoRef, bucket: str, work_dir: Path | None, keep: Keep
+        self, ref: RepoRef, bucket: str, work_dir: Path | None, keep: Keep, fresh: str | None
     ) -> tuple[bool, Prepared | None]:
         """The wiki (`<repo>.wiki.git`), when the remote has one: a forge answers "not found"
         for a repository without a wiki, or serves it without a ref before its first page."""
@@ -372,7 +382,8 @@ class SnapshotWriter:
         if not remote.refs:
             return False, None
         wiki_dir = work_dir.with_name(f"{work_dir.name}-wiki") if work_dir else None
-        return True, self._prepare(wiki, bucket, WIKI, remote, wiki_dir, keep, time.time())
+        prepared = self._prepare(wiki, bucket, WIKI, remote, wiki_dir, keep, time.time(), fresh)
+        return True, prepared
 
     def _prepare(
         self,
@@ -383,18 +394,27 @@ class SnapshotWriter:
         work_dir: Path | None,
         keep: Keep,
         started: float,
+        fresh: str | None = None,
+        damaged: Mapping[str, str] | None = None,
     ) -> Prepared:
         """Clone one repository (the code or its wiki) into a work folder, bundle it and fetch
-        its LFS objects, unless the latest snapshot of `layout` holds what the remote has."""
+        its LFS objects, unless the latest snapshot of `layout` holds what the remote has (and
+        nothing calls for a `fresh` one)."""
         pointer = SnapshotReader(self.store, bucket, layout).pointer()
         if pointer.damage:
             self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
         latest = pointer.manifest
         # Only `tree/` can need a repair after a run that died: a wiki has none.
         settled = latest is None or not layout.tree or _settled(self.store, bucket)
-        if settled and _matches(latest, remote.refs, remote.default_branch):
-            self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
-            return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
+        if fresh is None and settled and _matches(latest, remote.refs, remote.default_branch):
+            fresh = (damaged or {}).get(latest["snapshot_id"]) or self._damage(bucket, latest)
+            if fresh is None:
+                self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
+                return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
+        if fresh is not None and latest is not None:
+            self.log.warning(
+                "%s: writing a fresh snapshot after %s: %s", ref.url, latest["snapshot_id"], fresh
+            )
 
         label = f"{bucket}-wiki" if layout is WIKI else bucket
         work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
@@ -402,7 +422,7 @@ class SnapshotWriter:
             repo = self.git.clone(ref, work_dir / "repo.git")
             refs = repo.refs()
             head = repo.head()
-            if settled and _matches(latest, refs, head.branch):
+            if fresh is None and settled and _matches(latest, refs, head.branch):
                 remove_work_dir(work_dir)
                 return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
             clone_done = time.time()
@@ -436,7 +456,21 @@ class SnapshotWriter:
             keep=keep,
             lfs=kept_lfs,
             layout=layout,
+            fresh=fresh if latest is not None else None,
         )
+
+    def _damage(self, bucket: str, latest: dict) -> str | None:
+        """What one listing tells of the latest snapshot's bundle (the object a restore needs
+        first): missing, or not the size its manifest records. None: it looks whole."""
+        bundle = latest["bundle"]
+        found = next(
+            (i for i in self.store.list(bucket, bundle["key"]) if i.key == bundle["key"]), None
+        )
+        if found is None:
+            return f"its bundle {bundle['key']} is missing"
+        if found.size != int(bundle["size"]):
+            return f"its bundle is {found.size} bytes but its manifest says {bundle['size']}"
+        return None
 
     def _unchanged(
         self,
@@ -506,10 +540,12 @@ class SnapshotWriter:
             if not prepared.unchanged:
                 reader = SnapshotReader(self.store, prepared.bucket)
                 latest = reader.latest()
-                if latest is not None and _already_held(latest, prepared, lease.repair):
+                rewrite = lease.repair or prepared.fresh is not None
+                if latest is not None and _already_held(latest, prepared, rewrite):
                     self._covered_by(result, latest, prepared)
                 else:
                     self._write_snapshot(prepared, result, reader, latest, lease)
+                    result.fresh = prepared.fresh
                     lease.repair = False  # tree/ is this snapshot's HEAD now
             if wiki_changed:
                 assert wiki is not None
@@ -549,7 +585,7 @@ class SnapshotWriter:
         retention; skipped when a snapshot taken meanwhile holds it already."""
         reader = SnapshotReader(self.store, wiki.bucket, WIKI)
         latest = reader.latest()
-        if latest is not None and _already_held(latest, wiki, repair=False):
+        if latest is not None and _already_held(latest, wiki, repair=wiki.fresh is not None):
             result.wiki_snapshot_id = latest["snapshot_id"]
             return
         snapshot_id = wiki.snapshot_id

@@ -137,6 +137,16 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, bucket: str, keys: Iterable[str]) -> None: ...
 
+    def remove_bucket(self, bucket: str) -> int:
+        """Delete every object of the bucket, then the bucket; returns how many objects went."""
+        keys = [info.key for info in self.list(bucket)]
+        self.delete(bucket, keys)
+        self._drop_empty_bucket(bucket)
+        return len(keys)
+
+    @abstractmethod
+    def _drop_empty_bucket(self, bucket: str) -> None: ...
+
     @abstractmethod
     def location(self, bucket: str) -> str:
         """Where an operator finds the bucket (URL or folder), for materialization metadata."""
@@ -365,6 +375,10 @@ class S3Store(ObjectStore):
                 first = response["Errors"][0]
                 raise ArchiveError(f"S3 delete of {first.get('Key')} failed: {first.get('Code')}")
 
+    def _drop_empty_bucket(self, bucket):
+        with _s3_errors(f"delete bucket {bucket}"):
+            self.client.delete_bucket(Bucket=bucket)
+
     def location(self, bucket):
         return f"{self.endpoint}/{bucket}"
 
@@ -502,6 +516,9 @@ class LocalStore(ObjectStore):
             while parent != base and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
+
+    def _drop_empty_bucket(self, bucket):
+        shutil.rmtree(self._path(bucket), ignore_errors=True)
 
     def location(self, bucket):
         return str(self._path(bucket))

@@ -39,12 +39,13 @@ def submit(
     refs: Sequence[RepoRef],
     source: str,
     keep: dict[str, bool] | None = None,
+    force: bool = False,
 ) -> Iterator[tuple[RepoRef, str]]:
     """Record and publish each request (with what it asks to `keep` beside the history, when it
-    chooses), waiting for the broker's acknowledgement; yields
-    (ref, request_id) as each is queued. An unreachable broker fails before the database is
-    opened or any row written; one lost half way closes its request as `failed` (not queued)
-    and raises."""
+    chooses, and `force` for a fresh snapshot even if nothing changed), waiting for the
+    broker's acknowledgement; yields (ref, request_id) as each is queued. An unreachable
+    broker fails before the database is opened or any row written; one lost half way closes
+    its request as `failed` (not queued) and raises."""
     gateway = KafkaGateway(settings, client_id=f"repovault-{source}")
     try:
         gateway.producer()
@@ -54,7 +55,7 @@ def submit(
             request_id = lineage.record_pending(
                 ref.url, ref.repo_id, source, created_at=requested_at
             )
-            message = request_message(request_id, ref.url, source, requested_at, keep)
+            message = request_message(request_id, ref.url, source, requested_at, keep, force)
             try:
                 gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
             except BrokerUnavailable as exc:

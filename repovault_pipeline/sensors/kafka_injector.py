@@ -55,6 +55,7 @@ def kafka_injector_sensor(
                 accepted.request.source,
                 accepted.created_at,
                 accepted.request.keep,
+                accepted.request.force,
             ),
         )
         for accepted in tick.accepted
