@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/.repovault/dagster_home
+# REPOVAULT_HOME: where the embedded default keeps its data (docs/contract.md); the CLI called
+# from any folder of this checkout finds the same one.
+export REPOVAULT_HOME ?= $(CURDIR)/.repovault
+export DAGSTER_HOME ?= $(REPOVAULT_HOME)/dagster_home
 
 .PHONY: install lock run test lint bench bench-refresh up down clean
 
