@@ -21,6 +21,12 @@ from .core.runs import TAG_HOST, TAG_REQUEST_ID
 from .core.settings import Settings
 
 PARTITION_TAG = "dagster/partition"
+# A pending request's run before its first step, in a user's words.
+RUN_STATES = {
+    DagsterRunStatus.NOT_STARTED: "created, entering the queue",
+    DagsterRunStatus.STARTING: "leaving the queue, its worker starting",
+    DagsterRunStatus.STARTED: "started, before its first step",
+}
 # The archive graph's ops as a user would say what the run is doing.
 STEP_PHASES = {
     "clone_repo": "cloning",
@@ -142,7 +148,15 @@ class Phase:
 
 
 def phase(instance: DagsterInstance | None, request: Request, at: datetime) -> Phase:
-    """Queued (and why), or the step its run is in."""
+    """Queued (and why), or the step its run is in; what the lineage row says when the instance
+    cannot answer (its database down, say)."""
+    try:
+        return _phase(instance, request, at)
+    except Exception:  # the instance's failure is not the request's: fall back, never fail
+        return _phase(None, request, at)
+
+
+def _phase(instance: DagsterInstance | None, request: Request, at: datetime) -> Phase:
     if request.status == "pending":
         age = f"pending for {_age(request.creation_timestamp, at)}"
         if instance is None:
@@ -152,7 +166,8 @@ def phase(instance: DagsterInstance | None, request: Request, at: datetime) -> P
             return Phase("pending; no run yet (the injector takes it from the pending topic)", age)
         if run.status == DagsterRunStatus.QUEUED:
             return Phase(why_queued(instance, run), age)
-        return Phase(f"pending; run {run.run_id[:8]} {run.status.value.lower()}", age)
+        state = RUN_STATES.get(run.status, run.status.value.lower())
+        return Phase(f"pending; run {run.run_id[:8]} {state}", age)
     age = f"started {_age(request.worker_start_timestamp, at)} ago"
     run = run_of(instance, request) if instance is not None else None
     if instance is None or run is None:
