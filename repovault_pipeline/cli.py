@@ -86,7 +86,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
     if args.timeout is not None and (not args.wait or args.timeout <= 0):
-        raise BadInput(f"--timeout {args.timeout}: give a positive number of seconds with --wait")
+        raise BadInput(f"--timeout {args.timeout:g}: give a positive number of seconds with --wait")
     request_ids = []
     for _, request_id in submit(settings, lambda: open_lineage(settings.db_url), refs, "cli", keep):
         print(request_id, flush=True)

@@ -38,7 +38,7 @@ def start_wait(urls: list[str], cwd: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_submit_wait_ends_with_the_outcome_and_its_exit_code(
+def test_submit_wait_ends_with_each_outcome_and_fails_when_one_failed(
     vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], tmp_path: Path
 ) -> None:
     repo = make_repo("wait-ok")
@@ -50,21 +50,37 @@ def test_submit_wait_ends_with_the_outcome_and_its_exit_code(
         instance_for_test(overrides=LAUNCH_AT_ONCE) as instance,
         daemon_workspace(instance) as workspace,
     ):
-        ok = start_wait([repo.url], tmp_path)
+        waiting = start_wait([repo.url, missing], tmp_path)
         sensor_tick(workspace, SENSOR)
-        out, err = ok.communicate(timeout=240)
-        assert ok.returncode == 0, err
-        [line] = out.splitlines()[1:]
-        request_id, repo_id, status, *rest = line.split()
-        assert (request_id, repo_id, status) == (out.split()[0], repo.repo_id, "completed")
-        assert rest[0] == "snapshot" and rest[-1] == repo.refs()["refs/heads/main"][:12]
+        out, err = waiting.communicate(timeout=240)
+    assert waiting.returncode == 1, (out, err)  # one of the two failed
+    request_ids, ends = out.splitlines()[:2], out.splitlines()[2:]
+    outcome = {line.split()[0]: line.split(None, 3)[1:] for line in ends}
+    assert set(outcome) == set(request_ids)
+    repo_id, status, rest = outcome[request_ids[0]]
+    head = repo.refs()["refs/heads/main"][:12]
+    assert (repo_id, status) == (repo.repo_id, "completed")
+    assert rest.startswith("snapshot ") and rest.endswith(f"head {head}")
+    repo_id, status, reason = outcome[request_ids[1]]
+    assert (repo_id, status) == (repo.repo_id.replace("wait-ok", "never-pushed"), "failed")
+    assert "repository not found" in reason and "never-pushed.git" in reason
 
-        failing = start_wait([missing], tmp_path)
-        sensor_tick(workspace, SENSOR, after_s=INTERVAL_S + 1)
-        out, err = failing.communicate(timeout=240)
-    assert failing.returncode == 1, (out, err)
-    [line] = out.splitlines()[1:]
-    assert line.split()[2] == "failed" and "not found" in line, line
+
+def test_submit_wait_gives_up_at_its_timeout_and_says_how_to_follow(
+    vault_env: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    """No daemon takes the request: --timeout ends the wait (exit 1), the request goes on."""
+    url = "http://127.0.0.1:9/o/never-taken.git"
+    assert cli(["submit", "--timeout", "1", url]) == 2
+    assert "--timeout 1: give a positive number of seconds with --wait" in capsys.readouterr().err
+    assert cli(["submit", "--wait", "--timeout", "1", url]) == 1
+    out, err = capsys.readouterr()
+    [request_id] = out.split()
+    assert f"{request_id}  127.0.0.1:9/o/never-taken  pending; no Dagster instance" in err
+    assert (
+        f"still open after --timeout 1 s (they go on): follow with `repovault status {request_id}`"
+        in err
+    )
 
 
 def test_status_says_why_a_request_waits_in_the_run_queue(
