@@ -173,9 +173,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         "finished",
         "error",
     ]
-    from .runqueue import why_waiting  # Dagster loads only for the commands that read its runs
+    waiting: dict[str, str] = {}
+    if any(r.status == "pending" for r in rows):
+        from .runqueue import why_waiting  # Dagster loads only when there is a queue to read
 
-    waiting = why_waiting(settings, rows, now())
+        waiting = why_waiting(settings, rows, now())
     if target is not None and len(rows) == 1 and rows[0].request_id == target:
         request = rows[0]
         _record(

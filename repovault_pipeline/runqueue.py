@@ -189,7 +189,5 @@ def _age(since: datetime | None, at: datetime) -> str:
 def why_waiting(settings: Settings, requests: Sequence[Request], at: datetime) -> dict[str, str]:
     """For each pending request, why it still waits (by request id)."""
     pending = [r for r in requests if r.status == "pending"]
-    if not pending:
-        return {}
     with dagster_instance(settings) as instance:
         return {r.request_id: phase(instance, r, at).line() for r in pending}
