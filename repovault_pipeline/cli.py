@@ -60,12 +60,12 @@ class BadInput(Exception):
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the lineage database to the code's schema (or refuse a newer one), then create
     the missing topics; both safe to repeat."""
-    print(f"RepoVault home (REPOVAULT_HOME): {settings.home}")
     lineage = LineageStore(settings.db_url)
     try:
         done = upgrade(lineage.engine)
     finally:
         lineage.dispose()
+    print(f"RepoVault home (REPOVAULT_HOME): {settings.home}")
     print(f"lineage database at {_safe_url(settings.db_url)}: {done.line()}")
     gateway = KafkaGateway(settings)
     created = gateway.ensure_topics()

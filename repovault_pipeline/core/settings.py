@@ -132,14 +132,13 @@ def repovault_home(env: Mapping[str, str] | None = None) -> Path:
 
     Unset, it is the checkout's `.repovault` when RepoVault runs from a source checkout (the
     folder `make run` uses, so a CLI called from anywhere finds the same vault), else
-    `$XDG_DATA_HOME/repovault` (`~/.local/share/repovault`) for an installed package."""
+    `~/.local/share/repovault` for an installed package."""
     env = os.environ if env is None else env
     if raw := _str(env, "REPOVAULT_HOME", ""):
         return Path(raw).expanduser().absolute()
     if (_CHECKOUT / "setup.py").is_file() and (_CHECKOUT / "repovault_pipeline").is_dir():
         return _CHECKOUT / ".repovault"
-    data = _str(env, "XDG_DATA_HOME", "") or str(Path.home() / ".local" / "share")
-    return Path(data) / "repovault"
+    return Path.home() / ".local" / "share" / "repovault"
 
 
 def _sqlite_url(path: Path) -> str:
