@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/.repovault/dagster_home
+# REPOVAULT_HOME: where the embedded default keeps its data (docs/contract.md); the CLI called
+# from any folder of this checkout finds the same one.
+export REPOVAULT_HOME ?= $(CURDIR)/.repovault
+export DAGSTER_HOME ?= $(REPOVAULT_HOME)/dagster_home
 
-.PHONY: install lock run test lint bench bench-refresh up down clean
+.PHONY: install lock run stop test lint bench bench-refresh up down clean
 
 # Exactly the lock (requirements/dev.txt: runtime, dev and bench packages, with hashes), then
 # the package itself, editable, built by the locked setuptools.
@@ -18,12 +21,16 @@ install: $(BIN)/repovault
 
 # Embedded default: SQLite Dagster instance and lineage, local object store under .repovault/,
 # and the embedded Kafka-protocol broker on 127.0.0.1:9092 unless something listens there.
+# One foreground process (repovault_pipeline/devrun.py): Ctrl-C or SIGTERM stops dagster dev, all
+# it started and the broker it started; `make stop` does the same from another terminal, for
+# this REPOVAULT_HOME only (pid records in $(REPOVAULT_HOME)/run/).
 run: install
 	@mkdir -p $(DAGSTER_HOME)
 	@cp -n deploy/dagster-dev.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	$(BIN)/python -m repovault_pipeline.devbroker
-	$(BIN)/repovault init
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m repovault_pipeline.devrun -- $(BIN)/dagster dev -w workspace.yaml
+
+stop:
+	$(BIN)/python -m repovault_pipeline.devrun --stop
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
+import shutil
 import sys
+import textwrap
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -72,6 +74,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
         done = upgrade(lineage.engine)
     finally:
         lineage.dispose()
+    print(f"RepoVault home (REPOVAULT_HOME): {settings.home}")
     print(f"lineage database at {_safe_url(settings.db_url)}: {done.line()}")
     gateway = KafkaGateway(settings)
     created = gateway.ensure_topics()
@@ -91,14 +94,67 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     refs, refused = validate_urls(args.urls, settings)
     if refused:
         raise BadInput(f"{refused[0].url!r}: {refused[0].reason}")
-    requests = submit(settings, lambda: _lineage(settings), refs, "cli", keep, force=args.force)
-    for _, request_id in requests:
-        print(request_id)
-    return 0
+    if args.timeout is not None and (not args.wait or args.timeout <= 0):
+        raise BadInput(f"--timeout {args.timeout:g}: give a positive number of seconds with --wait")
+    request_ids = []
+    for _, request_id in submit(
+        settings, lambda: _lineage(settings), refs, "cli", keep, force=args.force
+    ):
+        print(request_id, flush=True)
+        request_ids.append(request_id)
+    return _follow(settings, request_ids, args.timeout) if args.wait else 0
+
+
+# What `submit --wait` promises with exit 0; any other final status (failed, rejected, ...) is 1.
+SUCCESS_STATUSES = ("completed", "unchanged")
+OPEN_STATUSES = ("pending", "in_progress")
+WAIT_POLL_S = 1.0
+
+
+def _follow(settings: Settings, request_ids: list[str], timeout: float | None) -> int:
+    """Follow each request to its final status: a progress line on stderr whenever its phase
+    changes, its outcome on stdout; exit 0 only when every one completed or was unchanged."""
+    from .runqueue import dagster_instance, phase
+
+    lineage = _lineage(settings)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    steps: dict[str, str] = {}
+    open_ids, failed = list(request_ids), False
+    with dagster_instance(settings) as instance:
+        while True:
+            for request_id in list(open_ids):
+                row = lineage.get(request_id)
+                if row is None:  # a request just recorded is always there: say so, never hang
+                    raise ArchiveError(f"request {request_id} vanished from the lineage database")
+                if row.status not in OPEN_STATUSES:
+                    print(_outcome(row), flush=True)
+                    failed |= row.status not in SUCCESS_STATUSES
+                    open_ids.remove(request_id)
+                elif (now_at := phase(instance, row, now())).step != steps.get(request_id):
+                    print(f"{request_id}  {row.repo_id}  {now_at.line()}", file=sys.stderr)
+                    steps[request_id] = now_at.step
+            if not open_ids:
+                return EXIT_FAILED if failed else 0
+            if deadline is not None and time.monotonic() > deadline:
+                print(
+                    f"repovault submit: {len(open_ids)} request(s) still open after --timeout "
+                    f"{timeout:g} s (they go on): follow with `repovault status {open_ids[0]}`",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            time.sleep(WAIT_POLL_S)
+
+
+def _outcome(row: Request) -> str:
+    """A final request in one line: status, then the snapshot or the whole error."""
+    done = f"{row.request_id}  {row.repo_id}  {row.status}"
+    if row.error:
+        return f"{done}  {_one_line(row.error)}"
+    return f"{done}  snapshot {row.snapshot_id or '-'}  head {(row.head_commit or '-')[:12]}"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    lineage = _lineage(settings)
+    lineage = _existing_lineage(settings)
     target = args.target
     if target is None:
         rows = lineage.find(limit=args.limit)
@@ -117,24 +173,46 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "no requests found" if target is None else f"no requests for {target}", file=sys.stderr
         )
         return EXIT_FAILED if target else 0
-    _table(
+    header = [
+        "request_id",
+        "repo_id",
+        "source",
+        "status",
+        "created",
+        "injected",
+        "started",
+        "finished",
+        "error",
+    ]
+    waiting: dict[str, str] = {}
+    if any(r.status == "pending" for r in rows):
+        from .runqueue import why_waiting  # Dagster loads only when there is a queue to read
+
+        waiting = why_waiting(settings, rows, now())
+    if target is not None and len(rows) == 1 and rows[0].request_id == target:
+        request = rows[0]
+        _record(
+            [*header[:-1], "waiting", "error"],
+            [*_status_row(request)[:-1], waiting.get(request.request_id, ""), request.error or ""],
+        )
+        return 0
+    notes = [
         [
-            "request_id",
-            "repo_id",
-            "source",
-            "status",
-            "created",
-            "injected",
-            "started",
-            "finished",
-            "error",
-        ],
-        [_status_row(r) for r in rows],
-    )
+            line
+            for label, text in (
+                ("waiting", waiting.get(r.request_id, "")),
+                ("error", (r.error or "") if args.verbose else ""),
+            )
+            if text
+            for line in _wrapped(f"  {label}: ", text)
+        ]
+        for r in rows
+    ]
+    _table(header, [_status_row(r, clip=not args.verbose) for r in rows], notes)
     return 0
 
 
-def _status_row(r: Request) -> list[str]:
+def _status_row(r: Request, clip: bool = True) -> list[str]:
     return [
         r.request_id,
         r.repo_id or "-",
@@ -144,7 +222,7 @@ def _status_row(r: Request) -> list[str]:
         _ts(r.inyector_timestamp),
         _ts(r.worker_start_timestamp),
         _ts(r.worker_finishing_timestamp),
-        _one_line(r.error or "")[:100],
+        _clipped(r.error) if clip else "",
     ]
 
 
@@ -170,7 +248,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         for item in listed
     ]
     if not rows:
-        print("no repositories archived yet", file=sys.stderr)
+        where = settings.s3_endpoint or f"{settings.local_store} (REPOVAULT_HOME {settings.home})"
+        print(f"no repositories archived yet in {where}", file=sys.stderr)
         return 0
     _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
     for item in listed:
@@ -273,10 +352,11 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     """Drop a repository's partition, requests and refresh state; its bucket stays unless
     `--purge`. An unknown repository is refused and nothing changes."""
     ref = resolve_target(args.target, settings)
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.dagster_home.is_dir():
         raise BadInput(
-            "set DAGSTER_HOME to the Dagster instance's folder (make run uses "
-            ".repovault/dagster_home): forget drops the repository's partition there"
+            f"no Dagster instance at {settings.dagster_home}: set DAGSTER_HOME (or "
+            "REPOVAULT_HOME) to the instance's folder; forget drops the repository's partition "
+            "there"
         )
     try:
         done = forget(
@@ -284,7 +364,7 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
             open_store(settings),
             _lineage(settings),
             ref.repo_id,
-            _drop_partition,
+            lambda repo_id: _drop_partition(settings.dagster_home, repo_id),
             purge=args.purge,
         )
     except UnknownRepository as exc:
@@ -294,14 +374,14 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _drop_partition(repo_id: str) -> bool:
-    """Delete the `repositories` partition `repo_id` from the instance at DAGSTER_HOME; False
+def _drop_partition(dagster_home: Path, repo_id: str) -> bool:
+    """Delete the `repositories` partition `repo_id` from the instance at `dagster_home`; False
     when there is none. Dagster is imported here only: the other commands start without it."""
     from dagster import DagsterInstance
 
     from .partitions import REPOSITORIES
 
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
         if not instance.has_dynamic_partition(REPOSITORIES, repo_id):
             return False
         instance.delete_dynamic_partition(REPOSITORIES, repo_id)
@@ -310,7 +390,7 @@ def _drop_partition(repo_id: str) -> bool:
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     """The `vault_stats` figures, as a table or (`--json`) one JSON document."""
-    stats = compute_stats(settings, open_store(settings), _lineage(settings))
+    stats = compute_stats(settings, open_store(settings), _existing_lineage(settings))
     if args.json:
         print(json.dumps(stats.to_dict(), indent=1))
         return 0
@@ -466,7 +546,7 @@ def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = FleetStore(_lineage(settings).engine).sources()
+    rows = FleetStore(_existing_lineage(settings).engine).sources()
     if not rows:
         print("no tracked sources; add one with `repovault track add github:org/NAME`")
         return 0
@@ -479,10 +559,11 @@ def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
                 row.status,
                 str(row.repos),
                 _ts(row.last_listed_at),
-                (row.error or "")[:120],
+                _clipped(row.error) if not args.verbose else "",
             ]
             for row in rows
         ],
+        [_wrapped("  error: ", row.error) if args.verbose and row.error else [] for row in rows],
     )
     return 0
 
@@ -490,7 +571,7 @@ def cmd_track_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
     """Stop listing the source; nothing is deleted from the vault."""
     source = _source(args.source, settings)
-    if not FleetStore(_lineage(settings).engine).remove_source(source.source_id):
+    if not FleetStore(_existing_lineage(settings).engine).remove_source(source.source_id):
         print(f"repovault track remove: {source.spec} is not tracked", file=sys.stderr)
         return EXIT_FAILED
     print(f"stopped tracking {source.spec}; its archived repositories stay in the vault")
@@ -499,7 +580,7 @@ def cmd_track_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     """Check now (the given repositories, else every due one) and request runs for changes."""
-    lineage = _lineage(settings)
+    lineage = _existing_lineage(settings)
     fleet = FleetStore(lineage.engine)
     repo_ids = None
     if args.repos:
@@ -567,14 +648,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("urls", nargs="+", metavar="URL")
     _keep_options(submit)
     submit.add_argument(
-        "--force",
+        "--wait",
         action="store_true",
-        help="write a fresh full snapshot even if nothing changed (repairs a damaged one)",
+        help="follow each request to its end (progress on stderr); exit 0 only if every one "
+        "completed or was unchanged",
+    )
+    submit.add_argument(
+        "--timeout", type=float, metavar="S", help="with --wait: give up waiting after S seconds"
     )
     submit.set_defaults(func=cmd_submit)
     status = sub.add_parser("status", help="requests and their timestamps")
     status.add_argument("target", nargs="?", help="a request id or a repository URL")
     status.add_argument("--limit", type=int, default=50, help="newest N requests (default 50)")
+    status.add_argument(
+        "--verbose", action="store_true", help="whole errors, wrapped (one request: always)"
+    )
     status.set_defaults(func=cmd_status)
     sub.add_parser("list", help="archived repositories").set_defaults(func=cmd_list)
     snaps = sub.add_parser(
@@ -663,9 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a source already tracked: replace its filters and keep choices with these",
     )
     add.set_defaults(func=cmd_track_add)
-    track_sub.add_parser(
+    track_list = track_sub.add_parser(
         "list", help="sources, repository counts, last listing, error"
-    ).set_defaults(func=cmd_track_list)
+    )
+    track_list.add_argument("--verbose", action="store_true", help="whole errors, wrapped")
+    track_list.set_defaults(func=cmd_track_list)
     remove = track_sub.add_parser("remove", help="stop listing a source (deletes nothing)")
     remove.add_argument("source", metavar="SOURCE")
     remove.set_defaults(func=cmd_track_remove)
@@ -783,6 +873,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
+def _existing_lineage(settings: Settings) -> LineageStore:
+    """The lineage database for a command that only reads: a SQLite file that does not exist is
+    a wrong REPOVAULT_HOME or a vault never initialised, said as such and never created."""
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database).absolute()
+        if not path.exists():
+            raise ArchiveError(
+                f"no lineage database at {path} (REPOVAULT_HOME {settings.home}); run "
+                "`repovault init` (or `make run`), or set REPOVAULT_HOME or REPOVAULT_DB_URL"
+            )
+    return _lineage(settings)
+
+
 def _ts(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if value else "-"
 
@@ -809,12 +913,50 @@ def _one_line(text: str, escape: bool = True) -> str:
     )
 
 
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    """Aligned columns, one line per row whatever the cells hold."""
+def _table(
+    header: list[str], rows: list[list[str]], notes: Sequence[list[str]] | None = None
+) -> None:
+    """Aligned columns, one line per row whatever the cells hold; a row's `notes`, lines made
+    by `_wrapped`, printed under it."""
     cells = [[_one_line(str(c)) for c in row] for row in [header, *rows]]
     widths = [max(len(c) for c in col) for col in zip(*cells, strict=False)]
-    for row in cells:
+    for i, row in enumerate(cells):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+        for line in notes[i - 1] if notes and i else []:
+            print(line)
+
+
+def _record(labels: list[str], values: list[str]) -> None:
+    """One record, a `label  value` line per field with a value; long values wrapped."""
+    width = max(len(label) for label in labels)
+    for label, value in zip(labels, values, strict=True):
+        for line in _wrapped(f"{label.ljust(width)}  ", value) if value else []:
+            print(line)
+
+
+def _clipped(text: str | None, width: int = 100) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis when longer (`status
+    --verbose` and `status REQUEST_ID` show it whole)."""
+    line = _one_line(text or "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _wrapped(prefix: str, text: str) -> list[str]:
+    """`text` whole, wrapped to the terminal after `prefix`, continuation lines indented under
+    it: each of its own lines kept, any other control or format character escaped."""
+    width = max(shutil.get_terminal_size((100, 24)).columns, len(prefix) + 20)
+    indent = " " * len(prefix)
+    lines: list[str] = []
+    for part in text.splitlines() or [""]:
+        lines += textwrap.wrap(
+            _one_line(part),
+            width,
+            initial_indent=indent if lines else prefix,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            drop_whitespace=False,
+        ) or [prefix if not lines else indent]
+    return [line.rstrip() for line in lines]
 
 
 if __name__ == "__main__":

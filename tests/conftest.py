@@ -147,6 +147,7 @@ def vault_env(
         "REPOVAULT_LOCAL_STORE": str(tmp_path / "store"),
         "REPOVAULT_KEEP_SNAPSHOTS": "10",
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "REPOVAULT_HOME": str(tmp_path / "home"),
     }
     for key in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY"):
         monkeypatch.delenv(key, raising=False)

@@ -12,7 +12,10 @@ import pytest
 from sqlalchemy.engine.url import make_url
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.fleet import FleetStore
+from repovault_pipeline.core.forges import parse_source
+from repovault_pipeline.core.lineage import now, open_lineage
+from repovault_pipeline.core.settings import Settings
 from tests.support.kafka import read_all
 from tests.support.tcp_proxy import BreakableProxy
 
@@ -295,19 +298,99 @@ def test_a_store_that_never_answers_ends_the_command_with_one_line(
         assert read_all(vault_env["REPOVAULT_TOPIC_PENDING"], quiet_s=0.3) == []
 
 
-def test_status_keeps_one_request_on_one_line(
+LONG_ERROR = (
+    "clone failed: fatal: unable to access 'http://127.0.0.1:9/o/r.git/': Failed to connect to "
+    "127.0.0.1 port 9 after 0 ms: Couldn't connect to server; check the URL and that the host "
+    "is reachable, then submit again (the tail a table used to cut off)"
+)
+
+
+def repovault(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script, as a user calls it: from a folder of their own."""
+    exe = str(Path(sys.executable).with_name("repovault"))
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_status_of_one_request_shows_its_whole_error_wrapped_and_escaped(
     vault_env: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
     lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
     request_id = lineage.record_pending("http://127.0.0.1:9/o/r.git", "127.0.0.1:9/o/r", "cli")
-    error = "fatal: remote error:\n  line two\r\n\x1b[31mred\x1b[0m \u202eevil\u2028end"
+    error = (
+        "fatal: remote error:\n  line two\r\n\x1b[31mred\x1b[0m \u202eevil\u2028end " + "x" * 150
+    )
     lineage.record_finished(request_id, "failed", error=error)
 
     code, out, _ = run_cli(["status", request_id], capsys)
     assert code == 0
-    assert out.count("\n") == 2
-    header, row = out.splitlines()
-    assert header.split()[:4] == ["request_id", "repo_id", "source", "status"]
-    assert row.startswith(request_id) and row.split()[3] == "failed"
-    assert "fatal: remote error:\\n  line two\\r\\n\\x1b[31mred\\x1b[0m \\u202eevil" in row
-    assert not any(c in row for c in "\x1b\u202e\u2028\r")
+    fields = dict(line.split(None, 1) for line in out.splitlines() if not line.startswith(" "))
+    assert (fields["request_id"], fields["status"]) == (request_id, "failed")
+    # Every line of the error, whole: the terminal's control characters written as escapes.
+    text = " ".join(
+        line.split(None, 1)[-1] if line.startswith("error") else line.strip()
+        for line in out[out.index("error ") :].splitlines()
+    )
+    assert "fatal: remote error:" in text and "line two" in text
+    assert "\\x1b[31mred\\x1b[0m \\u202eevil" in text and "end" + "x" * 10 in text.replace(" ", "")
+    assert "x" * 150 in text.replace(" ", "")
+    assert not any(c in out for c in "\x1b\u202e\u2028\r")
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_lists_clip_errors_and_verbose_shows_them_whole(
+    private_lineage: str, capsys: pytest.CaptureFixture
+) -> None:
+    lineage = open_lineage(private_lineage)
+    request_id = lineage.record_pending("http://127.0.0.1:9/o/r.git", "127.0.0.1:9/o/r", "cli")
+    lineage.record_finished(request_id, "failed", error=LONG_ERROR)
+    source = "github:user/someone"
+    assert cli(["track", "add", source]) == 0
+    FleetStore(lineage.engine).record_listing(
+        parse_source(source, Settings.from_env()).source_id, now(), False, LONG_ERROR
+    )
+    capsys.readouterr()
+    tail = "(the tail a table used to cut off)"
+    for args in (["status"], ["track", "list"]):
+        code, out, _ = run_cli(args, capsys)
+        assert code == 0 and tail not in out and "…" in out, out
+        code, out, _ = run_cli([*args, "--verbose"], capsys)
+        assert code == 0 and "…" not in out
+        assert " ".join(out.split()).count("then submit again " + tail) == 1, out
+
+
+def test_the_cli_finds_its_home_from_any_folder_and_creates_nothing_to_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str
+) -> None:
+    """REPOVAULT_HOME, not the current folder, says where the embedded default's data is; a
+    command that only reads never creates a lineage database (issue 19, item 10)."""
+    home, elsewhere, other = tmp_path / "home", tmp_path / "elsewhere", tmp_path / "other"
+    elsewhere.mkdir()
+    other.mkdir()
+    for name in [k for k in os.environ if k.startswith("REPOVAULT_") or k == "DAGSTER_HOME"]:
+        monkeypatch.delenv(name)
+    unique = uuid.uuid4().hex[:12]
+    monkeypatch.setenv("REPOVAULT_HOME", str(home))
+    monkeypatch.setenv("REPOVAULT_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    for topic in ("PENDING", "IN_PROGRESS", "COMPLETED", "REJECTED"):
+        monkeypatch.setenv(f"REPOVAULT_TOPIC_{topic}", f"{topic.lower()}-{unique}")
+
+    for args in (["status"], ["track", "list"]):
+        done = repovault(args, elsewhere)
+        assert done.returncode == 1, done
+        assert done.stderr.count("\n") == 1
+        assert f"no lineage database at {home}/lineage.db" in done.stderr
+        assert "repovault init" in done.stderr and "REPOVAULT_HOME" in done.stderr
+    listed = repovault(["list"], elsewhere)
+    assert (
+        listed.returncode == 0 and f"no repositories archived yet in {home}/store" in listed.stderr
+    )
+    assert not home.exists() and list(elsewhere.iterdir()) == []
+
+    init = repovault(["init"], elsewhere)
+    assert init.returncode == 0, init.stderr
+    assert f"RepoVault home (REPOVAULT_HOME): {home}" in init.stdout
+    assert (home / "lineage.db").is_file() and list(elsewhere.iterdir()) == []
+    submitted = repovault(["submit", "https://github.com/pallets/flask"], elsewhere)
+    assert submitted.returncode == 0, submitted.stderr
+    seen = repovault(["status"], other)
+    assert seen.returncode == 0 and submitted.stdout.strip() in seen.stdout

@@ -126,6 +126,28 @@ def keep_choices(raw: object) -> dict[str, bool]:
     return {k: raw[k] for k in KEEP_CHOICES if k in raw}
 
 
+# A source checkout (an editable install): its `.repovault` is where `make run` keeps its data.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def repovault_home(env: Mapping[str, str] | None = None) -> Path:
+    """REPOVAULT_HOME: where the embedded default keeps its data, whatever the current folder.
+
+    Unset, it is the checkout's `.repovault` when RepoVault runs from a source checkout (the
+    folder `make run` uses, so a CLI called from anywhere finds the same vault), else
+    `~/.local/share/repovault` for an installed package."""
+    env = os.environ if env is None else env
+    if raw := _str(env, "REPOVAULT_HOME", ""):
+        return Path(raw).expanduser().absolute()
+    if (_CHECKOUT / "setup.py").is_file() and (_CHECKOUT / "repovault_pipeline").is_dir():
+        return _CHECKOUT / ".repovault"
+    return Path.home() / ".local" / "share" / "repovault"
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting with its default; `from_env` takes the defaults from here."""
@@ -134,16 +156,17 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
-    local_store: Path = Path(".repovault/store")
+    home: Path = field(default_factory=lambda: repovault_home({}))
+    local_store: Path = field(default_factory=lambda: repovault_home({}) / "store")
     bucket_prefix: str = "repo-"
-    db_url: str = "sqlite:///.repovault/lineage.db"
+    db_url: str = field(default_factory=lambda: _sqlite_url(repovault_home({}) / "lineage.db"))
     db_timeout_s: int = DB_TIMEOUT_S
     s3_timeout_s: int = S3_TIMEOUT_S
     allowed_hosts: tuple[str, ...] = ("github.com",)
     allowed_schemes: tuple[str, ...] = ("https", "ssh")
     github_token: str | None = field(default=None, repr=False)
     ssh_key: Path | None = None
-    ssh_known_hosts: Path = Path(".repovault/ssh_known_hosts")
+    ssh_known_hosts: Path = field(default_factory=lambda: repovault_home({}) / "ssh_known_hosts")
     max_repo_mb: int = 2048
     git_timeout_s: int = GIT_TIMEOUT_S
     keep_snapshots: int = 10
@@ -168,6 +191,9 @@ class Settings:
     minio_console_url: str | None = None
     keep_lfs: bool = True
     keep_wiki: bool = True
+    # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
+    # CLI reads its run queue to say why a request waits and how far a run has come.
+    dagster_home: Path = field(default_factory=lambda: repovault_home({}) / "dagster_home")
 
     @property
     def keep(self) -> Keep:
@@ -184,6 +210,7 @@ class Settings:
             **{name: value for name, value in overrides.items() if value is not None},
         }
         d, t = cls(), Topics()
+        home = repovault_home(env)
         prefix = _str(env, "REPOVAULT_BUCKET_PREFIX", d.bucket_prefix)
         if not _BUCKET_PREFIX_RE.match(prefix):
             raise ConfigError(
@@ -206,16 +233,19 @@ class Settings:
             ),
             s3_endpoint=_str(env, "REPOVAULT_S3_ENDPOINT", "") or d.s3_endpoint,
             s3_region=_str(env, "AWS_REGION", "") or _str(env, "AWS_DEFAULT_REGION", d.s3_region),
-            local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(d.local_store))),
+            home=home,
+            local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(home / "store"))),
             bucket_prefix=prefix,
-            db_url=_str(env, "REPOVAULT_DB_URL", d.db_url),
+            db_url=_str(env, "REPOVAULT_DB_URL", _sqlite_url(home / "lineage.db")),
             db_timeout_s=_int(env, "REPOVAULT_DB_TIMEOUT_S", d.db_timeout_s, minimum=1),
             s3_timeout_s=_int(env, "REPOVAULT_S3_TIMEOUT_S", d.s3_timeout_s, minimum=1),
             allowed_hosts=_csv(env, "REPOVAULT_ALLOWED_HOSTS", d.allowed_hosts),
             allowed_schemes=_csv(env, "REPOVAULT_ALLOWED_SCHEMES", d.allowed_schemes),
             github_token=_str(env, "GITHUB_TOKEN", "") or d.github_token,
             ssh_key=Path(ssh_key) if ssh_key else d.ssh_key,
-            ssh_known_hosts=Path(_str(env, "REPOVAULT_SSH_KNOWN_HOSTS", str(d.ssh_known_hosts))),
+            ssh_known_hosts=Path(
+                _str(env, "REPOVAULT_SSH_KNOWN_HOSTS", str(home / "ssh_known_hosts"))
+            ),
             max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", d.max_repo_mb, minimum=1),
             git_timeout_s=git_timeout_s,
             keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", d.keep_snapshots, minimum=1),
@@ -251,6 +281,7 @@ class Settings:
             or d.minio_console_url,
             keep_lfs=_flag(env, "REPOVAULT_KEEP_LFS", d.keep_lfs),
             keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", d.keep_wiki),
+            dagster_home=Path(_str(env, "DAGSTER_HOME", str(home / "dagster_home"))),
         )
 
 

@@ -89,6 +89,7 @@ def test_a_relative_known_hosts_path_is_made_absolute(
 ) -> None:
     """git runs ssh from other folders (a clone's), so a relative path would move."""
     monkeypatch.chdir(tmp_path)
-    command = GitClient(Settings.from_env({})).environment()["GIT_SSH_COMMAND"]
+    settings = Settings.from_env({"REPOVAULT_SSH_KNOWN_HOSTS": ".repovault/ssh_known_hosts"})
+    command = GitClient(settings).environment()["GIT_SSH_COMMAND"]
     assert f"UserKnownHostsFile={tmp_path}/.repovault/ssh_known_hosts" in command
     assert "IdentityFile" not in command

@@ -239,7 +239,11 @@ def schema(engine: Engine) -> dict[str, Any]:
 def assert_lists_requests(status: subprocess.CompletedProcess[str], rows: list[dict]) -> None:
     """`repovault status` shows each request with its status, source and creation time."""
     assert status.returncode == 0, status.stderr
-    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    lines = {
+        line.split()[0]: line
+        for line in status.stdout.splitlines()[1:]
+        if not line.startswith(" ")  # a row's notes (why a pending request waits)
+    }
     assert set(lines) == {row["request_id"] for row in rows}
     for row in rows:
         line = lines[row["request_id"]]

@@ -39,7 +39,28 @@ def test_region_from_aws_region_then_aws_default_region() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-3"}).s3_region == "eu-west-3"
     both = {"AWS_REGION": "eu-north-1", "AWS_DEFAULT_REGION": "eu-west-3"}
     assert Settings.from_env(both).s3_region == "eu-north-1"
-    assert Settings.from_env({}).local_store == Path(".repovault/store")
+
+
+def test_every_default_path_is_under_repovault_home_whatever_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI called from another folder finds the vault `make run` keeps (issue 19, item 10)."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "vault home"
+    settings = Settings.from_env({"REPOVAULT_HOME": str(home)})
+    assert settings.home == home
+    assert settings.local_store == home / "store"
+    assert settings.db_url == f"sqlite:///{home}/lineage.db"
+    assert settings.ssh_known_hosts == home / "ssh_known_hosts"
+    assert settings.dagster_home == home / "dagster_home"
+    # Unset: the checkout's .repovault (this test runs from a checkout), never the current folder.
+    default = Settings.from_env({})
+    assert default.home == Path(__file__).resolve().parents[2] / ".repovault"
+    assert default.local_store.is_absolute() and default.home in default.local_store.parents
+    # A variable of its own still wins over the home.
+    assert Settings.from_env({"REPOVAULT_HOME": "h", "DAGSTER_HOME": "/d"}).dagster_home == Path(
+        "/d"
+    )
 
 
 def test_secrets_are_read_even_when_another_variable_is_unusable() -> None:
