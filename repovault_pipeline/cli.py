@@ -648,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("urls", nargs="+", metavar="URL")
     _keep_options(submit)
     submit.add_argument(
+        "--force",
+        action="store_true",
+        help="write a fresh full snapshot even if nothing changed (repairs a damaged one)",
+    )
+    submit.add_argument(
         "--wait",
         action="store_true",
         help="follow each request to its end (progress on stderr); exit 0 only if every one "
