@@ -27,7 +27,13 @@ from ..core.lineage import now
 from ..core.messages import status_event
 from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
-from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
+from ..core.runs import (
+    RunRequestInfo,
+    default_clone_url,
+    missing_run_tags,
+    request_of_run,
+    resolve_clone_ref,
+)
 from ..core.settings import Settings
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..core.stats import bucket_link, sizes_line
@@ -57,6 +63,16 @@ def _request(context: OpExecutionContext | HookContext) -> RunRequestInfo:
     return request_of_run(run.tags if run else {}, context.run_id)
 
 
+def _complete_run_tags(context: OpExecutionContext, settings: Settings) -> None:
+    """Give the run the host and maximum-runtime tags it lacks. The run coordinator adds them
+    when a run is queued; a run that was never queued (`dagster asset materialize` executes in
+    its own process) gets them here, so run monitoring and the per-host count see it."""
+    missing = missing_run_tags(context.run.tags, settings)
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+        context.log.info(f"tagged the run {missing} (it was not submitted through the run queue)")
+
+
 @contextmanager
 def archive_errors(context: OpExecutionContext | AssetExecutionContext) -> Iterator[None]:
     """Permanent errors fail at once with their one-line reason; transient ones are retried."""
@@ -80,6 +96,7 @@ def clone_repo(
     repo_id = context.partition_key
     request = _request(context)
     settings = vault.settings()
+    _complete_run_tags(context, settings)
     store = lineage.store()
     run_record = context.instance.get_run_record_by_id(context.run_id)
     created_at = request.requested_at or (run_record.create_timestamp if run_record else None)
