@@ -123,6 +123,16 @@ def default_clone_url(repo_id: str) -> str:
     return f"https://{repo_id}.git"
 
 
+def default_url_hint(repo_id: str) -> str:
+    """Said with every failure of a run that cloned the default URL: a partition added in the UI
+    has no URL of its own, and this is how an operator gives it one."""
+    return (
+        f"no URL is known for {repo_id}, so {default_clone_url(repo_id)} was cloned; launch the "
+        f"partition with run tag {TAG_REPO_URL}=<clone URL> (launchpad: Edit tags), or request it "
+        "with `repovault submit <clone URL>`"
+    )
+
+
 def resolve_clone_ref(repo_id: str, url: str | None, settings: Settings) -> RepoRef:
     """The URL a run clones: its request's, else the last one recorded (`url`), else
     https://<repo_id>.git. It is validated again here (a tag can be edited in the UI) and must
