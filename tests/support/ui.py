@@ -102,3 +102,40 @@ def launch_run(
     launched = result.data["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
+
+
+# The mutation of a schedule's "Test schedule" dialog (ui-core EvaluateScheduleDialog).
+SCHEDULE_DRY_RUN = """
+mutation ScheduleDryRunMutation($selectorData: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selectorData, timestamp: $timestamp) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult {
+        runRequests { runKey jobName runConfigYaml tags { key value } }
+        skipReason
+        error { message stack }
+      }
+    }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+
+def dry_run_schedule(context: WorkspaceProcessContext, schedule: str, timestamp: float) -> dict:
+    """ "Test schedule" for the tick at `timestamp`: the evaluation result the dialog shows."""
+    selector = {
+        "repositoryLocationName": "repovault",
+        "repositoryName": "__repository__",
+        "scheduleName": schedule,
+    }
+    result = execute_dagster_graphql(
+        context.create_request_context(),
+        SCHEDULE_DRY_RUN,
+        {"selectorData": selector, "timestamp": timestamp},
+    )
+    tick = result.data["scheduleDryRun"]
+    assert tick["__typename"] == "DryRunInstigationTick", tick
+    evaluation = tick["evaluationResult"]
+    assert evaluation["error"] is None, evaluation["error"]
+    return evaluation
