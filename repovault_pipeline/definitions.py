@@ -9,6 +9,7 @@ from .jobs import archive_repo_job
 from .resources import KafkaResource, LineageResource, VaultResource, VaultS3Resource
 from .schedules import (
     restore_drill_schedule,
+    trending_intake_job,
     trending_top10_schedule,
     vault_stats_job,
     vault_stats_schedule,
@@ -54,7 +55,7 @@ def repovault_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[repo_archive, repo_metadata, vault_stats],
     asset_checks=[restorable],
-    jobs=[archive_repo_job, vault_stats_job],
+    jobs=[archive_repo_job, vault_stats_job, trending_intake_job],
     sensors=[kafka_injector_sensor, reconcile_sensor, sources_sensor, refresh_sensor],
     schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
     resources=repovault_resources(),

@@ -20,6 +20,7 @@ from dagster import (
     graph_asset,
     op,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.errors import ArchiveError, TransientError
 from ..core.identity import InvalidRepoUrl
@@ -27,7 +28,14 @@ from ..core.lineage import now
 from ..core.messages import status_event
 from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
-from ..core.runs import RunRequestInfo, default_clone_url, request_of_run, resolve_clone_ref
+from ..core.runs import (
+    RunRequestInfo,
+    default_clone_url,
+    default_url_hint,
+    missing_run_tags,
+    request_of_run,
+    resolve_clone_ref,
+)
 from ..core.settings import Settings
 from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..core.stats import bucket_link, sizes_line
@@ -58,16 +66,56 @@ def _request(context: OpExecutionContext | HookContext) -> RunRequestInfo:
     return request_of_run(run.tags if run else {}, context.run_id)
 
 
+def _complete_run_tags(context: OpExecutionContext, settings: Settings) -> None:
+    """Give the run the host and maximum-runtime tags it lacks. The run coordinator adds them
+    when a run is queued; a run that was never queued (`dagster asset materialize` executes in
+    its own process) gets them here, so run monitoring and the per-host count see it."""
+    missing = missing_run_tags(context.run.tags, settings)
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+        context.log.info(f"tagged the run {missing} (it was not submitted through the run queue)")
+
+
 @contextmanager
-def archive_errors(context: OpExecutionContext | AssetExecutionContext) -> Iterator[None]:
-    """Permanent errors fail at once with their one-line reason; transient ones are retried."""
+def archive_errors(
+    context: OpExecutionContext | AssetExecutionContext,
+    lineage: LineageResource | None = None,
+    request_id: str | None = None,
+    hint: str | None = None,
+) -> Iterator[None]:
+    """Permanent errors fail at once with their one-line reason; transient ones are retried, and
+    the request's row (when given) says which attempt failed and why meanwhile. `hint` is added
+    to either reason (what the operator can do about it)."""
     try:
         yield
     except TransientError as exc:
-        context.log.warning(f"transient failure (attempt {context.retry_number + 1}): {exc}")
+        reason = mask_secrets(f"{exc}; {hint}" if hint else str(exc))
+        attempt = context.retry_number + 1
+        context.log.warning(f"transient failure (attempt {attempt}): {reason}")
+        if lineage is not None and request_id and attempt <= TRANSIENT_RETRY.max_retries:
+            _note_retry(context, lineage, request_id, attempt, reason)
+        if hint:
+            raise TransientError(reason) from exc
         raise
     except (InvalidRepoUrl, ArchiveError) as exc:
-        raise Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
+        reason = f"{exc}; {hint}" if hint else str(exc)
+        raise Failure(description=mask_secrets(reason), allow_retries=False) from None
+
+
+def _note_retry(
+    context: OpExecutionContext | AssetExecutionContext,
+    lineage: LineageResource,
+    request_id: str,
+    attempt: int,
+    reason: str,
+) -> None:
+    """Best effort: a lineage outage must not turn a retry into a failure."""
+    try:
+        lineage.store().record_retrying(
+            request_id, attempt, TRANSIENT_RETRY.max_retries + 1, reason
+        )
+    except SQLAlchemyError as exc:
+        context.log.warning(f"could not note the retry in lineage ({type(exc).__name__})")
 
 
 @op(out=Out(Prepared, io_manager_key=IN_MEMORY), retry_policy=TRANSIENT_RETRY, tags={"kind": "git"})
@@ -81,6 +129,7 @@ def clone_repo(
     repo_id = context.partition_key
     request = _request(context)
     settings = vault.settings()
+    _complete_run_tags(context, settings)
     store = lineage.store()
     run_record = context.instance.get_run_record_by_id(context.run_id)
     created_at = request.requested_at or (run_record.create_timestamp if run_record else None)
@@ -92,11 +141,13 @@ def clone_repo(
         request.source,
         context.run_id,
         created_at=created_at,
+        keep_error=context.retry_number > 0,
     )
     if context.retry_number == 0:
         event = status_event(request.request_id, repo_id, context.run_id, "in_progress")
         kafka.publish_status(settings.topics.in_progress, repo_id, event, context.log)
-    with archive_errors(context):
+    hint = None if url else default_url_hint(repo_id)
+    with archive_errors(context, lineage, request.request_id, hint):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
         keep = request.keep_for(settings)
@@ -118,7 +169,7 @@ def clone_repo(
     tags={"kind": "s3"},
 )
 def upload_snapshot(
-    context: OpExecutionContext, vault: VaultResource, prepared: Prepared
+    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, prepared: Prepared
 ) -> Output[ArchiveResult]:
     """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention.
 
@@ -130,7 +181,7 @@ def upload_snapshot(
             description="the clone of this run is gone from local disk; re-execute the run",
             allow_retries=False,
         )
-    with archive_errors(context):
+    with archive_errors(context, lineage, _request(context).request_id):
         result = vault.writer(context.log).upload(prepared)
     discard(prepared)
     return Output(result, metadata=outcome_metadata(result))

@@ -71,6 +71,7 @@ _NOT_FOUND = (
 _TRANSIENT = (
     "could not resolve host",
     "connection refused",
+    "couldn't connect to server",  # curl 7.8x+ says this of a refused connection
     "connection timed out",
     "timed out",
     "rpc failed",

@@ -201,7 +201,10 @@ class LineageStore:
         run_id: str,
         created_at: datetime | None = None,
         started_at: datetime | None = None,
+        keep_error: bool = False,
     ) -> None:
+        """The run started (or restarted) the request. A retried step passes `keep_error`, so
+        the row keeps saying why the previous attempt failed while this one runs."""
         started_at = started_at or now()
         created_at = min(created_at or started_at, started_at)
         self._upsert(
@@ -217,9 +220,23 @@ class LineageStore:
                     worker_start_timestamp=started_at,
                 )
             ],
-            ("status", "run_id", "worker_start_timestamp", "worker_finishing_timestamp", "error"),
+            ("status", "run_id", "worker_start_timestamp", "worker_finishing_timestamp")
+            + (() if keep_error else ("error",)),
             keep_first=("worker_start_timestamp",),  # retries and re-executions start later
         )
+
+    def record_retrying(self, request_id: str, attempt: int, attempts: int, reason: str) -> None:
+        """Attempt `attempt` of `attempts` failed for a transient reason and will be retried: the
+        row stays `in_progress` and says why, instead of looking busy with no error for the
+        minutes the retries take. `record_finished` replaces the text at the end."""
+        note = f"attempt {attempt} of {attempts} failed: {mask_secrets(reason)}"[: MAX_ERROR - 10]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(repo_requests)
+                .where(repo_requests.c.request_id == request_id)
+                .where(repo_requests.c.status == "in_progress")
+                .values(error=f"{note}; retrying")
+            )
 
     def record_finished(
         self,

@@ -29,6 +29,9 @@ TAG_KEEP = "repovault/keep"
 # (`repovault submit --force`, `"force": true`; set it in the launchpad to repair a snapshot).
 TAG_FORCE = "repovault/force"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
+DAGSTER_PARTITION_TAG = "dagster/partition"
+# Run monitoring fails a run past this many seconds (Dagster's MAX_RUNTIME_SECONDS_TAG).
+TAG_MAX_RUNTIME = "dagster/max_runtime"
 _RUN_REQUEST_NAMESPACE = uuid.UUID("5b0f3c3e-6c1b-4b8e-9a53-3f7d1f0d2a11")
 
 
@@ -93,6 +96,25 @@ def url_host(repo_url: str) -> str:
     return repo_url.rsplit("@", 1)[-1].split(":", 1)[0].lower()
 
 
+def repo_id_host(repo_id: str) -> str:
+    """`host[:port]` of a `repo_id`: the same value `url_host` gives for every URL that names
+    it (a run's URL must name its partition), so a run's host is known from its partition."""
+    return repo_id.split("/", 1)[0].lower()
+
+
+def missing_run_tags(tags: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """The tags every run of the archive graph carries and this one lacks: its maximum runtime
+    (REPOVAULT_RUN_TIMEOUT_S) and its git host (from the partition), so run monitoring and the
+    run queue's per-host limit apply however the run was launched (UI, backfill, CLI)."""
+    missing: dict[str, str] = {}
+    if TAG_MAX_RUNTIME not in tags:
+        missing[TAG_MAX_RUNTIME] = str(settings.run_timeout_s)
+    partition = tags.get(DAGSTER_PARTITION_TAG)
+    if TAG_HOST not in tags and partition:
+        missing[TAG_HOST] = repo_id_host(partition)
+    return missing
+
+
 def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:
     """Read the request from run tags; a run without them gets a request id derived from its
     run id, so every step of the run (and its failure hook) updates the same row."""
@@ -115,6 +137,16 @@ def request_of_run(tags: Mapping[str, str], run_id: str) -> RunRequestInfo:
 
 def default_clone_url(repo_id: str) -> str:
     return f"https://{repo_id}.git"
+
+
+def default_url_hint(repo_id: str) -> str:
+    """Said with every failure of a run that cloned the default URL: a partition added in the UI
+    has no URL of its own, and this is how an operator gives it one."""
+    return (
+        f"no URL is known for {repo_id}, so {default_clone_url(repo_id)} was cloned; launch the "
+        f"partition with run tag {TAG_REPO_URL}=<clone URL> (launchpad: Edit tags), or request it "
+        "with `repovault submit <clone URL>`"
+    )
 
 
 def resolve_clone_ref(repo_id: str, url: str | None, settings: Settings) -> RepoRef:

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -28,7 +28,10 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from .. import __version__
 from .errors import ArchiveError
 from .http import api_session, rate_limit
-from .identity import InvalidRepoUrl, parse_repo_url
+from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
+from .kafka import KafkaGateway
+from .lineage import Injected, LineageStore
+from .messages import request_message
 from .redact import mask_secrets
 from .runs import request_tags
 from .settings import TRENDING_PERIODS, Settings
@@ -496,7 +499,7 @@ def plan_trending_tick(
 ) -> TickPlan:
     """Read the list and turn its first `limit` acceptable entries into planned runs.
 
-    No side effect: the schedule records and requests what this returns; the CLI prints it.
+    No side effect: the schedule hands it to the intake run (`accept_tick`); the CLI prints it.
     `scheduled_at` (default now) fixes the day of the run keys and the requests' time.
     An entry whose URL is refused (REPOVAULT_ALLOWED_*) is reported and the next one moves up.
     When github.com is not allowed the schedule does not read the list it could not use; a
@@ -551,6 +554,88 @@ def plan_trending_tick(
         skip_reason = f"none of the {len(listing.repos)} trending repositories can be requested"
         skip_reason += f" ({reasons})" if reasons else ""
     return TickPlan(requested_at, tuple(runs), tuple(rejected), listing, skip_reason)
+
+
+@dataclass(frozen=True)
+class TickEntry:
+    """One entry of a tick as its intake run receives it (run config): requested, or refused
+    with `reason`."""
+
+    rank: int
+    repo_url: str
+    request_id: str
+    reason: str | None = None
+
+
+@dataclass
+class TickAcceptance:
+    """What the intake run did: the requests it queued and the entries it refused."""
+
+    requested: list[tuple[TickEntry, RepoRef]] = field(default_factory=list)
+    refused: list[TickEntry] = field(default_factory=list)
+
+
+def tick_entries(plan: TickPlan) -> list[TickEntry]:
+    """The plan's entries in rank order, for the intake run's config."""
+    entries = [TickEntry(r.rank, r.repo_url, r.request_id) for r in plan.runs]
+    entries += [TickEntry(r.rank, r.repo.url, r.request_id, r.reason) for r in plan.rejected]
+    return sorted(entries, key=lambda e: e.rank)
+
+
+def accept_tick(
+    settings: Settings,
+    lineage: LineageStore,
+    gateway: KafkaGateway,
+    requested_at: datetime,
+    entries: list[TickEntry],
+) -> TickAcceptance:
+    """The trending intake run's work, never the schedule's evaluation (which must have no
+    effect): a `rejected` row per refused entry, a `pending` row and a `pendientes` message per
+    requested one; the injector turns those into archive runs like any request. Request ids
+    derive from the tick's day and repository, so a re-executed intake run writes no new row and
+    its messages map to the runs of the first (run key `request:<request_id>`). The config can
+    be edited in the launchpad, so every URL is validated again."""
+    done = TickAcceptance()
+    for entry in entries:
+        if entry.reason is not None:
+            done.refused.append(entry)
+            continue
+        try:
+            ref = parse_repo_url(entry.repo_url, settings.allowed_schemes, settings.allowed_hosts)
+        except InvalidRepoUrl as exc:
+            done.refused.append(replace(entry, reason=str(exc)))
+            continue
+        done.requested.append((entry, ref))
+    lineage.record_rejected(
+        [
+            Injected(
+                e.request_id,
+                e.repo_url,
+                None,
+                TRENDING_SOURCE,
+                created_at=requested_at,
+                injected_at=requested_at,  # when the tick judged it
+                error=e.reason,
+            )
+            for e in done.refused
+        ]
+    )
+    for entry, ref in done.requested:
+        lineage.record_pending(
+            ref.url,
+            ref.repo_id,
+            TRENDING_SOURCE,
+            request_id=entry.request_id,
+            created_at=requested_at,
+        )
+    gateway.publish(
+        settings.topics.pending,
+        [
+            (ref.repo_id, request_message(entry.request_id, ref.url, TRENDING_SOURCE, requested_at))
+            for entry, ref in done.requested
+        ],
+    )
+    return done
 
 
 def iter_rows(plan: TickPlan) -> Iterator[tuple[int, TrendingRepo, str | None]]:

@@ -2,10 +2,11 @@
 
 from .restore_drill import restore_drill_schedule
 from .stats import vault_stats_job, vault_stats_schedule
-from .trending import trending_top10_schedule
+from .trending import trending_intake_job, trending_top10_schedule
 
 __all__ = [
     "restore_drill_schedule",
+    "trending_intake_job",
     "trending_top10_schedule",
     "vault_stats_job",
     "vault_stats_schedule",

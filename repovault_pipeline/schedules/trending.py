@@ -1,58 +1,127 @@
-"""`trending_top10_schedule`: every day at 06:00 UTC, one archive run per trending top-10 repo.
+"""`trending_top10_schedule`: every day at 06:00 UTC, the trending top 10 is requested.
 
-The list and everything derived from it (run keys, request ids, tags) come from
-`core.trending.plan_trending_tick`; this module only does what needs Dagster: add the partitions,
-record the `pending` rows, and yield the run requests.
+Evaluating the schedule (a daemon tick, "Test schedule" in the UI, `dagster schedule preview`)
+only reads the list (`core.trending.plan_trending_tick`) and asks for one run of
+`trending_intake_job` with the planned entries as its config: no row, partition or run comes
+from an evaluation. That run records the requests and publishes them to `pendientes`
+(`core.trending.accept_tick`); the injector turns them into archive runs. (A schedule cannot add
+dynamic partitions the way a sensor can, so the archive runs cannot be its own.)
 """
 
-from __future__ import annotations
-
-from collections.abc import Iterator
+# No `from __future__ import annotations`: Dagster reads the op's config annotation as a class.
 from datetime import UTC, datetime
 
 from dagster import (
+    Config,
     DefaultScheduleStatus,
+    OpExecutionContext,
+    RunConfig,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
+    job,
+    op,
     schedule,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..core.lineage import Injected
-from ..core.trending import TRENDING_SOURCE, TickPlan, plan_trending_tick
-from ..jobs import archive_repo_job
-from ..partitions import REPOSITORIES
-from ..resources import LineageResource
+from ..assets.archive import TRANSIENT_RETRY
+from ..core.trending import (
+    TAG_TRENDING_DATE,
+    TAG_TRENDING_LIST,
+    TickEntry,
+    TickPlan,
+    accept_tick,
+    plan_trending_tick,
+    tick_entries,
+)
+from ..resources import KafkaResource, LineageResource
+
+INTAKE_OP = "request_trending"
+
+
+class TrendingEntry(Config):
+    """One entry of the list: requested, or refused with `reason`."""
+
+    rank: int
+    repo_url: str
+    request_id: str
+    reason: str | None = None
+
+
+class TrendingTick(Config):
+    """The entries a tick planned, and the tick's time (the requests' creation time)."""
+
+    requested_at: str
+    entries: list[TrendingEntry]
+
+
+@op(name=INTAKE_OP, retry_policy=TRANSIENT_RETRY, tags={"kind": "kafka"})
+def request_trending(
+    context: OpExecutionContext,
+    config: TrendingTick,
+    lineage: LineageResource,
+    kafka: KafkaResource,
+) -> None:
+    """Record the tick's requests (`pending`, or `rejected` with the reason) and publish the
+    requested ones to `pendientes`."""
+    done = accept_tick(
+        kafka.settings(),
+        lineage.store(),
+        kafka.gateway(),
+        datetime.fromisoformat(config.requested_at),
+        [TickEntry(**entry.model_dump()) for entry in config.entries],
+    )
+    for entry in done.refused:
+        context.log.warning(
+            f"trending #{entry.rank} {entry.repo_url} not requested: {entry.reason}"
+        )
+    names = ", ".join(f"#{entry.rank} {ref.repo_id}" for entry, ref in done.requested)
+    context.log.info(f"requested {len(done.requested)} trending repositories: {names}")
+
+
+@job(
+    name="trending_intake_job",
+    description="Record and request (on `pendientes`) the trending repositories a tick of "
+    "trending_top10_schedule planned; the injector archives them.",
+)
+def trending_intake_job() -> None:
+    request_trending()
 
 
 @schedule(
     name="trending_top10_schedule",
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
-    job=archive_repo_job,
+    job=trending_intake_job,
     default_status=DefaultScheduleStatus.RUNNING,
     description=(
-        "Daily at 06:00 UTC: archive the top 10 of https://github.com/trending "
-        "(REPOVAULT_TRENDING_LANGUAGE / REPOVAULT_TRENDING_SINCE); falls back to the GitHub "
-        "Search API when the page cannot be read. Runs are tagged repovault/trending_date."
+        "Daily at 06:00 UTC: request the top 10 of https://github.com/trending "
+        "(REPOVAULT_TRENDING_LANGUAGE / REPOVAULT_TRENDING_SINCE; the GitHub Search API when the "
+        "page cannot be read) through one run of trending_intake_job (run key "
+        "trending:<date>, tagged repovault/trending_date). Testing it writes and requests nothing."
     ),
 )
 def trending_top10_schedule(
     context: ScheduleEvaluationContext, lineage: LineageResource
-) -> Iterator[RunRequest | SkipReason]:
+) -> RunRequest | SkipReason:
     plan = plan_trending_tick(lineage.settings(), _tick_time(context))
     if plan.skip_reason:
         context.log.warning(f"trending tick skipped: {plan.skip_reason}")
-        yield SkipReason(plan.skip_reason)
-        return
+        return SkipReason(plan.skip_reason)
     _report(context, plan)
-    # Schedules cannot return dynamic partition requests (only sensors can, via SensorResult),
-    # so the partitions are added here; adding an existing key is a no-op.
-    context.instance.add_dynamic_partitions(REPOSITORIES, [run.repo_id for run in plan.runs])
-    _record(context, lineage, plan)
-    for run in plan.runs:
-        yield RunRequest(run_key=run.run_key, partition_key=run.repo_id, tags=run.tags)
+    day = plan.requested_at.date().isoformat()
+    tick = TrendingTick(
+        requested_at=plan.requested_at.isoformat(),
+        entries=[TrendingEntry(**vars(entry)) for entry in tick_entries(plan)],
+    )
+    return RunRequest(
+        run_key=f"trending:{day}",
+        run_config=RunConfig(ops={INTAKE_OP: tick}),
+        tags={
+            TAG_TRENDING_DATE: day,
+            TAG_TRENDING_LIST: plan.listing.source if plan.listing else "",
+        },
+    )
 
 
 def _tick_time(context: ScheduleEvaluationContext) -> datetime:
@@ -80,38 +149,3 @@ def _report(context: ScheduleEvaluationContext, plan: TickPlan) -> None:
         )
     names = ", ".join(f"#{run.rank} {run.repo_id}" for run in plan.runs)
     context.log.info(f"requesting {len(plan.runs)} trending repositories: {names}")
-
-
-def _record(context: ScheduleEvaluationContext, lineage: LineageResource, plan: TickPlan) -> None:
-    """One `pending` row per run (and a `rejected` row per refused entry), keyed by the
-    deterministic request id, so a re-evaluated tick writes nothing new. A lineage outage does
-    not cost the day's runs: each run creates its row when it starts."""
-    try:
-        store = lineage.store()
-        store.record_rejected(
-            [
-                Injected(
-                    entry.request_id,
-                    entry.repo.url,
-                    None,
-                    TRENDING_SOURCE,
-                    created_at=plan.requested_at,
-                    injected_at=plan.requested_at,  # when the tick judged it
-                    error=entry.reason,
-                )
-                for entry in plan.rejected
-            ]
-        )
-        for run in plan.runs:
-            store.record_pending(
-                run.repo_url,
-                run.repo_id,
-                TRENDING_SOURCE,
-                request_id=run.request_id,
-                created_at=plan.requested_at,
-            )
-    except SQLAlchemyError as exc:
-        context.log.error(
-            f"could not record the trending requests in lineage ({exc.__class__.__name__}); "
-            "the runs record them when they start"
-        )

@@ -68,3 +68,22 @@ def test_connections_are_bounded_and_the_url_own_options_kept(pg_url: str) -> No
                 assert conn.execute(text("SHOW application_name")).scalar() == "rv-test"
     finally:
         store.dispose()
+
+
+def test_a_retried_step_shows_why_until_the_request_ends(vault_env: dict[str, str]) -> None:
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
+    request_id = lineage.record_pending(URL, REPO_ID, "ui")
+    lineage.record_started(request_id, URL, REPO_ID, "ui", "run-1")
+    token = "ghp_" + "x" * 36
+    lineage.record_retrying(request_id, 1, 4, f"git clone: network error (token {token})")
+    # The retry starts again: the row still says why the attempt before it failed.
+    lineage.record_started(request_id, URL, REPO_ID, "ui", "run-1", keep_error=True)
+    row = lineage.get(request_id)
+    assert row.status == "in_progress"
+    assert row.error.startswith("attempt 1 of 4 failed: git clone: network error (token ")
+    assert row.error.endswith("; retrying") and token not in row.error
+
+    lineage.record_finished(request_id, "completed", snapshot_id="s", head_commit="h")
+    assert lineage.get(request_id).error is None  # the outcome replaces the note
+    lineage.record_retrying(request_id, 2, 4, "late")  # a closed row is never reopened
+    assert (lineage.get(request_id).status, lineage.get(request_id).error) == ("completed", None)

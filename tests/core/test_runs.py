@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from repovault_pipeline.core.identity import InvalidRepoUrl
-from repovault_pipeline.core.runs import request_of_run, request_tags, resolve_clone_ref
+from repovault_pipeline.core.runs import (
+    default_url_hint,
+    missing_run_tags,
+    repo_id_host,
+    request_of_run,
+    request_tags,
+    resolve_clone_ref,
+)
 from repovault_pipeline.core.settings import Settings
 
 SETTINGS = Settings.from_env({"REPOVAULT_ALLOWED_HOSTS": "github.com,127.0.0.1"})
@@ -47,3 +54,28 @@ def test_clone_url_falls_back_to_https_of_the_repo_id() -> None:
 def test_a_url_that_names_another_repository_is_refused() -> None:
     with pytest.raises(InvalidRepoUrl, match=r"not partition github\.com/a/b"):
         resolve_clone_ref("github.com/a/b", "https://github.com/a/c", SETTINGS)
+
+
+def test_every_archive_run_gets_its_host_and_maximum_runtime() -> None:
+    settings = Settings.from_env({"REPOVAULT_RUN_TIMEOUT_S": "90"})
+    asset_page = {"dagster/partition": "127.0.0.1:8080/team/app"}
+    assert missing_run_tags(asset_page, settings) == {
+        "dagster/max_runtime": "90",
+        "repovault/host": "127.0.0.1:8080",
+    }
+    at = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    sensor = {
+        **request_tags("r", "ssh://git@GitLab.com/g/s/p.git", "track", at),
+        "dagster/partition": "gitlab.com/g/s/p",
+        "dagster/max_runtime": "5400",
+    }
+    assert missing_run_tags(sensor, settings) == {}
+    # The host a partition gives is the one its URL's tag gives.
+    assert repo_id_host("gitlab.com/g/s/p") == sensor["repovault/host"]
+    assert missing_run_tags({}, settings) == {"dagster/max_runtime": "90"}
+
+
+def test_a_default_url_failure_says_how_to_give_the_url() -> None:
+    hint = default_url_hint("git.example.com/team/app")
+    assert "https://git.example.com/team/app.git was cloned" in hint
+    assert "run tag repovault/repo_url=<clone URL>" in hint

@@ -503,12 +503,20 @@ def test_every_dagster_process_reads_the_production_instance(stack: Stack) -> No
 
 
 def test_ui_services_get_no_repository_secrets(stack: Stack) -> None:
-    """The webserver, the daemon and the relay never run RepoVault code: they get no token or
-    S3 key."""
+    """The webserver, the daemon and the relay never run RepoVault's archive code (the first two
+    load only its run coordinator): they get no token or S3 key."""
     for name in ("dagster-webserver", "dagster-daemon", "dagster-code-relay"):
         assert not stack.runs_code(name)
         secrets = {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "REPOVAULT_DB_URL"}
         assert secrets.isdisjoint(stack.env(name)), name
+
+
+def test_the_run_coordinator_tags_runs_with_the_code_servers_run_timeout(stack: Stack) -> None:
+    """The daemon and the webserver submit runs through RepoVaultRunCoordinator (dagster.yaml),
+    which tags archive runs with REPOVAULT_RUN_TIMEOUT_S: the one the code server's jobs use."""
+    code = Settings.from_env(stack.env("dagster-code")).run_timeout_s
+    for name in ("dagster-daemon", "dagster-webserver"):
+        assert Settings.from_env(stack.env(name)).run_timeout_s == code, name
 
 
 def test_code_services_agree_on_topics_and_settings(stack: Stack) -> None:

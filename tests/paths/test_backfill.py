@@ -1,6 +1,7 @@
 """A backfill of `repo_archive` launched as the asset page launches it (the UI's GraphQL
-mutation), run by the backfill daemon's own code: runs of the implicit asset job, launched into
-run worker processes through the code server."""
+mutation), run by the backfill daemon's own code through `make run`'s run queue: runs of the
+implicit asset job, tagged with their host and maximum runtime, launched into run worker
+processes through the code server."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from dagster import instance_for_test
 from dagster._core.execution.backfill import BulkActionStatus
 
 from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.partitions import REPOSITORIES
-from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, run_backfill
+from tests.support.daemon import daemon_workspace, dev_instance_config, run_backfill
 from tests.support.repos import ServedRepo
 from tests.support.ui import launch_asset_backfill
 from tests.support.user_checks import assert_archived_by
@@ -32,7 +34,7 @@ def test_backfill_of_two_partitions_from_the_asset_page(
     keys = [repo.repo_id for repo in repos]
 
     with (
-        instance_for_test(overrides=LAUNCH_AT_ONCE) as instance,
+        instance_for_test(overrides=dev_instance_config()) as instance,
         daemon_workspace(instance) as workspace,
     ):
         instance.add_dynamic_partitions(REPOSITORIES, keys)
@@ -47,6 +49,8 @@ def test_backfill_of_two_partitions_from_the_asset_page(
         for repo in repos:
             run = runs[repo.repo_id]
             assert (run.job_name, run.tags["dagster/backfill"]) == ("__ASSET_JOB", backfill_id)
+            assert run.tags["dagster/max_runtime"] == str(Settings.from_env().run_timeout_s)
+            assert run.tags["repovault/host"] == repo.repo_id.split("/")[0]
             assert_archived_by(
                 instance, run, repo, "backfill", tmp_path / f"restored-{repo.bare.stem}"
             )

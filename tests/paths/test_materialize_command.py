@@ -10,6 +10,7 @@ from pathlib import Path
 from dagster import instance_for_test
 
 from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.repos import ServedRepo
 from tests.support.user_checks import assert_archived_by, console
@@ -44,4 +45,7 @@ def test_materialize_a_partition_from_the_command_line(
         assert done.returncode == 0, done.stderr[-4000:]
         [run] = instance.get_runs()
         assert run.job_name == "__ASSET_JOB"  # the asset page's job, not archive_repo_job
+        # Never queued, so its first op tagged it: run monitoring and the host count see it.
+        assert run.tags["dagster/max_runtime"] == str(Settings.from_env().run_timeout_s)
+        assert run.tags["repovault/host"] == repo.repo_id.split("/")[0]
         assert_archived_by(instance, run, repo, "ui", tmp_path / "restored")

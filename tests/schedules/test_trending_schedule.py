@@ -1,5 +1,6 @@
-"""`trending_top10_schedule` evaluated as the daemon does, against a local GitHub stand-in and
-PostgreSQL lineage."""
+"""`trending_top10_schedule` evaluated as the daemon (or "Test schedule") does, against a local
+GitHub stand-in and PostgreSQL lineage: it plans one `trending_intake_job` run and writes
+nothing; that run, executed, records the requests and publishes them to `pendientes`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from dagster import (
     DagsterInstance,
     DefaultScheduleStatus,
+    RunRequest,
     build_schedule_context,
     instance_for_test,
 )
@@ -29,6 +31,7 @@ from tests.fixtures.trending.server import (
     FakeGitHub,
     fake_github,
 )
+from tests.support.kafka import read_json
 
 TICK = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
 # The fixture page's first ten cards, as partition keys (written out, not computed).
@@ -94,52 +97,50 @@ def trending_rows(store: LineageStore) -> int:
         ).scalar_one()
 
 
+def planned(data: ScheduleExecutionData) -> tuple[RunRequest, list[dict]]:
+    """The tick's one intake run request and the entries of its config."""
+    [request] = data.run_requests
+    return request, request.run_config["ops"]["request_trending"]["config"]["entries"]
+
+
+def assert_nothing_written(instance: DagsterInstance, store: LineageStore) -> None:
+    assert instance.get_dynamic_partitions("repositories") == []
+    assert trending_rows(store) == 0
+    assert instance.get_runs() == []
+
+
 def test_schedule_is_declared_as_the_spec_says() -> None:
     sched = defs.get_repository_def().get_schedule_def("trending_top10_schedule")
     assert sched.cron_schedule == "0 6 * * *"
     assert sched.execution_timezone == "UTC"
     assert sched.default_status == DefaultScheduleStatus.RUNNING
-    assert sched.job_name == "archive_repo_job"
+    assert sched.job_name == "trending_intake_job"
 
 
-def test_tick_requests_the_top_ten_once(
+def test_tick_plans_the_top_ten_and_writes_nothing(
     github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
 ) -> None:
     github.page()
     first = evaluate(instance)
     assert first.skip_message is None
-    requests = first.run_requests
-    assert len(requests) == 10
-    assert [r.partition_key for r in requests] == TOP_TEN
-    assert [r.run_key for r in requests] == [f"trending:2025-01-15:{key}" for key in TOP_TEN]
-    assert set(instance.get_dynamic_partitions("repositories")) == set(TOP_TEN)
+    request, entries = planned(first)
+    assert request.run_key == "trending:2025-01-15"
+    assert request.tags["repovault/trending_date"] == "2025-01-15"
+    assert request.tags["repovault/trending_list"] == "page"
+    assert request.tags["dagster/schedule_name"] == "trending_top10_schedule"
+    assert [e["rank"] for e in entries] == list(range(1, 11))
+    assert [e["repo_url"].removeprefix("https://").lower() for e in entries] == TOP_TEN
+    assert entries[2]["repo_url"] == "https://github.com/Byaidu/PDFMathTranslate"
+    assert all(e.get("reason") is None for e in entries)
+    assert request.run_config["ops"]["request_trending"]["config"]["requested_at"] == (
+        TICK.isoformat()
+    )
+    assert_nothing_written(instance, trending_env)
 
-    third = requests[2]
-    assert third.tags["repovault/source"] == "trending"
-    assert third.tags["repovault/repo_url"] == "https://github.com/Byaidu/PDFMathTranslate"
-    assert third.tags["repovault/trending_date"] == "2025-01-15"
-    assert third.tags["repovault/trending_rank"] == "3"
-    assert third.tags["repovault/requested_at"] == TICK.isoformat()
-    assert third.tags["dagster/schedule_name"] == "trending_top10_schedule"
-
-    # The same tick evaluated again (daemon restart): same keys, same request ids, same rows.
-    again = evaluate(instance)
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in requests]
-    assert [r.tags["repovault/request_id"] for r in again.run_requests] == [
-        r.tags["repovault/request_id"] for r in requests
-    ]
-    for request in requests:
-        rows = trending_env.find(repo_id=request.partition_key)
-        assert len(rows) == 1, request.partition_key
-        row = rows[0]
-        assert (row.request_id, row.source, row.status) == (
-            request.tags["repovault/request_id"],
-            "trending",
-            "pending",
-        )
-        assert row.creation_timestamp == TICK
-        assert row.repo_url == request.tags["repovault/repo_url"]
-    assert trending_rows(trending_env) == 10
+    # The same tick evaluated again (daemon restart): the same run key and requests.
+    again_request, again = planned(evaluate(instance))
+    assert again_request.run_key == request.run_key and again == entries
+    assert_nothing_written(instance, trending_env)
     assert len(github.hits_on("/trending")) == 2
 
 
@@ -147,27 +148,40 @@ def test_next_day_is_a_new_set_of_requests(
     github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
 ) -> None:
     github.page()
-    today = evaluate(instance)
-    tomorrow = evaluate(instance, TICK.replace(day=16))
-    assert [r.partition_key for r in tomorrow.run_requests] == TOP_TEN
-    assert not {r.run_key for r in today.run_requests} & {r.run_key for r in tomorrow.run_requests}
-    assert len(trending_env.find(repo_id=TOP_TEN[0])) == 2
+    today, today_entries = planned(evaluate(instance))
+    tomorrow, tomorrow_entries = planned(evaluate(instance, TICK.replace(day=16)))
+    assert tomorrow.run_key == "trending:2025-01-16" != today.run_key
+    ids = {e["request_id"] for e in today_entries}
+    assert not ids & {e["request_id"] for e in tomorrow_entries}
 
 
-def test_refused_entry_gets_a_rejected_row_and_the_next_moves_up(
-    github: FakeGitHub, trending_env: LineageStore, instance: DagsterInstance
+def test_the_intake_run_records_and_requests_the_tick(
+    vault_env: dict[str, str],
+    github: FakeGitHub,
+    trending_env: LineageStore,
+    instance: DagsterInstance,
 ) -> None:
     page = TRENDING_HTML.replace(
         b'href="/vercel/next.js" data-view', b'href="/vercel/-next" data-view'
     )
     github.page(page)
-    data = evaluate(instance)
-    assert [r.partition_key for r in data.run_requests] == [
+    request, entries = planned(evaluate(instance))
+    # A refused entry is part of the plan, with its reason; the next one moved up.
+    [refused] = [e for e in entries if e.get("reason")]
+    assert (refused["rank"], refused["repo_url"]) == (4, "https://github.com/vercel/-next")
+    requested = [e for e in entries if not e.get("reason")]
+    assert [e["repo_url"].removeprefix("https://").lower() for e in requested] == [
         *TOP_TEN[:3],
         *TOP_TEN[4:],
         "github.com/yt-dlp/yt-dlp",
     ]
-    (row,) = [r for r in trending_env.find(statuses=["rejected"]) if r.source == "trending"]
+    assert_nothing_written(instance, trending_env)
+
+    intake = defs.get_job_def("trending_intake_job")
+    assert intake.execute_in_process(run_config=request.run_config, instance=instance).success
+    rows = {r.request_id: r for r in trending_env.find(limit=50) if r.source == "trending"}
+    assert len(rows) == 11
+    row = rows[refused["request_id"]]
     assert (row.repo_url, row.status, row.repo_id) == (
         "https://github.com/vercel/-next",
         "rejected",
@@ -177,8 +191,20 @@ def test_refused_entry_gets_a_rejected_row_and_the_next_moves_up(
     # uuid5 of "trending:2025-01-15:github.com/vercel/-next", computed by hand
     assert row.request_id == "0719582a-3e14-5e25-9962-968b8d2cb60b"
     assert row.creation_timestamp == TICK
-    again = evaluate(instance)  # a re-evaluated tick writes no second row
-    assert len(again.run_requests) == 10
+    for entry in requested:
+        row = rows[entry["request_id"]]
+        assert (row.status, row.repo_url, row.creation_timestamp) == (
+            "pending",
+            entry["repo_url"],
+            TICK,
+        )
+    messages = read_json(vault_env["REPOVAULT_TOPIC_PENDING"])
+    assert sorted((m["request_id"], m["source"]) for m in messages) == sorted(
+        (e["request_id"], "trending") for e in requested
+    )
+    # Executed again (a re-execution): no new row; the injector's run keys (request:<id>) make
+    # the republished requests the same runs.
+    assert intake.execute_in_process(run_config=request.run_config, instance=instance).success
     assert trending_rows(trending_env) == 11
 
 
@@ -187,12 +213,12 @@ def test_changed_page_falls_back_to_the_search_api(
 ) -> None:
     github.page(CHANGED_HTML)
     github.search_api()
-    data = evaluate(instance)
+    request, entries = planned(evaluate(instance))
     expected = [
         f"github.com/{item['full_name'].lower()}" for item in json.loads(SEARCH_JSON)["items"][:10]
     ]
-    assert [r.partition_key for r in data.run_requests] == expected
-    assert {r.tags["repovault/trending_list"] for r in data.run_requests} == {"search_api"}
+    assert [e["repo_url"].removeprefix("https://").lower() for e in entries] == expected
+    assert request.tags["repovault/trending_list"] == "search_api"
     assert github.hits_on("/api/search/repositories")[0].query["q"] == "created:>2025-01-08"
 
 
@@ -238,9 +264,9 @@ def test_a_card_without_a_readable_link_is_logged_with_its_rank(
 ) -> None:
     page = TRENDING_HTML.replace(b'href="/vercel/next.js" data-view', b"data-view", 1)
     github.page(page)
-    tick = evaluate(instance)
+    _, entries = planned(evaluate(instance))
     # the schedule's own warning, on its log (the parser's log line has no markup hint)
     logged = "".join(capfd.readouterr())
     assert "trending card #4 has no readable repository link (has GitHub changed" in logged
-    assert "github.com/vercel/next.js" not in [r.partition_key for r in tick.run_requests]
-    assert len(tick.run_requests) == 10  # the next card moved up
+    assert "https://github.com/vercel/next.js" not in [e["repo_url"] for e in entries]
+    assert len(entries) == 10  # the next card moved up

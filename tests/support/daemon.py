@@ -16,7 +16,7 @@ from typing import Any
 from unittest import mock
 
 import yaml
-from dagster import DagsterInstance, DagsterRun
+from dagster import DagsterInstance, DagsterRun, QueuedRunCoordinator
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 from dagster._core.scheduler.instigation import InstigatorTick
@@ -142,11 +142,14 @@ def schedule_ticks_of(context: WorkspaceProcessContext, name: str) -> list[Insti
 def run_backfill(
     context: WorkspaceProcessContext, backfill_id: str, timeout: float = 120
 ) -> PartitionBackfill:
-    """Iterations of the backfill daemon (it submits the runs, then follows them) until the
-    backfill ends; returns it."""
+    """Iterations of the backfill daemon (it submits the runs, then follows them), and of the
+    run queue's when the instance queues runs, until the backfill ends; returns it."""
+    queued = isinstance(context.instance.run_coordinator, QueuedRunCoordinator)
 
     def ended() -> PartitionBackfill | None:
         list(execute_backfill_iteration(context, LOG))
+        if queued:
+            dequeue(context)
         backfill = context.instance.get_backfill(backfill_id)
         assert backfill is not None, backfill_id
         return backfill if backfill.status in BULK_ACTION_TERMINAL_STATUSES else None
