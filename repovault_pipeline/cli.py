@@ -171,13 +171,16 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
     what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
+    lfs = ""
+    if done.lfs_objects:
+        placed = "checked out" if done.lfs_checked_out else "NOT checked out (no git-lfs)"
+        lfs = f", {done.lfs_objects} LFS objects verified and {placed}"
     print(
         f"restored {what} snapshot {done.snapshot_id} into {done.dest}: "
-        f"HEAD {done.head_commit}, {done.refs} refs verified"
-        + (f", {done.lfs_objects} LFS objects verified" if done.lfs_objects else "")
+        f"HEAD {done.head_commit}, {done.refs} refs verified{lfs}"
     )
-    if done.note:
-        print(f"warning: {done.note}", file=sys.stderr)
+    for warning in done.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
