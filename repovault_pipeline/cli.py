@@ -38,7 +38,7 @@ from .core.restore import resolve_target, restore
 from .core.schema import upgrade
 from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
 from .core.snapshot import archived_repositories
-from .core.stats import compute_stats, human_size
+from .core.stats import compute_stats, human_size, stored_sizes
 from .core.store import open_store
 from .core.submit import submit, validate_urls
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
@@ -138,21 +138,27 @@ def _status_row(r: Request) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """Archived repositories; `size` is all they take in the vault (every bundle kept, tree/,
+    LFS objects, wiki, forge metadata), the parts beside it."""
+    store = open_store(settings)
     rows = [
         [
             m["repo_id"],
             m["bucket"],
             m["snapshot_id"],
             m["head_commit"][:12],
-            human_size(m["bundle"]["size"]),
+            human_size(sizes.total),
             str(m["tree"]["files"]),
+            *(human_size(n) for n in (sizes.bundles, sizes.lfs, sizes.wiki, sizes.metadata)),
         ]
-        for m in archived_repositories(open_store(settings), settings.bucket_prefix)
+        for m in archived_repositories(store, settings.bucket_prefix)
+        for sizes in [stored_sizes(store, m)]
     ]
     if not rows:
         print("no repositories archived yet", file=sys.stderr)
         return 0
-    _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
+    header = ["repo_id", "bucket", "latest_snapshot", "head", "size", "files"]
+    _table([*header, "bundles", "lfs", "wiki", "metadata"], rows)
     return 0
 
 
