@@ -29,7 +29,8 @@ from .archive import repo_archive
         "The latest snapshot restores and matches its manifest: bundle size and sha256, "
         "`git bundle verify`, a bare rebuild with `git fsck --full`, every ref and HEAD, and "
         f"tree/ against tree.json (ETag and size; a sample of {TREE_CHECK_LIMIT} entries "
-        "beyond that many). `repovault verify` runs the same check."
+        "beyond that many), the LFS objects, none missing (`lfs_missing`: the snapshot is "
+        "partial). `repovault verify` runs the same check."
     ),
 )
 def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> AssetCheckResult:

@@ -4,8 +4,9 @@ The same steps as a restore (`core.restore`: bundle size and sha256, `git bundle
 ref and HEAD), into a bare repository that is then checked with `git fsck --full`; and, for the
 latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
 store's listing); and that every LFS object the snapshot lists is stored with its size, a sample
-of them downloaded and checked against their oid (the sha256 of the content). Each failure has
-its own reason word, so an auditor's dashboard can count them.
+of them downloaded and checked against their oid (the sha256 of the content); and that none is
+missing (a snapshot whose history points to LFS objects the server did not have is partial:
+`lfs_missing`). Each failure has its own reason word, so an auditor's dashboard can count them.
 """
 
 from __future__ import annotations

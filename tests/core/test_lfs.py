@@ -156,7 +156,7 @@ def test_an_object_the_forge_lost_makes_a_partial_snapshot(
     """The current model.bin is gone from the forge: the snapshot is `partial` (`lfs_missing`,
     with the count and the file), verify fails with that reason, restore warns naming it, and
     tree/ holds its pointer text, as the manifest says."""
-    repo, contents = lfs_repo
+    repo, _ = lfs_repo
     lost = sha((repo.work / "model.bin").read_bytes())
     (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()
     result = archive(repo)
