@@ -22,6 +22,7 @@ import pytest
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.snapshot import ArchiveResult
+from repovault_pipeline.core.stats import human_size
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
@@ -96,6 +97,15 @@ def test_lfs_objects_are_archived_and_restore_offline(
     assert doc["tree"]["bytes"] == sum(
         len((repo.work / p).read_bytes()) for p in ("model.bin", "data/set.bin", "README.md")
     ) + len((repo.work / ".gitattributes").read_bytes())
+    # What the LFS objects take counts in the vault's sizes: `stats` and `list`.
+    assert cli(["stats", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)["figures"]
+    lfs_bytes = sum(len(c) for c in contents.values())
+    assert figures["lfs_bytes"] == lfs_bytes and figures["wiki_bytes"] == 0
+    assert figures["stored_bytes"] == result.bundle_size + doc["tree"]["bytes"] + lfs_bytes
+    assert cli(["list"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if result.repo_id in x]
+    assert human_size(lfs_bytes) in line and human_size(figures["stored_bytes"]) in line
 
     shutil.rmtree(repo.lfs_store())  # the forge lost every object: the vault must suffice
     dest = tmp_path / "restored"
