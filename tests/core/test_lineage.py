@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+import pytest
+
 from repovault_pipeline.core.lineage import Injected, now, open_lineage
 
 URL, REPO_ID = "http://127.0.0.1:9/o/lineage.git", "127.0.0.1:9/o/lineage"
@@ -51,3 +53,30 @@ def test_a_bad_message_claiming_a_closed_request_does_not_reopen_it(
     lineage.record_rejected([bogus])
 
     assert lineage.get(request_id) == before
+
+
+def test_a_part_failing_after_the_row_closed_makes_it_partial_never_a_failed_one(
+    vault_env: dict[str, str],
+) -> None:
+    """`partial` comes with its reasons, and only a request whose code was kept becomes it."""
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
+    kept = lineage.record_pending(URL, REPO_ID, "cli")
+    lineage.record_started(kept, URL, REPO_ID, "cli", "run-1")
+    with pytest.raises(ValueError, match="exactly when it has reasons"):
+        lineage.record_finished(kept, "partial")
+    lineage.record_finished(
+        kept, "partial", snapshot_id="snap", reasons={"lfs_missing": "2 LFS objects ..."}
+    )
+    row = lineage.record_part_failed(kept, "metadata_failed", "rate limit reached")
+    assert row is not None and row.status == "partial" and row.snapshot_id == "snap"
+    assert row.reasons == {
+        "lfs_missing": "2 LFS objects ...",
+        "metadata_failed": "rate limit reached",
+    }
+    assert row.error == "lfs_missing: 2 LFS objects ...; metadata_failed: rate limit reached"
+
+    failed = lineage.record_pending(URL, REPO_ID, "cli")
+    lineage.record_started(failed, URL, REPO_ID, "cli", "run-2")
+    lineage.record_finished(failed, "failed", error="clone failed")
+    assert lineage.record_part_failed(failed, "metadata_failed", "x") is None
+    assert (lineage.get(failed).status, lineage.get(failed).reasons) == ("failed", None)
