@@ -193,6 +193,11 @@ def test_an_object_the_forge_lost_makes_a_partial_snapshot(
     assert (dest / "model.bin").read_bytes().startswith(b"version https://git-lfs")
     assert (dest / "data" / "set.bin").read_bytes() == (repo.work / "data/set.bin").read_bytes()
 
+    # A run that finds nothing new still answers for the snapshot it leaves the request on.
+    again = archive(repo)
+    assert again.outcome == "unchanged" and again.status == "partial"
+    assert again.reasons == result.reasons
+
 
 def test_restore_without_git_lfs_says_how_to_finish(
     vault_env: dict[str, str], lfs_repo, tmp_path: Path
