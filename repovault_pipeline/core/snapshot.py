@@ -562,7 +562,7 @@ class SnapshotWriter:
         result.files_uploaded = sync.uploaded
         result.files_deleted = sync.deleted
         result.tree_files = len(entries)
-        result.tree_bytes = sum(sync.sizes.get(e.path, e.size) for e in entries)
+        result.tree_bytes = sum(sync.stored_size(e) for e in entries)
 
         index = prepared.bundle_path.with_name(TREE_INDEX)
         write_tree_index(index, prepared.head_commit, entries, etags, sync.lfs_content)
@@ -776,7 +776,6 @@ class SnapshotWriter:
             deleted=len(stale),
             etags=etags,
             lfs_content=content,
-            sizes={path: size for path, (_, size) in content.items()},
         )
 
     def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
@@ -850,7 +849,10 @@ class _TreeSync:
     deleted: int
     etags: dict[str, str]
     lfs_content: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> oid, size
-    sizes: dict[str, int] = field(default_factory=dict)  # stored size where it is not the blob's
+
+    def stored_size(self, entry: TreeEntry) -> int:
+        """The size of the entry's `tree/` object: its LFS content's, else its blob's."""
+        return self.lfs_content[entry.path][1] if entry.path in self.lfs_content else entry.size
 
 
 def _object_metadata(entry: TreeEntry, key: str) -> dict[str, str]:
