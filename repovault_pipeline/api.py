@@ -36,7 +36,7 @@ from .core.redact import mask_secrets
 from .core.restore import resolve_target
 from .core.settings import KEEP_CHOICES, Settings, keep_choices
 from .core.snapshot import archived_repositories
-from .core.stats import compute_stats
+from .core.stats import compute_stats, stored_sizes
 from .core.store import ObjectStore, open_store
 from .core.submit import submit, validate_urls
 from .core.verify import verify
@@ -219,7 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/repositories")
     def list_repositories() -> dict[str, Any]:
-        """Archived repositories and their latest snapshot."""
+        """Archived repositories, their latest snapshot and what they take in the vault
+        (`stored_bytes`: bundles, tree, lfs, wiki, metadata, total)."""
         return {
             "repositories": [
                 {
@@ -231,10 +232,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "bundle_bytes": m["bundle"]["size"],
                     "tree_files": m["tree"]["files"],
                     "tree_bytes": m["tree"]["bytes"],
+                    "stored_bytes": {**asdict(sizes), "total": sizes.total},
                     "created_at": m["created_at"],
                     "warning": m["warning"],  # latest.json damaged: this is the newest complete
                 }
                 for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
+                for sizes in [stored_sizes(vault.store, m)]
             ]
         }
 
@@ -393,8 +396,8 @@ class _StatsCollector:
             f["archived_repositories"],
         )
         stored = GaugeMetricFamily("repovault_stored_bytes", "Bytes in the vault", labels=["kind"])
-        stored.add_metric(["bundle"], f["bundle_bytes"])
-        stored.add_metric(["tree"], f["tree_bytes"])
+        for kind in ("bundle", "tree", "lfs", "wiki", "metadata"):
+            stored.add_metric([kind], f[f"{kind}_bytes"])
         yield stored
         failures = GaugeMetricFamily(
             "repovault_failures_24h",

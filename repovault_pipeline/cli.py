@@ -44,9 +44,9 @@ from .core.refresh import publish_changes, refresh
 from .core.restore import resolve_target, restore
 from .core.schema import upgrade
 from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
-from .core.snapshot import list_vault
-from .core.stats import compute_stats, human_size
-from .core.store import S3_ATTEMPTS, open_store
+from .core.snapshot import Listed, list_vault
+from .core.stats import compute_stats, human_size, stored_sizes
+from .core.store import S3_ATTEMPTS, ObjectStore, open_store
 from .core.submit import submit, validate_urls
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 from .core.verify import verify
@@ -227,31 +227,19 @@ def _status_row(r: Request, clip: bool = True) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    """One row per archived repository; a damaged `latest.json` is a warning on stderr, and
-    the row shows the newest complete snapshot (what `restore` uses)."""
-    listed = list(list_vault(open_store(settings), settings.bucket_prefix))
-    rows = [
-        [
-            item.repo_id or "-",
-            item.bucket,
-            *(
-                [
-                    m["snapshot_id"],
-                    m["head_commit"][:12],
-                    human_size(m["bundle"]["size"]),
-                    str(m["tree"]["files"]),
-                ]
-                if (m := item.manifest)
-                else ["-", "-", "-", "-"]
-            ),
-        ]
-        for item in listed
-    ]
+    """One row per archived repository; `size` is all it takes in the vault (every bundle
+    kept, tree/, LFS objects, wiki, forge metadata), the parts beside it. A damaged
+    `latest.json` is a warning on stderr, and the row shows the newest complete snapshot (what
+    `restore` uses)."""
+    store = open_store(settings)
+    listed = list(list_vault(store, settings.bucket_prefix))
+    rows = [_list_row(store, item) for item in listed]
     if not rows:
         where = settings.s3_endpoint or f"{settings.local_store} (REPOVAULT_HOME {settings.home})"
         print(f"no repositories archived yet in {where}", file=sys.stderr)
         return 0
-    _table(["repo_id", "bucket", "latest_snapshot", "head", "size", "files"], rows)
+    header = ["repo_id", "bucket", "latest_snapshot", "head", "size", "files"]
+    _table([*header, "bundles", "lfs", "wiki", "metadata"], rows)
     for item in listed:
         if item.damage:
             print(
@@ -264,6 +252,23 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _list_row(store: ObjectStore, item: Listed) -> list[str]:
+    """`list`'s row of one bucket: its snapshot and sizes, dashes when no snapshot is complete."""
+    m = item.manifest
+    if m is None:
+        return [item.repo_id or "-", item.bucket, *["-"] * 8]
+    sizes = stored_sizes(store, {**m, "bucket": item.bucket})
+    return [
+        item.repo_id or "-",
+        item.bucket,
+        m["snapshot_id"],
+        m["head_commit"][:12],
+        human_size(sizes.total),
+        str(m["tree"]["files"]),
+        *(human_size(n) for n in (sizes.bundles, sizes.lfs, sizes.wiki, sizes.metadata)),
+    ]
 
 
 def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,13 +333,16 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     done = restore(settings, open_store(settings), ref, Path(args.dest), args.snapshot, args.wiki)
     what = f"the wiki of {done.repo_id}" if args.wiki else done.repo_id
+    lfs = ""
+    if done.lfs_objects:
+        placed = "checked out" if done.lfs_checked_out else "NOT checked out (no git-lfs)"
+        lfs = f", {done.lfs_objects} LFS objects verified and {placed}"
     print(
         f"restored {what} snapshot {done.snapshot_id} into {done.dest}: "
-        f"HEAD {done.head_commit}, {done.refs} refs verified"
-        + (f", {done.lfs_objects} LFS objects verified" if done.lfs_objects else "")
+        f"HEAD {done.head_commit}, {done.refs} refs verified{lfs}"
     )
-    if done.note:
-        print(f"warning: {done.note}", file=sys.stderr)
+    for warning in done.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -224,6 +224,14 @@ def test_repositories_snapshots_and_verify(api: str, archived) -> None:
     assert [(r["repo_id"], r["snapshot_id"]) for r in repos] == [
         (result.repo_id, result.snapshot_id)
     ]
+    sizes = {"bundles": result.bundle_size, "tree": result.tree_bytes}
+    assert repos[0]["stored_bytes"] == {
+        **sizes,
+        "lfs": 0,
+        "wiki": 0,
+        "metadata": 0,
+        "total": sum(sizes.values()),
+    }
     snaps = requests.get(f"{api}/api/repositories/{result.repo_id}/snapshots", timeout=30).json()
     assert snaps["latest"] == result.snapshot_id
     assert [s["snapshot_id"] for s in snaps["snapshots"]] == [result.snapshot_id]

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.errors import ArchiveError, TransientError
 from ..core.identity import InvalidRepoUrl
-from ..core.lineage import now
+from ..core.lineage import now, reasons_line
 from ..core.messages import status_event
 from ..core.reconcile import outcome_metadata
 from ..core.redact import mask_secrets
@@ -198,15 +198,20 @@ def record_lineage(
     result: ArchiveResult,
 ) -> Output[dict]:
     """Close the request's row, announce the outcome on `completados`, and publish what the run
-    did as materialization metadata."""
+    did as materialization metadata. The status is `partial` when a part the request asked to
+    keep is missing (LFS objects, the wiki); `repo_metadata`, which runs after this, turns it
+    `partial` itself if the forge metadata then fails."""
     request = _request(context)
     finished_at = now()
+    if result.reasons:
+        context.log.warning(f"{result.repo_id} is partial: {reasons_line(result.reasons)}")
     lineage.store().record_finished(
         request.request_id,
-        result.outcome,
+        result.status,
         snapshot_id=result.snapshot_id,
         head_commit=result.head_commit,
         bytes_uploaded=result.bytes_uploaded,
+        reasons=result.reasons,
         finished_at=finished_at,
     )
     if result.refs_digest:  # what refresh_sensor compares the remote's refs (and wiki's) with
@@ -222,9 +227,10 @@ def record_lineage(
         request.request_id,
         result.repo_id,
         context.run_id,
-        result.outcome,
+        result.status,
         snapshot_id=result.snapshot_id,
         head_commit=result.head_commit,
+        reasons=result.reasons,
         at=finished_at,
     )
     kafka.publish_status(kafka.settings().topics.completed, result.repo_id, event, context.log)
@@ -232,7 +238,8 @@ def record_lineage(
     return Output(
         result.to_dict(),
         metadata={
-            "outcome": result.outcome,
+            "outcome": result.status,
+            "reasons": reasons_line(result.reasons) or "none",
             "head_commit": result.head_commit,
             "snapshot_id": result.snapshot_id or "",
             "default_branch": result.default_branch,
@@ -251,6 +258,7 @@ def record_lineage(
             "lfs_bytes": MetadataValue.int(result.lfs_bytes),
             "lfs_uploaded": MetadataValue.int(result.lfs_uploaded),
             "lfs_missing": MetadataValue.int(result.lfs_missing),
+            "lfs_missing_paths": MetadataValue.json(result.lfs_missing_paths),
             "wiki_outcome": result.wiki_outcome or "not kept",
             "wiki_snapshot_id": result.wiki_snapshot_id or "",
             "fresh": result.fresh or "",

@@ -33,7 +33,8 @@ from .archive import repo_archive
         "a legacy format the source serves, e.g. `missingSpaceBeforeEmail`, are counted in "
         "`fsck_legacy`), every ref and HEAD, and "
         f"tree/ against tree.json (ETag and size; a sample of {TREE_CHECK_LIMIT} entries "
-        "beyond that many). `repovault verify` runs the same check."
+        "beyond that many), the LFS objects, none missing (`lfs_missing`: the snapshot is "
+        "partial). `repovault verify` runs the same check."
     ),
 )
 def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> AssetCheckResult:

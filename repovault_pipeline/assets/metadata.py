@@ -1,17 +1,25 @@
 """`repo_metadata`: the forge metadata of each archived repository (core/metadata.py), read
 after its `repo_archive` partition in the same run. A metadata snapshot records the forge's
 activity stamp listed before it (`repo_state.metadata_stamp`), so refresh requests a run when
-the listing shows a newer one."""
+the listing shows a newer one.
+
+`record_lineage` has closed the request's row when this runs. When the metadata fails for good
+(a permanent error, or the last retry of a transient one), the row turns `partial` with
+`metadata_failed` and a second `completados` event says so: the last event of a request is the
+truth (docs/contract.md). The step still fails, so Dagster shows the run failed."""
 
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from ..core.identity import parse_repo_id
+from ..core.lineage import METADATA_FAILED, now
+from ..core.messages import status_event
 from ..core.metadata import MetadataArchiver, forge_of, wanted
-from ..core.runs import request_of_run
+from ..core.redact import mask_secrets
+from ..core.runs import RunRequestInfo, request_of_run
 from ..partitions import repositories
-from ..resources import LineageResource, VaultResource
+from ..resources import KafkaResource, LineageResource, VaultResource
 from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
 
 
@@ -26,7 +34,10 @@ from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
     "and release assets of the repository's forge, as JSON Lines under metadata/ in its bucket.",
 )
 def repo_metadata(
-    context: AssetExecutionContext, vault: VaultResource, lineage: LineageResource
+    context: AssetExecutionContext,
+    vault: VaultResource,
+    lineage: LineageResource,
+    kafka: KafkaResource,
 ) -> Iterator[MaterializeResult]:
     settings = vault.settings()
     ref = parse_repo_id(context.partition_key)
@@ -41,8 +52,14 @@ def repo_metadata(
         return
     fleet = lineage.fleet()
     listed = next((s.forge_stamp for s in fleet.get([ref.repo_id])), None)  # before the read
-    with archive_errors(context):  # a rate limit, a refused token: reported, retried next run
-        result = MetadataArchiver(settings, vault.store(), context.log).archive(ref, forge)
+    try:
+        with archive_errors(context):  # a rate limit, a refused token: reported, retried
+            result = MetadataArchiver(settings, vault.store(), context.log).archive(ref, forge)
+    except Exception as exc:
+        if isinstance(exc, Failure) or context.retry_number >= TRANSIENT_RETRY.max_retries:
+            reason = exc.description if isinstance(exc, Failure) else str(exc)
+            _record_failed(context, lineage, kafka, request, mask_secrets(reason or repr(exc)))
+        raise
     if listed is not None:
         fleet.record_metadata(ref.repo_id, listed)
     yield MaterializeResult(
@@ -57,4 +74,31 @@ def repo_metadata(
             "assets_uploaded": MetadataValue.int(result.assets_uploaded),
             "api_requests": MetadataValue.int(result.requests),
         }
+    )
+
+
+def _record_failed(
+    context: AssetExecutionContext,
+    lineage: LineageResource,
+    kafka: KafkaResource,
+    request: RunRequestInfo,
+    reason: str,
+) -> None:
+    """The request's row becomes `partial` (`metadata_failed`), announced on `completados`."""
+    row = lineage.store().record_part_failed(request.request_id, METADATA_FAILED, reason)
+    if row is None:  # no finished row of this request (the archive failed, or no row at all)
+        return
+    context.log.warning(f"request {row.request_id} is partial: {row.error}")
+    event = status_event(
+        row.request_id,
+        context.partition_key,
+        context.run_id,
+        row.status,
+        snapshot_id=row.snapshot_id,
+        head_commit=row.head_commit,
+        reasons=row.reasons,
+        at=now(),
+    )
+    kafka.publish_status(
+        kafka.settings().topics.completed, context.partition_key, event, context.log
     )

@@ -14,9 +14,10 @@ from ..resources import LineageResource, VaultResource
     name="vault_stats",
     group_name="repovault",
     kinds={"postgres", "s3"},
-    description="Requests by status and source, archived repositories, bundle and tree bytes, "
-    "queue/start/run latencies (p50, p95 over 24 h), failures by reason, repositories past "
-    "REPOVAULT_REFRESH_INTERVAL_H, the largest repositories.",
+    description="Requests by status and source, archived repositories, bundle, tree, LFS, wiki "
+    "and metadata bytes, queue/start/run latencies (p50, p95 over 24 h), failed and partial "
+    "requests by reason, repositories past REPOVAULT_REFRESH_INTERVAL_H, the largest "
+    "repositories.",
 )
 def vault_stats(
     context: AssetExecutionContext, vault: VaultResource, lineage: LineageResource

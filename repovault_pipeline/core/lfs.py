@@ -41,10 +41,25 @@ class LfsObjects:
 
     objects: dict[str, int] = field(default_factory=dict)  # oid -> size
     missing: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, list[str]] = field(default_factory=dict)  # oid -> paths naming it, any ref
+    head: dict[str, str] = field(default_factory=dict)  # HEAD's LFS files: path -> oid
 
     @property
     def bytes(self) -> int:
         return sum(self.objects.values())
+
+    def missing_paths(self) -> list[str]:
+        """The paths, in any archived commit, of pointer files whose object is missing."""
+        return sorted({p for oid in self.missing for p in self.paths.get(oid, [])})
+
+
+def missing_detail(count: int, paths: list[str], shown: int = 5) -> str:
+    """The `lfs_missing` reason of a snapshot: how many objects, and which files stay pointers."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return (
+        f"{count} LFS objects its history points to were not on the server; these files stay "
+        f"pointer files: {', '.join(paths[:shown])}{more}"
+    )
 
 
 def object_key(oid: str) -> str:
@@ -106,8 +121,8 @@ def fetch(repo: LocalRepo, ref: RepoRef) -> LfsObjects:
     repo.git("config", "lfs.url", lfs_endpoint(ref))
     for key in ("lfs.fetchinclude", "lfs.fetchexclude"):
         repo.git("config", key, "")
-    listed = json.loads(repo.git("lfs", "ls-files", "--all", "--json") or "{}")
-    wanted = {f["oid"]: int(f["size"]) for f in listed.get("files") or []}
+    listed = _ls_files(repo, "--all")
+    wanted = {f["oid"]: int(f["size"]) for f in listed}
     if not wanted:
         return LfsObjects()
     failure: ArchiveError | None = None
@@ -119,6 +134,8 @@ def fetch(repo: LocalRepo, ref: RepoRef) -> LfsObjects:
     except ArchiveError as exc:
         failure = exc  # objects the server does not have, judged below
     found = LfsObjects()
+    for f in listed:
+        found.paths.setdefault(f["oid"], []).append(f["name"])
     for oid, size in sorted(wanted.items()):
         path = local_path(repo.path, oid)
         target = found.objects if path.is_file() and path.stat().st_size == size else found.missing
@@ -134,6 +151,15 @@ def fetch(repo: LocalRepo, ref: RepoRef) -> LfsObjects:
             next(iter(found.missing)),
         )
     return found
+
+
+def head_files(repo: LocalRepo, commit: str) -> dict[str, str]:
+    """The LFS files of `commit`: path -> oid (what `tree/` stores the content of)."""
+    return {f["name"]: f["oid"] for f in _ls_files(repo, commit)}
+
+
+def _ls_files(repo: LocalRepo, *args: str) -> list[dict]:
+    return json.loads(repo.git("lfs", "ls-files", "--json", *args) or "{}").get("files") or []
 
 
 def upload(store: ObjectStore, uploader: ParallelUploader, git_dir: Path, lfs: LfsObjects) -> int:
@@ -152,7 +178,10 @@ def upload(store: ObjectStore, uploader: ParallelUploader, git_dir: Path, lfs: L
 
 
 def index_doc(lfs: LfsObjects) -> dict:
-    return {"objects": lfs.objects, "missing": lfs.missing}
+    """`lfs.json`: the objects stored, those missing (oid -> size), and the paths of the
+    missing ones (oid -> paths), which restores and checks name."""
+    missing_paths = {oid: sorted(set(lfs.paths.get(oid, []))) for oid in lfs.missing}
+    return {"objects": lfs.objects, "missing": lfs.missing, "missing_paths": missing_paths}
 
 
 def restore(store: ObjectStore, bucket: str, index: dict, git_dir: Path) -> int:

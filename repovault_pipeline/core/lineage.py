@@ -13,8 +13,9 @@ did.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +39,23 @@ from .schema import ensure
 from .settings import DB_TIMEOUT_S
 from .tables import SOURCES, repo_requests
 
-FINAL_STATUSES = ("completed", "unchanged", "failed", "rejected")
+FINAL_STATUSES = ("completed", "unchanged", "partial", "failed", "rejected")
 STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
+# Why a request is `partial`: its code snapshot is stored, a part it asked to keep is not.
+LFS_MISSING, WIKI_FAILED, METADATA_FAILED = "lfs_missing", "wiki_failed", "metadata_failed"
+PARTIAL_REASONS = (LFS_MISSING, WIKI_FAILED, METADATA_FAILED)
 MAX_ERROR = 2000
+
+
+def final_status(outcome: str, reasons: Mapping[str, str] | None) -> str:
+    """A run's status: `partial` when any part it was asked to keep is missing, whatever the
+    code snapshot's outcome (`completed`, `unchanged`)."""
+    return "partial" if reasons else outcome
+
+
+def reasons_line(reasons: Mapping[str, str]) -> str:
+    """The reasons of a `partial` request as one line for `error`: `lfs_missing: 2 ...; ...`."""
+    return "; ".join(f"{name}: {detail}" for name, detail in sorted(reasons.items()))
 
 
 def now() -> datetime:
@@ -80,6 +95,12 @@ class Request:
     head_commit: str | None
     bytes_uploaded: int | None
     error: str | None
+    reasons: dict[str, str] | None = None  # of a `partial` request: name -> detail
+
+    @classmethod
+    def from_row(cls, mapping: Mapping[Any, Any]) -> Request:
+        raw = mapping["reasons"]
+        return cls(**{**mapping, "reasons": json.loads(raw) if raw else None})
 
 
 class LineageStore:
@@ -247,14 +268,20 @@ class LineageStore:
         head_commit: str | None = None,
         bytes_uploaded: int | None = None,
         error: str | None = None,
+        reasons: Mapping[str, str] | None = None,
         finished_at: datetime | None = None,
         only_status: str | None = None,
         only_run_id: str | None = None,
     ) -> bool:
         """Close the request. With `only_status` / `only_run_id` (what reconcile saw), a row that
-        changed meanwhile is left alone; returns whether the row was closed."""
+        changed meanwhile is left alone; returns whether the row was closed. `reasons` (of a
+        `partial` request) also go to `error` as one line, where people and tools look."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+        if (status == "partial") != bool(reasons):
+            raise ValueError("a request is `partial` exactly when it has reasons")
+        if reasons:
+            error = reasons_line(reasons)
         stmt = update(repo_requests).where(repo_requests.c.request_id == request_id)
         if only_status is not None:
             stmt = stmt.where(repo_requests.c.status == only_status)
@@ -268,17 +295,44 @@ class LineageStore:
                     head_commit=head_commit,
                     bytes_uploaded=bytes_uploaded,
                     error=_error(error),
+                    reasons=_reasons(reasons),
                     worker_finishing_timestamp=finished_at or now(),
                 )
             )
         return closed.rowcount == 1
+
+    def record_part_failed(self, request_id: str, reason: str, detail: str) -> Request | None:
+        """A part of the request failed after its row was closed (the forge metadata runs after
+        `record_lineage`): a `completed`, `unchanged` or `partial` row becomes `partial` with
+        `reason` added. Returns the row as it is now; None when the request has no finished row
+        (a failed row stays failed: its run failed before this part)."""
+        c = repo_requests.c
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(repo_requests)
+                .where(c.request_id == request_id)
+                .where(c.status.in_(("completed", "unchanged", "partial")))
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                return None
+            found = Request.from_row(row._mapping)
+            reasons = {**(found.reasons or {}), reason: mask_secrets(detail)[:MAX_ERROR]}
+            conn.execute(
+                update(repo_requests)
+                .where(c.request_id == request_id)
+                .values(
+                    status="partial", reasons=_reasons(reasons), error=_error(reasons_line(reasons))
+                )
+            )
+        return self.get(request_id)
 
     def get(self, request_id: str) -> Request | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(repo_requests).where(repo_requests.c.request_id == request_id)
             ).one_or_none()
-        return Request(**row._mapping) if row else None
+        return Request.from_row(row._mapping) if row else None
 
     def find(
         self,
@@ -307,7 +361,7 @@ class LineageStore:
         if statuses:
             query = query.where(repo_requests.c.status.in_(list(statuses)))
         with self.engine.connect() as conn:
-            return [Request(**row._mapping) for row in conn.execute(query)]
+            return [Request.from_row(row._mapping) for row in conn.execute(query)]
 
     def forget(self, repo_id: str) -> int:
         """Delete every request of `repo_id` (`repovault forget`); returns how many."""
@@ -411,6 +465,12 @@ def _statement_timeout(seconds: int) -> Callable[[Any, Any], None]:
         dbapi_conn.autocommit = autocommit
 
     return hook
+
+
+def _reasons(reasons: Mapping[str, str] | None) -> str | None:
+    if not reasons:
+        return None
+    return json.dumps({k: mask_secrets(v)[:MAX_ERROR] for k, v in reasons.items()}, sort_keys=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .kafka import PositionReset
+from .lineage import reasons_line
 from .redact import mask_secrets
 from .settings import Settings, keep_choices
 from .tables import SOURCES
@@ -170,9 +171,14 @@ def status_event(
     snapshot_id: str | None = None,
     head_commit: str | None = None,
     error: str | None = None,
+    reasons: dict[str, str] | None = None,
     at: datetime | None = None,
 ) -> bytes:
-    """An `en_proceso` / `completados` value."""
+    """An `en_proceso` / `completados` value. `reasons` (name -> detail) say why a `partial`
+    request is partial; a request can have a second `completados` event when a part that runs
+    after the first one fails (docs/contract.md): the last one is the truth. Like the row's,
+    the event's `error` of a partial request is its reasons in one line."""
+    error = error or (reasons_line(reasons) if reasons else None)
     return json.dumps(
         {
             "request_id": request_id,
@@ -183,6 +189,7 @@ def status_event(
             "snapshot_id": snapshot_id,
             "head_commit": head_commit,
             "error": mask_secrets(error) if error else None,
+            "reasons": {k: mask_secrets(v) for k, v in (reasons or {}).items()},
         }
     ).encode()
 

@@ -28,7 +28,8 @@ from typing import Protocol
 
 from .identity import bucket_name
 from .kafka import KafkaGateway
-from .lineage import LineageStore, Request, now
+from .lfs import missing_detail
+from .lineage import LFS_MISSING, LineageStore, Request, final_status, now
 from .messages import request_message, status_event
 from .snapshot import ArchiveResult, SnapshotReader
 from .store import ObjectStore
@@ -47,6 +48,7 @@ def outcome_metadata(result: ArchiveResult) -> dict[str, str | int]:
         "snapshot_id": result.snapshot_id or "",
         "head_commit": result.head_commit,
         "bytes_uploaded": result.bytes_uploaded,
+        "reasons": json.dumps(result.reasons, sort_keys=True),
     }
 
 
@@ -58,6 +60,7 @@ class RecordedOutcome:
     snapshot_id: str | None
     head_commit: str | None
     bytes_uploaded: int | None
+    reasons: dict[str, str] = field(default_factory=dict)  # parts missing: the run is partial
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object]) -> RecordedOutcome | None:
@@ -65,11 +68,13 @@ class RecordedOutcome:
         if outcome not in ("completed", "unchanged"):
             return None
         size = metadata.get("bytes_uploaded")
+        reasons = json.loads(str(metadata.get("reasons") or "{}"))
         return cls(
             str(outcome),
             str(metadata.get("snapshot_id") or "") or None,
             str(metadata.get("head_commit") or "") or None,
             int(size) if isinstance(size, int | float) else None,
+            reasons if isinstance(reasons, dict) else {},
         )
 
 
@@ -171,11 +176,16 @@ class Reconciler:
         manifest = self._committed_manifest(row, recorded)
         snapshot_id = head_commit = error = None
         size: int | None = None
+        reasons: dict[str, str] = dict(recorded.reasons) if recorded else {}
         if manifest is not None:
             outcome, how = "completed", f"snapshot {manifest['snapshot_id']} is committed"
             snapshot_id, head_commit = manifest["snapshot_id"], manifest.get("head_commit")
             if recorded and recorded.snapshot_id == snapshot_id:
                 size = recorded.bytes_uploaded
+            held = manifest.get("lfs") or {}
+            if held.get("missing") and LFS_MISSING not in reasons:
+                paths = list(held.get("missing_paths") or [])
+                reasons[LFS_MISSING] = missing_detail(int(held["missing"]), paths)
         elif recorded is not None:
             outcome, how = recorded.outcome, "its upload_snapshot step recorded it"
             snapshot_id, head_commit = recorded.snapshot_id, recorded.head_commit
@@ -190,6 +200,8 @@ class Reconciler:
             else:
                 error = f"run {run_id} ended {status} without recording its outcome"
             how = error
+            reasons = {}
+        outcome = final_status(outcome, reasons)
         finished_at = now()
         closed = self.lineage.record_finished(
             row.request_id,
@@ -198,6 +210,7 @@ class Reconciler:
             head_commit=head_commit,
             bytes_uploaded=size,
             error=error,
+            reasons=reasons,
             finished_at=finished_at,
             only_status="in_progress",
             only_run_id=run_id,
@@ -209,7 +222,7 @@ class Reconciler:
             f"request {row.request_id} ({row.repo_id}) was left in_progress by run {run_id} "
             f"({status or 'gone'}): closed {outcome}; {how}"
         )
-        self._announce(row, run_id, outcome, snapshot_id, head_commit, error, finished_at)
+        self._announce(row, run_id, outcome, snapshot_id, head_commit, error, finished_at, reasons)
 
     def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
         """The manifest of a snapshot this request committed: the bucket's latest one, or the
@@ -287,6 +300,7 @@ class Reconciler:
         head_commit: str | None,
         error: str | None,
         at: datetime,
+        reasons: dict[str, str] | None = None,
     ) -> None:
         """The `completados` event the run would have published (best effort)."""
         event = status_event(
@@ -297,6 +311,7 @@ class Reconciler:
             snapshot_id=snapshot_id,
             head_commit=head_commit,
             error=error,
+            reasons=reasons,
             at=at,
         )
         self.gateway.publish_status(

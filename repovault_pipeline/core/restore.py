@@ -44,8 +44,29 @@ class Restored:
     head_commit: str
     refs: int
     dest: Path
-    note: str | None = None
-    lfs_objects: int = 0  # what could not be checked out, when something could not
+    note: str | None = None  # what could not be checked out, when something could not
+    lfs_objects: int = 0  # LFS objects restored into .git/lfs/objects, each checked
+    lfs_checked_out: bool = True  # False: git-lfs is not installed, LFS files are pointers
+    lfs_missing_paths: tuple[str, ...] = ()  # files that stay pointers: objects never stored
+
+    def warnings(self) -> list[str]:
+        """What a person must know about the restored clone, one line each."""
+        said = [self.note] if self.note else []
+        if self.lfs_missing_paths:
+            paths = self.lfs_missing_paths
+            more = f" and {len(paths) - 20} more" if len(paths) > 20 else ""
+            said.append(
+                f"the snapshot is partial: {len(paths)} LFS files stay pointer files, their "
+                f"objects were not on the server when it was taken: {', '.join(paths[:20])}{more}"
+            )
+        if self.lfs_objects and not self.lfs_checked_out:
+            said.append(
+                f"git-lfs is not installed: the {self.lfs_objects} LFS objects are in "
+                f"{self.dest / '.git' / 'lfs'} but the LFS files are still pointer files; "
+                f"install git-lfs (Debian package git-lfs), then run `git lfs install --local "
+                f"&& git lfs checkout` in {self.dest}"
+            )
+        return said
 
 
 def resolve_target(target: str, settings: Settings) -> RepoRef:
@@ -132,16 +153,10 @@ def _rebuild(
     head = check_refs_and_head(repo, manifest)
     repo.git("remote", "add", "origin", manifest["repo_url"])
     note = _checkout(repo, dest)
-    lfs_objects = _restore_lfs(repo, store, bucket, manifest, dest)
-    return Restored(
-        manifest["repo_id"],
-        manifest["snapshot_id"],
-        head,
-        len(manifest["refs"]),
-        dest,
-        note=note,
-        lfs_objects=lfs_objects,
+    restored = Restored(
+        manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest, note=note
     )
+    return _restore_lfs(repo, store, bucket, manifest, restored)
 
 
 def fetch_bundle(store: ObjectStore, bucket: str, manifest: dict, repo: LocalRepo) -> None:
@@ -212,26 +227,30 @@ def check_refs_and_head(repo: LocalRepo, manifest: dict) -> str:
 
 
 def _restore_lfs(
-    repo: LocalRepo, store: ObjectStore, bucket: str, manifest: dict, dest: Path
-) -> int:
+    repo: LocalRepo, store: ObjectStore, bucket: str, manifest: dict, restored: Restored
+) -> Restored:
     """The snapshot's LFS objects into `.git/lfs/objects`, each checked against its oid; then,
     with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
-    of the pointer files, offline."""
+    of the pointer files, offline. Without git-lfs the objects are in place for it, and the
+    files whose objects the snapshot lacks stay pointers: both are said (`Restored.warnings`)."""
     summary = manifest.get("lfs") or {}
-    if not summary.get("objects"):
-        return 0
+    if not summary.get("objects") and not summary.get("missing"):
+        return restored
     index = SnapshotReader(store, bucket).lfs_index(manifest["snapshot_id"])
+    missing = tuple(sorted({p for names in index.get("missing_paths", {}).values() for p in names}))
     try:
-        count = lfs.restore(store, bucket, index, dest / ".git")
+        count = lfs.restore(store, bucket, index, restored.dest / ".git")
     except TransientError:
         raise
     except ArchiveError as exc:
         raise RestoreError(f"snapshot {manifest['snapshot_id']}: {exc}") from None
-    if shutil.which("git-lfs") is None:
-        return count  # the objects are in place for `git lfs checkout` once git-lfs is installed
-    repo.git("lfs", "install", "--local", "--skip-repo")
-    repo.git("lfs", "checkout")
-    return count
+    checked_out = shutil.which("git-lfs") is not None
+    if checked_out and count:
+        repo.git("lfs", "install", "--local", "--skip-repo")
+        repo.git("lfs", "checkout")
+    return replace(
+        restored, lfs_objects=count, lfs_checked_out=checked_out, lfs_missing_paths=missing
+    )
 
 
 def _check_bundle(bundle: Path, manifest: dict) -> None:

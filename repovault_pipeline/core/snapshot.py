@@ -28,6 +28,7 @@ from .gitops import GitClient, LocalRepo, RemoteState, TreeEntry, refs_digest
 from .identity import RepoRef, bucket_name, wiki_ref
 from .lease import FREE, Lease, inspect
 from .lfs import LfsObjects
+from .lineage import LFS_MISSING, WIKI_FAILED, final_status
 from .redact import mask_secrets
 from .settings import Keep, Settings
 from .store import ObjectInfo, ObjectStore, ParallelUploader, file_sha256
@@ -137,6 +138,8 @@ class Prepared:
     # Why this run writes a fresh snapshot although the remote's refs equal the latest one's
     # (a forced request, a latest snapshot that does not restore); None: only if they moved.
     fresh: str | None = None
+    wiki_error: str | None = None  # why the wiki could not be cloned (the code still is kept)
+    held_lfs: dict | None = None  # unchanged: the `lfs` summary of the snapshot that holds it
 
     @property
     def unchanged(self) -> bool:
@@ -160,7 +163,7 @@ class ArchiveResult:
     repo_id: str
     repo_url: str
     bucket: str
-    outcome: str  # "completed" or "unchanged"
+    outcome: str  # of the code snapshot: "completed" or "unchanged"
     snapshot_id: str | None
     head_commit: str
     default_branch: str | None
@@ -180,13 +183,20 @@ class ArchiveResult:
     lfs_uploaded: int = 0
     lfs_missing: int = 0
     keep: dict[str, bool] = field(default_factory=dict)
-    wiki_outcome: str | None = None  # completed, unchanged, absent; None: not kept
+    wiki_outcome: str | None = None  # completed, unchanged, absent, failed; None: not kept
     wiki_snapshot_id: str | None = None
     wiki_refs_digest: str | None = None  # of the wiki's refs (none: no wiki); None: not kept
     fresh: str | None = None  # why a snapshot was written although nothing changed
+    lfs_missing_paths: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # parts kept missing: name -> detail
+
+    @property
+    def status(self) -> str:
+        """The request's status: `partial` when a part it asked to keep is missing."""
+        return final_status(self.outcome, self.reasons)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
 
 
 @dataclass(frozen=True)
@@ -298,17 +308,26 @@ class SnapshotReader:
 
 
 def write_tree_index(
-    path: Path, head_commit: str, entries: list[TreeEntry], etags: dict[str, str]
+    path: Path,
+    head_commit: str,
+    entries: list[TreeEntry],
+    etags: dict[str, str],
+    lfs_content: dict[str, tuple[str, int]] | None = None,
 ) -> None:
     """`tree.json` written entry by entry, so a tree of a million files is never held in
     memory as one JSON document: `{"files": {path: {mode, sha, size, etag}}, "head_commit"}`.
     An entry stored under an encoded key also has `key` and `path_b64` (the path's exact bytes;
-    the JSON name of a path that is not UTF-8 holds its bytes as lone surrogates)."""
+    the JSON name of a path that is not UTF-8 holds its bytes as lone surrogates). An LFS file
+    stored with its content (`lfs_content`: path -> oid, size) has `lfs` (the oid) and the
+    content's size; `sha` stays the pointer blob's."""
+    lfs_content = lfs_content or {}
     with path.open("w", encoding="ascii") as out:
         out.write('{\n "files": {')
         for n, entry in enumerate(entries):
             key = tree_key(entry.path)
             meta = {"mode": entry.mode, "sha": entry.sha, "size": entry.size, "etag": etags[key]}
+            if entry.path in lfs_content:
+                meta["lfs"], meta["size"] = lfs_content[entry.path]
             if key != TREE + entry.path:
                 meta["key"] = key
                 meta["path_b64"] = base64.b64encode(path_bytes(entry.path)).decode()
@@ -363,6 +382,11 @@ class SnapshotWriter:
             return code
         try:
             code.wiki_found, code.wiki = self._prepare_wiki(ref, bucket, work_dir, keep, fresh)
+        except ArchiveError as exc:
+            # The code is kept all the same; the request ends `partial` (`wiki_failed`) and
+            # the next run tries the wiki again.
+            code.wiki_error = mask_secrets(str(exc))
+            self.log.warning("the wiki of %s could not be archived: %s", ref.repo_id, exc)
         except BaseException:
             discard(code)
             raise
@@ -437,7 +461,10 @@ class SnapshotWriter:
             repo.create_bundle(work_dir / BUNDLE)
             kept_lfs = None
             if keep.lfs and layout is CODE:
-                kept_lfs = lfs.fetch(repo, ref) if lfs.uses_lfs(repo) else lfs.LfsObjects()
+                kept_lfs = lfs.LfsObjects()
+                if lfs.uses_lfs(repo):
+                    kept_lfs = lfs.fetch(repo, ref)
+                    kept_lfs.head = lfs.head_files(repo, head.commit)
         except BaseException:
             remove_work_dir(work_dir)
             raise
@@ -496,6 +523,7 @@ class SnapshotWriter:
             keep=keep,
             layout=layout,
             pointer_damage=pointer_damage,
+            held_lfs=latest.get("lfs") if keep.lfs and layout is CODE else None,
         )
 
     def upload(self, prepared: Prepared) -> ArchiveResult:
@@ -520,8 +548,13 @@ class SnapshotWriter:
             result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
             result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
             result.wiki_refs_digest = refs_digest(wiki.refs if wiki else {})
+        if prepared.wiki_error:
+            result.wiki_outcome = "failed"
+            result.reasons[WIKI_FAILED] = prepared.wiki_error
         wiki_changed = wiki is not None and not wiki.unchanged
         damaged = [p for p in (prepared, wiki) if p is not None and p.pointer_damage]
+        if prepared.unchanged and not wiki_changed:
+            _held_lfs(result, prepared.held_lfs)
         if prepared.unchanged and not wiki_changed and not damaged:
             result.duration_s = round(time.time() - prepared.started_at, 3)
             return result
@@ -543,10 +576,13 @@ class SnapshotWriter:
                 rewrite = lease.repair or prepared.fresh is not None
                 if latest is not None and _already_held(latest, prepared, rewrite):
                     self._covered_by(result, latest, prepared)
+                    _held_lfs(result, latest.get("lfs") if prepared.keep.lfs else None)
                 else:
                     self._write_snapshot(prepared, result, reader, latest, lease)
                     result.fresh = prepared.fresh
                     lease.repair = False  # tree/ is this snapshot's HEAD now
+            else:
+                _held_lfs(result, prepared.held_lfs)
             if wiki_changed:
                 assert wiki is not None
                 self._write_wiki(wiki, result, lease)
@@ -558,7 +594,7 @@ class SnapshotWriter:
             "snapshot %s of %s (%s): %d files uploaded, %d deleted, %.1f MB; wiki %s",
             result.snapshot_id,
             prepared.repo_id,
-            result.outcome,
+            result.status,
             result.files_uploaded,
             result.files_deleted,
             result.bytes_uploaded / 1e6,
@@ -649,7 +685,9 @@ class SnapshotWriter:
                 result.lfs_uploaded = lfs.upload(
                     self.store, uploader, prepared.repo_path, prepared.lfs
                 )
-            sync = self._sync_tree(repo, entries, previous, uploader, prepared.work_dir, lease)
+            sync = self._sync_tree(
+                repo, entries, previous, uploader, prepared.work_dir, lease, prepared.lfs
+            )
             result.bytes_uploaded = uploader.wait()
         finally:
             uploader.close()
@@ -657,10 +695,10 @@ class SnapshotWriter:
         result.files_uploaded = sync.uploaded
         result.files_deleted = sync.deleted
         result.tree_files = len(entries)
-        result.tree_bytes = sum(e.size for e in entries)
+        result.tree_bytes = sum(sync.stored_size(e) for e in entries)
 
         index = prepared.bundle_path.with_name(TREE_INDEX)
-        write_tree_index(index, prepared.head_commit, entries, etags)
+        write_tree_index(index, prepared.head_commit, entries, etags, sync.lfs_content)
         lease.check()
         self.store.put_file(
             prepared.bucket,
@@ -670,16 +708,19 @@ class SnapshotWriter:
         )
         result.bytes_uploaded += index.stat().st_size
         lfs_summary: dict[str, object] | None = None
+        pointers: list[str] = []
         if prepared.lfs is not None:
             result.lfs_objects = len(prepared.lfs.objects)
             result.lfs_bytes = prepared.lfs.bytes
-            result.lfs_missing = len(prepared.lfs.missing)
             lfs_summary = {
                 "objects": result.lfs_objects,
                 "bytes": result.lfs_bytes,
-                "missing": result.lfs_missing,
+                "missing": len(prepared.lfs.missing),
+                "missing_paths": prepared.lfs.missing_paths(),
                 "index": snapshot_key(snapshot_id, lfs.LFS_INDEX),
             }
+            _held_lfs(result, lfs_summary)
+            pointers = sorted(set(prepared.lfs.head) - set(sync.lfs_content))
             lease.check()
             result.bytes_uploaded += self._put_json(
                 prepared.bucket,
@@ -691,6 +732,10 @@ class SnapshotWriter:
                 "files": result.tree_files,
                 "bytes": result.tree_bytes,
                 "index": snapshot_key(snapshot_id, TREE_INDEX),
+                # HEAD's LFS files: stored with their content, or (object missing) as the
+                # pointer text git holds, listed here.
+                "lfs_files": len(prepared.lfs.head) if prepared.lfs else 0,
+                "lfs_pointers": pointers,
             },
             "submodules": submodules,
             "lfs": lfs_summary,
@@ -765,10 +810,20 @@ class SnapshotWriter:
         uploader: ParallelUploader,
         work_dir: Path | None,
         lease: Lease,
+        kept_lfs: LfsObjects | None = None,
     ) -> _TreeSync:
         """Make `tree/` hold HEAD's files: delete what is gone, upload every file whose object
         is not vouched for by the previous snapshot's `tree.json`. The etags returned are those
-        of the objects left in place; the uploader records those it writes."""
+        of the objects left in place; the uploader records those it writes. An LFS file whose
+        object this run holds is stored with that content, where people browsing `tree/` expect
+        the file; one whose object is missing keeps git's pointer text."""
+        content: dict[str, tuple[str, int]] = {}
+        if kept_lfs is not None:
+            content = {
+                path: (oid, kept_lfs.objects[oid])
+                for path, oid in kept_lfs.head.items()
+                if oid in kept_lfs.objects
+            }
         existing = {info.key: info for info in self.store.list(uploader.bucket, TREE)}
         wanted = {tree_key(e.path) for e in entries}
         stale = sorted(set(existing) - wanted)
@@ -779,28 +834,35 @@ class SnapshotWriter:
             self.store.delete(uploader.bucket, stale)
         todo = []
         etags = {}
+        lfs_sent = 0
         for entry in entries:
             key = tree_key(entry.path)
             stored = existing.get(key)
-            if stored is not None and _in_place(
-                entry, previous.files.get(entry.path), stored, previous.written
+            before = previous.files.get(entry.path)
+            lfs_oid = content[entry.path][0] if entry.path in content else None
+            if (
+                stored is not None
+                and _in_place(entry, before, stored, previous.written)
+                and (before or {}).get("lfs") == lfs_oid
             ):
                 etags[key] = stored.etag
+            elif lfs_oid is not None:
+                lease.check()
+                lfs_sent += 1
+                metadata = {**_object_metadata(entry, key), "repovault-lfs-oid": lfs_oid}
+                uploader.put_file(
+                    key,
+                    lfs.local_path(repo.path, lfs_oid),
+                    metadata=metadata,
+                    content_type=_content_type(entry),
+                )
             else:
                 todo.append(entry)
         for entry, blob in zip(todo, repo.blobs([e.sha for e in todo]), strict=True):
             lease.check()  # stop writing tree/ at once if another run took the bucket
             key = tree_key(entry.path)
-            metadata = {"git-mode": entry.mode, "git-blob": entry.sha}
-            if key != TREE + entry.path:
-                encoded = base64.b64encode(path_bytes(entry.path)).decode()
-                if len(encoded) <= MAX_PATH_METADATA:
-                    metadata["repovault-path-b64"] = encoded
-            if entry.is_symlink:
-                metadata["repovault-type"] = "symlink"
-                content_type = "inode/symlink"
-            else:
-                content_type = mimetypes.guess_type(entry.path)[0] or "application/octet-stream"
+            metadata = _object_metadata(entry, key)
+            content_type = _content_type(entry)
             if entry.size <= IN_MEMORY_BLOB:
                 uploader.put_bytes(key, blob.read(), metadata=metadata, content_type=content_type)
             else:
@@ -810,7 +872,12 @@ class SnapshotWriter:
                 uploader.put_file(
                     key, Path(name), remove_after=True, metadata=metadata, content_type=content_type
                 )
-        return _TreeSync(uploaded=len(todo), deleted=len(stale), etags=etags)
+        return _TreeSync(
+            uploaded=len(todo) + lfs_sent,
+            deleted=len(stale),
+            etags=etags,
+            lfs_content=content,
+        )
 
     def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
         """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots, and older ones that
@@ -882,6 +949,40 @@ class _TreeSync:
     uploaded: int
     deleted: int
     etags: dict[str, str]
+    lfs_content: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> oid, size
+
+    def stored_size(self, entry: TreeEntry) -> int:
+        """The size of the entry's `tree/` object: its LFS content's, else its blob's."""
+        return self.lfs_content[entry.path][1] if entry.path in self.lfs_content else entry.size
+
+
+def _object_metadata(entry: TreeEntry, key: str) -> dict[str, str]:
+    """A `tree/` object's metadata: git mode and blob, the exact path when the key encodes it,
+    and whether it is a symlink."""
+    metadata = {"git-mode": entry.mode, "git-blob": entry.sha}
+    if key != TREE + entry.path:
+        encoded = base64.b64encode(path_bytes(entry.path)).decode()
+        if len(encoded) <= MAX_PATH_METADATA:
+            metadata["repovault-path-b64"] = encoded
+    if entry.is_symlink:
+        metadata["repovault-type"] = "symlink"
+    return metadata
+
+
+def _content_type(entry: TreeEntry) -> str:
+    if entry.is_symlink:
+        return "inode/symlink"
+    return mimetypes.guess_type(entry.path)[0] or "application/octet-stream"
+
+
+def _held_lfs(result: ArchiveResult, summary: dict | None) -> None:
+    """`lfs_missing` when the snapshot the request ends with lacks LFS objects its history
+    points to (`summary`: its manifest's `lfs`; None: LFS objects not kept)."""
+    missing = int((summary or {}).get("missing") or 0)
+    result.lfs_missing = missing
+    result.lfs_missing_paths = list((summary or {}).get("missing_paths") or [])
+    if missing:
+        result.reasons[LFS_MISSING] = lfs.missing_detail(missing, result.lfs_missing_paths)
 
 
 def _ref_tips(reader: SnapshotReader, snapshot_id: str) -> set[str]:

@@ -4,6 +4,7 @@ nothing to count), so Dagster can plot each one's history from the asset's metad
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,14 +12,52 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from .lineage import STATUSES, LineageStore, now
+from .lfs import LFS_PREFIX
+from .lineage import PARTIAL_REASONS, STATUSES, LineageStore, now
+from .metadata import PREFIX as METADATA_PREFIX
 from .settings import Settings
-from .snapshot import BUNDLE, SNAPSHOTS, ArchiveResult, archived_repositories
+from .snapshot import BUNDLE, SNAPSHOTS, WIKI, ArchiveResult, archived_repositories
 from .store import ObjectStore
 from .tables import SOURCES, repo_requests, repo_state
 
 WINDOW = timedelta(hours=24)
 LARGEST = 10
+
+
+@dataclass(frozen=True)
+class StoredSizes:
+    """What one repository takes in the vault, in bytes, by part: the bundles of every code
+    snapshot kept, `tree/` (the latest snapshot's HEAD, LFS files with their content), the LFS
+    objects, the wiki's snapshots and the forge metadata (records and release assets)."""
+
+    bundles: int
+    tree: int
+    lfs: int
+    wiki: int
+    metadata: int
+
+    @property
+    def total(self) -> int:
+        return self.bundles + self.tree + self.lfs + self.wiki + self.metadata
+
+
+def stored_sizes(store: ObjectStore, manifest: dict) -> StoredSizes:
+    """The sizes of the repository whose latest manifest (with its `bucket`) is `manifest`,
+    from the store's listing (`tree/` from the manifest: it can hold millions of objects)."""
+    bucket = manifest["bucket"]
+
+    def listed(prefix: str) -> int:
+        return sum(info.size for info in store.list(bucket, prefix))
+
+    return StoredSizes(
+        bundles=sum(
+            info.size for info in store.list(bucket, SNAPSHOTS) if info.key.endswith(f"/{BUNDLE}")
+        ),
+        tree=int(manifest["tree"]["bytes"]),
+        lfs=listed(LFS_PREFIX),
+        wiki=listed(WIKI.prefix),
+        metadata=listed(METADATA_PREFIX),
+    )
 
 
 @dataclass
@@ -49,19 +88,21 @@ def compute_stats(
     figures = stats.figures
     _request_counts(lineage, figures)
     _latencies(lineage, at, figures)
-    stats.failures = _failures(lineage, at)
+    stats.failures, by_name = _failures(lineage, at)
     figures["failures_24h"] = sum(stats.failures.values())
+    for reason in PARTIAL_REASONS:
+        figures[f"partial_{reason}_24h"] = by_name[reason]
     manifests = list(archived_repositories(store, settings.bucket_prefix))
     figures["archived_repositories"] = len(manifests)
     figures["latest_bundle_bytes"] = sum(int(m["bundle"]["size"]) for m in manifests)
     figures["tree_bytes"] = sum(int(m["tree"]["bytes"]) for m in manifests)
     figures["tree_files"] = sum(int(m["tree"]["files"]) for m in manifests)
-    figures["bundle_bytes"] = sum(
-        info.size
-        for m in manifests
-        for info in store.list(m["bucket"], SNAPSHOTS)
-        if info.key.endswith(f"/{BUNDLE}")
-    )
+    sizes = [stored_sizes(store, m) for m in manifests]
+    figures["bundle_bytes"] = sum(s.bundles for s in sizes)
+    figures["lfs_bytes"] = sum(s.lfs for s in sizes)
+    figures["wiki_bytes"] = sum(s.wiki for s in sizes)
+    figures["metadata_bytes"] = sum(s.metadata for s in sizes)
+    figures["stored_bytes"] = sum(s.total for s in sizes)
     stats.largest = [
         {"repo_id": m["repo_id"], "bundle_bytes": int(m["bundle"]["size"]), "bucket": m["bucket"]}
         for m in sorted(manifests, key=lambda m: -int(m["bundle"]["size"]))[:LARGEST]
@@ -139,23 +180,37 @@ def failure_reason(error: str | None) -> str:
     return " ".join(text.split())[:100] or "no reason recorded"
 
 
-def _failures(lineage: LineageStore, at: datetime) -> dict[str, int]:
-    """Failed requests of the last 24 hours, by reason, most frequent first."""
+def _failures(lineage: LineageStore, at: datetime) -> tuple[dict[str, int], Counter[str]]:
+    """The requests of the last 24 hours a part of which failed, by reason, most frequent
+    first: failed ones by their error, partial ones by their reason names (`partial:
+    metadata_failed`), so that a forge metadata step that failed its Dagster run counts here
+    as one failure too. And the partial ones by each reason name."""
     c = repo_requests.c
-    query = select(c.error).where(c.status == "failed", c.worker_finishing_timestamp > at - WINDOW)
+    query = select(c.status, c.error, c.reasons).where(
+        c.status.in_(("failed", "partial")), c.worker_finishing_timestamp > at - WINDOW
+    )
+    counts: Counter[str] = Counter()
+    by_name: Counter[str] = Counter()
     with lineage.engine.connect() as conn:
-        counts = Counter(failure_reason(error) for (error,) in conn.execute(query))
-    return dict(counts.most_common())
+        for status, error, reasons in conn.execute(query):
+            if status == "failed":
+                counts[failure_reason(error)] += 1
+                continue
+            names = sorted(json.loads(reasons or "{}"))
+            counts[f"partial: {', '.join(names)}"] += 1
+            by_name.update(names)
+    return dict(counts.most_common()), by_name
 
 
 def _last_checked(lineage: LineageStore, manifests: list[dict]) -> dict[str, datetime]:
     """When each archived repository was last known to match upstream: the newest of its
-    latest snapshot, its last completed or unchanged request, and `repo_state.last_checked_at`."""
+    latest snapshot, its last completed, unchanged or partial request, and
+    `repo_state.last_checked_at`."""
     checked = {m["repo_id"]: datetime.fromisoformat(m["created_at"]) for m in manifests}
     c = repo_requests.c
     finished = (
         select(c.repo_id, func.max(c.worker_finishing_timestamp))
-        .where(c.status.in_(("completed", "unchanged")))
+        .where(c.status.in_(("completed", "unchanged", "partial")))
         .group_by(c.repo_id)
     )
     state = select(repo_state.c.repo_id, repo_state.c.last_checked_at)

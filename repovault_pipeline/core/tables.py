@@ -69,6 +69,7 @@ repo_requests = Table(
     Column("head_commit", String(64)),
     Column("bytes_uploaded", BigInteger),
     Column("error", Text),
+    Column("reasons", Text),  # JSON of a `partial` request: reason name -> one-line detail
     Index("ix_repo_requests_repo_id", "repo_id"),
     Index("ix_repo_requests_status", "status"),
     Index("ix_repo_requests_creation", "creation_timestamp"),

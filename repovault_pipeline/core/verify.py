@@ -5,8 +5,9 @@ ref and HEAD), into a bare repository that is then checked with `git fsck --full
 objects in a legacy format the source itself serves are counted, not failed); and, for the
 latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
 store's listing); and that every LFS object the snapshot lists is stored with its size, a sample
-of them downloaded and checked against their oid (the sha256 of the content). Each failure has
-its own reason word, so an auditor's dashboard can count them.
+of them downloaded and checked against their oid (the sha256 of the content); and that none is
+missing (a snapshot whose history points to LFS objects the server did not have is partial:
+`lfs_missing`). Each failure has its own reason word, so an auditor's dashboard can count them.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def verify(
             _check_tree(store, reader, manifest, verdict)
         else:
             verdict.tree_note = "tree/ not checked: it mirrors the latest snapshot, not this one"
+        _check_lfs_complete(reader, manifest)
         verdict.ok = True
     except RestoreError as exc:
         verdict.reason, verdict.detail = exc.reason, str(exc)
@@ -247,6 +249,20 @@ def _check_lfs(
         except ArchiveError as exc:
             raise RestoreError(f"snapshot {snapshot}: {exc}", "lfs_tampered") from None
     verdict.lfs_objects, verdict.lfs_hashed = len(objects), len(sample)
+
+
+def _check_lfs_complete(reader: SnapshotReader, manifest: dict) -> None:
+    """A snapshot whose history points to LFS objects the server did not have (`missing` in its
+    `lfs.json`) is partial: its restore leaves those files as pointers, so it fails."""
+    snapshot = manifest["snapshot_id"]
+    index = reader.lfs_index(snapshot)
+    missing: dict[str, int] = index.get("missing", {})
+    if missing:
+        paths = sorted({p for names in index.get("missing_paths", {}).values() for p in names})
+        raise RestoreError(
+            f"snapshot {snapshot} is partial: {lfs.missing_detail(len(missing), paths)}",
+            "lfs_missing",
+        )
 
 
 def _rank(snapshot: str, key: str) -> bytes:

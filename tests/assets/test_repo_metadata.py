@@ -1,14 +1,19 @@
 """`repo_metadata` in `archive_repo_job`: after the archive, the forge's metadata is read from a
 GitHub-shaped API on loopback and the forge stamp listed before it is recorded for refresh; a
-rate limit fails the step with its reason, and leaves the archive, its lineage row and the
-recorded stamp as they were."""
+rate limit fails the step with its reason, keeps the archive and the recorded stamp as they
+were, and turns the request `partial` (`metadata_failed`) in its row, the API, `completados`
+and the statistics."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import requests
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
 from repovault_pipeline.core.fleet import FleetStore
@@ -17,7 +22,9 @@ from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.forge_metadata import FakeGitHub
+from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
+from tests.support.servers import serving
 
 
 @pytest.fixture
@@ -77,7 +84,9 @@ def test_metadata_is_materialized_after_the_archive_and_a_rate_limit_is_reported
         failed, row = run_job(instance, repo)
 
         assert not failed.success
-        assert row.status == "unchanged"  # the archive itself went through
+        assert row.status == "partial"  # the archive itself went through, the metadata not
+        assert list(row.reasons) == ["metadata_failed"]
+        assert "rate limit reached" in row.reasons["metadata_failed"]
         [state] = fleet.get([repo.repo_id])
         assert state.metadata_stamp == "2026-01-01T00:00:00Z"  # the next refresh asks again
         failures = [
@@ -134,3 +143,65 @@ def test_a_request_chooses_metadata_over_the_setting(
         assert len(forge.log) == asked
     finally:
         forge.close()
+
+
+def test_a_failed_metadata_step_makes_the_request_partial_everywhere(
+    instance: DagsterInstance,
+    make_repo: Callable[..., ServedRepo],
+    monkeypatch: pytest.MonkeyPatch,
+    private_lineage: str,
+    tmp_path: Path,
+) -> None:
+    """The run Dagster shows failed is the request that `status`, the API, `completados` and
+    `stats` show partial with `metadata_failed`: never `completed`."""
+    repo = make_repo("limited")
+    repo.commit({"README.md": "hello\n"})
+    repo.push()
+    forge = FakeGitHub(repo.url.rsplit("/", 2)[1], "limited")
+    forge.add_issue("an issue")
+    forge.rate_limit_after = 0
+    monkeypatch.setenv("REPOVAULT_GITHUB_API", forge.api)
+    monkeypatch.setenv("REPOVAULT_KEEP_METADATA", "on")
+    try:
+        result, row = run_job(instance, repo)
+    finally:
+        forge.close()
+    assert not result.success
+    assert row.status == "partial" and list(row.reasons) == ["metadata_failed"]
+    assert row.snapshot_id and "metadata_failed: " in row.error
+
+    ended = [
+        e
+        for e in read_json(os.environ["REPOVAULT_TOPIC_COMPLETED"])
+        if e["request_id"] == row.request_id
+    ]
+    assert [e["status"] for e in ended] == ["completed", "partial"]  # the last is the truth
+    assert list(ended[-1]["reasons"]) == ["metadata_failed"]
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
+
+    with serving(command, tmp_path / "api.log") as port:
+        api = f"http://127.0.0.1:{port}"
+        got = requests.get(f"{api}/api/requests/{row.request_id}", timeout=30).json()
+        stats = requests.get(f"{api}/api/stats", timeout=30).json()
+        metrics = requests.get(f"{api}/metrics", timeout=30).text
+    assert got["status"] == "partial" and list(got["reasons"]) == ["metadata_failed"]
+    assert stats["figures"]["requests_partial"] == 1 and stats["figures"]["requests_completed"] == 0
+    assert stats["figures"]["failures_24h"] == 1  # as Dagster shows one failed run
+    assert stats["figures"]["partial_metadata_failed_24h"] == 1
+    assert stats["failures_24h"] == {"partial: metadata_failed": 1}
+    assert 'repovault_requests{status="partial"} 1.0' in metrics
+
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("repovault")), "status", row.request_id],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        shown.returncode == 0
+        and " partial " in shown.stdout
+        and "metadata_failed" in (shown.stdout)
+    )

@@ -3,6 +3,7 @@ after a corruption made on the S3 server, the restore drill's run fails it with 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from dagster import (
 )
 
 from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import new_request_id, now
+from repovault_pipeline.core.lineage import new_request_id, now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.core.verify import DRILL_DAYS, drill_batch
 from repovault_pipeline.definitions import defs
@@ -147,3 +148,35 @@ def test_a_store_that_cannot_be_asked_is_a_warning_not_a_verdict(
     check = evaluation(drill)
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
     assert check.metadata["reason"].value == "unverifiable"
+
+
+def test_a_snapshot_missing_lfs_objects_is_partial_and_fails_the_check(
+    instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """The forge lost an LFS object its history points to: the run keeps what there is, and
+    the request, the materialization and the `restorable` check all say so (`lfs_missing`)."""
+    repo = make_repo("lost-weights")
+    repo.track_lfs("*.bin")
+    repo.commit({"model.bin": os.urandom(4000), "kept.bin": os.urandom(3000)})
+    repo.push()
+    lost = hashlib.sha256((repo.work / "model.bin").read_bytes()).hexdigest()
+    (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    request_id = new_request_id()
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
+    lineage.record_pending(repo.url, repo_id, "cli", request_id)
+
+    archived = run(
+        instance, "archive_repo_job", repo_id, request_tags(request_id, repo.url, "cli", now())
+    )
+    assert archived.success  # what could be kept is kept
+    [materialization] = archived.asset_materializations_for_node("repo_archive")
+    assert materialization.metadata["outcome"].value == "partial"
+    assert materialization.metadata["lfs_missing_paths"].value == ["model.bin"]
+    row = lineage.get(request_id)
+    assert row.status == "partial" and list(row.reasons) == ["lfs_missing"]
+    assert "1 LFS objects" in row.reasons["lfs_missing"] and "model.bin" in row.error
+    check = evaluation(archived)
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR
+    assert check.metadata["reason"].value == "lfs_missing"
+    assert "model.bin" in check.metadata["detail"].value

@@ -1,6 +1,9 @@
 """Git LFS objects in the vault, against the test git server's LFS endpoint (batch API over HTTP)
 and S3 (moto server): archived content-addressed under `lfs/<oid>`, uploaded once, listed per
-snapshot, restored so that the checkout holds their content with the server gone."""
+snapshot, stored with their content in `tree/`, restored so that the checkout holds their
+content with the server gone. Objects the server lost make the snapshot `partial`: verify fails
+`lfs_missing`, restore names the files that stay pointers; without git-lfs, restore says how to
+finish."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import pytest
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.snapshot import ArchiveResult
+from repovault_pipeline.core.stats import human_size
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
@@ -31,6 +36,10 @@ def s3() -> boto3.client:
 def lfs_keys(bucket: str) -> dict[str, bytes]:
     listed = s3().list_objects_v2(Bucket=bucket, Prefix="lfs/").get("Contents", [])
     return {o["Key"]: s3().get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def tree_file(bucket: str, path: str) -> bytes:
+    return s3().get_object(Bucket=bucket, Key=f"tree/{path}")["Body"].read()
 
 
 def manifest(result: ArchiveResult) -> dict:
@@ -65,21 +74,44 @@ def test_lfs_objects_are_archived_and_restore_offline(
     repo, contents = lfs_repo
     result = archive(repo)
     assert result.lfs_objects == 4 and result.lfs_uploaded == 4 and result.lfs_missing == 0
+    assert result.status == "completed" and result.reasons == {}  # a faithful copy
     stored = lfs_keys(result.bucket)
     assert stored == {f"lfs/{oid}": data for oid, data in contents.items()}
     doc = manifest(result)
     assert doc["lfs"]["objects"] == 4
     assert doc["lfs"]["bytes"] == sum(len(c) for c in contents.values())
+    assert doc["lfs"]["missing"] == 0 and doc["lfs"]["missing_paths"] == []
     assert doc["keep"] == {"lfs": True, "wiki": True}
     index_key = f"snapshots/{result.snapshot_id}/lfs.json"
     assert doc["lfs"]["index"] == index_key
     index = json.loads(s3().get_object(Bucket=result.bucket, Key=index_key)["Body"].read())
-    assert index == {"objects": {o: len(c) for o, c in contents.items()}, "missing": {}}
+    assert index == {
+        "objects": {o: len(c) for o, c in contents.items()},
+        "missing": {},
+        "missing_paths": {},
+    }
+    # tree/ holds the files themselves where people browse, not the pointers git stores.
+    for path in ("model.bin", "data/set.bin"):
+        assert tree_file(result.bucket, path) == (repo.work / path).read_bytes()
+    assert doc["tree"]["lfs_files"] == 2 and doc["tree"]["lfs_pointers"] == []
+    assert doc["tree"]["bytes"] == sum(
+        len((repo.work / p).read_bytes()) for p in ("model.bin", "data/set.bin", "README.md")
+    ) + len((repo.work / ".gitattributes").read_bytes())
+    # What the LFS objects take counts in the vault's sizes: `stats` and `list`.
+    assert cli(["stats", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)["figures"]
+    lfs_bytes = sum(len(c) for c in contents.values())
+    assert figures["lfs_bytes"] == lfs_bytes and figures["wiki_bytes"] == 0
+    assert figures["stored_bytes"] == result.bundle_size + doc["tree"]["bytes"] + lfs_bytes
+    assert cli(["list"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if result.repo_id in x]
+    assert human_size(lfs_bytes) in line and human_size(figures["stored_bytes"]) in line
 
     shutil.rmtree(repo.lfs_store())  # the forge lost every object: the vault must suffice
     dest = tmp_path / "restored"
     assert cli(["restore", repo.url, str(dest)]) == 0, capsys.readouterr().err
-    assert "4 LFS objects" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "4 LFS objects verified and checked out" in said.out and said.err == ""
     assert (dest / "model.bin").read_bytes() == (repo.work / "model.bin").read_bytes()
     assert (dest / "data" / "set.bin").read_bytes() == (repo.work / "data" / "set.bin").read_bytes()
     assert git(dest, "status", "--porcelain") == ""
@@ -128,15 +160,79 @@ def test_a_corrupt_lfs_object_is_refused_on_restore(
     assert not dest.exists()
 
 
-def test_an_object_the_forge_lost_is_listed_missing(vault_env: dict[str, str], lfs_repo) -> None:
-    repo, contents = lfs_repo
-    lost = next(iter(contents))
+def test_an_object_the_forge_lost_makes_a_partial_snapshot(
+    vault_env: dict[str, str], lfs_repo, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The current model.bin is gone from the forge: the snapshot is `partial` (`lfs_missing`,
+    with the count and the file), verify fails with that reason, restore warns naming it, and
+    tree/ holds its pointer text, as the manifest says."""
+    repo, _ = lfs_repo
+    lost = sha((repo.work / "model.bin").read_bytes())
     (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()
     result = archive(repo)
-    assert result.outcome == "completed"
+    assert result.outcome == "completed" and result.status == "partial"
     assert result.lfs_objects == 3 and result.lfs_missing == 1
+    assert result.reasons["lfs_missing"].startswith("1 LFS objects")
+    assert "model.bin" in result.reasons["lfs_missing"]
     assert f"lfs/{lost}" not in lfs_keys(result.bucket)
-    assert manifest(result)["lfs"]["missing"] == 1
+    doc = manifest(result)
+    assert doc["lfs"]["missing"] == 1 and doc["lfs"]["missing_paths"] == ["model.bin"]
+    assert doc["tree"]["lfs_pointers"] == ["model.bin"]
+    assert tree_file(result.bucket, "model.bin").startswith(b"version https://git-lfs")
+    assert tree_file(result.bucket, "data/set.bin") == (repo.work / "data/set.bin").read_bytes()
+
+    assert cli(["verify", repo.url]) == 1
+    err = capsys.readouterr().err
+    assert "lfs_missing" in err and "1 LFS objects" in err and "model.bin" in err, err
+
+    dest = tmp_path / "restored"
+    assert cli(["restore", repo.url, str(dest)]) == 0
+    said = capsys.readouterr()
+    assert "3 LFS objects verified and checked out" in said.out
+    assert "partial" in said.err and "stay pointer files" in said.err and "model.bin" in said.err
+    assert (dest / "model.bin").read_bytes().startswith(b"version https://git-lfs")
+    assert (dest / "data" / "set.bin").read_bytes() == (repo.work / "data/set.bin").read_bytes()
+
+    # A run that finds nothing new still answers for the snapshot it leaves the request on.
+    again = archive(repo)
+    assert again.outcome == "unchanged" and again.status == "partial"
+    assert again.reasons == result.reasons
+
+
+def test_restore_without_git_lfs_says_how_to_finish(
+    vault_env: dict[str, str], lfs_repo, tmp_path: Path
+) -> None:
+    """`repovault restore` from another folder, with git on PATH but not git-lfs: the objects
+    are restored and checked, the files are pointers, and the message says what to run; doing
+    so gives the files."""
+    repo, _ = lfs_repo
+    archive(repo)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "git")
+    dest, elsewhere = tmp_path / "restored", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    repovault = str(Path(sys.executable).with_name("repovault"))
+    done = subprocess.run(
+        [repovault, "restore", repo.url, str(dest)],
+        cwd=elsewhere,
+        env={**os.environ, "PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 LFS objects verified and NOT checked out (no git-lfs)" in done.stdout
+    assert "git-lfs is not installed" in done.stderr
+    assert "git lfs install --local && git lfs checkout" in done.stderr
+    assert (dest / "model.bin").read_bytes().startswith(b"version https://git-lfs")
+
+    # What the message says to do, with git-lfs installed, offline.
+    shutil.rmtree(repo.lfs_store())
+    git(dest, "lfs", "install", "--local")
+    git(dest, "lfs", "checkout")
+    assert (dest / "model.bin").read_bytes() == (repo.work / "model.bin").read_bytes()
+    assert git(dest, "status", "--porcelain") == ""
 
 
 def test_keep_lfs_off_stores_no_object(
@@ -161,6 +257,7 @@ def test_a_repository_without_lfs_asks_no_lfs_endpoint(
         "objects": 0,
         "bytes": 0,
         "missing": 0,
+        "missing_paths": [],
         "index": f"snapshots/{result.snapshot_id}/lfs.json",
     }
     owner = repo.url.split("/")[-2]

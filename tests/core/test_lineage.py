@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
 
@@ -87,3 +88,30 @@ def test_a_retried_step_shows_why_until_the_request_ends(vault_env: dict[str, st
     assert lineage.get(request_id).error is None  # the outcome replaces the note
     lineage.record_retrying(request_id, 2, 4, "late")  # a closed row is never reopened
     assert (lineage.get(request_id).status, lineage.get(request_id).error) == ("completed", None)
+
+
+def test_a_part_failing_after_the_row_closed_makes_it_partial_never_a_failed_one(
+    vault_env: dict[str, str],
+) -> None:
+    """`partial` comes with its reasons, and only a request whose code was kept becomes it."""
+    lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])
+    kept = lineage.record_pending(URL, REPO_ID, "cli")
+    lineage.record_started(kept, URL, REPO_ID, "cli", "run-1")
+    with pytest.raises(ValueError, match="exactly when it has reasons"):
+        lineage.record_finished(kept, "partial")
+    lineage.record_finished(
+        kept, "partial", snapshot_id="snap", reasons={"lfs_missing": "2 LFS objects ..."}
+    )
+    row = lineage.record_part_failed(kept, "metadata_failed", "rate limit reached")
+    assert row is not None and row.status == "partial" and row.snapshot_id == "snap"
+    assert row.reasons == {
+        "lfs_missing": "2 LFS objects ...",
+        "metadata_failed": "rate limit reached",
+    }
+    assert row.error == "lfs_missing: 2 LFS objects ...; metadata_failed: rate limit reached"
+
+    failed = lineage.record_pending(URL, REPO_ID, "cli")
+    lineage.record_started(failed, URL, REPO_ID, "cli", "run-2")
+    lineage.record_finished(failed, "failed", error="clone failed")
+    assert lineage.record_part_failed(failed, "metadata_failed", "x") is None
+    assert (lineage.get(failed).status, lineage.get(failed).reasons) == ("failed", None)

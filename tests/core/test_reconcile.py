@@ -3,6 +3,7 @@ broker; Dagster's runs are stood in for by a table of statuses (the `RunHistory`
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -79,14 +80,29 @@ def test_in_progress_rows_get_the_outcome_of_their_ended_run(
     gone = started(lineage, "gone", "run-gone")
     crashed = started(lineage, "crashed", "run-crashed")
     silent = started(lineage, "silent", "run-silent")
+    partial = started(lineage, "partial", "run-partial")
+    missing = {"lfs_missing": "1 LFS objects its history points to were not on the server"}
     runs = Runs(
         statuses={
             "run-running": "STARTED",
             "run-recorded": "FAILURE",
             "run-crashed": "FAILURE",
             "run-silent": "CANCELED",
+            "run-partial": "FAILURE",
         },
-        outcomes={"run-recorded": RecordedOutcome("unchanged", "snap-1", "c0ffee", 0)},
+        outcomes={
+            "run-recorded": RecordedOutcome("unchanged", "snap-1", "c0ffee", 0),
+            # as upload_snapshot's output metadata holds it (`outcome_metadata`)
+            "run-partial": RecordedOutcome.from_metadata(
+                {
+                    "outcome": "completed",
+                    "snapshot_id": "snap-2",
+                    "head_commit": "beef",
+                    "bytes_uploaded": 10,
+                    "reasons": json.dumps(missing),
+                }
+            ),
+        },
         failures={"run-crashed": "step repo_archive.clone_repo failed: worker killed"},
     )
 
@@ -97,7 +113,9 @@ def test_in_progress_rows_get_the_outcome_of_their_ended_run(
         gone: "failed",
         crashed: "failed",
         silent: "failed",
+        partial: "partial",  # a run that recorded a missing part is never `completed`
     }
+    assert lineage.get(partial).reasons == missing
     assert lineage.get(running).status == "in_progress"
     row = lineage.get(recorded)
     assert (row.snapshot_id, row.head_commit, row.error) == ("snap-1", "c0ffee", None)
@@ -115,10 +133,11 @@ def test_in_progress_rows_get_the_outcome_of_their_ended_run(
     events = {e["request_id"]: e for e in read_json(vault_env["REPOVAULT_TOPIC_COMPLETED"])}
     assert {r: e["status"] for r, e in events.items()} == report.closed
     assert events[recorded]["run_id"] == "run-recorded"
+    assert events[partial]["reasons"] == missing and events[recorded]["reasons"] == {}
 
     again, _ = reconcile(runs)  # closed rows are final: a second pass does nothing
     assert again.closed == {}
-    assert len(read_json(vault_env["REPOVAULT_TOPIC_COMPLETED"])) == 4
+    assert len(read_json(vault_env["REPOVAULT_TOPIC_COMPLETED"])) == 5
 
 
 def test_final_rows_are_never_touched(lineage: LineageStore) -> None:

@@ -135,3 +135,20 @@ def test_keep_wiki_off_never_asks_for_the_wiki(
     result = archive(repo)
     assert result.wiki_outcome is None and keys(result.bucket, "wiki/") == set()
     assert not logged_requests(git_server_log, "/" + wiki.url.split("/", 3)[3])
+
+
+def test_a_wiki_that_cannot_be_cloned_leaves_the_code_kept_and_the_run_partial(
+    vault_env: dict[str, str], with_wiki
+) -> None:
+    """The forge lists the wiki's refs but cannot serve its history (an object is gone): the
+    code snapshot is written all the same, and the run says `partial` (`wiki_failed`)."""
+    repo, wiki = with_wiki
+    head = wiki.refs()["refs/heads/main"]
+    loose = wiki.bare / "objects" / head[:2] / head[2:]
+    assert loose.is_file()
+    loose.unlink()
+    result = archive(repo)
+    assert result.outcome == "completed" and result.status == "partial"
+    assert result.wiki_outcome == "failed" and list(result.reasons) == ["wiki_failed"]
+    assert keys(result.bucket, "wiki/") == set()
+    assert read_json(result.bucket, "latest.json")["snapshot_id"] == result.snapshot_id

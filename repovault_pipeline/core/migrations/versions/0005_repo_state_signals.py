@@ -9,15 +9,14 @@ metadata snapshot is at least as new as, written by `repo_metadata`. All nullabl
 them has not recorded that signal yet, and its next check requests a run that records it.
 
 Revision ID: 0005
-Revises: 0003 (0004, request statuses, is written on another branch: when both are merged this
-revision follows it)
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 
 
 def upgrade() -> None:
