@@ -46,9 +46,14 @@ _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 # 2. `name=` after `?`, `&`, `;`, `#`, or where a run or an scp-like token may start; the value
 # runs to the next `&`, `#` or end of the URL. JSON `"name": "value"` (group 1: the backslashes of
 # JSON text quoted inside a JSON string).
-_PARAM_NAME = re.compile(rf"(?:(?<=[?&;#])|(?<![^{_END}(\[{{,;=|]))([A-Za-z0-9_.\-\[\]]+)=")
+# A name starts where a run of name characters starts (never inside one: the scan stays linear
+# on a long run such as `[[[[...`).
+_NAME_CHARS = r"A-Za-z0-9_.\-\[\]"
+_PARAM_NAME = re.compile(
+    rf"(?:(?<=[?&;#])|(?<![^{_END}(\[{{,;=|]))(?<![{_NAME_CHARS}])([{_NAME_CHARS}]++)="
+)
 _PARAM_END = re.compile(rf"[&#{_END}]")
-_JSON_FIELD = re.compile(r'(\\*)"([A-Za-z0-9_.\-]+)\1"(\s*:\s*)\1"(.*?)(?<!\\)\1"')
+_JSON_FIELD = re.compile(r'(?<!\\)(\\*+)"([A-Za-z0-9_.\-]++)\1"(\s*+:\s*+)\1"(.*?)(?<!\\)\1"')
 # 5. Token formats: GitHub (classic, fine-grained, app, OAuth), GitLab (glpat-, gldt-, ...).
 _TOKEN_FORMAT = re.compile(
     r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,})"
