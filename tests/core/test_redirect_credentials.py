@@ -70,7 +70,9 @@ class Recorder:
 def forge_redirecting_elsewhere(path_prefix: str = "") -> Iterator[tuple[Recorder, Recorder]]:
     """(forge, elsewhere): the forge on 127.0.0.1 answers every request with a redirect to the
     same path on `localhost`, another port: another host."""
-    elsewhere = Recorder("localhost", lambda path: (200, {"Content-Type": "application/json"}, b"[]"))
+    elsewhere = Recorder(
+        "localhost", lambda path: (200, {"Content-Type": "application/json"}, b"[]")
+    )
     forge = Recorder(
         "127.0.0.1",
         lambda path: (302, {"Location": f"http://localhost:{elsewhere.port}{path}"}, b""),
