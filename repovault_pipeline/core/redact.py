@@ -29,6 +29,7 @@ input from third parties.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterator
 from urllib.parse import unquote
@@ -91,6 +92,27 @@ def credential_header(name: str) -> bool:
     GitLab's `PRIVATE-TOKEN`, `Job-Token`, `X-Api-Key`, `Cookie`, ...): what a client must never
     send to another host."""
     return name.lower() in ("cookie", "proxy-authorization") or _is_secret_name(name, False)
+
+
+def mask_log_records() -> None:
+    """Mask every log record of this process when it is made (`logging`'s record factory): the
+    logs are an exit like the others, whoever logs (RepoVault, Dagster, a library quoting a
+    URL). Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "masks_secrets", False):
+        return
+
+    def masked_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit: logging reports it
+            return record
+        record.msg, record.args = mask_secrets(message), None
+        return record
+
+    masked_record.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masked_record)
 
 
 def _mask_rules(text: str) -> str:

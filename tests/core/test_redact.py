@@ -8,6 +8,7 @@ secret appears nowhere in the output while the rest of the text may contain anyt
 from __future__ import annotations
 
 import json
+import logging
 import string
 
 import pytest
@@ -306,3 +307,22 @@ def test_a_cut_never_leaves_a_piece_of_the_secret(case: tuple[str, str]) -> None
     for limit in range(len(text) + 1):
         cut = mask_and_cut(text, limit)
         assert not any(cut.endswith(secret[:k]) for k in range(4, len(secret) + 1)), cut
+
+
+def test_a_log_record_is_masked_whoever_logs_it() -> None:
+    """Logs are an exit: a record made by any logger (here one RepoVault does not own) of a
+    process that imported RepoVault comes out masked, arguments included."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    logger = logging.getLogger("some.library")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.warning("GET %s failed", "https://h/o/r.git?private%5Ftoken=S3cretPassw0rd")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["GET https://h/o/r.git?private_token=*** failed"]
