@@ -141,7 +141,8 @@ def inject(
     _record(lineage, sorted_, outcome)
     dead_letters = [r.letter() for r in sorted_.rejections]
     dead_letters += [
-        (f"{r.topic}:{r.partition}:{r.offset}", position_reset_event(r)) for r in batch.resets
+        (dead_letter_key(r.topic, r.partition, r.offset), position_reset_event(r))
+        for r in batch.resets
     ]
     marks = _publish_once(gateway, settings.topics.rejected, dead_letters, cursor.rejected_marks)
     outcome.cursor = InjectorCursor(batch.positions, batch.topic_id, marks)
