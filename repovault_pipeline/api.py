@@ -32,7 +32,7 @@ from .core.identity import InvalidRepoUrl, RepoRef
 from .core.kafka import BrokerUnavailable
 from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
-from .core.redact import mask_secrets
+from .core.redact import mask_and_cut, mask_secrets
 from .core.restore import resolve_target
 from .core.settings import KEEP_CHOICES, Settings, keep_choices
 from .core.snapshot import archived_repositories
@@ -84,6 +84,43 @@ def _bad(status: int, reason: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": reason, **extra}, status_code=status)
 
 
+class MaskedErrors:
+    """ASGI middleware: the body of every answer of status 400 or more goes through
+    `mask_secrets` before it leaves, whatever produced it (a handler's reason, FastAPI's
+    validation errors echoing the input, an exception handler): one masking function at the
+    API's exit, since error texts are where callers' input comes back."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def masked_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start.update(message)
+                return
+            if not start:
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            masked = mask_secrets(body.decode("utf-8", "backslashreplace")).encode()
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(masked)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": masked})
+
+        await self.app(scope, receive, masked_send)
+
+
 def _row(r: LineageRow) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(r).items()}
 
@@ -111,7 +148,7 @@ def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
     urls = doc["urls"]
     fields = set(RequestsBody.model_fields)
     if set(doc) - fields:
-        unknown = sorted(str(f)[:20] for f in set(doc) - fields)
+        unknown = [mask_and_cut(str(name), 80) for name in sorted(set(doc) - fields)]
         return _bad(400, f"unknown fields {unknown}; the body takes {', '.join(sorted(fields))}")
     force = doc.get("force", False)
     if not isinstance(force, bool):
@@ -141,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=OAUTH2_REDIRECT_URL,
     )
     _serve_docs(app)
+    app.add_middleware(MaskedErrors)
 
     @app.post(
         "/api/requests",

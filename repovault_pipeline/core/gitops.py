@@ -237,10 +237,14 @@ class GitClient:
         credentials = self._credentials(ref)
         if credentials is not None:
             (scheme, host, port), basic = credentials
+            # git sends its extra header to wherever a redirect led, on every later request of
+            # the command: with a credential attached, redirects are not followed at all.
             env.update(
-                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_COUNT="2",
                 GIT_CONFIG_KEY_0=f"http.{scheme}://{host}{f':{port}' if port else ''}/.extraheader",
                 GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+                GIT_CONFIG_KEY_1="http.followRedirects",
+                GIT_CONFIG_VALUE_1="false",
             )
         return env
 

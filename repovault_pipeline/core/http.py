@@ -1,7 +1,8 @@
 """HTTP for the forge APIs and the trending page: one way to build a session that retries.
 
 Plain requests + urllib3, no Dagster: every client of a remote HTTP API (trending page, GitHub
-and GitLab APIs) shares the same bounded retry rules.
+and GitLab APIs) shares the same bounded retry rules, and the same rule for redirects: no
+credential follows one to another host (`GuardedSession`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .redact import credential_header
+
 RETRY_AFTER_MAX_S = 10.0  # a 503's Retry-After is honoured up to this; a tick never waits longer
 
 
@@ -27,6 +30,20 @@ class _BoundedRetry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         wait = super().get_retry_after(response)
         return None if wait is None else min(wait, RETRY_AFTER_MAX_S)
+
+
+class GuardedSession(requests.Session):
+    """A session that never sends a credential to another host on a redirect. requests drops
+    only `Authorization` there; GitLab's `PRIVATE-TOKEN` (and any `*-Token`, `X-Api-Key`,
+    `Cookie` header) would follow a forge's redirect to wherever it points. Another host is
+    what requests calls one (`should_strip_auth`): another host name or port, or https
+    downgraded to http."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in [n for n in prepared_request.headers if credential_header(n)]:
+                del prepared_request.headers[name]
 
 
 def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Session:
@@ -47,7 +64,7 @@ def api_session(retries: int, backoff_s: float, user_agent: str) -> requests.Ses
         raise_on_status=False,
         raise_on_redirect=False,
     )
-    session = requests.Session()
+    session = GuardedSession()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -142,7 +142,9 @@ def parse_repo_url(
         )
     segments = _path_segments(path)
     if host in FLAT_HOSTS and len(segments) != 2:
-        raise InvalidRepoUrl(f"{host} repositories are owner/name; {'/'.join(segments)!r} is not")
+        raise InvalidRepoUrl(
+            f"{host} repositories are owner/name; {_echo('/'.join(segments))!r} is not"
+        )
     if port == DEFAULT_PORTS.get(scheme):
         port = None
 
@@ -224,10 +226,10 @@ def _path_segments(path: str) -> tuple[str, ...]:
     if "%" in path:
         raise InvalidRepoUrl("percent-encoded characters are not allowed in a repository URL")
     if len(segments) < 2 or any(not seg for seg in segments):
-        raise InvalidRepoUrl(f"{path!r} does not name a repository; give /owner/name")
+        raise InvalidRepoUrl(f"{_echo(path)!r} does not name a repository; give /owner/name")
     for seg in segments:
         if not _SEGMENT.match(seg) or seg.startswith("-"):
-            raise InvalidRepoUrl(f"{seg!r} is not a valid owner or repository name")
+            raise InvalidRepoUrl(f"{_echo(seg)!r} is not a valid owner or repository name")
     return segments
 
 

@@ -14,6 +14,7 @@ did.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from .redact import mask_secrets
+from .redact import mask_and_cut
 from .schema import ensure
 from .settings import DB_TIMEOUT_S
-from .tables import SOURCES, repo_requests
+from .tables import SOURCE_LABEL, repo_requests
 
 FINAL_STATUSES = ("completed", "unchanged", "partial", "failed", "rejected")
 STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
@@ -45,6 +47,9 @@ STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request
 LFS_MISSING, WIKI_FAILED, METADATA_FAILED = "lfs_missing", "wiki_failed", "metadata_failed"
 PARTIAL_REASONS = (LFS_MISSING, WIKI_FAILED, METADATA_FAILED)
 MAX_ERROR = 2000
+MAX_URL = 2000
+# What PostgreSQL cannot keep in a text column: NUL, and lone surrogates (not UTF-8).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def final_status(outcome: str, reasons: Mapping[str, str] | None) -> str:
@@ -174,41 +179,64 @@ class LineageStore:
         )
         return request_id
 
-    def record_injected(self, requests: Sequence[Injected]) -> None:
-        """The injector read these requests; rows are created for those a third party produced."""
-        self._upsert(
-            [
-                _row(
-                    r.request_id,
-                    r.repo_url,
-                    r.repo_id,
-                    r.source,
-                    "pending",
-                    r.created_at,
-                    inyector_timestamp=r.injected_at,
-                )
-                for r in requests
-            ],
+    def _upsert_each(
+        self,
+        requests: Sequence[Injected],
+        row: Callable[[Injected], dict[str, Any]],
+        update_columns: Sequence[str],
+        **options: Any,
+    ) -> dict[str, str]:
+        """`_upsert` of the rows of `requests`, in one statement; when the database refuses the
+        batch for what a row holds (a data exception or a constraint: SQLSTATE classes 22 and
+        23, or a value the driver cannot send), each row alone. Returns the request ids the
+        database refused, with its reason: a third party's message must never stop the rows of
+        the others. Any other failure (unreachable, read-only, ...) raises."""
+        try:
+            self._upsert([row(r) for r in requests], update_columns, **options)
+            return {}
+        except (DataError, IntegrityError, StatementError, ValueError) as exc:
+            if isinstance(exc, DBAPIError) and not isinstance(exc, DataError | IntegrityError):
+                raise  # the database failed (down, read-only, ...), not the row: retry the tick
+            if len(requests) == 1:
+                return {requests[0].request_id: _refusal(exc)}
+        refused: dict[str, str] = {}
+        for request in requests:
+            refused.update(self._upsert_each([request], row, update_columns, **options))
+        return refused
+
+    def record_injected(self, requests: Sequence[Injected]) -> dict[str, str]:
+        """The injector read these requests; rows are created for those a third party produced.
+        Returns the requests the database refused (`_upsert_each`)."""
+        return self._upsert_each(
+            requests,
+            lambda r: _row(
+                r.request_id,
+                r.repo_url,
+                r.repo_id,
+                r.source,
+                "pending",
+                r.created_at,
+                inyector_timestamp=r.injected_at,
+            ),
             ("inyector_timestamp",),
             keep_first=("inyector_timestamp",),  # a replayed or republished message
         )
 
-    def record_rejected(self, requests: Sequence[Injected]) -> None:
-        """Requests that cannot be processed; the reason goes to `error`."""
-        self._upsert(
-            [
-                _row(
-                    r.request_id,
-                    r.repo_url[:2000],
-                    r.repo_id,
-                    r.source,
-                    "rejected",
-                    r.created_at,
-                    inyector_timestamp=r.injected_at,
-                    error=_error(r.error),
-                )
-                for r in requests
-            ],
+    def record_rejected(self, requests: Sequence[Injected]) -> dict[str, str]:
+        """Requests that cannot be processed; the reason goes to `error`. Returns the requests
+        the database refused (`_upsert_each`)."""
+        return self._upsert_each(
+            requests,
+            lambda r: _row(
+                r.request_id,
+                r.repo_url,
+                r.repo_id,
+                r.source,
+                "rejected",
+                r.created_at,
+                inyector_timestamp=r.injected_at,
+                error=_error(r.error),
+            ),
             ("status", "error", "inyector_timestamp"),
             only_status="pending",  # a bad message claiming a request id never closes its row
         )
@@ -250,7 +278,9 @@ class LineageStore:
         """Attempt `attempt` of `attempts` failed for a transient reason and will be retried: the
         row stays `in_progress` and says why, instead of looking busy with no error for the
         minutes the retries take. `record_finished` replaces the text at the end."""
-        note = f"attempt {attempt} of {attempts} failed: {mask_secrets(reason)}"[: MAX_ERROR - 10]
+        note = storable(
+            mask_and_cut(f"attempt {attempt} of {attempts} failed: {reason}", MAX_ERROR - 10)
+        )
         with self.engine.begin() as conn:
             conn.execute(
                 update(repo_requests)
@@ -317,7 +347,7 @@ class LineageStore:
             if row is None:
                 return None
             found = Request.from_row(row._mapping)
-            reasons = {**(found.reasons or {}), reason: mask_secrets(detail)[:MAX_ERROR]}
+            reasons = {**(found.reasons or {}), reason: storable(mask_and_cut(detail, MAX_ERROR))}
             conn.execute(
                 update(repo_requests)
                 .where(c.request_id == request_id)
@@ -407,7 +437,7 @@ def _row(
     row: dict[str, Any] = {c.name: None for c in repo_requests.columns}
     row.update(
         request_id=request_id,
-        repo_url=mask_secrets(repo_url),
+        repo_url=storable(mask_and_cut(repo_url, MAX_URL)),
         repo_id=repo_id,
         source=_source(source),
         status=status,
@@ -418,13 +448,28 @@ def _row(
 
 
 def _source(source: str) -> str:
-    if source not in SOURCES:
-        raise ValueError(f"unknown request source {source!r}; one of {', '.join(SOURCES)}")
+    if not SOURCE_LABEL.match(source):
+        raise ValueError(f"request source {storable(source)[:40]!r} is not a source label")
     return source
 
 
 def _error(error: str | None) -> str | None:
-    return mask_secrets(error)[:MAX_ERROR] if error else None
+    return storable(mask_and_cut(error, MAX_ERROR)) if error else None
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can keep it: NUL and lone surrogates written as escapes (`\\x00`,
+    `\\ud800`), so a third party's bytes never make a row impossible to write."""
+    if not _UNSTORABLE.search(text):
+        return text
+    return _UNSTORABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+def _refusal(exc: BaseException) -> str:
+    """Why the database refused a row, in one line without the SQL or the row's values."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {first}"[:300]
 
 
 def connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
@@ -470,7 +515,9 @@ def _statement_timeout(seconds: int) -> Callable[[Any, Any], None]:
 def _reasons(reasons: Mapping[str, str] | None) -> str | None:
     if not reasons:
         return None
-    return json.dumps({k: mask_secrets(v)[:MAX_ERROR] for k, v in reasons.items()}, sort_keys=True)
+    return json.dumps(
+        {k: storable(mask_and_cut(v, MAX_ERROR)) for k, v in reasons.items()}, sort_keys=True
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .kafka import PositionReset
 from .lineage import reasons_line
-from .redact import mask_secrets
+from .redact import mask_and_cut, mask_secrets
 from .settings import Settings, keep_choices
-from .tables import SOURCES
+from .tables import SOURCE_LABEL
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MESSAGE_NAMESPACE = uuid.UUID("0b3c9a52-7f0e-4c8e-8d7e-3f0a6a1c2b77")
-MAX_ORIGINAL = 4096
+MAX_ORIGINAL = 4096  # bytes of a rejected message kept in its dead letter, after masking
+MAX_KEY = 256  # characters of its key
 _JSON_TYPES = {list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
@@ -104,8 +105,11 @@ def parse_request(
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise RejectedMessage("request_id must be 1-64 letters, digits or ._:-")
     source = fields.get("source") or "kafka"
-    if not isinstance(source, str) or source not in SOURCES:
-        raise RejectedMessage(f"unknown source {str(source)[:20]!r}; one of {', '.join(SOURCES)}")
+    if not isinstance(source, str) or not SOURCE_LABEL.match(source):
+        raise RejectedMessage(
+            f"source {mask_and_cut(str(source), 20)!r} is not a label: give 1-16 letters, "
+            "digits or ._- (e.g. kafka, crm)"
+        )
     try:
         ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
     except InvalidRepoUrl as exc:
@@ -127,26 +131,40 @@ def _timestamp(raw: object) -> datetime | None:
         return None
     try:
         stamp = datetime.fromisoformat(str(raw))
-    except ValueError:
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a timestamp, or one UTC cannot hold (year 1-)
         raise RejectedMessage("requested_at is not an ISO 8601 timestamp") from None
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def claimed_request_id(value: bytes | None) -> str | None:
     """The request_id a rejected message carried, if it is usable as one."""
     try:
         doc = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
         return None
     rid = doc.get("request_id") if isinstance(doc, dict) else None
     return rid if isinstance(rid, str) and _REQUEST_ID.match(rid) else None
 
 
+def dead_letter_key(topic: str, partition: int, offset: int) -> str:
+    """The `rechazados` key of the dead letter of one record: where the record is."""
+    return f"{topic}:{partition}:{offset}"
+
+
 def dead_letter(
-    reason: str, value: bytes | None, topic: str, partition: int, offset: int, request_id: str
+    reason: str,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    request_id: str,
+    key: bytes | None = None,
 ) -> bytes:
-    """The `rechazados` value: why, where from, and the original bytes with secrets masked."""
-    original = (value or b"")[:MAX_ORIGINAL].decode("utf-8", errors="backslashreplace")
+    """The `rechazados` value: why, where from, and the original bytes (and key) with secrets
+    masked, then cut to MAX_ORIGINAL bytes (masked first, so no cut leaves half a secret)."""
+    original = mask_secrets((value or b"").decode("utf-8", errors="backslashreplace"))
+    kept = original.encode("utf-8", "backslashreplace")[:MAX_ORIGINAL].decode("utf-8", "ignore")
+    shown_key = key.decode("utf-8", "backslashreplace") if key is not None else None
     return json.dumps(
         {
             "kind": "dead_letter",
@@ -155,11 +173,27 @@ def dead_letter(
             "topic": topic,
             "partition": partition,
             "offset": offset,
-            "original": mask_secrets(original),
-            "truncated": len(value or b"") > MAX_ORIGINAL,
+            "key": mask_and_cut(shown_key, MAX_KEY) if shown_key is not None else None,
+            "original": kept,
+            "truncated": len(kept) < len(original),
             "rejected_at": datetime.now(UTC).isoformat(),
         }
     ).encode()
+
+
+def dead_letter_identity(value: bytes) -> str | None:
+    """What makes a `rechazados` record the announcement of one event (the same dead letter,
+    the same position reset), or None for a value that is neither: how a retried tick finds
+    what an earlier attempt already published."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if doc.get("kind") not in ("dead_letter", "position_reset"):
+        return None
+    return json.dumps([doc.get(f) for f in ("kind", "topic", "partition", "offset", "request_id")])
 
 
 def status_event(

@@ -13,7 +13,13 @@
    of the URL, so a password holding `@` or `/` is masked whole; `ssh://git@` (a user name
    without a password) is kept;
 4. scp-like userinfo with a password (`user:password@host:path`);
-5. GitHub and GitLab token formats standing on their own, and HTTP authorization header values.
+5. GitHub and GitLab token formats standing on their own, and HTTP authorization header values;
+6. all of the above once more on every run of URL characters holding percent-escapes, decoded
+   (`?private%5Ftoken=`, `%70assword=`, twice-encoded too): a server decodes before it reads, so
+   the masker does as well. A run where that finds a credential is given back decoded and masked.
+
+Text is masked before it is cut (`mask_and_cut`): a cut can split a credential into a part no
+rule recognises (`https://alice:S3cret` without its `@host`).
 
 Masking errs on the side of hiding too much: a URL with an `@` in its path loses the text before
 it, never a secret. Its time is linear in the length of the text, whatever the text: it runs on
@@ -23,8 +29,10 @@ input from third parties.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 from .settings import configured_secrets
 
@@ -39,9 +47,14 @@ _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 # 2. `name=` after `?`, `&`, `;`, `#`, or where a run or an scp-like token may start; the value
 # runs to the next `&`, `#` or end of the URL. JSON `"name": "value"` (group 1: the backslashes of
 # JSON text quoted inside a JSON string).
-_PARAM_NAME = re.compile(rf"(?:(?<=[?&;#])|(?<![^{_END}(\[{{,;=|]))([A-Za-z0-9_.\-\[\]]+)=")
+# A name starts where a run of name characters starts (never inside one: the scan stays linear
+# on a long run such as `[[[[...`).
+_NAME_CHARS = r"A-Za-z0-9_.\-\[\]"
+_PARAM_NAME = re.compile(
+    rf"(?:(?<=[?&;#])|(?<![^{_END}(\[{{,;=|]))(?<![{_NAME_CHARS}])([{_NAME_CHARS}]++)="
+)
 _PARAM_END = re.compile(rf"[&#{_END}]")
-_JSON_FIELD = re.compile(r'(\\*)"([A-Za-z0-9_.\-]+)\1"(\s*:\s*)\1"(.*?)(?<!\\)\1"')
+_JSON_FIELD = re.compile(r'(?<!\\)(\\*+)"([A-Za-z0-9_.\-]++)\1"(\s*+:\s*+)\1"(.*?)(?<!\\)\1"')
 # 5. Token formats: GitHub (classic, fine-grained, app, OAuth), GitLab (glpat-, gldt-, ...).
 _TOKEN_FORMAT = re.compile(
     r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,})"
@@ -54,6 +67,9 @@ _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*\w+\s+)\S+")
 _SECRET_WORDS = ("token", "secret", "passw", "signature", "credential", "authorization")
 _KEY_NAME = re.compile(r"(?:^|api|access|secret|private|signing|auth|ssh|session|encryption)_?key$")
 _URL_ONLY_NAMES = {"sig", "code", "auth", "pass", "pwd", "jwt", "session", "sessionid", "sas"}
+_MAX_DECODINGS = 4  # `%252570assword` is three; a server decodes once or twice
+# Characters a decoded run may hold that must not reach a one-line message: escaped again.
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def mask_secrets(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:
@@ -62,12 +78,68 @@ def mask_secrets(text: str, extra_secrets: tuple[str | None, ...] = ()) -> str:
         return text
     for secret in sorted(set(_configured_secrets(extra_secrets)), key=len, reverse=True):
         text = text.replace(secret, MASK)
+    text = _mask_rules(text)
+    return _URL_RUN.sub(_mask_decoded, text) if "%" in text else text
+
+
+def mask_and_cut(text: str, max_chars: int) -> str:
+    """`text` masked, then cut to `max_chars`: never the other way round."""
+    return mask_secrets(text)[:max_chars]
+
+
+def credential_header(name: str) -> bool:
+    """Whether an HTTP header called `name` carries a credential (`Authorization`,
+    GitLab's `PRIVATE-TOKEN`, `Job-Token`, `X-Api-Key`, `Cookie`, ...): what a client must never
+    send to another host."""
+    return name.lower() in ("cookie", "proxy-authorization") or _is_secret_name(name, False)
+
+
+def mask_log_records() -> None:
+    """Mask every log record of this process when it is made (`logging`'s record factory): the
+    logs are an exit like the others, whoever logs (RepoVault, Dagster, a library quoting a
+    URL). Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "masks_secrets", False):
+        return
+
+    def masked_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit: logging reports it
+            return record
+        record.msg, record.args = mask_secrets(message), None
+        return record
+
+    masked_record.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masked_record)
+
+
+def _mask_rules(text: str) -> str:
+    """Rules 2 to 5."""
     # Parameters first: a value holding `@` must not be cut in two by the userinfo rules.
     text = _mask_params(text)
     text = _JSON_FIELD.sub(_mask_json_field, text)
     text = _URL_RUN.sub(_mask_userinfo, text)
     text = _TOKEN_FORMAT.sub(MASK, text)
     return _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, text)
+
+
+def _mask_decoded(run: re.Match[str]) -> str:
+    """Rule 6 on one run of URL characters, after rules 2-5 masked it as it is written."""
+    token = run.group(0)
+    if "%" not in token:
+        return token
+    decoded = token
+    for _ in range(_MAX_DECODINGS):
+        once = unquote(decoded, errors="backslashreplace")
+        if once == decoded:
+            break
+        decoded = once
+    masked = _mask_rules(decoded)
+    if masked == decoded:  # nothing secret: the run keeps its spelling
+        return token
+    return _UNPRINTABLE.sub(lambda m: f"%{ord(m.group(0)):02X}", masked)
 
 
 def _configured_secrets(extra: tuple[str | None, ...]) -> Iterator[str]:

@@ -10,7 +10,7 @@ from .identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from .kafka import BrokerUnavailable, KafkaGateway
 from .lineage import LineageStore, now
 from .messages import request_message
-from .redact import mask_secrets
+from .redact import mask_and_cut, mask_secrets
 from .settings import Settings
 
 
@@ -29,7 +29,7 @@ def validate_urls(urls: Sequence[str], settings: Settings) -> tuple[list[RepoRef
         try:
             refs.append(parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts))
         except InvalidRepoUrl as exc:
-            refused.append(Refused(index, mask_secrets(url)[:80], str(exc)))
+            refused.append(Refused(index, mask_and_cut(url, 80), mask_secrets(str(exc))))
     return refs, refused
 
 

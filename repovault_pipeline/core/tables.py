@@ -10,6 +10,7 @@ head revision's tables equal these. Timestamps are timezone-aware UTC on Postgre
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,9 @@ from sqlalchemy import (
 )
 
 SOURCES = ("cli", "api", "trending", "kafka", "backfill", "ui", "track", "refresh")
+# What `repo_requests.source` holds: RepoVault's own SOURCES, or a third party's label on a
+# `pendientes` message (`crm`), kept as given; at most 16 characters (the column's width).
+SOURCE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}\Z")
 UPSTREAM_STATES = ("active", "unreachable", "gone")
 
 

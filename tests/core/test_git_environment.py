@@ -64,8 +64,13 @@ def test_the_token_header_goes_only_to_the_web_host_of_the_github_api(
         assert env["GIT_CONFIG_COUNT"] == "0"
         assert TOKEN not in str(env) and HEADER not in str(env)
     else:
-        assert (env["GIT_CONFIG_COUNT"], env["GIT_CONFIG_KEY_0"]) == ("1", header_key)
+        assert (env["GIT_CONFIG_COUNT"], env["GIT_CONFIG_KEY_0"]) == ("2", header_key)
         assert env["GIT_CONFIG_VALUE_0"] == HEADER
+        # the header would follow a redirect to any host: none is followed
+        assert (env["GIT_CONFIG_KEY_1"], env["GIT_CONFIG_VALUE_1"]) == (
+            "http.followRedirects",
+            "false",
+        )
 
 
 def test_ssh_reads_no_user_config_and_keeps_host_keys_where_configured(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ secret appears nowhere in the output while the rest of the text may contain anyt
 from __future__ import annotations
 
 import json
+import logging
 import string
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from repovault_pipeline.core.identity import InvalidRepoUrl, parse_repo_url
 from repovault_pipeline.core.messages import dead_letter
-from repovault_pipeline.core.redact import MASK, mask_secrets
+from repovault_pipeline.core.redact import MASK, mask_and_cut, mask_secrets
 
 HERE = "QQSECRETQQ"  # placeholder for the secret while the text is built
 
@@ -262,3 +263,66 @@ def test_long_hostile_text_is_masked_whole(filler: str) -> None:
     text = filler * (50_000 // len(filler)) + f" https://u:{secret}@h/x"
     masked = mask_secrets(text)
     assert secret not in masked and masked.endswith("https://***@h/x")
+
+
+def percent_encoded(draw: st.DrawFn, name: str) -> str:
+    """`name` with some of its characters percent-encoded, once or twice."""
+    out = []
+    for char in name:
+        times = draw(st.sampled_from([0, 0, 1, 2]))
+        for _ in range(times):
+            char = "".join(f"%{b:02X}" for b in char.encode())
+        out.append(char)
+    return "".join(out)
+
+
+@st.composite
+def url_with_encoded_secret_parameter(draw: st.DrawFn) -> tuple[str, str]:
+    """`?private%5Ftoken=SECRET`, `;%70assword=SECRET`: a server decodes the name and reads
+    the credential; the masker must too."""
+    secret = draw(secrets_in["word"])
+    name = percent_encoded(draw, draw(st.sampled_from(SECRET_PARAMS)))
+    lead = draw(st.sampled_from(["?", "#", ";", "?x=1&"]))
+    return f"https://{draw(hosts)}{draw(paths)}{lead}{name}={HERE}", secret
+
+
+@settings(SETTINGS, max_examples=100)
+@given(url_with_encoded_secret_parameter())
+@example(("https://127.0.0.1/o/r.git?private%5Ftoken=" + HERE, "S3cretPassw0rd"))
+@example(("https://127.0.0.1/o/r.git?%70assword=" + HERE, "S3cretPassw0rd"))
+@example(("git@127.0.0.1:o/demo.git;private%255Ftoken=" + HERE, "S3cretPassw0rd"))
+def test_percent_encoded_parameter_names_are_masked(case: tuple[str, str]) -> None:
+    assert_masked(*case)
+
+
+@settings(SETTINGS, max_examples=50)
+@given(st.one_of(url_with_userinfo(), scp_like(), url_with_secret_parameter()))
+@example(("https://alice:" + HERE + "@127.0.0.1/o/r.git", "S3cretPassw0rdXYZ"))
+def test_a_cut_never_leaves_a_piece_of_the_secret(case: tuple[str, str]) -> None:
+    """Masked first, then cut: wherever the cut falls, the text never ends with the start of
+    the secret (as `https://alice:S3cretPassw0rdXYZ` without its `@host` did)."""
+    template, secret = case
+    text = f"{'x' * 20} {template.replace(HERE, secret)} and more"
+    assume(secret[:4] not in mask_secrets(text))
+    for limit in range(len(text) + 1):
+        cut = mask_and_cut(text, limit)
+        assert not any(cut.endswith(secret[:k]) for k in range(4, len(secret) + 1)), cut
+
+
+def test_a_log_record_is_masked_whoever_logs_it() -> None:
+    """Logs are an exit: a record made by any logger (here one RepoVault does not own) of a
+    process that imported RepoVault comes out masked, arguments included."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    logger = logging.getLogger("some.library")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.warning("GET %s failed", "https://h/o/r.git?private%5Ftoken=S3cretPassw0rd")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["GET https://h/o/r.git?private_token=*** failed"]

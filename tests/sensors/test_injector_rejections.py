@@ -10,7 +10,7 @@ from dagster import DagsterInstance
 
 from repovault_pipeline.core.lineage import open_lineage
 from tests.support.injector import injector_tick as tick
-from tests.support.kafka import produce, read_all, read_json
+from tests.support.kafka import dead_letters, produce, read_all
 
 GOOD_URL = "http://127.0.0.1:9/owner/repo.git"
 PASSWORD = "S3cretPassw0rd"
@@ -50,9 +50,10 @@ REJECTIONS = [
     (spec(request_id="x" * 65), "request_id must be 1-64"),
     (spec(request_id=17), "request_id must be 1-64"),
     (spec(request_id="a/b"), "request_id must be 1-64"),
-    (spec(source="email"), "unknown source 'email'"),
-    (spec(source=["cli"]), "unknown source"),
-    (spec(source=3), "unknown source '3'"),
+    (spec(source="e mail"), "source 'e mail' is not a label"),
+    (spec(source="x" * 17), "is not a label: give 1-16 letters"),
+    (spec(source=["cli"]), "is not a label"),
+    (spec(source=3), "source '3' is not a label"),
     (spec(requested_at="yesterday"), "requested_at is not an ISO 8601 timestamp"),
     (spec(requested_at=1700000000), "requested_at is not an ISO 8601 timestamp"),
     (spec(requested_at={"at": 1}), "requested_at is not an ISO 8601 timestamp"),
@@ -82,7 +83,7 @@ def test_each_field_rejection_reaches_rechazados_and_lineage_with_its_reason(
     result = tick(instance)
 
     assert [r.partition_key for r in result.run_requests] == ["127.0.0.1:9/owner/repo"]
-    dead = read_json(vault_env["REPOVAULT_TOPIC_REJECTED"])
+    dead = dead_letters(vault_env["REPOVAULT_TOPIC_REJECTED"])
     assert [d["offset"] for d in dead] == sorted(d["offset"] for d in dead)
     assert len(dead) == len(REJECTIONS)
     lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])

@@ -15,7 +15,7 @@ from repovault_pipeline.core.kafka import INJECTOR_GROUP, BrokerUnavailable, Kaf
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.settings import Settings
 from tests.support.injector import injector_tick as tick
-from tests.support.kafka import produce, read_all, read_json
+from tests.support.kafka import dead_letters, produce, read_all, read_json
 from tests.support.tcp_proxy import BreakableProxy
 
 TOKEN = "ghp_" + "Z" * 36
@@ -78,7 +78,7 @@ def test_each_kind_of_message_gets_the_right_outcome(
         ["127.0.0.1:9/json/repo", "127.0.0.1:9/bare/repo"]
     )
 
-    dead = read_json(vault_env["REPOVAULT_TOPIC_REJECTED"])
+    dead = dead_letters(vault_env["REPOVAULT_TOPIC_REJECTED"])
     reasons = [d["reason"] for d in dead]
     assert len(dead) == 5
     assert "malformed JSON" in reasons[0]
@@ -298,3 +298,18 @@ def test_submit_with_the_broker_down_exits_1_and_leaves_no_queued_row(
     )
     assert [r.status for r in rows if r.status in ("pending", "in_progress")] == []
     proxy.close()
+
+
+def test_a_third_party_source_label_is_recorded_as_given(
+    instance: DagsterInstance, vault_env: dict[str, str]
+) -> None:
+    """A producer of our own naming itself (`crm`) gets its run, its row says `crm`."""
+    request_id = f"crm-{uuid.uuid4().hex[:8]}"
+    message = {"request_id": request_id, "repo_url": url("crm"), "source": "crm"}
+    produce(vault_env["REPOVAULT_TOPIC_PENDING"], [json.dumps(message).encode()])
+
+    result = tick(instance, None)
+
+    assert [r.tags["repovault/source"] for r in result.run_requests] == ["crm"]
+    row = open_lineage(vault_env["REPOVAULT_DB_URL"]).get(request_id)
+    assert (row.status, row.source) == ("pending", "crm")

@@ -72,6 +72,13 @@ def read_json(topic: str) -> list[dict]:
     return [json.loads(r.value) for r in read_all(topic)]
 
 
+def dead_letters(topic: str, quiet_s: float = 1.0) -> list[dict]:
+    """The `rechazados` records of `topic`, in the order of the records they announce (they are
+    keyed by that record's position, so they spread over the partitions of `rechazados`)."""
+    letters = [json.loads(r.value) for r in read_all(topic, quiet_s)]
+    return sorted(letters, key=lambda d: (d["topic"], d["partition"], d["offset"]))
+
+
 class OwnBroker:
     """A Tansu broker of the test's own on a free port (memory storage), which the test may kill
     and start again empty: the shared broker on 9092 is never restarted."""
