@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 
 import pytest
-from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.definitions import repovault_resources
 from repovault_pipeline.sensors import reconcile_sensor
 from tests.support.daemon import (
+    daemon_tick_context,
     daemon_workspace,
     dequeue,
     dev_instance_config,
@@ -92,8 +93,8 @@ def test_an_orphaned_run_is_failed_and_the_next_run_of_its_repository_starts(
             }
             assert lineage.get(orphan_request).status == "in_progress"  # nobody closed it
 
-            with build_sensor_context(
-                instance=instance, resources=repovault_resources()
+            with daemon_tick_context(
+                instance, "reconcile_sensor", resources=repovault_resources()
             ) as context:
                 result = reconcile_sensor(context)
     finally:

@@ -8,6 +8,9 @@ So a message is acknowledged only once its run request (or its rejection) is rec
 derive from request ids, so a replayed tick, a replayed log and a republished request all map
 to the run key of the first, which Dagster does not run twice.
 
+Reading and deciding (`plan_tick`) writes nothing, so a test of the sensor shows the plan
+(`InjectorPlan.preview`); only `inject`, on a daemon tick, commits, records and publishes.
+
 No message can stop the injector: whatever its bytes, it is accepted or dead-lettered, and the
 cursor moves past it. Text is made storable (`lineage.storable`); a row the database still
 refuses turns its message into a dead letter that says so, and the other rows are recorded.
@@ -117,6 +120,40 @@ def request_run_key(request_id: str) -> str:
     return f"request:{request_id}"
 
 
+@dataclass
+class InjectorPlan:
+    """What one tick read and decided, before it writes anything: the batch, the accepted
+    requests and the rejections (each a dead letter to publish)."""
+
+    batch: Batch
+    accepted: list[Accepted]
+    rows: _Sorted  # the rows to record and the rejections
+
+    def preview(self, cursor: InjectorCursor) -> str:
+        """What applying it would do, for a dry run ("Test sensor")."""
+        repos = sorted({a.request.ref.repo_id for a in self.accepted})
+        moved = sorted(p for p, o in self.batch.positions.items() if cursor.positions.get(p) != o)
+        return (
+            f"read {len(self.batch.records)} messages; would record {len(self.rows.injected)} "
+            f"pending and {len(self.rows.rejected)} rejected rows, request "
+            f"{len(self.accepted)} runs ({', '.join(repos) or 'none'}), dead-letter "
+            f"{len(self.rows.rejections)} messages, announce {len(self.batch.resets)} position "
+            f"resets, move the cursor of {len(moved)} partitions and commit the previous "
+            "tick's offsets to the consumer group"
+        )
+
+
+def plan_tick(settings: Settings, gateway: KafkaGateway, cursor: InjectorCursor) -> InjectorPlan:
+    """Read the next batch from the cursor's positions and sort it; writes nothing (the
+    topic must exist: TopicMissing otherwise)."""
+    batch = gateway.read(
+        settings.topics.pending, cursor.positions, settings.injector_batch, topic_id=cursor.topic_id
+    )
+    accepted: list[Accepted] = []
+    rows = _sort_records(settings, batch, accepted)
+    return InjectorPlan(batch, accepted, rows)
+
+
 def inject(
     settings: Settings,
     gateway: KafkaGateway,
@@ -125,19 +162,32 @@ def inject(
     *,
     first_tick: bool = False,
 ) -> TickOutcome:
-    topic = settings.topics.pending
+    """One daemon tick: `plan_tick`, then its writes."""
     if first_tick:
         _ensure_topics(gateway)
-    limit = settings.injector_batch
     try:
-        batch = gateway.read(topic, cursor.positions, limit, topic_id=cursor.topic_id)
+        plan = plan_tick(settings, gateway, cursor)
     except TopicMissing:  # e.g. an in-memory broker restarted: create the topics, read again
         _ensure_topics(gateway)
-        batch = gateway.read(topic, cursor.positions, limit, topic_id=cursor.topic_id)
+        plan = plan_tick(settings, gateway, cursor)
+    return _apply(settings, gateway, lineage, cursor, plan)
+
+
+def _apply(
+    settings: Settings,
+    gateway: KafkaGateway,
+    lineage: LineageStore,
+    cursor: InjectorCursor,
+    plan: InjectorPlan,
+) -> TickOutcome:
+    """Acknowledge the previous tick, record the rows, publish the dead letters once."""
+    topic, batch = settings.topics.pending, plan.batch
     # Acknowledge the previous tick: its positions, where they were still inside the log.
     gateway.commit(topic, {p: batch.starts[p] for p in cursor.positions if p in batch.starts})
-    outcome = TickOutcome(read=len(batch.records), resets=batch.resets)
-    sorted_ = _sort_records(settings, batch, outcome)
+    outcome = TickOutcome(
+        accepted=list(plan.accepted), read=len(batch.records), resets=batch.resets
+    )
+    sorted_ = replace(plan.rows)  # `_record` adds the rejections the database causes
     _record(lineage, sorted_, outcome)
     dead_letters = [r.letter() for r in sorted_.rejections]
     dead_letters += [
@@ -184,8 +234,8 @@ class _Sorted:
     rejections: list[_Rejection] = field(default_factory=list)
 
 
-def _sort_records(settings: Settings, batch: Batch, outcome: TickOutcome) -> _Sorted:
-    """Validate every record: accepted requests go to `outcome`; returns the lineage of the
+def _sort_records(settings: Settings, batch: Batch, accepted: list[Accepted]) -> _Sorted:
+    """Validate every record: accepted requests go to `accepted`; returns the lineage of the
     accepted and of the rejected ones, and the rejections."""
     injected_at = now()
     sorted_ = _Sorted()
@@ -211,9 +261,7 @@ def _sort_records(settings: Settings, batch: Batch, outcome: TickOutcome) -> _So
             continue
         accepted_ids.add(request.request_id)
         created_at = min(request.requested_at or record_time, injected_at)
-        outcome.accepted.append(
-            Accepted(request_run_key(request.request_id), request, created_at, record)
-        )
+        accepted.append(Accepted(request_run_key(request.request_id), request, created_at, record))
         sorted_.injected.append(
             Injected(
                 request.request_id,

@@ -4,7 +4,8 @@ A row can be left open by what no step of a run can report: a worker killed mid-
 stays `in_progress`), the lineage database down while `record_lineage` runs (the snapshot is in
 the bucket, the row still `in_progress`), a request whose message never reached the injector (a
 broker that restarted with an empty log: the row stays `pending`). One pass here, run by
-`reconcile_sensor`, settles them from what Dagster and the bucket know:
+`reconcile_sensor` on a daemon tick, settles them from what Dagster and the bucket know
+(`Reconciler.plan` only looks, so a test of the sensor shows the plan; `apply` writes):
 
 - an `in_progress` row whose run has ended (or no longer exists) gets the run's outcome: a
   committed snapshot that carries the row's request id makes it `completed`; else the outcome
@@ -138,6 +139,46 @@ class ReconcileReport:
         )
 
 
+@dataclass(frozen=True)
+class Closing:
+    """An `in_progress` request whose run has ended, and what it will be closed with."""
+
+    row: Request
+    run_id: str
+    run_status: str | None  # None: the run no longer exists
+    outcome: str
+    how: str  # why, for the operator
+    snapshot_id: str | None = None
+    head_commit: str | None = None
+    bytes_uploaded: int | None = None
+    error: str | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReconcilePlan:
+    """What one pass found, before it writes anything: requests to close, stale `pending`
+    requests to publish again or to fail, and the cursor after the pass."""
+
+    closings: list[Closing] = field(default_factory=list)
+    republish: list[tuple[Request, int]] = field(default_factory=list)  # and the time (1..3)
+    give_up: list[tuple[Request, int]] = field(default_factory=list)  # and the times published
+    state: ReconcileState = field(default_factory=ReconcileState)
+    errors: list[str] = field(default_factory=list)
+
+    def preview(self) -> str:
+        """What applying it would do, for a dry run ("Test sensor")."""
+        closing = ", ".join(f"{c.row.request_id} {c.outcome}" for c in self.closings)
+        again = ", ".join(row.request_id for row, _ in self.republish)
+        failing = ", ".join(row.request_id for row, _ in self.give_up)
+        return (
+            f"would close {len(self.closings)} requests{f' ({closing})' if closing else ''}, "
+            f"republish {len(self.republish)}{f' ({again})' if again else ''} and fail "
+            f"{len(self.give_up)}{f' ({failing})' if failing else ''} that never became a run; "
+            f"{len(self.errors)} could not be checked"
+        )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -155,23 +196,59 @@ class Reconciler:
         self.log = logger or log
 
     def run(self, state: ReconcileState) -> tuple[ReconcileReport, ReconcileState]:
-        report = ReconcileReport()
+        """One pass of the sensor's daemon tick: `plan`, then `apply`."""
+        plan = self.plan(state)
+        return self.apply(plan), plan.state
+
+    def plan(self, state: ReconcileState) -> ReconcilePlan:
+        """Look at the open requests, their runs and buckets; writes nothing."""
+        plan = ReconcilePlan()
         for row in self.lineage.find(statuses=["in_progress"], limit=BATCH, oldest_first=True):
             try:
-                self._settle_started(row, report)
+                if closing := self._closing(row):
+                    plan.closings.append(closing)
             except Exception as exc:  # one unreadable bucket must not stop the others
-                report.errors.append(f"{row.request_id}: {exc}")
+                plan.errors.append(f"{row.request_id}: {exc}")
                 self.log.warning(f"request {row.request_id} could not be reconciled: {exc}")
-        return report, self._republish(state, report)
+        self._plan_republish(state, plan)
+        return plan
 
-    def _settle_started(self, row: Request, report: ReconcileReport) -> None:
-        """Close an `in_progress` row whose run has ended, with the run's outcome."""
+    def apply(self, plan: ReconcilePlan) -> ReconcileReport:
+        """Close, republish and give up as planned; a row changed meanwhile (its run closed it)
+        is left alone."""
+        report = ReconcileReport(errors=list(plan.errors))
+        for closing in plan.closings:
+            self._close(closing, report)
+        messages: list[tuple[str | None, bytes]] = []
+        for row, time_ in plan.republish:
+            messages.append(
+                (
+                    row.repo_id,
+                    request_message(
+                        row.request_id, row.repo_url, row.source, row.creation_timestamp
+                    ),
+                )
+            )
+            report.republished.append(row.request_id)
+            self.log.warning(
+                f"request {row.request_id} ({row.repo_id}) has been pending since "
+                f"{row.creation_timestamp.isoformat()} with no run: published again to "
+                f"{self.settings.topics.pending} (time {time_} of {MAX_REPUBLISH})"
+            )
+        self.gateway.publish(self.settings.topics.pending, messages)
+        for row, count in plan.give_up:
+            self._give_up(row, count, report)
+        return report
+
+    def _closing(self, row: Request) -> Closing | None:
+        """How an `in_progress` row whose run has ended closes, with the run's outcome; None
+        while its run goes on."""
         run_id = row.run_id
         if not run_id:
-            return
+            return None
         status = self.runs.status(run_id)
         if status is not None and status not in ENDED:
-            return
+            return None
         recorded = self.runs.recorded_outcome(run_id) if status is not None else None
         manifest = self._committed_manifest(row, recorded)
         snapshot_id = head_commit = error = None
@@ -201,28 +278,51 @@ class Reconciler:
                 error = f"run {run_id} ended {status} without recording its outcome"
             how = error
             reasons = {}
-        outcome = final_status(outcome, reasons)
+        return Closing(
+            row,
+            run_id,
+            status,
+            final_status(outcome, reasons),
+            how,
+            snapshot_id,
+            head_commit,
+            size,
+            error,
+            reasons,
+        )
+
+    def _close(self, closing: Closing, report: ReconcileReport) -> None:
+        row, run_id = closing.row, closing.run_id
         finished_at = now()
         closed = self.lineage.record_finished(
             row.request_id,
-            outcome,
-            snapshot_id=snapshot_id,
-            head_commit=head_commit,
-            bytes_uploaded=size,
-            error=error,
-            reasons=reasons,
+            closing.outcome,
+            snapshot_id=closing.snapshot_id,
+            head_commit=closing.head_commit,
+            bytes_uploaded=closing.bytes_uploaded,
+            error=closing.error,
+            reasons=closing.reasons,
             finished_at=finished_at,
             only_status="in_progress",
             only_run_id=run_id,
         )
         if not closed:  # the run's own steps (or another pass) closed it meanwhile
             return
-        report.closed[row.request_id] = outcome
+        report.closed[row.request_id] = closing.outcome
         self.log.warning(
             f"request {row.request_id} ({row.repo_id}) was left in_progress by run {run_id} "
-            f"({status or 'gone'}): closed {outcome}; {how}"
+            f"({closing.run_status or 'gone'}): closed {closing.outcome}; {closing.how}"
         )
-        self._announce(row, run_id, outcome, snapshot_id, head_commit, error, finished_at, reasons)
+        self._announce(
+            row,
+            run_id,
+            closing.outcome,
+            closing.snapshot_id,
+            closing.head_commit,
+            closing.error,
+            finished_at,
+            closing.reasons,
+        )
 
     def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
         """The manifest of a snapshot this request committed: the bucket's latest one, or the
@@ -238,15 +338,15 @@ class Reconciler:
                 return manifest
         return None
 
-    def _republish(self, state: ReconcileState, report: ReconcileReport) -> ReconcileState:
-        """Publish stale `pending` requests again; give up on those republished too often."""
+    def _plan_republish(self, state: ReconcileState, plan: ReconcilePlan) -> None:
+        """Which stale `pending` requests to publish again, and which were published too
+        often; the cursor after that."""
         wait = timedelta(seconds=self.settings.republish_after_s)
         current = now()
         stale = self.lineage.find(
             statuses=["pending"], created_before=current - wait, limit=BATCH, oldest_first=True
         )
         kept: dict[str, tuple[int, datetime]] = {}
-        messages: list[tuple[str | None, bytes]] = []
         for row in stale:
             if row.inyector_timestamp and current - row.inyector_timestamp < wait:
                 continue  # read just now: its run is being requested
@@ -256,25 +356,11 @@ class Reconciler:
             if count and current - last < wait:
                 kept[row.request_id] = (count, last)
             elif count >= MAX_REPUBLISH:
-                self._give_up(row, count, report)
+                plan.give_up.append((row, count))
             else:
-                messages.append(
-                    (
-                        row.repo_id,
-                        request_message(
-                            row.request_id, row.repo_url, row.source, row.creation_timestamp
-                        ),
-                    )
-                )
+                plan.republish.append((row, count + 1))
                 kept[row.request_id] = (count + 1, current)
-                report.republished.append(row.request_id)
-                self.log.warning(
-                    f"request {row.request_id} ({row.repo_id}) has been pending since "
-                    f"{row.creation_timestamp.isoformat()} with no run: published again to "
-                    f"{self.settings.topics.pending} (time {count + 1} of {MAX_REPUBLISH})"
-                )
-        self.gateway.publish(self.settings.topics.pending, messages)
-        return ReconcileState(kept)
+        plan.state = ReconcileState(kept)
 
     def _give_up(self, row: Request, count: int, report: ReconcileReport) -> None:
         error = (

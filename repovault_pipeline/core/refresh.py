@@ -216,13 +216,30 @@ def refresh(
     limit: int = 10_000,
     git: GitClient | None = None,
 ) -> RefreshOutcome:
-    """Check `repo_ids` (else the due repositories, at most `limit`) and record what was seen:
-    every checked repository gets `last_checked_at`; failures and `gone` are marked."""
+    """Check `repo_ids` (else the due repositories, at most `limit`) and record what was seen."""
+    outcome = plan_refresh(settings, fleet, at, repo_ids, limit, git)
+    record_refresh(fleet, at, outcome)
+    return outcome
+
+
+def plan_refresh(
+    settings: Settings,
+    fleet: FleetStore,
+    at: datetime,
+    repo_ids: Sequence[str] | None = None,
+    limit: int = 10_000,
+    git: GitClient | None = None,
+) -> RefreshOutcome:
+    """`check` `repo_ids` (else the due repositories, at most `limit`); records nothing."""
     if repo_ids is not None:
         states = fleet.get(repo_ids)
     else:
         states = fleet.due(due_before(at, settings.refresh_interval_h), limit)
-    outcome = check(settings, states, git, fleet.keeps())
+    return check(settings, states, git, fleet.keeps())
+
+
+def record_refresh(fleet: FleetStore, at: datetime, outcome: RefreshOutcome) -> None:
+    """Every checked repository gets `last_checked_at`; failures and `gone` are marked."""
     fleet.record_checks(
         at,
         unchanged=outcome.unchanged,
@@ -232,7 +249,6 @@ def refresh(
     )
     for repo_id, reason in outcome.failed:
         log.warning("refresh of %s failed: %s", repo_id, reason)
-    return outcome
 
 
 def publish_changes(

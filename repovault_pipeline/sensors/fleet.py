@@ -1,7 +1,8 @@
 """`sources_sensor` and `refresh_sensor`: the fleet keeps itself fresh without a run per check.
 
 The work of a tick is in `core.sources` and `core.refresh`; here it becomes run requests of
-`archive_repo_job`, new partitions of `repositories` and `pending` rows in `repo_requests`.
+`archive_repo_job`, new partitions of `repositories` and `pending` rows in `repo_requests`, on a
+daemon tick only: a test of a sensor plans the same way and says what it would do.
 Every run carries the `repovault/host` tag, which the instance's run queue limits per host.
 """
 
@@ -13,18 +14,20 @@ from dagster import (
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     sensor,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.lineage import LineageStore, now
 from ..core.redact import mask_secrets
-from ..core.refresh import REFRESH_SOURCE, refresh
+from ..core.refresh import REFRESH_SOURCE, plan_refresh, record_refresh
 from ..core.runs import request_tags
-from ..core.sources import TRACK_SOURCE, sources_tick
+from ..core.sources import TRACK_SOURCE, plan_sources, sources_tick
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES, repositories
 from ..resources import LineageResource, VaultResource
+from .ticks import dry_run, on_daemon_tick
 
 REFRESH_BATCH = 200  # ls-remote checks per tick: 288,000 a day at one tick a minute
 
@@ -36,13 +39,16 @@ REFRESH_BATCH = 200  # ls-remote checks per tick: 288,000 a day at one tick a mi
     description="Lists the tracked sources (repovault track) that are due (daily) through the "
     "GitHub/GitLab APIs; each new repository becomes a partition and a first archive run "
     "(source=track, run key track:<repo_id>), at most 200 a tick. A repository missing from a "
-    "complete listing whose remote says not found is marked gone (snapshots kept).",
+    "complete listing whose remote says not found is marked gone (snapshots kept). Testing it "
+    "lists and checks, and says what a tick would record and request.",
 )
 def sources_sensor(
     context: SensorEvaluationContext, lineage: LineageResource, vault: VaultResource
-) -> SensorResult:
+) -> SensorResult | SkipReason:
     settings = vault.settings()
     at = now()
+    if not on_daemon_tick(context):
+        return dry_run(plan_sources(settings, lineage.fleet(), at, context.cursor or "").preview())
     tick = sources_tick(settings, lineage.fleet(), at, context.cursor or "")
     for listing in tick.listings:
         found = f"{len(listing.repos)} repositories ({listing.filtered} filtered out)"
@@ -73,14 +79,22 @@ def sources_sensor(
     "with git ls-remote of the code and, when kept, the wiki (REPOVAULT_HOST_CONCURRENCY per "
     "host, 200 a tick), and the forge's activity stamp from the latest listing when metadata is "
     "kept; requests a run (source=refresh, run key refresh:<repo_id>:<12 hex of what was seen>) "
-    "only for those whose code refs, wiki refs or stamp differ from their latest snapshots'.",
+    "only for those whose code refs, wiki refs or stamp differ from their latest snapshots'. "
+    "Testing it checks, and says what a tick would record and request.",
 )
 def refresh_sensor(
     context: SensorEvaluationContext, lineage: LineageResource, vault: VaultResource
-) -> SensorResult:
+) -> SensorResult | SkipReason:
     settings = vault.settings()
     at = now()
-    outcome = refresh(settings, lineage.fleet(), at, limit=REFRESH_BATCH)
+    outcome = plan_refresh(settings, lineage.fleet(), at, limit=REFRESH_BATCH)
+    if not on_daemon_tick(context):
+        changed = ", ".join(f"{c.repo_id} ({c.reason})" for c in outcome.changed)
+        return dry_run(
+            f"{outcome.summary()}; would record the checks and request "
+            f"{len(outcome.changed)} runs ({changed or 'none'})"
+        )
+    record_refresh(lineage.fleet(), at, outcome)
     for repo_id, reason in outcome.failed:
         context.log.warning(f"{repo_id}: {mask_secrets(reason)}")
     for repo_id in outcome.gone:

@@ -9,14 +9,17 @@ from dagster import (
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     sensor,
 )
 
-from ..core.injector import InjectorCursor, inject
+from ..core.injector import InjectorCursor, inject, plan_tick
+from ..core.kafka import TopicMissing
 from ..core.runs import request_tags
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES, repositories
 from ..resources import KafkaResource, LineageResource
+from .ticks import dry_run, on_daemon_tick
 
 
 @sensor(
@@ -27,19 +30,21 @@ from ..resources import KafkaResource, LineageResource
     "requests one archive run per valid request (run key = request:<request_id>); invalid "
     "messages go to `rechazados`, and so does a warning when a stored offset is outside the "
     "log (broker restarted empty, topic recreated, retention). Offsets are committed to the "
-    "group repovault-injector.",
+    "group repovault-injector. Testing it only reads and says what a tick would do.",
 )
 def kafka_injector_sensor(
     context: SensorEvaluationContext, kafka: KafkaResource, lineage: LineageResource
-) -> SensorResult:
+) -> SensorResult | SkipReason:
     settings = kafka.settings()
     topic = settings.topics.pending
+    cursor = InjectorCursor.load(context.cursor, topic)
+    if not on_daemon_tick(context):
+        try:
+            return dry_run(plan_tick(settings, kafka.gateway(), cursor).preview(cursor))
+        except TopicMissing:
+            return dry_run(f"create the missing topics, then read {topic}")
     tick = inject(
-        settings,
-        kafka.gateway(),
-        lineage.store(),
-        InjectorCursor.load(context.cursor, topic),
-        first_tick=context.cursor is None,
+        settings, kafka.gateway(), lineage.store(), cursor, first_tick=context.cursor is None
     )
     for reset in tick.resets:
         context.log.warning(reset.reason)

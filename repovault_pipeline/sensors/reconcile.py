@@ -9,6 +9,7 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     sensor,
 )
 from dagster._utils.error import SerializableErrorInfo
@@ -16,6 +17,7 @@ from dagster._utils.error import SerializableErrorInfo
 from ..core.reconcile import Reconciler, ReconcileState, RecordedOutcome
 from ..core.runs import TAG_REQUEST_ID
 from ..resources import KafkaResource, LineageResource, VaultResource
+from .ticks import dry_run, on_daemon_tick
 
 _FAILURE_EVENTS = {
     DagsterEventType.STEP_FAILURE,
@@ -87,16 +89,21 @@ def _root(error: SerializableErrorInfo | None) -> str:
     description="Every request ends: closes `in_progress` requests whose run ended without "
     "closing them (a killed worker, the lineage database down), from the committed snapshot "
     "or the run's recorded outcome or failure; publishes `pending` requests that never became a "
-    "run again to `pendientes` (REPOVAULT_REPUBLISH_AFTER_S), and fails them after 3 tries.",
+    "run again to `pendientes` (REPOVAULT_REPUBLISH_AFTER_S), and fails them after 3 tries. "
+    "Testing it only reads and says what a tick would do.",
 )
 def reconcile_sensor(
     context: SensorEvaluationContext,
     vault: VaultResource,
     lineage: LineageResource,
     kafka: KafkaResource,
-) -> SensorResult:
-    report, state = Reconciler(
+) -> SensorResult | SkipReason:
+    reconciler = Reconciler(
         lineage.store(), DagsterRuns(context.instance), vault.store(), kafka.gateway(), context.log
-    ).run(ReconcileState.load(context.cursor))
+    )
+    plan = reconciler.plan(ReconcileState.load(context.cursor))
+    if not on_daemon_tick(context):
+        return dry_run(plan.preview())
+    report = reconciler.apply(plan)
     context.log.info(report.summary())
-    return SensorResult(cursor=state.dump(), skip_reason=report.summary())
+    return SensorResult(cursor=plan.state.dump(), skip_reason=report.summary())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import boto3
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance, SensorResult, instance_for_test
 from sqlalchemy.engine import make_url
 
 from repovault_pipeline.cli import main as cli
@@ -18,7 +18,13 @@ from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs, repovault_resources
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.sensors import reconcile_sensor
-from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_for_runs
+from tests.support.daemon import (
+    LAUNCH_AT_ONCE,
+    daemon_tick_context,
+    daemon_workspace,
+    sensor_tick,
+    wait_for_runs,
+)
 from tests.support.kafka import OwnBroker, produce, read_all, read_json
 from tests.support.repos import ServedRepo
 from tests.support.tcp_proxy import BreakableProxy
@@ -27,8 +33,8 @@ INJECTOR_INTERVAL_S = 10  # kafka_injector_sensor's minimum interval
 
 
 def reconcile_tick(instance: DagsterInstance, cursor: str | None = None) -> SensorResult:
-    with build_sensor_context(
-        instance=instance, cursor=cursor, resources=repovault_resources()
+    with daemon_tick_context(
+        instance, "reconcile_sensor", cursor, repovault_resources()
     ) as context:
         result = reconcile_sensor(context)
     assert isinstance(result, SensorResult)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +16,21 @@ from typing import Any
 from unittest import mock
 
 import yaml
-from dagster import DagsterInstance, DagsterRun, QueuedRunCoordinator
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    QueuedRunCoordinator,
+    SensorEvaluationContext,
+)
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
-from dagster._core.scheduler.instigation import InstigatorTick
+from dagster._core.execution.build_resources import wrap_resources_for_execution
+from dagster._core.scheduler.instigation import (
+    InstigatorTick,
+    InstigatorType,
+    TickData,
+    TickStatus,
+)
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
@@ -109,6 +120,42 @@ def sensor_tick(
     with clock_ahead(after_s):
         list(execute_sensor_iteration(context, LOG, None, None, debug_crash_flags=flags))
     assert _latest_tick(context, sensor) != before, f"{sensor} was not due: no tick ran"
+
+
+@contextmanager
+def daemon_tick_context(
+    instance: DagsterInstance,
+    sensor: str,
+    cursor: str | None = None,
+    resources: Mapping[str, object] | None = None,
+) -> Iterator[SensorEvaluationContext]:
+    """The context the sensor daemon gives `sensor` on a tick (its STARTED tick stored, the
+    tick's id ending the log key), for a test that calls the sensor's function itself; the
+    tick ends when the context does. (`build_sensor_context` gives the context of a test of the
+    sensor: a dry run.)"""
+    tick = instance.create_tick(
+        TickData(
+            instigator_origin_id=f"test-{sensor}",
+            instigator_name=sensor,
+            instigator_type=InstigatorType.SENSOR,
+            status=TickStatus.STARTED,
+            timestamp=time.time(),
+            selector_id=f"test-{sensor}",
+        )
+    )
+    try:
+        with SensorEvaluationContext(
+            instance_ref=None,
+            instance=instance,
+            cursor=cursor,
+            log_key=["__repository__", sensor, str(tick.tick_id)],
+            repository_name="__repository__",
+            sensor_name=sensor,
+            resources=wrap_resources_for_execution(resources),
+        ) as context:
+            yield context
+    finally:
+        instance.update_tick(tick.with_status(TickStatus.SUCCESS))
 
 
 def _latest_tick(context: WorkspaceProcessContext, name: str) -> tuple[int, str] | None:

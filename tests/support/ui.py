@@ -139,3 +139,46 @@ def dry_run_schedule(context: WorkspaceProcessContext, schedule: str, timestamp:
     evaluation = tick["evaluationResult"]
     assert evaluation["error"] is None, evaluation["error"]
     return evaluation
+
+
+# The mutation of a sensor's "Test sensor" dialog (ui-core SensorDryRunDialog); the dialog fills
+# the cursor field with the sensor's current cursor.
+SENSOR_DRY_RUN = """
+mutation SensorDryRunMutation($selectorData: SensorSelector!, $cursor: String) {
+  sensorDryRun(selectorData: $selectorData, cursor: $cursor) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult {
+        cursor
+        runRequests { runKey tags { key value } }
+        dynamicPartitionsRequests { partitionKeys partitionsDefName type }
+        skipReason
+        error { message stack }
+      }
+    }
+    ... on SensorNotFoundError { message }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+
+def dry_run_sensor(context: WorkspaceProcessContext, sensor: str, cursor: str | None) -> dict:
+    """ "Test sensor" from the sensor's page with `cursor`: the evaluation result the dialog
+    shows."""
+    selector = {
+        "repositoryLocationName": "repovault",
+        "repositoryName": "__repository__",
+        "sensorName": sensor,
+    }
+    result = execute_dagster_graphql(
+        context.create_request_context(),
+        SENSOR_DRY_RUN,
+        {"selectorData": selector, "cursor": cursor},
+    )
+    assert result.errors is None, result.errors
+    tick = result.data["sensorDryRun"]
+    assert tick["__typename"] == "DryRunInstigationTick", tick
+    evaluation = tick["evaluationResult"]
+    assert evaluation["error"] is None, evaluation["error"]
+    return evaluation
