@@ -31,6 +31,7 @@ from repovault_pipeline.partitions import repositories
 from tests.support.daemon import QUEUED, daemon_workspace, sensor_tick
 from tests.support.forge_api import forge_api
 from tests.support.repos import ServedRepo
+from tests.support.ui import dry_run_sensor
 
 SENSOR_INTERVAL_S = 60  # both sensors' minimum interval
 
@@ -101,6 +102,26 @@ def test_track_refresh_and_gone_through_the_daemon(
             wiki.push()
             shutil.rmtree(doomed.bare)
             make_due(private_lineage, [repo_id_of(changing), repo_id_of(documented)])
+
+            # "Test sensor" in the UI says what the ticks below do, and does none of it.
+            checked_before = {s.repo_id: s.last_checked_at for s in fleet.due(now(), 100)}
+            listed = dry_run_sensor(daemon, "sources_sensor", None)["skipReason"]
+            new = ", ".join(sorted(repo_id_of(r) for r in tracked))
+            assert listed == (
+                f"dry run, nothing written: listed 1 sources (4 repositories); would record 4 "
+                f"new repositories ({new}) and the listings, mark 0 gone, and request the first "
+                "runs of 0 known repositories (none) and of the new ones (at most 200 a tick)"
+            )
+            checked = dry_run_sensor(daemon, "refresh_sensor", None)["skipReason"]
+            assert checked == (
+                "dry run, nothing written: checked 2: 2 changed, 0 unchanged, 0 failed, 0 gone; "
+                f"would record the checks and request 2 runs ({repo_id_of(changing)} (code refs), "
+                f"{repo_id_of(documented)} (wiki))"
+            )
+            [source] = fleet.sources()
+            assert (source.last_listed_at, source.repos) == (None, 0)
+            assert {s.repo_id: s.last_checked_at for s in fleet.due(now(), 100)} == checked_before
+            assert queued(instance) == []
 
             sensor_tick(daemon, "sources_sensor")
             sensor_tick(daemon, "refresh_sensor")
