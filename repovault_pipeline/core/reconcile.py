@@ -218,7 +218,11 @@ class Reconciler:
         is left alone."""
         report = ReconcileReport(errors=list(plan.errors))
         for closing in plan.closings:
-            self._close(closing, report)
+            try:
+                self._close(closing, report)
+            except Exception as exc:  # one row the database refuses must not stop the others
+                report.errors.append(f"{closing.row.request_id}: {exc}")
+                self.log.warning(f"request {closing.row.request_id} could not be closed: {exc}")
         messages: list[tuple[str | None, bytes]] = []
         for row, time_ in plan.republish:
             messages.append(
