@@ -137,15 +137,13 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, bucket: str, keys: Iterable[str]) -> None: ...
 
-    def remove_bucket(self, bucket: str) -> int:
-        """Delete every object of the bucket, then the bucket; returns how many objects went."""
+    def empty_bucket(self, bucket: str) -> int:
+        """Delete every object of the bucket; returns how many went. The empty bucket stays:
+        the archiver's S3 policy grants no s3:DeleteBucket (a deleted bucket's name could be
+        taken by someone else), and `list` skips a bucket that holds no snapshot."""
         keys = [info.key for info in self.list(bucket)]
         self.delete(bucket, keys)
-        self._drop_empty_bucket(bucket)
         return len(keys)
-
-    @abstractmethod
-    def _drop_empty_bucket(self, bucket: str) -> None: ...
 
     @abstractmethod
     def location(self, bucket: str) -> str:
@@ -375,10 +373,6 @@ class S3Store(ObjectStore):
                 first = response["Errors"][0]
                 raise ArchiveError(f"S3 delete of {first.get('Key')} failed: {first.get('Code')}")
 
-    def _drop_empty_bucket(self, bucket):
-        with _s3_errors(f"delete bucket {bucket}"):
-            self.client.delete_bucket(Bucket=bucket)
-
     def location(self, bucket):
         return f"{self.endpoint}/{bucket}"
 
@@ -516,9 +510,6 @@ class LocalStore(ObjectStore):
             while parent != base and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
-
-    def _drop_empty_bucket(self, bucket):
-        shutil.rmtree(self._path(bucket), ignore_errors=True)
 
     def location(self, bucket):
         return str(self._path(bucket))
