@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.identity import parse_repo_url
+from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import Injected, LineageStore, now, open_lineage
 from repovault_pipeline.core.reconcile import (
     MAX_REPUBLISH,
