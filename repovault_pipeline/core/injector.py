@@ -222,6 +222,8 @@ def _sort_records(settings: Settings, batch: Batch, outcome: TickOutcome) -> _So
                 request.source,
                 created_at,
                 injected_at,
+                keep=request.keep or None,
+                force=request.force,
             )
         )
     return sorted_
