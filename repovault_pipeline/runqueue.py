@@ -7,18 +7,25 @@ answer says so rather than guess.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    EventLogEntry,
+    RunsFilter,
+)
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, DagsterRun
 
 from .core.lineage import Request
 from .core.runs import TAG_HOST, TAG_REQUEST_ID
 from .core.settings import Settings
+from .core.store import UploadProgress
 
 PARTITION_TAG = "dagster/partition"
 # A pending request's run before its first step, in a user's words.
@@ -33,6 +40,16 @@ STEP_PHASES = {
     "upload_snapshot": "uploading",
     "record_lineage": "recording",
 }
+UPLOAD_OP = "upload_snapshot"
+# How far back in a run's log the CLI looks for the upload's progress line: the upload step
+# logs little else, and one line every REPOVAULT_PROGRESS_EVERY_S at most.
+PROGRESS_LOOKBACK = 50
+# A step attempt starts (or an attempt ends for a retry): progress logged before is not its.
+ATTEMPT_BOUNDS = (
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_RESTARTED,
+    DagsterEventType.STEP_UP_FOR_RETRY,
+)
 
 
 @contextmanager
@@ -173,8 +190,31 @@ def _phase(instance: DagsterInstance | None, request: Request, at: datetime) -> 
     if instance is None or run is None:
         return Phase(request.status, age)
     steps = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
-    op = (steps[-1].step_key or "").rpartition(".")[2] if steps else ""
-    return Phase(f"{request.status}: {STEP_PHASES.get(op, op or 'starting')}", age)
+    op = _op(steps[-1].step_key) if steps else ""
+    step = STEP_PHASES.get(op, op or "starting")
+    if op == UPLOAD_OP:
+        recent = instance.get_records_for_run(run.run_id, limit=PROGRESS_LOOKBACK, ascending=False)
+        done = upload_progress(r.event_log_entry for r in recent.records)
+        step = f"{step} {done.counts()}" if done else step
+    return Phase(f"{request.status}: {step}", age)
+
+
+def _op(step_key: str | None) -> str:
+    return (step_key or "").rpartition(".")[2]
+
+
+def upload_progress(newest_first: Iterable[EventLogEntry]) -> UploadProgress | None:
+    """The latest progress line the upload step's current attempt logged (SnapshotWriter's
+    `progress`), from the run's log entries newest first; None before its first one."""
+    for entry in newest_first:
+        if _op(entry.step_key) != UPLOAD_OP:
+            continue
+        event = entry.dagster_event
+        if event is not None and event.event_type in ATTEMPT_BOUNDS:
+            return None
+        if event is None and (done := UploadProgress.parse(entry.user_message)):
+            return done
+    return None
 
 
 def _age(since: datetime | None, at: datetime) -> str:

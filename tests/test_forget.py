@@ -1,6 +1,6 @@
 """`repovault forget`, run as a user runs it (a process of its own, from another folder, with
 the Dagster instance of DAGSTER_HOME): it drops the partition, the requests and the refresh
-state and keeps the bucket; `--purge` deletes the bucket; an unknown repository is refused in
+state and keeps the bucket; `--purge` deletes its objects; an unknown repository is refused in
 one line."""
 
 from __future__ import annotations
@@ -70,8 +70,12 @@ def test_forget_drops_partition_and_rows_and_keeps_the_bucket_unless_purged(
     assert purged.returncode == 0, purged.stderr
     first, second = purged.stdout.splitlines()
     assert first == f"{repo.repo_id}: no partition; deleted 0 requests"
-    assert second == f"{repo.repo_id}: deleted bucket {bucket} ({stored} objects)"
-    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert second == (
+        f"{repo.repo_id}: deleted the {stored} objects of bucket {bucket} (the empty bucket "
+        "stays: RepoVault's S3 policy grants no s3:DeleteBucket)"
+    )
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert repo.repo_id not in console("repovault", "list", cwd=tmp_path).stdout
 
     unknown = console("repovault", "forget", repo.url, cwd=tmp_path)
     assert unknown.returncode == 2 and unknown.stdout == ""

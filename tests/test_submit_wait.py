@@ -7,13 +7,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from dagster import instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.runqueue import QueueLimit, queue_reasons
+from repovault_pipeline.core.lineage import now, open_lineage
+from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.store import UploadProgress
+from repovault_pipeline.definitions import defs
+from repovault_pipeline.partitions import REPOSITORIES
+from repovault_pipeline.runqueue import QueueLimit, phase, queue_reasons
 from tests.support.daemon import LAUNCH_AT_ONCE, QUEUED, daemon_workspace, sensor_tick
 from tests.support.repos import ServedRepo
 
@@ -104,15 +110,69 @@ def test_status_says_why_a_request_waits_in_the_run_queue(
     assert done.returncode == 0, done.stderr
     waiting = [line.strip() for line in done.stdout.splitlines() if line.startswith("  waiting")]
     next_pass = "no limit reached: the Dagster daemon starts it on its next pass (pending for "
-    # Newest first: the second request's run waits behind the first one's.
-    assert [note.partition("(pending for ")[0] + "(pending for " for note in waiting] == [
+    # One run is next in line, the other waits behind it (which is which depends on the order
+    # the injector read the topic's partitions in).
+    reasons = sorted(note.partition("(pending for ")[0] + "(pending for " for note in waiting)
+    assert reasons == [
         f"waiting: queued behind 1 run; {next_pass}",
         f"waiting: queued, next in line; {next_pass}",
     ]
     fields = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert (fields["request_id"], fields["status"]) == (second, "pending")
-    assert fields["waiting"].startswith("queued behind 1 run"), fields
+    said = fields["waiting"].partition(" (pending for ")[0]
+    assert said.startswith(("queued behind 1 run", "queued, next in line")), fields
     assert first != second
+
+
+def test_an_upload_reports_its_progress_which_submit_wait_shows(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real archive run logs `uploaded n/m files, ...` while it uploads: here after every
+    object (REPOVAULT_PROGRESS_EVERY_S=0; one upload at a time, so in order). Its log, replayed
+    up to one of those lines into an instance of its own, is what `submit --wait` reads in the
+    middle of the upload: `in_progress: uploading n/m files, ...`."""
+    monkeypatch.setenv("REPOVAULT_PROGRESS_EVERY_S", "0")
+    monkeypatch.setenv("REPOVAULT_UPLOAD_WORKERS", "1")
+    repo = make_repo("progress")
+    repo.commit({f"src/f{i:02}.txt": f"file {i}\n" * 100 for i in range(30)})
+    repo.push()
+    lineage = open_lineage(vault_env["REPOVAULT_DB_URL"])
+    requested = now()
+    request_id = lineage.record_pending(repo.url, repo.repo_id, "cli", created_at=requested)
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(REPOSITORIES, [repo.repo_id])
+        result = defs.resolve_job_def("archive_repo_job").execute_in_process(
+            partition_key=repo.repo_id,
+            instance=instance,
+            tags=request_tags(request_id, repo.url, "cli", requested),
+        )
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        entries = [r.event_log_entry for r in instance.get_records_for_run(result.run_id).records]
+    lines = [e.user_message for e in entries if e.dagster_event is None]
+    reports = [done for line in lines if (done := UploadProgress.parse(line))]
+    total = 1 + 30  # the bundle and the tree's files
+    assert [done.files for done in reports] == list(range(1, total + 1))
+    assert {done.files_total for done in reports} == {total}
+    assert reports[-1].bytes == reports[-1].bytes_total > 30 * 700
+
+    row = lineage.get(request_id)
+    assert row is not None and run is not None
+    in_progress = replace(row, status="in_progress", worker_finishing_timestamp=None)
+
+    def shown_after(line: str, before: int = 0) -> str:
+        """What `submit --wait` shows once the run has logged up to `line` (`before` less)."""
+        cut = next(n for n, e in enumerate(entries) if e.user_message == line) + 1 - before
+        with instance_for_test() as replay:
+            # The run as the CLI finds it; its job's snapshots are not what phase() reads.
+            replay.add_run(run._replace(job_snapshot_id=None, execution_plan_snapshot_id=None))
+            for entry in entries[:cut]:
+                replay.store_event(entry)
+            return phase(replay, in_progress, now()).step
+
+    assert shown_after(reports[0].line(), before=1) == "in_progress: uploading"
+    assert shown_after(reports[2].line()) == f"in_progress: uploading {reports[2].counts()}"
+    assert reports[2].counts().startswith(f"3/{total} files, ")
 
 
 HOST = {"repovault/host": "github.com", "dagster/partition": "github.com/a/b"}

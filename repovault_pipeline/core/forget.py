@@ -1,6 +1,6 @@
 """`repovault forget`: an operator removes a repository the vault should never have known (a
 mistyped URL, a test): its Dagster partition, its requests and its refresh state; its stored
-snapshots stay unless `purge` asks to delete its bucket too."""
+snapshots stay unless `purge` asks to delete them too (the empty bucket stays)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,12 @@ class Forgotten:
 
     def lines(self) -> list[str]:
         stored = (
-            f"deleted bucket {self.bucket} ({self.bucket_objects} objects)"
+            f"deleted the {self.bucket_objects} objects of bucket {self.bucket} (the empty bucket "
+            "stays: RepoVault's S3 policy grants no s3:DeleteBucket)"
             if self.purged
             else f"kept bucket {self.bucket} ({self.bucket_objects} objects; --purge deletes it)"
             if self.bucket_objects is not None
-            else f"no bucket {self.bucket}"
+            else f"nothing stored in bucket {self.bucket}"
         )
         done = [
             f"{self.repo_id}: "
@@ -67,7 +68,8 @@ def forget(
     partition and says whether there was one. Refuses (UnknownRepository) when there is no
     trace of it, changing nothing."""
     bucket = bucket_name(repo_id, settings.bucket_prefix)
-    has_bucket = bucket in store.list_buckets(bucket)
+    # A bucket an earlier `purge` emptied is no trace: only stored objects are.
+    has_bucket = bucket in store.list_buckets(bucket) and any(True for _ in store.list(bucket))
     fleet = FleetStore(lineage.engine)
     partition = drop_partition(repo_id)
     known = has_bucket or fleet.get([repo_id]) or lineage.find(repo_id=repo_id, limit=1)
@@ -80,7 +82,7 @@ def forget(
     state = fleet.forget(repo_id)
     objects = None
     if has_bucket:
-        objects = store.remove_bucket(bucket) if purge else sum(1 for _ in store.list(bucket))
+        objects = store.empty_bucket(bucket) if purge else sum(1 for _ in store.list(bucket))
     return Forgotten(
         repo_id=repo_id,
         partition=partition,

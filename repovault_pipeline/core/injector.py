@@ -270,6 +270,8 @@ def _sort_records(settings: Settings, batch: Batch, accepted: list[Accepted]) ->
                 request.source,
                 created_at,
                 injected_at,
+                keep=request.keep or None,
+                force=request.force,
             )
         )
     return sorted_

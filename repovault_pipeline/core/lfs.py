@@ -162,19 +162,20 @@ def _ls_files(repo: LocalRepo, *args: str) -> list[dict]:
     return json.loads(repo.git("lfs", "ls-files", "--json", *args) or "{}").get("files") or []
 
 
-def upload(store: ObjectStore, uploader: ParallelUploader, git_dir: Path, lfs: LfsObjects) -> int:
-    """Queue every object the bucket does not hold yet (same key, same size); returns how many.
-    Each is checked against its oid first."""
-    stored = {info.key: info.size for info in store.list(uploader.bucket, LFS_PREFIX)}
-    queued = 0
-    for oid, size in lfs.objects.items():
-        if stored.get(object_key(oid)) == size:
-            continue
+def unstored(store: ObjectStore, bucket: str, lfs: LfsObjects) -> dict[str, int]:
+    """The objects (oid -> size) the bucket does not hold yet (same key, same size)."""
+    stored = {info.key: info.size for info in store.list(bucket, LFS_PREFIX)}
+    return {oid: size for oid, size in lfs.objects.items() if stored.get(object_key(oid)) != size}
+
+
+def upload(uploader: ParallelUploader, git_dir: Path, objects: dict[str, int]) -> int:
+    """Queue `objects` (oid -> size, from `unstored`), each checked against its oid first;
+    returns how many."""
+    for oid, size in objects.items():
         path = local_path(git_dir, oid)
         _check(path, oid, size, "in the clone")
         uploader.put_file(object_key(oid), path)
-        queued += 1
-    return queued
+    return len(objects)
 
 
 def index_doc(lfs: LfsObjects) -> dict:

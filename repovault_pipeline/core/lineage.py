@@ -82,6 +82,8 @@ class Injected:
     created_at: datetime
     injected_at: datetime
     error: str | None = None
+    keep: dict[str, bool] | None = None  # the request's own choice of extras
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,20 @@ class Request:
     bytes_uploaded: int | None
     error: str | None
     reasons: dict[str, str] | None = None  # of a `partial` request: name -> detail
+    keep: dict[str, bool] | None = None  # its own choice of extras; None: the defaults
+    force: bool = False  # a fresh full snapshot even if nothing changed
 
     @classmethod
     def from_row(cls, mapping: Mapping[Any, Any]) -> Request:
-        raw = mapping["reasons"]
-        return cls(**{**mapping, "reasons": json.loads(raw) if raw else None})
+        reasons, keep = mapping["reasons"], mapping["keep"]
+        return cls(
+            **{
+                **mapping,
+                "reasons": json.loads(reasons) if reasons else None,
+                "keep": json.loads(keep) if keep else None,
+                "force": bool(mapping["force"]),
+            }
+        )
 
 
 class LineageStore:
@@ -170,13 +181,15 @@ class LineageStore:
         source: str,
         request_id: str | None = None,
         created_at: datetime | None = None,
+        keep: dict[str, bool] | None = None,
+        force: bool = False,
     ) -> str:
-        """A new request, before anyone acted on it; recording the same request_id twice is a
-        no-op, so a replayed tick or message leaves one row."""
+        """A new request, before anyone acted on it, with what it asks for (`keep`, `force`:
+        what a republished message must carry again); recording the same request_id twice is
+        a no-op, so a replayed tick or message leaves one row."""
         request_id = request_id or new_request_id()
-        self._upsert(
-            [_row(request_id, repo_url, repo_id, source, "pending", created_at or now())], ()
-        )
+        row = _row(request_id, repo_url, repo_id, source, "pending", created_at or now())
+        self._upsert([{**row, **_asked(keep, force)}], ())
         return request_id
 
     def _upsert_each(
@@ -217,6 +230,7 @@ class LineageStore:
                 "pending",
                 r.created_at,
                 inyector_timestamp=r.injected_at,
+                **_asked(r.keep, r.force),
             ),
             ("inyector_timestamp",),
             keep_first=("inyector_timestamp",),  # a replayed or republished message
@@ -445,6 +459,11 @@ def _row(
         **extra,
     )
     return row
+
+
+def _asked(keep: dict[str, bool] | None, force: bool) -> dict[str, Any]:
+    """The `keep` and `force` columns of a request (NULL for what it leaves to the defaults)."""
+    return {"keep": json.dumps(keep, sort_keys=True) if keep else None, "force": force or None}
 
 
 def _source(source: str) -> str:

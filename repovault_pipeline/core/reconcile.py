@@ -229,7 +229,12 @@ class Reconciler:
                 (
                     row.repo_id,
                     request_message(
-                        row.request_id, row.repo_url, row.source, row.creation_timestamp
+                        row.request_id,
+                        row.repo_url,
+                        row.source,
+                        row.creation_timestamp,
+                        row.keep,
+                        row.force,
                     ),
                 )
             )

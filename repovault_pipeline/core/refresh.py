@@ -266,10 +266,10 @@ def publish_changes(
     for change in changes:
         if lineage.get(change.request_id) is not None:
             continue
-        lineage.record_pending(
-            change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, created_at=at
-        )
         keep = (keeps or {}).get(change.source_id or "")
+        lineage.record_pending(
+            change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, at, keep=keep
+        )
         message = request_message(change.request_id, change.repo_url, REFRESH_SOURCE, at, keep)
         try:
             gateway.publish(settings.topics.pending, [(change.repo_id, message)])

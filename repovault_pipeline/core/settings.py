@@ -177,6 +177,7 @@ class Settings:
     trending_since: str = TRENDING_PERIODS[0]
     work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
     upload_workers: int = 16
+    progress_every_s: int = 2  # at most one upload progress line this often (0: every object)
     injector_batch: int = 500
     republish_after_s: int = 900
     run_timeout_s: int = RUN_TIMEOUT_GIT_TIMEOUTS * GIT_TIMEOUT_S
@@ -258,6 +259,7 @@ class Settings:
             ),
             work_dir=Path(_str(env, "REPOVAULT_WORK_DIR", str(d.work_dir))),
             upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", d.upload_workers, minimum=1),
+            progress_every_s=_int(env, "REPOVAULT_PROGRESS_EVERY_S", d.progress_every_s, minimum=0),
             injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", d.injector_batch, minimum=1),
             republish_after_s=_int(
                 env, "REPOVAULT_REPUBLISH_AFTER_S", d.republish_after_s, minimum=0

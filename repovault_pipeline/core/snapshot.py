@@ -15,7 +15,7 @@ import mimetypes
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from .lfs import LfsObjects
 from .lineage import LFS_MISSING, WIKI_FAILED, final_status
 from .redact import mask_secrets
 from .settings import Keep, Settings
-from .store import ObjectInfo, ObjectStore, ParallelUploader, file_sha256
+from .store import ObjectInfo, ObjectStore, ParallelUploader, UploadProgress, file_sha256
 from .treekeys import TREE, path_bytes, tree_key
 from .workdir import make_work_dir, remove_work_dir, sweep_orphans
 
@@ -339,11 +339,18 @@ class SnapshotWriter:
     """Archives one repository into its bucket."""
 
     def __init__(
-        self, settings: Settings, store: ObjectStore, logger: logging.Logger | None = None
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        logger: logging.Logger | None = None,
+        progress: Callable[[UploadProgress], None] | None = None,
     ) -> None:
+        """`progress` hears how far an upload is, every REPOVAULT_PROGRESS_EVERY_S at most
+        (default: its `line` in the log, which `repovault submit --wait` reads back)."""
         self.settings = settings
         self.store = store
         self.log = logger or log
+        self.progress = progress or (lambda done: self.log.info(done.line()))
         self.git = GitClient(settings, self.log)
 
     def prepare(
@@ -672,28 +679,35 @@ class SnapshotWriter:
         repo = LocalRepo(prepared.repo_path, self.git)
         entries, submodules = repo.tree(prepared.head_commit)
         previous = reader.tree_index(latest["snapshot_id"]) if latest else TreeIndex({})
+        lfs_todo = lfs.unstored(self.store, prepared.bucket, prepared.lfs) if prepared.lfs else {}
+        sync = self._plan_tree(prepared.bucket, entries, previous, prepared.lfs)
+        bundle = prepared.bundle_path
+        result.bundle_size = bundle.stat().st_size
         uploader = ParallelUploader(
-            self.store, prepared.bucket, self.settings.upload_workers, logger=self.log
+            self.store,
+            prepared.bucket,
+            self.settings.upload_workers,
+            logger=self.log,
+            progress=self.progress,
+            every_s=self.settings.progress_every_s,
+        )
+        uploader.expect(
+            1 + len(lfs_todo) + sync.uploaded,
+            result.bundle_size + sum(lfs_todo.values()) + sync.upload_bytes,
         )
         try:
-            bundle = prepared.bundle_path
-            result.bundle_size = bundle.stat().st_size
             uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
             bundle_sha256 = file_sha256(bundle)
             if prepared.lfs is not None:
                 lease.check()
-                result.lfs_uploaded = lfs.upload(
-                    self.store, uploader, prepared.repo_path, prepared.lfs
-                )
-            sync = self._sync_tree(
-                repo, entries, previous, uploader, prepared.work_dir, lease, prepared.lfs
-            )
+                result.lfs_uploaded = lfs.upload(uploader, prepared.repo_path, lfs_todo)
+            self._sync_tree(repo, sync, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
         finally:
             uploader.close()
         etags = {**sync.etags, **uploader.etags}
         result.files_uploaded = sync.uploaded
-        result.files_deleted = sync.deleted
+        result.files_deleted = len(sync.stale)
         result.tree_files = len(entries)
         result.tree_bytes = sum(sync.stored_size(e) for e in entries)
 
@@ -802,21 +816,19 @@ class SnapshotWriter:
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
 
-    def _sync_tree(
+    def _plan_tree(
         self,
-        repo: LocalRepo,
+        bucket: str,
         entries: list[TreeEntry],
         previous: TreeIndex,
-        uploader: ParallelUploader,
-        work_dir: Path | None,
-        lease: Lease,
         kept_lfs: LfsObjects | None = None,
     ) -> _TreeSync:
-        """Make `tree/` hold HEAD's files: delete what is gone, upload every file whose object
-        is not vouched for by the previous snapshot's `tree.json`. The etags returned are those
-        of the objects left in place; the uploader records those it writes. An LFS file whose
-        object this run holds is stored with that content, where people browsing `tree/` expect
-        the file; one whose object is missing keeps git's pointer text."""
+        """What makes `tree/` hold HEAD's files: delete what is gone, upload every file whose
+        object is not vouched for by the previous snapshot's `tree.json`. The etags planned are
+        those of the objects left in place; the uploader records those it writes. An LFS file
+        whose object this run holds is stored with that content, where people browsing `tree/`
+        expect the file; one whose object is missing keeps git's pointer text. Known before
+        anything is written, so the upload's progress has its total."""
         content: dict[str, tuple[str, int]] = {}
         if kept_lfs is not None:
             content = {
@@ -824,17 +836,9 @@ class SnapshotWriter:
                 for path, oid in kept_lfs.head.items()
                 if oid in kept_lfs.objects
             }
-        existing = {info.key: info for info in self.store.list(uploader.bucket, TREE)}
+        existing = {info.key: info for info in self.store.list(bucket, TREE)}
         wanted = {tree_key(e.path) for e in entries}
-        stale = sorted(set(existing) - wanted)
-        if stale:
-            # Deleted first: MinIO refuses `a/b` while an object `a` exists (a file that
-            # became a folder).
-            lease.check()
-            self.store.delete(uploader.bucket, stale)
-        todo = []
-        etags = {}
-        lfs_sent = 0
+        sync = _TreeSync(stale=sorted(set(existing) - wanted), lfs_content=content)
         for entry in entries:
             key = tree_key(entry.path)
             stored = existing.get(key)
@@ -845,20 +849,38 @@ class SnapshotWriter:
                 and _in_place(entry, before, stored, previous.written)
                 and (before or {}).get("lfs") == lfs_oid
             ):
-                etags[key] = stored.etag
+                sync.etags[key] = stored.etag
             elif lfs_oid is not None:
-                lease.check()
-                lfs_sent += 1
-                metadata = {**_object_metadata(entry, key), "repovault-lfs-oid": lfs_oid}
-                uploader.put_file(
-                    key,
-                    lfs.local_path(repo.path, lfs_oid),
-                    metadata=metadata,
-                    content_type=_content_type(entry),
-                )
+                sync.lfs_files.append((entry, lfs_oid))
             else:
-                todo.append(entry)
-        for entry, blob in zip(todo, repo.blobs([e.sha for e in todo]), strict=True):
+                sync.blobs.append(entry)
+        return sync
+
+    def _sync_tree(
+        self,
+        repo: LocalRepo,
+        sync: _TreeSync,
+        uploader: ParallelUploader,
+        work_dir: Path | None,
+        lease: Lease,
+    ) -> None:
+        """Carry out `_plan_tree`'s plan."""
+        if sync.stale:
+            # Deleted first: MinIO refuses `a/b` while an object `a` exists (a file that
+            # became a folder).
+            lease.check()
+            self.store.delete(uploader.bucket, sync.stale)
+        for entry, lfs_oid in sync.lfs_files:
+            lease.check()
+            key = tree_key(entry.path)
+            metadata = {**_object_metadata(entry, key), "repovault-lfs-oid": lfs_oid}
+            uploader.put_file(
+                key,
+                lfs.local_path(repo.path, lfs_oid),
+                metadata=metadata,
+                content_type=_content_type(entry),
+            )
+        for entry, blob in zip(sync.blobs, repo.blobs([e.sha for e in sync.blobs]), strict=True):
             lease.check()  # stop writing tree/ at once if another run took the bucket
             key = tree_key(entry.path)
             metadata = _object_metadata(entry, key)
@@ -872,12 +894,6 @@ class SnapshotWriter:
                 uploader.put_file(
                     key, Path(name), remove_after=True, metadata=metadata, content_type=content_type
                 )
-        return _TreeSync(
-            uploaded=len(todo) + lfs_sent,
-            deleted=len(stale),
-            etags=etags,
-            lfs_content=content,
-        )
 
     def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
         """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots, and older ones that
@@ -946,10 +962,22 @@ class SnapshotWriter:
 
 @dataclass
 class _TreeSync:
-    uploaded: int
-    deleted: int
-    etags: dict[str, str]
-    lfs_content: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> oid, size
+    """What a run does to `tree/`: objects to delete, those left in place (key -> etag), HEAD's
+    LFS files stored with their content (entry, oid), and blobs to upload."""
+
+    stale: list[str]
+    lfs_content: dict[str, tuple[str, int]]  # path -> oid, size
+    etags: dict[str, str] = field(default_factory=dict)
+    lfs_files: list[tuple[TreeEntry, str]] = field(default_factory=list)
+    blobs: list[TreeEntry] = field(default_factory=list)
+
+    @property
+    def uploaded(self) -> int:
+        return len(self.lfs_files) + len(self.blobs)
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(self.stored_size(e) for e, _ in self.lfs_files) + sum(e.size for e in self.blobs)
 
     def stored_size(self, entry: TreeEntry) -> int:
         """The size of the entry's `tree/` object: its LFS content's, else its blob's."""

@@ -17,7 +17,7 @@ from .lineage import PARTIAL_REASONS, STATUSES, LineageStore, now
 from .metadata import PREFIX as METADATA_PREFIX
 from .settings import Settings
 from .snapshot import BUNDLE, SNAPSHOTS, WIKI, ArchiveResult, archived_repositories
-from .store import ObjectStore
+from .store import ObjectStore, human_size
 from .tables import SOURCES, repo_requests, repo_state
 
 WINDOW = timedelta(hours=24)
@@ -219,15 +219,6 @@ def _last_checked(lineage: LineageStore, manifests: list[dict]) -> dict[str, dat
             if repo_id in checked and when is not None and when > checked[repo_id]:
                 checked[repo_id] = when
     return checked
-
-
-def human_size(n: float) -> str:
-    """Bytes for people: 512 B, 1.5 KB, 2.0 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def bucket_link(settings: Settings, store: ObjectStore, bucket: str) -> str:

@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -137,15 +138,13 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, bucket: str, keys: Iterable[str]) -> None: ...
 
-    def remove_bucket(self, bucket: str) -> int:
-        """Delete every object of the bucket, then the bucket; returns how many objects went."""
+    def empty_bucket(self, bucket: str) -> int:
+        """Delete every object of the bucket; returns how many went. The empty bucket stays:
+        the archiver's S3 policy grants no s3:DeleteBucket (a deleted bucket's name could be
+        taken by someone else), and `list` skips a bucket that holds no snapshot."""
         keys = [info.key for info in self.list(bucket)]
         self.delete(bucket, keys)
-        self._drop_empty_bucket(bucket)
         return len(keys)
-
-    @abstractmethod
-    def _drop_empty_bucket(self, bucket: str) -> None: ...
 
     @abstractmethod
     def location(self, bucket: str) -> str:
@@ -375,10 +374,6 @@ class S3Store(ObjectStore):
                 first = response["Errors"][0]
                 raise ArchiveError(f"S3 delete of {first.get('Key')} failed: {first.get('Code')}")
 
-    def _drop_empty_bucket(self, bucket):
-        with _s3_errors(f"delete bucket {bucket}"):
-            self.client.delete_bucket(Bucket=bucket)
-
     def location(self, bucket):
         return f"{self.endpoint}/{bucket}"
 
@@ -517,9 +512,6 @@ class LocalStore(ObjectStore):
                 parent.rmdir()
                 parent = parent.parent
 
-    def _drop_empty_bucket(self, bucket):
-        shutil.rmtree(self._path(bucket), ignore_errors=True)
-
     def location(self, bucket):
         return str(self._path(bucket))
 
@@ -572,10 +564,60 @@ class _InFlight:
             self.cond.notify_all()
 
 
+SIZE_UNITS = ("B", "KB", "MB", "GB")
+_SIZE = r"(\d+(?:\.\d)?) ([KMG]?B)"
+_PROGRESS = re.compile(rf"uploaded (\d+)/(\d+) files, {_SIZE}/{_SIZE}")
+
+
+def human_size(n: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 2.0 GB."""
+    for unit in SIZE_UNITS:
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _bytes(number: str, unit: str) -> int:
+    """The bytes a `human_size` says, to its precision."""
+    return round(float(number) * 1024 ** SIZE_UNITS.index(unit))
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """How far a snapshot's upload is: objects and bytes stored of those it stores in all. Its
+    `line` goes to the run's log, where `repovault submit --wait` reads it back (`parse`)."""
+
+    files: int
+    files_total: int
+    bytes: int
+    bytes_total: int
+
+    def counts(self) -> str:
+        """`120/480 files, 35.0 MB/140.0 MB`."""
+        return (
+            f"{self.files}/{self.files_total} files, "
+            f"{human_size(self.bytes)}/{human_size(self.bytes_total)}"
+        )
+
+    def line(self) -> str:
+        return f"uploaded {self.counts()}"
+
+    @classmethod
+    def parse(cls, text: str) -> UploadProgress | None:
+        """The progress a `line` says (bytes to its precision), or None for any other text."""
+        found = _PROGRESS.fullmatch(text)
+        if found is None:
+            return None
+        files, total, done, done_unit, size, size_unit = found.groups()
+        return cls(int(files), int(total), _bytes(done, done_unit), _bytes(size, size_unit))
+
+
 class ParallelUploader:
     """Uploads from a thread pool with bounded uploads and bytes in flight, so memory does not
     grow with repository size; the first failure stops further submissions and is raised by
-    `wait`."""
+    `wait`. Every `every_s` seconds at most, a finished upload reports to `progress` how far
+    the uploads are against what `expect` announced."""
 
     def __init__(
         self,
@@ -585,6 +627,8 @@ class ParallelUploader:
         max_inflight_bytes: int = 16 * 1024 * 1024,
         max_inflight_uploads: int = 256,
         logger: logging.Logger | None = None,
+        progress: Callable[[UploadProgress], None] | None = None,
+        every_s: float = 2.0,
     ) -> None:
         self.store = store
         self.bucket = bucket
@@ -598,8 +642,17 @@ class ParallelUploader:
         self.bytes = 0
         self.submitted = 0
         self.log = logger or log
+        self.progress = progress
+        self.every_s = every_s
+        self.files_total = 0
+        self.bytes_total = 0
         self._lock = threading.Lock()
         self._last_report = time.monotonic()
+
+    def expect(self, files: int, size: int) -> None:
+        """Announce `files` uploads of `size` bytes in all: what progress is measured against."""
+        self.files_total += files
+        self.bytes_total += size
 
     def put_bytes(self, key: str, data: bytes, **kwargs: object) -> None:
         """Queue `data` for upload; its bytes count against the in-flight budget."""
@@ -646,11 +699,17 @@ class ParallelUploader:
             self.etags[key] = etag
             self.files += 1
             self.bytes += size
-            if time.monotonic() - self._last_report >= 5.0:
+            due = self.progress is not None and time.monotonic() - self._last_report >= self.every_s
+            if due:
                 self._last_report = time.monotonic()
-                self.log.info(
-                    "uploaded %d/%d objects, %.1f MB", self.files, self.submitted, self.bytes / 1e6
+                done = UploadProgress(
+                    self.files,
+                    max(self.files, self.files_total),
+                    self.bytes,
+                    max(self.bytes, self.bytes_total),
                 )
+        if due and self.progress is not None:
+            self.progress(done)
 
     def _raise_first_failure(self) -> None:
         """Stop early: once one upload failed, the snapshot cannot complete."""

@@ -53,7 +53,7 @@ def submit(
         for ref in refs:
             requested_at = now()
             request_id = lineage.record_pending(
-                ref.url, ref.repo_id, source, created_at=requested_at
+                ref.url, ref.repo_id, source, created_at=requested_at, keep=keep, force=force
             )
             message = request_message(request_id, ref.url, source, requested_at, keep, force)
             try:

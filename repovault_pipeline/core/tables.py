@@ -74,6 +74,8 @@ repo_requests = Table(
     Column("bytes_uploaded", BigInteger),
     Column("error", Text),
     Column("reasons", Text),  # JSON of a `partial` request: reason name -> one-line detail
+    Column("keep", Text),  # JSON: the request's own choice of extras; NULL: the defaults
+    Column("force", Boolean),  # a fresh full snapshot even if nothing changed; NULL: not forced
     Index("ix_repo_requests_repo_id", "repo_id"),
     Index("ix_repo_requests_status", "status"),
     Index("ix_repo_requests_creation", "creation_timestamp"),

@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 
+from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage import Injected, LineageStore, now, open_lineage
 from repovault_pipeline.core.reconcile import (
     MAX_REPUBLISH,
     Reconciler,
@@ -20,6 +21,7 @@ from repovault_pipeline.core.reconcile import (
 )
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.submit import submit
 from tests.support.kafka import read_json
 
 
@@ -198,6 +200,41 @@ def test_stale_pending_requests_are_republished_then_failed(
         e for e in read_json(vault_env["REPOVAULT_TOPIC_COMPLETED"]) if e["request_id"] == lost
     ]
     assert (event["status"], event["run_id"]) == ("failed", None)
+
+
+def test_a_republished_request_keeps_what_it_asked_for(
+    lineage: LineageStore, vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keep` and `force` live in the row, so the message published again carries them: a
+    request `repovault submit --force` made, and one a third party's message made."""
+    monkeypatch.setenv("REPOVAULT_REPUBLISH_AFTER_S", "0")
+    settings = Settings.from_env()
+    ref = parse_repo_url("http://127.0.0.1:9/o/forced.git", ("http",), ("127.0.0.1",))
+    [(_, submitted)] = submit(
+        settings, lambda: lineage, [ref], "cli", keep={"lfs": False, "wiki": True}, force=True
+    )
+    at = now() - timedelta(minutes=5)
+    crm = f"crm-{os.urandom(4).hex()}"
+    injected = Injected(
+        crm, "http://127.0.0.1:9/o/crm.git", "127.0.0.1:9/o/crm", "crm", at, at, keep={"lfs": True}
+    )
+    assert lineage.record_injected([injected]) == {}
+
+    report, _ = reconcile(Runs())
+
+    assert set(report.republished) >= {submitted, crm}
+    messages = read_json(vault_env["REPOVAULT_TOPIC_PENDING"])
+    again = [m for m in messages if m["request_id"] == submitted]
+    assert len(again) == 2  # the submitted message, then the republished one
+    assert all((m["keep"], m["force"]) == ({"lfs": False, "wiki": True}, True) for m in again)
+    [third_party] = [m for m in messages if m["request_id"] == crm]
+    assert (third_party["keep"], third_party.get("force"), third_party["source"]) == (
+        {"lfs": True},
+        None,
+        "crm",
+    )
+    row = lineage.get(submitted)
+    assert (row.keep, row.force) == ({"lfs": False, "wiki": True}, True)
 
 
 def test_a_pending_request_waits_before_being_republished(

@@ -16,6 +16,7 @@ from repovault_pipeline.core.store import (
     ObjectStore,
     ParallelUploader,
     S3Store,
+    UploadProgress,
 )
 from tests.support.s3_errors import FailingS3
 from tests.support.tcp_proxy import BreakableProxy
@@ -74,6 +75,32 @@ def test_uploads_wait_for_room_and_every_object_arrives(
     assert all(
         uploader.etags[key] == hashlib.md5(data).hexdigest() for key, data in payloads.items()
     )
+
+
+def test_upload_progress_is_throttled_and_reads_back(vault_env: dict[str, str]) -> None:
+    """A report per `every_s` at most: none at all within an hour, one per object at 0; the
+    line a report logs reads back as the same progress (what `submit --wait` shows)."""
+    store = LocalStore(Path(vault_env["REPOVAULT_LOCAL_STORE"]))
+    bucket = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}progress"
+    store.ensure_bucket(bucket)
+    heard: dict[float, list[UploadProgress]] = {3600: [], 0: []}
+    for every_s, reports in heard.items():
+        uploader = ParallelUploader(
+            store, bucket, workers=1, progress=reports.append, every_s=every_s
+        )
+        uploader.expect(4, 4 * 1500)
+        for n in range(4):
+            uploader.put_bytes(f"p/{n}", b"x" * 1500)
+        uploader.wait()
+    assert heard[3600] == []
+    assert [(p.files, p.files_total, p.bytes, p.bytes_total) for p in heard[0]] == [
+        (n, 4, n * 1500, 6000) for n in range(1, 5)
+    ]
+    assert heard[0][1].line() == "uploaded 2/4 files, 2.9 KB/5.9 KB"
+    big = UploadProgress(120, 480, 35 * 1024**2, 140 * 1024**2)
+    assert big.line() == "uploaded 120/480 files, 35.0 MB/140.0 MB"
+    assert UploadProgress.parse(big.line()) == big
+    assert UploadProgress.parse("uploaded the bundle") is None
 
 
 def test_conditional_writes_and_versions(store: ObjectStore, bucket: str) -> None:
