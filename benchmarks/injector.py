@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from dagster import build_sensor_context, instance_for_test
+from dagster import SensorResult, instance_for_test
 
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.kafka import KafkaGateway
@@ -27,6 +27,7 @@ from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.resources import KafkaResource, LineageResource
 from repovault_pipeline.sensors import kafka_injector_sensor
+from tests.support.daemon import daemon_tick_context
 
 from .memory import mb
 
@@ -79,10 +80,12 @@ def drain(count: int, max_empty_ticks: int = 3) -> tuple[list[float], float, int
     with instance_for_test() as instance:
         while requested < count and empty < max_empty_ticks:
             started = time.perf_counter()
-            with build_sensor_context(
-                instance=instance, cursor=cursor, resources=resources
+            # As the daemon ticks it: a context without its STARTED tick is a dry run.
+            with daemon_tick_context(
+                instance, kafka_injector_sensor.name, cursor, resources
             ) as context:
                 result = kafka_injector_sensor(context)
+            assert isinstance(result, SensorResult), result
             ticks.append(time.perf_counter() - started)
             cursor = result.cursor
             requested += len(result.run_requests or [])

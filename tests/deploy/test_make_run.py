@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from repovault_pipeline import devprocess
@@ -52,6 +53,14 @@ def start_run(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], li
     return proc, lines
 
 
+def recorded_soon(home: Path, name: str) -> devprocess.RecordedProcess | None:
+    """The record `make run` writes right after starting `name` (whose output can come first)."""
+    deadline = time.monotonic() + 30
+    while (found := devprocess.recorded(home, name)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def still_running(pids: list[int]) -> list[int]:
     return [pid for pid in pids if devprocess.running(pid)]
 
@@ -63,7 +72,7 @@ def test_sigterm_stops_every_process_make_run_started(tmp_path: Path) -> None:
     assert "started the embedded Kafka-protocol broker (Tansu) on 127.0.0.1:" in lines[0], lines
     assert any(line.startswith(f"RepoVault home (REPOVAULT_HOME): {home}") for line in lines)
     broker = devprocess.recorded(home, "broker")
-    dagster = devprocess.recorded(home, "dagster")
+    dagster = recorded_soon(home, "dagster")  # written just after the child started printing
     assert broker is not None and dagster is not None
     tree = [proc.pid, *devprocess.descendants(proc.pid)]
     assert broker.pid in tree and dagster.pid in tree
