@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.run import log
+from tests.support.daemon import daemon_tick_context
 from tests.support.servers import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "PARTITIONS.md")
     args = parser.parse_args(argv)
-    from dagster import build_sensor_context, instance_for_test
+    from dagster import instance_for_test
     from sqlalchemy import create_engine
 
     from repovault_pipeline.core.fleet import FleetStore
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("refresh_sensor", refresh_sensor),
                 ("sources_sensor", sources_sensor),
             ):
-                with build_sensor_context(
-                    instance=instance, resources=repovault_resources(), cursor=""
+                with daemon_tick_context(
+                    instance, sensor.name, "", repovault_resources()
                 ) as context:
                     t = time.perf_counter()
                     sensor(context)
@@ -131,8 +132,6 @@ def _injector_tick(
 ) -> tuple[float, int]:
     """One tick that reads 100 requests for repositories not yet partitions: each costs a
     partition lookup, a run request and a lineage row."""
-    from dagster import build_sensor_context
-
     from repovault_pipeline.core.kafka import KafkaGateway
     from repovault_pipeline.core.lineage import now
     from repovault_pipeline.core.messages import request_message
@@ -152,7 +151,7 @@ def _injector_tick(
         gateway.publish(settings.topics.pending, messages)
     finally:
         gateway.close()
-    with build_sensor_context(instance=instance, resources=resources(), cursor=None) as context:
+    with daemon_tick_context(instance, sensor.name, None, resources()) as context:
         t = time.perf_counter()
         result = sensor(context)
         elapsed = round(time.perf_counter() - t, 3)

@@ -284,8 +284,9 @@ def markdown(results: Results, chart: Path | None) -> str:
         "## Injector throughput",
         "",
         f"{inj['messages']:,} valid requests (SPEC JSON, one repository each) in `pendientes` on "
-        "the local broker; `kafka_injector_sensor` evaluated tick after tick with "
-        f"`build_sensor_context` on a SQLite Dagster instance, lineage in SQLite, batch "
+        "the local broker; `kafka_injector_sensor` evaluated tick after tick in a daemon "
+        "tick's context (`tests/support/daemon.py`) on a SQLite Dagster instance, lineage in "
+        "SQLite, batch "
         f"`REPOVAULT_INJECTOR_BATCH={inj['batch']}`.",
         "",
         "| messages → run requests | ticks | messages/s (run requests ÷ total tick time) | "
