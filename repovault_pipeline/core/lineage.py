@@ -222,16 +222,7 @@ class LineageStore:
         Returns the requests the database refused (`_upsert_each`)."""
         return self._upsert_each(
             requests,
-            lambda r: _row(
-                r.request_id,
-                r.repo_url,
-                r.repo_id,
-                r.source,
-                "pending",
-                r.created_at,
-                inyector_timestamp=r.injected_at,
-                **_asked(r.keep, r.force),
-            ),
+            lambda r: _injected_row(r, "pending", **_asked(r.keep, r.force)),
             ("inyector_timestamp",),
             keep_first=("inyector_timestamp",),  # a replayed or republished message
         )
@@ -241,16 +232,7 @@ class LineageStore:
         the database refused (`_upsert_each`)."""
         return self._upsert_each(
             requests,
-            lambda r: _row(
-                r.request_id,
-                r.repo_url,
-                r.repo_id,
-                r.source,
-                "rejected",
-                r.created_at,
-                inyector_timestamp=r.injected_at,
-                error=_error(r.error),
-            ),
+            lambda r: _injected_row(r, "rejected", error=_error(r.error)),
             ("status", "error", "inyector_timestamp"),
             only_status="pending",  # a bad message claiming a request id never closes its row
         )
@@ -436,6 +418,20 @@ def open_lineage(db_url: str, timeout_s: float = DB_TIMEOUT_S) -> LineageStore:
         store.dispose()
         raise
     return store
+
+
+def _injected_row(request: Injected, status: str, **extra: Any) -> dict[str, Any]:
+    """The row of a request the injector read (`record_injected`, `record_rejected`)."""
+    return _row(
+        request.request_id,
+        request.repo_url,
+        request.repo_id,
+        request.source,
+        status,
+        request.created_at,
+        inyector_timestamp=request.injected_at,
+        **extra,
+    )
 
 
 def _row(
