@@ -15,6 +15,9 @@ if [ ! -f .env ]; then
   tmp=$(mktemp .env.XXXXXX)
   while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in
+      # MinIO's KMS key: a name and 32 random bytes in base64.
+      MINIO_KMS_SECRET_KEY=change-me*)
+        printf 'MINIO_KMS_SECRET_KEY=repovault-key:%s\n' "$(head -c 32 /dev/urandom | base64)" ;;
       [A-Za-z_]*=change-me*) printf '%s=%s\n' "${line%%=*}" "$(random_secret)" ;;
       *) printf '%s\n' "$line" ;;
     esac

@@ -82,6 +82,7 @@ class Topics:
 # The periods of GitHub's trending page, shortest first.
 TRENDING_PERIODS = ("daily", "weekly", "monthly")
 KEEP_METADATA = ("auto", "on", "off")
+S3_SSE = ("AES256", "aws:kms")  # REPOVAULT_S3_SSE: S3's names for SSE-S3 and SSE-KMS
 GIT_TIMEOUT_S = 1800
 # A store that accepts connections but never answers must end a command, not hang it.
 DB_TIMEOUT_S = 30  # connecting, one statement, a dead connection noticed
@@ -192,6 +193,12 @@ class Settings:
     minio_console_url: str | None = None
     keep_lfs: bool = True
     keep_wiki: bool = True
+    s3_sse: str | None = None  # server-side encryption asked of every write: AES256 or aws:kms
+    s3_sse_kms_key_id: str | None = None
+    # age public keys (age1..., ssh-ed25519 ...): bundles, LFS objects and metadata are
+    # encrypted to them before upload (docs/contract.md, "Encryption at rest").
+    encrypt_recipients: tuple[str, ...] = ()
+    decrypt_identity: Path | None = field(default=None, repr=False)  # restore and verify
     # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
     # CLI reads its run queue to say why a request waits and how far a run has come.
     dagster_home: Path = field(default_factory=lambda: repovault_home({}) / "dagster_home")
@@ -220,6 +227,9 @@ class Settings:
             )
         ssh_key = _str(env, "REPOVAULT_SSH_KEY", "")
         git_timeout_s = _int(env, "REPOVAULT_GIT_TIMEOUT_S", d.git_timeout_s, minimum=1)
+        s3_endpoint = _str(env, "REPOVAULT_S3_ENDPOINT", "") or d.s3_endpoint
+        sse, sse_key = _sse(env, s3_endpoint)
+        identity = _str(env, "REPOVAULT_DECRYPT_IDENTITY", "")
         return cls(
             kafka_bootstrap=_str(env, "REPOVAULT_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
             topics=Topics(
@@ -232,7 +242,11 @@ class Settings:
                     env, "REPOVAULT_TOPIC_REPLICATION", t.replication_factor, minimum=1
                 ),
             ),
-            s3_endpoint=_str(env, "REPOVAULT_S3_ENDPOINT", "") or d.s3_endpoint,
+            s3_endpoint=s3_endpoint,
+            s3_sse=sse,
+            s3_sse_kms_key_id=sse_key,
+            encrypt_recipients=_recipients(env),
+            decrypt_identity=Path(identity).expanduser() if identity else None,
             s3_region=_str(env, "AWS_REGION", "") or _str(env, "AWS_DEFAULT_REGION", d.s3_region),
             home=home,
             local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(home / "store"))),
@@ -285,6 +299,44 @@ class Settings:
             keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", d.keep_wiki),
             dagster_home=Path(_str(env, "DAGSTER_HOME", str(home / "dagster_home"))),
         )
+
+
+def _sse(env: Mapping[str, str], s3_endpoint: str | None) -> tuple[str | None, str | None]:
+    """REPOVAULT_S3_SSE and REPOVAULT_S3_SSE_KMS_KEY_ID, checked against each other and the
+    store: a setting that cannot be honoured is refused, never ignored."""
+    raw = _str(env, "REPOVAULT_S3_SSE", "")
+    key_id = _str(env, "REPOVAULT_S3_SSE_KMS_KEY_ID", "") or None
+    names = {choice.lower(): choice for choice in S3_SSE}
+    sse = names.get(raw.lower()) if raw else None
+    if raw and sse is None:
+        raise ConfigError(f"REPOVAULT_S3_SSE={raw!r} is not one of {', '.join(S3_SSE)}")
+    if key_id and sse != "aws:kms":
+        raise ConfigError(
+            "REPOVAULT_S3_SSE_KMS_KEY_ID is set but REPOVAULT_S3_SSE is not aws:kms; "
+            "set REPOVAULT_S3_SSE=aws:kms or unset the key id"
+        )
+    if sse and not s3_endpoint:
+        raise ConfigError(
+            f"REPOVAULT_S3_SSE={sse} needs an S3 store, but REPOVAULT_S3_ENDPOINT is unset (the "
+            "local folder store has no server-side encryption); set the endpoint or unset "
+            "REPOVAULT_S3_SSE"
+        )
+    return sse, key_id
+
+
+def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
+    """REPOVAULT_ENCRYPT_RECIPIENTS: age public keys, comma-separated, as given (not lowered:
+    an ssh key is case-sensitive)."""
+    raw = env.get("REPOVAULT_ENCRYPT_RECIPIENTS", "")
+    recipients = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for recipient in recipients:
+        if not recipient.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
+            raise ConfigError(
+                f"REPOVAULT_ENCRYPT_RECIPIENTS has {recipient[:24]!r}, which is not an age "
+                "public key (age1..., or an ssh-ed25519/ssh-rsa public key); `age-keygen -y "
+                "IDENTITY_FILE` prints the one of an identity"
+            )
+    return recipients
 
 
 def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, str]:

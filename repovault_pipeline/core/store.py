@@ -18,7 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -169,8 +169,53 @@ def open_store(settings: Settings, s3_client: S3Client | None = None) -> ObjectS
             read_timeout=settings.s3_timeout_s,
             region=settings.s3_region,
             client=s3_client,
+            sse=ServerSideEncryption(settings.s3_sse, settings.s3_sse_kms_key_id)
+            if settings.s3_sse
+            else None,
         )
     return LocalStore(settings.local_store)
+
+
+@dataclass(frozen=True)
+class ServerSideEncryption:
+    """REPOVAULT_S3_SSE (`AES256` or `aws:kms`) and REPOVAULT_S3_SSE_KMS_KEY_ID: asked of every
+    write, and checked in the server's answer (a server that ignores the request stores the
+    object in the clear and says nothing, unless its answer is read)."""
+
+    mode: str
+    kms_key_id: str | None = None
+
+    def request(self) -> dict[str, str]:
+        """The parameters of a PutObject, CreateMultipartUpload or CopyObject."""
+        asked = {"ServerSideEncryption": self.mode}
+        if self.kms_key_id:
+            asked["SSEKMSKeyId"] = self.kms_key_id
+        return asked
+
+    def refusal(self, answer: dict) -> str | None:
+        """Why the server's answer (of a write or a HEAD) shows the object is not encrypted as
+        asked; None when it is."""
+        got = answer.get("ServerSideEncryption")
+        if got != self.mode:
+            return f"it answered {'encryption ' + got if got else 'no encryption'}"
+        key = answer.get("SSEKMSKeyId")
+        if self.kms_key_id and key and not key.endswith(self.kms_key_id):
+            return f"it used KMS key {key}"
+        return None
+
+    def setting(self) -> str:
+        key = f" (key {self.kms_key_id})" if self.kms_key_id else ""
+        return f"REPOVAULT_S3_SSE={self.mode}{key}"
+
+
+_SSE_ADVICE = (
+    "enable server-side encryption on the server (MinIO: MINIO_KMS_SECRET_KEY or KES; AWS: a "
+    "KMS key this writer may use) or unset REPOVAULT_S3_SSE"
+)
+
+
+class SseRefused(ArchiveError):
+    """The server did not encrypt an object as REPOVAULT_S3_SSE asks: nothing more is written."""
 
 
 def s3_client_config(max_connections: int = 20, read_timeout: float = S3_TIMEOUT_S) -> Config:
@@ -236,9 +281,13 @@ class S3Store(ObjectStore):
         read_timeout: float = S3_TIMEOUT_S,
         region: str = "us-east-1",
         client: S3Client | None = None,
+        sse: ServerSideEncryption | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = region
+        self.sse = sse
+        self._sse_checked: set[str] = set()  # buckets whose server encrypted a write as asked
+        self._sse_refused: SseRefused | None = None
         self.client = client or boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
@@ -292,7 +341,7 @@ class S3Store(ObjectStore):
             conditions["IfMatch"] = f'"{if_match}"'
         if if_none_match:
             conditions["IfNoneMatch"] = "*"
-        with _s3_errors(f"upload {key}"):
+        with self._sse_errors(), _s3_errors(f"upload {key}"):
             response = self.client.put_object(
                 Bucket=bucket,
                 Key=key,
@@ -300,20 +349,69 @@ class S3Store(ObjectStore):
                 Metadata=metadata or {},
                 ContentType=content_type,
                 **conditions,
+                **self._encryption(),
             )
+        self._check_sse(bucket, key, response)
         return _etag(response["ETag"])
 
     def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
-        with _s3_errors(f"upload {key}"):
+        with self._sse_errors(), _s3_errors(f"upload {key}"):
             self.client.upload_file(
                 str(path),
                 bucket,
                 key,
                 Config=self.transfer,
-                ExtraArgs={"Metadata": metadata or {}, "ContentType": content_type},
+                # Passed to PutObject or CreateMultipartUpload, whichever the size calls for.
+                ExtraArgs={
+                    "Metadata": metadata or {},
+                    "ContentType": content_type,
+                    **self._encryption(),
+                },
             )
             # The managed transfer does not return the ETag (a multipart one is not an MD5).
-            return _etag(self.client.head_object(Bucket=bucket, Key=key)["ETag"])
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        self._check_sse(bucket, key, head)
+        return _etag(head["ETag"])
+
+    def _encryption(self) -> dict[str, str]:
+        """The SSE parameters of a write; raises the refusal once a write was not encrypted."""
+        if self._sse_refused is not None:
+            raise self._sse_refused
+        return self.sse.request() if self.sse else {}
+
+    def _check_sse(self, bucket: str, key: str, answer: dict) -> None:
+        """The first write to each bucket proves the server honours REPOVAULT_S3_SSE (its
+        answer names the encryption it applied); when it does not, the object just written is
+        deleted again and every later write of this store is refused unsent."""
+        if self.sse is None or bucket in self._sse_checked:
+            return
+        why = self.sse.refusal(answer)
+        if why is None:
+            self._sse_checked.add(bucket)
+            return
+        self._sse_refused = SseRefused(
+            f"the S3 server at {self.endpoint} did not encrypt {key} in {bucket} although "
+            f"{self.sse.setting()} asks it to ({why}); {_SSE_ADVICE}; nothing further is written"
+        )
+        with suppress(ArchiveError), _s3_errors(f"delete {key}"):
+            self.client.delete_object(Bucket=bucket, Key=key)
+        raise self._sse_refused
+
+    @contextmanager
+    def _sse_errors(self) -> Iterator[None]:
+        """A write refused for its SSE parameters (MinIO without a KMS answers 501
+        NotImplemented, AWS an unknown key KMS.NotFoundException) is no transient fault: one
+        line naming the setting, never retried."""
+        try:
+            yield
+        except ArchiveError as exc:
+            text = str(exc).lower()
+            if self.sse is not None and any(w in text for w in ("kms", "encrypt", "notimpl")):
+                raise SseRefused(
+                    f"the S3 server at {self.endpoint} refused a write with {self.sse.setting()}"
+                    f" ({exc}); {_SSE_ADVICE}"
+                ) from None
+            raise
 
     def get_bytes(self, bucket, key):
         found = self.read(bucket, key)

@@ -13,6 +13,7 @@ coincidence.
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import json
 import os
@@ -804,6 +805,20 @@ def test_repovault_code_uses_its_own_minio_user_never_root(stack: Stack) -> None
     )
 
 
+def test_minio_encrypts_every_object_and_the_code_requires_it(stack: Stack) -> None:
+    """MinIO has its built-in KMS key, no other service holds it, and every service running
+    the code asks for SSE with it (so it refuses a MinIO that does not encrypt)."""
+    key = stack.dotenv["MINIO_KMS_SECRET_KEY"]
+    assert stack.env("minio")["MINIO_KMS_SECRET_KEY"] == key
+    for name in stack.services:
+        values = " ".join(str(v) for v in stack.env(name).values())
+        assert (key in values) == (name == "minio"), f"{name} and the KMS key"
+    for name in [n for n in stack.services if stack.runs_code(n)]:
+        settings = Settings.from_env(stack.env(name))
+        assert (settings.s3_sse, settings.s3_sse_kms_key_id) == ("aws:kms", None), name
+        assert settings.encrypt_recipients == () and settings.decrypt_identity is None, name
+
+
 def test_the_minio_policy_grants_what_the_code_calls_on_its_buckets_only(stack: Stack) -> None:
     policy = minio_policy(stack)
     prefix = Settings.from_env(stack.env("dagster-code")).bucket_prefix
@@ -1078,6 +1093,10 @@ def test_make_env_writes_random_secrets_once_and_refuses_placeholders(tmp_path: 
     assert list(written) == list(example)
     secrets = [k for k, v in example.items() if v.startswith("change-me")]
     for key in secrets:
+        if key == "MINIO_KMS_SECRET_KEY":  # MinIO's format: a key name and 32 bytes in base64
+            name, _, key_b64 = written[key].partition(":")
+            assert name == "repovault-key" and len(base64.b64decode(key_b64)) == 32
+            continue
         assert re.fullmatch(r"[A-Za-z0-9]{32}", written[key]), key
         assert written[key] not in result.stdout + result.stderr, "a secret was printed"
     assert len({written[k] for k in secrets}) == len(secrets)
