@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # serves ssh:// clones; socat is the one-way relay from the webserver to the code server
 # (docker-compose.yml, dagster-code-relay).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git git-lfs openssh-client socat ca-certificates \
+    && apt-get install -y --no-install-recommends git git-lfs openssh-client socat ca-certificates age \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 repovault \

@@ -65,11 +65,15 @@ def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> Ass
         "fsck_legacy": ", ".join(f"{k}={n}" for k, n in sorted(verdict.fsck_legacy.items()))
         or "none",
     }
-    if not verdict.ok:
+    if verdict.unverified:
+        # An encrypted snapshot this deployment holds no key for: not ok, yet no damage
+        # either (a warning: the next run writes no fresh snapshot over it).
+        context.log.warning(f"restorable could not verify: {verdict.line()}")
+    elif not verdict.ok:
         context.log.error(f"restorable failed: {verdict.line()}")
     return AssetCheckResult(
         passed=verdict.ok,
-        severity=AssetCheckSeverity.ERROR,
+        severity=AssetCheckSeverity.WARN if verdict.unverified else AssetCheckSeverity.ERROR,
         metadata=metadata,
         description=verdict.line(),
     )

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import crypt
 from .errors import ArchiveError, GitTimeout, RepoTooLarge, TransientError
 from .gitops import LocalRepo
 from .identity import RepoRef
@@ -62,8 +63,17 @@ def missing_detail(count: int, paths: list[str], shown: int = 5) -> str:
     )
 
 
-def object_key(oid: str) -> str:
-    return f"{LFS_PREFIX}{oid}"
+def object_key(oid: str, seal: str | None = None) -> str:
+    """`lfs/<oid>`; encrypted, `lfs/<oid>.<seal>.age` (`crypt.Sealing.seal`: one copy per set
+    of recipients, so new recipients get copies they can open)."""
+    return f"{LFS_PREFIX}{oid}.{seal}{crypt.AGE_SUFFIX}" if seal else f"{LFS_PREFIX}{oid}"
+
+
+def index_keys(index: dict) -> dict[str, str]:
+    """oid -> object key of the objects a snapshot's `lfs.json` lists."""
+    sealed = crypt.Sealing.of(index)
+    seal = sealed.seal if sealed else None
+    return {oid: object_key(oid, seal) for oid in index.get("objects", {})}
 
 
 def local_path(git_dir: Path, oid: str) -> Path:
@@ -162,44 +172,83 @@ def _ls_files(repo: LocalRepo, *args: str) -> list[dict]:
     return json.loads(repo.git("lfs", "ls-files", "--json", *args) or "{}").get("files") or []
 
 
-def unstored(store: ObjectStore, bucket: str, lfs: LfsObjects) -> dict[str, int]:
-    """The objects (oid -> size) the bucket does not hold yet (same key, same size)."""
+def unstored(
+    store: ObjectStore, bucket: str, lfs: LfsObjects, seal: str | None = None
+) -> dict[str, int]:
+    """The objects (oid -> size) the bucket does not hold yet: same key and size, or, for
+    encrypted copies (whose size age decides), same key."""
     stored = {info.key: info.size for info in store.list(bucket, LFS_PREFIX)}
-    return {oid: size for oid, size in lfs.objects.items() if stored.get(object_key(oid)) != size}
+
+    def held(oid: str, size: int) -> bool:
+        key = object_key(oid, seal)
+        return key in stored if seal else stored.get(key) == size
+
+    return {oid: size for oid, size in lfs.objects.items() if not held(oid, size)}
 
 
-def upload(uploader: ParallelUploader, git_dir: Path, objects: dict[str, int]) -> int:
-    """Queue `objects` (oid -> size, from `unstored`), each checked against its oid first;
-    returns how many."""
+def upload(
+    uploader: ParallelUploader,
+    git_dir: Path,
+    objects: dict[str, int],
+    sealing: crypt.Sealing | None = None,
+    work_dir: Path | None = None,
+) -> int:
+    """Queue `objects` (oid -> size, from `unstored`), each checked against its oid first and,
+    with `sealing`, encrypted into `work_dir` (streamed, removed once uploaded); returns how
+    many."""
     for oid, size in objects.items():
         path = local_path(git_dir, oid)
         _check(path, oid, size, "in the clone")
-        uploader.put_file(object_key(oid), path)
+        if sealing is None:
+            uploader.put_file(object_key(oid), path)
+            continue
+        fd, name = tempfile.mkstemp(dir=work_dir, prefix="lfs-", suffix=crypt.AGE_SUFFIX)
+        os.close(fd)
+        crypt.encrypt_file(sealing, path, Path(name))
+        uploader.put_file(object_key(oid, sealing.seal), Path(name), remove_after=True)
     return len(objects)
 
 
-def index_doc(lfs: LfsObjects) -> dict:
+def index_doc(lfs: LfsObjects, sealing: crypt.Sealing | None = None) -> dict:
     """`lfs.json`: the objects stored, those missing (oid -> size), and the paths of the
-    missing ones (oid -> paths), which restores and checks name."""
+    missing ones (oid -> paths), which restores and checks name; with `encryption` (the
+    recipients) when the objects are stored encrypted."""
     missing_paths = {oid: sorted(set(lfs.paths.get(oid, []))) for oid in lfs.missing}
-    return {"objects": lfs.objects, "missing": lfs.missing, "missing_paths": missing_paths}
+    doc = {"objects": lfs.objects, "missing": lfs.missing, "missing_paths": missing_paths}
+    return {**doc, "encryption": sealing.record()} if sealing else doc
 
 
-def restore(store: ObjectStore, bucket: str, index: dict, git_dir: Path) -> int:
-    """Download every object of a snapshot's `lfs.json` into `git_dir`'s LFS store, each
-    checked against its oid; returns how many."""
+def restore(
+    store: ObjectStore,
+    bucket: str,
+    index: dict,
+    git_dir: Path,
+    identity: Path | None = None,
+    what: str = "LFS objects",
+) -> int:
+    """Download every object of a snapshot's `lfs.json` into `git_dir`'s LFS store (decrypted
+    with `identity` when stored encrypted; `what` names them then), each checked against its
+    oid; returns how many."""
+    sealed = crypt.Sealing.of(index)
+    keys = index_keys(index)
     for oid, size in sorted(index.get("objects", {}).items()):
         target = local_path(git_dir, oid)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         os.close(fd)
         part = Path(name)
+        stored = part.with_name(part.name + crypt.AGE_SUFFIX)
         try:
-            store.download(bucket, object_key(oid), part)
-            _check(part, oid, size, f"stored as {object_key(oid)}")
+            if sealed is None:
+                store.download(bucket, keys[oid], part)
+            else:
+                store.download(bucket, keys[oid], stored)
+                crypt.decrypt_file(identity, sealed, what, stored, part)
+            _check(part, oid, size, f"stored as {keys[oid]}")
             part.replace(target)
         finally:
             part.unlink(missing_ok=True)
+            stored.unlink(missing_ok=True)
     return len(index.get("objects", {}))
 
 

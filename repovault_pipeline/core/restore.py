@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import lfs
+from . import crypt, lfs
 from .errors import ArchiveError, TransientError
 from .gitops import MODE_SYMLINK, GitClient, LocalRepo
 from .identity import InvalidRepoUrl, RepoRef, bucket_name, parse_repo_id, parse_repo_url
@@ -105,6 +105,10 @@ def restore(
             "no_snapshot",
         )
 
+    # A key that cannot be used is said before a bundle of gigabytes is downloaded.
+    crypt.require_identity(
+        settings.decrypt_identity, crypt.Sealing.of(manifest), sealed_what(manifest)
+    )
     created = not dest.exists()
     try:
         done = _rebuild(settings, store, reader.bucket, manifest, dest)
@@ -149,32 +153,53 @@ def _rebuild(
     dest.mkdir(parents=True, exist_ok=True)
     client.run(["init", "--quiet", "--template=", str(dest)])
     repo = LocalRepo(dest, client)
-    fetch_bundle(store, bucket, manifest, repo)
+    fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
     head = check_refs_and_head(repo, manifest)
     repo.git("remote", "add", "origin", manifest["repo_url"])
     note = _checkout(repo, dest)
     restored = Restored(
         manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest, note=note
     )
-    return _restore_lfs(repo, store, bucket, manifest, restored)
+    return _restore_lfs(repo, store, bucket, manifest, restored, settings.decrypt_identity)
 
 
-def fetch_bundle(store: ObjectStore, bucket: str, manifest: dict, repo: LocalRepo) -> None:
-    """Download the snapshot's bundle, check it byte for byte against the manifest, check it is
-    a valid bundle, and fetch all its refs into `repo` (a new, empty repository)."""
+def sealed_what(manifest: dict) -> str:
+    """How errors about an encrypted snapshot name it."""
+    return f"snapshot {manifest['snapshot_id']} of {manifest['repo_id']}"
+
+
+def fetch_bundle(
+    store: ObjectStore,
+    bucket: str,
+    manifest: dict,
+    repo: LocalRepo,
+    identity: Path | None = None,
+) -> None:
+    """Download the snapshot's bundle, check it byte for byte against the manifest (the stored
+    ciphertext, when encrypted: then decrypted with `identity`, `crypt.NotDecryptable` when it
+    cannot be), check it is a valid bundle, and fetch all its refs into `repo` (a new, empty
+    repository)."""
     snapshot = manifest["snapshot_id"]
     key = manifest["bundle"]["key"]
+    sealed = crypt.Sealing.of(manifest)
     with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
         bundle = Path(tmp) / "repo.bundle"
+        stored = bundle.with_name(bundle.name + crypt.AGE_SUFFIX) if sealed else bundle
         try:
-            store.download(bucket, key, bundle)
+            store.download(bucket, key, stored)
         except TransientError:
             raise
         except ArchiveError as exc:
             raise RestoreError(
                 f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
             ) from None
-        _check_bundle(bundle, manifest)
+        _check_bundle(stored, manifest)
+        if sealed is not None:
+            try:
+                crypt.decrypt_file(identity, sealed, sealed_what(manifest), stored, bundle)
+            except crypt.DecryptFailed as exc:
+                raise RestoreError(str(exc), "bundle_undecryptable") from None
+            stored.unlink()
         try:
             repo.git("bundle", "verify", "--quiet", str(bundle))
         except ArchiveError:
@@ -227,7 +252,12 @@ def check_refs_and_head(repo: LocalRepo, manifest: dict) -> str:
 
 
 def _restore_lfs(
-    repo: LocalRepo, store: ObjectStore, bucket: str, manifest: dict, restored: Restored
+    repo: LocalRepo,
+    store: ObjectStore,
+    bucket: str,
+    manifest: dict,
+    restored: Restored,
+    identity: Path | None,
 ) -> Restored:
     """The snapshot's LFS objects into `.git/lfs/objects`, each checked against its oid; then,
     with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
@@ -239,8 +269,10 @@ def _restore_lfs(
     index = SnapshotReader(store, bucket).lfs_index(manifest["snapshot_id"])
     missing = tuple(sorted({p for names in index.get("missing_paths", {}).values() for p in names}))
     try:
-        count = lfs.restore(store, bucket, index, restored.dest / ".git")
-    except TransientError:
+        count = lfs.restore(
+            store, bucket, index, restored.dest / ".git", identity, sealed_what(manifest)
+        )
+    except (TransientError, crypt.NotDecryptable):
         raise
     except ArchiveError as exc:
         raise RestoreError(f"snapshot {manifest['snapshot_id']}: {exc}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from .. import __version__
-from . import lfs
+from . import crypt, lfs
 from .errors import ArchiveError, PreconditionFailed, RepoNotFound, TransientError
 from .gitops import GitClient, LocalRepo, RemoteState, TreeEntry, refs_digest
 from .identity import RepoRef, bucket_name, wiki_ref
@@ -352,6 +352,7 @@ class SnapshotWriter:
         self.log = logger or log
         self.progress = progress or (lambda done: self.log.info(done.line()))
         self.git = GitClient(settings, self.log)
+        self.sealing = crypt.sealing(settings.encrypt_recipients)
 
     def prepare(
         self,
@@ -438,7 +439,11 @@ class SnapshotWriter:
         # Only `tree/` can need a repair after a run that died: a wiki has none.
         settled = latest is None or not layout.tree or _settled(self.store, bucket)
         if fresh is None and settled and _matches(latest, remote.refs, remote.default_branch):
-            fresh = (damaged or {}).get(latest["snapshot_id"]) or self._damage(bucket, latest)
+            fresh = (
+                (damaged or {}).get(latest["snapshot_id"])
+                or self._damage(bucket, latest)
+                or self._resealed(latest)
+            )
             if fresh is None:
                 self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
                 return self._unchanged(ref, bucket, latest, started, keep, layout, pointer.damage)
@@ -505,6 +510,27 @@ class SnapshotWriter:
         if found.size != int(bundle["size"]):
             return f"its bundle is {found.size} bytes but its manifest says {bundle['size']}"
         return None
+
+    def _resealed(self, latest: dict) -> str | None:
+        """Why the latest snapshot must be written again although nothing changed: it is not
+        encrypted to REPOVAULT_ENCRYPT_RECIPIENTS (encryption switched on, off, or to other
+        keys; switched on, the fresh snapshot also removes the plaintext `tree/`)."""
+        if crypt.Sealing.of(latest) == self.sealing:
+            return None
+        if self.sealing is None:
+            return "REPOVAULT_ENCRYPT_RECIPIENTS is unset but the latest snapshot is encrypted"
+        return "the latest snapshot is not encrypted to REPOVAULT_ENCRYPT_RECIPIENTS"
+
+    def _stored_bundle(self, prepared: Prepared) -> tuple[Path, str]:
+        """The bundle file to upload and its key: encrypted beside the clone (streamed) when
+        REPOVAULT_ENCRYPT_RECIPIENTS is set."""
+        assert prepared.snapshot_id is not None
+        key = prepared.layout.snapshot_key(prepared.snapshot_id, BUNDLE)
+        if self.sealing is None:
+            return prepared.bundle_path, key
+        sealed = prepared.bundle_path.with_name(BUNDLE + crypt.AGE_SUFFIX)
+        crypt.encrypt_file(self.sealing, prepared.bundle_path, sealed)
+        return sealed, key + crypt.AGE_SUFFIX
 
     def _unchanged(
         self,
@@ -642,11 +668,12 @@ class SnapshotWriter:
             head_commit=wiki.head_commit,
             default_branch=wiki.default_branch,
         )
+        bundle, key = self._stored_bundle(wiki)
         lease.check()
-        written.bundle_size = wiki.bundle_path.stat().st_size
-        self.store.put_file(wiki.bucket, WIKI.snapshot_key(snapshot_id, BUNDLE), wiki.bundle_path)
+        written.bundle_size = bundle.stat().st_size
+        self.store.put_file(wiki.bucket, key, bundle)
         written.bytes_uploaded = written.bundle_size
-        self._commit(wiki, written, reader, lease, file_sha256(wiki.bundle_path), {})
+        self._commit(wiki, written, reader, lease, _bundle_record(bundle, key), {})
         result.bytes_uploaded += written.bytes_uploaded
         result.wiki_outcome = "completed"
         result.wiki_snapshot_id = snapshot_id
@@ -679,9 +706,15 @@ class SnapshotWriter:
         repo = LocalRepo(prepared.repo_path, self.git)
         entries, submodules = repo.tree(prepared.head_commit)
         previous = reader.tree_index(latest["snapshot_id"]) if latest else TreeIndex({})
-        lfs_todo = lfs.unstored(self.store, prepared.bucket, prepared.lfs) if prepared.lfs else {}
-        sync = self._plan_tree(prepared.bucket, entries, previous, prepared.lfs)
-        bundle = prepared.bundle_path
+        seal = self.sealing.seal if self.sealing else None
+        lfs_todo = (
+            lfs.unstored(self.store, prepared.bucket, prepared.lfs, seal) if prepared.lfs else {}
+        )
+        # Encrypted, no `tree/` is written, and the one a plaintext snapshot left is removed:
+        # its files would be the plaintext the encryption is there to keep out of the store.
+        tree_entries = [] if self.sealing else entries
+        sync = self._plan_tree(prepared.bucket, tree_entries, previous, prepared.lfs)
+        bundle, bundle_key = self._stored_bundle(prepared)
         result.bundle_size = bundle.stat().st_size
         uploader = ParallelUploader(
             self.store,
@@ -696,11 +729,13 @@ class SnapshotWriter:
             result.bundle_size + sum(lfs_todo.values()) + sync.upload_bytes,
         )
         try:
-            uploader.put_file(snapshot_key(snapshot_id, BUNDLE), bundle)
-            bundle_sha256 = file_sha256(bundle)
+            uploader.put_file(bundle_key, bundle)
+            bundle_record = _bundle_record(bundle, bundle_key)
             if prepared.lfs is not None:
                 lease.check()
-                result.lfs_uploaded = lfs.upload(uploader, prepared.repo_path, lfs_todo)
+                result.lfs_uploaded = lfs.upload(
+                    uploader, prepared.repo_path, lfs_todo, self.sealing, prepared.work_dir
+                )
             self._sync_tree(repo, sync, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
         finally:
@@ -708,19 +743,20 @@ class SnapshotWriter:
         etags = {**sync.etags, **uploader.etags}
         result.files_uploaded = sync.uploaded
         result.files_deleted = len(sync.stale)
-        result.tree_files = len(entries)
-        result.tree_bytes = sum(sync.stored_size(e) for e in entries)
+        result.tree_files = len(tree_entries)
+        result.tree_bytes = sum(sync.stored_size(e) for e in tree_entries)
 
-        index = prepared.bundle_path.with_name(TREE_INDEX)
-        write_tree_index(index, prepared.head_commit, entries, etags, sync.lfs_content)
-        lease.check()
-        self.store.put_file(
-            prepared.bucket,
-            snapshot_key(snapshot_id, TREE_INDEX),
-            index,
-            content_type="application/json",
-        )
-        result.bytes_uploaded += index.stat().st_size
+        if self.sealing is None:  # an encrypted snapshot has no tree/, hence no tree.json
+            index = prepared.bundle_path.with_name(TREE_INDEX)
+            write_tree_index(index, prepared.head_commit, entries, etags, sync.lfs_content)
+            lease.check()
+            self.store.put_file(
+                prepared.bucket,
+                snapshot_key(snapshot_id, TREE_INDEX),
+                index,
+                content_type="application/json",
+            )
+            result.bytes_uploaded += index.stat().st_size
         lfs_summary: dict[str, object] | None = None
         pointers: list[str] = []
         if prepared.lfs is not None:
@@ -734,28 +770,29 @@ class SnapshotWriter:
                 "index": snapshot_key(snapshot_id, lfs.LFS_INDEX),
             }
             _held_lfs(result, lfs_summary)
-            pointers = sorted(set(prepared.lfs.head) - set(sync.lfs_content))
+            if self.sealing is None:
+                pointers = sorted(set(prepared.lfs.head) - set(sync.lfs_content))
             lease.check()
             result.bytes_uploaded += self._put_json(
                 prepared.bucket,
                 snapshot_key(snapshot_id, lfs.LFS_INDEX),
-                lfs.index_doc(prepared.lfs),
+                lfs.index_doc(prepared.lfs, self.sealing),
             )
         extra = {
             "tree": {
                 "files": result.tree_files,
                 "bytes": result.tree_bytes,
-                "index": snapshot_key(snapshot_id, TREE_INDEX),
+                "index": None if self.sealing else snapshot_key(snapshot_id, TREE_INDEX),
                 # HEAD's LFS files: stored with their content, or (object missing) as the
                 # pointer text git holds, listed here.
-                "lfs_files": len(prepared.lfs.head) if prepared.lfs else 0,
+                "lfs_files": len(prepared.lfs.head) if prepared.lfs and not self.sealing else 0,
                 "lfs_pointers": pointers,
             },
             "submodules": submodules,
             "lfs": lfs_summary,
             "keep": result.keep,
         }
-        self._commit(prepared, result, reader, lease, bundle_sha256, extra)
+        self._commit(prepared, result, reader, lease, bundle_record, extra)
 
     def _commit(
         self,
@@ -763,7 +800,7 @@ class SnapshotWriter:
         result: ArchiveResult,
         reader: SnapshotReader,
         lease: Lease,
-        bundle_sha256: str,
+        bundle: dict,
         extra: dict,
     ) -> None:
         """Write the manifest (the commit marker), move `latest.json`, apply retention: the
@@ -780,11 +817,10 @@ class SnapshotWriter:
             "head_ref": prepared.head_ref,
             "default_branch": prepared.default_branch,
             "refs": prepared.refs,
-            "bundle": {
-                "key": layout.snapshot_key(snapshot_id, BUNDLE),
-                "size": result.bundle_size,
-                "sha256": bundle_sha256,
-            },
+            "bundle": bundle,
+            # Absent: plaintext. Else the age recipients the bundle (and LFS objects) are
+            # encrypted to; `bundle` then describes the stored ciphertext.
+            **({"encryption": self.sealing.record()} if self.sealing else {}),
             **extra,
             "created_at": datetime.now(UTC).isoformat(),
             "duration_s": result.duration_s,
@@ -952,8 +988,7 @@ class SnapshotWriter:
             return
         wanted: set[str] = set()
         for snap in kept:
-            objects = reader.lfs_index(snap).get("objects", {})
-            wanted.update(lfs.object_key(oid) for oid in objects)
+            wanted.update(lfs.index_keys(reader.lfs_index(snap)).values())
         unused = [key for key in stored if key not in wanted]
         if unused:
             self.store.delete(reader.bucket, unused)
@@ -982,6 +1017,12 @@ class _TreeSync:
     def stored_size(self, entry: TreeEntry) -> int:
         """The size of the entry's `tree/` object: its LFS content's, else its blob's."""
         return self.lfs_content[entry.path][1] if entry.path in self.lfs_content else entry.size
+
+
+def _bundle_record(path: Path, key: str) -> dict[str, object]:
+    """The manifest's `bundle`: key, size and sha256 of the object as stored (the ciphertext
+    when encrypted: checkable without the key; age authenticates the plaintext)."""
+    return {"key": key, "size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _object_metadata(entry: TreeEntry, key: str) -> dict[str, str]:

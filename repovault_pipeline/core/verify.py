@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import lfs
+from . import crypt, lfs
 from .errors import ArchiveError, TransientError
 from .gitops import GitClient, LocalRepo
 from .identity import RepoRef, bucket_name
@@ -36,6 +36,7 @@ TREE_CHECK_LIMIT = 2000
 # Every listed LFS object must be stored with its size; this many, chosen like the tree sample,
 # are downloaded and hashed (LFS objects are often large).
 LFS_CONTENT_CHECKS = 20
+NOT_DECRYPTABLE = "not_decryptable"
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
 
 
@@ -49,6 +50,9 @@ class Verdict:
     ok: bool
     reason: str | None = None
     detail: str = ""
+    # Not proven either way (an encrypted snapshot and no identity that opens it): not ok, and
+    # not damage either; the `restorable` check reports it as a warning.
+    unverified: bool = False
     refs: int = 0
     bundle_bytes: int = 0
     tree_entries: int = 0
@@ -136,13 +140,20 @@ def verify(
                 "manifest_missing",
             )
         _check_git(settings, store, bucket, manifest, verdict)
-        _check_lfs(store, reader, manifest, verdict)
-        if wanted == latest_id:
+        _check_lfs(store, reader, manifest, verdict, settings.decrypt_identity)
+        if manifest.get("tree", {}).get("index") is None and crypt.Sealing.of(manifest):
+            verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
+        elif wanted == latest_id:
             _check_tree(store, reader, manifest, verdict)
         else:
             verdict.tree_note = "tree/ not checked: it mirrors the latest snapshot, not this one"
         _check_lfs_complete(reader, manifest)
         verdict.ok = True
+    except crypt.NotDecryptable as exc:
+        verdict.reason, verdict.unverified = NOT_DECRYPTABLE, True
+        verdict.detail = (
+            f"{exc}; not verified: the stored bundle matches its manifest's size and sha256"
+        )
     except RestoreError as exc:
         verdict.reason, verdict.detail = exc.reason, str(exc)
         if wanted is not None and exc.reason != "no_snapshot":
@@ -161,7 +172,7 @@ def _check_git(
         path = Path(tmp) / "repo.git"
         client.run(["init", "--quiet", "--bare", "--template=", str(path)])
         repo = LocalRepo(path, client)
-        fetch_bundle(store, bucket, manifest, repo)
+        fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
         check_refs_and_head(repo, manifest)
         report = repo.fsck()
         if report.damage:
@@ -216,23 +227,31 @@ def _check_tree(
 
 
 def _check_lfs(
-    store: ObjectStore, reader: SnapshotReader, manifest: dict, verdict: Verdict
+    store: ObjectStore,
+    reader: SnapshotReader,
+    manifest: dict,
+    verdict: Verdict,
+    identity: Path | None,
 ) -> None:
-    """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size; a sample
-    is downloaded and hashed, as a restore would (`lfs.restore`)."""
+    """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size (an
+    encrypted copy: under its key); a sample is downloaded (decrypted) and hashed, as a restore
+    would (`lfs.restore`)."""
     snapshot = manifest["snapshot_id"]
-    objects: dict[str, int] = reader.lfs_index(snapshot).get("objects", {})
+    index = reader.lfs_index(snapshot)
+    objects: dict[str, int] = index.get("objects", {})
     if not objects:
         return
+    sealed = crypt.Sealing.of(index)
+    keys = lfs.index_keys(index)
     listed = {info.key: info for info in store.list(reader.bucket, lfs.LFS_PREFIX)}
     for oid, size in sorted(objects.items()):
-        info = listed.get(lfs.object_key(oid))
+        info = listed.get(keys[oid])
         if info is None:
             raise RestoreError(
                 f"LFS object {oid[:12]} of snapshot {snapshot} is missing from the store",
                 "lfs_missing_object",
             )
-        if info.size != size:
+        if sealed is None and info.size != size:
             raise RestoreError(
                 f"LFS object {oid[:12]} is {info.size} bytes but lfs.json of snapshot "
                 f"{snapshot} says {size}",
@@ -241,10 +260,10 @@ def _check_lfs(
     sample = sorted(objects, key=lambda oid: _rank(snapshot, oid))[:LFS_CONTENT_CHECKS]
     with tempfile.TemporaryDirectory(prefix="repovault-verify-lfs-") as tmp:
         try:
-            lfs.restore(
-                store, reader.bucket, {"objects": {o: objects[o] for o in sample}}, Path(tmp)
-            )
-        except TransientError:
+            some = {**index, "objects": {o: objects[o] for o in sample}}
+            what = f"snapshot {snapshot} of {manifest['repo_id']}"
+            lfs.restore(store, reader.bucket, some, Path(tmp), identity, what)
+        except (TransientError, crypt.NotDecryptable):
             raise
         except ArchiveError as exc:
             raise RestoreError(f"snapshot {snapshot}: {exc}", "lfs_tampered") from None
