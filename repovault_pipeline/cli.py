@@ -321,7 +321,12 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if args.metadata:
         bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
         meta = restore_metadata(
-            open_store(settings), bucket, ref.repo_id, Path(args.dest), args.snapshot
+            open_store(settings),
+            bucket,
+            ref.repo_id,
+            Path(args.dest),
+            args.snapshot,
+            settings.decrypt_identity,
         )
         counts = ", ".join(f"{n} {kind}" for kind, n in meta.records.items() if n)
         print(

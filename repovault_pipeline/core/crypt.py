@@ -60,6 +60,8 @@ class Sealing:
 
     def named(self) -> str:
         """The recipients in a line: the first ones, shortened."""
+        if not self.recipients:
+            return "named in earlier manifests"
         shown = ", ".join(r[:16] + "..." for r in self.recipients[:3])
         more = f" and {len(self.recipients) - 3} more" if len(self.recipients) > 3 else ""
         return shown + more

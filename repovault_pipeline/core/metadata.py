@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from . import crypt
 from .errors import ArchiveError, TransientError
 from .http import api_session, rate_limit
 from .identity import RepoRef, bucket_name, github_web_origin
@@ -65,8 +66,17 @@ def snapshot_key(snapshot_id: str, name: str) -> str:
     return f"{PREFIX}snapshots/{snapshot_id}/{name}"
 
 
-def asset_key(sha256: str) -> str:
-    return f"{PREFIX}assets/{sha256}"
+def asset_key(sha256: str, sealing: crypt.Sealing | None = None) -> str:
+    """Content-addressed; encrypted copies per set of recipients (`crypt.Sealing.seal`)."""
+    if sealing is None:
+        return f"{PREFIX}assets/{sha256}"
+    return f"{PREFIX}assets/{sha256}.{sealing.seal}{crypt.AGE_SUFFIX}"
+
+
+def records_key(snapshot_id: str, kind: str, sealing: crypt.Sealing | None) -> str:
+    """`<kind>.jsonl` of a snapshot; `.jsonl.age` when its manifest says it is encrypted."""
+    name = f"{kind}.jsonl" + (crypt.AGE_SUFFIX if sealing else "")
+    return snapshot_key(snapshot_id, name)
 
 
 def digest(record: dict) -> str:
@@ -296,6 +306,7 @@ class MetadataArchiver:
         self.settings = settings
         self.store = store
         self.log = logger or log
+        self.sealing = crypt.sealing(settings.encrypt_recipients)
 
     def latest(self, bucket: str) -> dict | None:
         """The newest manifest, with the time of the last read from `latest.json` (a read that
@@ -394,18 +405,23 @@ class MetadataArchiver:
         stored = []
         for asset in forge.release_assets(release):
             seen_as = f"{asset['id']}@{asset['updated']}"
-            if seen_as in known:
-                sha, size_text = known[seen_as].split(":")
-                size = int(size_text)
+            sha = known[seen_as].split(":")[0] if seen_as in known else None
+            # Known, but not stored as this run stores it (recipients changed): fetched again.
+            if sha is not None and self._holds(result.bucket, asset_key(sha, self.sealing)):
+                size = int(known[seen_as].split(":")[1])
             else:
                 path = tmp / "asset"
                 sha, size = client.download(asset["url"], path)
-                if not any(
-                    o.key == asset_key(sha) for o in self.store.list(result.bucket, asset_key(sha))
-                ):
-                    self.store.put_file(result.bucket, asset_key(sha), path)
+                key = asset_key(sha, self.sealing)
+                if not self._holds(result.bucket, key):
+                    upload = path
+                    if self.sealing is not None:
+                        upload = path.with_name("asset.age")
+                        crypt.encrypt_file(self.sealing, path, upload)
+                    self.store.put_file(result.bucket, key, upload)
+                    upload.unlink()
                     result.assets_uploaded += 1
-                path.unlink()
+                path.unlink(missing_ok=True)
                 known[seen_as] = f"{sha}:{size}"
             stored.append(
                 {
@@ -413,10 +429,13 @@ class MetadataArchiver:
                     "name": asset["name"],
                     "size": size,
                     "sha256": sha,
-                    "key": asset_key(sha),
+                    "key": asset_key(sha, self.sealing),
                 }
             )
         return {**release, "repovault_assets": stored}
+
+    def _holds(self, bucket: str, key: str) -> bool:
+        return any(o.key == key for o in self.store.list(bucket, key))
 
     def _commit(
         self,
@@ -446,8 +465,8 @@ class MetadataArchiver:
                     body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
                     self.store.put_bytes(
                         bucket,
-                        snapshot_key(snapshot_id, f"{kind}.jsonl"),
-                        body,
+                        records_key(snapshot_id, kind, self.sealing),
+                        crypt.encrypt_bytes(self.sealing, body) if self.sealing else body,
                         content_type="application/x-ndjson",
                     )
                     files[kind] = {"records": len(records), "bytes": len(body)}
@@ -469,6 +488,9 @@ class MetadataArchiver:
                 "files": files,
                 "records": result.records,
                 "deleted": result.deleted,
+                # The records and release assets are encrypted to these age recipients; the
+                # index (record ids and digests) stays readable: the next run reads it.
+                **({"encryption": self.sealing.record()} if self.sealing else {}),
             }
             lease.confirm()  # the manifest is the commit marker
             self.store.put_bytes(
@@ -521,12 +543,18 @@ class RestoredMetadata:
 
 
 def restore_metadata(
-    store: ObjectStore, bucket: str, repo_id: str, dest: Path, snapshot_id: str | None = None
+    store: ObjectStore,
+    bucket: str,
+    repo_id: str,
+    dest: Path,
+    snapshot_id: str | None = None,
+    identity: Path | None = None,
 ) -> RestoredMetadata:
     """Replay the metadata snapshots up to `snapshot_id` (default: the latest) into `dest`:
     `<kind>.jsonl` (the newest version of every record, by id), one Markdown file per issue and
     pull request with its comments and reviews, and the release assets under
-    `releases/<tag>/<name>`, each checked against its sha256."""
+    `releases/<tag>/<name>`, each checked against its sha256. Encrypted snapshots are
+    decrypted with `identity` (`crypt.NotDecryptable` when it cannot)."""
     if dest.exists() and any(dest.iterdir()):
         raise ArchiveError(f"{dest} is not empty; restore into a new or empty folder")
     note = None
@@ -548,16 +576,21 @@ def restore_metadata(
     if snapshot_id not in committed:
         raise ArchiveError(f"{repo_id} has no metadata snapshot {snapshot_id}")
     state: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
+    reader = SnapshotReader(store, bucket, LAYOUT)
     for sid in committed[: committed.index(snapshot_id) + 1]:
+        sealed = crypt.Sealing.of(reader.manifest(sid))
+        what = f"metadata snapshot {sid} of {repo_id}"
         for kind in KINDS:
-            raw = store.get_bytes(bucket, snapshot_key(sid, f"{kind}.jsonl"))
+            raw = store.get_bytes(bucket, records_key(sid, kind, sealed))
+            if raw is not None and sealed is not None:
+                raw = crypt.decrypt_bytes(identity, sealed, what, raw)
             for line in (raw or b"").splitlines():
                 record = json.loads(line)
                 state[kind][str(record["id"])] = record
     index = read_index(store, bucket, snapshot_id)
     created = not dest.exists()
     try:
-        done = _write_metadata(store, bucket, repo_id, snapshot_id, dest, state, index)
+        done = _write_metadata(store, bucket, repo_id, snapshot_id, dest, state, index, identity)
         return replace(done, note=note)
     except BaseException:
         # A failed restore leaves nothing behind: DEST is as it was (absent or empty).
@@ -575,6 +608,7 @@ def _write_metadata(
     dest: Path,
     state: dict[str, dict[str, dict]],
     index: dict[str, dict[str, str]],
+    identity: Path | None,
 ) -> RestoredMetadata:
     dest.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -591,6 +625,8 @@ def _write_metadata(
         bucket,
         dest,
         [state["releases"][k] for k in index["releases"] if k in state["releases"]],
+        crypt.Sealing.of(SnapshotReader(store, bucket, LAYOUT).manifest(snapshot_id)),
+        identity,
     )
     return RestoredMetadata(repo_id, snapshot_id, dest, counts, assets)
 
@@ -638,14 +674,32 @@ def _write_markdown(
             (folder / f"{number}.md").write_text("\n".join(lines))
 
 
-def _restore_assets(store: ObjectStore, bucket: str, dest: Path, releases: list[dict]) -> int:
+def _restore_assets(
+    store: ObjectStore,
+    bucket: str,
+    dest: Path,
+    releases: list[dict],
+    sealed: crypt.Sealing | None,
+    identity: Path | None,
+) -> int:
+    """Each release asset into `releases/<tag>/<name>`; an encrypted copy (its key ends in
+    `.age`) decrypted with `identity` for the recipients `sealed` names."""
     count = 0
     for release in releases:
         tag = str(release.get("tag_name") or release.get("tag") or release["id"])
         for asset in release.get("repovault_assets", []):
             target = dest / "releases" / _safe(tag) / _safe(asset["name"])
             target.parent.mkdir(parents=True, exist_ok=True)
-            store.download(bucket, asset["key"], target)
+            if asset["key"].endswith(crypt.AGE_SUFFIX):  # whatever the snapshot's own sealing
+                stored = target.with_name(target.name + crypt.AGE_SUFFIX)
+                store.download(bucket, asset["key"], stored)
+                what = f"release asset {asset['name']} of {tag}"
+                try:
+                    crypt.decrypt_file(identity, sealed or crypt.Sealing(()), what, stored, target)
+                finally:
+                    stored.unlink(missing_ok=True)
+            else:
+                store.download(bucket, asset["key"], target)
             if file_sha256(target) != asset["sha256"]:
                 raise ArchiveError(
                     f"release asset {asset['name']} of {tag} does not match its sha256 "

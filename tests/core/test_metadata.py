@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from repovault_pipeline.core.crypt import NotDecryptable
 from repovault_pipeline.core.errors import ArchiveError
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.metadata import (
@@ -239,3 +241,30 @@ def test_a_gitlab_project_through_the_gitlab_api_with_its_token(
         assert "seen it too" in (tmp_path / "m" / "issues" / "1.md").read_text()
     finally:
         fake.close()
+
+
+def test_encrypted_metadata_stores_no_record_nor_asset_readable_and_restores(
+    forge: FakeGitHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """REPOVAULT_ENCRYPT_RECIPIENTS: records and release assets stored encrypted with age;
+    the identity restores them, none (or another key) is one line naming the setting."""
+    identity = tmp_path / "identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    public = subprocess.run(
+        ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.setenv("REPOVAULT_ENCRYPT_RECIPIENTS", public)
+    first = run()
+
+    for key in keys(first.bucket):
+        body = s3().get_object(Bucket=first.bucket, Key=key)["Body"].read()
+        assert b"a comment on" not in body and b"release binary" not in body, key
+    assert any(k.endswith("/issues.jsonl.age") for k in keys(first.bucket))
+    store = open_store(Settings.from_env())
+    with pytest.raises(NotDecryptable, match="set REPOVAULT_DECRYPT_IDENTITY"):
+        restore_metadata(store, first.bucket, first.repo_id, tmp_path / "none")
+    done = restore_metadata(
+        store, first.bucket, first.repo_id, tmp_path / "meta", identity=identity
+    )
+    assert done.assets == 1 and done.records["issues"] == 4
+    assert (tmp_path / "meta" / "releases" / "v1.0" / "tool-linux").read_bytes() == ASSET
