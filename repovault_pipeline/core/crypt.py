@@ -88,17 +88,15 @@ def _age() -> str:
 
 def encrypt_file(sealed: Sealing, source: Path, dest: Path) -> None:
     """`source` encrypted into `dest`, streamed."""
-    args = [_age(), "--encrypt"]
-    for recipient in sealed.recipients:
-        args += ["--recipient", recipient]
-    _run([*args, "--output", str(dest), str(source)], f"encrypting {source.name}")
+    _run([*_encrypt(sealed), "--output", str(dest), str(source)], f"encrypting {source.name}")
 
 
 def encrypt_bytes(sealed: Sealing, data: bytes) -> bytes:
-    args = [_age(), "--encrypt"]
-    for recipient in sealed.recipients:
-        args += ["--recipient", recipient]
-    return _run(args, "encrypting", data)
+    return _run(_encrypt(sealed), "encrypting", data)
+
+
+def _encrypt(sealed: Sealing) -> list[str]:
+    return [_age(), "--encrypt", *(a for r in sealed.recipients for a in ("--recipient", r))]
 
 
 def decrypt_file(
@@ -106,13 +104,16 @@ def decrypt_file(
 ) -> None:
     """`source` decrypted into `dest`, streamed; `what` names the encrypted thing in errors
     (e.g. `snapshot 2024... of github.com/o/r`). age removes a partial `dest` on failure."""
-    args = [_age(), "--decrypt", "--identity", str(_identity(identity, sealed, what))]
-    _run([*args, "--output", str(dest), str(source)], what, sealed=sealed)
+    args = [*_decrypt(identity, sealed, what), "--output", str(dest), str(source)]
+    _run(args, what, sealed=sealed)
 
 
 def decrypt_bytes(identity: Path | None, sealed: Sealing, what: str, data: bytes) -> bytes:
-    args = [_age(), "--decrypt", "--identity", str(_identity(identity, sealed, what))]
-    return _run(args, what, data, sealed)
+    return _run(_decrypt(identity, sealed, what), what, data, sealed)
+
+
+def _decrypt(identity: Path | None, sealed: Sealing, what: str) -> list[str]:
+    return [_age(), "--decrypt", "--identity", str(_identity(identity, sealed, what))]
 
 
 def require_identity(identity: Path | None, sealed: Sealing | None, what: str) -> None:

@@ -326,3 +326,8 @@ def test_a_log_record_is_masked_whoever_logs_it() -> None:
     finally:
         logger.removeHandler(handler)
     assert seen == ["GET https://h/o/r.git?private_token=*** failed"]
+
+
+def test_an_age_secret_key_is_masked_wherever_it_stands() -> None:
+    key = "AGE-SECRET-KEY-1E7FS9RSR4E7G0VPE8DHKQY0QX8Z6HWT3MJGMP6RZ6VN4STA4KN6QY3V3P4"
+    assert key not in mask_secrets(f"age: identity {key} rejected")

@@ -6,14 +6,15 @@ unless its answer is read. moto itself honours, and echoes, every SSE request.""
 from __future__ import annotations
 
 import http.client
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.support.s3_errors import LoopbackHttp
 
 _SSE = "x-amz-server-side-encryption"
 
 
-class SseDroppingProxy:
+class SseDroppingProxy(LoopbackHttp):
     """Forwards 127.0.0.1:<port> to `target` (an S3 endpoint URL) without SSE headers;
     `dropped` counts the requests that carried them."""
 
@@ -55,14 +56,4 @@ class SseDroppingProxy:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
