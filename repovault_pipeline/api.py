@@ -423,7 +423,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=202,
         )
 
-    @app.get("/api/requests/{request_id}", responses=_AUTH_ERRORS, dependencies=[read])
+    @app.get(
+        "/api/requests/{request_id}",
+        responses={**_AUTH_ERRORS, 404: _error("no such request")},
+        dependencies=[read],
+    )
     def get_request(request_id: str) -> dict[str, Any]:
         """One request with its timestamps and outcome."""
         found = vault.lineage().get(request_id)
@@ -475,7 +479,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
 
     @app.get(
-        "/api/repositories/{repo_id:path}/snapshots", responses=_AUTH_ERRORS, dependencies=[read]
+        "/api/repositories/{repo_id:path}/snapshots",
+        responses={**_AUTH_ERRORS, 404: _error("no snapshot of the repository is stored")},
+        dependencies=[read],
     )
     def list_snapshots(repo_id: str) -> dict[str, Any]:
         """The repository's complete snapshots, newest first, and which one is latest: its
