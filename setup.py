@@ -29,6 +29,8 @@ setup(
         # /api/docs without internet: Swagger UI 5 (OpenAPI 3.1) served from the package.
         "fastapi-offline>=1.7.7",
         "prometheus-client>=0.20",
+        # The API accepts Keycloak's bearer tokens: JWTs checked against the realm's keys.
+        "pyjwt[crypto]>=2.8",
         "uvicorn>=0.30",
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
@@ -50,6 +52,8 @@ setup(
             # `make lint` type-checks repovault_pipeline/.
             "mypy>=1.10",
             "pytest>=8",
+            # tests/test_api_fuzz.py: generated calls against the API's OpenAPI document.
+            "schemathesis>=3.30",
             "pytest-timeout>=2.3",
             # `make test` runs the suite on every core (tests/conftest.py: names from uuids).
             "pytest-xdist>=3.5",

@@ -9,13 +9,19 @@ changes nothing: every URL is validated before the first is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import asdict
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -32,6 +38,7 @@ from .core.identity import InvalidRepoUrl, RepoRef
 from .core.kafka import BrokerUnavailable
 from .core.lineage import STATUSES, LineageStore, open_lineage
 from .core.lineage import Request as LineageRow
+from .core.oidc import KeysUnavailable, OidcVerifier, RefusedToken, looks_like_jwt
 from .core.redact import mask_and_cut, mask_secrets
 from .core.restore import resolve_target
 from .core.settings import KEEP_CHOICES, Settings, keep_choices
@@ -39,11 +46,15 @@ from .core.snapshot import archived_repositories
 from .core.stats import compute_stats, stored_sizes
 from .core.store import ObjectStore, open_store
 from .core.submit import submit, validate_urls
-from .core.verify import verify
+from .core.tokens import PREFIX, SCOPES, TokenStore, covers
+from .core.verifications import VerifyQueue
+from .core.verify import SNAPSHOT_ID
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_URLS = 1000
 MAX_PAGE = 500
+MAX_OFFSET = 1_000_000_000  # far past any table; keeps the number inside every SQL integer
+REALM = 'Bearer realm="repovault"'
 OPENAPI_URL = "/api/openapi.json"
 DOCS_URL = "/api/docs"
 DOCS_ASSETS = f"{DOCS_URL}/assets"
@@ -67,12 +78,24 @@ class RequestsBody(BaseModel):
 
 
 class Vault:
-    """What the handlers share: settings, the store, the lineage database (opened lazily)."""
+    """What the handlers share: settings, the store, the lineage database (opened lazily), the
+    Keycloak realm's keys (when REPOVAULT_OIDC_ISSUER is set) and the submission limits."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: ObjectStore = open_store(settings)
         self._lineage: LineageStore | None = None
+        self.oidc = (
+            OidcVerifier(
+                settings.oidc_issuer,
+                settings.oidc_jwks_url,
+                settings.oidc_audience,
+                settings.db_timeout_s,
+            )
+            if settings.oidc_issuer
+            else None
+        )
+        self.submissions = SubmitLimit(settings.api_submit_per_minute)
 
     def lineage(self) -> LineageStore:
         if self._lineage is None:
@@ -80,8 +103,151 @@ class Vault:
         return self._lineage
 
 
-def _bad(status: int, reason: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": reason, **extra}, status_code=status)
+class SafeJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate a caller sent (`\\ud800`)
+    comes back as the escape it was, never as text UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
+def _bad(
+    status: int, reason: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> SafeJSON:
+    return SafeJSON({"error": reason, **extra}, status_code=status, headers=headers)
+
+
+class Refused(Exception):
+    """An answer of status >= 400 with one line of reason (and headers: WWW-Authenticate,
+    Retry-After), raised where a dependency or a handler finds it."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: `token:<id>` or `keycloak:<user>`, and the scope they hold."""
+
+    who: str
+    scope: str
+
+
+class SubmitLimit:
+    """URLs each caller may submit: REPOVAULT_API_SUBMIT_PER_MINUTE, a token bucket per caller
+    that refills continuously (a burst of the whole minute's allowance, then its rate). Kept in
+    this process's memory: each API replica counts on its own, so N replicas behind one
+    address let a token submit up to N times the rate."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, who: str, urls: int) -> float:
+        """Take `urls` from the caller's allowance: 0 when allowed, else the seconds until it
+        would be (nothing taken)."""
+        at = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(who, (self.capacity, at))
+            tokens = min(self.capacity, tokens + (at - then) * self.rate)
+            if tokens < urls:
+                self._buckets[who] = (tokens, at)
+                return (urls - tokens) / self.rate
+            self._buckets[who] = (tokens - urls, at)
+            return 0.0
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token (`repovault token create`, `rvt_...`) or an access token of the "
+    "Keycloak realm (REPOVAULT_OIDC_ISSUER) holding a repovault-read/submit/admin role.",
+)
+
+_BEARER = Depends(_bearer)
+
+
+def _authenticate(vault: Vault, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """The caller of a bearer token; `Refused` 401 when there is none or it is not valid, 503
+    when the realm's keys cannot be fetched. The token itself is never logged nor echoed."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Refused(
+            401,
+            "this route needs Authorization: Bearer <token>; make a token with "
+            "`repovault token create --scope read` (or use a Keycloak access token)",
+            {"WWW-Authenticate": REALM},
+        )
+    token = credentials.credentials
+    invalid = {"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
+    if token.startswith(PREFIX):
+        found = TokenStore(vault.lineage().engine).authenticate(token)
+        if found is None:
+            raise Refused(
+                401, "the API token is unknown or revoked (`repovault token list`)", invalid
+            )
+        return Caller(f"token:{found.token_id}", found.scope)
+    if vault.oidc is None or not looks_like_jwt(token):
+        raise Refused(
+            401,
+            "the bearer token is not an API token (rvt_...)"
+            + ("" if vault.oidc is None else " nor a Keycloak JWT"),
+            invalid,
+        )
+    try:
+        identity = vault.oidc.identify(token)
+    except RefusedToken as exc:
+        raise Refused(401, str(exc), invalid) from None
+    except KeysUnavailable as exc:
+        raise Refused(503, mask_secrets(str(exc))) from None
+    if identity.scope is None:
+        roles = ", ".join(f"repovault-{s}" for s in SCOPES)
+        raise Refused(
+            403,
+            f"the Keycloak user {identity.subject} holds none of the roles {roles}",
+            {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
+        )
+    return Caller(f"keycloak:{identity.subject}", identity.scope)
+
+
+def _need(vault: Vault, scope: str) -> Callable[..., Caller]:
+    """A route's dependency: the caller, holding `scope` or more; else 401 or 403."""
+
+    def dependency(credentials: HTTPAuthorizationCredentials | None = _BEARER) -> Caller:
+        caller = _authenticate(vault, credentials)
+        if not covers(caller.scope, scope):
+            raise Refused(
+                403,
+                f"this route needs the {scope} scope; the token has {caller.scope}",
+                {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
+            )
+        return caller
+
+    return dependency
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}},
+                    "required": ["error"],
+                }
+            }
+        },
+    }
+
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("a bad parameter or body, with the reason"),
+    401: _error("no bearer token, or one unknown, revoked, expired or not for this API"),
+    403: _error("the token's scope is not enough for this route"),
+    503: _error("the lineage database, the object store or the realm's keys did not answer"),
+}
 
 
 class MaskedErrors:
@@ -143,6 +309,12 @@ def _parse_body(raw: bytes) -> RequestsBody | JSONResponse:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return _bad(400, 'the body is not JSON; send {"urls": ["https://host/owner/name", ...]}')
+    except RecursionError:
+        return _bad(400, 'the body nests arrays or objects too deeply; send {"urls": [...]}')
+    try:
+        json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return _bad(400, "the body holds a lone surrogate escape (such as \\ud800): not text")
     if not isinstance(doc, dict) or not isinstance(doc.get("urls"), list):
         return _bad(400, 'the body must be a JSON object with "urls": a list of URL strings')
     urls = doc["urls"]
@@ -176,25 +348,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=OPENAPI_URL,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=OAUTH2_REDIRECT_URL,
+        default_response_class=SafeJSON,
     )
     _serve_docs(app)
     app.add_middleware(MaskedErrors)
+    read, submitter, admin = (Depends(_need(vault, scope)) for scope in SCOPES)
 
     @app.post(
         "/api/requests",
         status_code=202,
+        responses={
+            **_AUTH_ERRORS,
+            413: _error("too large a body, or more URLs than allowed"),
+            429: _error("the token's submissions per minute are used up; see Retry-After"),
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": RequestsBody.model_json_schema()}},
             }
         },
-        responses={400: {"description": "a bad body or URL, with the reason per URL"}},
     )
-    async def create_requests(request: Request) -> Any:
+    async def create_requests(request: Request, caller: Caller = submitter) -> Any:
         """Validate every URL, then record a `pending` request and publish it to `pendientes`
         for each, with `keep` when given: 202 with the request ids (and `keep`). One bad URL or
-        a bad `keep`: 400 with the reason, nothing recorded or published."""
+        a bad `keep`: 400 with the reason, nothing recorded or published. Each token may submit
+        REPOVAULT_API_SUBMIT_PER_MINUTE URLs a minute: past that, 429 with Retry-After."""
         raw = await _read_body(request)
         if isinstance(raw, JSONResponse):
             return raw
@@ -207,6 +386,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 400,
                 f"{len(refused)} of {len(body.urls)} URLs refused; nothing was requested",
                 refused=[asdict(r) for r in refused],
+            )
+        per_minute = vault.settings.api_submit_per_minute
+        if len(refs) > per_minute:
+            return _bad(
+                413,
+                f"{len(refs)} URLs; a token may submit at most {per_minute} a minute "
+                "(REPOVAULT_API_SUBMIT_PER_MINUTE): send fewer at a time",
+            )
+        wait = vault.submissions.take(caller.who, len(refs))
+        if wait:
+            seconds = math.ceil(wait)
+            return _bad(
+                429,
+                f"this token may submit {per_minute} URLs a minute and has used them; "
+                f"{len(refs)} more fit in {seconds} s (nothing was requested)",
+                {"Retry-After": str(seconds)},
             )
         try:
             # The broker and the database block: off the event loop, like the sync handlers.
@@ -228,7 +423,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=202,
         )
 
-    @app.get("/api/requests/{request_id}")
+    @app.get(
+        "/api/requests/{request_id}",
+        responses={**_AUTH_ERRORS, 404: _error("no such request")},
+        dependencies=[read],
+    )
     def get_request(request_id: str) -> dict[str, Any]:
         """One request with its timestamps and outcome."""
         found = vault.lineage().get(request_id)
@@ -236,12 +435,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no request {request_id}")
         return _row(found)
 
-    @app.get("/api/requests")
+    @app.get("/api/requests", responses=_AUTH_ERRORS, dependencies=[read])
     def list_requests(
         status: str | None = Query(None, description=f"one of {', '.join(STATUSES)}"),
         repo: str | None = Query(None, description="a repository URL or repo_id"),
         limit: int = Query(50, ge=1, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
         """Requests, newest first, a page at a time (`limit`, `offset`)."""
         if status is not None and status not in STATUSES:
@@ -255,7 +454,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return {"requests": [_row(r) for r in rows], "limit": limit, "offset": offset}
 
-    @app.get("/api/repositories")
+    @app.get("/api/repositories", responses=_AUTH_ERRORS, dependencies=[read])
     def list_repositories() -> dict[str, Any]:
         """Archived repositories, their latest snapshot and what they take in the vault
         (`stored_bytes`: bundles, tree, lfs, wiki, metadata, total)."""
@@ -279,7 +478,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ]
         }
 
-    @app.get("/api/repositories/{repo_id:path}/snapshots")
+    @app.get(
+        "/api/repositories/{repo_id:path}/snapshots",
+        responses={**_AUTH_ERRORS, 404: _error("no snapshot of the repository is stored")},
+        dependencies=[read],
+    )
     def list_snapshots(repo_id: str) -> dict[str, Any]:
         """The repository's complete snapshots, newest first, and which one is latest: its
         code's (`latest`, `snapshots`), its wiki's and its forge metadata's (`wiki`,
@@ -297,15 +500,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "metadata": found.metadata.to_dict(),
         }
 
-    @app.post("/api/repositories/{repo_id:path}/verify")
-    def verify_repository(repo_id: str, snapshot: str | None = None) -> JSONResponse:
-        """The `restorable` check now: 200 when the snapshot restores, 409 with the reason
-        when it does not."""
-        verdict = verify(vault.settings, vault.store, _ref(repo_id, vault.settings), snapshot)
-        body = {**verdict.to_dict(), "summary": verdict.line()}
-        return JSONResponse(body, status_code=200 if verdict.ok else 409)
+    @app.post(
+        "/api/repositories/{repo_id:path}/verify",
+        status_code=202,
+        responses={**_AUTH_ERRORS, 404: _error("no snapshot of the repository is stored")},
+    )
+    def verify_repository(
+        repo_id: str,
+        snapshot: str | None = Query(
+            None, description="a snapshot id (`GET .../snapshots`); default: the latest"
+        ),
+        caller: Caller = admin,
+    ) -> JSONResponse:
+        """Start the `restorable` check of the repository's snapshot: 202 with the check's
+        id (`verify_id`) and where to read it (`GET /api/verifications/{verify_id}`). The check
+        runs as a Dagster run, not in the API. While a check of the same snapshot is queued or
+        running, asking again gives that check (`"new": false`)."""
+        ref_id = _repo_id(repo_id, vault.settings)
+        if snapshot is not None and not SNAPSHOT_ID.fullmatch(snapshot):
+            raise Refused(
+                400, f"{snapshot[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>)"
+            )
+        if repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix).empty:
+            raise Refused(404, f"no snapshot of {ref_id} is stored: nothing to verify")
+        check, new = VerifyQueue(vault.lineage().engine).ask(ref_id, snapshot, caller.who)
+        where = f"/api/verifications/{check.verify_id}"
+        return SafeJSON(
+            {**check.to_dict(), "new": new, "url": where},
+            status_code=202,
+            headers={"Location": where},
+        )
 
-    @app.get("/api/stats")
+    @app.get(
+        "/api/verifications/{verify_id}",
+        responses={**_AUTH_ERRORS, 404: _error("no such check")},
+        dependencies=[read],
+    )
+    def get_verification(verify_id: str) -> dict[str, Any]:
+        """A check started with POST .../verify: `queued` (its run not yet requested),
+        `running`, then `passed` or `failed` with the `verdict` (the `restorable` check's
+        figures and `summary`), or `error` with the reason it ended without one."""
+        found = VerifyQueue(vault.lineage().engine).get(verify_id)
+        if found is None:
+            raise Refused(404, f"no check {verify_id[:80]}")
+        return found.to_dict()
+
+    @app.get("/api/stats", responses=_AUTH_ERRORS, dependencies=[read])
     def stats() -> dict[str, Any]:
         """The `vault_stats` figures, computed now."""
         return compute_stats(vault.settings, vault.store, vault.lineage()).to_dict()
@@ -330,10 +570,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(_StatsCollector(vault))
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get(
+        "/metrics", response_class=PlainTextResponse, responses=_AUTH_ERRORS, dependencies=[read]
+    )
     def metrics() -> PlainTextResponse:
-        """Prometheus metrics, computed at each scrape from the same figures as /api/stats."""
+        """Prometheus metrics, computed at each scrape from the same figures as /api/stats;
+        a read token (Prometheus: `authorization: {credentials_file: ...}`)."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        return _bad(exc.status, exc.reason, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_refused(_: Request, exc: HTTPException) -> JSONResponse:
+        """Every refusal has the same shape: `{"error": "one line"}`."""
+        return _bad(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """A query or path parameter of the wrong type or out of range: 400, one line."""
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "query")
+        return _bad(400, f"{where}: {first.get('msg', 'invalid')}"[:300])
 
     @app.exception_handler(SchemaMismatch)
     async def schema_refused(_: Request, exc: SchemaMismatch) -> JSONResponse:
@@ -354,7 +613,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         REPOVAULT_DB_TIMEOUT_S: 503 with the CLI's one line (password hidden)."""
         return _bad(503, mask_secrets(explain(exc, vault.settings)[1]))
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with what this API answers instead of FastAPI's 422: a 400 with one
+    line (`bad_parameter`)."""
+    if app.openapi_schema is None:
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in doc["paths"].values():
+            for operation in path.values():
+                if operation.get("responses", {}).pop("422", None) is not None:
+                    operation["responses"].setdefault("400", _AUTH_ERRORS[400])
+        for name in ("HTTPValidationError", "ValidationError"):
+            doc.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
 
 
 def _serve_docs(app: FastAPI) -> None:

@@ -48,6 +48,7 @@ from .core.snapshot import Listed, list_vault
 from .core.stats import compute_stats, human_size, stored_sizes
 from .core.store import S3_ATTEMPTS, ObjectStore, open_store
 from .core.submit import submit, validate_urls
+from .core.tokens import SCOPES, TokenStore
 from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
 from .core.verify import verify
 
@@ -431,10 +432,64 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The HTTP API until interrupted (`repovault_pipeline.api`)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from .api import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    # Every log record is masked when it is made (core.redact), its arguments merged into the
+    # message: the access log's formatter, which takes the arguments apart, gets the plain one.
+    config = {**LOGGING_CONFIG, "formatters": {**LOGGING_CONFIG["formatters"]}}
+    config["formatters"]["access"] = config["formatters"]["default"]
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level="info", log_config=config
+    )
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    """A new API token: printed once on stdout, kept only as its SHA-256."""
+    try:
+        row, token = TokenStore(_lineage(settings).engine).create(args.scope, args.name)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(token)
+    print(
+        f"token {row.token_id} ({row.scope}{f', {row.name}' if row.name else ''}) created; "
+        "it is shown only now: keep it where your scripts read secrets",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The API tokens, never their secrets."""
+    rows = TokenStore(_existing_lineage(settings).engine).list()
+    if not rows:
+        print("no API tokens; make one with `repovault token create --scope read`")
+        return 0
+    _table(
+        ["id", "name", "scope", "created", "last_used", "revoked"],
+        [
+            [
+                t.token_id,
+                t.name or "-",
+                t.scope,
+                _ts(t.created_at),
+                _ts(t.last_used_at),
+                _ts(t.revoked_at),
+            ]
+            for t in rows
+        ],
+    )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke a token: the API refuses it from the next call on."""
+    token = TokenStore(_existing_lineage(settings).engine).revoke(args.token_id)
+    if token is None:
+        raise BadInput(f"no token {args.token_id[:40]!r}; `repovault token list` shows the ids")
+    print(f"token {token.token_id} revoked at {_ts(token.revoked_at)}")
     return 0
 
 
@@ -786,6 +841,24 @@ def build_parser() -> argparse.ArgumentParser:
         "repos", nargs="*", metavar="REPO", help="URLs or repo_ids (default: every due one)"
     )
     refresh_cmd.set_defaults(func=cmd_refresh)
+    token = sub.add_parser("token", help="the HTTP API's tokens: create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="a new token, printed once")
+    create.add_argument(
+        "--scope",
+        required=True,
+        choices=SCOPES,
+        help="read: GET routes and /metrics; submit: also POST /api/requests; admin: also "
+        "POST .../verify",
+    )
+    create.add_argument("--name", help="who or what uses it (shown by `token list`)")
+    create.set_defaults(func=cmd_token_create)
+    token_sub.add_parser(
+        "list", help="tokens, their scope and use; never the secrets"
+    ).set_defaults(func=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("token_id", metavar="ID")
+    revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 

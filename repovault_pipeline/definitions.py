@@ -14,7 +14,13 @@ from .schedules import (
     vault_stats_job,
     vault_stats_schedule,
 )
-from .sensors import kafka_injector_sensor, reconcile_sensor, refresh_sensor, sources_sensor
+from .sensors import (
+    kafka_injector_sensor,
+    reconcile_sensor,
+    refresh_sensor,
+    sources_sensor,
+    verify_sensor,
+)
 
 
 def _env(name: str) -> str | None:
@@ -56,7 +62,13 @@ defs = Definitions(
     assets=[repo_archive, repo_metadata, vault_stats],
     asset_checks=[restorable],
     jobs=[archive_repo_job, vault_stats_job, trending_intake_job],
-    sensors=[kafka_injector_sensor, reconcile_sensor, sources_sensor, refresh_sensor],
+    sensors=[
+        kafka_injector_sensor,
+        reconcile_sensor,
+        sources_sensor,
+        refresh_sensor,
+        verify_sensor,
+    ],
     schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
     resources=repovault_resources(),
     # Every run in one process, however it is launched: `archive_repo_job`, and the implicit

@@ -12,15 +12,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from tests.support import servers
+from tests.support.api import make_token, serve_command, session
 from tests.support.kafka import OwnBroker, speaks_kafka
 from tests.support.repos import ServedRepo
-from tests.support.servers import ServerDidNotStart, git_http_server, port_open, s3_server
+from tests.support.servers import (
+    ServerDidNotStart,
+    git_http_server,
+    port_open,
+    s3_server,
+    serving,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Read when repovault_pipeline.definitions loads (here, and in every code server and run worker a
@@ -183,3 +191,17 @@ def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
     ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
     result = SnapshotWriter(settings, open_store(settings)).archive(ref)
     return repo, result
+
+
+@pytest.fixture
+def api(vault_env: dict[str, str], private_lineage: str, tmp_path: Path) -> Iterator[str]:
+    """`repovault serve` on a loopback port, on the test's own lineage database."""
+    with serving(serve_command, tmp_path / "api.log") as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def http(private_lineage: str) -> Iterator[requests.Session]:
+    """HTTP calls with an admin API token of the test's lineage database."""
+    with session(make_token("admin")) as calls:
+        yield calls

@@ -10,46 +10,44 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
 import requests
-from dagster import instance_for_test
+from dagster import DagsterInstance, SensorResult, instance_for_test
 from prometheus_client.parser import text_string_to_metric_families
 
+from repovault_pipeline.assets import restorable
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.identity import parse_repo_url
 from repovault_pipeline.core.kafka import KafkaGateway
 from repovault_pipeline.core.lineage import open_lineage
 from repovault_pipeline.core.metadata import MetadataArchiver, forge_of
-from repovault_pipeline.core.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID
+from repovault_pipeline.core.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID, TAG_VERIFY_ID
 from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
+from repovault_pipeline.resources import LineageResource
+from repovault_pipeline.sensors import verify_sensor
 from tests.sensors.test_kafka_injector import drain
+from tests.support.api import make_token, serve_command, session
+from tests.support.daemon import daemon_tick_context
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
 from tests.support.servers import serving
 from tests.support.tcp_proxy import BreakableProxy
 
-
-@pytest.fixture
-def api(vault_env: dict[str, str], private_lineage: str, tmp_path: Path) -> Iterator[str]:
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
-
-    with serving(command, tmp_path / "api.log") as port:
-        yield f"http://127.0.0.1:{port}"
+CHECK = restorable.check_key
 
 
-def post(api: str, body: bytes | str, **headers: str) -> requests.Response:
+def post(http: requests.Session, api: str, body: bytes | str, **headers: str) -> requests.Response:
     data = body.encode() if isinstance(body, str) else body
-    return requests.post(
+    return http.post(
         f"{api}/api/requests",
         data=data,
         headers={"Content-Type": "application/json", **headers},
@@ -63,7 +61,7 @@ def rows() -> list:
 
 
 def test_submit_reaches_pendientes_and_is_readable(
-    api: str, make_repo: Callable[..., ServedRepo]
+    api: str, http: requests.Session, make_repo: Callable[..., ServedRepo]
 ) -> None:
     one, two = make_repo("one"), make_repo("two")
     # `keep` is checked as `repovault submit --[no-]lfs ...` and `pendientes` check it
@@ -72,11 +70,11 @@ def test_submit_reaches_pendientes_and_is_readable(
         ({"tree": True}, "keep has unknown 'tree'; keys: lfs, wiki, metadata"),
         (["lfs"], "keep must be an object"),
     ]:
-        refused = post(api, json.dumps({"urls": [one.url], "keep": keep}))
+        refused = post(http, api, json.dumps({"urls": [one.url], "keep": keep}))
         assert refused.status_code == 400 and reason in refused.json()["error"], refused.text
     assert rows() == [] and read_json(os.environ["REPOVAULT_TOPIC_PENDING"]) == []
 
-    answer = post(api, json.dumps({"urls": [one.url, two.url], "keep": {"lfs": False}}))
+    answer = post(http, api, json.dumps({"urls": [one.url, two.url], "keep": {"lfs": False}}))
     assert answer.status_code == 202, answer.text
     made = answer.json()["requests"]
     assert [r["repo_url"] for r in made] == [one.url, two.url]
@@ -87,26 +85,26 @@ def test_submit_reaches_pendientes_and_is_readable(
     assert {m["source"] for m in messages} == {"api"}
     assert [m["keep"] for m in messages] == [{"lfs": False}] * 2  # what the runs are told
 
-    got = requests.get(f"{api}/api/requests/{made[0]['request_id']}", timeout=10).json()
+    got = http.get(f"{api}/api/requests/{made[0]['request_id']}", timeout=10).json()
     assert (got["status"], got["source"], got["repo_url"]) == ("pending", "api", one.url)
-    listed = requests.get(
+    listed = http.get(
         f"{api}/api/requests", params={"status": "pending", "repo": two.url}, timeout=10
     ).json()
     assert [r["request_id"] for r in listed["requests"]] == [made[1]["request_id"]]
-    page = requests.get(f"{api}/api/requests", params={"limit": 1, "offset": 1}, timeout=10)
+    page = http.get(f"{api}/api/requests", params={"limit": 1, "offset": 1}, timeout=10)
     assert len(page.json()["requests"]) == 1
-    assert requests.get(f"{api}/api/requests/nope", timeout=10).status_code == 404
-    bad_status = requests.get(f"{api}/api/requests", params={"status": "done"}, timeout=10)
-    assert bad_status.status_code == 400 and "not one of" in bad_status.json()["detail"]
+    assert http.get(f"{api}/api/requests/nope", timeout=10).status_code == 404
+    bad_status = http.get(f"{api}/api/requests", params={"status": "done"}, timeout=10)
+    assert bad_status.status_code == 400 and "not one of" in bad_status.json()["error"]
 
-    metrics = requests.get(f"{api}/metrics", timeout=30)
+    metrics = http.get(f"{api}/metrics", timeout=30)
     assert metrics.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
     pending = {s.labels["status"]: s.value for s in families["repovault_requests"].samples}
     assert pending["pending"] == 2 and pending["failed"] == 0
     assert "repovault_stored_bytes" in families
     assert "repovault_oldest_check_age_hours" in families
-    stats = requests.get(f"{api}/api/stats", timeout=30).json()
+    stats = http.get(f"{api}/api/stats", timeout=30).json()
     assert stats["figures"]["requests_source_api"] == 2
 
 
@@ -140,9 +138,9 @@ def test_submit_reaches_pendientes_and_is_readable(
     ],
 )
 def test_bad_bodies_are_refused_and_change_nothing(
-    api: str, body: str | bytes, status: int, reason: str
+    api: str, http: requests.Session, body: str | bytes, status: int, reason: str
 ) -> None:
-    answer = post(api, body)
+    answer = post(http, api, body)
     assert answer.status_code == status, answer.text
     assert reason in answer.json()["error"]
     assert rows() == []
@@ -150,12 +148,12 @@ def test_bad_bodies_are_refused_and_change_nothing(
 
 
 def test_force_reaches_pendientes_and_the_run_tag(
-    api: str, make_repo: Callable[..., ServedRepo]
+    api: str, http: requests.Session, make_repo: Callable[..., ServedRepo]
 ) -> None:
     """`"force": true` travels in the `pendientes` message to the injector's run request."""
     KafkaGateway(Settings.from_env()).ensure_topics()
     repo = make_repo("forced")
-    answer = post(api, json.dumps({"urls": [repo.url], "force": True}))
+    answer = post(http, api, json.dumps({"urls": [repo.url], "force": True}))
     assert answer.status_code == 202, answer.text
     [made] = answer.json()["requests"]
     [message] = read_json(os.environ["REPOVAULT_TOPIC_PENDING"])
@@ -166,16 +164,16 @@ def test_force_reaches_pendientes_and_the_run_tag(
     assert run_request.tags[TAG_FORCE] == "true"
 
 
-def test_a_refused_url_is_named_with_its_reason(api: str) -> None:
-    answer = post(api, json.dumps({"urls": ["https://u:secret@127.0.0.1/o/r.git", "-x"]}))
+def test_a_refused_url_is_named_with_its_reason(api: str, http: requests.Session) -> None:
+    answer = post(http, api, json.dumps({"urls": ["https://u:secret@127.0.0.1/o/r.git", "-x"]}))
     assert answer.status_code == 400
     refused = answer.json()["refused"]
     assert [r["index"] for r in refused] == [0, 1]
     assert "GITHUB_TOKEN" in refused[0]["reason"] and "secret" not in answer.text
 
 
-def test_openapi_document_and_docs(api: str) -> None:
-    doc = requests.get(f"{api}/api/openapi.json", timeout=10).json()
+def test_openapi_document_and_docs(api: str, http: requests.Session) -> None:
+    doc = http.get(f"{api}/api/openapi.json", timeout=10).json()
     paths = set(doc["paths"])
     assert {
         "/api/requests",
@@ -190,12 +188,12 @@ def test_openapi_document_and_docs(api: str) -> None:
     body = doc["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["urls"]["type"] == "array"
     assert "lfs, wiki, metadata" in body["schema"]["properties"]["keep"]["description"]
-    assert requests.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
+    assert http.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
 
     # /api/docs works without internet: its script, stylesheet and icon come from the API
     # (Swagger UI 5, which renders the OpenAPI 3.1 document), no other host is named, and the
     # OAuth2 redirect it announces is served under /api.
-    page = requests.get(f"{api}/api/docs", timeout=10)
+    page = http.get(f"{api}/api/docs", timeout=10)
     assert page.status_code == 200
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
     assert {a.rsplit("/", 1)[-1] for a in assets} == {
@@ -204,7 +202,7 @@ def test_openapi_document_and_docs(api: str) -> None:
         "favicon.png",
     }
     assert "//" not in page.text  # no URL of another host: no CDN
-    fetched = {a: requests.get(f"{api}{a}", timeout=10) for a in assets if a.startswith("/api/")}
+    fetched = {a: http.get(f"{api}{a}", timeout=10) for a in assets if a.startswith("/api/")}
     assert set(fetched) == set(assets)
     assert all(r.status_code == 200 for r in fetched.values())
     [js] = [r for a, r in fetched.items() if a.endswith(".js")]
@@ -214,13 +212,13 @@ def test_openapi_document_and_docs(api: str) -> None:
     assert "url: '/api/openapi.json'" in page.text
     [redirect] = re.findall(r"oauth2RedirectUrl: window.location.origin \+ '([^']+)'", page.text)
     assert redirect == "/api/docs/oauth2-redirect"
-    served = requests.get(f"{api}{redirect}", timeout=10)
+    served = http.get(f"{api}{redirect}", timeout=10)
     assert served.status_code == 200 and "swaggerUIRedirectOauth2" in served.text
 
 
-def test_repositories_snapshots_and_verify(api: str, archived) -> None:
+def test_repositories_snapshots_and_verify(api: str, http: requests.Session, archived) -> None:
     _, result = archived
-    repos = requests.get(f"{api}/api/repositories", timeout=30).json()["repositories"]
+    repos = http.get(f"{api}/api/repositories", timeout=30).json()["repositories"]
     assert [(r["repo_id"], r["snapshot_id"]) for r in repos] == [
         (result.repo_id, result.snapshot_id)
     ]
@@ -232,23 +230,66 @@ def test_repositories_snapshots_and_verify(api: str, archived) -> None:
         "metadata": 0,
         "total": sum(sizes.values()),
     }
-    snaps = requests.get(f"{api}/api/repositories/{result.repo_id}/snapshots", timeout=30).json()
+    snaps = http.get(f"{api}/api/repositories/{result.repo_id}/snapshots", timeout=30).json()
     assert snaps["latest"] == result.snapshot_id
     assert [s["snapshot_id"] for s in snaps["snapshots"]] == [result.snapshot_id]
-    missing = requests.get(f"{api}/api/repositories/127.0.0.1/x/y/snapshots", timeout=30)
+    missing = http.get(f"{api}/api/repositories/127.0.0.1/x/y/snapshots", timeout=30)
     assert missing.status_code == 404
 
-    ok = requests.post(f"{api}/api/repositories/{result.repo_id}/verify", timeout=60)
-    assert ok.status_code == 200 and ok.json()["ok"] is True
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(repositories.name, [result.repo_id])
+        passed = verify_over_http(http, api, instance, result.repo_id)
+        assert passed["status"] == "passed" and passed["verdict"]["ok"] is True
+        assert passed["verdict"]["snapshot_id"] == result.snapshot_id
 
-    s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
-    s3.delete_object(Bucket=result.bucket, Key="tree/a.txt")
-    failed = requests.post(f"{api}/api/repositories/{result.repo_id}/verify", timeout=60)
-    assert failed.status_code == 409 and failed.json()["reason"] == "tree_missing_object"
+        s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
+        s3.delete_object(Bucket=result.bucket, Key="tree/a.txt")
+        failed = verify_over_http(http, api, instance, result.repo_id)
+    assert failed["status"] == "failed" and failed["verify_id"] != passed["verify_id"]
+    assert failed["verdict"]["reason"] == "tree_missing_object"
+    assert "tree/a.txt" in failed["verdict"]["summary"]
+
+
+def verify_over_http(
+    http: requests.Session, api: str, instance: DagsterInstance, repo_id: str
+) -> dict:
+    """POST .../verify twice (one check), a daemon tick of `verify_sensor` (its run request),
+    the check's run, then the check as GET shows it."""
+    started = http.post(f"{api}/api/repositories/{repo_id}/verify", timeout=30)
+    assert started.status_code == 202, started.text
+    check = started.json()
+    assert (check["status"], check["new"]) == ("queued", True)
+    assert started.headers["Location"] == check["url"] == f"/api/verifications/{check['verify_id']}"
+    again = http.post(f"{api}/api/repositories/{repo_id}/verify", timeout=30).json()
+    assert (again["verify_id"], again["new"]) == (check["verify_id"], False)
+
+    with daemon_tick_context(
+        instance, "verify_sensor", resources={"lineage": LineageResource()}
+    ) as context:
+        result = verify_sensor(context)
+    assert isinstance(result, SensorResult)
+    [run_request] = result.run_requests
+    assert run_request.asset_selection == [] and run_request.asset_check_keys == [CHECK]
+    assert (run_request.partition_key, run_request.tags[TAG_VERIFY_ID]) == (
+        repo_id,
+        check["verify_id"],
+    )
+    assert http.get(f"{api}{check['url']}", timeout=30).json()["status"] == "running"
+    run = (
+        defs.resolve_job_def("archive_repo_job")
+        .get_subset(asset_selection=set(), asset_check_selection={CHECK})
+        .execute_in_process(
+            partition_key=repo_id, instance=instance, tags=run_request.tags, raise_on_error=False
+        )
+    )
+    assert run.success
+    done = http.get(f"{api}{check['url']}", timeout=30).json()
+    assert done["run_id"] == run.run_id and done["finished_at"]
+    return done
 
 
 def test_a_request_through_the_api_reaches_the_injector_and_a_run(
-    api: str, make_repo: Callable[..., ServedRepo]
+    api: str, http: requests.Session, make_repo: Callable[..., ServedRepo]
 ) -> None:
     """POST → `pendientes` → the injector's run request → the archive run → the request's row
     `completed` and its `restorable` check passed, read back through the API."""
@@ -256,7 +297,7 @@ def test_a_request_through_the_api_reaches_the_injector_and_a_run(
     repo = make_repo("through-api")
     repo.commit({"README.md": "hi\n"})
     repo.push()
-    answer = post(api, json.dumps({"urls": [repo.url], "keep": {"wiki": False}}))
+    answer = post(http, api, json.dumps({"urls": [repo.url], "keep": {"wiki": False}}))
     assert answer.status_code == 202, answer.text
     [made] = answer.json()["requests"]
     with instance_for_test() as instance:
@@ -271,14 +312,15 @@ def test_a_request_through_the_api_reaches_the_injector_and_a_run(
     assert result.success
     [check] = result.get_asset_check_evaluations()
     assert check.passed
-    got = requests.get(f"{api}/api/requests/{made['request_id']}", timeout=10).json()
+    got = http.get(f"{api}/api/requests/{made['request_id']}", timeout=10).json()
     assert (got["status"], got["source"], got["run_id"]) == ("completed", "api", result.run_id)
-    verdict = requests.post(f"{api}/api/repositories/{made['repo_id']}/verify", timeout=60)
-    assert verdict.status_code == 200 and verdict.json()["snapshot_id"] == got["snapshot_id"]
+    started = http.post(f"{api}/api/repositories/{made['repo_id']}/verify", timeout=30)
+    assert started.status_code == 202 and started.json()["repo_id"] == made["repo_id"]
 
 
 def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
     api: str,
+    http: requests.Session,
     make_repo: Callable[..., ServedRepo],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -313,7 +355,7 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
     wiki_id = first.wiki_snapshot_id
     assert wiki_id and second.wiki_snapshot_id == wiki_id and meta.snapshot_id
 
-    listed = requests.get(f"{api}/api/repositories/{ref.repo_id}/snapshots", timeout=30).json()
+    listed = http.get(f"{api}/api/repositories/{ref.repo_id}/snapshots", timeout=30).json()
     assert listed["latest"] == second.snapshot_id
     assert [s["snapshot_id"] for s in listed["snapshots"]] == [
         second.snapshot_id,
@@ -357,25 +399,22 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
 
 
 def test_stores_that_never_answer_are_a_503_naming_them(
-    vault_env: dict[str, str], tmp_path: Path
+    vault_env: dict[str, str], private_lineage: str, tmp_path: Path
 ) -> None:
     """Issue 20, item 4 over HTTP: a PostgreSQL and an S3 that accept connections and never
-    answer give a 503 with the CLI's line, in bounded time, not a hung request or a 500."""
+    answer give a 503 with the CLI's line, in bounded time, not a hung request or a 500. The
+    token is checked in the database first: each store is broken under a server of its own."""
     db, s3 = BreakableProxy.black_hole(), BreakableProxy.black_hole()
-    env = {
+    no_db = {
         "REPOVAULT_DB_URL": f"postgresql+psycopg2://repovault@127.0.0.1:{db.port}/x",
         "REPOVAULT_DB_TIMEOUT_S": "1",
-        "REPOVAULT_S3_ENDPOINT": s3.endpoint,
-        "REPOVAULT_S3_TIMEOUT_S": "1",
     }
-
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
-
-    with serving(command, tmp_path / "api.log", env) as port:
-        api = f"http://127.0.0.1:{port}"
-        listed = requests.get(f"{api}/api/requests", timeout=60)
-        repos = requests.get(f"{api}/api/repositories", timeout=60)
+    no_s3 = {"REPOVAULT_S3_ENDPOINT": s3.endpoint, "REPOVAULT_S3_TIMEOUT_S": "1"}
+    with session(make_token("read")) as http:
+        with serving(serve_command, tmp_path / "api-db.log", no_db) as port:
+            listed = http.get(f"http://127.0.0.1:{port}/api/requests", timeout=60)
+        with serving(serve_command, tmp_path / "api-s3.log", no_s3) as port:
+            repos = http.get(f"http://127.0.0.1:{port}/api/repositories", timeout=60)
     db.close()
     s3.close()
     assert db.held and s3.held

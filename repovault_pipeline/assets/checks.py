@@ -2,7 +2,9 @@
 restores (`core.verify`). It runs in every archive run after the asset (Dagster runs a selected
 asset's checks with it; a failed run skips it, and for a partition that never archived the
 planned execution is dropped: `check_records`) and in the weekly restore drill. A failed verdict
-makes the partition's next archive run write a fresh snapshot."""
+makes the partition's next archive run write a fresh snapshot. A run of the check asked for over
+the HTTP API (tagged with its verify id, `sensors/verify.py`) also writes the verdict into that
+check's row, where `GET /api/verifications/{id}` reads it."""
 
 from typing import Any
 
@@ -17,9 +19,11 @@ from dagster import (
 from ..core.errors import ArchiveError
 from ..core.identity import parse_repo_id
 from ..core.redact import mask_secrets
+from ..core.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
+from ..core.verifications import VerifyQueue
 from ..core.verify import TREE_CHECK_LIMIT, verify
 from ..partitions import repositories
-from ..resources import VaultResource
+from ..resources import LineageResource, VaultResource
 from .archive import repo_archive
 
 
@@ -37,15 +41,25 @@ from .archive import repo_archive
         "partial). `repovault verify` runs the same check."
     ),
 )
-def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> AssetCheckResult:
+def restorable(
+    context: AssetCheckExecutionContext, vault: VaultResource, lineage: LineageResource
+) -> AssetCheckResult:
     repo_id = context.partition_key
+    tags = context.run.tags
+    asked = VerifyQueue(lineage.store().engine) if TAG_VERIFY_ID in tags else None
+    if asked:
+        asked.ran_in(tags[TAG_VERIFY_ID], context.run.run_id)
     try:
-        verdict = verify(vault.settings(), vault.store(), parse_repo_id(repo_id))
+        verdict = verify(
+            vault.settings(), vault.store(), parse_repo_id(repo_id), tags.get(TAG_VERIFY_SNAPSHOT)
+        )
     except ArchiveError as exc:
         # The store or git could not be asked: nothing is proven either way. A warning, and
         # the archive run that executed the check stays successful.
         reason = mask_secrets(str(exc))
         context.log.warning(f"restorable could not run for {repo_id}: {reason}")
+        if asked:
+            asked.fail(tags[TAG_VERIFY_ID], f"not verified: {reason}")
         return AssetCheckResult(
             passed=False,
             severity=AssetCheckSeverity.WARN,
@@ -71,6 +85,8 @@ def restorable(context: AssetCheckExecutionContext, vault: VaultResource) -> Ass
         context.log.warning(f"restorable could not verify: {verdict.line()}")
     elif not verdict.ok:
         context.log.error(f"restorable failed: {verdict.line()}")
+    if asked:
+        asked.finish(tags[TAG_VERIFY_ID], {**verdict.to_dict(), "summary": verdict.line()})
     return AssetCheckResult(
         passed=verdict.ok,
         severity=AssetCheckSeverity.WARN if verdict.unverified else AssetCheckSeverity.ERROR,

@@ -13,8 +13,8 @@
    of the URL, so a password holding `@` or `/` is masked whole; `ssh://git@` (a user name
    without a password) is kept;
 4. scp-like userinfo with a password (`user:password@host:path`);
-5. GitHub and GitLab token formats and age secret keys standing on their own, and HTTP
-   authorization header values;
+5. GitHub, GitLab, RepoVault API (`rvt_`) and JWT token formats and age secret keys standing
+   on their own, and HTTP authorization header values;
 6. all of the above once more on every run of URL characters holding percent-escapes, decoded
    (`?private%5Ftoken=`, `%70assword=`, twice-encoded too): a server decodes before it reads, so
    the masker does as well. A run where that finds a credential is given back decoded and masked.
@@ -56,10 +56,12 @@ _PARAM_NAME = re.compile(
 )
 _PARAM_END = re.compile(rf"[&#{_END}]")
 _JSON_FIELD = re.compile(r'(?<!\\)(\\*+)"([A-Za-z0-9_.\-]++)\1"(\s*+:\s*+)\1"(.*?)(?<!\\)\1"')
-# 5. Token formats: GitHub (classic, fine-grained, app, OAuth), GitLab (glpat-, gldt-, ...), and
+# 5. Token formats: GitHub (classic, fine-grained, app, OAuth), GitLab (glpat-, gldt-, ...),
+# RepoVault's API tokens (rvt_), JWTs (a base64url JSON header, `eyJ`, and two more parts) and
 # age secret keys (the identity of REPOVAULT_DECRYPT_IDENTITY, should one ever be quoted).
 _TOKEN_FORMAT = re.compile(
-    r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,}"
+    r"(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,}"
+    r"|rvt_[A-Za-z0-9_\-]{20,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
     r"|AGE-SECRET-KEY-1[0-9A-Z]{20,})"
 )
 # HTTP authorization headers as git prints them with GIT_TRACE / GIT_CURL_VERBOSE.

@@ -28,6 +28,10 @@ TAG_KEEP = "repovault/keep"
 # `true`: write a fresh full snapshot even when the remote's refs equal the latest snapshot's
 # (`repovault submit --force`, `"force": true`; set it in the launchpad to repair a snapshot).
 TAG_FORCE = "repovault/force"
+# A run of the `restorable` check asked for over the API (core.verifications): the check's id,
+# and the snapshot it checks when not the latest.
+TAG_VERIFY_ID = "repovault/verify_id"
+TAG_VERIFY_SNAPSHOT = "repovault/verify_snapshot"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
 DAGSTER_PARTITION_TAG = "dagster/partition"
 # Run monitoring fails a run past this many seconds (Dagster's MAX_RUNTIME_SECONDS_TAG).

@@ -202,6 +202,12 @@ class Settings:
     # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
     # CLI reads its run queue to say why a request waits and how far a run has come.
     dagster_home: Path = field(default_factory=lambda: repovault_home({}) / "dagster_home")
+    # The HTTP API (`repovault serve`): URLs one token may submit per minute, and the Keycloak
+    # realm whose bearer tokens it accepts beside its own (None: API tokens only).
+    api_submit_per_minute: int = 1000
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None  # None: the issuer's /protocol/openid-connect/certs
+    oidc_audience: tuple[str, ...] = ("repovault-api",)  # a token must be meant for one of them
 
     @property
     def keep(self) -> Keep:
@@ -298,6 +304,15 @@ class Settings:
             keep_lfs=_flag(env, "REPOVAULT_KEEP_LFS", d.keep_lfs),
             keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", d.keep_wiki),
             dagster_home=Path(_str(env, "DAGSTER_HOME", str(home / "dagster_home"))),
+            api_submit_per_minute=_int(
+                env, "REPOVAULT_API_SUBMIT_PER_MINUTE", d.api_submit_per_minute, minimum=1
+            ),
+            oidc_issuer=_str(env, "REPOVAULT_OIDC_ISSUER", "").rstrip("/") or d.oidc_issuer,
+            oidc_jwks_url=_str(env, "REPOVAULT_OIDC_JWKS_URL", "") or d.oidc_jwks_url,
+            oidc_audience=tuple(
+                a.strip() for a in env.get("REPOVAULT_OIDC_AUDIENCE", "").split(",") if a.strip()
+            )
+            or d.oidc_audience,
         )
 
 

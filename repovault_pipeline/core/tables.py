@@ -117,3 +117,38 @@ repo_state = Table(
     Index("ix_repo_state_checked", "last_checked_at"),
     Index("ix_repo_state_source", "source_id"),
 )
+
+
+# The HTTP API's own tokens (`repovault token create`): only the SHA-256 of each is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),  # what `token list` shows and `revoke` takes
+    Column("name", String(100)),
+    Column("scope", String(16), nullable=False),  # read, submit, admin
+    Column("token_hash", String(64), nullable=False),  # hex sha256 of the token
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Index("ix_api_tokens_hash", "token_hash", unique=True),
+)
+# `POST /api/repositories/{repo_id}/verify`: one row per check asked for, from queued to verdict.
+repo_verifications = Table(
+    "repo_verifications",
+    metadata,
+    Column("verify_id", String(64), primary_key=True),
+    Column("repo_id", String(512), nullable=False),
+    Column("snapshot_id", String(64)),  # the snapshot asked for; NULL: the latest
+    Column("status", String(16), nullable=False),  # queued, running, passed, failed, error
+    # `repo_id@snapshot` while queued or running, NULL once ended: one open check per target.
+    Column("open_key", String(600)),
+    Column("requested_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("run_id", String(64)),
+    Column("verdict", Text),  # JSON of the check's verdict (core.verify.Verdict.to_dict)
+    Column("error", Text),  # why it ended without a verdict
+    Index("ix_repo_verifications_open", "open_key", unique=True),
+    Index("ix_repo_verifications_status", "status"),
+)

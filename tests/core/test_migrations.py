@@ -378,7 +378,12 @@ def test_a_database_a_newer_repovault_migrated_is_refused_untouched(
     env = {"REPOVAULT_DB_URL": db_url, "REPOVAULT_LOCAL_STORE": str(tmp_path / "store")}
     serve = str(Path(sys.executable).with_name("repovault"))
     with serving(lambda port: [serve, "serve", "--port", str(port)], tmp_path / "log", env) as port:
-        answer = requests.get(f"http://127.0.0.1:{port}/api/requests", timeout=30)
+        # any API token: checking it needs the database, which is refused
+        answer = requests.get(
+            f"http://127.0.0.1:{port}/api/requests",
+            headers={"Authorization": f"Bearer rvt_{'x' * 43}"},
+            timeout=30,
+        )
     assert answer.status_code == 503
     assert "schema revision 0099" in answer.json()["error"] and PASSWORD not in answer.text
     assert (dump(engine), schema(engine)) == before

@@ -648,8 +648,11 @@ def test_clones_cannot_reach_the_webserver_nor_the_sign_in(stack: Stack) -> None
     assert clone_runner(stack) == "dagster-code"
     guarded = {"dagster-webserver", stack.proxy(), "keycloak", "keycloak-db"}
     for name in [n for n in stack.services if stack.runs_code(n)]:
-        assert guarded.isdisjoint(reachable(stack, name)), name
-        assert guarded.isdisjoint(peers(stack, name)), name
+        # The HTTP API fetches the realm's signing keys from Keycloak: that one, and only it.
+        allowed = {"keycloak"} if name == "api" else set()
+        assert guarded.isdisjoint(reachable(stack, name) - allowed), name
+        assert guarded.isdisjoint(peers(stack, name) - allowed), name
+    assert "keycloak" not in reachable(stack, clone_runner(stack))
     # The webserver's own peers: the proxy, the relay, PostgreSQL. Nothing that runs code.
     assert not any(stack.runs_code(n) for n in peers(stack, "dagster-webserver"))
 
@@ -693,6 +696,7 @@ def test_every_connection_the_stack_makes_resolves_to_one_service(stack: Stack) 
         one(stack.proxy(), url_host(upstream), {"dagster-webserver", "api-relay"})
     one("api-relay", relay_target(stack, "api-relay")[0], {"api"})
     one(stack.proxy(), url_host(proxy["OAUTH2_PROXY_REDEEM_URL"]), {"keycloak"})
+    one("api", url_host(stack.env("api")["REPOVAULT_OIDC_JWKS_URL"]), {"keycloak"})
     one("keycloak", url_host(stack.env("keycloak")["KC_DB_URL"].split("//")[1]), {"keycloak-db"})
     for url in re.findall(r"https?://[^\s\"']+", " ".join(stack.command("minio-init"))):
         one("minio-init", url_host(url), {"minio"})
@@ -1049,8 +1053,8 @@ def test_realm_file_matches_the_proxy(stack: Stack) -> None:
     role = proxy["OAUTH2_PROXY_ALLOWED_ROLES"]
     assert role == "repovault-operator"
     assert role in [r["name"] for r in realm["roles"]["realm"]]
-    (raw_user,) = raw["users"]
-    (user,) = realm["users"]
+    (raw_user,) = [u for u in raw["users"] if "serviceAccountClientId" not in u]
+    (user,) = [u for u in realm["users"] if "serviceAccountClientId" not in u]
     assert role in user["realmRoles"] and user["enabled"] and user["emailVerified"]
     assert user["username"] == stack.dotenv["REPOVAULT_OPERATOR_USERNAME"]
     (password,) = raw_user["credentials"]
@@ -1058,6 +1062,44 @@ def test_realm_file_matches_the_proxy(stack: Stack) -> None:
     assert password_var, "the operator's password must come from the environment"
     assert user["credentials"][0]["value"] == stack.dotenv[password_var.group(1)]
     assert password_var.group(1) in parse_env_file(ENV_EXAMPLE)
+
+
+def test_scripts_reach_the_api_through_the_proxy_with_a_bearer_token(stack: Stack) -> None:
+    """The proxy lets /api/ through without its sign-in, the Authorization header untouched
+    (the API checks every call itself), and nothing else; the API accepts the realm's access
+    tokens: same issuer as the proxy's, keys from the realm, the audience the realm's script
+    client puts in its tokens, scopes from realm roles the realm defines."""
+    raw = json.loads(REALM_FILE.read_text())
+    realm = resolve_placeholders(raw, stack.env("keycloak"))
+    proxy = stack.env(stack.proxy())
+    assert proxy["OAUTH2_PROXY_SKIP_AUTH_ROUTES"] == "^/api/"
+    assert "OAUTH2_PROXY_SKIP_JWT_BEARER_TOKENS" not in proxy  # the UI keeps its sign-in
+    assert any(u.endswith("/api/") for u in proxy["OAUTH2_PROXY_UPSTREAMS"].split(","))
+
+    api = Settings.from_env(stack.env("api"))
+    assert api.oidc_issuer == proxy["OAUTH2_PROXY_OIDC_ISSUER_URL"]
+    assert api.oidc_jwks_url == proxy["OAUTH2_PROXY_OIDC_JWKS_URL"]
+    roles = {r["name"] for r in realm["roles"]["realm"]}
+    assert {"repovault-read", "repovault-submit", "repovault-admin"} <= roles
+
+    (client,) = [c for c in realm["clients"] if c["clientId"] == "repovault-scripts"]
+    (raw_client,) = [c for c in raw["clients"] if c["clientId"] == "repovault-scripts"]
+    assert client["serviceAccountsEnabled"] and not client["standardFlowEnabled"]
+    assert not client["publicClient"] and not client["directAccessGrantsEnabled"]
+    secret_var = _PLACEHOLDER.fullmatch(raw_client["secret"])
+    assert secret_var and secret_var.group(1) in parse_env_file(ENV_EXAMPLE)
+    assert client["secret"] == stack.dotenv[secret_var.group(1)]
+    audiences = {
+        m["config"].get("included.custom.audience")
+        for m in client["protocolMappers"]
+        if m["protocolMapper"] == "oidc-audience-mapper"
+        and m["config"].get("access.token.claim") == "true"
+    }
+    assert audiences & set(api.oidc_audience)
+    (account,) = [
+        u for u in realm["users"] if u.get("serviceAccountClientId") == client["clientId"]
+    ]
+    assert account["realmRoles"] and set(account["realmRoles"]) <= roles
 
 
 def test_proxy_cookie_secret_has_an_aes_length(stack: Stack) -> None:
