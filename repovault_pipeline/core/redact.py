@@ -60,7 +60,7 @@ _JSON_FIELD = re.compile(r'(?<!\\)(\\*+)"([A-Za-z0-9_.\-]++)\1"(\s*+:\s*+)\1"(.*
 # RepoVault's API tokens (rvt_), JWTs (a base64url JSON header, `eyJ`, and two more parts) and
 # age secret keys (the identity of REPOVAULT_DECRYPT_IDENTITY, should one ever be quoted).
 _TOKEN_FORMAT = re.compile(
-    r"(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,}"
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{20,}"
     r"|rvt_[A-Za-z0-9_\-]{20,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
     r"|AGE-SECRET-KEY-1[0-9A-Z]{20,})"
 )
