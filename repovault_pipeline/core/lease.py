@@ -12,7 +12,14 @@ after its holder missed renewals for `ttl_s`; a released lease is free at once.
 A run released as `free` left `tree/` equal to the latest snapshot's HEAD. A run that failed
 releases it as `interrupted`; one that was killed leaves it `held` until it expires. Both mean
 `tree/` may hold files of a snapshot that was never committed, so the next run rewrites it even
-when the remote did not change (`repair`).
+when the remote did not change (`repair`). A lease taken from a holder that did not release it
+says so in `previous` until the next writer takes it: that holder may have been paused, not
+dead, and uploads it had in flight may still land (every run compares `tree/` with the latest
+`tree.json`, snapshot.py).
+
+The lease names the Dagster run that holds it (`run_id`): a retry of that run's step takes its
+own lease back at once instead of waiting for it to expire, and `reconcile_sensor` fails a
+started run whose lease it holds has not been renewed for REPOVAULT_ORPHAN_AFTER_TTLS TTLs.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .errors import ArchiveError, PreconditionFailed, TransientError
@@ -47,6 +54,9 @@ class LeaseView:
     age_s: float
     ttl_s: float
     etag: str
+    run_id: str | None = None  # the Dagster run holding it (None: the CLI, a script)
+    renewed_at: float = 0.0  # when it was last written, by the store's clock (epoch seconds)
+    doc: dict = field(default_factory=dict)  # what lease.json holds
 
     @property
     def live(self) -> bool:
@@ -62,6 +72,23 @@ class LeaseView:
         """The last writer did not finish: `tree/` may hold files of an uncommitted snapshot."""
         return self.state == INTERRUPTED or self.abandoned
 
+    def renewed(self) -> str:
+        """When its holder last renewed it, for people (UTC, the store's clock)."""
+        return datetime.fromtimestamp(self.renewed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def summary(self) -> dict:
+        """What the next holder records of this one in `previous`."""
+        return {
+            "state": self.state,
+            "owner": self.owner,
+            "run_id": self.run_id,
+            "snapshot_id": self.snapshot_id,
+            "renewed_at": datetime.fromtimestamp(self.renewed_at, UTC).isoformat(),
+            # It stopped renewing without releasing: paused or dead, its uploads in flight may
+            # still land after this.
+            "taken_over": self.state == HELD,
+        }
+
 
 def inspect(store: ObjectStore, bucket: str) -> LeaseView | None:
     found = store.read(bucket, LEASE_KEY)
@@ -72,6 +99,8 @@ def inspect(store: ObjectStore, bucket: str) -> LeaseView | None:
         ttl = float(doc.get("ttl_s", 0))
     except (ValueError, TypeError, AttributeError):
         doc, ttl = {}, 0.0  # unreadable: treat as expired, so it can be taken over
+    if not isinstance(doc, dict):
+        doc, ttl = {}, 0.0
     return LeaseView(
         state=doc.get("state", HELD),
         snapshot_id=doc.get("snapshot_id"),
@@ -79,6 +108,24 @@ def inspect(store: ObjectStore, bucket: str) -> LeaseView | None:
         age_s=found.age_s,
         ttl_s=ttl,
         etag=found.etag,
+        run_id=doc.get("run_id"),
+        renewed_at=found.modified,
+        doc=doc,
+    )
+
+
+def interrupt(store: ObjectStore, bucket: str, view: LeaseView, reason: str) -> None:
+    """Mark a lease whose holder is gone `interrupted`, conditionally on the etag `view` read:
+    PreconditionFailed when it was renewed meanwhile (the holder is alive after all). A holder
+    that was only cut off finds its lease lost at its next renewal and writes nothing more;
+    the next run repairs `tree/`."""
+    doc = {**view.doc, "state": INTERRUPTED, "interrupted": reason}
+    store.put_bytes(
+        bucket,
+        LEASE_KEY,
+        json.dumps(doc, indent=1).encode(),
+        content_type="application/json",
+        if_match=view.etag,
     )
 
 
@@ -97,12 +144,15 @@ class Lease:
         snapshot_id: str,
         ttl_s: float,
         logger: logging.Logger | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.store = store
         self.bucket = bucket
         self.snapshot_id = snapshot_id
         self.ttl_s = ttl_s
+        self.run_id = run_id
         self.owner = uuid.uuid4().hex
+        self.previous: dict | None = None  # the holder before, when it did not release it
         self.log = logger or log
         self.etag: str | None = None
         self.lost = False
@@ -123,20 +173,34 @@ class Lease:
         ttl_s: float,
         wait_s: float,
         logger: logging.Logger | None = None,
+        run_id: str | None = None,
     ) -> Lease:
         """Take the bucket's lease, waiting up to `wait_s` for a live holder to finish or
-        expire; then raise TransientError, so the run is retried later."""
-        lease = cls(store, bucket, snapshot_id, ttl_s, logger)
+        expire; then raise TransientError, so the run is retried later. A lease held by this
+        same run (`run_id`: an earlier attempt of its step that could not release it) is
+        taken back at once."""
+        lease = cls(store, bucket, snapshot_id, ttl_s, logger, run_id)
         deadline = time.monotonic() + wait_s
         waited = False
         while True:
             current = inspect(store, bucket)
-            if current is None or not current.live:
+            own = current is not None and run_id is not None and current.run_id == run_id
+            if current is None or not current.live or own:
+                unreleased = current is not None and current.state == HELD
+                lease.previous = current.summary() if current and current.state != FREE else None
                 try:
                     lease._write(HELD, if_match=current.etag if current else None)
                 except PreconditionFailed:
                     continue  # another run took it between our read and write: look again
-                if current is not None and current.abandoned:
+                if current is not None and own and unreleased:
+                    lease.log.warning(
+                        "took back the lease of %s from an earlier attempt of run %s "
+                        "(snapshot %s), which did not release it",
+                        bucket,
+                        run_id,
+                        current.snapshot_id,
+                    )
+                elif current is not None and current.abandoned:
                     lease.log.warning(
                         "took over the lease of %s: its holder (snapshot %s) stopped renewing "
                         "it %.0f s ago and never released it",
@@ -144,7 +208,7 @@ class Lease:
                         current.snapshot_id,
                         current.age_s,
                     )
-                lease.repair = current is not None and current.needs_repair
+                lease.repair = current is not None and (current.needs_repair or unreleased)
                 lease._start()
                 return lease
             if not waited:
@@ -167,12 +231,14 @@ class Lease:
             {
                 "state": state,
                 "owner": self.owner,
+                "run_id": self.run_id,
                 "snapshot_id": self.snapshot_id,
                 "ttl_s": self.ttl_s,
                 "renewals": self.renewals,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "written_at": datetime.now(UTC).isoformat(),
+                "previous": self.previous,
             },
             indent=1,
         ).encode()

@@ -11,6 +11,14 @@ broker that restarted with an empty log: the row stays `pending`). One pass here
   committed snapshot that carries the row's request id makes it `completed`; else the outcome
   the run's `upload_snapshot` step recorded in its output metadata; else `failed` with the run's
   failure reason. The matching `completados` event is published.
+- an `in_progress` row whose run is still STARTED but whose bucket lease, held by that run, has
+  not been renewed for REPOVAULT_ORPHAN_AFTER_TTLS lease TTLs is an orphan: its worker is gone
+  (killed with its code server, say), and nothing else would end the run before its
+  `dagster/max_runtime`. The lease is marked `interrupted` (conditionally: a renewal meanwhile
+  means the worker lives, and nothing is done), the run is marked failed, and the row closed
+  `failed` with when the worker stopped renewing. A started run that holds no lease (it died
+  while cloning) is left to run monitoring: nothing in the bucket tells a dead clone from a
+  long one.
 - a `pending` row older than REPOVAULT_REPUBLISH_AFTER_S with no run tagged with its request id
   is published again to `pendientes` (same request id, so the injector's run key makes a second
   run impossible), at most MAX_REPUBLISH times; then it is closed `failed` with the reason.
@@ -27,8 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from .errors import PreconditionFailed
 from .identity import bucket_name
 from .kafka import KafkaGateway
+from .lease import HELD, LeaseView, inspect, interrupt
 from .lfs import missing_detail
 from .lineage import LFS_MISSING, LineageStore, Request, final_status, now
 from .messages import request_message, status_event
@@ -94,6 +104,9 @@ class RunHistory(Protocol):
     def runs_of_request(self, request_id: str) -> list[str]:
         """The ids of the runs tagged with this request id."""
 
+    def fail(self, run_id: str, reason: str) -> None:
+        """Mark a run whose worker is gone failed, with `reason`."""
+
 
 @dataclass
 class ReconcileState:
@@ -153,6 +166,7 @@ class Closing:
     bytes_uploaded: int | None = None
     error: str | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    orphaned: LeaseView | None = None  # the run is alive to Dagster, dead to its lease
 
 
 @dataclass
@@ -168,7 +182,10 @@ class ReconcilePlan:
 
     def preview(self) -> str:
         """What applying it would do, for a dry run ("Test sensor")."""
-        closing = ", ".join(f"{c.row.request_id} {c.outcome}" for c in self.closings)
+        closing = ", ".join(
+            f"{c.row.request_id} {c.outcome}{' (orphaned run failed)' if c.orphaned else ''}"
+            for c in self.closings
+        )
         again = ", ".join(row.request_id for row, _ in self.republish)
         failing = ", ".join(row.request_id for row, _ in self.give_up)
         return (
@@ -256,6 +273,8 @@ class Reconciler:
         if not run_id:
             return None
         status = self.runs.status(run_id)
+        if status == "STARTED":
+            return self._orphan(row, run_id)
         if status is not None and status not in ENDED:
             return None
         recorded = self.runs.recorded_outcome(run_id) if status is not None else None
@@ -300,8 +319,47 @@ class Reconciler:
             reasons,
         )
 
+    def _orphan(self, row: Request, run_id: str) -> Closing | None:
+        """A started run whose lease, held by it, has gone REPOVAULT_ORPHAN_AFTER_TTLS TTLs
+        without a renewal: closed `failed` with when its worker stopped. None: it lives, or
+        holds no lease (then only run monitoring can tell)."""
+        if not row.repo_id:
+            return None
+        bucket = bucket_name(row.repo_id, self.settings.bucket_prefix)
+        lease = inspect(self.store, bucket)
+        after = self.settings.orphan_after_ttls
+        if (
+            lease is None
+            or lease.run_id != run_id
+            or lease.state != HELD
+            or lease.age_s <= after * lease.ttl_s
+        ):
+            return None
+        error = (
+            f"the worker of run {run_id} stopped renewing the lease of {bucket} at "
+            f"{lease.renewed()} ({lease.age_s:.0f} s ago, {after} x its TTL of "
+            f"{lease.ttl_s:.0f} s, REPOVAULT_ORPHAN_AFTER_TTLS): its process is gone; run "
+            f"failed by reconcile_sensor, snapshot {lease.snapshot_id} was not committed"
+        )
+        return Closing(row, run_id, "STARTED", "failed", error, error=error, orphaned=lease)
+
+    def _fail_orphan(self, closing: Closing) -> bool:
+        """Take the orphan's lease from it, then fail its run; False when the lease was
+        renewed meanwhile (the worker is alive after all: nothing is done)."""
+        assert closing.orphaned is not None and closing.row.repo_id
+        bucket = bucket_name(closing.row.repo_id, self.settings.bucket_prefix)
+        try:
+            interrupt(self.store, bucket, closing.orphaned, closing.how)
+        except PreconditionFailed:
+            self.log.info(f"run {closing.run_id} renewed its lease of {bucket}: not an orphan")
+            return False
+        self.runs.fail(closing.run_id, closing.how)
+        return True
+
     def _close(self, closing: Closing, report: ReconcileReport) -> None:
         row, run_id = closing.row, closing.run_id
+        if closing.orphaned is not None and not self._fail_orphan(closing):
+            return
         finished_at = now()
         closed = self.lineage.record_finished(
             row.request_id,

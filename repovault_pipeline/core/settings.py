@@ -185,6 +185,8 @@ class Settings:
     retry_delay_s: int = 5
     lease_ttl_s: int = 120
     lease_wait_s: int = 300
+    # reconcile_sensor fails a started run whose lease went this many TTLs without a renewal.
+    orphan_after_ttls: int = 3
     gitlab_api: str = "https://gitlab.com/api/v4"
     gitlab_token: str | None = field(default=None, repr=False)
     keep_metadata: str = KEEP_METADATA[0]
@@ -290,6 +292,9 @@ class Settings:
             retry_delay_s=_int(env, "REPOVAULT_RETRY_DELAY_S", d.retry_delay_s, minimum=0),
             lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", d.lease_ttl_s, minimum=2),
             lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", d.lease_wait_s, minimum=0),
+            orphan_after_ttls=_int(
+                env, "REPOVAULT_ORPHAN_AFTER_TTLS", d.orphan_after_ttls, minimum=1
+            ),
             gitlab_api=_str(env, "REPOVAULT_GITLAB_API", d.gitlab_api),
             gitlab_token=_str(env, "GITLAB_TOKEN", "") or d.gitlab_token,
             keep_metadata=_choice(env, "REPOVAULT_KEEP_METADATA", d.keep_metadata, KEEP_METADATA),

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from .. import __version__
 from . import crypt, lfs
@@ -443,6 +443,7 @@ class SnapshotWriter:
                 (damaged or {}).get(latest["snapshot_id"])
                 or self._damage(bucket, latest)
                 or self._resealed(latest)
+                or (self._tree_drift(bucket, latest) if layout.tree else None)
             )
             if fresh is None:
                 self.log.info("%s unchanged since snapshot %s", ref.url, latest["snapshot_id"])
@@ -531,6 +532,31 @@ class SnapshotWriter:
         sealed = prepared.bundle_path.with_name(BUNDLE + crypt.AGE_SUFFIX)
         crypt.encrypt_file(self.sealing, prepared.bundle_path, sealed)
         return sealed, key + crypt.AGE_SUFFIX
+    def _tree_drift(self, bucket: str, latest: dict) -> str | None:
+        """What one listing of `tree/` (one request per 1,000 objects, no download) tells
+        against the latest snapshot's `tree.json`: objects missing, extra, or changed (another
+        etag, or written after that `tree.json`: a writer that lost its lease, a run that
+        died, a hand edit). None: `tree/` is that snapshot's HEAD."""
+        index = SnapshotReader(self.store, bucket).tree_index(latest["snapshot_id"])
+        if not index.files:
+            return None  # a snapshot written before tree.json recorded etags: nothing to match
+        wanted = {meta.get("key") or TREE + path: meta for path, meta in index.files.items()}
+        changed, extra = [], []
+        for info in self.store.list(bucket, TREE):
+            meta = wanted.pop(info.key, None)
+            if meta is None:
+                extra.append(info.key)
+            elif meta.get("etag") != info.etag or int(info.modified) > int(index.written):
+                changed.append(info.key)
+        missing = sorted(wanted)
+        if not (changed or extra or missing):
+            return None
+        first = (changed + extra + missing)[:3]
+        return (
+            f"tree/ differs from snapshot {latest['snapshot_id']}'s {TREE_INDEX}: "
+            f"{len(changed)} changed, {len(extra)} extra, {len(missing)} missing "
+            f"(e.g. {', '.join(first)})"
+        )
 
     def _unchanged(
         self,
@@ -602,6 +628,7 @@ class SnapshotWriter:
             self.settings.lease_ttl_s,
             self.settings.lease_wait_s,
             self.log,
+            run_id=prepared.run_id,
         ) as lease:
             if not prepared.unchanged:
                 reader = SnapshotReader(self.store, prepared.bucket)
@@ -723,6 +750,7 @@ class SnapshotWriter:
             logger=self.log,
             progress=self.progress,
             every_s=self.settings.progress_every_s,
+            guard=lease.check,  # a writer that lost its lease stops at once, queue and all
         )
         uploader.expect(
             1 + len(lfs_todo) + sync.uploaded,
@@ -738,6 +766,13 @@ class SnapshotWriter:
                 )
             self._sync_tree(repo, sync, uploader, prepared.work_dir, lease)
             result.bytes_uploaded = uploader.wait()
+        except PreconditionFailed as exc:
+            lease.check()  # raises when the lease was lost: then that is the reason
+            raise TransientError(
+                f"an object of tree/ changed while snapshot {snapshot_id} was written (a writer "
+                "that lost the lease was still finishing); nothing was committed, a retry "
+                "repairs tree/"
+            ) from exc
         finally:
             uploader.close()
         etags = {**sync.etags, **uploader.etags}
@@ -886,7 +921,9 @@ class SnapshotWriter:
                 and (before or {}).get("lfs") == lfs_oid
             ):
                 sync.etags[key] = stored.etag
-            elif lfs_oid is not None:
+                continue
+            sync.expected[key] = stored.etag if stored is not None else None
+            if lfs_oid is not None:
                 sync.lfs_files.append((entry, lfs_oid))
             else:
                 sync.blobs.append(entry)
@@ -915,21 +952,25 @@ class SnapshotWriter:
                 lfs.local_path(repo.path, lfs_oid),
                 metadata=metadata,
                 content_type=_content_type(entry),
+                **sync.condition(key),
             )
         for entry, blob in zip(sync.blobs, repo.blobs([e.sha for e in sync.blobs]), strict=True):
             lease.check()  # stop writing tree/ at once if another run took the bucket
             key = tree_key(entry.path)
             metadata = _object_metadata(entry, key)
             content_type = _content_type(entry)
+            kwargs: dict[str, Any] = {
+                "metadata": metadata,
+                "content_type": content_type,
+                **sync.condition(key),
+            }
             if entry.size <= IN_MEMORY_BLOB:
-                uploader.put_bytes(key, blob.read(), metadata=metadata, content_type=content_type)
+                uploader.put_bytes(key, blob.read(), **kwargs)
             else:
                 fd, name = tempfile.mkstemp(dir=work_dir, prefix="blob-")
                 with os.fdopen(fd, "wb") as out:
                     blob.copy_to(out)
-                uploader.put_file(
-                    key, Path(name), remove_after=True, metadata=metadata, content_type=content_type
-                )
+                uploader.put_file(key, Path(name), remove_after=True, **kwargs)
 
     def _apply_retention(self, reader: SnapshotReader, lease: Lease, repo: LocalRepo) -> int:
         """Keep the newest REPOVAULT_KEEP_SNAPSHOTS complete snapshots, and older ones that
@@ -1003,6 +1044,9 @@ class _TreeSync:
     stale: list[str]
     lfs_content: dict[str, tuple[str, int]]  # path -> oid, size
     etags: dict[str, str] = field(default_factory=dict)
+    # key -> the etag listed before this run writes it (None: no object): its writes are
+    # conditional on it, so an object another writer changed meanwhile is never overwritten.
+    expected: dict[str, str | None] = field(default_factory=dict)
     lfs_files: list[tuple[TreeEntry, str]] = field(default_factory=list)
     blobs: list[TreeEntry] = field(default_factory=list)
 
@@ -1017,6 +1061,11 @@ class _TreeSync:
     def stored_size(self, entry: TreeEntry) -> int:
         """The size of the entry's `tree/` object: its LFS content's, else its blob's."""
         return self.lfs_content[entry.path][1] if entry.path in self.lfs_content else entry.size
+
+    def condition(self, key: str) -> dict[str, Any]:
+        """The write's condition: the object is still what this run listed."""
+        etag = self.expected.get(key)
+        return {"if_match": etag} if etag else {"if_none_match": True}
 
 
 def _bundle_record(path: Path, key: str) -> dict[str, object]:

@@ -118,8 +118,12 @@ class ObjectStore(ABC):
         path: Path,
         metadata: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> str:
-        """Stream a file into the store (multipart when large); return the object's etag."""
+        """Stream a file into the store (multipart when large); return the object's etag.
+        Conditions as for `put_bytes`; S3's managed multipart upload takes none, so a file of
+        MULTIPART_THRESHOLD or more is written unconditionally."""
 
     @abstractmethod
     def get_bytes(self, bucket: str, key: str) -> bytes | None:
@@ -270,6 +274,16 @@ def _etag(raw: str) -> str:
     return raw.strip('"')
 
 
+def _conditions(if_match: str | None, if_none_match: bool) -> dict[str, str]:
+    """The headers of a conditional PUT: If-Match an etag, or If-None-Match: * (no object)."""
+    conditions: dict[str, str] = {}
+    if if_match is not None:
+        conditions["IfMatch"] = f'"{if_match}"'
+    if if_none_match:
+        conditions["IfNoneMatch"] = "*"
+    return conditions
+
+
 class S3Store(ObjectStore):
     """S3 or MinIO through a boto3 client: the caller's (`client`), else one of our own whose
     credentials come from boto3's standard chain (AWS_* variables, profiles, instance roles)."""
@@ -336,11 +350,6 @@ class S3Store(ObjectStore):
         if_match=None,
         if_none_match=False,
     ):
-        conditions: dict[str, str] = {}
-        if if_match is not None:
-            conditions["IfMatch"] = f'"{if_match}"'
-        if if_none_match:
-            conditions["IfNoneMatch"] = "*"
         with self._sse_errors(), _s3_errors(f"upload {key}"):
             response = self.client.put_object(
                 Bucket=bucket,
@@ -348,13 +357,36 @@ class S3Store(ObjectStore):
                 Body=data,
                 Metadata=metadata or {},
                 ContentType=content_type,
-                **conditions,
+                **_conditions(if_match, if_none_match),
                 **self._encryption(),
             )
         self._check_sse(bucket, key, response)
         return _etag(response["ETag"])
 
-    def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
+    def put_file(
+        self,
+        bucket,
+        key,
+        path,
+        metadata=None,
+        content_type="application/octet-stream",
+        if_match=None,
+        if_none_match=False,
+    ):
+        conditions = _conditions(if_match, if_none_match)
+        if conditions and path.stat().st_size < MULTIPART_THRESHOLD:
+            with self._sse_errors(), _s3_errors(f"upload {key}"), path.open("rb") as body:
+                response = self.client.put_object(
+                    Bucket=bucket,
+                    Key=key,
+                    Body=body,
+                    Metadata=metadata or {},
+                    ContentType=content_type,
+                    **conditions,
+                    **self._encryption(),
+                )
+            self._check_sse(bucket, key, response)
+            return _etag(response["ETag"])
         with self._sse_errors(), _s3_errors(f"upload {key}"):
             self.client.upload_file(
                 str(path),
@@ -558,8 +590,17 @@ class LocalStore(ObjectStore):
             _set_xattrs(tmp, metadata)
         return _version(self._path(bucket, key)) or ""
 
-    def put_file(self, bucket, key, path, metadata=None, content_type="application/octet-stream"):
-        with self._atomic(bucket, key) as tmp:
+    def put_file(
+        self,
+        bucket,
+        key,
+        path,
+        metadata=None,
+        content_type="application/octet-stream",
+        if_match=None,
+        if_none_match=False,
+    ):
+        with self._atomic(bucket, key, if_match, if_none_match) as tmp:
             shutil.copyfile(path, tmp)
             _set_xattrs(tmp, metadata)
         return _version(self._path(bucket, key)) or ""
@@ -727,9 +768,13 @@ class ParallelUploader:
         logger: logging.Logger | None = None,
         progress: Callable[[UploadProgress], None] | None = None,
         every_s: float = 2.0,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.bucket = bucket
+        # Called by the upload thread right before each request: raises to stop the upload
+        # (a writer that lost its lease sends nothing more, not even what was queued).
+        self.guard = guard or (lambda: None)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self.inflight = _InFlight(max_inflight_bytes, max(max_inflight_uploads, workers))
         # Only unfinished uploads are kept: memory stays flat however many files a tree has.
@@ -757,6 +802,7 @@ class ParallelUploader:
         self._raise_first_failure()
 
         def send() -> None:
+            self.guard()
             etag = self.store.put_bytes(self.bucket, key, data, **kwargs)  # type: ignore[arg-type]
             self._count(key, etag, len(data))
 
@@ -769,6 +815,7 @@ class ParallelUploader:
 
         def send() -> None:
             try:
+                self.guard()
                 etag = self.store.put_file(self.bucket, key, path, **kwargs)  # type: ignore[arg-type]
             finally:
                 if remove_after:
@@ -789,8 +836,11 @@ class ParallelUploader:
         with self._lock:
             self.pending.discard(future)
         self.inflight.release(held)  # also for a cancelled upload, so no submitter waits forever
-        if not future.cancelled() and future.exception() is not None and self.failure is None:
-            self.failure = future.exception()
+        failure = None if future.cancelled() else future.exception()
+        if isinstance(failure, PreconditionFailed):  # each one: it says which object was kept
+            self.log.error("the store refused a conditional write: %s", failure)
+        if failure is not None and self.failure is None:
+            self.failure = failure
 
     def _count(self, key: str, etag: str, size: int) -> None:
         with self._lock:

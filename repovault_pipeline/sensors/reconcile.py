@@ -12,6 +12,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._utils.error import SerializableErrorInfo
 
 from ..core.reconcile import Reconciler, ReconcileState, RecordedOutcome
@@ -75,6 +76,17 @@ class DagsterRuns:
             self.instance.get_run_ids(RunsFilter(tags={TAG_REQUEST_ID: request_id}), limit=10)
         )
 
+    def fail(self, run_id: str, reason: str) -> None:
+        """As run monitoring fails a run past its maximum runtime: a RUN_FAILURE event, which
+        frees its place in the run queue (its worker is gone: there is nothing to terminate)."""
+        run = self.instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self.instance.report_run_failed(
+                run,
+                reason,
+                JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
+            )
+
 
 def _root(error: SerializableErrorInfo | None) -> str:
     """The innermost cause: Dagster wraps the op's own exception in its own."""
@@ -88,8 +100,10 @@ def _root(error: SerializableErrorInfo | None) -> str:
     minimum_interval_seconds=60,
     description="Every request ends: closes `in_progress` requests whose run ended without "
     "closing them (a killed worker, the lineage database down), from the committed snapshot "
-    "or the run's recorded outcome or failure; publishes `pending` requests that never became a "
-    "run again to `pendientes` (REPOVAULT_REPUBLISH_AFTER_S), and fails them after 3 tries. "
+    "or the run's recorded outcome or failure; fails started runs whose bucket lease went "
+    "REPOVAULT_ORPHAN_AFTER_TTLS TTLs unrenewed (their worker is gone); publishes `pending` "
+    "requests that never became a run again to `pendientes` (REPOVAULT_REPUBLISH_AFTER_S), "
+    "and fails them after 3 tries. "
     "Testing it only reads and says what a tick would do.",
 )
 def reconcile_sensor(

@@ -16,6 +16,7 @@ from repovault_pipeline.core.errors import TransientError
 from repovault_pipeline.core.lease import LEASE_KEY, Lease, inspect
 from repovault_pipeline.core.store import LocalStore, ObjectStore, S3Store
 from tests.support.servers import REPO_ROOT
+from tests.support.tcp_proxy import BreakableProxy
 from tests.support.vault_checks import kill
 
 
@@ -122,3 +123,35 @@ def test_a_writer_whose_lease_was_taken_knows_it(store: ObjectStore, bucket: str
         lease.check()
     lease.release()
     assert store.get_bytes(bucket, LEASE_KEY) == intruder  # never overwrites the new holder
+
+
+def test_a_retry_of_the_same_run_takes_its_own_lease_back_at_once(
+    vault_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step's attempt that cannot reach the store cannot release its lease either; the
+    run's retry must not wait a TTL for it, while any other run still does."""
+    direct = S3Store(vault_env["REPOVAULT_S3_ENDPOINT"])
+    bucket = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}retry"
+    direct.ensure_bucket(bucket)
+    link = BreakableProxy(int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1]))
+    try:
+        attempt = Lease.acquire(S3Store(link.endpoint), bucket, "snap-1", 60, 0, run_id="run-a")
+        link.break_after = 0  # the store is cut off from this attempt: its step fails
+        attempt.release(finished=False)
+    finally:
+        link.close()
+    assert "not released" in caplog.text
+    held = inspect(direct, bucket)
+    assert (held.state, held.run_id, held.live) == ("held", "run-a", True)
+
+    with pytest.raises(TransientError, match="another run is writing"):
+        Lease.acquire(direct, bucket, "snap-2", 60, 0, run_id="run-b")
+    started = time.monotonic()
+    retry = Lease.acquire(direct, bucket, "snap-1", 60, 0, run_id="run-a")
+    assert time.monotonic() - started < 5
+    assert retry.repair  # the attempt before may have left tree/ half written
+    doc = lease_doc(direct, bucket)
+    assert (doc["owner"], doc["run_id"]) == (retry.owner, "run-a")
+    assert doc["previous"]["owner"] == attempt.owner and doc["previous"]["taken_over"]
+    assert "took back the lease" in caplog.text
+    retry.release(finished=False)

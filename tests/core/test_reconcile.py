@@ -46,6 +46,10 @@ class Runs:
     def runs_of_request(self, request_id: str) -> list[str]:
         return self.by_request.get(request_id, [])
 
+    def fail(self, run_id: str, reason: str) -> None:
+        self.statuses[run_id] = "FAILURE"
+        self.failures[run_id] = reason
+
 
 @pytest.fixture
 def lineage(private_lineage: str) -> LineageStore:

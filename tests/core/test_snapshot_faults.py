@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -197,6 +200,95 @@ def test_a_writer_that_loses_its_lease_commits_nothing(
     assert read_json(first.bucket, "latest.json")["snapshot_id"] == first.snapshot_id
     assert reader_of(repo).snapshot_ids()[0] == [first.snapshot_id]  # no new manifest
     assert s3().get_object(Bucket=first.bucket, Key="lease.json")["Body"].read() == intruder
+
+
+def freeze_during_tree_upload(
+    repo: ServedRepo, bucket: str, slow_s3: BreakableProxy
+) -> subprocess.Popen:
+    """Writer A: an archive of `repo` in a process of its own, frozen (its S3 link paused, the
+    process SIGSTOPped) once at least 10 `tree/` objects hold its HEAD's content, with uploads
+    in flight and more queued. Returns it stopped; its lease expires while it stays so."""
+    wanted = md5s(files("B", 60))
+    writer = start_archive(
+        repo.url,
+        {
+            "REPOVAULT_S3_ENDPOINT": slow_s3.endpoint,
+            "REPOVAULT_UPLOAD_WORKERS": "4",
+            "REPOVAULT_LEASE_TTL_S": "2",
+        },
+    )
+    deadline = time.monotonic() + 120
+    while len([k for k, e in tree_etags(bucket).items() if wanted.get(k) == e]) < 10:
+        assert writer.poll() is None, writer.communicate()
+        assert time.monotonic() < deadline, "writer A never got to upload tree/ objects"
+        time.sleep(0.05)
+    slow_s3.pause()  # its in-flight requests wait in the link...
+    os.killpg(writer.pid, signal.SIGSTOP)  # ...and the writer itself stops
+    return writer
+
+
+def resume(writer: subprocess.Popen, slow_s3: BreakableProxy) -> str:
+    """Let frozen writer A go on; returns its log once it ended (it must fail: lease lost)."""
+    os.killpg(writer.pid, signal.SIGCONT)
+    slow_s3.resume()
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 1, (out, err)
+    return err.decode()
+
+
+@pytest.mark.parametrize("head", ["reverted", "rewritten"])
+def test_a_writer_that_lost_its_lease_leaves_tree_as_the_new_writer_committed(
+    head: str,
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    slow_s3: BreakableProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writer A frozen past its lease's TTL mid-upload; writer B takes the bucket and commits
+    (its HEAD back at the first snapshot's files, which it leaves in place; or new content in
+    every file, which it rewrites); A goes on. What A had in flight must not stay in `tree/`:
+    refused by the conditional writes where B rewrote the object, else found and repaired by
+    the next run although the refs did not change."""
+    monkeypatch.setenv("REPOVAULT_LEASE_TTL_S", "2")
+    repo = make_repo(f"fenced-{head}")
+    repo.commit(files("A", 60))
+    repo.push()
+    first = archive(repo)
+    repo.commit(files("B", 60))
+    repo.push()
+    writer = freeze_during_tree_upload(repo, first.bucket, slow_s3)
+    try:
+        repo.commit(files("A" if head == "reverted" else "C", 60))
+        repo.push()
+        taken = archive(repo)  # writer B: waits for A's lease to expire, takes it, commits
+        assert taken.outcome == "completed"
+        committed = assert_tree_is_head(first.bucket, repo.bare)
+    finally:
+        log = resume(writer, slow_s3)
+    assert "another run took over" in log or "could not be renewed" in log, log
+    lease = read_json(first.bucket, "lease.json")
+    assert lease["state"] == "free" and lease["previous"]["taken_over"], lease
+
+    index = read_json(first.bucket, f"snapshots/{committed['snapshot_id']}/tree.json")["files"]
+    late = {k for k, e in tree_etags(first.bucket).items() if index[k[len("tree/") :]]["etag"] != e}
+    # Only requests A had in flight when it froze (4 upload workers), nothing it had queued.
+    assert len(late) <= 4, sorted(late)
+    if head == "rewritten":  # B rewrote every object: what A had in flight was refused
+        assert "refused" in log, log
+        assert late == set()
+    rerun = archive(repo)  # the refs are unchanged: still, tree/ is checked against tree.json
+    assert (rerun.outcome == "completed") == bool(late), rerun
+    if late:
+        assert rerun.fresh.startswith("tree/ differs from snapshot"), rerun.fresh
+    assert assert_tree_is_head(first.bucket, repo.bare)["snapshot_id"] == rerun.snapshot_id
+    assert archive(repo).outcome == "unchanged"
+    assert cli(["verify", repo.url]) == 0
+    reader = reader_of(repo)
+    for snap in reader.snapshot_ids()[0]:
+        dest = tmp_path / f"restore-{snap}"
+        assert cli(["restore", repo.url, str(dest), "--snapshot", snap]) == 0
+        assert git(dest, "rev-parse", "HEAD") == reader.manifest(snap)["head_commit"]
 
 
 def test_two_writers_at_once_keep_the_bucket_consistent(

@@ -19,7 +19,9 @@ class BreakableProxy:
     so a test can tell exactly what was uploaded. With `delay_s`, it forwards at most `chunk`
     bytes at a time in either direction and sleeps `delay_s` after each: a slow link (a
     trickling server, an upload that takes long enough to be interrupted). `pause()` stops
-    forwarding on every open connection until `resume()`: a writer frozen mid-upload."""
+    forwarding on every open connection until `resume()`: a writer frozen mid-upload; with
+    `pause_on` set, the first client bytes holding it pause the link before they are forwarded
+    (a writer frozen at a known point, e.g. its first `tree/` upload)."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -28,6 +30,7 @@ class BreakableProxy:
         self.break_after = break_after
         self.break_on = break_on
         self.hold = False
+        self.pause_on: bytes | None = None
         self._held: list[socket.socket] = []
         self.delay_s = 0.0
         self.chunk = 65536
@@ -71,6 +74,10 @@ class BreakableProxy:
 
     def pause(self) -> None:
         self._flowing.clear()
+
+    @property
+    def paused(self) -> bool:
+        return not self._flowing.is_set()
 
     def resume(self) -> None:
         self._flowing.set()
@@ -141,6 +148,9 @@ class BreakableProxy:
                         ):
                             self._break()
                             return
+                        if self.pause_on is not None and self.pause_on in data:
+                            self.pause_on = None
+                            self.pause()
                 self._flowing.wait()
                 dst.sendall(data)
                 if self.delay_s:
