@@ -532,6 +532,7 @@ class SnapshotWriter:
         sealed = prepared.bundle_path.with_name(BUNDLE + crypt.AGE_SUFFIX)
         crypt.encrypt_file(self.sealing, prepared.bundle_path, sealed)
         return sealed, key + crypt.AGE_SUFFIX
+
     def _tree_drift(self, bucket: str, latest: dict) -> str | None:
         """What one listing of `tree/` (one request per 1,000 objects, no download) tells
         against the latest snapshot's `tree.json`: objects missing, extra, or changed (another
