@@ -19,6 +19,7 @@ from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from tests.support import servers
 from tests.support.kafka import OwnBroker, speaks_kafka
+from tests.support.ordering import long_ones_first, long_rank
 from tests.support.repos import ServedRepo
 from tests.support.servers import ServerDidNotStart, git_http_server, port_open, s3_server
 
@@ -29,6 +30,12 @@ os.environ.setdefault("REPOVAULT_RETRY_DELAY_S", "0")
 PG_ADMIN_URL = os.environ.get(
     "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests start first, one per xdist worker (`tests.support.ordering`)."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = long_ones_first(items, lambda item: long_rank(item.nodeid), workers)
 
 
 def missing_service(reason: str) -> None:
