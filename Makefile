@@ -37,8 +37,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers per core: the tests wait much of their time (on servers, subprocess
+# startups, lease expiries, a quiet topic), so one per core left the cores half idle.
+TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 test: install lint
-	$(BIN)/pytest -q -n auto --dist worksteal --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # Re-resolve the lock after a change to setup.py (existing pins are kept); `make lock UPGRADE=1`
 # moves every package to its newest allowed release, `make lock UPGRADE=name` one package.

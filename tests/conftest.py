@@ -21,6 +21,7 @@ from repovault_pipeline.core.store import open_store
 from tests.support import servers
 from tests.support.api import make_token, serve_command, session
 from tests.support.kafka import OwnBroker, speaks_kafka
+from tests.support.ordering import long_ones_first, long_rank
 from tests.support.repos import ServedRepo
 from tests.support.servers import (
     ServerDidNotStart,
@@ -37,6 +38,12 @@ os.environ.setdefault("REPOVAULT_RETRY_DELAY_S", "0")
 PG_ADMIN_URL = os.environ.get(
     "REPOVAULT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests start first, one per xdist worker (`tests.support.ordering`)."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = long_ones_first(items, lambda item: long_rank(item.nodeid), workers)
 
 
 def missing_service(reason: str) -> None:
