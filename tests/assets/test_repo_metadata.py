@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
 from repovault_pipeline.core.fleet import FleetStore
@@ -21,6 +20,7 @@ from repovault_pipeline.core.lineage import now, open_lineage
 from repovault_pipeline.core.runs import request_tags
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
+from tests.support.api import make_token, serve_command, session
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo
@@ -178,14 +178,11 @@ def test_a_failed_metadata_step_makes_the_request_partial_everywhere(
     assert [e["status"] for e in ended] == ["completed", "partial"]  # the last is the truth
     assert list(ended[-1]["reasons"]) == ["metadata_failed"]
 
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
-
-    with serving(command, tmp_path / "api.log") as port:
+    with serving(serve_command, tmp_path / "api.log") as port, session(make_token("read")) as http:
         api = f"http://127.0.0.1:{port}"
-        got = requests.get(f"{api}/api/requests/{row.request_id}", timeout=30).json()
-        stats = requests.get(f"{api}/api/stats", timeout=30).json()
-        metrics = requests.get(f"{api}/metrics", timeout=30).text
+        got = http.get(f"{api}/api/requests/{row.request_id}", timeout=30).json()
+        stats = http.get(f"{api}/api/stats", timeout=30).json()
+        metrics = http.get(f"{api}/metrics", timeout=30).text
     assert got["status"] == "partial" and list(got["reasons"]) == ["metadata_failed"]
     assert stats["figures"]["requests_partial"] == 1 and stats["figures"]["requests_completed"] == 0
     assert stats["figures"]["failures_24h"] == 1  # as Dagster shows one failed run

@@ -6,7 +6,6 @@ kept the pointer. Now it is damage that is shown, worked around and repaired."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from repovault_pipeline.core.store import open_store
 from tests.support.archiving import archive
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.repos import ServedRepo
-from tests.support.servers import serving
 from tests.support.user_checks import console
 from tests.support.vault_checks import read_json, s3
 
@@ -150,7 +148,7 @@ def test_the_metadata_pointer_follows_the_same_rules(
 
 
 def test_the_api_lists_the_repository_with_the_warning(
-    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], tmp_path: Path
+    make_repo: Callable[..., ServedRepo], api: str, http: requests.Session
 ) -> None:
     repo = make_repo("api")
     repo.commit({"a.txt": "one\n"})
@@ -158,13 +156,9 @@ def test_the_api_lists_the_repository_with_the_warning(
     first = archive(repo)
     point_latest_at(first.bucket, FUTURE, repo_id=first.repo_id)
 
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "repovault_pipeline.cli", "serve", "--port", str(port)]
-
-    with serving(command, tmp_path / "api.log") as port:
-        api = f"http://127.0.0.1:{port}/api/repositories"
-        listed = requests.get(api, timeout=60).json()["repositories"]
-        snapshots = requests.get(f"{api}/{first.repo_id}/snapshots", timeout=60).json()
+    repositories = f"{api}/api/repositories"
+    listed = http.get(repositories, timeout=60).json()["repositories"]
+    snapshots = http.get(f"{repositories}/{first.repo_id}/snapshots", timeout=60).json()
     [repository] = [r for r in listed if r["repo_id"] == first.repo_id]
     assert repository["snapshot_id"] == first.snapshot_id
     assert f"names snapshot {FUTURE}, which is not stored" in repository["warning"]
