@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from tests.sensors.conftest import instance  # noqa: F401  (a Dagster instance, topics made)
 from tests.support.injector import injector_tick as tick
 from tests.support.kafka import produce, read_all
-from tests.test_api import api, post  # noqa: F401  (the API server fixture)
+from tests.test_api import post
 
 PASSWORD = "S3cretPassw0rdXYZ"
 PIECE = PASSWORD[:5]  # what a cut through the password would leave
@@ -64,20 +64,18 @@ def test_the_cli_names_the_refused_url_without_its_password(
 
 
 def test_the_api_names_each_refused_url_without_its_password(
-    api: str,  # noqa: F811
+    api: str, http: requests.Session
 ) -> None:
-    answer = post(api, json.dumps({"urls": [u for u, _ in FORMS]}))
+    answer = post(http, api, json.dumps({"urls": [u for u, _ in FORMS]}))
     assert answer.status_code == 400
     refused = answer.json()["refused"]
     assert len(refused) == len(FORMS)
     for item, (_, shown) in zip(refused, FORMS, strict=True):
         assert shown in item["url"] + item["reason"], item
     # an unknown field named like a parameter, and FastAPI's own echo of a bad query value
-    unknown = post(api, json.dumps({"urls": [FORMS[0][0]], f"password={PASSWORD}": 1}))
+    unknown = post(http, api, json.dumps({"urls": [FORMS[0][0]], f"password={PASSWORD}": 1}))
     assert unknown.status_code == 400 and "password=***" in unknown.json()["error"]
-    echoed = requests.get(
-        f"{api}/api/requests", params={"limit": f"x?token={PASSWORD}"}, timeout=30
-    )
+    echoed = http.get(f"{api}/api/requests", params={"limit": f"x?token={PASSWORD}"}, timeout=30)
     assert echoed.status_code in (400, 422)
     for body in (answer.text, unknown.text, echoed.text):
         assert PIECE not in body
