@@ -19,7 +19,7 @@ from repovault_pipeline.core.settings import Settings
 from repovault_pipeline.core.snapshot import SnapshotWriter
 from repovault_pipeline.core.store import open_store
 from tests.support import servers
-from tests.support.api import make_token, serve_command, session
+from tests.support.api import SHARED_KEYS, SharedApi, make_token, serve_command, session
 from tests.support.kafka import OwnBroker, speaks_kafka
 from tests.support.ordering import long_ones_first, long_rank
 from tests.support.repos import ServedRepo
@@ -133,18 +133,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
-@pytest.fixture
-def vault_env(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    s3_endpoint: str,
-    pg_url: str,
-    kafka_bootstrap: str,
-) -> dict[str, str]:
-    """Environment of one test: its own bucket prefix and topics, the S3 server, the broker,
-    PostgreSQL lineage."""
-    unique = uuid.uuid4().hex[:12]  # topics and buckets of no other test, run or worker
-    env = {
+def service_env(home: Path, s3_endpoint: str, db_url: str, kafka_bootstrap: str) -> dict[str, str]:
+    """The environment of RepoVault on the test services: topics and bucket prefix of no other
+    test, run or worker; working folders under `home`."""
+    unique = uuid.uuid4().hex[:12]
+    return {
         "REPOVAULT_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "REPOVAULT_TOPIC_PENDING": f"pendientes-{unique}",
         "REPOVAULT_TOPIC_IN_PROGRESS": f"en_proceso-{unique}",
@@ -155,15 +148,28 @@ def vault_env(
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
         "REPOVAULT_BUCKET_PREFIX": f"t{unique}-",
-        "REPOVAULT_DB_URL": pg_url,
+        "REPOVAULT_DB_URL": db_url,
         "REPOVAULT_ALLOWED_HOSTS": "127.0.0.1",
         "REPOVAULT_ALLOWED_SCHEMES": "http,https,ssh",
-        "REPOVAULT_WORK_DIR": str(tmp_path / "work"),
-        "REPOVAULT_LOCAL_STORE": str(tmp_path / "store"),
+        "REPOVAULT_WORK_DIR": str(home / "work"),
+        "REPOVAULT_LOCAL_STORE": str(home / "store"),
         "REPOVAULT_KEEP_SNAPSHOTS": "10",
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "REPOVAULT_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "REPOVAULT_HOME": str(home / "home"),
     }
+
+
+@pytest.fixture
+def vault_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    s3_endpoint: str,
+    pg_url: str,
+    kafka_bootstrap: str,
+) -> dict[str, str]:
+    """Environment of one test: its own bucket prefix and topics, the S3 server, the broker,
+    PostgreSQL lineage."""
+    env = service_env(tmp_path, s3_endpoint, pg_url, kafka_bootstrap)
     for key in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
@@ -200,15 +206,56 @@ def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
     return repo, result
 
 
+@pytest.fixture(scope="module")
+def shared_api(
+    tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, kafka_bootstrap: str
+) -> Iterator[SharedApi]:
+    """`repovault serve` on a loopback port and a lineage database of its own, for the tests of
+    one module (on one xdist worker) that need no server configuration of their own: a server
+    start and a database costs seconds, each test's `api` empties it instead."""
+    home = tmp_path_factory.mktemp("shared-api")
+    log = home / "api.log"
+    with fresh_database() as db:
+        env = service_env(home, s3_endpoint, db, kafka_bootstrap)
+        with serving(serve_command, log, env) as port:
+            yield SharedApi(f"http://127.0.0.1:{port}", env, log)
+
+
 @pytest.fixture
-def api(vault_env: dict[str, str], private_lineage: str, tmp_path: Path) -> Iterator[str]:
-    """`repovault serve` on a loopback port, on the test's own lineage database."""
+def api(vault_env: dict[str, str], shared_api: SharedApi, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's `repovault serve`, emptied (`SharedApi.empty`), and the test's environment on
+    its database, topics and bucket prefix: the test sees what a server of its own would show."""
+    shared_api.empty()
+    for key in SHARED_KEYS:
+        monkeypatch.setenv(key, shared_api.env[key])
+        vault_env[key] = shared_api.env[key]
+    return shared_api.url
+
+
+@pytest.fixture
+def private_api(vault_env: dict[str, str], private_lineage: str, tmp_path: Path) -> Iterator[str]:
+    """`repovault serve` of the test's own, on its own lineage database and topics: for a test
+    whose injector reads `pendientes` as the consumer group, whose offsets would outlive the
+    topics `SharedApi.empty` deletes."""
     with serving(serve_command, tmp_path / "api.log") as port:
         yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
-def http(private_lineage: str) -> Iterator[requests.Session]:
-    """HTTP calls with an admin API token of the test's lineage database."""
+def private_http(private_api: str) -> Iterator[requests.Session]:
+    """HTTP calls with an admin API token of the `private_api` server's lineage database."""
+    with session(make_token("admin")) as calls:
+        yield calls
+
+
+@pytest.fixture
+def api_log(shared_api: SharedApi) -> Path:
+    """What the module's `repovault serve` logged, every test of the module's calls included."""
+    return shared_api.log
+
+
+@pytest.fixture
+def http(api: str) -> Iterator[requests.Session]:
+    """HTTP calls with an admin API token of the `api` server's lineage database."""
     with session(make_token("admin")) as calls:
         yield calls

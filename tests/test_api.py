@@ -148,9 +148,10 @@ def test_bad_bodies_are_refused_and_change_nothing(
 
 
 def test_force_reaches_pendientes_and_the_run_tag(
-    api: str, http: requests.Session, make_repo: Callable[..., ServedRepo]
+    private_api: str, private_http: requests.Session, make_repo: Callable[..., ServedRepo]
 ) -> None:
     """`"force": true` travels in the `pendientes` message to the injector's run request."""
+    api, http = private_api, private_http  # the injector drains `pendientes`
     KafkaGateway(Settings.from_env()).ensure_topics()
     repo = make_repo("forced")
     answer = post(http, api, json.dumps({"urls": [repo.url], "force": True}))
@@ -289,10 +290,11 @@ def verify_over_http(
 
 
 def test_a_request_through_the_api_reaches_the_injector_and_a_run(
-    api: str, http: requests.Session, make_repo: Callable[..., ServedRepo]
+    private_api: str, private_http: requests.Session, make_repo: Callable[..., ServedRepo]
 ) -> None:
     """POST → `pendientes` → the injector's run request → the archive run → the request's row
     `completed` and its `restorable` check passed, read back through the API."""
+    api, http = private_api, private_http  # the injector drains `pendientes`
     KafkaGateway(Settings.from_env()).ensure_topics()
     repo = make_repo("through-api")
     repo.commit({"README.md": "hi\n"})

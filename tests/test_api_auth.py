@@ -50,7 +50,7 @@ def one_line_refusal(answer: requests.Response, status: int, *said: str) -> None
     assert "\n" not in error and all(s in error for s in said), error
 
 
-def test_tokens_made_listed_and_revoked_with_the_cli(api: str, tmp_path: Path) -> None:
+def test_tokens_made_listed_and_revoked_with_the_cli(api: str, api_log: Path) -> None:
     made = repovault("token", "create", "--scope", "read", "--name", "dashboards")
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
@@ -103,7 +103,7 @@ def test_tokens_made_listed_and_revoked_with_the_cli(api: str, tmp_path: Path) -
     with open_lineage(os.environ["REPOVAULT_DB_URL"]).engine.connect() as conn:
         stored = [dict(r._mapping) for r in conn.execute(select(api_tokens))]
     assert token not in json.dumps(stored, default=str) and len(stored[0]["token_hash"]) == 64
-    assert token not in (tmp_path / "api.log").read_text()
+    assert token not in api_log.read_text()
 
 
 # --- Keycloak access tokens against a JWKS on loopback ---------------------------------------

@@ -266,7 +266,7 @@ def wait_until(condition, timeout: float = 120, describe=lambda: "condition not 
     while time.monotonic() < deadline:
         if value := condition():
             return value
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(describe())
 
 
