@@ -9,6 +9,8 @@ import threading
 import time
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
+# A final answer, not `100 Continue` (which only lets the client send the request's body).
+_FINAL_STATUS = re.compile(rb"HTTP/1\.[01] [2-5]\d\d ")
 
 
 class BreakableProxy:
@@ -21,7 +23,11 @@ class BreakableProxy:
     trickling server, an upload that takes long enough to be interrupted). `pause()` stops
     forwarding on every open connection until `resume()`: a writer frozen mid-upload; with
     `pause_on` set, the first client bytes holding it pause the link before they are forwarded
-    (a writer frozen at a known point, e.g. its first `tree/` upload)."""
+    (a writer frozen at a known point, e.g. its first `tree/` upload); `wait_paused` waits for
+    that. `pause_except(request)` pauses it but lets the next request holding `request` through
+    (and a `100 Continue` for it): the server carries it out and `answered` is set, while its
+    answer waits with the others (a lease renewal the store took, its writer frozen before it
+    heard)."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -31,6 +37,10 @@ class BreakableProxy:
         self.break_on = break_on
         self.hold = False
         self.pause_on: bytes | None = None
+        self.answered = threading.Event()
+        self._let_through: bytes | None = None
+        self._through: socket.socket | None = None  # the client whose request goes through
+        self._paused = threading.Event()
         self._held: list[socket.socket] = []
         self.delay_s = 0.0
         self.chunk = 65536
@@ -74,12 +84,23 @@ class BreakableProxy:
 
     def pause(self) -> None:
         self._flowing.clear()
+        self._paused.set()
+
+    def pause_except(self, request: bytes) -> None:
+        with self._lock:  # atomic with forwarding: the request is either let through or sent
+            self._let_through = request
+            self.answered.clear()
+            self.pause()
 
     @property
     def paused(self) -> bool:
         return not self._flowing.is_set()
 
+    def wait_paused(self, timeout: float) -> bool:
+        return self._paused.wait(timeout)
+
     def resume(self) -> None:
+        self._paused.clear()
         self._flowing.set()
 
     def heal(self) -> None:
@@ -151,7 +172,18 @@ class BreakableProxy:
                         if self.pause_on is not None and self.pause_on in data:
                             self.pause_on = None
                             self.pause()
-                self._flowing.wait()
+                        if self._let_through is not None and self._let_through in data:
+                            self._let_through = None
+                            self._through = src
+                        through = src is self._through or self._flowing.is_set()
+                    if not through:
+                        self._flowing.wait()
+                elif dst is not self._through:
+                    self._flowing.wait()
+                elif _FINAL_STATUS.search(data):  # carried out: its answer waits with the others
+                    self._through = None
+                    self.answered.set()
+                    self._flowing.wait()
                 dst.sendall(data)
                 if self.delay_s:
                     time.sleep(self.delay_s)
