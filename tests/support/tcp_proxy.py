@@ -24,10 +24,10 @@ class BreakableProxy:
     forwarding on every open connection until `resume()`: a writer frozen mid-upload; with
     `pause_on` set, the first client bytes holding it pause the link before they are forwarded
     (a writer frozen at a known point, e.g. its first `tree/` upload); `wait_paused` waits for
-    that. `pause_except(request)` pauses it but lets the next request holding `request` through
-    (and a `100 Continue` for it): the server carries it out and `answered` is set, while its
-    answer waits with the others (a lease renewal the store took, its writer frozen before it
-    heard)."""
+    that. `pause_except(request)` pauses it but lets a request whose request line holds
+    `request` through (the one in flight, else the next): the server carries it out and
+    `answered` is set, while its answer waits with the others (a lease renewal the store took,
+    its writer frozen before it heard)."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -39,7 +39,7 @@ class BreakableProxy:
         self.pause_on: bytes | None = None
         self.answered = threading.Event()
         self._let_through: bytes | None = None
-        self._through: socket.socket | None = None  # the client whose request goes through
+        self._request: dict[socket.socket, bytes] = {}  # client -> its latest request line
         self._paused = threading.Event()
         self._held: list[socket.socket] = []
         self.delay_s = 0.0
@@ -87,10 +87,22 @@ class BreakableProxy:
         self._paused.set()
 
     def pause_except(self, request: bytes) -> None:
-        with self._lock:  # atomic with forwarding: the request is either let through or sent
+        with self._lock:
             self._let_through = request
             self.answered.clear()
             self.pause()
+
+    def _excepted(self, client: socket.socket, data: bytes, asking: bool) -> bool:
+        """Whether `data`, sent by `client` (`asking`) or to it, goes through the paused link:
+        the request `pause_except` lets through, in flight or to come, and a `100 Continue`
+        for it; its final answer waits with the others. Called under `_lock`."""
+        if self._let_through is None or self._let_through not in self._request.get(client, b""):
+            return False
+        if asking or not _FINAL_STATUS.search(data):
+            return True
+        self._let_through = None  # carried out: its answer waits
+        self.answered.set()
+        return False
 
     @property
     def paused(self) -> bool:
@@ -158,11 +170,12 @@ class BreakableProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
         try:
             while data := src.recv(self.chunk):
-                if counts:
-                    with self._lock:
-                        self.requests += [
-                            (m[1].decode(), m[2].decode()) for m in _REQUEST_LINE.finditer(data)
-                        ]
+                with self._lock:  # atomic with `pause_except`: let through, or sent before it
+                    if counts:
+                        found = list(_REQUEST_LINE.finditer(data))
+                        self.requests += [(m[1].decode(), m[2].decode()) for m in found]
+                        if found:
+                            self._request[src] = found[-1][0]
                         self.forwarded += len(data)
                         if (self.break_after is not None and self.forwarded > self.break_after) or (
                             self.break_on is not None and self.break_on in data
@@ -172,17 +185,10 @@ class BreakableProxy:
                         if self.pause_on is not None and self.pause_on in data:
                             self.pause_on = None
                             self.pause()
-                        if self._let_through is not None and self._let_through in data:
-                            self._let_through = None
-                            self._through = src
-                        through = src is self._through or self._flowing.is_set()
-                    if not through:
-                        self._flowing.wait()
-                elif dst is not self._through:
-                    self._flowing.wait()
-                elif _FINAL_STATUS.search(data):  # carried out: its answer waits with the others
-                    self._through = None
-                    self.answered.set()
+                    flows = self._flowing.is_set() or self._excepted(
+                        src if counts else dst, data, counts
+                    )
+                if not flows:
                     self._flowing.wait()
                 dst.sendall(data)
                 if self.delay_s:
