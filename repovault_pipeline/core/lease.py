@@ -7,7 +7,10 @@ takes over an expired one, and releases it. Every renewal changes its etag, so a
 renewal is refused (412) knows another run took the bucket and stops before its manifest.
 Expiry is judged on the store's clock (the lease's age as the server reports it), never on the
 writers' clocks, so skewed hosts agree. A lease is taken over only after it expired, that is
-after its holder missed renewals for `ttl_s`; a released lease is free at once.
+after its holder missed renewals for `ttl_s`; a released lease is free at once. The holder
+counts its lease from when it sent the renewal the store accepted (the store dates the write
+after that), so it stops trusting the lease before the store lets anyone take it over, however
+late the renewal's answer came.
 
 A run released as `free` left `tree/` equal to the latest snapshot's HEAD. A run that failed
 releases it as `interrupted`; one that was killed leaves it `held` until it expires. Both mean
@@ -159,7 +162,8 @@ class Lease:
         # Set when the previous writer did not finish; cleared by the writer once it committed.
         self.repair = False
         self.renewals = 0
-        self._renewed_at = 0.0  # monotonic time of the last renewal the store accepted
+        # Monotonic time the last renewal the store accepted was sent at.
+        self._renewed_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -244,7 +248,10 @@ class Lease:
         ).encode()
 
     def _write(self, state: str, if_match: str | None) -> None:
-        """Conditional write of the lease; the caller holds `_lock` or is the only thread."""
+        """Conditional write of the lease; the caller holds `_lock` or is the only thread.
+        It holds from when the request was sent, not from when its answer came: an answer can
+        come late (a frozen process, a stalled link) while the store's clock already counts."""
+        sent = time.monotonic()
         self.etag = self.store.put_bytes(
             self.bucket,
             LEASE_KEY,
@@ -253,7 +260,7 @@ class Lease:
             if_match=if_match,
             if_none_match=if_match is None,
         )
-        self._renewed_at = time.monotonic()
+        self._renewed_at = sent
 
     def _start(self) -> None:
         self._thread = threading.Thread(

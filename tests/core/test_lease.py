@@ -155,3 +155,33 @@ def test_a_retry_of_the_same_run_takes_its_own_lease_back_at_once(
     assert doc["previous"]["owner"] == attempt.owner and doc["previous"]["taken_over"]
     assert "took back the lease" in caplog.text
     retry.release(finished=False)
+
+
+def test_a_holder_never_trusts_its_lease_longer_than_the_store_does(
+    vault_env: dict[str, str],
+) -> None:
+    """The store counts the TTL from when it wrote a renewal; a holder that hears of the
+    renewal late (its process frozen, its link stalled) must count from when it sent it, or
+    it goes on writing while another run holds the bucket."""
+    direct = S3Store(vault_env["REPOVAULT_S3_ENDPOINT"])
+    bucket = f"{vault_env['REPOVAULT_BUCKET_PREFIX']}late-answer"
+    direct.ensure_bucket(bucket)
+    link = BreakableProxy(int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1]))
+    renewal = f"PUT /{bucket}/{LEASE_KEY}".encode()
+    try:
+        holder = Lease.acquire(S3Store(link.endpoint), bucket, "snap-frozen", 2, 0)
+        link.pause_except(renewal)  # the store takes the next renewal, its answer waits
+        assert link.answered.wait(30), "the holder never renewed its lease"
+        taker = Lease.acquire(direct, bucket, "snap-taker", 2, 60)  # once the store says expired
+        link.pause_on = renewal  # the holder's next renewal does not reach the store (yet)
+        link.resume()  # the late answer arrives: the holder goes on to its next renewal
+        assert link.wait_paused(30), "the holder never renewed its lease again"
+        with pytest.raises(TransientError, match="could not be renewed for 2 s"):
+            holder.check()  # the renewal it heard of last was sent more than a TTL ago
+        link.resume()
+        holder.release()  # its renewal was refused: it knows it lost, writes nothing
+    finally:
+        link.close()
+    assert holder.lost
+    assert lease_doc(direct, bucket)["owner"] == taker.owner
+    taker.release()

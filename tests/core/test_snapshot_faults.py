@@ -209,7 +209,8 @@ def freeze_during_tree_upload(
 ) -> subprocess.Popen:
     """Writer A: an archive of `repo` in a process of its own, frozen (its S3 link paused, the
     process SIGSTOPped) once at least 10 `tree/` objects hold its HEAD's content, with uploads
-    in flight and more queued. Returns it stopped; its lease expires while it stays so."""
+    in flight and more queued, and a renewal of its lease that the store took but whose answer A
+    has not got (its worst moment). Returns it stopped; its lease expires while it stays so."""
     wanted = md5s(files("B", 60))
     writer = start_archive(
         repo.url,
@@ -224,7 +225,10 @@ def freeze_during_tree_upload(
         assert writer.poll() is None, writer.communicate()
         assert time.monotonic() < deadline, "writer A never got to upload tree/ objects"
         time.sleep(0.05)
-    slow_s3.pause()  # its in-flight requests wait in the link...
+    # Its in-flight requests wait in the link, but for its next lease renewal: the store
+    # takes it, its answer waits too...
+    slow_s3.pause_except(f"PUT /{bucket}/lease.json".encode())
+    assert slow_s3.answered.wait(60), "writer A never renewed its lease"
     os.killpg(writer.pid, signal.SIGSTOP)  # ...and the writer itself stops
     return writer
 

@@ -9,6 +9,8 @@ import threading
 import time
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
+# A final answer, not `100 Continue` (which only lets the client send the request's body).
+_FINAL_STATUS = re.compile(rb"HTTP/1\.[01] [2-5]\d\d ")
 
 
 class BreakableProxy:
@@ -21,7 +23,11 @@ class BreakableProxy:
     trickling server, an upload that takes long enough to be interrupted). `pause()` stops
     forwarding on every open connection until `resume()`: a writer frozen mid-upload; with
     `pause_on` set, the first client bytes holding it pause the link before they are forwarded
-    (a writer frozen at a known point, e.g. its first `tree/` upload)."""
+    (a writer frozen at a known point, e.g. its first `tree/` upload); `wait_paused` waits for
+    that. `pause_except(request)` pauses it but lets a request whose request line holds
+    `request` through (the one in flight, else the next): the server carries it out and
+    `answered` is set, while its answer waits with the others (a lease renewal the store took,
+    its writer frozen before it heard)."""
 
     def __init__(
         self, target_port: int, break_after: int | None = None, break_on: bytes | None = None
@@ -31,6 +37,10 @@ class BreakableProxy:
         self.break_on = break_on
         self.hold = False
         self.pause_on: bytes | None = None
+        self.answered = threading.Event()
+        self._let_through: bytes | None = None
+        self._request: dict[socket.socket, bytes] = {}  # client -> its latest request line
+        self._paused = threading.Event()
         self._held: list[socket.socket] = []
         self.delay_s = 0.0
         self.chunk = 65536
@@ -74,12 +84,35 @@ class BreakableProxy:
 
     def pause(self) -> None:
         self._flowing.clear()
+        self._paused.set()
+
+    def pause_except(self, request: bytes) -> None:
+        with self._lock:
+            self._let_through = request
+            self.answered.clear()
+            self.pause()
+
+    def _excepted(self, client: socket.socket, data: bytes, asking: bool) -> bool:
+        """Whether `data`, sent by `client` (`asking`) or to it, goes through the paused link:
+        the request `pause_except` lets through, in flight or to come, and a `100 Continue`
+        for it; its final answer waits with the others. Called under `_lock`."""
+        if self._let_through is None or self._let_through not in self._request.get(client, b""):
+            return False
+        if asking or not _FINAL_STATUS.search(data):
+            return True
+        self._let_through = None  # carried out: its answer waits
+        self.answered.set()
+        return False
 
     @property
     def paused(self) -> bool:
         return not self._flowing.is_set()
 
+    def wait_paused(self, timeout: float) -> bool:
+        return self._paused.wait(timeout)
+
     def resume(self) -> None:
+        self._paused.clear()
         self._flowing.set()
 
     def heal(self) -> None:
@@ -137,11 +170,12 @@ class BreakableProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
         try:
             while data := src.recv(self.chunk):
-                if counts:
-                    with self._lock:
-                        self.requests += [
-                            (m[1].decode(), m[2].decode()) for m in _REQUEST_LINE.finditer(data)
-                        ]
+                with self._lock:  # atomic with `pause_except`: let through, or sent before it
+                    if counts:
+                        found = list(_REQUEST_LINE.finditer(data))
+                        self.requests += [(m[1].decode(), m[2].decode()) for m in found]
+                        if found:
+                            self._request[src] = found[-1][0]
                         self.forwarded += len(data)
                         if (self.break_after is not None and self.forwarded > self.break_after) or (
                             self.break_on is not None and self.break_on in data
@@ -151,7 +185,11 @@ class BreakableProxy:
                         if self.pause_on is not None and self.pause_on in data:
                             self.pause_on = None
                             self.pause()
-                self._flowing.wait()
+                    flows = self._flowing.is_set() or self._excepted(
+                        src if counts else dst, data, counts
+                    )
+                if not flows:
+                    self._flowing.wait()
                 dst.sendall(data)
                 if self.delay_s:
                     time.sleep(self.delay_s)
