@@ -373,20 +373,11 @@ class S3Store(ObjectStore):
         if_match=None,
         if_none_match=False,
     ):
-        conditions = _conditions(if_match, if_none_match)
-        if conditions and path.stat().st_size < MULTIPART_THRESHOLD:
-            with self._sse_errors(), _s3_errors(f"upload {key}"), path.open("rb") as body:
-                response = self.client.put_object(
-                    Bucket=bucket,
-                    Key=key,
-                    Body=body,
-                    Metadata=metadata or {},
-                    ContentType=content_type,
-                    **conditions,
-                    **self._encryption(),
+        if (if_match or if_none_match) and path.stat().st_size < MULTIPART_THRESHOLD:
+            with path.open("rb") as body:  # one conditional PUT, streamed from the file
+                return self.put_bytes(
+                    bucket, key, body, metadata, content_type, if_match, if_none_match
                 )
-            self._check_sse(bucket, key, response)
-            return _etag(response["ETag"])
         with self._sse_errors(), _s3_errors(f"upload {key}"):
             self.client.upload_file(
                 str(path),
