@@ -1,6 +1,6 @@
-"""Take the README's pictures of the `restorable` Checks tab and the `vault_stats` plots from a
-real run: a local git server, the local object store, SQLite lineage, a Dagster instance in a
-temporary DAGSTER_HOME, the Dagster webserver, and headless Chromium.
+"""Take docs/operations.md's pictures of the `restorable` Checks tab and the `vault_stats` plots
+from a real run: a local git server, the local object store, SQLite lineage, a Dagster instance
+in a temporary DAGSTER_HOME, the Dagster webserver, and headless Chromium.
 
     .venv/bin/python -m docs.screenshots [OUT_DIR]      (default docs/img; needs chromium)
 """

@@ -1,4 +1,4 @@
-"""Which `tree/` key a path gets: the README's scheme, checked path by path."""
+"""Which `tree/` key a path gets: the scheme of docs/storage.md, checked path by path."""
 
 from __future__ import annotations
 

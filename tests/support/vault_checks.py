@@ -28,7 +28,7 @@ def read_json(bucket: str, key: str) -> dict:
 
 
 def encoded_key(path: bytes) -> str:
-    """The README's scheme for a path S3 cannot take as a key."""
+    """The scheme of docs/storage.md for a path S3 cannot take as a key."""
     return ENCODED + hashlib.sha256(path).hexdigest()
 
 
