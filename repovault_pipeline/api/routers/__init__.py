@@ -1,0 +1,1 @@
+"""The API's routes by domain, each an `APIRouter` that `app.create_app` includes."""

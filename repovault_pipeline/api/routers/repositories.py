@@ -1,0 +1,105 @@
+"""`/api/repositories`: what the vault holds, read from the store (the manifests and
+`latest.json`), and the admin's request to prove a snapshot restores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from ...core.catalog import repo_snapshots
+from ...core.snapshot import archived_repositories
+from ...core.stats import stored_sizes
+from ...core.verifications import VerifyQueue
+from ...core.verify import SNAPSHOT_ID
+from ..deps import Admin, Reader, VaultDep
+from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON
+from ..models import Repositories, RepositorySnapshots, VerifyAccepted
+
+router = APIRouter(prefix="/api/repositories")
+
+
+@router.get("", response_model_exclude_unset=True, responses=AUTH_ERRORS, dependencies=[Reader])
+def list_repositories(vault: VaultDep) -> Repositories:
+    """Archived repositories, their latest snapshot and what they take in the vault
+    (`stored_bytes`: bundles, tree, lfs, wiki, metadata, total)."""
+    return Repositories.model_validate(
+        {
+            "repositories": [
+                {
+                    "repo_id": m["repo_id"],
+                    "bucket": m["bucket"],
+                    "snapshot_id": m["snapshot_id"],
+                    "head_commit": m["head_commit"],
+                    "default_branch": m["default_branch"],
+                    "bundle_bytes": m["bundle"]["size"],
+                    "tree_files": m["tree"]["files"],
+                    "tree_bytes": m["tree"]["bytes"],
+                    "stored_bytes": {**asdict(sizes), "total": sizes.total},
+                    "created_at": m["created_at"],
+                    "warning": m["warning"],  # latest.json damaged: this is the newest complete
+                }
+                for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
+                for sizes in [stored_sizes(vault.store, m)]
+            ]
+        }
+    )
+
+
+@router.get(
+    "/{repo_id:path}/snapshots",
+    response_model_exclude_unset=True,
+    responses=NOT_STORED,
+    dependencies=[Reader],
+)
+def list_snapshots(vault: VaultDep, repo_id: str) -> RepositorySnapshots:
+    """The repository's complete snapshots, newest first, and which one is latest: its
+    code's (`latest`, `snapshots`), its wiki's and its forge metadata's (`wiki`,
+    `metadata`: each `{latest, snapshots, warning}`), the ids `restore --snapshot` takes;
+    `warning` says why `latest` is the newest complete one when `latest.json` is damaged."""
+    ref_id = vault.repo_id(repo_id)
+    found = repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix)
+    if found.empty:
+        raise Refused(404, f"no snapshot of {ref_id} is stored")
+    return RepositorySnapshots.model_validate(
+        {
+            "repo_id": ref_id,
+            "bucket": found.bucket,
+            **found.code.to_dict(),
+            "wiki": found.wiki.to_dict(),
+            "metadata": found.metadata.to_dict(),
+        }
+    )
+
+
+@router.post(
+    "/{repo_id:path}/verify",
+    status_code=202,
+    response_model=VerifyAccepted,
+    response_model_exclude_unset=True,
+    responses=NOT_STORED,
+)
+def verify_repository(
+    vault: VaultDep,
+    repo_id: str,
+    caller: Admin,
+    snapshot: str | None = Query(
+        None, description="a snapshot id (`GET .../snapshots`); default: the latest"
+    ),
+) -> JSONResponse:
+    """Start the `restorable` check of the repository's snapshot: 202 with the check's
+    id (`verify_id`) and where to read it (`GET /api/verifications/{verify_id}`). The check
+    runs as a Dagster run, not in the API. While a check of the same snapshot is queued or
+    running, asking again gives that check (`"new": false`)."""
+    ref_id = vault.repo_id(repo_id)
+    if snapshot is not None and not SNAPSHOT_ID.fullmatch(snapshot):
+        raise Refused(400, f"{snapshot[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>)")
+    if repo_snapshots(vault.store, ref_id, vault.settings.bucket_prefix).empty:
+        raise Refused(404, f"no snapshot of {ref_id} is stored: nothing to verify")
+    check, new = VerifyQueue(vault.lineage().engine).ask(ref_id, snapshot, caller.who)
+    where = f"/api/verifications/{check.verify_id}"
+    answer = VerifyAccepted.model_validate({**check.to_dict(), "new": new, "url": where})
+    return SafeJSON(
+        answer.model_dump(exclude_unset=True), status_code=202, headers={"Location": where}
+    )
