@@ -217,7 +217,9 @@ def freeze_during_tree_upload(
         {
             "REPOVAULT_S3_ENDPOINT": slow_s3.endpoint,
             "REPOVAULT_UPLOAD_WORKERS": "4",
-            "REPOVAULT_LEASE_TTL_S": "2",
+            # short, so that B takes over soon; not shorter: renewals through the slow link
+            # take up to ~2 s on a loaded machine, and A must hold its lease until it freezes
+            "REPOVAULT_LEASE_TTL_S": "4",
         },
     )
     deadline = time.monotonic() + 120
@@ -256,7 +258,9 @@ def test_a_writer_that_lost_its_lease_leaves_tree_as_the_new_writer_committed(
     every file, which it rewrites); A goes on. What A had in flight must not stay in `tree/`:
     refused by the conditional writes where B rewrote the object, else found and repaired by
     the next run although the refs did not change."""
-    monkeypatch.setenv("REPOVAULT_LEASE_TTL_S", "2")
+    # The writers of this process (the first archive, B, the reruns) renew on a fast link, but
+    # a loaded machine can starve them for seconds: their TTL is generous; A's is short.
+    monkeypatch.setenv("REPOVAULT_LEASE_TTL_S", "20")
     repo = make_repo(f"fenced-{head}")
     repo.commit(files("A", 60))
     repo.push()
