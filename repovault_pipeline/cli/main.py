@@ -30,27 +30,27 @@ from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from .core.catalog import SnapshotInfo, repo_snapshots
-from .core.errors import ArchiveError, SchemaMismatch
-from .core.fleet import FleetStore
-from .core.forges import Filters, InvalidSource, Source, parse_source
-from .core.forget import UnknownRepository, forget
-from .core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
-from .core.kafka import KafkaGateway
-from .core.lineage import LineageStore, Request, now, open_lineage
-from .core.metadata import restore_metadata
-from .core.redact import mask_secrets
-from .core.refresh import publish_changes, refresh
-from .core.restore import resolve_target, restore
-from .core.schema import upgrade
-from .core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
-from .core.snapshot import Listed, list_vault
-from .core.stats import compute_stats, human_size, stored_sizes
-from .core.store import S3_ATTEMPTS, ObjectStore, open_store
-from .core.submit import submit, validate_urls
-from .core.tokens import SCOPES, TokenStore
-from .core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
-from .core.verify import verify
+from ..core.catalog import SnapshotInfo, repo_snapshots
+from ..core.errors import ArchiveError, SchemaMismatch
+from ..core.fleet import FleetStore
+from ..core.forges import Filters, InvalidSource, Source, parse_source
+from ..core.forget import UnknownRepository, forget
+from ..core.identity import InvalidRepoUrl, bucket_name, parse_repo_url
+from ..core.kafka import KafkaGateway
+from ..core.lineage import LineageStore, Request, now, open_lineage
+from ..core.metadata import restore_metadata
+from ..core.redact import mask_secrets
+from ..core.refresh import publish_changes, refresh
+from ..core.restore import resolve_target, restore
+from ..core.schema import upgrade
+from ..core.settings import KEEP_CHOICES, TRENDING_PERIODS, ConfigError, Settings
+from ..core.snapshot import Listed, list_vault
+from ..core.stats import compute_stats, human_size, stored_sizes
+from ..core.store import S3_ATTEMPTS, ObjectStore, open_store
+from ..core.submit import submit, validate_urls
+from ..core.tokens import SCOPES, TokenStore
+from ..core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
+from ..core.verify import verify
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -115,7 +115,7 @@ WAIT_POLL_S = 1.0
 def _follow(settings: Settings, request_ids: list[str], timeout: float | None) -> int:
     """Follow each request to its final status: a progress line on stderr whenever its phase
     changes, its outcome on stdout; exit 0 only when every one completed or was unchanged."""
-    from .runqueue import dagster_instance, phase
+    from ..runqueue import dagster_instance, phase
 
     lineage = _lineage(settings)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -393,7 +393,7 @@ def _drop_partition(dagster_home: Path, repo_id: str) -> bool:
     when there is none. Dagster is imported here only: the other commands start without it."""
     from dagster import DagsterInstance
 
-    from .partitions import REPOSITORIES
+    from ..partitions import REPOSITORIES
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         if not instance.has_dynamic_partition(REPOSITORIES, repo_id):
@@ -434,7 +434,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from .api import create_app
+    from ..api import create_app
 
     # Every log record is masked when it is made (core.redact), its arguments merged into the
     # message: the access log's formatter, which takes the arguments apart, gets the plain one.
@@ -1048,7 +1048,3 @@ def _wrapped(prefix: str, text: str) -> list[str]:
             drop_whitespace=False,
         ) or [prefix if not lines else indent]
     return [line.rstrip() for line in lines]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`repovault`, the command line: one module per group of commands, each registering its
+subcommands beside their handlers; `main` (the console script `repovault_pipeline.cli:main`)
+builds the parser from them and turns every failure into one line and an exit code."""
+
+from .main import main
+
+__all__ = ["main"]
