@@ -63,10 +63,13 @@ def run(settings: Settings, command: list[str]) -> int:
             return init.returncode
         child = subprocess.Popen(command, start_new_session=True)
         started.append(devprocess.record(home, DAGSTER, child.pid, " ".join(command)))
-        print(
-            f"{' '.join(command)}: pid {child.pid}; Ctrl-C or `make stop` stops everything",
-            flush=True,
+        # One write, newline included: the child writes to the same stdout meanwhile, and an
+        # unbuffered print writes the text and its newline apart, which the child's line could
+        # land between.
+        sys.stdout.write(
+            f"{' '.join(command)}: pid {child.pid}; Ctrl-C or `make stop` stops everything\n"
         )
+        sys.stdout.flush()
         code = child.wait()
         print(f"{command[0]} exited with {code}; stopping", flush=True)
         return code
