@@ -54,9 +54,12 @@ def verify_sensor(
     queued = queue.with_status("queued")
     if not on_daemon_tick(context):
         return dry_run(f"request {len(queued)} check runs")
+    running = queue.with_status("running")
+    if not (queued or running):  # the usual tick: no partition list read, no run looked up
+        return SkipReason("0 check runs requested, 0 checks closed without a verdict")
     runs = DagsterRuns(context.instance)
     closed = 0
-    for check in queue.with_status("running"):
+    for check in running:
         found = context.instance.get_runs(
             RunsFilter(tags={TAG_VERIFY_ID: check.verify_id}), limit=1
         )
