@@ -13,7 +13,7 @@ setup(
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
     # The lineage database's migrations ship in the wheel (env.py and versions/ are packages);
     # the revision template too, for `alembic revision` against an installed copy.
-    package_data={"repovault_pipeline.core.migrations": ["script.py.mako"]},
+    package_data={"repovault_pipeline.core.lineage.migrations": ["script.py.mako"]},
     install_requires=[
         # One consistent Dagster set: left unpinned, pip resolves dagster-aws and
         # dagster-postgres 0.11.x, which are years old and broken.

@@ -31,8 +31,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from repovault_pipeline.core.identity import bucket_name, parse_repo_url
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.identity import bucket_name, parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
 
 from .memory import mb
 
@@ -196,8 +196,8 @@ def per_file(url: str, work: Path, clock: Stopwatch) -> Uploaded:
 
 def repovault(url: str, work: Path, clock: Stopwatch) -> Uploaded:
     """(c, e, f) `SnapshotWriter.archive`: the core archive function, nothing around it."""
-    from repovault_pipeline.core.snapshot import SnapshotWriter
-    from repovault_pipeline.core.store import open_store
+    from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+    from repovault_pipeline.core.vault.store import open_store
 
     with clock.timed():
         settings = Settings.from_env()
@@ -211,8 +211,8 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
     (SQLite) and status events (the local broker) as the ops do them in production."""
     from dagster import instance_for_test
 
-    from repovault_pipeline.core.lineage import now, open_lineage
-    from repovault_pipeline.core.runs import request_tags
+    from repovault_pipeline.core.intake.runs import request_tags
+    from repovault_pipeline.core.lineage.requests import now, open_lineage
     from repovault_pipeline.definitions import defs
     from repovault_pipeline.partitions import repositories
 

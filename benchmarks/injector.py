@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 
 from dagster import SensorResult, instance_for_test
 
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import now
-from repovault_pipeline.core.messages import request_message
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.messages import request_message
+from repovault_pipeline.core.lineage.requests import now
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.resources import KafkaResource, LineageResource
 from repovault_pipeline.sensors import kafka_injector_sensor

@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import instance_for_test
     from sqlalchemy import create_engine
 
-    from repovault_pipeline.core.fleet import FleetStore
-    from repovault_pipeline.core.lineage import open_lineage
+    from repovault_pipeline.core.lineage.requests import open_lineage
+    from repovault_pipeline.core.sources.fleet import FleetStore
     from repovault_pipeline.definitions import repovault_resources
     from repovault_pipeline.partitions import repositories
     from repovault_pipeline.sensors import kafka_injector_sensor, refresh_sensor, sources_sensor
@@ -132,10 +132,10 @@ def _injector_tick(
 ) -> tuple[float, int]:
     """One tick that reads 100 requests for repositories not yet partitions: each costs a
     partition lookup, a run request and a lineage row."""
-    from repovault_pipeline.core.kafka import KafkaGateway
-    from repovault_pipeline.core.lineage import now
-    from repovault_pipeline.core.messages import request_message
-    from repovault_pipeline.core.settings import Settings
+    from repovault_pipeline.core.common.settings import Settings
+    from repovault_pipeline.core.intake.kafka import KafkaGateway
+    from repovault_pipeline.core.intake.messages import request_message
+    from repovault_pipeline.core.lineage.requests import now
 
     suffix = uuid.uuid4().hex[:8]
     os.environ["REPOVAULT_TOPIC_PENDING"] = f"pendientes-bench-{suffix}"

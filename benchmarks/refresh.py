@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 def measure(git_url: str, paths: list[str], sample: int) -> dict:
     from dagster import instance_for_test
 
-    from repovault_pipeline.core.fleet import FleetStore
-    from repovault_pipeline.core.gitops import GitClient, refs_digest
-    from repovault_pipeline.core.identity import parse_repo_url
-    from repovault_pipeline.core.lineage import now, open_lineage
-    from repovault_pipeline.core.refresh import refresh
-    from repovault_pipeline.core.runs import request_tags
-    from repovault_pipeline.core.settings import Settings
+    from repovault_pipeline.core.common.identity import parse_repo_url
+    from repovault_pipeline.core.common.settings import Settings
+    from repovault_pipeline.core.intake.runs import request_tags
+    from repovault_pipeline.core.lineage.requests import now, open_lineage
+    from repovault_pipeline.core.sources.fleet import FleetStore
+    from repovault_pipeline.core.sources.refresh import refresh
+    from repovault_pipeline.core.vault.gitops import GitClient, refs_digest
     from repovault_pipeline.definitions import defs
     from repovault_pipeline.partitions import repositories
 

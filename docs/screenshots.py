@@ -108,8 +108,8 @@ def main(out_dir: Path) -> None:
 
     set_nux_seen()  # no "join the community" dialog over the pictures
 
-    from repovault_pipeline.core.lineage import new_request_id, now
-    from repovault_pipeline.core.runs import request_tags
+    from repovault_pipeline.core.intake.runs import request_tags
+    from repovault_pipeline.core.lineage.requests import new_request_id, now
     from repovault_pipeline.definitions import defs
     from repovault_pipeline.partitions import repositories
 

@@ -7,6 +7,6 @@ of the process go through `mask_secrets` (CLI, API, code server, run workers ali
 
 __version__ = "0.1.0"
 
-from .core.redact import mask_log_records  # after __version__, which modules import
+from .core.common.redact import mask_log_records  # after __version__, which modules import
 
 mask_log_records()  # every process that imports RepoVault masks its log records

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterRun, QueuedRunCoordinator, SubmitRunContext
 
-from .core.runs import missing_run_tags
-from .core.settings import Settings
+from .core.common.settings import Settings
+from .core.intake.runs import missing_run_tags
 
 ARCHIVE_JOB = "archive_repo_job"
 ARCHIVE_ASSET = AssetKey("repo_archive")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import devprocess
-from .core.settings import ConfigError, Settings
+from .core.common.settings import ConfigError, Settings
 
 BROKER = "broker"  # its record's name in REPOVAULT_HOME/run/
 

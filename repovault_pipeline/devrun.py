@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import devbroker, devprocess
-from .core.settings import ConfigError, Settings
+from .core.common.settings import ConfigError, Settings
 
 SUPERVISOR = "make-run"
 DAGSTER = "dagster"

@@ -9,7 +9,7 @@ from dagster import (
 )
 
 from .assets import repo_archive, repo_metadata
-from .core.settings import Settings
+from .core.common.settings import Settings
 from .partitions import repositories
 
 # In-process: the three ops share the clone on local disk, and a run archives one repository.

@@ -17,12 +17,12 @@ from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from .core.fleet import FleetStore
-from .core.kafka import KafkaGateway
-from .core.lineage import LineageStore, open_lineage
-from .core.settings import Settings
-from .core.snapshot import SnapshotWriter
-from .core.store import ObjectStore, open_store, s3_client_config
+from .core.common.settings import Settings
+from .core.intake.kafka import KafkaGateway
+from .core.lineage.requests import LineageStore, open_lineage
+from .core.sources.fleet import FleetStore
+from .core.vault.snapshot import SnapshotWriter
+from .core.vault.store import ObjectStore, open_store, s3_client_config
 
 
 class _SettingsResource(ConfigurableResource):

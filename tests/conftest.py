@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
 from tests.support import servers
 from tests.support.api import SHARED_KEYS, SharedApi, make_token, serve_command, session
 from tests.support.kafka import OwnBroker, speaks_kafka

@@ -21,14 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from repovault_pipeline.assets import restorable
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.metadata import MetadataArchiver, forge_of
-from repovault_pipeline.core.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID, TAG_VERIFY_ID
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID, TAG_VERIFY_ID
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.sources.metadata import MetadataArchiver, forge_of
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.resources import LineageResource

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import select
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.tables import api_tokens
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.lineage.tables import api_tokens
 from tests.support.api import make_token, serve_command, session
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo

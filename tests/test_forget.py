@@ -12,10 +12,10 @@ from pathlib import Path
 import boto3
 from dagster import DagsterInstance
 
-from repovault_pipeline.core.fleet import FleetStore
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import new_request_id, now, open_lineage
-from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import new_request_id, now, open_lineage
+from repovault_pipeline.core.sources.fleet import FleetStore
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.repos import ServedRepo

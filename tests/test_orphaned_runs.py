@@ -20,11 +20,11 @@ import pytest
 from dagster import DagsterEventType, DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lease import inspect
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.vault.lease import inspect
+from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.definitions import repovault_resources
 from repovault_pipeline.sensors import reconcile_sensor
 from tests.support.daemon import (

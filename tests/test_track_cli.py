@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
 from repovault_pipeline.cli import main
-from repovault_pipeline.core.fleet import FleetStore
-from repovault_pipeline.core.lineage import now
-from repovault_pipeline.core.tables import repo_sources
+from repovault_pipeline.core.lineage.requests import now
+from repovault_pipeline.core.lineage.tables import repo_sources
+from repovault_pipeline.core.sources.fleet import FleetStore
 
 
 def cells(line: str) -> list[str]:

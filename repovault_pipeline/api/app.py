@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..cli import explain
-from ..core.errors import ArchiveError, SchemaMismatch, TransientError
-from ..core.redact import mask_secrets
-from ..core.settings import Settings
+from ..core.common.errors import ArchiveError, SchemaMismatch, TransientError
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import Settings
 from .deps import Vault, get_vault
 from .errors import AUTH_ERRORS, MaskedErrors, Refused, SafeJSON, bad
 from .routers import docs, ops, repositories, requests, verifications

@@ -13,14 +13,14 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..core.identity import InvalidRepoUrl
-from ..core.lineage import LineageStore, open_lineage
-from ..core.oidc import KeysUnavailable, OidcVerifier, RefusedToken, looks_like_jwt
-from ..core.redact import mask_secrets
-from ..core.restore import resolve_target
-from ..core.settings import Settings
-from ..core.store import ObjectStore, open_store
-from ..core.tokens import PREFIX, SCOPES, TokenStore, covers
+from ..core.access.oidc import KeysUnavailable, OidcVerifier, RefusedToken, looks_like_jwt
+from ..core.access.tokens import PREFIX, SCOPES, TokenStore, covers
+from ..core.common.identity import InvalidRepoUrl
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import Settings
+from ..core.lineage.requests import LineageStore, open_lineage
+from ..core.vault.restore import resolve_target
+from ..core.vault.store import ObjectStore, open_store
 from .errors import Refused
 
 REALM = 'Bearer realm="repovault"'

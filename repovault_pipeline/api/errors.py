@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from ..core.redact import mask_secrets
+from ..core.common.redact import mask_secrets
 
 
 class SafeJSON(JSONResponse):

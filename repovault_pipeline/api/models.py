@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.settings import KEEP_CHOICES
+from ..core.common.settings import KEEP_CHOICES
 
 
 class RequestsBody(BaseModel):

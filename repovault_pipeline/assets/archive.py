@@ -22,13 +22,13 @@ from dagster import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..core.errors import ArchiveError, TransientError
-from ..core.identity import InvalidRepoUrl
-from ..core.lineage import now, reasons_line
-from ..core.messages import status_event
-from ..core.reconcile import outcome_metadata
-from ..core.redact import mask_secrets
-from ..core.runs import (
+from ..core.common.errors import ArchiveError, TransientError
+from ..core.common.identity import InvalidRepoUrl
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import Settings
+from ..core.intake.messages import status_event
+from ..core.intake.reconcile import outcome_metadata
+from ..core.intake.runs import (
     RunRequestInfo,
     default_clone_url,
     default_url_hint,
@@ -36,9 +36,9 @@ from ..core.runs import (
     request_of_run,
     resolve_clone_ref,
 )
-from ..core.settings import Settings
-from ..core.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
-from ..core.stats import bucket_link, sizes_line
+from ..core.lineage.requests import now, reasons_line
+from ..core.lineage.stats import bucket_link, sizes_line
+from ..core.vault.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
 from .check_records import failed_verdicts, forget_unexecuted_check

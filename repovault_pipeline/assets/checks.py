@@ -16,12 +16,12 @@ from dagster import (
     asset_check,
 )
 
-from ..core.errors import ArchiveError
-from ..core.identity import parse_repo_id
-from ..core.redact import mask_secrets
-from ..core.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
-from ..core.verifications import VerifyQueue
-from ..core.verify import TREE_CHECK_LIMIT, verify
+from ..core.common.errors import ArchiveError
+from ..core.common.identity import parse_repo_id
+from ..core.common.redact import mask_secrets
+from ..core.intake.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
+from ..core.lineage.verifications import VerifyQueue
+from ..core.vault.verify import TREE_CHECK_LIMIT, verify
 from ..partitions import repositories
 from ..resources import LineageResource, VaultResource
 from .archive import repo_archive

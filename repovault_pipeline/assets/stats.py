@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from ..core.stats import compute_stats, human_size
+from ..core.lineage.stats import compute_stats, human_size
 from ..resources import LineageResource, VaultResource
 
 

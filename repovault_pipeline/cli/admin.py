@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.kafka import KafkaGateway
-from ..core.lineage import LineageStore
-from ..core.schema import upgrade
-from ..core.settings import Settings
+from ..core.common.settings import Settings
+from ..core.intake.kafka import KafkaGateway
+from ..core.lineage.requests import LineageStore
+from ..core.lineage.schema import upgrade
 from .common import Subparsers, safe_url
 
 

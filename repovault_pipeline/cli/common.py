@@ -11,10 +11,10 @@ from typing import TypeAlias
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ..core.errors import ArchiveError
-from ..core.lineage import LineageStore, open_lineage
-from ..core.redact import mask_secrets
-from ..core.settings import KEEP_CHOICES, Settings
+from ..core.common.errors import ArchiveError
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import KEEP_CHOICES, Settings
+from ..core.lineage.requests import LineageStore, open_lineage
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

@@ -22,11 +22,11 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as S3ConnectionError
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from ..core.errors import ArchiveError, SchemaMismatch
-from ..core.identity import InvalidRepoUrl
-from ..core.redact import mask_secrets
-from ..core.settings import ConfigError, Settings
-from ..core.store import S3_ATTEMPTS
+from ..core.common.errors import ArchiveError, SchemaMismatch
+from ..core.common.identity import InvalidRepoUrl
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import ConfigError, Settings
+from ..core.vault.store import S3_ATTEMPTS
 from . import admin, requests, serve, sources, tokens, trending, vault
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Handler, safe_url
 from .output import one_line

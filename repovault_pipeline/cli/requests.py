@@ -7,12 +7,12 @@ import argparse
 import sys
 import time
 
-from ..core.errors import ArchiveError
-from ..core.identity import InvalidRepoUrl, parse_repo_url
-from ..core.lineage import Request, now
-from ..core.redact import mask_secrets
-from ..core.settings import Settings
-from ..core.submit import submit, validate_urls
+from ..core.common.errors import ArchiveError
+from ..core.common.identity import InvalidRepoUrl, parse_repo_url
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import Settings
+from ..core.intake.submit import submit, validate_urls
+from ..core.lineage.requests import Request, now
 from .common import (
     EXIT_FAILED,
     BadInput,

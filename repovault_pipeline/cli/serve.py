@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.settings import Settings
+from ..core.common.settings import Settings
 from .common import Subparsers
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.fleet import FleetStore
-from ..core.forges import Filters, InvalidSource, Source, parse_source
-from ..core.identity import InvalidRepoUrl
-from ..core.kafka import KafkaGateway
-from ..core.lineage import now
-from ..core.redact import mask_secrets
-from ..core.refresh import publish_changes, refresh
-from ..core.restore import resolve_target
-from ..core.settings import KEEP_CHOICES, Settings
+from ..core.common.identity import InvalidRepoUrl
+from ..core.common.redact import mask_secrets
+from ..core.common.settings import KEEP_CHOICES, Settings
+from ..core.intake.kafka import KafkaGateway
+from ..core.lineage.requests import now
+from ..core.sources.fleet import FleetStore
+from ..core.sources.forges import Filters, InvalidSource, Source, parse_source
+from ..core.sources.refresh import publish_changes, refresh
+from ..core.vault.restore import resolve_target
 from .common import (
     EXIT_FAILED,
     BadInput,

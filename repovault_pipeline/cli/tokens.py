@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.settings import Settings
-from ..core.tokens import SCOPES, TokenStore
+from ..core.access.tokens import SCOPES, TokenStore
+from ..core.common.settings import Settings
 from .common import BadInput, Subparsers, existing_lineage, lineage_store
 from .output import table, ts
 

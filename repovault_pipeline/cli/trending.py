@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.settings import TRENDING_PERIODS, Settings
-from ..core.trending import InvalidTrendingOption, check_language, iter_rows, plan_trending_tick
+from ..core.common.settings import TRENDING_PERIODS, Settings
+from ..core.sources.trending import (
+    InvalidTrendingOption,
+    check_language,
+    iter_rows,
+    plan_trending_tick,
+)
 from .common import EXIT_FAILED, BadInput, Subparsers
 from .output import table, thousands
 

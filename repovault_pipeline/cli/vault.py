@@ -9,17 +9,17 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ..core.catalog import SnapshotInfo, repo_snapshots
-from ..core.errors import ArchiveError
-from ..core.forget import UnknownRepository, forget
-from ..core.identity import bucket_name
-from ..core.metadata import restore_metadata
-from ..core.restore import resolve_target, restore
-from ..core.settings import Settings
-from ..core.snapshot import Listed, list_vault
-from ..core.stats import compute_stats, human_size, stored_sizes
-from ..core.store import ObjectStore, open_store
-from ..core.verify import verify
+from ..core.common.errors import ArchiveError
+from ..core.common.identity import bucket_name
+from ..core.common.settings import Settings
+from ..core.lineage.stats import compute_stats, human_size, stored_sizes
+from ..core.sources.forget import UnknownRepository, forget
+from ..core.sources.metadata import restore_metadata
+from ..core.vault.catalog import SnapshotInfo, repo_snapshots
+from ..core.vault.restore import resolve_target, restore
+from ..core.vault.snapshot import Listed, list_vault
+from ..core.vault.store import ObjectStore, open_store
+from ..core.vault.verify import verify
 from .common import EXIT_FAILED, BadInput, Subparsers, existing_lineage, lineage_store
 from .output import one_line, table, ts
 

@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from ..assets import restorable
-from ..core.verify import DRILL_DAYS, drill_batch
+from ..core.vault.verify import DRILL_DAYS, drill_batch
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES
 

@@ -25,7 +25,7 @@ from dagster import (
 )
 
 from ..assets.archive import TRANSIENT_RETRY
-from ..core.trending import (
+from ..core.sources.trending import (
     TAG_TRENDING_DATE,
     TAG_TRENDING_LIST,
     TickEntry,

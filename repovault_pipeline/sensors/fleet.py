@@ -19,11 +19,11 @@ from dagster import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..core.lineage import LineageStore, now
-from ..core.redact import mask_secrets
-from ..core.refresh import REFRESH_SOURCE, plan_refresh, record_refresh
-from ..core.runs import request_tags
-from ..core.sources import TRACK_SOURCE, plan_sources, sources_tick
+from ..core.common.redact import mask_secrets
+from ..core.intake.runs import request_tags
+from ..core.lineage.requests import LineageStore, now
+from ..core.sources.discover import TRACK_SOURCE, plan_sources, sources_tick
+from ..core.sources.refresh import REFRESH_SOURCE, plan_refresh, record_refresh
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES, repositories
 from ..resources import LineageResource, VaultResource

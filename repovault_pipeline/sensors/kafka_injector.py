@@ -13,9 +13,9 @@ from dagster import (
     sensor,
 )
 
-from ..core.injector import InjectorCursor, inject, plan_tick
-from ..core.kafka import TopicMissing
-from ..core.runs import request_tags
+from ..core.intake.injector import InjectorCursor, inject, plan_tick
+from ..core.intake.kafka import TopicMissing
+from ..core.intake.runs import request_tags
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES, repositories
 from ..resources import KafkaResource, LineageResource

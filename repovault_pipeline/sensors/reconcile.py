@@ -15,8 +15,8 @@ from dagster import (
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._utils.error import SerializableErrorInfo
 
-from ..core.reconcile import Reconciler, ReconcileState, RecordedOutcome
-from ..core.runs import TAG_REQUEST_ID
+from ..core.intake.reconcile import Reconciler, ReconcileState, RecordedOutcome
+from ..core.intake.runs import TAG_REQUEST_ID
 from ..resources import KafkaResource, LineageResource, VaultResource
 from .ticks import dry_run, on_daemon_tick
 

@@ -14,8 +14,8 @@ from dagster import (
 )
 
 from ..assets import restorable
-from ..core.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
-from ..core.verifications import Verification, VerifyQueue
+from ..core.intake.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
+from ..core.lineage.verifications import Verification, VerifyQueue
 from ..jobs import archive_repo_job
 from ..partitions import REPOSITORIES
 from ..resources import LineageResource

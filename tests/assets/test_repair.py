@@ -16,11 +16,11 @@ from dagster import DagsterInstance, instance_for_test
 from dagster._core.event_api import PartitionKeyFilter
 
 from repovault_pipeline.assets.check_records import RESTORABLE
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import new_request_id, now, open_lineage
-from repovault_pipeline.core.runs import TAG_FORCE, TAG_REQUEST_ID, request_tags
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.runs import TAG_FORCE, TAG_REQUEST_ID, request_tags
+from repovault_pipeline.core.lineage.requests import new_request_id, now, open_lineage
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.sensors.test_kafka_injector import drain

@@ -13,9 +13,9 @@ import boto3
 import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
-from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.kafka import read_json

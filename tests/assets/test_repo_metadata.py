@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
 
-from repovault_pipeline.core.fleet import FleetStore
-from repovault_pipeline.core.lineage import now, open_lineage
-from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import now, open_lineage
+from repovault_pipeline.core.sources.fleet import FleetStore
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.api import make_token, serve_command, session

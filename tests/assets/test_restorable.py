@@ -18,10 +18,10 @@ from dagster import (
     instance_for_test,
 )
 
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import new_request_id, now, open_lineage
-from repovault_pipeline.core.runs import request_tags
-from repovault_pipeline.core.verify import DRILL_DAYS, drill_batch
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import new_request_id, now, open_lineage
+from repovault_pipeline.core.vault.verify import DRILL_DAYS, drill_batch
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.schedules import restore_drill_schedule

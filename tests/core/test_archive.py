@@ -16,11 +16,16 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.errors import GitTimeout, RepoNotFound, RepoTooLarge, TransientError
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotReader, SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.errors import (
+    GitTimeout,
+    RepoNotFound,
+    RepoTooLarge,
+    TransientError,
+)
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import SnapshotReader, SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
 from tests.support.tcp_proxy import BreakableProxy

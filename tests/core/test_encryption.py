@@ -17,11 +17,11 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.verify import verify
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.store import open_store
+from repovault_pipeline.core.vault.verify import verify
 from tests.support.archiving import archive
 from tests.support.repos import ServedRepo, git
 

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from repovault_pipeline.core.forges import (
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.forges import (
     Filters,
     ForgeClient,
     InvalidSource,
     parse_source,
 )
-from repovault_pipeline.core.settings import Settings
 from tests.support.forge_api import ForgeApi, forge_api
 
 GH_TOKEN = "ghp_forgetesttoken0000000000000000000000"

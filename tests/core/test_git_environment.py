@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.gitops import GitClient
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.gitops import GitClient
 
 TOKEN = "ghp_" + "Tk9s" * 9
 HEADER = "Authorization: Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()

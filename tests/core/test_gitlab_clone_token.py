@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.errors import RepoNotFound
-from repovault_pipeline.core.gitops import GitClient
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.errors import RepoNotFound
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.gitops import GitClient
 from tests.support.repos import ServedRepo
 from tests.support.servers import git_http_server
 

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repovault_pipeline.core.identity import (
+from repovault_pipeline.core.common.identity import (
     InvalidRepoUrl,
     bucket_name,
     github_web_origin,
     parse_repo_id,
     parse_repo_url,
 )
-from repovault_pipeline.core.redact import mask_secrets
+from repovault_pipeline.core.common.redact import mask_secrets
 
 GITHUB = (("https", "ssh"), ("github.com",))
 

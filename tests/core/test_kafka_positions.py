@@ -11,15 +11,15 @@ import json
 
 import pytest
 
-from repovault_pipeline.core.injector import InjectorCursor, request_run_key
-from repovault_pipeline.core.kafka import (
+from repovault_pipeline.core.intake.injector import InjectorCursor, request_run_key
+from repovault_pipeline.core.intake.kafka import (
     BEFORE_START,
     PAST_END,
     RECREATED,
     PositionReset,
     check_position,
 )
-from repovault_pipeline.core.messages import message_request_id, position_reset_event
+from repovault_pipeline.core.intake.messages import message_request_id, position_reset_event
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.metadata import MetadataArchiver, forge_of, restore_metadata
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotReader
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.metadata import MetadataArchiver, forge_of, restore_metadata
+from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.repos import ServedRepo

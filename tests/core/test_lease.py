@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.errors import TransientError
-from repovault_pipeline.core.lease import LEASE_KEY, Lease, inspect
-from repovault_pipeline.core.store import LocalStore, ObjectStore, S3Store
+from repovault_pipeline.core.common.errors import TransientError
+from repovault_pipeline.core.vault.lease import LEASE_KEY, Lease, inspect
+from repovault_pipeline.core.vault.store import LocalStore, ObjectStore, S3Store
 from tests.support.servers import REPO_ROOT
 from tests.support.tcp_proxy import BreakableProxy
 from tests.support.vault_checks import kill
@@ -76,9 +76,9 @@ def test_a_live_holder_keeps_it_and_a_dead_one_loses_it_after_expiry(
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from repovault_pipeline.core.lease import Lease\n"
-            "from repovault_pipeline.core.settings import Settings\n"
-            "from repovault_pipeline.core.store import open_store\n"
+            "from repovault_pipeline.core.vault.lease import Lease\n"
+            "from repovault_pipeline.core.common.settings import Settings\n"
+            "from repovault_pipeline.core.vault.store import open_store\n"
             f"Lease.acquire(open_store(Settings.from_env()), {bucket!r}, 'snap-dead', 3, 0)\n"
             "print('held', flush=True)\n"
             "time.sleep(600)\n",

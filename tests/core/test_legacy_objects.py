@@ -10,8 +10,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from repovault_pipeline.core.gitops import GitClient, LocalRepo, parse_fsck
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.gitops import GitClient, LocalRepo, parse_fsck
 from tests.core.test_restore import bundle_key, edit_manifest, put
 from tests.support.archiving import archive
 from tests.support.repos import ServedRepo, git, git_bytes

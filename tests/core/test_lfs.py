@@ -21,8 +21,8 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.snapshot import ArchiveResult
-from repovault_pipeline.core.stats import human_size
+from repovault_pipeline.core.lineage.stats import human_size
+from repovault_pipeline.core.vault.snapshot import ArchiveResult
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git

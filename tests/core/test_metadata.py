@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.crypt import NotDecryptable
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.metadata import (
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.metadata import (
     MetadataArchiver,
     MetadataResult,
     RateLimited,
     forge_of,
     restore_metadata,
 )
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.vault.crypt import NotDecryptable
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.forge_metadata import FakeGitHub
 from tests.support.vault_checks import s3
 

@@ -1,4 +1,4 @@
-"""Schema migrations (core/schema.py) on real PostgreSQL and a real SQLite file: databases made by
+"""Migrations (lineage/schema.py) on real PostgreSQL and a real SQLite file: databases made by
 released RepoVaults are upgraded by `repovault init` (the console script, in a folder of its own)
 with every row kept; a second init changes nothing; a database a newer RepoVault migrated is
 refused, untouched; the head revision's tables are exactly tables.py's."""
@@ -34,10 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 
-from repovault_pipeline.core.errors import SchemaMismatch
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.schema import VERSION_TABLE, context_options, head
-from repovault_pipeline.core.tables import metadata, repo_requests, repo_sources, repo_state
+from repovault_pipeline.core.common.errors import SchemaMismatch
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.lineage.schema import VERSION_TABLE, context_options, head
+from repovault_pipeline.core.lineage.tables import metadata, repo_requests, repo_sources, repo_state
 from tests.conftest import fresh_database, missing_service
 from tests.support.servers import serving
 
@@ -46,8 +46,8 @@ FIXTURES = REPO / "tests" / "fixtures" / "schema"
 # The releases whose tables the fixtures hold, and the file that defined them there.
 FIRST_RELEASE = "616de4a"
 RELEASES = {
-    FIRST_RELEASE: "repovault_pipeline/core/lineage.py",
-    "699cc7d": "repovault_pipeline/core/tables.py",
+    FIRST_RELEASE: "repovault_pipeline/core/lineage/requests.py",
+    "699cc7d": "repovault_pipeline/core/lineage/tables.py",
 }
 REPOVAULT = str(Path(sys.executable).with_name("repovault"))
 PASSWORD = "Sch3maPassw0rd"  # PostgreSQL trusts the test user; the URL carries it anyway
@@ -440,7 +440,7 @@ def test_processes_opening_a_new_database_at_once_create_it_once(db_url: str) ->
     the lock, the others wait and find them."""
     at = time.time() + 3  # past every process's imports
     opener = (
-        "import sys, time; from repovault_pipeline.core.lineage import open_lineage; "
+        "import sys, time; from repovault_pipeline.core.lineage.requests import open_lineage; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); open_lineage(sys.argv[1])"
     )
     procs = [

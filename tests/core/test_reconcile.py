@@ -10,18 +10,18 @@ from datetime import timedelta
 
 import pytest
 
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.lineage import Injected, LineageStore, now, open_lineage
-from repovault_pipeline.core.reconcile import (
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.reconcile import (
     MAX_REPUBLISH,
     Reconciler,
     ReconcileState,
     RecordedOutcome,
 )
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.submit import submit
+from repovault_pipeline.core.intake.submit import submit
+from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now, open_lineage
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.kafka import read_json
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.gitops import GitClient
-from repovault_pipeline.core.http import api_session
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.metadata import Forge, ForgeClient
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.http import api_session
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.metadata import Forge, ForgeClient
+from repovault_pipeline.core.vault.gitops import GitClient
 
 TOKEN = "glpat-" + "R3d1rect" * 3
 # as git sends it: `Authorization: Basic base64(oauth2:TOKEN)`

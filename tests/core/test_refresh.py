@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main
-from repovault_pipeline.core.fleet import UNREACHABLE_AFTER, FleetStore, RepoState
-from repovault_pipeline.core.gitops import refs_digest
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.refresh import Seen, refresh
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult
-from repovault_pipeline.core.sources import sources_tick
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.sources.discover import sources_tick
+from repovault_pipeline.core.sources.fleet import UNREACHABLE_AFTER, FleetStore, RepoState
+from repovault_pipeline.core.sources.refresh import Seen, refresh
+from repovault_pipeline.core.vault.gitops import refs_digest
+from repovault_pipeline.core.vault.snapshot import ArchiveResult
 from tests.support.archiving import archive
 from tests.support.forge_api import forge_api
 from tests.support.git_http_server import logged_requests

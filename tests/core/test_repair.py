@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.lineage import now
-from repovault_pipeline.core.messages import RejectedMessage, parse_request, request_message
-from repovault_pipeline.core.runs import TAG_FORCE, request_of_run, request_tags
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotWriter
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.verify import verify
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.messages import RejectedMessage, parse_request, request_message
+from repovault_pipeline.core.intake.runs import TAG_FORCE, request_of_run, request_tags
+from repovault_pipeline.core.lineage.requests import now
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
+from repovault_pipeline.core.vault.verify import verify
 from tests.core.test_restore import bundle_key, get, put, s3
 from tests.support.archiving import archive
 from tests.support.repos import ServedRepo

@@ -4,8 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from repovault_pipeline.core.identity import InvalidRepoUrl
-from repovault_pipeline.core.runs import (
+from repovault_pipeline.core.common.identity import InvalidRepoUrl
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.runs import (
     default_url_hint,
     missing_run_tags,
     repo_id_host,
@@ -13,7 +14,6 @@ from repovault_pipeline.core.runs import (
     request_tags,
     resolve_clone_ref,
 )
-from repovault_pipeline.core.settings import Settings
 
 SETTINGS = Settings.from_env({"REPOVAULT_ALLOWED_HOSTS": "github.com,127.0.0.1"})
 

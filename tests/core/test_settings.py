@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.settings import ConfigError, Settings, configured_secrets
+from repovault_pipeline.core.common.settings import ConfigError, Settings, configured_secrets
 
 
 def test_an_empty_environment_gives_the_dataclass_defaults() -> None:

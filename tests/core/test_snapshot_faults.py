@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.errors import TransientError
-from repovault_pipeline.core.identity import bucket_name, parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotReader
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.errors import TransientError
+from repovault_pipeline.core.common.identity import bucket_name, parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git

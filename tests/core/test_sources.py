@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from repovault_pipeline.core.fleet import FleetStore
-from repovault_pipeline.core.forges import ForgeClient, parse_source
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.sources import sources_tick
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.sources.discover import sources_tick
+from repovault_pipeline.core.sources.fleet import FleetStore
+from repovault_pipeline.core.sources.forges import ForgeClient, parse_source
 from tests.support.forge_api import forge_api
 from tests.support.repos import ServedRepo
 

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import insert
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.lineage import LineageStore, now, open_lineage
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.stats import compute_stats, failure_reason
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.tables import repo_requests, repo_state
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.stats import compute_stats, failure_reason
+from repovault_pipeline.core.lineage.tables import repo_requests, repo_state
+from repovault_pipeline.core.vault.store import open_store
 
 
 def row(n: int, status: str, source: str, created: datetime, **times: object) -> dict:

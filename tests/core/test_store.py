@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from repovault_pipeline.core.errors import ArchiveError, PreconditionFailed, TransientError
-from repovault_pipeline.core.store import (
+from repovault_pipeline.core.common.errors import ArchiveError, PreconditionFailed, TransientError
+from repovault_pipeline.core.vault.store import (
     LocalStore,
     ObjectStore,
     ParallelUploader,

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from repovault_pipeline.core.treekeys import tree_key
+from repovault_pipeline.core.vault.treekeys import tree_key
 
 
 def encoded(raw: bytes) -> str:

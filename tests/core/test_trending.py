@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline import cli
-from repovault_pipeline.core.http import RETRY_AFTER_MAX_S, api_session
-from repovault_pipeline.core.settings import ConfigError, Settings
-from repovault_pipeline.core.trending import (
+from repovault_pipeline.core.common.http import RETRY_AFTER_MAX_S, api_session
+from repovault_pipeline.core.common.settings import ConfigError, Settings
+from repovault_pipeline.core.sources.trending import (
     InvalidTrendingOption,
     RateLimited,
     TrendingClient,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core import verify as verify_module
-from repovault_pipeline.core.identity import parse_repo_id, parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.verify import verify
+from repovault_pipeline.core.common.identity import parse_repo_id, parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault import verify as verify_module
+from repovault_pipeline.core.vault.snapshot import ArchiveResult, SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
+from repovault_pipeline.core.vault.verify import verify
 from tests.core.test_restore import (
     bundle_key,
     edit_manifest,

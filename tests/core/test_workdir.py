@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from repovault_pipeline.core.workdir import make_work_dir, remove_work_dir, sweep_orphans
+from repovault_pipeline.core.vault.workdir import make_work_dir, remove_work_dir, sweep_orphans
 from tests.support.servers import REPO_ROOT
 from tests.support.vault_checks import kill
 
@@ -21,7 +21,7 @@ def start_holder(root: Path) -> tuple[subprocess.Popen, Path]:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from repovault_pipeline.core.workdir import make_work_dir\n"
+            "from repovault_pipeline.core.vault.workdir import make_work_dir\n"
             f"folder = make_work_dir(Path({str(root)!r}), 'repo-x')\n"
             "(folder / 'repo.git').mkdir()\n"
             "print(folder, flush=True)\n"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
 from tests.conftest import missing_service
 from tests.support.compose import ComposeError, load_project, read_env_file
 
@@ -727,7 +727,7 @@ def test_only_networks_that_need_the_outside_have_a_way_out(stack: Stack) -> Non
 # --- MinIO: RepoVault's own user and what it may do ------------------------------------------
 
 STORE = PACKAGE / "core" / "store.py"
-# What each boto3 S3 call of core/store.py needs, as IAM actions on (all | bucket | object).
+# What each boto3 S3 call of core/vault/store.py needs, as IAM actions on (all | bucket | object).
 S3_ACTIONS = {
     "list_buckets": [("s3:ListAllMyBuckets", "all")],
     "create_bucket": [("s3:CreateBucket", "bucket")],
@@ -745,7 +745,7 @@ S3_ACTIONS = {
 
 
 def s3_calls_in_code() -> set[str]:
-    """The boto3 operations core/store.py performs: `self.client.X(...)` and paginators."""
+    """The boto3 operations core/vault/store.py performs: `self.client.X(...)` and paginators."""
     calls = set()
     for node in ast.walk(ast.parse(STORE.read_text())):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
@@ -830,7 +830,7 @@ def test_the_minio_policy_grants_what_the_code_calls_on_its_buckets_only(stack: 
     calls = s3_calls_in_code()
     assert {"put_object", "get_object", "list_buckets"} <= calls, calls
     unknown = calls - set(S3_ACTIONS)
-    assert not unknown, f"core/store.py calls {unknown}: add their IAM actions to S3_ACTIONS"
+    assert not unknown, f"core/vault/store.py calls {unknown}: add their IAM actions to S3_ACTIONS"
     needed = {pair for call in calls for pair in S3_ACTIONS[call]}
     ours, theirs = f"{prefix}octo-hello-0123abcd", "someone-elses-bucket"
     for action, scope in needed:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from repovault_pipeline.core.runs import TAG_HOST
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.runs import TAG_HOST
 from tests.support.servers import REPO_ROOT
 
 

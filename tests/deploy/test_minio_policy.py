@@ -33,9 +33,9 @@ from botocore.exceptions import ClientError
 from dagster import instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.lineage import now, open_lineage
-from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import now, open_lineage
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.compose import load_project, read_env_file

@@ -11,8 +11,8 @@ from pathlib import Path
 from dagster import instance_for_test
 from dagster._core.execution.backfill import BulkActionStatus
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.daemon import daemon_workspace, dev_instance_config, run_backfill
 from tests.support.repos import ServedRepo

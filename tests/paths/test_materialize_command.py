@@ -9,8 +9,8 @@ from pathlib import Path
 
 from dagster import instance_for_test
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.repos import ServedRepo
 from tests.support.user_checks import assert_archived_by, console

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from dagster import DagsterRunStatus, instance_for_test
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.daemon import daemon_workspace, dequeue, dev_instance_config, wait_until
 from tests.support.repos import ServedRepo

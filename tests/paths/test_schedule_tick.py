@@ -15,7 +15,7 @@ import yaml
 from dagster import DagsterRunStatus, instance_for_test
 from dagster._core.scheduler.instigation import TickStatus
 
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.fixtures.trending.server import FakeGitHub, fake_github
 from tests.schedules.test_trending_schedule import TICK, TOP_TEN

@@ -11,10 +11,10 @@ import pytest
 from dagster import instance_for_test
 from kafka import KafkaConsumer, TopicPartition
 
-from repovault_pipeline.core.kafka import INJECTOR_GROUP, KafkaGateway
-from repovault_pipeline.core.lineage import now, open_lineage
-from repovault_pipeline.core.messages import request_message
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import INJECTOR_GROUP, KafkaGateway
+from repovault_pipeline.core.intake.messages import request_message
+from repovault_pipeline.core.lineage.requests import now, open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.daemon import QUEUED, daemon_workspace, sensor_cursor, sensor_tick
 from tests.support.kafka import bootstrap, dead_letters, produce, read_all

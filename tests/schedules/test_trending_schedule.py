@@ -18,7 +18,7 @@ from dagster import (
 )
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 
-from repovault_pipeline.core.lineage import LineageStore, open_lineage
+from repovault_pipeline.core.lineage.requests import LineageStore, open_lineage
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.resources import LineageResource
 from repovault_pipeline.schedules import trending_top10_schedule

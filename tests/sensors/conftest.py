@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, instance_for_test
 
-from repovault_pipeline.core.kafka import KafkaGateway
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import KafkaGateway
 from tests.conftest import missing_service
 from tests.support.kafka import OwnBroker
 from tests.support.servers import ServerDidNotStart

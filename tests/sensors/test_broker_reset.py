@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.support.daemon import (
     QUEUED,
     daemon_workspace,

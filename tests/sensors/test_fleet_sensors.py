@@ -16,16 +16,16 @@ from dagster import DagsterInstance, DagsterRunStatus, instance_for_test
 from sqlalchemy import update
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.fleet import FleetStore
-from repovault_pipeline.core.gitops import refs_digest
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import now, open_lineage
-from repovault_pipeline.core.refresh import Seen
-from repovault_pipeline.core.runs import request_tags
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotReader
-from repovault_pipeline.core.store import open_store
-from repovault_pipeline.core.tables import repo_sources, repo_state
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import now, open_lineage
+from repovault_pipeline.core.lineage.tables import repo_sources, repo_state
+from repovault_pipeline.core.sources.fleet import FleetStore
+from repovault_pipeline.core.sources.refresh import Seen
+from repovault_pipeline.core.vault.gitops import refs_digest
+from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.daemon import QUEUED, daemon_workspace, sensor_tick

@@ -10,7 +10,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_for_runs
 from tests.support.kafka import read_json
 from tests.support.repos import ServedRepo

@@ -8,7 +8,7 @@ import json
 
 from dagster import DagsterInstance
 
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.support.injector import injector_tick as tick
 from tests.support.kafka import dead_letters, produce, read_all
 

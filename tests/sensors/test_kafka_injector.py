@@ -11,9 +11,9 @@ from dagster import DagsterInstance
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.kafka import INJECTOR_GROUP, BrokerUnavailable, KafkaGateway
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.kafka import INJECTOR_GROUP, BrokerUnavailable, KafkaGateway
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.support.injector import injector_tick as tick
 from tests.support.kafka import dead_letters, produce, read_all, read_json
 from tests.support.tcp_proxy import BreakableProxy

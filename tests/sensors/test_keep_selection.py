@@ -13,10 +13,10 @@ import pytest
 from dagster import DagsterInstance
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.messages import RejectedMessage, parse_request
-from repovault_pipeline.core.runs import TAG_KEEP, request_of_run
-from repovault_pipeline.core.settings import Keep, Settings
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.settings import Keep, Settings
+from repovault_pipeline.core.intake.messages import RejectedMessage, parse_request
+from repovault_pipeline.core.intake.runs import TAG_KEEP, request_of_run
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.injector import injector_tick as tick

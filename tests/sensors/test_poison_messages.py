@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.messages import parse_request
-from repovault_pipeline.core.settings import Settings
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.messages import parse_request
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.conftest import PG_ADMIN_URL
 from tests.support.injector import injector_tick as tick
 from tests.support.kafka import bootstrap, dead_letters, read_all

@@ -12,9 +12,9 @@ from dagster import DagsterInstance, SensorResult, instance_for_test
 from sqlalchemy.engine import make_url
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import now, open_lineage
-from repovault_pipeline.core.runs import request_tags
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.intake.runs import request_tags
+from repovault_pipeline.core.lineage.requests import now, open_lineage
 from repovault_pipeline.definitions import defs, repovault_resources
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.sensors import reconcile_sensor

@@ -13,9 +13,9 @@ import boto3
 import requests
 from kafka import KafkaAdminClient
 
-from repovault_pipeline.core.lineage import open_lineage
-from repovault_pipeline.core.tables import metadata
-from repovault_pipeline.core.tokens import TokenStore
+from repovault_pipeline.core.access.tokens import TokenStore
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.lineage.tables import metadata
 
 # What a test shares with the server it talks to: the lineage database, the topics, the buckets.
 SHARED_KEYS = (

@@ -11,11 +11,11 @@ import json
 import logging
 import sys
 
-from repovault_pipeline.core.errors import ArchiveError
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
 
 
 def main(url: str) -> int:

@@ -3,10 +3,10 @@ place for the tests that archive without Dagster."""
 
 from __future__ import annotations
 
-from repovault_pipeline.core.identity import parse_repo_url
-from repovault_pipeline.core.settings import Settings
-from repovault_pipeline.core.snapshot import ArchiveResult, SnapshotWriter
-from repovault_pipeline.core.store import open_store
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.snapshot import ArchiveResult, SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
 from tests.support.repos import ServedRepo
 
 

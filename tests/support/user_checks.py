@@ -11,8 +11,8 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from repovault_pipeline.core.identity import bucket_name
-from repovault_pipeline.core.lineage import open_lineage
+from repovault_pipeline.core.common.identity import bucket_name
+from repovault_pipeline.core.lineage.requests import open_lineage
 from tests.support.repos import ServedRepo, git
 from tests.support.vault_checks import read_json
 

@@ -12,10 +12,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from ...core.errors import ArchiveError
-from ...core.lineage import STATUSES
-from ...core.redact import mask_secrets
-from ...core.stats import compute_stats
+from ...core.common.errors import ArchiveError
+from ...core.common.redact import mask_secrets
+from ...core.lineage.requests import STATUSES
+from ...core.lineage.stats import compute_stats
 from ..deps import Reader, Vault, VaultDep
 from ..errors import AUTH_ERRORS
 from ..models import Health, Stats

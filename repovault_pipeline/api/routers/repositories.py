@@ -8,11 +8,11 @@ from dataclasses import asdict
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from ...core.catalog import repo_snapshots
-from ...core.snapshot import archived_repositories
-from ...core.stats import stored_sizes
-from ...core.verifications import VerifyQueue
-from ...core.verify import SNAPSHOT_ID
+from ...core.lineage.stats import stored_sizes
+from ...core.lineage.verifications import VerifyQueue
+from ...core.vault.catalog import repo_snapshots
+from ...core.vault.snapshot import archived_repositories
+from ...core.vault.verify import SNAPSHOT_ID
 from ..deps import Admin, Reader, VaultDep
 from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON
 from ..models import Repositories, RepositorySnapshots, VerifyAccepted

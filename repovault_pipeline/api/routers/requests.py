@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...core.kafka import BrokerUnavailable
-from ...core.lineage import STATUSES
-from ...core.lineage import Request as LineageRow
-from ...core.redact import mask_and_cut, mask_secrets
-from ...core.settings import keep_choices
-from ...core.submit import submit, validate_urls
+from ...core.common.redact import mask_and_cut, mask_secrets
+from ...core.common.settings import keep_choices
+from ...core.intake.kafka import BrokerUnavailable
+from ...core.intake.submit import submit, validate_urls
+from ...core.lineage.requests import STATUSES
+from ...core.lineage.requests import Request as LineageRow
 from ..deps import Reader, Submitter, VaultDep
 from ..errors import AUTH_ERRORS, Refused, error_doc
 from ..models import RequestPage, RequestRow, RequestsAccepted, RequestsBody

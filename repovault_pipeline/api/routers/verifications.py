@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...core.verifications import VerifyQueue
+from ...core.lineage.verifications import VerifyQueue
 from ..deps import Reader, VaultDep
 from ..errors import AUTH_ERRORS, Refused, error_doc
 from ..models import Verification

@@ -1,0 +1,1 @@
+"""Foundations every domain uses: settings, errors, HTTP, secret masking, repository identity."""

@@ -1,0 +1,1 @@
+"""What to archive: forges, tracked sources, refresh checks, trending, forge metadata, forget."""

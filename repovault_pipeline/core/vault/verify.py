@@ -1,0 +1,334 @@
+"""The `restorable` check: prove that a stored snapshot restores and matches its manifest.
+
+The same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`, every
+ref and HEAD), into a bare repository that is then checked with `git fsck --full` (damage fails;
+objects in a legacy format the source itself serves are counted, not failed); and, for the
+latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
+store's listing); and that every LFS object the snapshot lists is stored with its size, a sample
+of them downloaded and checked against their oid (the sha256 of the content); and that none is
+missing (a snapshot whose history points to LFS objects the server did not have is partial:
+`lfs_missing`). Each failure has its own reason word, so an auditor's dashboard can count them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from repovault_pipeline.core.common.errors import ArchiveError, TransientError
+from repovault_pipeline.core.common.identity import RepoRef, bucket_name
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault import crypt, lfs
+from repovault_pipeline.core.vault.gitops import GitClient, LocalRepo
+from repovault_pipeline.core.vault.lease import inspect
+from repovault_pipeline.core.vault.restore import (
+    RestoreError,
+    check_refs_and_head,
+    fetch_bundle,
+    repair_advice,
+)
+from repovault_pipeline.core.vault.snapshot import SnapshotReader, TreeIndex
+from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
+from repovault_pipeline.core.vault.treekeys import TREE, tree_key
+
+# Up to this many `tree.json` entries, `tree/` is listed in full and compared both ways;
+# beyond it, a deterministic sample of this many entries is looked up one by one.
+TREE_CHECK_LIMIT = 2000
+# Every listed LFS object must be stored with its size; this many, chosen like the tree sample,
+# are downloaded and hashed (LFS objects are often large).
+LFS_CONTENT_CHECKS = 20
+NOT_DECRYPTABLE = "not_decryptable"
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
+
+
+@dataclass
+class Verdict:
+    """What the check found: `ok`, else `reason` (one word) and `detail` (one line)."""
+
+    repo_id: str
+    bucket: str
+    snapshot_id: str | None
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+    # Not proven either way (an encrypted snapshot and no identity that opens it): not ok, and
+    # not damage either; the `restorable` check reports it as a warning.
+    unverified: bool = False
+    refs: int = 0
+    bundle_bytes: int = 0
+    tree_entries: int = 0
+    tree_checked: int = 0
+    tree_sampled: bool = False
+    tree_note: str | None = None
+    lfs_objects: int = 0
+    lfs_hashed: int = 0
+    # Objects git fsck reports in a legacy format the source itself serves (message id ->
+    # count): a faithful copy, not damage.
+    fsck_legacy: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    checked_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for the CLI and logs."""
+        if not self.ok:
+            snapshot = self.snapshot_id or "-"
+            return f"{self.repo_id} snapshot {snapshot}: {self.reason}: {self.detail}"
+        tree = (
+            f"{self.tree_checked} of {self.tree_entries} tree/ objects checked"
+            + (" (sample)" if self.tree_sampled else "")
+            if self.tree_note is None
+            else self.tree_note
+        )
+        objects = (
+            f"; {self.lfs_objects} LFS objects stored, {self.lfs_hashed} hashed"
+            if self.lfs_objects
+            else ""
+        )
+        fsck = (
+            "git fsck finds no damage (legacy formatting the source carries: "
+            + ", ".join(f"{msg_id} in {n}" for msg_id, n in sorted(self.fsck_legacy.items()))
+            + ")"
+            if self.fsck_legacy
+            else "git fsck clean"
+        )
+        return (
+            f"{self.repo_id} snapshot {self.snapshot_id} restores: {self.refs} refs and HEAD "
+            f"match, {self.bundle_bytes} bundle bytes, {fsck}; {tree}{objects}"
+        )
+
+
+def verify(
+    settings: Settings, store: ObjectStore, ref: RepoRef, snapshot_id: str | None = None
+) -> Verdict:
+    """Check one snapshot (default: the one `latest.json` points at). Failures of the vault are
+    returned as a verdict; a store that cannot be reached raises (that proves nothing)."""
+    started = time.monotonic()
+    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+    reader = SnapshotReader(store, bucket)
+    latest_id = reader.latest_id()
+    wanted = snapshot_id or latest_id
+    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False)
+    manifest: dict | None = None
+    try:
+        if wanted is None:
+            raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
+        if not SNAPSHOT_ID.fullmatch(wanted):
+            if snapshot_id is None:  # the pointer itself is damaged
+                raise RestoreError(
+                    f"latest.json holds {wanted[:80]!r}, which is not a snapshot id",
+                    "manifest_missing",
+                )
+            raise RestoreError(
+                f"{wanted[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>); "
+                "`repovault list` shows the latest",
+                "no_snapshot",
+            )
+        manifest = reader.manifest(wanted)
+        if manifest is None:
+            where = "latest.json points at" if snapshot_id is None else "asked for"
+            newest = reader.latest() if snapshot_id is None else None  # what restore uses
+            raise RestoreError(
+                f"snapshot {wanted} ({where}) has no manifest.json"
+                + (
+                    f"; restore uses the newest complete snapshot {newest['snapshot_id']} and "
+                    "the next run repairs the pointer"
+                    if newest
+                    else ""
+                ),
+                "manifest_missing",
+            )
+        _check_git(settings, store, bucket, manifest, verdict)
+        _check_lfs(store, reader, manifest, verdict, settings.decrypt_identity)
+        if manifest.get("tree", {}).get("index") is None and crypt.Sealing.of(manifest):
+            verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
+        elif wanted == latest_id:
+            _check_tree(store, reader, manifest, verdict)
+        else:
+            verdict.tree_note = "tree/ not checked: it mirrors the latest snapshot, not this one"
+        _check_lfs_complete(reader, manifest)
+        verdict.ok = True
+    except crypt.NotDecryptable as exc:
+        verdict.reason, verdict.unverified = NOT_DECRYPTABLE, True
+        verdict.detail = (
+            f"{exc}; not verified: the stored bundle matches its manifest's size and sha256"
+        )
+    except RestoreError as exc:
+        verdict.reason, verdict.detail = exc.reason, str(exc)
+        if wanted is not None and exc.reason != "no_snapshot":
+            url = manifest["repo_url"] if manifest else ref.url
+            verdict.detail += f"; {repair_advice(reader, wanted, url)}"
+    verdict.duration_s = round(time.monotonic() - started, 3)
+    return verdict
+
+
+def _check_git(
+    settings: Settings, store: ObjectStore, bucket: str, manifest: dict, verdict: Verdict
+) -> None:
+    """Rebuild a bare repository from the bundle, check refs and HEAD, then `git fsck`."""
+    client = GitClient(settings)
+    with tempfile.TemporaryDirectory(prefix="repovault-verify-") as tmp:
+        path = Path(tmp) / "repo.git"
+        client.run(["init", "--quiet", "--bare", "--template=", str(path)])
+        repo = LocalRepo(path, client)
+        fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
+        check_refs_and_head(repo, manifest)
+        report = repo.fsck()
+        if report.damage:
+            more = len(report.damage) - 1
+            raise RestoreError(
+                f"git fsck of snapshot {manifest['snapshot_id']} found damage: "
+                f"{report.damage[0]}" + (f" (and {more} more lines)" if more else ""),
+                "fsck_failed",
+            )
+        verdict.fsck_legacy = report.legacy
+    verdict.refs = len(manifest["refs"])
+    verdict.bundle_bytes = int(manifest["bundle"]["size"])
+
+
+def _check_tree(
+    store: ObjectStore, reader: SnapshotReader, manifest: dict, verdict: Verdict
+) -> None:
+    """`tree/` holds every object `tree.json` names, with its ETag and size, and (when listed in
+    full) nothing else. Skipped while a live run holds the bucket: `tree/` is then mid-update
+    (a run that died half way is not skipped: its leftovers are a real mismatch until repaired)."""
+    lease = inspect(store, reader.bucket)
+    if lease is not None and lease.live:
+        verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
+        return
+    index = reader.tree_index(manifest["snapshot_id"])
+    snapshot = manifest["snapshot_id"]
+    if len(index.files) != int(manifest["tree"]["files"]):
+        raise RestoreError(
+            f"tree.json of snapshot {snapshot} names {len(index.files)} files but the manifest "
+            f"says {manifest['tree']['files']}",
+            "tree_mismatch",
+        )
+    wanted = _expected_keys(index)
+    verdict.tree_entries = len(wanted)
+    if len(wanted) <= TREE_CHECK_LIMIT:
+        listed = {info.key: info for info in store.list(reader.bucket, TREE)}
+        extra = sorted(set(listed) - set(wanted))
+        if extra:
+            raise RestoreError(
+                f"tree/ holds {len(extra)} objects tree.json of snapshot {snapshot} does not "
+                f"name (first: {extra[0]!r})",
+                "tree_mismatch",
+            )
+        sample = sorted(wanted)
+    else:
+        sample = sorted(wanted, key=lambda key: _rank(snapshot, key))[:TREE_CHECK_LIMIT]
+        listed = {key: info for key in sample if (info := _stat(store, reader.bucket, key))}
+        verdict.tree_sampled = True
+    for key in sample:
+        _compare(key, wanted[key], listed.get(key), snapshot)
+    verdict.tree_checked = len(sample)
+
+
+def _check_lfs(
+    store: ObjectStore,
+    reader: SnapshotReader,
+    manifest: dict,
+    verdict: Verdict,
+    identity: Path | None,
+) -> None:
+    """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size (an
+    encrypted copy: under its key); a sample is downloaded (decrypted) and hashed, as a restore
+    would (`lfs.restore`)."""
+    snapshot = manifest["snapshot_id"]
+    index = reader.lfs_index(snapshot)
+    objects: dict[str, int] = index.get("objects", {})
+    if not objects:
+        return
+    sealed = crypt.Sealing.of(index)
+    keys = lfs.index_keys(index)
+    listed = {info.key: info for info in store.list(reader.bucket, lfs.LFS_PREFIX)}
+    for oid, size in sorted(objects.items()):
+        info = listed.get(keys[oid])
+        if info is None:
+            raise RestoreError(
+                f"LFS object {oid[:12]} of snapshot {snapshot} is missing from the store",
+                "lfs_missing_object",
+            )
+        if sealed is None and info.size != size:
+            raise RestoreError(
+                f"LFS object {oid[:12]} is {info.size} bytes but lfs.json of snapshot "
+                f"{snapshot} says {size}",
+                "lfs_tampered",
+            )
+    sample = sorted(objects, key=lambda oid: _rank(snapshot, oid))[:LFS_CONTENT_CHECKS]
+    with tempfile.TemporaryDirectory(prefix="repovault-verify-lfs-") as tmp:
+        try:
+            some = {**index, "objects": {o: objects[o] for o in sample}}
+            what = f"snapshot {snapshot} of {manifest['repo_id']}"
+            lfs.restore(store, reader.bucket, some, Path(tmp), identity, what)
+        except (TransientError, crypt.NotDecryptable):
+            raise
+        except ArchiveError as exc:
+            raise RestoreError(f"snapshot {snapshot}: {exc}", "lfs_tampered") from None
+    verdict.lfs_objects, verdict.lfs_hashed = len(objects), len(sample)
+
+
+def _check_lfs_complete(reader: SnapshotReader, manifest: dict) -> None:
+    """A snapshot whose history points to LFS objects the server did not have (`missing` in its
+    `lfs.json`) is partial: its restore leaves those files as pointers, so it fails."""
+    snapshot = manifest["snapshot_id"]
+    index = reader.lfs_index(snapshot)
+    missing: dict[str, int] = index.get("missing", {})
+    if missing:
+        paths = sorted({p for names in index.get("missing_paths", {}).values() for p in names})
+        raise RestoreError(
+            f"snapshot {snapshot} is partial: {lfs.missing_detail(len(missing), paths)}",
+            "lfs_missing",
+        )
+
+
+def _rank(snapshot: str, key: str) -> bytes:
+    """Sample order: fixed for one snapshot (a re-run checks the same keys), different for the
+    next one (over time every key is checked)."""
+    return hashlib.sha256(f"{snapshot}\0{key}".encode()).digest()
+
+
+def _expected_keys(index: TreeIndex) -> dict[str, dict]:
+    """tree.json's entries by object key."""
+    return {meta.get("key") or tree_key(path): meta for path, meta in index.files.items()}
+
+
+def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
+    """One key's listing entry (a listing by the key as prefix, then the exact match)."""
+    return next((info for info in store.list(bucket, key) if info.key == key), None)
+
+
+def _compare(key: str, meta: dict, info: ObjectInfo | None, snapshot: str) -> None:
+    if info is None:
+        raise RestoreError(
+            f"{key!r}, named by tree.json of snapshot {snapshot}, is missing from the store",
+            "tree_missing_object",
+        )
+    if info.size != int(meta["size"]) or (meta.get("etag") and info.etag != meta["etag"]):
+        raise RestoreError(
+            f"{key!r} is {info.size} bytes with ETag {info.etag} but tree.json of snapshot "
+            f"{snapshot} says {meta['size']} bytes with ETag {meta.get('etag')}",
+            "tree_mismatch",
+        )
+
+
+DRILL_DAYS = 7
+
+
+def drill_batch(repo_ids: list[str], day: int) -> list[str]:
+    """The repositories the restore drill checks on `day` (days since the epoch): each one
+    falls on one day of the week by a hash of its `repo_id`, so a week checks them all in
+    seven batches of about the same size, and a new repository joins the cycle at once."""
+    return sorted(
+        repo_id
+        for repo_id in repo_ids
+        if int.from_bytes(hashlib.sha256(repo_id.encode()).digest()[:4]) % DRILL_DAYS
+        == day % DRILL_DAYS
+    )
