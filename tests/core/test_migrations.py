@@ -46,8 +46,8 @@ FIXTURES = REPO / "tests" / "fixtures" / "schema"
 # The releases whose tables the fixtures hold, and the file that defined them there.
 FIRST_RELEASE = "616de4a"
 RELEASES = {
-    FIRST_RELEASE: "repovault_pipeline/core/lineage/requests.py",
-    "699cc7d": "repovault_pipeline/core/lineage/tables.py",
+    FIRST_RELEASE: "repovault_pipeline/core/lineage.py",
+    "699cc7d": "repovault_pipeline/core/tables.py",
 }
 REPOVAULT = str(Path(sys.executable).with_name("repovault"))
 PASSWORD = "Sch3maPassw0rd"  # PostgreSQL trusts the test user; the URL carries it anyway

@@ -128,7 +128,7 @@ def keep_choices(raw: object) -> dict[str, bool]:
 
 
 # A source checkout (an editable install): its `.repovault` is where `make run` keeps its data.
-_CHECKOUT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def repovault_home(env: Mapping[str, str] | None = None) -> Path:
