@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 
+from repovault_pipeline.core.common import redact
 from repovault_pipeline.core.common.errors import SchemaMismatch
 from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.core.lineage.schema import VERSION_TABLE, context_options, head
@@ -60,6 +61,10 @@ RELEASED_STATUSES = ("pending", "in_progress", "completed", "unchanged", "failed
 # --- the fixtures are what the released code's create_all emits --------------------------------
 
 
+# What the releases' code imports from its siblings, and where that lives now.
+MOVED = {"redact": redact}
+
+
 def release_ddl(commit: str, dialect: str) -> list[str]:
     """The statements `metadata.create_all` of `commit` emits on `dialect`, from git history."""
     path = RELEASES[commit]
@@ -69,11 +74,14 @@ def release_ddl(commit: str, dialect: str) -> list[str]:
     name = f"repovault_pipeline.core._at_{commit}"  # its relative imports resolve in core/
     module = ModuleType(name)
     module.__package__ = "repovault_pipeline.core"
-    sys.modules[name] = module
+    # core/ was one flat folder then: its siblings are found where they live now
+    moved = {f"repovault_pipeline.core.{old}": new for old, new in MOVED.items()}
+    sys.modules.update({name: module, **moved})
     try:
         exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
     finally:
-        del sys.modules[name]
+        for key in (name, *moved):
+            del sys.modules[key]
     emitted: list[str] = []
     mock = create_mock_engine(
         f"{dialect}://",
