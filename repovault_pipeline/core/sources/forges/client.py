@@ -137,6 +137,7 @@ class ForgeClient:
         url: str,
         params: dict[str, str],
         *,
+        accept: str | None = None,
         allow_redirects: bool = True,
     ) -> Iterator[list[Any]]:
         """The items of each page, following the Link header's `next` on the API's origin.
@@ -145,7 +146,9 @@ class ForgeClient:
         query: dict[str, str] | None = {**params, "per_page": str(PER_PAGE)}
         for page in range(1, MAX_PAGES + 1):
             try:
-                response = self.get(forge, url, query, allow_redirects=allow_redirects)
+                response = self.get(
+                    forge, url, query, accept=accept, allow_redirects=allow_redirects
+                )
             except requests.RequestException as exc:
                 raise Unreachable(exc, url) from None
             with response:
