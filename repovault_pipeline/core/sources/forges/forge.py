@@ -50,6 +50,17 @@ class ReleaseAsset:
     updated: str = ""
 
 
+@dataclass(frozen=True)
+class ForgeApi:
+    """Where a forge's API is and the token it takes: what every forge class is built on."""
+
+    api: str
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api", self.api.rstrip("/"))
+
+
 class Forge(Protocol):
     """One forge's REST API: where it is, whose token it takes, and its endpoints."""
 

@@ -11,22 +11,23 @@ from urllib.parse import quote
 
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.forges.forge import Feed, ListedRepo, ReleaseAsset, stamp
+from repovault_pipeline.core.sources.forges.forge import (
+    Feed,
+    ForgeApi,
+    ListedRepo,
+    ReleaseAsset,
+    stamp,
+)
 
 API_VERSION = "2022-11-28"
 
 
 @dataclass(frozen=True)
-class GitHub:
+class GitHub(ForgeApi):
     """GitHub, or a GitHub Enterprise server, at `api`."""
 
-    api: str
-    token: str | None = None
     name = "github"
     token_env = "GITHUB_TOKEN"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "api", self.api.rstrip("/"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GitHub:

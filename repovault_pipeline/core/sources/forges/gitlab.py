@@ -9,23 +9,24 @@ from urllib.parse import quote
 
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.forges.forge import Feed, ListedRepo, ReleaseAsset, stamp
+from repovault_pipeline.core.sources.forges.forge import (
+    Feed,
+    ForgeApi,
+    ListedRepo,
+    ReleaseAsset,
+    stamp,
+)
 
 # The notes of a record live under its own noun.
 _NOTEABLE = {"issues": "issues", "pull_requests": "merge_requests"}
 
 
 @dataclass(frozen=True)
-class GitLab:
+class GitLab(ForgeApi):
     """gitlab.com, or a self-managed GitLab, at `api` (`.../api/v4`)."""
 
-    api: str
-    token: str | None = None
     name = "gitlab"
     token_env = "GITLAB_TOKEN"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "api", self.api.rstrip("/"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GitLab:
