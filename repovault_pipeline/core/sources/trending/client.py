@@ -38,8 +38,8 @@ from repovault_pipeline.core.sources.trending.page import (
 
 SEARCH_WINDOW_DAYS = 7
 SEARCH_PER_PAGE = 25  # as many as the trending page shows, so rejected entries can be replaced
-DEFAULT_TIMEOUT_S = (5.0, 20.0)  # connect, read: a tick never waits on GitHub for long
-DEFAULT_RETRIES = 1  # one more attempt on a connection error or a 5xx; timeouts are not retried
+TRENDING_TIMEOUT_S = (5.0, 20.0)  # connect, read: a tick never waits on GitHub for long
+TRENDING_RETRIES = 1  # one more attempt on a connection error or a 5xx; timeouts are not retried
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 8 * 1024 * 1024  # the real page is well under 1 MB
 
@@ -105,8 +105,8 @@ class TrendingClient:
         self,
         settings: Settings,
         *,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
+        timeout: float | tuple[float, float] = TRENDING_TIMEOUT_S,
+        retries: int = TRENDING_RETRIES,
         backoff_s: float = 1.0,
     ) -> None:
         self.settings = settings
