@@ -26,7 +26,8 @@ from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.kafka import KafkaGateway
 from repovault_pipeline.core.intake.runs import TAG_FORCE, TAG_KEEP, TAG_REQUEST_ID, TAG_VERIFY_ID
 from repovault_pipeline.core.lineage.requests import open_lineage
-from repovault_pipeline.core.sources.metadata import MetadataArchiver, forge_of
+from repovault_pipeline.core.sources.forges import forge_of
+from repovault_pipeline.core.sources.metadata.archive import MetadataArchiver
 from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.definitions import defs

@@ -15,7 +15,7 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.lineage.requests import now, open_lineage
 from repovault_pipeline.core.sources.fleet import FleetStore
-from repovault_pipeline.core.sources.forges import parse_source
+from repovault_pipeline.core.sources.forges.listing import parse_source
 from tests.support.kafka import read_all
 from tests.support.tcp_proxy import BreakableProxy
 

@@ -1,4 +1,4 @@
-"""`repo_metadata`: the forge metadata of each archived repository (core/sources/metadata.py), read
+"""`repo_metadata`: the forge metadata of each archived repository (core/sources/metadata/), read
 after its `repo_archive` partition in the same run. A metadata snapshot records the forge's
 activity stamp listed before it (`repo_state.metadata_stamp`), so refresh requests a run when
 the listing shows a newer one.
@@ -17,7 +17,8 @@ from ..core.common.redact import mask_secrets
 from ..core.intake.messages import status_event
 from ..core.intake.runs import RunRequestInfo, request_of_run
 from ..core.lineage.requests import METADATA_FAILED, now
-from ..core.sources.metadata import MetadataArchiver, forge_of, wanted
+from ..core.sources.forges import forge_of
+from ..core.sources.metadata.archive import MetadataArchiver, wanted
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
 from .archive import TRANSIENT_RETRY, archive_errors, repo_archive

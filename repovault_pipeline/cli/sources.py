@@ -12,7 +12,7 @@ from ..core.common.settings import KEEP_CHOICES, Settings
 from ..core.intake.kafka import KafkaGateway
 from ..core.lineage.requests import now
 from ..core.sources.fleet import FleetStore
-from ..core.sources.forges import Filters, InvalidSource, Source, parse_source
+from ..core.sources.forges.listing import Filters, InvalidSource, Source, parse_source
 from ..core.sources.refresh import publish_changes, refresh
 from ..core.vault.restore import resolve_target
 from .common import (

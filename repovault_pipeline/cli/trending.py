@@ -7,12 +7,8 @@ import argparse
 import sys
 
 from ..core.common.settings import TRENDING_PERIODS, Settings
-from ..core.sources.trending import (
-    InvalidTrendingOption,
-    check_language,
-    iter_rows,
-    plan_trending_tick,
-)
+from ..core.sources.trending.page import InvalidTrendingOption, check_language
+from ..core.sources.trending.tick import iter_rows, plan_trending_tick
 from .common import EXIT_FAILED, BadInput, Subparsers
 from .output import table, thousands
 

@@ -14,7 +14,7 @@ from ..core.common.identity import bucket_name
 from ..core.common.settings import Settings
 from ..core.lineage.stats import compute_stats, human_size, stored_sizes
 from ..core.sources.forget import UnknownRepository, forget
-from ..core.sources.metadata import restore_metadata
+from ..core.sources.metadata.restore import restore_metadata
 from ..core.vault.catalog import SnapshotInfo, repo_snapshots
 from ..core.vault.restore import resolve_target, restore
 from ..core.vault.snapshot import Listed, list_vault

@@ -1,11 +1,12 @@
 """`trending_top10_schedule`: every day at 06:00 UTC, the trending top 10 is requested.
 
 Evaluating the schedule (a daemon tick, "Test schedule" in the UI, `dagster schedule preview`)
-only reads the list (`core.trending.plan_trending_tick`) and asks for one run of
+only reads the list (`core.sources.trending.tick.plan_trending_tick`) and asks for one run of
 `trending_intake_job` with the planned entries as its config: no row, partition or run comes
 from an evaluation. That run records the requests and publishes them to `pendientes`
-(`core.trending.accept_tick`); the injector turns them into archive runs. (A schedule cannot add
-dynamic partitions the way a sensor can, so the archive runs cannot be its own.)
+(`core.sources.trending.tick.accept_tick`); the injector turns them into archive runs. (A
+schedule cannot add dynamic partitions the way a sensor can, so the archive runs cannot be its
+own.)
 """
 
 # No `from __future__ import annotations`: Dagster reads the op's config annotation as a class.
@@ -25,7 +26,7 @@ from dagster import (
 )
 
 from ..assets.archive import TRANSIENT_RETRY
-from ..core.sources.trending import (
+from ..core.sources.trending.tick import (
     TAG_TRENDING_DATE,
     TAG_TRENDING_LIST,
     TickEntry,

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.forges import (
+from repovault_pipeline.core.sources.forges.listing import (
     Filters,
-    ForgeClient,
     InvalidSource,
+    SourceLister,
     parse_source,
 )
 from tests.support.forge_api import ForgeApi, forge_api
@@ -49,8 +49,8 @@ def settings_for(github: ForgeApi, gitlab: ForgeApi | None = None, **env: str) -
     return Settings.from_env({**base, **env})
 
 
-def client(settings: Settings) -> ForgeClient:
-    return ForgeClient(settings, retries=1, backoff_s=0.01)
+def client(settings: Settings) -> SourceLister:
+    return SourceLister(settings, retries=1, backoff_s=0.01)
 
 
 def names(listing) -> list[str]:

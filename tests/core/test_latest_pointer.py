@@ -15,7 +15,9 @@ import requests
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.metadata import MetadataArchiver, forge_of, restore_metadata
+from repovault_pipeline.core.sources.forges import forge_of
+from repovault_pipeline.core.sources.metadata.archive import MetadataArchiver
+from repovault_pipeline.core.sources.metadata.restore import restore_metadata
 from repovault_pipeline.core.vault.snapshot import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive

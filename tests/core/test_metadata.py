@@ -14,13 +14,10 @@ import pytest
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.metadata import (
-    MetadataArchiver,
-    MetadataResult,
-    RateLimited,
-    forge_of,
-    restore_metadata,
-)
+from repovault_pipeline.core.sources.forges import forge_of
+from repovault_pipeline.core.sources.forges.client import RateLimited
+from repovault_pipeline.core.sources.metadata.archive import MetadataArchiver, MetadataResult
+from repovault_pipeline.core.sources.metadata.restore import restore_metadata
 from repovault_pipeline.core.vault.crypt import NotDecryptable
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.forge_metadata import FakeGitHub

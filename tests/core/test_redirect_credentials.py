@@ -19,7 +19,9 @@ from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.http import api_session
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.metadata import Forge, ForgeClient
+from repovault_pipeline.core.sources.forges.github import GitHub
+from repovault_pipeline.core.sources.forges.gitlab import GitLab
+from repovault_pipeline.core.sources.metadata.fetch import MetadataClient
 from repovault_pipeline.core.vault.gitops import GitClient
 
 TOKEN = "glpat-" + "R3d1rect" * 3
@@ -88,7 +90,8 @@ def forge_redirecting_elsewhere(path_prefix: str = "") -> Iterator[tuple[Recorde
 def test_the_metadata_client_never_takes_the_token_to_another_host(forge_name: str) -> None:
     with forge_redirecting_elsewhere() as (forge, elsewhere):
         api = f"http://127.0.0.1:{forge.port}/api/v4"
-        client = ForgeClient(Forge(forge_name, api, "o/r", TOKEN), Settings.from_env({}))
+        api_forge = {"gitlab": GitLab, "github": GitHub}[forge_name](api, TOKEN)
+        client = MetadataClient(api_forge, Settings.from_env({}))
         # the redirect is followed without the credential (release assets live on other hosts)
         assert list(client.pages("/projects/o%2Fr/issues", {})) == []
     assert forge.received_token(), "the forge itself gets the token"

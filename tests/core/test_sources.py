@@ -12,7 +12,7 @@ from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.core.sources.discover import sources_tick
 from repovault_pipeline.core.sources.fleet import FleetStore
-from repovault_pipeline.core.sources.forges import ForgeClient, parse_source
+from repovault_pipeline.core.sources.forges.listing import SourceLister, parse_source
 from tests.support.forge_api import forge_api
 from tests.support.repos import ServedRepo
 
@@ -31,7 +31,7 @@ def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gon
             api.add("bigorg", f"r{i}")
         monkeypatch.setenv("REPOVAULT_GITHUB_API", api.url)
         settings = Settings.from_env()
-        client = ForgeClient(settings, retries=0)
+        client = SourceLister(settings, retries=0)
         fleet.add_source(parse_source("github:org/bigorg", settings), AT, {"wiki": False})
 
         tick = sources_tick(settings, fleet, AT, "", client, batch=2)

@@ -18,19 +18,23 @@ import pytest
 from repovault_pipeline import cli
 from repovault_pipeline.core.common.http import RETRY_AFTER_MAX_S, api_session
 from repovault_pipeline.core.common.settings import ConfigError, Settings
-from repovault_pipeline.core.sources.trending import (
-    InvalidTrendingOption,
-    RateLimited,
+from repovault_pipeline.core.sources.forges.client import RateLimited
+from repovault_pipeline.core.sources.trending.client import (
     TrendingClient,
     TrendingError,
-    TrendingPage,
     TrendingUnavailable,
+)
+from repovault_pipeline.core.sources.trending.page import (
+    InvalidTrendingOption,
+    TrendingPage,
     check_language,
     language_slug,
     parse_count,
     parse_trending_page,
-    plan_trending_tick,
     trending_page_url,
+)
+from repovault_pipeline.core.sources.trending.tick import (
+    plan_trending_tick,
     trending_request_id,
     trending_run_key,
 )

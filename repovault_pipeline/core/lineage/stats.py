@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.lineage.requests import PARTIAL_REASONS, STATUSES, LineageStore, now
 from repovault_pipeline.core.lineage.tables import SOURCES, repo_requests, repo_state
-from repovault_pipeline.core.sources.metadata import PREFIX as METADATA_PREFIX
+from repovault_pipeline.core.sources.metadata.layout import PREFIX as METADATA_PREFIX
 from repovault_pipeline.core.vault.lfs import LFS_PREFIX
 from repovault_pipeline.core.vault.snapshot import (
     BUNDLE,

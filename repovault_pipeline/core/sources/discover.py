@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.runs import request_tags
 from repovault_pipeline.core.sources.fleet import FleetStore, RepoState
-from repovault_pipeline.core.sources.forges import ForgeClient, Listing
+from repovault_pipeline.core.sources.forges.listing import Listing, SourceLister
 from repovault_pipeline.core.sources.refresh import check
 
 TRACK_SOURCE = "track"
@@ -83,12 +83,12 @@ def sources_tick(
     fleet: FleetStore,
     at: datetime,
     cursor: str = "",
-    client: ForgeClient | None = None,
+    lister: SourceLister | None = None,
     batch: int = FIRST_RUN_BATCH,
     budget_s: float = LISTING_BUDGET_S,
 ) -> SourcesTick:
     """One daemon tick: `plan_sources`, `record_sources`, then the next first runs."""
-    tick = plan_sources(settings, fleet, at, cursor, client, batch, budget_s)
+    tick = plan_sources(settings, fleet, at, cursor, lister, batch, budget_s)
     record_sources(fleet, at, tick)
     tick.first_runs, tick.cursor = _first_runs(fleet, at, cursor, batch)
     return tick
@@ -99,20 +99,20 @@ def plan_sources(
     fleet: FleetStore,
     at: datetime,
     cursor: str = "",
-    client: ForgeClient | None = None,
+    lister: SourceLister | None = None,
     batch: int = FIRST_RUN_BATCH,
     budget_s: float = LISTING_BUDGET_S,
 ) -> SourcesTick:
     """List the due sources, find their new and gone repositories, and the first runs of the
     repositories already recorded; records nothing."""
-    client = client or ForgeClient(settings)
+    lister = lister or SourceLister(settings)
     tick = SourcesTick()
     started = time.monotonic()
     known: set[str] = set()
     for row in fleet.sources(due_before=at - timedelta(hours=LISTING_INTERVAL_H)):
         if tick.listings and time.monotonic() - started > budget_s:
             break  # the rest are still due: the next tick lists them
-        listing = client.list(row.source)
+        listing = lister.list(row.source)
         tick.listings.append(listing)
         listed = [ref.repo_id for ref, _ in listing.repos]
         known |= {state.repo_id for state in fleet.get(listed)}

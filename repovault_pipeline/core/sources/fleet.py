@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from repovault_pipeline.core.common.redact import mask_secrets
 from repovault_pipeline.core.lineage.tables import repo_sources, repo_state
-from repovault_pipeline.core.sources.forges import Filters, Source
+from repovault_pipeline.core.sources.forges.listing import Filters, Source
 
 UNREACHABLE_AFTER = 3  # consecutive failed checks before a repository is `unreachable`
 MAX_ERROR = 2000

@@ -37,7 +37,8 @@ from repovault_pipeline.core.intake.kafka import BrokerUnavailable, KafkaGateway
 from repovault_pipeline.core.intake.messages import request_message
 from repovault_pipeline.core.lineage.requests import LineageStore
 from repovault_pipeline.core.sources.fleet import FleetStore, RepoState, due_before
-from repovault_pipeline.core.sources.metadata import forge_of, wanted
+from repovault_pipeline.core.sources.forges import forge_of
+from repovault_pipeline.core.sources.metadata.archive import wanted
 from repovault_pipeline.core.vault.gitops import GitClient, refs_digest
 
 REFRESH_SOURCE = "refresh"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from repovault_pipeline.core.common.identity import bucket_name
-from repovault_pipeline.core.sources import metadata
+from repovault_pipeline.core.sources.metadata import layout as metadata
 from repovault_pipeline.core.vault.snapshot import CODE, WIKI, Layout, SnapshotReader
 from repovault_pipeline.core.vault.store import ObjectStore
 

@@ -1,0 +1,125 @@
+"""What every forge (GitHub, GitLab) offers RepoVault: the `Forge` protocol its class implements,
+and the plain records its endpoints answer with.
+
+Callers pick a forge object (`forges.forge_of`, `forges.forge_named`) and ask it for endpoints;
+no caller branches on a forge's name. The HTTP itself is `client.ForgeClient`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from repovault_pipeline.core.common.identity import RepoRef
+
+
+@dataclass(frozen=True)
+class ListedRepo:
+    """One repository as the forge lists it."""
+
+    full_name: str
+    clone_url: str
+    fork: bool = False
+    archived: bool = False
+    private: bool = False
+    stamp: str | None = None  # when the forge last saw activity: refresh's metadata signal
+
+    @property
+    def name(self) -> str:
+        return self.full_name.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One paged listing of a repository's metadata: `kind` of its records, and the query
+    parameter that asks only for records updated after a time (None: always read whole)."""
+
+    kind: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    since_param: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseAsset:
+    """One downloadable file of a release; `updated` is empty when the forge does not date it."""
+
+    id: str
+    name: str
+    url: str
+    updated: str = ""
+
+
+@dataclass(frozen=True)
+class ForgeApi:
+    """Where a forge's API is and the token it takes: what every forge class is built on."""
+
+    api: str
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api", self.api.rstrip("/"))
+
+
+class Forge(Protocol):
+    """One forge's REST API: where it is, whose token it takes, and its endpoints."""
+
+    @property
+    def name(self) -> str:
+        """ "github", "gitlab"."""
+        ...
+
+    @property
+    def token_env(self) -> str:
+        """The variable its token comes from, for messages."""
+        ...
+
+    @property
+    def api(self) -> str:
+        """The API base, without a trailing slash."""
+        ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    def api_headers(self) -> dict[str, str]:
+        """Headers of every API call, credentials aside."""
+        ...
+
+    def credentials(self) -> dict[str, str]:
+        """The token's header; empty without a token. Sent only to `api`'s own origin."""
+        ...
+
+    def repos_of(self, kind: str, name: str) -> tuple[str, dict[str, str]]:
+        """URL and query listing the repositories of a tracked source (`listing.Source`)."""
+        ...
+
+    def listed_repo(self, item: dict[str, Any]) -> ListedRepo:
+        """One item of that listing."""
+        ...
+
+    def project(self, ref: RepoRef) -> str:
+        """How the API names `ref` in its paths."""
+        ...
+
+    def feeds(self, project: str) -> tuple[Feed, ...]:
+        """The metadata listings of a project."""
+        ...
+
+    def children(self, project: str, kind: str, record: dict[str, Any]) -> list[tuple[str, str]]:
+        """Listings that belong to one changed record: (kind, path)."""
+        ...
+
+    def kind_of(self, feed: Feed, record: dict[str, Any]) -> str:
+        """The kind a record of `feed` is kept as."""
+        ...
+
+    def release_assets(self, release: dict[str, Any]) -> list[ReleaseAsset]:
+        """The downloadable files of a release."""
+        ...
+
+
+def stamp(*times: object) -> str | None:
+    """A listing's activity times as one comparable stamp; None when the forge gave none."""
+    given = [str(t) for t in times if t]
+    return " ".join(given)[:64] if given else None
