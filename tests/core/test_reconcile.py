@@ -16,7 +16,8 @@ from repovault_pipeline.core.intake.kafka import KafkaGateway
 from repovault_pipeline.core.intake.reconcile import MAX_REPUBLISH, Reconciler, ReconcileState
 from repovault_pipeline.core.intake.runs import RecordedOutcome
 from repovault_pipeline.core.intake.submit import submit
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.rows import Injected
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.kafka import read_json
 

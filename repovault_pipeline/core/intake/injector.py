@@ -12,7 +12,7 @@ Reading and deciding (`plan_tick`) writes nothing, so a test of the sensor shows
 (`InjectorPlan.preview`); only `inject`, on a daemon tick, commits, records and publishes.
 
 No message can stop the injector: whatever its bytes, it is accepted or dead-lettered, and the
-cursor moves past it. Text is made storable (`lineage.storable`); a row the database still
+cursor moves past it. Text is made storable (`lineage.rows.storable`); a row the database still
 refuses turns its message into a dead letter that says so, and the other rows are recorded.
 
 Each dead letter is published once, even when a tick fails half way and is retried with the
@@ -51,7 +51,8 @@ from repovault_pipeline.core.intake.messages import (
     parse_request,
     position_reset_event,
 )
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now
+from repovault_pipeline.core.lineage.requests import LineageStore, now
+from repovault_pipeline.core.lineage.rows import Injected
 
 log = logging.getLogger(__name__)
 SCAN_LIMIT = 100_000  # records of `rechazados` read at most before publishing (see the module)

@@ -22,12 +22,11 @@ from repovault_pipeline.core.common.settings import Topics
 from repovault_pipeline.core.intake.kafka import BrokerUnavailable
 from repovault_pipeline.core.intake.messages import request_message, status_event
 from repovault_pipeline.core.lineage.requests import (
-    Injected,
     LineageStore,
-    Request,
     now,
     reasons_line,
 )
+from repovault_pipeline.core.lineage.rows import Injected, Request
 from repovault_pipeline.core.vault.snapshot import ArchiveResult
 
 log = logging.getLogger(__name__)

@@ -42,10 +42,10 @@ from repovault_pipeline.core.intake.runs import RecordedOutcome, RunHistory
 from repovault_pipeline.core.lineage.requests import (
     LFS_MISSING,
     LineageStore,
-    Request,
     final_status,
     now,
 )
+from repovault_pipeline.core.lineage.rows import Request
 from repovault_pipeline.core.vault.lease import HELD, LeaseView, inspect, interrupt
 from repovault_pipeline.core.vault.lfs import missing_detail
 from repovault_pipeline.core.vault.snapshot import SnapshotReader

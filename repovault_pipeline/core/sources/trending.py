@@ -34,7 +34,8 @@ from repovault_pipeline.core.common.settings import TRENDING_PERIODS, Settings
 from repovault_pipeline.core.intake.kafka import KafkaGateway
 from repovault_pipeline.core.intake.lifecycle import NewRequest, RequestLifecycle
 from repovault_pipeline.core.intake.runs import request_tags
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore
+from repovault_pipeline.core.lineage.requests import LineageStore
+from repovault_pipeline.core.lineage.rows import Injected
 
 SINCE_CHOICES = TRENDING_PERIODS
 TOP_N = 10
