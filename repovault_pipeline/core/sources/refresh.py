@@ -36,7 +36,8 @@ from repovault_pipeline.core.common.settings import Keep, Settings
 from repovault_pipeline.core.intake.kafka import KafkaGateway
 from repovault_pipeline.core.intake.lifecycle import NewRequest, RequestLifecycle
 from repovault_pipeline.core.lineage.requests import LineageStore
-from repovault_pipeline.core.sources.fleet import FleetStore, RepoState, due_before
+from repovault_pipeline.core.sources.fleet import FleetStore, due_before
+from repovault_pipeline.core.sources.fleet_rows import RepoState
 from repovault_pipeline.core.sources.metadata import forge_of, wanted
 from repovault_pipeline.core.vault.gitops import GitClient, refs_digest
 
