@@ -109,13 +109,8 @@ class Closing:
     row: Request
     run_id: str
     run_status: str | None  # None: the run no longer exists
-    outcome: str
+    ending: Outcome
     how: str  # why, for the operator
-    snapshot_id: str | None = None
-    head_commit: str | None = None
-    bytes_uploaded: int | None = None
-    error: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
     orphaned: LeaseView | None = None  # the run is alive to Dagster, dead to its lease
 
 
@@ -133,7 +128,7 @@ class ReconcilePlan:
     def preview(self) -> str:
         """What applying it would do, for a dry run ("Test sensor")."""
         closing = ", ".join(
-            f"{c.row.request_id} {c.outcome}{' (orphaned run failed)' if c.orphaned else ''}"
+            f"{c.row.request_id} {c.ending.status}{' (orphaned run failed)' if c.orphaned else ''}"
             for c in self.closings
         )
         again = ", ".join(row.request_id for row, _ in self.republish)
@@ -243,17 +238,13 @@ class Reconciler:
                 error = f"run {run_id} ended {status} without recording its outcome"
             how = error
             reasons = {}
+        ending = final_status(outcome, reasons)
         return Closing(
             row,
             run_id,
             status,
-            final_status(outcome, reasons),
+            Outcome(ending, snapshot_id, head_commit, size, error, reasons),
             how,
-            snapshot_id,
-            head_commit,
-            size,
-            error,
-            reasons,
         )
 
     def _orphan(self, row: Request, run_id: str) -> Closing | None:
@@ -278,7 +269,8 @@ class Reconciler:
             f"{lease.ttl_s:.0f} s, REPOVAULT_ORPHAN_AFTER_TTLS): its process is gone; run "
             f"failed by reconcile_sensor, snapshot {lease.snapshot_id} was not committed"
         )
-        return Closing(row, run_id, "STARTED", "failed", error, error=error, orphaned=lease)
+        failed = Outcome("failed", error=error)
+        return Closing(row, run_id, "STARTED", failed, error, orphaned=lease)
 
     def _fail_orphan(self, closing: Closing) -> bool:
         """Take the orphan's lease from it, then fail its run; False when the lease was
@@ -297,28 +289,21 @@ class Reconciler:
         row, run_id = closing.row, closing.run_id
         if closing.orphaned is not None and not self._fail_orphan(closing):
             return
-        outcome = Outcome(
-            closing.outcome,
-            closing.snapshot_id,
-            closing.head_commit,
-            closing.bytes_uploaded,
-            closing.error,
-            closing.reasons,
-        )
+        status = closing.ending.status
         closed = self.requests.close(
             row.request_id,
             row.repo_id or "",
             run_id,
-            outcome,
+            closing.ending,
             only_status="in_progress",
             only_run_id=run_id,
         )
         if not closed:  # the run's own steps (or another pass) closed it meanwhile
             return
-        report.closed[row.request_id] = closing.outcome
+        report.closed[row.request_id] = status
         self.log.warning(
             f"request {row.request_id} ({row.repo_id}) was left in_progress by run {run_id} "
-            f"({closing.run_status or 'gone'}): closed {closing.outcome}; {closing.how}"
+            f"({closing.run_status or 'gone'}): closed {status}; {closing.how}"
         )
 
     def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
