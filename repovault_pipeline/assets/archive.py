@@ -1,6 +1,7 @@
 """`repo_archive`: one partition per repository, computed by clone_repo -> upload_snapshot ->
-record_lineage. The work is in `core.snapshot`; these ops add the run's request, its lineage,
-retries for transient failures and the materialization metadata."""
+record_lineage. The work is in `core/vault/snapshot.py`, the request's life (its row and its
+status events) in `core/intake/lifecycle.py`; these ops add retries for transient failures and
+the materialization metadata."""
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

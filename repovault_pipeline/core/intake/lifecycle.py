@@ -5,9 +5,9 @@ Each step is recorded in lineage (`repo_requests`, the record) before it is anno
 (`pendientes` for a request to run, `en_proceso` / `completados` for its status), so nothing is
 announced that the table does not hold. Status events are best effort: a broker outage is
 logged and the row stays the truth. A request the broker never took is closed `failed` at once
-(no event: there is no broker to carry it). The archive ops, the reconciler, submit, refresh,
-the trending intake and the injector all go through `RequestLifecycle`; none of them writes a
-request's row or its status event itself.
+(no event: there is no broker to carry it). The archive ops, `repo_metadata`, the reconciler,
+submit, refresh, the trending intake and the injector all go through `RequestLifecycle`; only
+the fleet sensors, which ask Dagster for their runs directly, record `pending` rows themselves.
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from typing import Protocol
 from repovault_pipeline.core.common.settings import Topics
 from repovault_pipeline.core.intake.kafka import BrokerUnavailable
 from repovault_pipeline.core.intake.messages import request_message, status_event
-from repovault_pipeline.core.lineage.requests import (
-    LineageStore,
-    now,
-    reasons_line,
-)
+from repovault_pipeline.core.lineage.requests import LineageStore, now, reasons_line
 from repovault_pipeline.core.lineage.rows import Injected, Request
 from repovault_pipeline.core.vault.snapshot import ArchiveResult
 
