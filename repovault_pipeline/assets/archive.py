@@ -1,9 +1,11 @@
 """`repo_archive`: one partition per repository, computed by clone_repo -> upload_snapshot ->
-record_lineage. The work is in `core.snapshot`; these ops add the run's request, its lineage,
-retries for transient failures and the materialization metadata."""
+record_lineage. The work is in `core/vault/snapshot.py`, the request's life (its row and its
+status events) in `core/intake/lifecycle.py`; these ops add retries for transient failures and
+the materialization metadata."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from dagster import (
     AssetExecutionContext,
@@ -26,17 +28,17 @@ from ..core.common.errors import ArchiveError, TransientError
 from ..core.common.identity import InvalidRepoUrl
 from ..core.common.redact import mask_secrets
 from ..core.common.settings import Settings
-from ..core.intake.messages import status_event
-from ..core.intake.reconcile import outcome_metadata
+from ..core.intake.lifecycle import RequestLifecycle
 from ..core.intake.runs import (
     RunRequestInfo,
     default_clone_url,
     default_url_hint,
     missing_run_tags,
+    outcome_metadata,
     request_of_run,
     resolve_clone_ref,
 )
-from ..core.lineage.requests import now, reasons_line
+from ..core.lineage.requests import reasons_line
 from ..core.lineage.stats import bucket_link, sizes_line
 from ..core.vault.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
 from ..partitions import repositories
@@ -76,10 +78,22 @@ def _complete_run_tags(context: OpExecutionContext, settings: Settings) -> None:
         context.log.info(f"tagged the run {missing} (it was not submitted through the run queue)")
 
 
+def run_requests(
+    context: OpExecutionContext | AssetExecutionContext | HookContext,
+    lineage: LineageResource,
+    kafka: KafkaResource,
+) -> RequestLifecycle:
+    """The run's requests, recorded in lineage and announced through the run's gateway."""
+    gateway = kafka.gateway()
+    return RequestLifecycle(
+        lineage.store(), gateway, gateway.settings.topics, lineage.fleet(), context.log
+    )
+
+
 @contextmanager
 def archive_errors(
     context: OpExecutionContext | AssetExecutionContext,
-    lineage: LineageResource | None = None,
+    requests: Callable[[], RequestLifecycle] | None = None,
     request_id: str | None = None,
     hint: str | None = None,
 ) -> Iterator[None]:
@@ -92,8 +106,8 @@ def archive_errors(
         reason = mask_secrets(f"{exc}; {hint}" if hint else str(exc))
         attempt = context.retry_number + 1
         context.log.warning(f"transient failure (attempt {attempt}): {reason}")
-        if lineage is not None and request_id and attempt <= TRANSIENT_RETRY.max_retries:
-            _note_retry(context, lineage, request_id, attempt, reason)
+        if requests is not None and request_id and attempt <= TRANSIENT_RETRY.max_retries:
+            _note_retry(context, requests, request_id, attempt, reason)
         if hint:
             raise TransientError(reason) from exc
         raise
@@ -104,16 +118,14 @@ def archive_errors(
 
 def _note_retry(
     context: OpExecutionContext | AssetExecutionContext,
-    lineage: LineageResource,
+    requests: Callable[[], RequestLifecycle],
     request_id: str,
     attempt: int,
     reason: str,
 ) -> None:
     """Best effort: a lineage outage must not turn a retry into a failure."""
     try:
-        lineage.store().record_retrying(
-            request_id, attempt, TRANSIENT_RETRY.max_retries + 1, reason
-        )
+        requests().retrying(request_id, attempt, TRANSIENT_RETRY.max_retries + 1, reason)
     except SQLAlchemyError as exc:
         context.log.warning(f"could not note the retry in lineage ({type(exc).__name__})")
 
@@ -130,24 +142,21 @@ def clone_repo(
     request = _request(context)
     settings = vault.settings()
     _complete_run_tags(context, settings)
-    store = lineage.store()
+    requests = run_requests(context, lineage, kafka)
     run_record = context.instance.get_run_record_by_id(context.run_id)
     created_at = request.requested_at or (run_record.create_timestamp if run_record else None)
-    url = request.repo_url or store.last_url(repo_id)
-    store.record_started(
+    url = request.repo_url or requests.lineage.last_url(repo_id)
+    requests.start(
         request.request_id,
         url or default_clone_url(repo_id),
         repo_id,
         request.source,
         context.run_id,
         created_at=created_at,
-        keep_error=context.retry_number > 0,
+        retry_number=context.retry_number,
     )
-    if context.retry_number == 0:
-        event = status_event(request.request_id, repo_id, context.run_id, "in_progress")
-        kafka.publish_status(settings.topics.in_progress, repo_id, event, context.log)
     hint = None if url else default_url_hint(repo_id)
-    with archive_errors(context, lineage, request.request_id, hint):
+    with archive_errors(context, lambda: requests, request.request_id, hint):
         ref = resolve_clone_ref(repo_id, url, settings)
         context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
         keep = request.keep_for(settings)
@@ -169,7 +178,11 @@ def clone_repo(
     tags={"kind": "s3"},
 )
 def upload_snapshot(
-    context: OpExecutionContext, vault: VaultResource, lineage: LineageResource, prepared: Prepared
+    context: OpExecutionContext,
+    vault: VaultResource,
+    lineage: LineageResource,
+    kafka: KafkaResource,
+    prepared: Prepared,
 ) -> Output[ArchiveResult]:
     """Write the snapshot: bundle, incremental tree/, manifest, latest.json, retention.
 
@@ -181,7 +194,8 @@ def upload_snapshot(
             description="the clone of this run is gone from local disk; re-execute the run",
             allow_retries=False,
         )
-    with archive_errors(context, lineage, _request(context).request_id):
+    requests = partial(run_requests, context, lineage, kafka)  # the database only on a retry
+    with archive_errors(context, requests, _request(context).request_id):
         result = vault.writer(context.log).upload(prepared)
     discard(prepared)
     return Output(result, metadata=outcome_metadata(result))
@@ -202,38 +216,7 @@ def record_lineage(
     keep is missing (LFS objects, the wiki); `repo_metadata`, which runs after this, turns it
     `partial` itself if the forge metadata then fails."""
     request = _request(context)
-    finished_at = now()
-    if result.reasons:
-        context.log.warning(f"{result.repo_id} is partial: {reasons_line(result.reasons)}")
-    lineage.store().record_finished(
-        request.request_id,
-        result.status,
-        snapshot_id=result.snapshot_id,
-        head_commit=result.head_commit,
-        bytes_uploaded=result.bytes_uploaded,
-        reasons=result.reasons,
-        finished_at=finished_at,
-    )
-    if result.refs_digest:  # what refresh_sensor compares the remote's refs (and wiki's) with
-        lineage.fleet().record_snapshot(
-            result.repo_id,
-            result.repo_url,
-            result.refs_digest,
-            result.snapshot_id,
-            finished_at,
-            wiki_digest=result.wiki_refs_digest,
-        )
-    event = status_event(
-        request.request_id,
-        result.repo_id,
-        context.run_id,
-        result.status,
-        snapshot_id=result.snapshot_id,
-        head_commit=result.head_commit,
-        reasons=result.reasons,
-        at=finished_at,
-    )
-    kafka.publish_status(kafka.settings().topics.completed, result.repo_id, event, context.log)
+    run_requests(context, lineage, kafka).finish(request.request_id, context.run_id, result)
     location = bucket_link(vault.settings(), vault.store(), result.bucket)
     return Output(
         result.to_dict(),
@@ -280,15 +263,10 @@ def record_failure(context: HookContext) -> None:
     request = _request(context)
     run = context.instance.get_run_by_id(context.run_id)
     repo_id = (run.tags.get("dagster/partition") if run else None) or ""
-    finished_at = now()
-    context.resources.lineage.store().record_finished(
-        request.request_id, "failed", error=reason, finished_at=finished_at
+    resources = context.resources
+    run_requests(context, resources.lineage, resources.kafka).fail(
+        request.request_id, repo_id, context.run_id, reason
     )
-    kafka: KafkaResource = context.resources.kafka
-    event = status_event(
-        request.request_id, repo_id, context.run_id, "failed", error=reason, at=finished_at
-    )
-    kafka.publish_status(kafka.settings().topics.completed, repo_id, event, context.log)
     if repo_id and forget_unexecuted_check(context.instance, context.run_id, repo_id):
         context.log.info(f"{repo_id} was never archived: restorable has nothing to report")
     work_dir = context.resources.vault.settings().work_dir

@@ -14,14 +14,13 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from ..core.common.identity import parse_repo_id
 from ..core.common.redact import mask_secrets
-from ..core.intake.messages import status_event
 from ..core.intake.runs import RunRequestInfo, request_of_run
-from ..core.lineage.requests import METADATA_FAILED, now
+from ..core.lineage.requests import METADATA_FAILED
 from ..core.sources.forges import forge_of
 from ..core.sources.metadata.archive import MetadataArchiver, wanted
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
-from .archive import TRANSIENT_RETRY, archive_errors, repo_archive
+from .archive import TRANSIENT_RETRY, archive_errors, repo_archive, run_requests
 
 
 @asset(
@@ -86,20 +85,6 @@ def _record_failed(
     reason: str,
 ) -> None:
     """The request's row becomes `partial` (`metadata_failed`), announced on `completados`."""
-    row = lineage.store().record_part_failed(request.request_id, METADATA_FAILED, reason)
-    if row is None:  # no finished row of this request (the archive failed, or no row at all)
-        return
-    context.log.warning(f"request {row.request_id} is partial: {row.error}")
-    event = status_event(
-        row.request_id,
-        context.partition_key,
-        context.run_id,
-        row.status,
-        snapshot_id=row.snapshot_id,
-        head_commit=row.head_commit,
-        reasons=row.reasons,
-        at=now(),
-    )
-    kafka.publish_status(
-        kafka.settings().topics.completed, context.partition_key, event, context.log
+    run_requests(context, lineage, kafka).part_failed(
+        request.request_id, context.partition_key, context.run_id, METADATA_FAILED, reason
     )

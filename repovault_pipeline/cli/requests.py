@@ -12,7 +12,8 @@ from ..core.common.identity import InvalidRepoUrl, parse_repo_url
 from ..core.common.redact import mask_secrets
 from ..core.common.settings import Settings
 from ..core.intake.submit import submit, validate_urls
-from ..core.lineage.requests import Request, now
+from ..core.lineage.requests import now
+from ..core.lineage.rows import Request
 from .common import (
     EXIT_FAILED,
     BadInput,

@@ -15,8 +15,8 @@ from dagster import (
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._utils.error import SerializableErrorInfo
 
-from ..core.intake.reconcile import Reconciler, ReconcileState, RecordedOutcome
-from ..core.intake.runs import TAG_REQUEST_ID
+from ..core.intake.reconcile import Reconciler, ReconcileState
+from ..core.intake.runs import TAG_REQUEST_ID, RecordedOutcome
 from ..resources import KafkaResource, LineageResource, VaultResource
 from .ticks import dry_run, on_daemon_tick
 
@@ -35,7 +35,7 @@ _SAYS_NOTHING = (  # what Dagster adds to every failure or termination
 
 
 class DagsterRuns:
-    """`core.reconcile.RunHistory` on a Dagster instance: run records and event log."""
+    """`core.intake.runs.RunHistory` on a Dagster instance: run records and event log."""
 
     def __init__(self, instance: DagsterInstance) -> None:
         self.instance = instance

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
 
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.rows import Injected
 
 URL, REPO_ID = "http://127.0.0.1:9/o/lineage.git", "127.0.0.1:9/o/lineage"
 

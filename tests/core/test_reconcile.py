@@ -13,14 +13,11 @@ import pytest
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.kafka import KafkaGateway
-from repovault_pipeline.core.intake.reconcile import (
-    MAX_REPUBLISH,
-    Reconciler,
-    ReconcileState,
-    RecordedOutcome,
-)
+from repovault_pipeline.core.intake.reconcile import MAX_REPUBLISH, Reconciler, ReconcileState
+from repovault_pipeline.core.intake.runs import RecordedOutcome
 from repovault_pipeline.core.intake.submit import submit
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
+from repovault_pipeline.core.lineage.rows import Injected
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.kafka import read_json
 

@@ -16,7 +16,8 @@ from repovault_pipeline.cli import main
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.core.sources.discover import sources_tick
-from repovault_pipeline.core.sources.fleet import UNREACHABLE_AFTER, FleetStore, RepoState
+from repovault_pipeline.core.sources.fleet import FleetStore
+from repovault_pipeline.core.sources.fleet_rows import UNREACHABLE_AFTER, RepoState
 from repovault_pipeline.core.sources.refresh import Seen, refresh
 from repovault_pipeline.core.vault.gitops import refs_digest
 from repovault_pipeline.core.vault.snapshot import ArchiveResult

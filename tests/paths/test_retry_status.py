@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from dagster import instance_for_test
 
-from repovault_pipeline.core.lineage.requests import Request, open_lineage
+from repovault_pipeline.core.lineage.requests import open_lineage
+from repovault_pipeline.core.lineage.rows import Request
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.daemon import wait_until
 from tests.support.user_checks import console

@@ -18,7 +18,7 @@ from ...core.common.settings import keep_choices
 from ...core.intake.kafka import BrokerUnavailable
 from ...core.intake.submit import submit, validate_urls
 from ...core.lineage.requests import STATUSES
-from ...core.lineage.requests import Request as LineageRow
+from ...core.lineage.rows import Request as LineageRow
 from ..deps import Reader, Submitter, VaultDep
 from ..errors import AUTH_ERRORS, Refused, error_doc
 from ..models import RequestPage, RequestRow, RequestsAccepted, RequestsBody

@@ -12,7 +12,7 @@ Reading and deciding (`plan_tick`) writes nothing, so a test of the sensor shows
 (`InjectorPlan.preview`); only `inject`, on a daemon tick, commits, records and publishes.
 
 No message can stop the injector: whatever its bytes, it is accepted or dead-lettered, and the
-cursor moves past it. Text is made storable (`lineage.storable`); a row the database still
+cursor moves past it. Text is made storable (`lineage.rows.storable`); a row the database still
 refuses turns its message into a dead letter that says so, and the other rows are recorded.
 
 Each dead letter is published once, even when a tick fails half way and is retried with the
@@ -39,6 +39,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.kafka import Batch, KafkaGateway, PositionReset, TopicMissing
+from repovault_pipeline.core.intake.lifecycle import RequestLifecycle
 from repovault_pipeline.core.intake.messages import (
     PendingRequest,
     RejectedMessage,
@@ -50,7 +51,8 @@ from repovault_pipeline.core.intake.messages import (
     parse_request,
     position_reset_event,
 )
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore, now
+from repovault_pipeline.core.lineage.requests import LineageStore, now
+from repovault_pipeline.core.lineage.rows import Injected
 
 log = logging.getLogger(__name__)
 SCAN_LIMIT = 100_000  # records of `rechazados` read at most before publishing (see the module)
@@ -188,7 +190,7 @@ def _apply(
         accepted=list(plan.accepted), read=len(batch.records), resets=batch.resets
     )
     sorted_ = replace(plan.rows)  # `_record` adds the rejections the database causes
-    _record(lineage, sorted_, outcome)
+    _record(RequestLifecycle(lineage, gateway, settings.topics), sorted_, outcome)
     dead_letters = [r.letter() for r in sorted_.rejections]
     dead_letters += [
         (dead_letter_key(r.topic, r.partition, r.offset), position_reset_event(r))
@@ -303,18 +305,18 @@ def _record_time(timestamp: int, injected_at: datetime) -> datetime:
         return injected_at
 
 
-def _record(lineage: LineageStore, sorted_: _Sorted, outcome: TickOutcome) -> None:
+def _record(requests: RequestLifecycle, sorted_: _Sorted, outcome: TickOutcome) -> None:
     """Record the rows of the batch. A row the database refused is said in its dead letter; an
     accepted request whose row was refused gets no run (a run without its row is not followed)
     but a dead letter."""
-    refused = lineage.record_rejected(_first_per_request(sorted_.rejected))
+    refused = requests.reject(_first_per_request(sorted_.rejected))
     sorted_.rejections = [
         replace(r, reason=f"{r.reason}; {_unrecorded(refused[r.request_id])}")
         if r.request_id in refused
         else r
         for r in sorted_.rejections
     ]
-    refused = lineage.record_injected(_first_per_request(sorted_.injected))
+    refused = requests.accept(_first_per_request(sorted_.injected))
     sorted_.rejections += [
         _Rejection(a.record, a.request.request_id, _unrecorded(refused[a.request.request_id]))
         for a in outcome.accepted

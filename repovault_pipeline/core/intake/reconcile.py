@@ -23,32 +23,32 @@ broker that restarted with an empty log: the row stays `pending`). One pass here
   is published again to `pendientes` (same request id, so the injector's run key makes a second
   run impossible), at most MAX_REPUBLISH times; then it is closed `failed` with the reason.
 
-Free of Dagster: the runs are seen through the small `RunHistory` protocol.
+Free of Dagster: the runs are seen through the small `RunHistory` protocol (runs.py); rows
+close and events go out through the request lifecycle (lifecycle.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from repovault_pipeline.core.common.errors import PreconditionFailed
 from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.intake.kafka import KafkaGateway
-from repovault_pipeline.core.intake.messages import request_message, status_event
+from repovault_pipeline.core.intake.lifecycle import Outcome, RequestLifecycle
+from repovault_pipeline.core.intake.runs import RecordedOutcome, RunHistory
 from repovault_pipeline.core.lineage.requests import (
     LFS_MISSING,
     LineageStore,
-    Request,
     final_status,
     now,
 )
+from repovault_pipeline.core.lineage.rows import Request
 from repovault_pipeline.core.vault.lease import HELD, LeaseView, inspect, interrupt
 from repovault_pipeline.core.vault.lfs import missing_detail
-from repovault_pipeline.core.vault.snapshot import ArchiveResult, SnapshotReader
+from repovault_pipeline.core.vault.snapshot import SnapshotReader
 from repovault_pipeline.core.vault.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -56,62 +56,6 @@ log = logging.getLogger(__name__)
 ENDED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 MAX_REPUBLISH = 3
 BATCH = 500  # most rows of each kind looked at per pass
-
-
-def outcome_metadata(result: ArchiveResult) -> dict[str, str | int]:
-    """What `upload_snapshot` records in its output metadata for reconcile to read back."""
-    return {
-        "outcome": result.outcome,
-        "snapshot_id": result.snapshot_id or "",
-        "head_commit": result.head_commit,
-        "bytes_uploaded": result.bytes_uploaded,
-        "reasons": json.dumps(result.reasons, sort_keys=True),
-    }
-
-
-@dataclass(frozen=True)
-class RecordedOutcome:
-    """The outcome a run's `upload_snapshot` step recorded."""
-
-    outcome: str
-    snapshot_id: str | None
-    head_commit: str | None
-    bytes_uploaded: int | None
-    reasons: dict[str, str] = field(default_factory=dict)  # parts missing: the run is partial
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, object]) -> RecordedOutcome | None:
-        outcome = metadata.get("outcome")
-        if outcome not in ("completed", "unchanged"):
-            return None
-        size = metadata.get("bytes_uploaded")
-        reasons = json.loads(str(metadata.get("reasons") or "{}"))
-        return cls(
-            str(outcome),
-            str(metadata.get("snapshot_id") or "") or None,
-            str(metadata.get("head_commit") or "") or None,
-            int(size) if isinstance(size, int | float) else None,
-            reasons if isinstance(reasons, dict) else {},
-        )
-
-
-class RunHistory(Protocol):
-    """What reconcile needs to know of the orchestrator's runs."""
-
-    def status(self, run_id: str) -> str | None:
-        """The run's status (`SUCCESS`, `FAILURE`, `CANCELED`, `STARTED`...); None: no such run."""
-
-    def recorded_outcome(self, run_id: str) -> RecordedOutcome | None:
-        """What the run's `upload_snapshot` step recorded, if it got that far."""
-
-    def failure_reason(self, run_id: str) -> str | None:
-        """Why the run failed, from its failure events."""
-
-    def runs_of_request(self, request_id: str) -> list[str]:
-        """The ids of the runs tagged with this request id."""
-
-    def fail(self, run_id: str, reason: str) -> None:
-        """Mark a run whose worker is gone failed, with `reason`."""
 
 
 @dataclass
@@ -165,13 +109,8 @@ class Closing:
     row: Request
     run_id: str
     run_status: str | None  # None: the run no longer exists
-    outcome: str
+    ending: Outcome
     how: str  # why, for the operator
-    snapshot_id: str | None = None
-    head_commit: str | None = None
-    bytes_uploaded: int | None = None
-    error: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
     orphaned: LeaseView | None = None  # the run is alive to Dagster, dead to its lease
 
 
@@ -189,7 +128,7 @@ class ReconcilePlan:
     def preview(self) -> str:
         """What applying it would do, for a dry run ("Test sensor")."""
         closing = ", ".join(
-            f"{c.row.request_id} {c.outcome}{' (orphaned run failed)' if c.orphaned else ''}"
+            f"{c.row.request_id} {c.ending.status}{' (orphaned run failed)' if c.orphaned else ''}"
             for c in self.closings
         )
         again = ", ".join(row.request_id for row, _ in self.republish)
@@ -217,6 +156,7 @@ class Reconciler:
         self.store = store
         self.gateway = gateway
         self.log = logger or log
+        self.requests = RequestLifecycle(lineage, gateway, self.settings.topics, logger=self.log)
 
     def run(self, state: ReconcileState) -> tuple[ReconcileReport, ReconcileState]:
         """One pass of the sensor's daemon tick: `plan`, then `apply`."""
@@ -246,28 +186,14 @@ class Reconciler:
             except Exception as exc:  # one row the database refuses must not stop the others
                 report.errors.append(f"{closing.row.request_id}: {exc}")
                 self.log.warning(f"request {closing.row.request_id} could not be closed: {exc}")
-        messages: list[tuple[str | None, bytes]] = []
         for row, time_ in plan.republish:
-            messages.append(
-                (
-                    row.repo_id,
-                    request_message(
-                        row.request_id,
-                        row.repo_url,
-                        row.source,
-                        row.creation_timestamp,
-                        row.keep,
-                        row.force,
-                    ),
-                )
-            )
             report.republished.append(row.request_id)
             self.log.warning(
                 f"request {row.request_id} ({row.repo_id}) has been pending since "
                 f"{row.creation_timestamp.isoformat()} with no run: published again to "
                 f"{self.settings.topics.pending} (time {time_} of {MAX_REPUBLISH})"
             )
-        self.gateway.publish(self.settings.topics.pending, messages)
+        self.requests.republish([row for row, _ in plan.republish])
         for row, count in plan.give_up:
             self._give_up(row, count, report)
         return report
@@ -312,17 +238,13 @@ class Reconciler:
                 error = f"run {run_id} ended {status} without recording its outcome"
             how = error
             reasons = {}
+        ending = final_status(outcome, reasons)
         return Closing(
             row,
             run_id,
             status,
-            final_status(outcome, reasons),
+            Outcome(ending, snapshot_id, head_commit, size, error, reasons),
             how,
-            snapshot_id,
-            head_commit,
-            size,
-            error,
-            reasons,
         )
 
     def _orphan(self, row: Request, run_id: str) -> Closing | None:
@@ -347,7 +269,8 @@ class Reconciler:
             f"{lease.ttl_s:.0f} s, REPOVAULT_ORPHAN_AFTER_TTLS): its process is gone; run "
             f"failed by reconcile_sensor, snapshot {lease.snapshot_id} was not committed"
         )
-        return Closing(row, run_id, "STARTED", "failed", error, error=error, orphaned=lease)
+        failed = Outcome("failed", error=error)
+        return Closing(row, run_id, "STARTED", failed, error, orphaned=lease)
 
     def _fail_orphan(self, closing: Closing) -> bool:
         """Take the orphan's lease from it, then fail its run; False when the lease was
@@ -366,35 +289,21 @@ class Reconciler:
         row, run_id = closing.row, closing.run_id
         if closing.orphaned is not None and not self._fail_orphan(closing):
             return
-        finished_at = now()
-        closed = self.lineage.record_finished(
+        status = closing.ending.status
+        closed = self.requests.close(
             row.request_id,
-            closing.outcome,
-            snapshot_id=closing.snapshot_id,
-            head_commit=closing.head_commit,
-            bytes_uploaded=closing.bytes_uploaded,
-            error=closing.error,
-            reasons=closing.reasons,
-            finished_at=finished_at,
+            row.repo_id or "",
+            run_id,
+            closing.ending,
             only_status="in_progress",
             only_run_id=run_id,
         )
         if not closed:  # the run's own steps (or another pass) closed it meanwhile
             return
-        report.closed[row.request_id] = closing.outcome
+        report.closed[row.request_id] = status
         self.log.warning(
             f"request {row.request_id} ({row.repo_id}) was left in_progress by run {run_id} "
-            f"({closing.run_status or 'gone'}): closed {closing.outcome}; {closing.how}"
-        )
-        self._announce(
-            row,
-            run_id,
-            closing.outcome,
-            closing.snapshot_id,
-            closing.head_commit,
-            closing.error,
-            finished_at,
-            closing.reasons,
+            f"({closing.run_status or 'gone'}): closed {status}; {closing.how}"
         )
 
     def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
@@ -442,37 +351,9 @@ class Reconciler:
             f"that kafka_injector_sensor is running and reads {self.settings.kafka_bootstrap}, "
             "then submit the repository again"
         )
-        finished_at = now()
-        if self.lineage.record_finished(
-            row.request_id, "failed", error=error, finished_at=finished_at, only_status="pending"
+        failed = Outcome("failed", error=error)
+        if self.requests.close(
+            row.request_id, row.repo_id or "", None, failed, only_status="pending"
         ):
             report.closed[row.request_id] = "failed"
             self.log.warning(f"request {row.request_id} ({row.repo_id}): {error}")
-            self._announce(row, None, "failed", None, None, error, finished_at)
-
-    def _announce(
-        self,
-        row: Request,
-        run_id: str | None,
-        outcome: str,
-        snapshot_id: str | None,
-        head_commit: str | None,
-        error: str | None,
-        at: datetime,
-        reasons: dict[str, str] | None = None,
-    ) -> None:
-        """The `completados` event the run would have published (best effort)."""
-        event = status_event(
-            row.request_id,
-            row.repo_id or "",
-            run_id,
-            outcome,
-            snapshot_id=snapshot_id,
-            head_commit=head_commit,
-            error=error,
-            reasons=reasons,
-            at=at,
-        )
-        self.gateway.publish_status(
-            self.settings.topics.completed, row.repo_id or "", event, self.log
-        )

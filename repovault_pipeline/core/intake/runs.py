@@ -1,4 +1,5 @@
-"""How a request travels with its run: the run tags, and the URL a run clones.
+"""How a request travels with its run: the run tags, the URL a run clones, and what the
+run recorded of its outcome (`RunHistory`, read back by reconcile).
 
 Kept free of Dagster so the sensor, the schedule, the CLI and the ops agree on one reading.
 """
@@ -8,13 +9,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from repovault_pipeline.core.common.settings import Keep, Settings, keep_choices
+from repovault_pipeline.core.vault.snapshot import ArchiveResult
 
 TAG_REPO_URL = "repovault/repo_url"
 TAG_REQUEST_ID = "repovault/request_id"
@@ -163,3 +166,59 @@ def resolve_clone_ref(repo_id: str, url: str | None, settings: Settings) -> Repo
     if ref.repo_id != repo_id:
         raise InvalidRepoUrl(f"the URL names repository {ref.repo_id}, not partition {repo_id}")
     return ref
+
+
+def outcome_metadata(result: ArchiveResult) -> dict[str, str | int]:
+    """What `upload_snapshot` records in its output metadata for reconcile to read back."""
+    return {
+        "outcome": result.outcome,
+        "snapshot_id": result.snapshot_id or "",
+        "head_commit": result.head_commit,
+        "bytes_uploaded": result.bytes_uploaded,
+        "reasons": json.dumps(result.reasons, sort_keys=True),
+    }
+
+
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """The outcome a run's `upload_snapshot` step recorded."""
+
+    outcome: str
+    snapshot_id: str | None
+    head_commit: str | None
+    bytes_uploaded: int | None
+    reasons: dict[str, str] = field(default_factory=dict)  # parts missing: the run is partial
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, object]) -> RecordedOutcome | None:
+        outcome = metadata.get("outcome")
+        if outcome not in ("completed", "unchanged"):
+            return None
+        size = metadata.get("bytes_uploaded")
+        reasons = json.loads(str(metadata.get("reasons") or "{}"))
+        return cls(
+            str(outcome),
+            str(metadata.get("snapshot_id") or "") or None,
+            str(metadata.get("head_commit") or "") or None,
+            int(size) if isinstance(size, int | float) else None,
+            reasons if isinstance(reasons, dict) else {},
+        )
+
+
+class RunHistory(Protocol):
+    """What reconcile needs to know of the orchestrator's runs."""
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status (`SUCCESS`, `FAILURE`, `CANCELED`, `STARTED`...); None: no such run."""
+
+    def recorded_outcome(self, run_id: str) -> RecordedOutcome | None:
+        """What the run's `upload_snapshot` step recorded, if it got that far."""
+
+    def failure_reason(self, run_id: str) -> str | None:
+        """Why the run failed, from its failure events."""
+
+    def runs_of_request(self, request_id: str) -> list[str]:
+        """The ids of the runs tagged with this request id."""
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Mark a run whose worker is gone failed, with `reason`."""

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from repovault_pipeline.core.common.identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from repovault_pipeline.core.common.redact import mask_and_cut, mask_secrets
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.intake.kafka import BrokerUnavailable, KafkaGateway
-from repovault_pipeline.core.intake.messages import request_message
-from repovault_pipeline.core.lineage.requests import LineageStore, now
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.lifecycle import NewRequest, RequestLifecycle
+from repovault_pipeline.core.lineage.requests import LineageStore
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,9 @@ def submit(
     gateway = KafkaGateway(settings, client_id=f"repovault-{source}")
     try:
         gateway.producer()
-        lineage = open_lineage()
+        requests = RequestLifecycle(open_lineage(), gateway, settings.topics)
         for ref in refs:
-            requested_at = now()
-            request_id = lineage.record_pending(
-                ref.url, ref.repo_id, source, created_at=requested_at, keep=keep, force=force
-            )
-            message = request_message(request_id, ref.url, source, requested_at, keep, force)
-            try:
-                gateway.publish(settings.topics.pending, [(ref.repo_id, message)])
-            except BrokerUnavailable as exc:
-                lineage.record_finished(request_id, "failed", error=f"not queued: {exc}")
-                raise
-            yield ref, request_id
+            asked = NewRequest(ref.url, ref.repo_id, source, keep=keep, force=force)
+            yield ref, requests.queue(asked)
     finally:
         gateway.close()

@@ -13,19 +13,13 @@ did.
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    create_engine,
     delete,
-    event,
     func,
     or_,
     select,
@@ -33,23 +27,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from repovault_pipeline.core.common.redact import mask_and_cut
 from repovault_pipeline.core.common.settings import DB_TIMEOUT_S
+from repovault_pipeline.core.lineage.database import lineage_engine
+from repovault_pipeline.core.lineage.rows import (
+    MAX_ERROR,
+    Injected,
+    Request,
+    asked_columns,
+    error_text,
+    injected_row,
+    reasons_json,
+    refusal,
+    request_row,
+    storable,
+)
 from repovault_pipeline.core.lineage.schema import ensure
-from repovault_pipeline.core.lineage.tables import SOURCE_LABEL, repo_requests
+from repovault_pipeline.core.lineage.tables import repo_requests
 
 FINAL_STATUSES = ("completed", "unchanged", "partial", "failed", "rejected")
 STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
 # Why a request is `partial`: its code snapshot is stored, a part it asked to keep is not.
 LFS_MISSING, WIKI_FAILED, METADATA_FAILED = "lfs_missing", "wiki_failed", "metadata_failed"
 PARTIAL_REASONS = (LFS_MISSING, WIKI_FAILED, METADATA_FAILED)
-MAX_ERROR = 2000
-MAX_URL = 2000
-# What PostgreSQL cannot keep in a text column: NUL, and lone surrogates (not UTF-8).
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def final_status(outcome: str, reasons: Mapping[str, str] | None) -> str:
@@ -71,73 +73,13 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(frozen=True)
-class Injected:
-    """A request as the injector read it (or rejected it)."""
-
-    request_id: str
-    repo_url: str
-    repo_id: str | None
-    source: str
-    created_at: datetime
-    injected_at: datetime
-    error: str | None = None
-    keep: dict[str, bool] | None = None  # the request's own choice of extras
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class Request:
-    request_id: str
-    repo_url: str
-    repo_id: str | None
-    source: str
-    status: str
-    creation_timestamp: datetime
-    inyector_timestamp: datetime | None
-    worker_start_timestamp: datetime | None
-    worker_finishing_timestamp: datetime | None
-    run_id: str | None
-    snapshot_id: str | None
-    head_commit: str | None
-    bytes_uploaded: int | None
-    error: str | None
-    reasons: dict[str, str] | None = None  # of a `partial` request: name -> detail
-    keep: dict[str, bool] | None = None  # its own choice of extras; None: the defaults
-    force: bool = False  # a fresh full snapshot even if nothing changed
-
-    @classmethod
-    def from_row(cls, mapping: Mapping[Any, Any]) -> Request:
-        reasons, keep = mapping["reasons"], mapping["keep"]
-        return cls(
-            **{
-                **mapping,
-                "reasons": json.loads(reasons) if reasons else None,
-                "keep": json.loads(keep) if keep else None,
-                "force": bool(mapping["force"]),
-            }
-        )
-
-
 class LineageStore:
     """Reads and writes `repo_requests`; every text that could hold a secret is masked first."""
 
     def __init__(self, db_url: str, timeout_s: float = DB_TIMEOUT_S) -> None:
         """`timeout_s` (REPOVAULT_DB_TIMEOUT_S) bounds connecting, each statement, and the
         wait on a connection whose server went silent (see `connect_args`)."""
-        url = make_url(db_url)
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg2")  # the driver RepoVault installs
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(
-            url, pool_pre_ping=True, future=True, connect_args=connect_args(url, timeout_s)
-        )
-        if url.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        if url.get_backend_name() == "postgresql":
-            hook = _statement_timeout(max(1, int(timeout_s)))
-            event.listen(self.engine, "connect", hook)
+        self.engine: Engine = lineage_engine(db_url, timeout_s)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -188,8 +130,8 @@ class LineageStore:
         what a republished message must carry again); recording the same request_id twice is
         a no-op, so a replayed tick or message leaves one row."""
         request_id = request_id or new_request_id()
-        row = _row(request_id, repo_url, repo_id, source, "pending", created_at or now())
-        self._upsert([{**row, **_asked(keep, force)}], ())
+        row = request_row(request_id, repo_url, repo_id, source, "pending", created_at or now())
+        self._upsert([{**row, **asked_columns(keep, force)}], ())
         return request_id
 
     def _upsert_each(
@@ -211,7 +153,7 @@ class LineageStore:
             if isinstance(exc, DBAPIError) and not isinstance(exc, DataError | IntegrityError):
                 raise  # the database failed (down, read-only, ...), not the row: retry the tick
             if len(requests) == 1:
-                return {requests[0].request_id: _refusal(exc)}
+                return {requests[0].request_id: refusal(exc)}
         refused: dict[str, str] = {}
         for request in requests:
             refused.update(self._upsert_each([request], row, update_columns, **options))
@@ -222,7 +164,7 @@ class LineageStore:
         Returns the requests the database refused (`_upsert_each`)."""
         return self._upsert_each(
             requests,
-            lambda r: _injected_row(r, "pending", **_asked(r.keep, r.force)),
+            lambda r: injected_row(r, "pending", **asked_columns(r.keep, r.force)),
             ("inyector_timestamp",),
             keep_first=("inyector_timestamp",),  # a replayed or republished message
         )
@@ -232,7 +174,7 @@ class LineageStore:
         the database refused (`_upsert_each`)."""
         return self._upsert_each(
             requests,
-            lambda r: _injected_row(r, "rejected", error=_error(r.error)),
+            lambda r: injected_row(r, "rejected", error=error_text(r.error)),
             ("status", "error", "inyector_timestamp"),
             only_status="pending",  # a bad message claiming a request id never closes its row
         )
@@ -254,7 +196,7 @@ class LineageStore:
         created_at = min(created_at or started_at, started_at)
         self._upsert(
             [
-                _row(
+                request_row(
                     request_id,
                     repo_url,
                     repo_id,
@@ -320,8 +262,8 @@ class LineageStore:
                     snapshot_id=snapshot_id,
                     head_commit=head_commit,
                     bytes_uploaded=bytes_uploaded,
-                    error=_error(error),
-                    reasons=_reasons(reasons),
+                    error=error_text(error),
+                    reasons=reasons_json(reasons),
                     worker_finishing_timestamp=finished_at or now(),
                 )
             )
@@ -348,7 +290,9 @@ class LineageStore:
                 update(repo_requests)
                 .where(c.request_id == request_id)
                 .values(
-                    status="partial", reasons=_reasons(reasons), error=_error(reasons_line(reasons))
+                    status="partial",
+                    reasons=reasons_json(reasons),
+                    error=error_text(reasons_line(reasons)),
                 )
             )
         return self.get(request_id)
@@ -418,124 +362,3 @@ def open_lineage(db_url: str, timeout_s: float = DB_TIMEOUT_S) -> LineageStore:
         store.dispose()
         raise
     return store
-
-
-def _injected_row(request: Injected, status: str, **extra: Any) -> dict[str, Any]:
-    """The row of a request the injector read (`record_injected`, `record_rejected`)."""
-    return _row(
-        request.request_id,
-        request.repo_url,
-        request.repo_id,
-        request.source,
-        status,
-        request.created_at,
-        inyector_timestamp=request.injected_at,
-        **extra,
-    )
-
-
-def _row(
-    request_id: str,
-    repo_url: str,
-    repo_id: str | None,
-    source: str,
-    status: str,
-    created_at: datetime,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A full row: every statement of a batch must bind the same columns."""
-    row: dict[str, Any] = {c.name: None for c in repo_requests.columns}
-    row.update(
-        request_id=request_id,
-        repo_url=storable(mask_and_cut(repo_url, MAX_URL)),
-        repo_id=repo_id,
-        source=_source(source),
-        status=status,
-        creation_timestamp=created_at,
-        **extra,
-    )
-    return row
-
-
-def _asked(keep: dict[str, bool] | None, force: bool) -> dict[str, Any]:
-    """The `keep` and `force` columns of a request (NULL for what it leaves to the defaults)."""
-    return {"keep": json.dumps(keep, sort_keys=True) if keep else None, "force": force or None}
-
-
-def _source(source: str) -> str:
-    if not SOURCE_LABEL.match(source):
-        raise ValueError(f"request source {storable(source)[:40]!r} is not a source label")
-    return source
-
-
-def _error(error: str | None) -> str | None:
-    return storable(mask_and_cut(error, MAX_ERROR)) if error else None
-
-
-def storable(text: str) -> str:
-    """`text` as PostgreSQL can keep it: NUL and lone surrogates written as escapes (`\\x00`,
-    `\\ud800`), so a third party's bytes never make a row impossible to write."""
-    if not _UNSTORABLE.search(text):
-        return text
-    return _UNSTORABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
-
-
-def _refusal(exc: BaseException) -> str:
-    """Why the database refused a row, in one line without the SQL or the row's values."""
-    orig = getattr(exc, "orig", None) or exc
-    first = (str(orig).strip().splitlines() or [""])[0]
-    return f"{type(orig).__name__}: {first}"[:300]
-
-
-def connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
-    """What the driver needs so that a server accepting connections but never answering ends a
-    command in about `timeout_s` instead of hanging it (the statement timeout is set per
-    connection: `_statement_timeout`).
-
-    PostgreSQL (libpq): `connect_timeout` bounds the whole connection start-up (TCP, TLS,
-    authentication); TCP keepalives and `tcp_user_timeout` notice a peer that vanished
-    mid-query (no reset ever comes). A value in REPOVAULT_DB_URL's query wins. SQLite: how long
-    a writer waits for another one's lock."""
-    seconds = max(1, int(timeout_s))
-    if url.get_backend_name() == "postgresql":
-        wanted = {
-            "connect_timeout": seconds,
-            "keepalives": 1,
-            "keepalives_idle": seconds,
-            "keepalives_interval": max(1, seconds // 3),
-            "keepalives_count": 3,
-            "tcp_user_timeout": seconds * 1000,
-        }
-        return {k: v for k, v in wanted.items() if k not in url.query}
-    if url.get_backend_name() == "sqlite":
-        return {"timeout": seconds}
-    return {}
-
-
-def _statement_timeout(seconds: int) -> Callable[[Any, Any], None]:
-    """A connect hook: the server cancels any statement (or lock wait) running longer. A
-    session SET rather than the `options` start-up parameter, which PgBouncer refuses; in
-    autocommit, so the pool's rollback does not undo it."""
-
-    def hook(dbapi_conn: Any, _record: Any) -> None:
-        autocommit = dbapi_conn.autocommit
-        dbapi_conn.autocommit = True
-        with dbapi_conn.cursor() as cursor:
-            cursor.execute(f"SET statement_timeout = {seconds * 1000}")
-        dbapi_conn.autocommit = autocommit
-
-    return hook
-
-
-def _reasons(reasons: Mapping[str, str] | None) -> str | None:
-    if not reasons:
-        return None
-    return json.dumps(
-        {k: storable(mask_and_cut(v, MAX_ERROR)) for k, v in reasons.items()}, sort_keys=True
-    )
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from repovault_pipeline.core.common.redact import mask_and_cut
-from repovault_pipeline.core.lineage.requests import MAX_ERROR, now, storable
+from repovault_pipeline.core.lineage.requests import now
+from repovault_pipeline.core.lineage.rows import MAX_ERROR, storable
 from repovault_pipeline.core.lineage.tables import repo_verifications
 
 OPEN = ("queued", "running")

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.runs import request_tags
-from repovault_pipeline.core.sources.fleet import FleetStore, RepoState
+from repovault_pipeline.core.sources.fleet import FleetStore
+from repovault_pipeline.core.sources.fleet_rows import RepoState
 from repovault_pipeline.core.sources.forges.listing import Listing, SourceLister
 from repovault_pipeline.core.sources.refresh import check
 

@@ -4,21 +4,18 @@ each known repository was last checked (`repo_state`).
 Plain SQLAlchemy on the lineage database (PostgreSQL; SQLite for the embedded default). A
 repository row is never deleted but by an operator (`repovault forget`): a repository that
 vanishes upstream is marked `gone`, a removed source keeps its repositories and their snapshots.
+The rows as read back are in fleet_rows.py.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    ColumnElement,
-    Select,
     and_,
     bindparam,
-    case,
     delete,
     func,
     or_,
@@ -30,37 +27,16 @@ from sqlalchemy.engine import Engine
 
 from repovault_pipeline.core.common.redact import mask_secrets
 from repovault_pipeline.core.lineage.tables import repo_sources, repo_state
-from repovault_pipeline.core.sources.forges.listing import Filters, Source
+from repovault_pipeline.core.sources.fleet_rows import (
+    RepoState,
+    SourceRow,
+    source_row,
+    unreachable_when,
+    with_counts,
+)
+from repovault_pipeline.core.sources.forges.listing import Source
 
-UNREACHABLE_AFTER = 3  # consecutive failed checks before a repository is `unreachable`
 MAX_ERROR = 2000
-
-
-@dataclass(frozen=True)
-class SourceRow:
-    source: Source
-    added_at: datetime
-    last_listed_at: datetime | None
-    status: str
-    error: str | None
-    repos: int = 0
-    keep: dict[str, bool] | None = None
-
-
-@dataclass(frozen=True)
-class RepoState:
-    repo_id: str
-    repo_url: str
-    source_id: str | None
-    last_checked_at: datetime | None
-    last_changed_at: datetime | None
-    refs_digest: str | None
-    upstream: str
-    consecutive_failures: int
-    last_snapshot_id: str | None
-    wiki_digest: str | None = None  # None: no wiki snapshot recorded yet
-    forge_stamp: str | None = None  # None: never listed by a source (or the forge gave none)
-    metadata_stamp: str | None = None  # None: no metadata snapshot recorded yet
 
 
 class FleetStore:
@@ -120,16 +96,16 @@ class FleetStore:
 
     def source(self, source_id: str) -> SourceRow | None:
         """One source as recorded, tracked or removed; None when it never was."""
-        query = _with_counts().where(repo_sources.c.source_id == source_id)
+        query = with_counts().where(repo_sources.c.source_id == source_id)
         with self.engine.connect() as conn:
             found = conn.execute(query).first()
-        return _source_row(found._mapping) if found is not None else None
+        return source_row(found._mapping) if found is not None else None
 
     def sources(self, due_before: datetime | None = None) -> list[SourceRow]:
         """Tracked sources (not removed) with their repository counts; with `due_before`, only
         those never listed or last listed before it."""
         query = (
-            _with_counts()
+            with_counts()
             .where(repo_sources.c.status != "removed")
             .order_by(repo_sources.c.source_id)
         )
@@ -141,7 +117,7 @@ class FleetStore:
                 )
             )
         with self.engine.connect() as conn:
-            return [_source_row(row._mapping) for row in conn.execute(query)]
+            return [source_row(row._mapping) for row in conn.execute(query)]
 
     def record_listing(
         self, source_id: str, at: datetime, complete: bool, error: str | None
@@ -354,7 +330,7 @@ class FleetStore:
                     .values(
                         last_checked_at=at,
                         consecutive_failures=failures,
-                        upstream=_unreachable_when(failures),
+                        upstream=unreachable_when(failures),
                     )
                 )
             if gone:
@@ -367,45 +343,6 @@ class FleetStore:
     def _states(self, query) -> list[RepoState]:
         with self.engine.connect() as conn:
             return [RepoState(**row._mapping) for row in conn.execute(query)]
-
-
-def _unreachable_when(failures: ColumnElement[int]) -> ColumnElement[str]:
-    """`unreachable` from the UNREACHABLE_AFTER-th failure in a row; `gone` stays `gone`."""
-    return case(
-        (failures >= UNREACHABLE_AFTER, "unreachable"),
-        (repo_state.c.upstream == "gone", "gone"),
-        else_="active",
-    )
-
-
-def _with_counts() -> Select:
-    """`repo_sources` rows with `repos`, how many known repositories each source listed."""
-    counts = (
-        select(repo_state.c.source_id, func.count().label("n"))
-        .group_by(repo_state.c.source_id)
-        .subquery()
-    )
-    return select(repo_sources, func.coalesce(counts.c.n, 0).label("repos")).outerjoin(
-        counts, counts.c.source_id == repo_sources.c.source_id
-    )
-
-
-def _source_row(row) -> SourceRow:
-    filters = Filters(
-        skip_forks=bool(row["skip_forks"]),
-        skip_archived=bool(row["skip_archived"]),
-        include=tuple(p for p in (row["include"] or "").split(",") if p),
-        exclude=tuple(p for p in (row["exclude"] or "").split(",") if p),
-    )
-    return SourceRow(
-        source=Source(row["kind"], row["name"], row["host"], filters),
-        added_at=row["added_at"],
-        last_listed_at=row["last_listed_at"],
-        status=row["status"],
-        error=row["error"],
-        repos=int(row["repos"]),
-        keep=json.loads(row["keep"]) if row["keep"] else None,
-    )
 
 
 def _error(error: str | None) -> str | None:

@@ -33,10 +33,11 @@ from repovault_pipeline.core.common.identity import (
 )
 from repovault_pipeline.core.common.redact import mask_secrets
 from repovault_pipeline.core.common.settings import Keep, Settings
-from repovault_pipeline.core.intake.kafka import BrokerUnavailable, KafkaGateway
-from repovault_pipeline.core.intake.messages import request_message
+from repovault_pipeline.core.intake.kafka import KafkaGateway
+from repovault_pipeline.core.intake.lifecycle import NewRequest, RequestLifecycle
 from repovault_pipeline.core.lineage.requests import LineageStore
-from repovault_pipeline.core.sources.fleet import FleetStore, RepoState, due_before
+from repovault_pipeline.core.sources.fleet import FleetStore, due_before
+from repovault_pipeline.core.sources.fleet_rows import RepoState
 from repovault_pipeline.core.sources.forges import forge_of
 from repovault_pipeline.core.sources.metadata.archive import wanted
 from repovault_pipeline.core.vault.gitops import GitClient, refs_digest
@@ -268,19 +269,14 @@ def publish_changes(
     """Request a run for each change through `pendientes`, like `repovault submit`; a change
     already requested (same refs, same request id) is not published again. Returns those
     published."""
+    requests = RequestLifecycle(lineage, gateway, settings.topics)
     published = []
     for change in changes:
         if lineage.get(change.request_id) is not None:
             continue
         keep = (keeps or {}).get(change.source_id or "")
-        lineage.record_pending(
-            change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, at, keep=keep
+        requests.queue(
+            NewRequest(change.repo_url, change.repo_id, REFRESH_SOURCE, change.request_id, at, keep)
         )
-        message = request_message(change.request_id, change.repo_url, REFRESH_SOURCE, at, keep)
-        try:
-            gateway.publish(settings.topics.pending, [(change.repo_id, message)])
-        except BrokerUnavailable as exc:
-            lineage.record_finished(change.request_id, "failed", error=f"not queued: {exc}")
-            raise
         published.append(change)
     return published

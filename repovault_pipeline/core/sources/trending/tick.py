@@ -15,9 +15,10 @@ from datetime import UTC, date, datetime
 from repovault_pipeline.core.common.identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.intake.kafka import KafkaGateway
-from repovault_pipeline.core.intake.messages import request_message
+from repovault_pipeline.core.intake.lifecycle import NewRequest, RequestLifecycle
 from repovault_pipeline.core.intake.runs import request_tags
-from repovault_pipeline.core.lineage.requests import Injected, LineageStore
+from repovault_pipeline.core.lineage.requests import LineageStore
+from repovault_pipeline.core.lineage.rows import Injected
 from repovault_pipeline.core.sources.trending.client import (
     TrendingClient,
     TrendingError,
@@ -207,7 +208,8 @@ def accept_tick(
             done.refused.append(replace(entry, reason=str(exc)))
             continue
         done.requested.append((entry, ref))
-    lineage.record_rejected(
+    lifecycle = RequestLifecycle(lineage, gateway, settings.topics)
+    lifecycle.reject(
         [
             Injected(
                 e.request_id,
@@ -221,20 +223,11 @@ def accept_tick(
             for e in done.refused
         ]
     )
-    for entry, ref in done.requested:
-        lineage.record_pending(
-            ref.url,
-            ref.repo_id,
-            TRENDING_SOURCE,
-            request_id=entry.request_id,
-            created_at=requested_at,
-        )
-    gateway.publish(
-        settings.topics.pending,
+    lifecycle.queue_all(
         [
-            (ref.repo_id, request_message(entry.request_id, ref.url, TRENDING_SOURCE, requested_at))
+            NewRequest(ref.url, ref.repo_id, TRENDING_SOURCE, entry.request_id, requested_at)
             for entry, ref in done.requested
-        ],
+        ]
     )
     return done
 
