@@ -27,13 +27,14 @@ from pydantic import (
     StrictStr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import ErrorDetails
 
 from repovault_pipeline.core.common.identity import RepoRef, parse_repo_url
 from repovault_pipeline.core.common.redact import mask_and_cut, mask_secrets
-from repovault_pipeline.core.common.settings import Settings, keep_choices
+from repovault_pipeline.core.common.settings import KEEP_CHOICES, Settings, keep_choices
 from repovault_pipeline.core.intake.kafka import PositionReset
 from repovault_pipeline.core.lineage.requests import reasons_line
 from repovault_pipeline.core.lineage.tables import SOURCE_LABEL
@@ -46,7 +47,11 @@ _JSON_TYPES = {list: "array", int: "number", float: "number", bool: "boolean", t
 _BARE_OR_JSON = "send JSON with repo_url, or a bare URL string"
 
 # A timestamp as every message writes it: `datetime.isoformat()` (`+00:00`, not `Z`).
-IsoTime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str)]
+IsoTime = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class RejectedMessage(ValueError):
@@ -106,22 +111,34 @@ def _source_reason(raw: object) -> str:
 
 
 class RequestMessage(Message):
-    """A `pendientes` value: archive `repo_url`. `request_id` absent, the one derived from the
-    record (the same on every replay); `source` absent, `kafka`; `keep` (which extras the run
-    keeps, `keep_choices`) and `force` (a fresh full snapshot even when the refs did not move)
-    are written only when given."""
+    """A `pendientes` value: archive `repo_url`. Instead of this object, a bare URL string is a
+    request too. `request_id` absent, the one derived from the record (the same on every
+    replay); `source` absent, `kafka`; `keep` (which extras the run keeps, any subset, what it
+    leaves out follows the settings) and `force` (a fresh full snapshot even when the refs did
+    not move) are written only when given."""
 
     request_id: Annotated[
         StrictStr, BeforeValidator(_request_id_or_fallback), AfterValidator(_usable_request_id)
-    ] = Field(None, validate_default=True)
+    ] = Field(None, validate_default=True, json_schema_extra={"pattern": _REQUEST_ID.pattern})
     repo_url: StrictStr
     source: Annotated[
         StrictStr, BeforeValidator(lambda raw: raw or "kafka"), AfterValidator(_label)
-    ] = "kafka"
-    requested_at: Annotated[IsoTime | None, BeforeValidator(_timestamp)] = None
-    keep: Annotated[dict[str, bool], BeforeValidator(keep_choices)] = Field(
-        default_factory=dict, exclude_if=lambda keep: not keep
+    ] = Field(
+        "kafka",  # SOURCE_LABEL, in the syntax of JSON Schema
+        json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"},
     )
+    requested_at: Annotated[IsoTime | None, BeforeValidator(_timestamp)] = None
+    keep: Annotated[
+        dict[str, bool],
+        BeforeValidator(keep_choices),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "properties": {name: {"type": "boolean"} for name in KEEP_CHOICES},
+                "additionalProperties": False,
+            }
+        ),
+    ] = Field(default_factory=dict, exclude_if=lambda keep: not keep)
     force: StrictBool = Field(False, exclude_if=lambda force: not force)
 
 
@@ -292,7 +309,7 @@ class DeadLetter(Message):
     its key (masked, at most MAX_KEY characters) and its value with credentials masked, then cut
     to MAX_ORIGINAL bytes (`truncated` says whether it was; non-UTF-8 bytes as `\\xNN`)."""
 
-    kind: Literal["dead_letter"] = "dead_letter"
+    kind: Literal["dead_letter"]
     reason: str
     request_id: str
     topic: str
@@ -309,7 +326,7 @@ class PositionResetEvent(Message):
     partition's log and resumed elsewhere (`kafka.PositionReset`): an operator event in the
     style of a dead letter (`kind` tells them apart), so nothing is ever skipped in silence."""
 
-    kind: Literal["position_reset"] = "position_reset"
+    kind: Literal["position_reset"]
     reason: str
     request_id: None = None
     topic: str
@@ -341,6 +358,7 @@ def dead_letter(
     kept = original.encode("utf-8", "backslashreplace")[:MAX_ORIGINAL].decode("utf-8", "ignore")
     shown_key = key.decode("utf-8", "backslashreplace") if key is not None else None
     return DeadLetter(
+        kind="dead_letter",
         reason=mask_secrets(reason),
         request_id=request_id,
         topic=topic,
@@ -356,6 +374,7 @@ def dead_letter(
 def position_reset_event(reset: PositionReset) -> bytes:
     """The value of the `PositionResetEvent` of `reset`."""
     return PositionResetEvent(
+        kind="position_reset",
         reason=reset.reason,
         topic=reset.topic,
         partition=reset.partition,
