@@ -17,8 +17,8 @@ from pydantic import BaseModel
 RECORDS = (
     "repovault_pipeline.core.intake.messages:RequestMessage",
     "repovault_pipeline.core.intake.messages:StatusEvent",
-    "repovault_pipeline.core.intake.messages:DeadLetter",
-    "repovault_pipeline.core.intake.messages:PositionResetEvent",
+    "repovault_pipeline.core.intake.dead_letters:DeadLetter",
+    "repovault_pipeline.core.intake.dead_letters:PositionResetEvent",
 )
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "docs" / "schemas"  # in a source checkout
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -10,16 +10,18 @@ from datetime import UTC, datetime
 import pytest
 
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.intake.kafka import PAST_END, PositionReset
-from repovault_pipeline.core.intake.messages import (
+from repovault_pipeline.core.intake.dead_letters import (
     DeadLetter,
     PositionResetEvent,
-    RejectedMessage,
-    StatusEvent,
     dead_letter,
     dead_letter_identity,
-    parse_request,
     position_reset_event,
+)
+from repovault_pipeline.core.intake.kafka import PAST_END, PositionReset
+from repovault_pipeline.core.intake.messages import (
+    RejectedMessage,
+    StatusEvent,
+    parse_request,
     request_message,
     status_event,
 )

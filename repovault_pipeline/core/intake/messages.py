@@ -1,8 +1,7 @@
 """Kafka messages (docs/contract.md, "Kafka messages") as pydantic models: the request on
-`pendientes` (`RequestMessage`), the status event on `en_proceso` / `completados`
-(`StatusEvent`), and the two operator events on `rechazados`, the dead letter (`DeadLetter`)
-and the position reset (`PositionResetEvent`). docs/schemas/ holds their JSON Schemas
-(`python -m repovault_pipeline.schemas`).
+`pendientes` (`RequestMessage`) and the status event on `en_proceso` / `completados`
+(`StatusEvent`); the operator events on `rechazados` are in `dead_letters`. docs/schemas/
+holds their JSON Schemas (`python -m repovault_pipeline.schemas`).
 
 Each model is the one definition of its message: the functions below build one and encode it
 (`Message.encode`), and readers validate with it. Unknown fields are ignored on read, so a
@@ -14,7 +13,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -35,14 +34,12 @@ from pydantic_core import ErrorDetails
 from repovault_pipeline.core.common.identity import RepoRef, parse_repo_url
 from repovault_pipeline.core.common.redact import mask_and_cut, mask_secrets
 from repovault_pipeline.core.common.settings import KEEP_CHOICES, Settings, keep_choices
-from repovault_pipeline.core.intake.kafka import PositionReset
 from repovault_pipeline.core.lineage.requests import reasons_line
 from repovault_pipeline.core.lineage.tables import SOURCE_LABEL
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_REQUEST_ID_REASON = "request_id must be 1-64 letters, digits or ._:-"
 _MESSAGE_NAMESPACE = uuid.UUID("0b3c9a52-7f0e-4c8e-8d7e-3f0a6a1c2b77")
-MAX_ORIGINAL = 4096  # bytes of a rejected message kept in its dead letter, after masking
-MAX_KEY = 256  # characters of its key
 _JSON_TYPES = {list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 _BARE_OR_JSON = "send JSON with repo_url, or a bare URL string"
 
@@ -98,9 +95,6 @@ def _timestamp(raw: object) -> datetime | None:
         return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
     except (ValueError, OverflowError):  # not a timestamp, or one UTC cannot hold (year 1-)
         raise ValueError("requested_at is not an ISO 8601 timestamp") from None
-
-
-_REQUEST_ID_REASON = "request_id must be 1-64 letters, digits or ._:-"
 
 
 def _source_reason(raw: object) -> str:
@@ -299,112 +293,3 @@ def status_event(
         error=mask_secrets(error) if error else None,
         reasons={k: mask_secrets(v) for k, v in (reasons or {}).items()},
     ).encode()
-
-
-# --- `rechazados` -----------------------------------------------------------------------------
-
-
-class DeadLetter(Message):
-    """A `rechazados` value for a message that cannot become a run: why, where the record is,
-    its key (masked, at most MAX_KEY characters) and its value with credentials masked, then cut
-    to MAX_ORIGINAL bytes (`truncated` says whether it was; non-UTF-8 bytes as `\\xNN`)."""
-
-    kind: Literal["dead_letter"]
-    reason: str
-    request_id: str
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    original: str
-    truncated: bool
-    rejected_at: IsoTime
-
-
-class PositionResetEvent(Message):
-    """A `rechazados` value announcing that the injector found a stored position outside its
-    partition's log and resumed elsewhere (`kafka.PositionReset`): an operator event in the
-    style of a dead letter (`kind` tells them apart), so nothing is ever skipped in silence."""
-
-    kind: Literal["position_reset"]
-    reason: str
-    request_id: None = None
-    topic: str
-    partition: int
-    offset: int
-    cause: str
-    log_start: int
-    log_end: int
-    resumed_at: int
-    rejected_at: IsoTime
-
-
-def dead_letter_key(topic: str, partition: int, offset: int) -> str:
-    """The `rechazados` key of the dead letter of one record: where the record is."""
-    return f"{topic}:{partition}:{offset}"
-
-
-def dead_letter(
-    reason: str,
-    value: bytes | None,
-    topic: str,
-    partition: int,
-    offset: int,
-    request_id: str,
-    key: bytes | None = None,
-) -> bytes:
-    """The value of a `DeadLetter`: masked first, then cut, so no cut leaves half a secret."""
-    original = mask_secrets((value or b"").decode("utf-8", errors="backslashreplace"))
-    kept = original.encode("utf-8", "backslashreplace")[:MAX_ORIGINAL].decode("utf-8", "ignore")
-    shown_key = key.decode("utf-8", "backslashreplace") if key is not None else None
-    return DeadLetter(
-        kind="dead_letter",
-        reason=mask_secrets(reason),
-        request_id=request_id,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=mask_and_cut(shown_key, MAX_KEY) if shown_key is not None else None,
-        original=kept,
-        truncated=len(kept) < len(original),
-        rejected_at=datetime.now(UTC),
-    ).encode()
-
-
-def position_reset_event(reset: PositionReset) -> bytes:
-    """The value of the `PositionResetEvent` of `reset`."""
-    return PositionResetEvent(
-        kind="position_reset",
-        reason=reset.reason,
-        topic=reset.topic,
-        partition=reset.partition,
-        offset=reset.offset,
-        cause=reset.cause,
-        log_start=reset.log_start,
-        log_end=reset.log_end,
-        resumed_at=reset.resumed_at,
-        rejected_at=datetime.now(UTC),
-    ).encode()
-
-
-class _Announcement(Message):
-    """What identifies a `rechazados` value as the announcement of one event; only these
-    fields are read, so older values read too."""
-
-    kind: Literal["dead_letter", "position_reset"]
-    topic: str
-    partition: int
-    offset: int
-    request_id: str | None = None
-
-
-def dead_letter_identity(value: bytes) -> str | None:
-    """What makes a `rechazados` record the announcement of one event (the same dead letter,
-    the same position reset), or None for a value that is neither: how a retried tick finds
-    what an earlier attempt already published. Read with `json.loads`, which takes every text
-    `encode` writes (lone surrogates included)."""
-    try:
-        seen = _Announcement.model_validate(json.loads(value))
-    except (ValueError, RecursionError):  # not JSON, or not an announcement
-        return None
-    return json.dumps([seen.kind, seen.topic, seen.partition, seen.offset, seen.request_id])
