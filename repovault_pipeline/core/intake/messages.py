@@ -188,7 +188,7 @@ def request_message(
     keep: dict[str, bool] | None = None,
     force: bool = False,
 ) -> bytes:
-    """The `pendientes` value of a request RepoRevault makes itself (submit, refresh, ...)."""
+    """The `pendientes` value of a request RepoVault makes itself (submit, refresh, ...)."""
     return RequestMessage(
         request_id=request_id,
         repo_url=repo_url,
