@@ -11,7 +11,7 @@ import typing
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from ..core.common.settings import KEEP_CHOICES
 from ..core.lineage import stats, verifications
@@ -42,7 +42,8 @@ class Answer(BaseModel):
 def fields_of(record: type) -> dict[str, Any]:
     """The fields of a core dataclass as the annotations of the answer that carries it (in a
     class body: `__annotations__ = fields_of(Record)`): the same names, types and defaults,
-    each datetime as the ISO 8601 text the answer holds."""
+    each datetime written as ISO 8601 text. The answer then validates the record itself
+    (`model_validate(record, from_attributes=True)`)."""
     hints = typing.get_type_hints(record)
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(record):
@@ -55,7 +56,13 @@ def fields_of(record: type) -> dict[str, Any]:
     return fields
 
 
-_AS_TEXT: dict[Any, Any] = {datetime: str, datetime | None: str | None}
+# A datetime in an answer: written (and documented) as its `isoformat()` text.
+IsoText = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string"}),
+]
+_AS_TEXT: dict[Any, Any] = {datetime: IsoText, datetime | None: IsoText | None}
 
 
 class Accepted(Answer):
