@@ -1,15 +1,22 @@
 """Every body the API takes and every answer it gives, as pydantic models: the OpenAPI document
 (and so schemathesis) checks the answers against these. Answers forbid fields the model does not
 name, so a field added in core/ without its model fails loudly instead of vanishing; routes
-serialise with `exclude_unset`, so a field an answer never had stays absent (not `null`)."""
+serialise with `exclude_unset`, so a field an answer never had stays absent (not `null`).
+An answer that carries a core record takes its fields from the record (`fields_of`)."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import typing
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from ..core.common.settings import KEEP_CHOICES
+from ..core.lineage import stats, verifications
+from ..core.lineage.requests import Request
+from ..core.vault import catalog
 
 
 class RequestsBody(BaseModel):
@@ -32,6 +39,32 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def fields_of(record: type) -> dict[str, Any]:
+    """The fields of a core dataclass as the annotations of the answer that carries it (in a
+    class body: `__annotations__ = fields_of(Record)`): the same names, types and defaults,
+    each datetime written as ISO 8601 text. The answer then validates the record itself
+    (`model_validate(record, from_attributes=True)`)."""
+    hints = typing.get_type_hints(record)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        kind = _AS_TEXT.get(hints[field.name], hints[field.name])
+        if field.default is not dataclasses.MISSING:
+            kind = Annotated[kind, Field(default=field.default)]
+        elif field.default_factory is not dataclasses.MISSING:
+            kind = Annotated[kind, Field(default_factory=field.default_factory)]
+        fields[field.name] = kind
+    return fields
+
+
+# A datetime in an answer: written (and documented) as its `isoformat()` text.
+IsoText = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string"}),
+]
+_AS_TEXT: dict[Any, Any] = {datetime: IsoText, datetime | None: IsoText | None}
+
+
 class Accepted(Answer):
     request_id: str
     repo_id: str
@@ -48,23 +81,7 @@ class RequestsAccepted(Answer):
 class RequestRow(Answer):
     """A row of `repo_requests`, timestamps in ISO 8601."""
 
-    request_id: str
-    repo_url: str
-    repo_id: str | None
-    source: str
-    status: str
-    creation_timestamp: str
-    inyector_timestamp: str | None
-    worker_start_timestamp: str | None
-    worker_finishing_timestamp: str | None
-    run_id: str | None
-    snapshot_id: str | None
-    head_commit: str | None
-    bytes_uploaded: int | None
-    error: str | None
-    reasons: dict[str, str] | None = None
-    keep: dict[str, bool] | None = None
-    force: bool = False
+    __annotations__ = fields_of(Request)
 
 
 class RequestPage(Answer):
@@ -74,12 +91,7 @@ class RequestPage(Answer):
 
 
 class StoredBytes(Answer):
-    bundles: int
-    tree: int
-    lfs: int
-    wiki: int
-    metadata: int
-    total: int
+    __annotations__ = {**fields_of(stats.StoredSizes), "total": int}
 
 
 class Repository(Answer):
@@ -105,15 +117,7 @@ class Repositories(Answer):
 class SnapshotInfo(Answer):
     """One complete snapshot; the fields its kind has (`core.catalog.SnapshotInfo`)."""
 
-    snapshot_id: str
-    created_at: str
-    head_commit: str | None = None
-    refs: int | None = None
-    bundle_bytes: int | None = None
-    tree_files: int | None = None
-    records: dict[str, int] | None = None
-    bytes: int | None = None
-    full: bool | None = None
+    __annotations__ = fields_of(catalog.SnapshotInfo)
 
 
 class Series(Answer):
@@ -134,17 +138,7 @@ class RepositorySnapshots(Series):
 class Verification(Answer):
     """A `restorable` check asked for over the API (`core.verifications.Verification`)."""
 
-    verify_id: str
-    repo_id: str
-    snapshot_id: str | None
-    status: str
-    requested_by: str
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    run_id: str | None = None
-    verdict: dict[str, Any] | None = None
-    error: str | None = None
+    __annotations__ = fields_of(verifications.Verification)
 
 
 class VerifyAccepted(Verification):

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from repovault_pipeline.core.intake.dead_letters import position_reset_event
 from repovault_pipeline.core.intake.injector import InjectorCursor, request_run_key
 from repovault_pipeline.core.intake.kafka import (
     BEFORE_START,
@@ -19,7 +20,7 @@ from repovault_pipeline.core.intake.kafka import (
     PositionReset,
     check_position,
 )
-from repovault_pipeline.core.intake.messages import message_request_id, position_reset_event
+from repovault_pipeline.core.intake.messages import message_request_id
 
 
 @pytest.mark.parametrize(

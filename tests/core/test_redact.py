@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from repovault_pipeline.core.common.identity import InvalidRepoUrl, parse_repo_url
 from repovault_pipeline.core.common.redact import MASK, mask_and_cut, mask_secrets
-from repovault_pipeline.core.intake.messages import dead_letter
+from repovault_pipeline.core.intake.dead_letters import dead_letter
 
 HERE = "QQSECRETQQ"  # placeholder for the secret while the text is built
 

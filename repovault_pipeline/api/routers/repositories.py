@@ -99,7 +99,7 @@ def verify_repository(
         raise Refused(404, f"no snapshot of {ref_id} is stored: nothing to verify")
     check, new = VerifyQueue(vault.lineage().engine).ask(ref_id, snapshot, caller.who)
     where = f"/api/verifications/{check.verify_id}"
-    answer = VerifyAccepted.model_validate({**check.to_dict(), "new": new, "url": where})
+    answer = VerifyAccepted.model_validate({**vars(check), "new": new, "url": where})
     return SafeJSON(
         answer.model_dump(exclude_unset=True), status_code=202, headers={"Location": where}
     )

@@ -154,9 +154,7 @@ async def create_requests(
 
 
 def _row(r: LineageRow) -> RequestRow:
-    return RequestRow.model_validate(
-        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(r).items()}
-    )
+    return RequestRow.model_validate(r, from_attributes=True)
 
 
 @router.get(

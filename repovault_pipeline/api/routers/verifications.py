@@ -26,4 +26,4 @@ def get_verification(vault: VaultDep, verify_id: str) -> Verification:
     found = VerifyQueue(vault.lineage().engine).get(verify_id)
     if found is None:
         raise Refused(404, f"no check {verify_id[:80]}")
-    return Verification.model_validate(found.to_dict())
+    return Verification.model_validate(found, from_attributes=True)

@@ -22,8 +22,8 @@ same cursor (the sensor stores a cursor only when a tick succeeds):
    looked; before publishing, the tick reads `rechazados` from there and leaves out every
    dead letter already in it: those an earlier, failed attempt at the same records published
    (in whole or in part) before it failed. A dead letter is known by its record's topic,
-   partition, offset and request id (`messages.dead_letter_identity`), and keyed by its
-   record's position (`messages.dead_letter_key`);
+   partition, offset and request id (`dead_letters.dead_letter_identity`), and keyed by its
+   record's position (`dead_letters.dead_letter_key`);
 3. the new marks are where that read ended, so the next tick reads only what was published
    since (this tick's letters, and those of any attempt that fails).
 """
@@ -38,18 +38,20 @@ from datetime import UTC, datetime
 from kafka.consumer.fetcher import ConsumerRecord
 
 from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.intake.dead_letters import (
+    dead_letter,
+    dead_letter_identity,
+    dead_letter_key,
+    position_reset_event,
+)
 from repovault_pipeline.core.intake.kafka import Batch, KafkaGateway, PositionReset, TopicMissing
 from repovault_pipeline.core.intake.lifecycle import RequestLifecycle
 from repovault_pipeline.core.intake.messages import (
     PendingRequest,
     RejectedMessage,
     claimed_request_id,
-    dead_letter,
-    dead_letter_identity,
-    dead_letter_key,
     message_request_id,
     parse_request,
-    position_reset_event,
 )
 from repovault_pipeline.core.lineage.requests import LineageStore, now
 from repovault_pipeline.core.lineage.rows import Injected

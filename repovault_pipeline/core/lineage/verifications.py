@@ -45,9 +45,6 @@ class Verification:
     verdict: dict[str, Any] | None = None
     error: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(self).items()}
-
 
 def _open_key(repo_id: str, snapshot_id: str | None) -> str:
     return f"{repo_id}@{snapshot_id or 'latest'}"
