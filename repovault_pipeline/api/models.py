@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 
 from ..core.common.settings import KEEP_CHOICES
 from ..core.lineage import stats, verifications
-from ..core.lineage.requests import Request
+from ..core.lineage.rows import Request
 from ..core.vault import catalog
 
 
