@@ -36,19 +36,18 @@ from repovault_pipeline.core.common.http import api_session, rate_limit
 from repovault_pipeline.core.common.identity import RepoRef, bucket_name, github_web_origin
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt
+from repovault_pipeline.core.vault.latest import move_latest
+from repovault_pipeline.core.vault.layout import Layout, new_snapshot_id
 from repovault_pipeline.core.vault.lease import Lease
-from repovault_pipeline.core.vault.snapshot import (
-    Layout,
-    SnapshotReader,
-    move_latest,
-    new_snapshot_id,
-)
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Latest, SnapshotRecord
 from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
 
 log = logging.getLogger(__name__)
 
 PREFIX = "metadata/"
-LAYOUT = Layout(PREFIX, tree=False)  # latest.json and snapshots/<id>/manifest.json under PREFIX
+# latest.json and snapshots/<id>/manifest.json under PREFIX
+LAYOUT = Layout(SnapshotRecord, PREFIX, tree=False)
 KINDS = (
     "issues",
     "pull_requests",
@@ -323,8 +322,9 @@ class MetadataArchiver:
             return None
         if pointer.damage:
             self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
-            return pointer.manifest
-        return {**pointer.manifest, **pointer.fields}
+            return pointer.manifest.model_dump()
+        latest = pointer.latest.model_dump(exclude_unset=True) if pointer.latest else {}
+        return {**pointer.manifest.model_dump(), **latest}
 
     def index(self, bucket: str, manifest: dict | None) -> dict[str, dict[str, str]]:
         return read_index(self.store, bucket, manifest["snapshot_id"] if manifest else None)
@@ -495,7 +495,7 @@ class MetadataArchiver:
                 "deleted": result.deleted,
                 # The records and release assets are encrypted to these age recipients; the
                 # index (record ids and digests) stays readable: the next run reads it.
-                **({"encryption": self.sealing.record()} if self.sealing else {}),
+                **({"encryption": self.sealing.record().model_dump()} if self.sealing else {}),
             }
             lease.confirm()  # the manifest is the commit marker
             self.store.put_bytes(
@@ -505,7 +505,7 @@ class MetadataArchiver:
                 content_type="application/json",
             )
             lease.confirm()
-            move_latest(self.store, bucket, LAYOUT, {"snapshot_id": snapshot_id}, self.log)
+            move_latest(self.store, bucket, LAYOUT, Latest(snapshot_id=snapshot_id), self.log)
         result.snapshot_id = snapshot_id
 
     def _touch(self, bucket: str, previous: dict, started: datetime, full: bool) -> None:
@@ -525,7 +525,7 @@ class MetadataArchiver:
             self.log,
         ) as lease:
             lease.confirm()
-            move_latest(self.store, bucket, LAYOUT, doc, self.log)
+            move_latest(self.store, bucket, LAYOUT, Latest.model_validate(doc), self.log)
 
 
 def read_index(
@@ -570,7 +570,7 @@ def restore_metadata(
             raise ArchiveError(
                 f"{repo_id} has no metadata snapshot{damage}; archive it with a forge token"
             )
-        snapshot_id = pointer.manifest["snapshot_id"]
+        snapshot_id = pointer.manifest.snapshot_id
         if pointer.damage:
             note = f"{pointer.damage}: restored that one; the next run repairs the pointer"
     committed = sorted(

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 
 from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.sources import metadata
-from repovault_pipeline.core.vault.snapshot import CODE, WIKI, Layout, SnapshotReader
+from repovault_pipeline.core.vault.layout import CODE, WIKI, M
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Manifest, SnapshotRecord
 from repovault_pipeline.core.vault.store import ObjectStore
-
-METADATA = Layout(metadata.PREFIX, tree=False)
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,11 @@ def repo_snapshots(store: ObjectStore, repo_id: str, bucket_prefix: str) -> Repo
         bucket,
         _series(SnapshotReader(store, bucket, CODE), _git),
         _series(SnapshotReader(store, bucket, WIKI), _git),
-        _series(SnapshotReader(store, bucket, METADATA), _metadata),
+        _series(SnapshotReader(store, bucket, metadata.LAYOUT), _metadata),
     )
 
 
-def _series(reader: SnapshotReader, describe: Callable[[str, dict], SnapshotInfo]) -> Series:
+def _series(reader: SnapshotReader[M], describe: Callable[[str, M], SnapshotInfo]) -> Series:
     complete, _ = reader.snapshot_ids()
     found = []
     for snapshot_id in complete:
@@ -95,28 +95,30 @@ def _series(reader: SnapshotReader, describe: Callable[[str, dict], SnapshotInfo
     if not found:
         return Series(None, ())
     pointer = reader.pointer()
-    latest = pointer.manifest["snapshot_id"] if pointer.manifest else None
+    latest = pointer.manifest.snapshot_id if pointer.manifest else None
     return Series(latest, tuple(found), pointer.damage)
 
 
-def _git(snapshot_id: str, manifest: dict) -> SnapshotInfo:
-    tree = manifest.get("tree")  # a wiki has no tree/
+def _git(snapshot_id: str, manifest: Manifest) -> SnapshotInfo:
+    tree = manifest.tree  # a wiki has no tree/
     return SnapshotInfo(
         snapshot_id,
-        manifest["created_at"],
-        head_commit=manifest["head_commit"],
-        refs=len(manifest["refs"]),
-        bundle_bytes=manifest["bundle"]["size"],
-        tree_files=tree["files"] if tree else None,
+        manifest.created_at,
+        head_commit=manifest.head_commit,
+        refs=len(manifest.refs),
+        bundle_bytes=manifest.bundle.size,
+        tree_files=tree.files if tree else None,
     )
 
 
-def _metadata(snapshot_id: str, manifest: dict) -> SnapshotInfo:
-    files = manifest.get("files", {})
+def _metadata(snapshot_id: str, manifest: SnapshotRecord) -> SnapshotInfo:
+    """A metadata snapshot's manifest, read by the fields the metadata archiver writes."""
+    doc = manifest.model_dump()
+    files = doc.get("files", {})
     return SnapshotInfo(
         snapshot_id,
-        manifest["fetched_at"],
+        doc["fetched_at"],
         records={kind: f["records"] for kind, f in files.items()},
         bytes=sum(f["bytes"] for f in files.values()),
-        full=manifest.get("full"),
+        full=doc.get("full"),
     )
