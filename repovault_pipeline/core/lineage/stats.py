@@ -21,7 +21,8 @@ from repovault_pipeline.core.vault.lfs import LFS_PREFIX
 from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.reader import archived_repositories
 from repovault_pipeline.core.vault.records import Manifest
-from repovault_pipeline.core.vault.store import ObjectStore, human_size
+from repovault_pipeline.core.vault.store import ObjectStore
+from repovault_pipeline.core.vault.upload import human_size
 
 WINDOW = timedelta(hours=24)
 LARGEST = 10

@@ -26,9 +26,10 @@ from repovault_pipeline.core.common.errors import (
 )
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.vault import crypt
-from repovault_pipeline.core.vault.gitops import LocalRepo
-from repovault_pipeline.core.vault.records import LfsIndex
-from repovault_pipeline.core.vault.store import ObjectStore, ParallelUploader, file_sha256
+from repovault_pipeline.core.vault.localrepo import LocalRepo
+from repovault_pipeline.core.vault.records import LfsIndex, LfsSummary
+from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
+from repovault_pipeline.core.vault.upload import ParallelUploader
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,17 @@ class LfsObjects:
     def missing_paths(self) -> list[str]:
         """The paths, in any archived commit, of pointer files whose object is missing."""
         return sorted({p for oid in self.missing for p in self.paths.get(oid, [])})
+
+    def summary(self, index_key: str) -> LfsSummary:
+        """The manifest's `lfs` of a snapshot keeping these objects (`index_key`: its
+        `lfs.json`)."""
+        return LfsSummary(
+            objects=len(self.objects),
+            bytes=self.bytes,
+            missing=len(self.missing),
+            missing_paths=self.missing_paths(),
+            index=index_key,
+        )
 
 
 def missing_detail(count: int, paths: list[str], shown: int = 5) -> str:

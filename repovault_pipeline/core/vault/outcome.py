@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from repovault_pipeline.core.vault import lfs
+from repovault_pipeline.core.vault.gitops import refs_digest
 from repovault_pipeline.core.vault.records import LfsSummary
+
+if TYPE_CHECKING:
+    from repovault_pipeline.core.vault.prepare import Prepared
 
 # Why a request is `partial`: its code snapshot is stored, a part it asked to keep is not.
 LFS_MISSING, WIKI_FAILED = "lfs_missing", "wiki_failed"
@@ -52,6 +57,32 @@ class ArchiveResult:
     fresh: str | None = None  # why a snapshot was written although nothing changed
     lfs_missing_paths: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # parts kept missing: name -> detail
+
+    @classmethod
+    def starting(cls, prepared: Prepared) -> ArchiveResult:
+        """The result of a run that writes nothing; the writes update it."""
+        result = cls(
+            repo_id=prepared.repo_id,
+            repo_url=prepared.repo_url,
+            bucket=prepared.bucket,
+            outcome="unchanged" if prepared.unchanged else "completed",
+            snapshot_id=prepared.snapshot_id,
+            head_commit=prepared.head_commit,
+            default_branch=prepared.default_branch,
+            clone_s=round(prepared.clone_s, 3),
+            refs_digest=refs_digest(prepared.refs),
+            # Recorded as chosen; metadata left to REPOVAULT_KEEP_METADATA is not a choice here.
+            keep={k: v for k, v in asdict(prepared.keep).items() if v is not None},
+        )
+        wiki = prepared.wiki
+        if prepared.keep.wiki:
+            result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
+            result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
+            result.wiki_refs_digest = refs_digest(wiki.refs if wiki else {})
+        if prepared.wiki_error:
+            result.wiki_outcome = "failed"
+            result.reasons[WIKI_FAILED] = prepared.wiki_error
+        return result
 
     @property
     def status(self) -> str:

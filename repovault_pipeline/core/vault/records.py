@@ -153,7 +153,7 @@ class LeaseRecord(Record):
     owner: str | None = None
     run_id: str | None = None  # the Dagster run holding it
     snapshot_id: str | None = None
-    ttl_s: float = 0.0  # absent or unreadable: expired at once
+    ttl_s: int | float = 0  # absent or unreadable: expired at once (written as configured)
     renewals: int | None = None
     host: str | None = None
     pid: int | None = None

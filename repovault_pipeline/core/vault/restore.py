@@ -24,8 +24,9 @@ from repovault_pipeline.core.common.identity import (
 )
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.gitops import MODE_SYMLINK, GitClient, LocalRepo
+from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.layout import CODE, WIKI
+from repovault_pipeline.core.vault.localrepo import MODE_SYMLINK, LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest
 from repovault_pipeline.core.vault.store import ObjectStore, file_sha256

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 
 from repovault_pipeline.core.vault import lfs
-from repovault_pipeline.core.vault.gitops import LocalRepo
 from repovault_pipeline.core.vault.layout import CODE, MANIFEST
 from repovault_pipeline.core.vault.lease import Lease
+from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from repovault_pipeline.core.common.errors import PreconditionFailed, TransientE
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.gitops import LocalRepo, TreeEntry, refs_digest
+from repovault_pipeline.core.vault.gitops import refs_digest
 from repovault_pipeline.core.vault.latest import latest_of, move_latest
 from repovault_pipeline.core.vault.layout import (
     BUNDLE,
@@ -35,7 +35,8 @@ from repovault_pipeline.core.vault.layout import (
     snapshot_key,
 )
 from repovault_pipeline.core.vault.lease import Lease
-from repovault_pipeline.core.vault.outcome import WIKI_FAILED, ArchiveResult
+from repovault_pipeline.core.vault.localrepo import LocalRepo, TreeEntry
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.prepare import Prepared, Preparer, already_held, discard
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import (
@@ -47,13 +48,9 @@ from repovault_pipeline.core.vault.records import (
     json_bytes,
 )
 from repovault_pipeline.core.vault.retention import apply_retention
-from repovault_pipeline.core.vault.store import (
-    ObjectStore,
-    ParallelUploader,
-    UploadProgress,
-    file_sha256,
-)
+from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
 from repovault_pipeline.core.vault.tree_sync import TreeSync, plan_tree, sync_tree, write_tree_index
+from repovault_pipeline.core.vault.upload import ParallelUploader, UploadProgress
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +92,7 @@ class SnapshotWriter(Preparer):
         """Under the bucket's lease: write the snapshot in commit order, move `latest.json`
         forward, apply retention. A run whose clone is older than the latest snapshot, or
         equal to it, writes nothing (`unchanged`)."""
-        result = _start_result(prepared)
+        result = ArchiveResult.starting(prepared)
         wiki = prepared.wiki
         wiki_changed = wiki is not None and not wiki.unchanged
         damaged = [p for p in (prepared, wiki) if p is not None and p.pointer_damage]
@@ -331,15 +328,8 @@ class SnapshotWriter(Preparer):
             return None
         assert prepared.snapshot_id is not None
         index_key = snapshot_key(prepared.snapshot_id, lfs.LFS_INDEX)
-        result.lfs_objects = len(prepared.lfs.objects)
-        result.lfs_bytes = prepared.lfs.bytes
-        summary = LfsSummary(
-            objects=result.lfs_objects,
-            bytes=result.lfs_bytes,
-            missing=len(prepared.lfs.missing),
-            missing_paths=prepared.lfs.missing_paths(),
-            index=index_key,
-        )
+        summary = prepared.lfs.summary(index_key)
+        result.lfs_objects, result.lfs_bytes = summary.objects, summary.bytes
         result.held_lfs(summary)
         lease.check()
         index = lfs.index_doc(prepared.lfs, self.sealing)
@@ -411,32 +401,6 @@ class SnapshotWriter(Preparer):
         data = json_bytes(record, exclude_unset=True)
         self.store.put_bytes(bucket, key, data, content_type="application/json")
         return len(data)
-
-
-def _start_result(prepared: Prepared) -> ArchiveResult:
-    """The result of a run that writes nothing; the writes update it."""
-    result = ArchiveResult(
-        repo_id=prepared.repo_id,
-        repo_url=prepared.repo_url,
-        bucket=prepared.bucket,
-        outcome="unchanged" if prepared.unchanged else "completed",
-        snapshot_id=prepared.snapshot_id,
-        head_commit=prepared.head_commit,
-        default_branch=prepared.default_branch,
-        clone_s=round(prepared.clone_s, 3),
-        refs_digest=refs_digest(prepared.refs),
-        # Recorded as chosen; metadata left to REPOVAULT_KEEP_METADATA is not a choice here.
-        keep={k: v for k, v in asdict(prepared.keep).items() if v is not None},
-    )
-    wiki = prepared.wiki
-    if prepared.keep.wiki:
-        result.wiki_outcome = "unchanged" if prepared.wiki_found else "absent"
-        result.wiki_snapshot_id = wiki.snapshot_id if wiki else None
-        result.wiki_refs_digest = refs_digest(wiki.refs if wiki else {})
-    if prepared.wiki_error:
-        result.wiki_outcome = "failed"
-        result.reasons[WIKI_FAILED] = prepared.wiki_error
-    return result
 
 
 def _bundle_record(path: Path, key: str) -> BundleRecord:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from repovault_pipeline.core.vault import lfs
-from repovault_pipeline.core.vault.gitops import LocalRepo, TreeEntry
 from repovault_pipeline.core.vault.layout import TREE_INDEX
 from repovault_pipeline.core.vault.lease import Lease
 from repovault_pipeline.core.vault.lfs import LfsObjects
+from repovault_pipeline.core.vault.localrepo import LocalRepo, TreeEntry
 from repovault_pipeline.core.vault.records import TreeFile, TreeIndex
-from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore, ParallelUploader
+from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
 from repovault_pipeline.core.vault.treekeys import TREE, path_bytes, tree_key
+from repovault_pipeline.core.vault.upload import ParallelUploader
 
 IN_MEMORY_BLOB = 1024 * 1024
 MAX_PATH_METADATA = 1024  # base64 of an encoded path kept in object metadata (S3: 2 KB in all)

@@ -23,8 +23,9 @@ from repovault_pipeline.core.common.errors import ArchiveError, TransientError
 from repovault_pipeline.core.common.identity import RepoRef, bucket_name
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.gitops import GitClient, LocalRepo
+from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
+from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
