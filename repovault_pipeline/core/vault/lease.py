@@ -18,7 +18,7 @@ releases it as `interrupted`; one that was killed leaves it `held` until it expi
 when the remote did not change (`repair`). A lease taken from a holder that did not release it
 says so in `previous` until the next writer takes it: that holder may have been paused, not
 dead, and uploads it had in flight may still land (every run compares `tree/` with the latest
-`tree.json`, snapshot.py).
+`tree.json`, tree_sync.py).
 
 The lease names the Dagster run that holds it (`run_id`): a retry of that run's step takes its
 own lease back at once instead of waiting for it to expire, and `reconcile_sensor` fails a
