@@ -322,9 +322,9 @@ class MetadataArchiver:
             return None
         if pointer.damage:
             self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
-            return pointer.manifest.model_dump()
+            return pointer.manifest.model_dump(exclude_unset=True)
         latest = pointer.latest.model_dump(exclude_unset=True) if pointer.latest else {}
-        return {**pointer.manifest.model_dump(), **latest}
+        return {**pointer.manifest.model_dump(exclude_unset=True), **latest}
 
     def index(self, bucket: str, manifest: dict | None) -> dict[str, dict[str, str]]:
         return read_index(self.store, bucket, manifest["snapshot_id"] if manifest else None)

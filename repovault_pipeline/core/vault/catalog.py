@@ -113,7 +113,7 @@ def _git(snapshot_id: str, manifest: Manifest) -> SnapshotInfo:
 
 def _metadata(snapshot_id: str, manifest: SnapshotRecord) -> SnapshotInfo:
     """A metadata snapshot's manifest, read by the fields the metadata archiver writes."""
-    doc = manifest.model_dump()
+    doc = manifest.model_dump(exclude_unset=True)
     files = doc.get("files", {})
     return SnapshotInfo(
         snapshot_id,

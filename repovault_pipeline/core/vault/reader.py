@@ -44,7 +44,7 @@ class SnapshotReader(Generic[M]):
         key = self.layout.latest_key
         raw = self.store.get_bytes(self.bucket, key)
         latest = read_latest(raw)
-        named = latest.snapshot_id or None if latest else None
+        named = (latest.snapshot_id or None) if latest else None
         manifest = self.manifest(named) if named else None
         if manifest is not None:
             return Pointer(named, manifest, latest=latest)
