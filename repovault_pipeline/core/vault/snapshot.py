@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,16 +52,6 @@ from repovault_pipeline.core.vault.tree_sync import TreeSync, plan_tree, sync_tr
 from repovault_pipeline.core.vault.upload import ParallelUploader, UploadProgress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CodeParts:
-    """What a code snapshot's manifest has beyond a wiki's."""
-
-    tree: TreeSummary
-    submodules: dict[str, str]
-    lfs: LfsSummary | None
-    keep: dict[str, bool]
 
 
 class SnapshotWriter(Preparer):
@@ -188,7 +177,8 @@ class SnapshotWriter(Preparer):
         written.bundle_size = bundle.stat().st_size
         self.store.put_file(wiki.bucket, key, bundle)
         written.bytes_uploaded = written.bundle_size
-        self._commit(wiki, written, reader, lease, _bundle_record(bundle, key), None)
+        manifest = self._manifest(wiki, written, _bundle_record(bundle, key))
+        self._commit(wiki, written, reader, lease, manifest)
         result.bytes_uploaded += written.bytes_uploaded
         result.wiki_outcome = "completed"
         result.wiki_snapshot_id = snapshot_id
@@ -233,20 +223,20 @@ class SnapshotWriter(Preparer):
             self._put_tree_index(prepared, result, entries, sync, lease)
         lfs_summary = self._put_lfs_index(prepared, result, lease)
         assert prepared.snapshot_id is not None
-        plain = self.sealing is None and prepared.lfs is not None
+        # HEAD's LFS files in tree/: stored with their content, or (object missing) as the
+        # pointer text git holds, listed in `lfs_pointers`.
+        head_lfs = prepared.lfs.head if prepared.lfs and not self.sealing else {}
         tree = TreeSummary(
             files=result.tree_files,
             bytes=result.tree_bytes,
             index=None if self.sealing else snapshot_key(prepared.snapshot_id, TREE_INDEX),
-            # HEAD's LFS files: stored with their content, or (object missing) as the
-            # pointer text git holds, listed here.
-            lfs_files=len(prepared.lfs.head) if plain and prepared.lfs else 0,
-            lfs_pointers=sorted(set(prepared.lfs.head) - set(sync.lfs_content))
-            if plain and prepared.lfs
-            else [],
+            lfs_files=len(head_lfs),
+            lfs_pointers=sorted(set(head_lfs) - set(sync.lfs_content)),
         )
-        parts = CodeParts(tree, submodules, lfs_summary, result.keep)
-        self._commit(prepared, result, reader, lease, bundle, parts)
+        manifest = self._manifest(prepared, result, bundle)
+        manifest.tree, manifest.submodules = tree, submodules
+        manifest.lfs, manifest.keep = lfs_summary, result.keep
+        self._commit(prepared, result, reader, lease, manifest)
 
     def _upload_objects(
         self,
@@ -336,18 +326,11 @@ class SnapshotWriter(Preparer):
         result.bytes_uploaded += self._put_json(prepared.bucket, index_key, index)
         return summary
 
-    def _commit(
-        self,
-        prepared: Prepared,
-        result: ArchiveResult,
-        reader: SnapshotReader[Manifest],
-        lease: Lease,
-        bundle: BundleRecord,
-        parts: CodeParts | None,
-    ) -> None:
-        """Write the manifest (the commit marker), move `latest.json`, apply retention: the
-        same last steps for the repository and for its wiki (`parts` None)."""
-        layout = prepared.layout
+    def _manifest(
+        self, prepared: Prepared, result: ArchiveResult, bundle: BundleRecord
+    ) -> Manifest:
+        """The manifest as a wiki's has it, dated now; a code snapshot's adds `tree`,
+        `submodules`, `lfs` and `keep`."""
         snapshot_id = prepared.snapshot_id
         assert snapshot_id is not None
         result.duration_s = round(time.time() - prepared.started_at, 3)
@@ -370,9 +353,19 @@ class SnapshotWriter(Preparer):
             # Absent: plaintext. Else the age recipients the bundle (and LFS objects) are
             # encrypted to; `bundle` then describes the stored ciphertext.
             manifest.encryption = self.sealing.record()
-        if parts is not None:
-            manifest.tree, manifest.submodules = parts.tree, parts.submodules
-            manifest.lfs, manifest.keep = parts.lfs, parts.keep
+        return manifest
+
+    def _commit(
+        self,
+        prepared: Prepared,
+        result: ArchiveResult,
+        reader: SnapshotReader[Manifest],
+        lease: Lease,
+        manifest: Manifest,
+    ) -> None:
+        """Write the manifest (the commit marker), move `latest.json`, apply retention: the
+        same last steps for the repository and for its wiki."""
+        layout, snapshot_id = prepared.layout, manifest.snapshot_id
         lease.confirm()  # the manifest is the commit marker: only the lease holder writes it
         result.bytes_uploaded += self._put_json(
             prepared.bucket, layout.snapshot_key(snapshot_id, MANIFEST), manifest
