@@ -21,8 +21,9 @@ from .core.common.settings import Settings
 from .core.intake.kafka import KafkaGateway
 from .core.lineage.requests import LineageStore, open_lineage
 from .core.sources.fleet import FleetStore
+from .core.vault.s3 import s3_client_config
 from .core.vault.snapshot import SnapshotWriter
-from .core.vault.store import ObjectStore, open_store, s3_client_config
+from .core.vault.store import ObjectStore, open_store
 
 
 class _SettingsResource(ConfigurableResource):

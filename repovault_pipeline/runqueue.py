@@ -25,7 +25,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, DagsterR
 from .core.common.settings import Settings
 from .core.intake.runs import TAG_HOST, TAG_REQUEST_ID
 from .core.lineage.rows import Request
-from .core.vault.store import UploadProgress
+from .core.vault.upload import UploadProgress
 
 PARTITION_TAG = "dagster/partition"
 # A pending request's run before its first step, in a user's words.

@@ -16,7 +16,7 @@ from dagster import instance_for_test
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.intake.runs import request_tags
 from repovault_pipeline.core.lineage.requests import now, open_lineage
-from repovault_pipeline.core.vault.store import UploadProgress
+from repovault_pipeline.core.vault.upload import UploadProgress
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import REPOSITORIES
 from repovault_pipeline.runqueue import QueueLimit, phase, queue_reasons

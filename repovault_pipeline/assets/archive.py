@@ -40,7 +40,9 @@ from ..core.intake.runs import (
 )
 from ..core.lineage.requests import reasons_line
 from ..core.lineage.stats import bucket_link, sizes_line
-from ..core.vault.snapshot import ArchiveResult, Prepared, discard, remove_work_dir
+from ..core.vault.outcome import ArchiveResult
+from ..core.vault.prepare import Prepared, discard
+from ..core.vault.workdir import remove_work_dir
 from ..partitions import repositories
 from ..resources import KafkaResource, LineageResource, VaultResource
 from .check_records import failed_verdicts, forget_unexecuted_check

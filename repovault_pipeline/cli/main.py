@@ -26,7 +26,7 @@ from ..core.common.errors import ArchiveError, SchemaMismatch
 from ..core.common.identity import InvalidRepoUrl
 from ..core.common.redact import mask_secrets
 from ..core.common.settings import ConfigError, Settings
-from ..core.vault.store import S3_ATTEMPTS
+from ..core.vault.s3 import S3_ATTEMPTS
 from . import admin, requests, serve, sources, tokens, trending, vault
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Handler, safe_url
 from .output import one_line

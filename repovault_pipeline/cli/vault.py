@@ -16,8 +16,8 @@ from ..core.lineage.stats import compute_stats, human_size, stored_sizes
 from ..core.sources.forget import UnknownRepository, forget
 from ..core.sources.metadata.restore import restore_metadata
 from ..core.vault.catalog import SnapshotInfo, repo_snapshots
+from ..core.vault.reader import Listed, list_vault
 from ..core.vault.restore import resolve_target, restore
-from ..core.vault.snapshot import Listed, list_vault
 from ..core.vault.store import ObjectStore, open_store
 from ..core.vault.verify import verify
 from .common import EXIT_FAILED, BadInput, Subparsers, existing_lineage, lineage_store
@@ -97,14 +97,14 @@ def _list_row(store: ObjectStore, item: Listed) -> list[str]:
     m = item.manifest
     if m is None:
         return [item.repo_id or "-", item.bucket, *["-"] * 8]
-    sizes = stored_sizes(store, {**m, "bucket": item.bucket})
+    sizes = stored_sizes(store, item.bucket, m)
     return [
         item.repo_id or "-",
         item.bucket,
-        m["snapshot_id"],
-        m["head_commit"][:12],
+        m.snapshot_id,
+        m.head_commit[:12],
         human_size(sizes.total),
-        str(m["tree"]["files"]),
+        str(m.tree.files if m.tree else 0),
         *(human_size(n) for n in (sizes.bundles, sizes.lfs, sizes.wiki, sizes.metadata)),
     ]
 

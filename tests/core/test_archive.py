@@ -24,7 +24,8 @@ from repovault_pipeline.core.common.errors import (
 )
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.snapshot import SnapshotReader, SnapshotWriter
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git
@@ -252,14 +253,14 @@ def test_upload_broken_half_way_leaves_latest_on_the_previous_snapshot(
     reader = SnapshotReader(open_store(Settings.from_env()), first.bucket)
     assert json.loads(body(first.bucket, "latest.json"))["snapshot_id"] == first.snapshot_id
     assert json.loads(body(first.bucket, "lease.json"))["state"] == "held"  # S3 was gone
-    assert reader.latest()["head_commit"] == first.head_commit
+    assert reader.latest().head_commit == first.head_commit
     assert cli(["list"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if first.repo_id in line]
     assert len(listed) == 1 and first.snapshot_id in listed[0]
 
     rerun = archive(repo)
     assert rerun.outcome == "completed"
-    assert reader.latest()["head_commit"] == repo.refs()["refs/heads/main"]
+    assert reader.latest().head_commit == repo.refs()["refs/heads/main"]
     complete, incomplete = reader.snapshot_ids()
     assert complete == [rerun.snapshot_id, first.snapshot_id] and incomplete == []
 

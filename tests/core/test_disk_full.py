@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.gitops import GitClient, disk_full, received_bytes
+from repovault_pipeline.core.vault.gitops import GitClient
+from repovault_pipeline.core.vault.gitproc import disk_full, received_bytes
 
 # What `git clone` printed on a 1 MB tmpfs (git 2.47, smart HTTP and file://).
 CLONE_STDERR = (

@@ -19,7 +19,7 @@ import pytest
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.core.vault.verify import verify
 from tests.support.archiving import archive

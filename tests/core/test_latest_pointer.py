@@ -18,7 +18,7 @@ from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.sources.forges import forge_of
 from repovault_pipeline.core.sources.metadata.archive import MetadataArchiver
 from repovault_pipeline.core.sources.metadata.restore import restore_metadata
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive
 from tests.support.forge_metadata import FakeGitHub
@@ -81,7 +81,7 @@ def test_a_changed_repository_moves_a_pointer_to_an_incomplete_snapshot_forward(
     point_latest_at(first.bucket, FUTURE, repo_id=first.repo_id)
     store = open_store(Settings.from_env())
     pointer = SnapshotReader(store, first.bucket).pointer()
-    assert pointer.manifest is not None and pointer.manifest["snapshot_id"] == first.snapshot_id
+    assert pointer.manifest is not None and pointer.manifest.snapshot_id == first.snapshot_id
     assert pointer.damage and "incomplete (no manifest.json)" in pointer.damage
 
     repo.commit({"a.txt": "two\n"})

@@ -14,7 +14,9 @@ import pytest
 
 from repovault_pipeline.core.common.errors import TransientError
 from repovault_pipeline.core.vault.lease import LEASE_KEY, Lease, inspect
-from repovault_pipeline.core.vault.store import LocalStore, ObjectStore, S3Store
+from repovault_pipeline.core.vault.local_store import LocalStore
+from repovault_pipeline.core.vault.s3 import S3Store
+from repovault_pipeline.core.vault.store import ObjectStore
 from tests.support.servers import REPO_ROOT
 from tests.support.tcp_proxy import BreakableProxy
 from tests.support.vault_checks import kill

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.gitops import GitClient, LocalRepo, parse_fsck
+from repovault_pipeline.core.vault.gitops import GitClient
+from repovault_pipeline.core.vault.localrepo import LocalRepo, parse_fsck
 from tests.core.test_restore import bundle_key, edit_manifest, put
 from tests.support.archiving import archive
 from tests.support.repos import ServedRepo, git, git_bytes

@@ -22,7 +22,7 @@ import pytest
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.lineage.stats import human_size
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import ServedRepo, git

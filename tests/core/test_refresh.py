@@ -20,7 +20,7 @@ from repovault_pipeline.core.sources.fleet import FleetStore
 from repovault_pipeline.core.sources.fleet_rows import UNREACHABLE_AFTER, RepoState
 from repovault_pipeline.core.sources.refresh import Seen, refresh
 from repovault_pipeline.core.vault.gitops import refs_digest
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 from tests.support.archiving import archive
 from tests.support.forge_api import forge_api
 from tests.support.git_http_server import logged_requests

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 from tests.support.repos import ServedRepo, git
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from tests.core.test_archive import archive
 from tests.support.repos import ServedRepo, git

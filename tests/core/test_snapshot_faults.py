@@ -24,7 +24,7 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.errors import TransientError
 from repovault_pipeline.core.common.identity import bucket_name, parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive
 from tests.support.git_http_server import logged_requests
@@ -298,7 +298,7 @@ def test_a_writer_that_lost_its_lease_leaves_tree_as_the_new_writer_committed(
     for snap in reader.snapshot_ids()[0]:
         dest = tmp_path / f"restore-{snap}"
         assert cli(["restore", repo.url, str(dest), "--snapshot", snap]) == 0
-        assert git(dest, "rev-parse", "HEAD") == reader.manifest(snap)["head_commit"]
+        assert git(dest, "rev-parse", "HEAD") == reader.manifest(snap).head_commit
 
 
 def wait_until_held(bucket: str, run: subprocess.Popen) -> None:
@@ -381,11 +381,11 @@ def test_two_writers_at_once_keep_the_bucket_consistent(
                 if snap in restored:  # restored before: still whole
                     key = f"snapshots/{snap}/repo.bundle"
                     size = s3().head_object(Bucket=reader.bucket, Key=key)["ContentLength"]
-                    assert size == reader.manifest(snap)["bundle"]["size"]
+                    assert size == reader.manifest(snap).bundle.size
                     continue
                 dest = tmp_path / f"restore-{snap}"
                 assert cli(["restore", repo.url, str(dest), "--snapshot", snap]) == 0
-                assert git(dest, "rev-parse", "HEAD") == reader.manifest(snap)["head_commit"]
+                assert git(dest, "rev-parse", "HEAD") == reader.manifest(snap).head_commit
                 restored.add(snap)
     finally:
         proxy.close()

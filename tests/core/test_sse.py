@@ -15,7 +15,7 @@ from boto3.s3.transfer import TransferConfig
 
 from repovault_pipeline.core.common.errors import TransientError
 from repovault_pipeline.core.common.settings import ConfigError, Settings
-from repovault_pipeline.core.vault.store import S3Store, ServerSideEncryption, SseRefused
+from repovault_pipeline.core.vault.s3 import S3Store, ServerSideEncryption, SseRefused
 from tests.support.archiving import archive
 from tests.support.repos import ServedRepo
 from tests.support.s3_errors import FailingS3

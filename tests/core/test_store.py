@@ -11,13 +11,10 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.core.common.errors import ArchiveError, PreconditionFailed, TransientError
-from repovault_pipeline.core.vault.store import (
-    LocalStore,
-    ObjectStore,
-    ParallelUploader,
-    S3Store,
-    UploadProgress,
-)
+from repovault_pipeline.core.vault.local_store import LocalStore
+from repovault_pipeline.core.vault.s3 import S3Store
+from repovault_pipeline.core.vault.store import ObjectStore
+from repovault_pipeline.core.vault.upload import ParallelUploader, UploadProgress
 from tests.support.s3_errors import FailingS3
 from tests.support.tcp_proxy import BreakableProxy
 

@@ -14,7 +14,8 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.identity import parse_repo_id, parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import verify as verify_module
-from repovault_pipeline.core.vault.snapshot import ArchiveResult, SnapshotWriter
+from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.core.vault.verify import verify
 from tests.core.test_restore import (

@@ -24,7 +24,7 @@ from repovault_pipeline.core.lineage.tables import repo_sources, repo_state
 from repovault_pipeline.core.sources.fleet import FleetStore
 from repovault_pipeline.core.sources.refresh import Seen
 from repovault_pipeline.core.vault.gitops import refs_digest
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories

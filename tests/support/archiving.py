@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault.snapshot import ArchiveResult, SnapshotWriter
+from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.repos import ServedRepo
 

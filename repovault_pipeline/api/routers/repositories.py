@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from ...core.lineage.stats import stored_sizes
 from ...core.lineage.verifications import VerifyQueue
 from ...core.vault.catalog import repo_snapshots
-from ...core.vault.snapshot import archived_repositories
+from ...core.vault.reader import archived_repositories
 from ...core.vault.verify import SNAPSHOT_ID
 from ..deps import Admin, Reader, VaultDep
 from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON
@@ -28,20 +28,20 @@ def list_repositories(vault: VaultDep) -> Repositories:
         {
             "repositories": [
                 {
-                    "repo_id": m["repo_id"],
-                    "bucket": m["bucket"],
-                    "snapshot_id": m["snapshot_id"],
-                    "head_commit": m["head_commit"],
-                    "default_branch": m["default_branch"],
-                    "bundle_bytes": m["bundle"]["size"],
-                    "tree_files": m["tree"]["files"],
-                    "tree_bytes": m["tree"]["bytes"],
+                    "repo_id": a.manifest.repo_id,
+                    "bucket": a.bucket,
+                    "snapshot_id": a.manifest.snapshot_id,
+                    "head_commit": a.manifest.head_commit,
+                    "default_branch": a.manifest.default_branch,
+                    "bundle_bytes": a.manifest.bundle.size,
+                    "tree_files": a.manifest.tree.files if a.manifest.tree else 0,
+                    "tree_bytes": sizes.tree,
                     "stored_bytes": {**asdict(sizes), "total": sizes.total},
-                    "created_at": m["created_at"],
-                    "warning": m["warning"],  # latest.json damaged: this is the newest complete
+                    "created_at": a.manifest.created_at,
+                    "warning": a.warning,  # latest.json damaged: this is the newest complete
                 }
-                for m in archived_repositories(vault.store, vault.settings.bucket_prefix)
-                for sizes in [stored_sizes(vault.store, m)]
+                for a in archived_repositories(vault.store, vault.settings.bucket_prefix)
+                for sizes in [stored_sizes(vault.store, a.bucket, a.manifest)]
             ]
         }
     )

@@ -23,7 +23,7 @@ from repovault_pipeline.core.intake.kafka import BrokerUnavailable
 from repovault_pipeline.core.intake.messages import request_message, status_event
 from repovault_pipeline.core.lineage.requests import LineageStore, now, reasons_line
 from repovault_pipeline.core.lineage.rows import Injected, Request
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 
 log = logging.getLogger(__name__)
 

@@ -39,16 +39,13 @@ from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.intake.kafka import KafkaGateway
 from repovault_pipeline.core.intake.lifecycle import Outcome, RequestLifecycle
 from repovault_pipeline.core.intake.runs import RecordedOutcome, RunHistory
-from repovault_pipeline.core.lineage.requests import (
-    LFS_MISSING,
-    LineageStore,
-    final_status,
-    now,
-)
+from repovault_pipeline.core.lineage.requests import LineageStore, now
 from repovault_pipeline.core.lineage.rows import Request
 from repovault_pipeline.core.vault.lease import HELD, LeaseView, inspect, interrupt
 from repovault_pipeline.core.vault.lfs import missing_detail
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.outcome import LFS_MISSING, final_status
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Manifest
 from repovault_pipeline.core.vault.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -215,14 +212,13 @@ class Reconciler:
         size: int | None = None
         reasons: dict[str, str] = dict(recorded.reasons) if recorded else {}
         if manifest is not None:
-            outcome, how = "completed", f"snapshot {manifest['snapshot_id']} is committed"
-            snapshot_id, head_commit = manifest["snapshot_id"], manifest.get("head_commit")
+            outcome, how = "completed", f"snapshot {manifest.snapshot_id} is committed"
+            snapshot_id, head_commit = manifest.snapshot_id, manifest.head_commit
             if recorded and recorded.snapshot_id == snapshot_id:
                 size = recorded.bytes_uploaded
-            held = manifest.get("lfs") or {}
-            if held.get("missing") and LFS_MISSING not in reasons:
-                paths = list(held.get("missing_paths") or [])
-                reasons[LFS_MISSING] = missing_detail(int(held["missing"]), paths)
+            held = manifest.lfs
+            if held is not None and held.missing and LFS_MISSING not in reasons:
+                reasons[LFS_MISSING] = missing_detail(held.missing, list(held.missing_paths))
         elif recorded is not None:
             outcome, how = recorded.outcome, "its upload_snapshot step recorded it"
             snapshot_id, head_commit = recorded.snapshot_id, recorded.head_commit
@@ -306,7 +302,9 @@ class Reconciler:
             f"({closing.run_status or 'gone'}): closed {status}; {closing.how}"
         )
 
-    def _committed_manifest(self, row: Request, recorded: RecordedOutcome | None) -> dict | None:
+    def _committed_manifest(
+        self, row: Request, recorded: RecordedOutcome | None
+    ) -> Manifest | None:
         """The manifest of a snapshot this request committed: the bucket's latest one, or the
         one the run recorded, when it carries the row's request id."""
         if not row.repo_id:
@@ -316,7 +314,7 @@ class Reconciler:
         if recorded and recorded.snapshot_id:
             candidates.append(reader.manifest(recorded.snapshot_id))
         for manifest in candidates:
-            if manifest and manifest.get("request_id") == row.request_id:
+            if manifest and manifest.request_id == row.request_id:
                 return manifest
         return None
 

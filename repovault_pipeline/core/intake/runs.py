@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import InvalidRepoUrl, RepoRef, parse_repo_url
 from repovault_pipeline.core.common.settings import Keep, Settings, keep_choices
-from repovault_pipeline.core.vault.snapshot import ArchiveResult
+from repovault_pipeline.core.vault.outcome import ArchiveResult
 
 TAG_REPO_URL = "repovault/repo_url"
 TAG_REQUEST_ID = "repovault/request_id"

@@ -46,18 +46,13 @@ from repovault_pipeline.core.lineage.rows import (
 )
 from repovault_pipeline.core.lineage.schema import ensure
 from repovault_pipeline.core.lineage.tables import repo_requests
+from repovault_pipeline.core.vault.outcome import LFS_MISSING, WIKI_FAILED
 
 FINAL_STATUSES = ("completed", "unchanged", "partial", "failed", "rejected")
 STATUSES = ("pending", "in_progress", *FINAL_STATUSES)  # every status a request goes through
 # Why a request is `partial`: its code snapshot is stored, a part it asked to keep is not.
-LFS_MISSING, WIKI_FAILED, METADATA_FAILED = "lfs_missing", "wiki_failed", "metadata_failed"
+METADATA_FAILED = "metadata_failed"
 PARTIAL_REASONS = (LFS_MISSING, WIKI_FAILED, METADATA_FAILED)
-
-
-def final_status(outcome: str, reasons: Mapping[str, str] | None) -> str:
-    """A run's status: `partial` when any part it was asked to keep is missing, whatever the
-    code snapshot's outcome (`completed`, `unchanged`)."""
-    return "partial" if reasons else outcome
 
 
 def reasons_line(reasons: Mapping[str, str]) -> str:

@@ -15,16 +15,13 @@ from sqlalchemy import func, select
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.lineage.requests import PARTIAL_REASONS, STATUSES, LineageStore, now
 from repovault_pipeline.core.lineage.tables import SOURCES, repo_requests, repo_state
-from repovault_pipeline.core.sources.metadata.layout import PREFIX as METADATA_PREFIX
+from repovault_pipeline.core.vault.layout import BUNDLE, METADATA, SNAPSHOTS, WIKI
 from repovault_pipeline.core.vault.lfs import LFS_PREFIX
-from repovault_pipeline.core.vault.snapshot import (
-    BUNDLE,
-    SNAPSHOTS,
-    WIKI,
-    ArchiveResult,
-    archived_repositories,
-)
-from repovault_pipeline.core.vault.store import ObjectStore, human_size
+from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.reader import archived_repositories
+from repovault_pipeline.core.vault.records import Manifest
+from repovault_pipeline.core.vault.store import ObjectStore
+from repovault_pipeline.core.vault.upload import human_size
 
 WINDOW = timedelta(hours=24)
 LARGEST = 10
@@ -47,10 +44,9 @@ class StoredSizes:
         return self.bundles + self.tree + self.lfs + self.wiki + self.metadata
 
 
-def stored_sizes(store: ObjectStore, manifest: dict) -> StoredSizes:
-    """The sizes of the repository whose latest manifest (with its `bucket`) is `manifest`,
-    from the store's listing (`tree/` from the manifest: it can hold millions of objects)."""
-    bucket = manifest["bucket"]
+def stored_sizes(store: ObjectStore, bucket: str, manifest: Manifest) -> StoredSizes:
+    """The sizes of the repository in `bucket` whose latest manifest is `manifest`, from the
+    store's listing (`tree/` from the manifest: it can hold millions of objects)."""
 
     def listed(prefix: str) -> int:
         return sum(info.size for info in store.list(bucket, prefix))
@@ -59,10 +55,10 @@ def stored_sizes(store: ObjectStore, manifest: dict) -> StoredSizes:
         bundles=sum(
             info.size for info in store.list(bucket, SNAPSHOTS) if info.key.endswith(f"/{BUNDLE}")
         ),
-        tree=int(manifest["tree"]["bytes"]),
+        tree=manifest.tree.bytes if manifest.tree else 0,
         lfs=listed(LFS_PREFIX),
         wiki=listed(WIKI.prefix),
-        metadata=listed(METADATA_PREFIX),
+        metadata=listed(METADATA.prefix),
     )
 
 
@@ -98,20 +94,21 @@ def compute_stats(
     figures["failures_24h"] = sum(stats.failures.values())
     for reason in PARTIAL_REASONS:
         figures[f"partial_{reason}_24h"] = by_name[reason]
-    manifests = list(archived_repositories(store, settings.bucket_prefix))
+    archived = list(archived_repositories(store, settings.bucket_prefix))
+    manifests = [a.manifest for a in archived]
     figures["archived_repositories"] = len(manifests)
-    figures["latest_bundle_bytes"] = sum(int(m["bundle"]["size"]) for m in manifests)
-    figures["tree_bytes"] = sum(int(m["tree"]["bytes"]) for m in manifests)
-    figures["tree_files"] = sum(int(m["tree"]["files"]) for m in manifests)
-    sizes = [stored_sizes(store, m) for m in manifests]
+    figures["latest_bundle_bytes"] = sum(m.bundle.size for m in manifests)
+    figures["tree_bytes"] = sum(m.tree.bytes for m in manifests if m.tree)
+    figures["tree_files"] = sum(m.tree.files for m in manifests if m.tree)
+    sizes = [stored_sizes(store, a.bucket, a.manifest) for a in archived]
     figures["bundle_bytes"] = sum(s.bundles for s in sizes)
     figures["lfs_bytes"] = sum(s.lfs for s in sizes)
     figures["wiki_bytes"] = sum(s.wiki for s in sizes)
     figures["metadata_bytes"] = sum(s.metadata for s in sizes)
     figures["stored_bytes"] = sum(s.total for s in sizes)
     stats.largest = [
-        {"repo_id": m["repo_id"], "bundle_bytes": int(m["bundle"]["size"]), "bucket": m["bucket"]}
-        for m in sorted(manifests, key=lambda m: -int(m["bundle"]["size"]))[:LARGEST]
+        {"repo_id": a.manifest.repo_id, "bundle_bytes": a.manifest.bundle.size, "bucket": a.bucket}
+        for a in sorted(archived, key=lambda a: -a.manifest.bundle.size)[:LARGEST]
     ]
     ages = {
         repo_id: round((at - when).total_seconds() / 3600, 2)
@@ -208,11 +205,11 @@ def _failures(lineage: LineageStore, at: datetime) -> tuple[dict[str, int], Coun
     return dict(counts.most_common()), by_name
 
 
-def _last_checked(lineage: LineageStore, manifests: list[dict]) -> dict[str, datetime]:
+def _last_checked(lineage: LineageStore, manifests: list[Manifest]) -> dict[str, datetime]:
     """When each archived repository was last known to match upstream: the newest of its
     latest snapshot, its last completed, unchanged or partial request, and
     `repo_state.last_checked_at`."""
-    checked = {m["repo_id"]: datetime.fromisoformat(m["created_at"]) for m in manifests}
+    checked = {m.repo_id: datetime.fromisoformat(m.created_at) for m in manifests}
     c = repo_requests.c
     finished = (
         select(c.repo_id, func.max(c.worker_finishing_timestamp))

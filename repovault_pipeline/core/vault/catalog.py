@@ -9,11 +9,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from repovault_pipeline.core.common.identity import bucket_name
-from repovault_pipeline.core.sources.metadata import layout as metadata
-from repovault_pipeline.core.vault.snapshot import CODE, WIKI, Layout, SnapshotReader
+from repovault_pipeline.core.vault.layout import CODE, METADATA, WIKI, M
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Manifest, SnapshotRecord
 from repovault_pipeline.core.vault.store import ObjectStore
-
-METADATA = Layout(metadata.PREFIX, tree=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def repo_snapshots(store: ObjectStore, repo_id: str, bucket_prefix: str) -> Repo
     )
 
 
-def _series(reader: SnapshotReader, describe: Callable[[str, dict], SnapshotInfo]) -> Series:
+def _series(reader: SnapshotReader[M], describe: Callable[[str, M], SnapshotInfo]) -> Series:
     complete, _ = reader.snapshot_ids()
     found = []
     for snapshot_id in complete:
@@ -95,28 +94,30 @@ def _series(reader: SnapshotReader, describe: Callable[[str, dict], SnapshotInfo
     if not found:
         return Series(None, ())
     pointer = reader.pointer()
-    latest = pointer.manifest["snapshot_id"] if pointer.manifest else None
+    latest = pointer.manifest.snapshot_id if pointer.manifest else None
     return Series(latest, tuple(found), pointer.damage)
 
 
-def _git(snapshot_id: str, manifest: dict) -> SnapshotInfo:
-    tree = manifest.get("tree")  # a wiki has no tree/
+def _git(snapshot_id: str, manifest: Manifest) -> SnapshotInfo:
+    tree = manifest.tree  # a wiki has no tree/
     return SnapshotInfo(
         snapshot_id,
-        manifest["created_at"],
-        head_commit=manifest["head_commit"],
-        refs=len(manifest["refs"]),
-        bundle_bytes=manifest["bundle"]["size"],
-        tree_files=tree["files"] if tree else None,
+        manifest.created_at,
+        head_commit=manifest.head_commit,
+        refs=len(manifest.refs),
+        bundle_bytes=manifest.bundle.size,
+        tree_files=tree.files if tree else None,
     )
 
 
-def _metadata(snapshot_id: str, manifest: dict) -> SnapshotInfo:
-    files = manifest.get("files", {})
+def _metadata(snapshot_id: str, manifest: SnapshotRecord) -> SnapshotInfo:
+    """A metadata snapshot's manifest, read by the fields the metadata archiver writes."""
+    doc = manifest.model_dump(exclude_unset=True)
+    files = doc.get("files", {})
     return SnapshotInfo(
         snapshot_id,
-        manifest["fetched_at"],
+        doc["fetched_at"],
         records={kind: f["records"] for kind, f in files.items()},
         bytes=sum(f["bytes"] for f in files.values()),
-        full=manifest.get("full"),
+        full=doc.get("full"),
     )

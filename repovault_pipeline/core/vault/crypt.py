@@ -16,8 +16,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from repovault_pipeline.core.common.errors import ArchiveError
+from repovault_pipeline.core.vault.records import Encryption
 
 AGE_SUFFIX = ".age"
 _NO_MATCH = "no identity matched"
@@ -32,6 +34,13 @@ class NotDecryptable(ArchiveError):
 class DecryptFailed(ArchiveError):
     """The identity matches but the ciphertext does not authenticate: the stored copy is
     damaged or was replaced."""
+
+
+class Sealed(Protocol):
+    """A document that records its `encryption` (a manifest, `lfs.json`)."""
+
+    @property
+    def encryption(self) -> Encryption | None: ...
 
 
 @dataclass(frozen=True)
@@ -49,14 +58,15 @@ class Sealing:
         joined = "\n".join(sorted(self.recipients)).encode()
         return hashlib.sha256(joined).hexdigest()[:16]
 
-    def record(self) -> dict[str, object]:
-        return {"scheme": "age", "recipients": list(self.recipients), "seal": self.seal}
+    def record(self) -> Encryption:
+        """`encryption` as a manifest (or `lfs.json`) records it."""
+        return Encryption(scheme="age", recipients=list(self.recipients), seal=self.seal)
 
     @classmethod
-    def of(cls, doc: dict | None) -> Sealing | None:
+    def of(cls, doc: Sealed | None) -> Sealing | None:
         """The sealing a manifest (or `lfs.json`) records; None for a plaintext one."""
-        found = (doc or {}).get("encryption")
-        return cls(tuple(found["recipients"])) if found else None
+        found = doc.encryption if doc is not None else None
+        return cls(tuple(found.recipients)) if found else None
 
     def named(self) -> str:
         """The recipients in a line: the first ones, shortened."""

@@ -18,7 +18,7 @@ releases it as `interrupted`; one that was killed leaves it `held` until it expi
 when the remote did not change (`repair`). A lease taken from a holder that did not release it
 says so in `previous` until the next writer takes it: that holder may have been paused, not
 dead, and uploads it had in flight may still land (every run compares `tree/` with the latest
-`tree.json`, snapshot.py).
+`tree.json`, tree_sync.py).
 
 The lease names the Dagster run that holds it (`run_id`): a retry of that run's step takes its
 own lease back at once instead of waiting for it to expire, and `reconcile_sensor` fails a
@@ -37,7 +37,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from repovault_pipeline.core.common.errors import ArchiveError, PreconditionFailed, TransientError
+from repovault_pipeline.core.vault.records import LeaseHolder, LeaseRecord
 from repovault_pipeline.core.vault.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ class LeaseView:
     etag: str
     run_id: str | None = None  # the Dagster run holding it (None: the CLI, a script)
     renewed_at: float = 0.0  # when it was last written, by the store's clock (epoch seconds)
-    doc: dict = field(default_factory=dict)  # what lease.json holds
+    record: LeaseRecord = field(default_factory=LeaseRecord)  # what lease.json holds
 
     @property
     def live(self) -> bool:
@@ -79,18 +82,18 @@ class LeaseView:
         """When its holder last renewed it, for people (UTC, the store's clock)."""
         return datetime.fromtimestamp(self.renewed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
-    def summary(self) -> dict:
+    def summary(self) -> LeaseHolder:
         """What the next holder records of this one in `previous`."""
-        return {
-            "state": self.state,
-            "owner": self.owner,
-            "run_id": self.run_id,
-            "snapshot_id": self.snapshot_id,
-            "renewed_at": datetime.fromtimestamp(self.renewed_at, UTC).isoformat(),
+        return LeaseHolder(
+            state=self.state,
+            owner=self.owner,
+            run_id=self.run_id,
+            snapshot_id=self.snapshot_id,
+            renewed_at=datetime.fromtimestamp(self.renewed_at, UTC).isoformat(),
             # It stopped renewing without releasing: paused or dead, its uploads in flight may
             # still land after this.
-            "taken_over": self.state == HELD,
-        }
+            taken_over=self.state == HELD,
+        )
 
 
 def inspect(store: ObjectStore, bucket: str) -> LeaseView | None:
@@ -98,22 +101,19 @@ def inspect(store: ObjectStore, bucket: str) -> LeaseView | None:
     if found is None:
         return None
     try:
-        doc = json.loads(found.data)
-        ttl = float(doc.get("ttl_s", 0))
-    except (ValueError, TypeError, AttributeError):
-        doc, ttl = {}, 0.0  # unreadable: treat as expired, so it can be taken over
-    if not isinstance(doc, dict):
-        doc, ttl = {}, 0.0
+        record = LeaseRecord.model_validate_json(found.data)
+    except ValidationError:
+        record = LeaseRecord()  # unreadable: treat as expired, so it can be taken over
     return LeaseView(
-        state=doc.get("state", HELD),
-        snapshot_id=doc.get("snapshot_id"),
-        owner=doc.get("owner"),
+        state=record.state,
+        snapshot_id=record.snapshot_id,
+        owner=record.owner,
         age_s=found.age_s,
-        ttl_s=ttl,
+        ttl_s=record.ttl_s,
         etag=found.etag,
-        run_id=doc.get("run_id"),
+        run_id=record.run_id,
         renewed_at=found.modified,
-        doc=doc,
+        record=record,
     )
 
 
@@ -122,11 +122,11 @@ def interrupt(store: ObjectStore, bucket: str, view: LeaseView, reason: str) -> 
     PreconditionFailed when it was renewed meanwhile (the holder is alive after all). A holder
     that was only cut off finds its lease lost at its next renewal and writes nothing more;
     the next run repairs `tree/`."""
-    doc = {**view.doc, "state": INTERRUPTED, "interrupted": reason}
+    record = view.record.model_copy(update={"state": INTERRUPTED, "interrupted": reason})
     store.put_bytes(
         bucket,
         LEASE_KEY,
-        json.dumps(doc, indent=1).encode(),
+        _lease_bytes(record),
         content_type="application/json",
         if_match=view.etag,
     )
@@ -155,7 +155,7 @@ class Lease:
         self.ttl_s = ttl_s
         self.run_id = run_id
         self.owner = uuid.uuid4().hex
-        self.previous: dict | None = None  # the holder before, when it did not release it
+        self.previous: LeaseHolder | None = None  # the holder before, unreleased
         self.log = logger or log
         self.etag: str | None = None
         self.lost = False
@@ -231,21 +231,19 @@ class Lease:
             time.sleep(min(ttl_s / 4, 1.0, max(deadline - time.monotonic(), 0.05)))
 
     def _doc(self, state: str) -> bytes:
-        return json.dumps(
-            {
-                "state": state,
-                "owner": self.owner,
-                "run_id": self.run_id,
-                "snapshot_id": self.snapshot_id,
-                "ttl_s": self.ttl_s,
-                "renewals": self.renewals,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "written_at": datetime.now(UTC).isoformat(),
-                "previous": self.previous,
-            },
-            indent=1,
-        ).encode()
+        record = LeaseRecord(
+            state=state,
+            owner=self.owner,
+            run_id=self.run_id,
+            snapshot_id=self.snapshot_id,
+            ttl_s=self.ttl_s,
+            renewals=self.renewals,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            written_at=datetime.now(UTC).isoformat(),
+            previous=self.previous,
+        )
+        return _lease_bytes(record)
 
     def _write(self, state: str, if_match: str | None) -> None:
         """Conditional write of the lease; the caller holds `_lock` or is the only thread.
@@ -335,3 +333,8 @@ class Lease:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.release(finished=exc_type is None)
+
+
+def _lease_bytes(record: LeaseRecord) -> bytes:
+    """`lease.json` as written: the fields set, in the model's order, indented by one."""
+    return json.dumps(record.model_dump(mode="json", exclude_unset=True), indent=1).encode()

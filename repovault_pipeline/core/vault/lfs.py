@@ -26,8 +26,10 @@ from repovault_pipeline.core.common.errors import (
 )
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.vault import crypt
-from repovault_pipeline.core.vault.gitops import LocalRepo
-from repovault_pipeline.core.vault.store import ObjectStore, ParallelUploader, file_sha256
+from repovault_pipeline.core.vault.localrepo import LocalRepo
+from repovault_pipeline.core.vault.records import LfsIndex, LfsSummary
+from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
+from repovault_pipeline.core.vault.upload import ParallelUploader
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,17 @@ class LfsObjects:
         """The paths, in any archived commit, of pointer files whose object is missing."""
         return sorted({p for oid in self.missing for p in self.paths.get(oid, [])})
 
+    def summary(self, index_key: str) -> LfsSummary:
+        """The manifest's `lfs` of a snapshot keeping these objects (`index_key`: its
+        `lfs.json`)."""
+        return LfsSummary(
+            objects=len(self.objects),
+            bytes=self.bytes,
+            missing=len(self.missing),
+            missing_paths=self.missing_paths(),
+            index=index_key,
+        )
+
 
 def missing_detail(count: int, paths: list[str], shown: int = 5) -> str:
     """The `lfs_missing` reason of a snapshot: how many objects, and which files stay pointers."""
@@ -74,11 +87,11 @@ def object_key(oid: str, seal: str | None = None) -> str:
     return f"{LFS_PREFIX}{oid}.{seal}{crypt.AGE_SUFFIX}" if seal else f"{LFS_PREFIX}{oid}"
 
 
-def index_keys(index: dict) -> dict[str, str]:
+def index_keys(index: LfsIndex) -> dict[str, str]:
     """oid -> object key of the objects a snapshot's `lfs.json` lists."""
     sealed = crypt.Sealing.of(index)
     seal = sealed.seal if sealed else None
-    return {oid: object_key(oid, seal) for oid in index.get("objects", {})}
+    return {oid: object_key(oid, seal) for oid in index.objects}
 
 
 def local_path(git_dir: Path, oid: str) -> Path:
@@ -214,19 +227,21 @@ def upload(
     return len(objects)
 
 
-def index_doc(lfs: LfsObjects, sealing: crypt.Sealing | None = None) -> dict:
+def index_doc(lfs: LfsObjects, sealing: crypt.Sealing | None = None) -> LfsIndex:
     """`lfs.json`: the objects stored, those missing (oid -> size), and the paths of the
     missing ones (oid -> paths), which restores and checks name; with `encryption` (the
     recipients) when the objects are stored encrypted."""
     missing_paths = {oid: sorted(set(lfs.paths.get(oid, []))) for oid in lfs.missing}
-    doc = {"objects": lfs.objects, "missing": lfs.missing, "missing_paths": missing_paths}
-    return {**doc, "encryption": sealing.record()} if sealing else doc
+    index = LfsIndex(objects=lfs.objects, missing=lfs.missing, missing_paths=missing_paths)
+    if sealing:
+        index.encryption = sealing.record()
+    return index
 
 
 def restore(
     store: ObjectStore,
     bucket: str,
-    index: dict,
+    index: LfsIndex,
     git_dir: Path,
     identity: Path | None = None,
     what: str = "LFS objects",
@@ -236,7 +251,7 @@ def restore(
     oid; returns how many."""
     sealed = crypt.Sealing.of(index)
     keys = index_keys(index)
-    for oid, size in sorted(index.get("objects", {}).items()):
+    for oid, size in sorted(index.objects.items()):
         target = local_path(git_dir, oid)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
@@ -254,7 +269,7 @@ def restore(
         finally:
             part.unlink(missing_ok=True)
             stored.unlink(missing_ok=True)
-    return len(index.get("objects", {}))
+    return len(index.objects)
 
 
 def _check(path: Path, oid: str, size: int, where: str) -> None:

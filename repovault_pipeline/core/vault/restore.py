@@ -24,8 +24,11 @@ from repovault_pipeline.core.common.identity import (
 )
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.gitops import MODE_SYMLINK, GitClient, LocalRepo
-from repovault_pipeline.core.vault.snapshot import CODE, WIKI, SnapshotReader
+from repovault_pipeline.core.vault.gitops import GitClient
+from repovault_pipeline.core.vault.layout import CODE, WIKI
+from repovault_pipeline.core.vault.localrepo import MODE_SYMLINK, LocalRepo
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Manifest
 from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
 from repovault_pipeline.core.vault.treekeys import path_bytes, unsafe_component
 
@@ -124,7 +127,7 @@ def restore(
         return done
     except RestoreError as exc:
         _leave_as_it_was(dest, created)
-        advice = repair_advice(reader, manifest["snapshot_id"], manifest["repo_url"])
+        advice = repair_advice(reader, manifest.snapshot_id, manifest.repo_url)
         raise RestoreError(f"{exc}; {advice}", exc.reason) from None
     except BaseException:
         _leave_as_it_was(dest, created)
@@ -153,7 +156,7 @@ def repair_advice(reader: SnapshotReader, snapshot_id: str, repo_url: str) -> st
 
 
 def _rebuild(
-    settings: Settings, store: ObjectStore, bucket: str, manifest: dict, dest: Path
+    settings: Settings, store: ObjectStore, bucket: str, manifest: Manifest, dest: Path
 ) -> Restored:
     client = GitClient(settings)
     dest.mkdir(parents=True, exist_ok=True)
@@ -161,23 +164,23 @@ def _rebuild(
     repo = LocalRepo(dest, client)
     fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
     head = check_refs_and_head(repo, manifest)
-    repo.git("remote", "add", "origin", manifest["repo_url"])
+    repo.git("remote", "add", "origin", manifest.repo_url)
     note = _checkout(repo, dest)
     restored = Restored(
-        manifest["repo_id"], manifest["snapshot_id"], head, len(manifest["refs"]), dest, note=note
+        manifest.repo_id, manifest.snapshot_id, head, len(manifest.refs), dest, note=note
     )
     return _restore_lfs(repo, store, bucket, manifest, restored, settings.decrypt_identity)
 
 
-def sealed_what(manifest: dict) -> str:
+def sealed_what(manifest: Manifest) -> str:
     """How errors about an encrypted snapshot name it."""
-    return f"snapshot {manifest['snapshot_id']} of {manifest['repo_id']}"
+    return f"snapshot {manifest.snapshot_id} of {manifest.repo_id}"
 
 
 def fetch_bundle(
     store: ObjectStore,
     bucket: str,
-    manifest: dict,
+    manifest: Manifest,
     repo: LocalRepo,
     identity: Path | None = None,
 ) -> None:
@@ -185,8 +188,8 @@ def fetch_bundle(
     ciphertext, when encrypted: then decrypted with `identity`, `crypt.NotDecryptable` when it
     cannot be), check it is a valid bundle, and fetch all its refs into `repo` (a new, empty
     repository)."""
-    snapshot = manifest["snapshot_id"]
-    key = manifest["bundle"]["key"]
+    snapshot = manifest.snapshot_id
+    key = manifest.bundle.key
     sealed = crypt.Sealing.of(manifest)
     with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
         bundle = Path(tmp) / "repo.bundle"
@@ -229,29 +232,29 @@ def fetch_bundle(
             ) from None
 
 
-def check_refs_and_head(repo: LocalRepo, manifest: dict) -> str:
+def check_refs_and_head(repo: LocalRepo, manifest: Manifest) -> str:
     """Every ref of the manifest is in `repo` at its sha; point HEAD where the snapshot had it
     and return its commit, which must be the manifest's `head_commit`."""
     _check_refs(repo.refs(), manifest)
-    if manifest["default_branch"]:
-        repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest['default_branch']}")
+    if manifest.default_branch:
+        repo.git("symbolic-ref", "HEAD", f"refs/heads/{manifest.default_branch}")
     else:  # no branch at HEAD (tags only, or a detached HEAD): HEAD is the snapshot's commit
         try:
-            repo.git("update-ref", "--no-deref", "HEAD", manifest["head_commit"])
+            repo.git("update-ref", "--no-deref", "HEAD", manifest.head_commit)
         except ArchiveError:
             raise RestoreError(
-                f"the bundle of snapshot {manifest['snapshot_id']} lacks its manifest's HEAD "
-                f"commit {manifest['head_commit'][:12]}",
+                f"the bundle of snapshot {manifest.snapshot_id} lacks its manifest's HEAD "
+                f"commit {manifest.head_commit[:12]}",
                 "head_mismatch",
             ) from None
     try:
         head = repo.head_commit()
     except ArchiveError:
         head = ""
-    if head != manifest["head_commit"]:
+    if head != manifest.head_commit:
         raise RestoreError(
             f"HEAD of the restored clone is {_short(head or None)} but snapshot "
-            f"{manifest['snapshot_id']}'s manifest says {manifest['head_commit'][:12]}",
+            f"{manifest.snapshot_id}'s manifest says {manifest.head_commit[:12]}",
             "head_mismatch",
         )
     return head
@@ -261,7 +264,7 @@ def _restore_lfs(
     repo: LocalRepo,
     store: ObjectStore,
     bucket: str,
-    manifest: dict,
+    manifest: Manifest,
     restored: Restored,
     identity: Path | None,
 ) -> Restored:
@@ -269,11 +272,11 @@ def _restore_lfs(
     with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
     of the pointer files, offline. Without git-lfs the objects are in place for it, and the
     files whose objects the snapshot lacks stay pointers: both are said (`Restored.warnings`)."""
-    summary = manifest.get("lfs") or {}
-    if not summary.get("objects") and not summary.get("missing"):
+    summary = manifest.lfs
+    if summary is None or not (summary.objects or summary.missing):
         return restored
-    index = SnapshotReader(store, bucket).lfs_index(manifest["snapshot_id"])
-    missing = tuple(sorted({p for names in index.get("missing_paths", {}).values() for p in names}))
+    index = SnapshotReader(store, bucket).lfs_index(manifest.snapshot_id)
+    missing = tuple(sorted({p for names in index.missing_paths.values() for p in names}))
     try:
         count = lfs.restore(
             store, bucket, index, restored.dest / ".git", identity, sealed_what(manifest)
@@ -281,7 +284,7 @@ def _restore_lfs(
     except (TransientError, crypt.NotDecryptable):
         raise
     except ArchiveError as exc:
-        raise RestoreError(f"snapshot {manifest['snapshot_id']}: {exc}") from None
+        raise RestoreError(f"snapshot {manifest.snapshot_id}: {exc}") from None
     checked_out = shutil.which("git-lfs") is not None
     if checked_out and count:
         repo.git("lfs", "install", "--local", "--skip-repo")
@@ -291,32 +294,32 @@ def _restore_lfs(
     )
 
 
-def _check_bundle(bundle: Path, manifest: dict) -> None:
+def _check_bundle(bundle: Path, manifest: Manifest) -> None:
     """The downloaded bundle is the one the manifest describes, byte for byte."""
-    where = f"{manifest['bundle']['key']} of snapshot {manifest['snapshot_id']}"
+    where = f"{manifest.bundle.key} of snapshot {manifest.snapshot_id}"
     size = bundle.stat().st_size
-    if size != manifest["bundle"]["size"]:
+    if size != manifest.bundle.size:
         raise RestoreError(
-            f"{where} is {size} bytes but its manifest says {manifest['bundle']['size']}: "
+            f"{where} is {size} bytes but its manifest says {manifest.bundle.size}: "
             "the download was cut short or the object was replaced",
             "bundle_size_mismatch",
         )
-    if file_sha256(bundle) != manifest["bundle"]["sha256"]:
+    if file_sha256(bundle) != manifest.bundle.sha256:
         raise RestoreError(
             f"{where} fails its sha256 check: the stored bundle is not the one archived",
             "bundle_tampered",
         )
 
 
-def _check_refs(restored: dict[str, str], manifest: dict) -> None:
+def _check_refs(restored: dict[str, str], manifest: Manifest) -> None:
     """Every branch and tag of the manifest, at its sha, and no other."""
-    expected = manifest["refs"]
+    expected = manifest.refs
     for name in sorted(set(restored) | set(expected)):
         have, want = restored.get(name), expected.get(name)
         if have != want:
             raise RestoreError(
                 f"ref {name} is {_short(have)} in the restored bundle but {_short(want)} in the "
-                f"manifest of snapshot {manifest['snapshot_id']}",
+                f"manifest of snapshot {manifest.snapshot_id}",
                 "refs_disagree",
             )
 

@@ -23,15 +23,17 @@ from repovault_pipeline.core.common.errors import ArchiveError, TransientError
 from repovault_pipeline.core.common.identity import RepoRef, bucket_name
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.gitops import GitClient, LocalRepo
+from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
+from repovault_pipeline.core.vault.localrepo import LocalRepo
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
     RestoreError,
     check_refs_and_head,
     fetch_bundle,
     repair_advice,
 )
-from repovault_pipeline.core.vault.snapshot import SnapshotReader, TreeIndex
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
 from repovault_pipeline.core.vault.treekeys import TREE, tree_key
 
@@ -115,38 +117,13 @@ def verify(
     latest_id = reader.latest_id()
     wanted = snapshot_id or latest_id
     verdict = Verdict(ref.repo_id, bucket, wanted, ok=False)
-    manifest: dict | None = None
+    manifest: Manifest | None = None
     try:
-        if wanted is None:
-            raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
-        if not SNAPSHOT_ID.fullmatch(wanted):
-            if snapshot_id is None:  # the pointer itself is damaged
-                raise RestoreError(
-                    f"latest.json holds {wanted[:80]!r}, which is not a snapshot id",
-                    "manifest_missing",
-                )
-            raise RestoreError(
-                f"{wanted[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>); "
-                "`repovault list` shows the latest",
-                "no_snapshot",
-            )
-        manifest = reader.manifest(wanted)
-        if manifest is None:
-            where = "latest.json points at" if snapshot_id is None else "asked for"
-            newest = reader.latest() if snapshot_id is None else None  # what restore uses
-            raise RestoreError(
-                f"snapshot {wanted} ({where}) has no manifest.json"
-                + (
-                    f"; restore uses the newest complete snapshot {newest['snapshot_id']} and "
-                    "the next run repairs the pointer"
-                    if newest
-                    else ""
-                ),
-                "manifest_missing",
-            )
+        manifest = _wanted_manifest(reader, ref, wanted, snapshot_id)
         _check_git(settings, store, bucket, manifest, verdict)
         _check_lfs(store, reader, manifest, verdict, settings.decrypt_identity)
-        if manifest.get("tree", {}).get("index") is None and crypt.Sealing.of(manifest):
+        tree_index = manifest.tree.index if manifest.tree else None
+        if tree_index is None and crypt.Sealing.of(manifest):
             verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
         elif wanted == latest_id:
             _check_tree(store, reader, manifest, verdict)
@@ -162,14 +139,49 @@ def verify(
     except RestoreError as exc:
         verdict.reason, verdict.detail = exc.reason, str(exc)
         if wanted is not None and exc.reason != "no_snapshot":
-            url = manifest["repo_url"] if manifest else ref.url
+            url = manifest.repo_url if manifest else ref.url
             verdict.detail += f"; {repair_advice(reader, wanted, url)}"
     verdict.duration_s = round(time.monotonic() - started, 3)
     return verdict
 
 
+def _wanted_manifest(
+    reader: SnapshotReader[Manifest], ref: RepoRef, wanted: str | None, snapshot_id: str | None
+) -> Manifest:
+    """The manifest of the snapshot to check (`snapshot_id`, else the one `latest.json`
+    names: `wanted`); a RestoreError says why there is none."""
+    if wanted is None:
+        raise RestoreError(f"no snapshot of {ref.repo_id} is stored", "no_snapshot")
+    if not SNAPSHOT_ID.fullmatch(wanted):
+        if snapshot_id is None:  # the pointer itself is damaged
+            raise RestoreError(
+                f"latest.json holds {wanted[:80]!r}, which is not a snapshot id",
+                "manifest_missing",
+            )
+        raise RestoreError(
+            f"{wanted[:80]!r} is not a snapshot id (yyyymmddTHHMMSSZ-<12 hex>); "
+            "`repovault list` shows the latest",
+            "no_snapshot",
+        )
+    manifest = reader.manifest(wanted)
+    if manifest is None:
+        where = "latest.json points at" if snapshot_id is None else "asked for"
+        newest = reader.latest() if snapshot_id is None else None  # what restore uses
+        raise RestoreError(
+            f"snapshot {wanted} ({where}) has no manifest.json"
+            + (
+                f"; restore uses the newest complete snapshot {newest.snapshot_id} and "
+                "the next run repairs the pointer"
+                if newest
+                else ""
+            ),
+            "manifest_missing",
+        )
+    return manifest
+
+
 def _check_git(
-    settings: Settings, store: ObjectStore, bucket: str, manifest: dict, verdict: Verdict
+    settings: Settings, store: ObjectStore, bucket: str, manifest: Manifest, verdict: Verdict
 ) -> None:
     """Rebuild a bare repository from the bundle, check refs and HEAD, then `git fsck`."""
     client = GitClient(settings)
@@ -183,17 +195,17 @@ def _check_git(
         if report.damage:
             more = len(report.damage) - 1
             raise RestoreError(
-                f"git fsck of snapshot {manifest['snapshot_id']} found damage: "
+                f"git fsck of snapshot {manifest.snapshot_id} found damage: "
                 f"{report.damage[0]}" + (f" (and {more} more lines)" if more else ""),
                 "fsck_failed",
             )
         verdict.fsck_legacy = report.legacy
-    verdict.refs = len(manifest["refs"])
-    verdict.bundle_bytes = int(manifest["bundle"]["size"])
+    verdict.refs = len(manifest.refs)
+    verdict.bundle_bytes = manifest.bundle.size
 
 
 def _check_tree(
-    store: ObjectStore, reader: SnapshotReader, manifest: dict, verdict: Verdict
+    store: ObjectStore, reader: SnapshotReader[Manifest], manifest: Manifest, verdict: Verdict
 ) -> None:
     """`tree/` holds every object `tree.json` names, with its ETag and size, and (when listed in
     full) nothing else. Skipped while a live run holds the bucket: `tree/` is then mid-update
@@ -202,12 +214,13 @@ def _check_tree(
     if lease is not None and lease.live:
         verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
         return
-    index = reader.tree_index(manifest["snapshot_id"])
-    snapshot = manifest["snapshot_id"]
-    if len(index.files) != int(manifest["tree"]["files"]):
+    snapshot = manifest.snapshot_id
+    index = reader.tree_index(snapshot)
+    files = manifest.tree.files if manifest.tree else 0
+    if len(index.files) != files:
         raise RestoreError(
             f"tree.json of snapshot {snapshot} names {len(index.files)} files but the manifest "
-            f"says {manifest['tree']['files']}",
+            f"says {files}",
             "tree_mismatch",
         )
     wanted = _expected_keys(index)
@@ -233,17 +246,17 @@ def _check_tree(
 
 def _check_lfs(
     store: ObjectStore,
-    reader: SnapshotReader,
-    manifest: dict,
+    reader: SnapshotReader[Manifest],
+    manifest: Manifest,
     verdict: Verdict,
     identity: Path | None,
 ) -> None:
     """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size (an
     encrypted copy: under its key); a sample is downloaded (decrypted) and hashed, as a restore
     would (`lfs.restore`)."""
-    snapshot = manifest["snapshot_id"]
+    snapshot = manifest.snapshot_id
     index = reader.lfs_index(snapshot)
-    objects: dict[str, int] = index.get("objects", {})
+    objects = index.objects
     if not objects:
         return
     sealed = crypt.Sealing.of(index)
@@ -265,8 +278,8 @@ def _check_lfs(
     sample = sorted(objects, key=lambda oid: _rank(snapshot, oid))[:LFS_CONTENT_CHECKS]
     with tempfile.TemporaryDirectory(prefix="repovault-verify-lfs-") as tmp:
         try:
-            some = {**index, "objects": {o: objects[o] for o in sample}}
-            what = f"snapshot {snapshot} of {manifest['repo_id']}"
+            some = index.model_copy(update={"objects": {o: objects[o] for o in sample}})
+            what = f"snapshot {snapshot} of {manifest.repo_id}"
             lfs.restore(store, reader.bucket, some, Path(tmp), identity, what)
         except (TransientError, crypt.NotDecryptable):
             raise
@@ -275,16 +288,15 @@ def _check_lfs(
     verdict.lfs_objects, verdict.lfs_hashed = len(objects), len(sample)
 
 
-def _check_lfs_complete(reader: SnapshotReader, manifest: dict) -> None:
+def _check_lfs_complete(reader: SnapshotReader[Manifest], manifest: Manifest) -> None:
     """A snapshot whose history points to LFS objects the server did not have (`missing` in its
     `lfs.json`) is partial: its restore leaves those files as pointers, so it fails."""
-    snapshot = manifest["snapshot_id"]
+    snapshot = manifest.snapshot_id
     index = reader.lfs_index(snapshot)
-    missing: dict[str, int] = index.get("missing", {})
-    if missing:
-        paths = sorted({p for names in index.get("missing_paths", {}).values() for p in names})
+    if index.missing:
+        paths = sorted({p for names in index.missing_paths.values() for p in names})
         raise RestoreError(
-            f"snapshot {snapshot} is partial: {lfs.missing_detail(len(missing), paths)}",
+            f"snapshot {snapshot} is partial: {lfs.missing_detail(len(index.missing), paths)}",
             "lfs_missing",
         )
 
@@ -295,9 +307,9 @@ def _rank(snapshot: str, key: str) -> bytes:
     return hashlib.sha256(f"{snapshot}\0{key}".encode()).digest()
 
 
-def _expected_keys(index: TreeIndex) -> dict[str, dict]:
+def _expected_keys(index: TreeIndex) -> dict[str, TreeFile]:
     """tree.json's entries by object key."""
-    return {meta.get("key") or tree_key(path): meta for path, meta in index.files.items()}
+    return {meta.key or tree_key(path): meta for path, meta in index.files.items()}
 
 
 def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
@@ -305,16 +317,16 @@ def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
     return next((info for info in store.list(bucket, key) if info.key == key), None)
 
 
-def _compare(key: str, meta: dict, info: ObjectInfo | None, snapshot: str) -> None:
+def _compare(key: str, meta: TreeFile, info: ObjectInfo | None, snapshot: str) -> None:
     if info is None:
         raise RestoreError(
             f"{key!r}, named by tree.json of snapshot {snapshot}, is missing from the store",
             "tree_missing_object",
         )
-    if info.size != int(meta["size"]) or (meta.get("etag") and info.etag != meta["etag"]):
+    if info.size != meta.size or (meta.etag and info.etag != meta.etag):
         raise RestoreError(
             f"{key!r} is {info.size} bytes with ETag {info.etag} but tree.json of snapshot "
-            f"{snapshot} says {meta['size']} bytes with ETag {meta.get('etag')}",
+            f"{snapshot} says {meta.size} bytes with ETag {meta.etag}",
             "tree_mismatch",
         )
 

@@ -32,7 +32,6 @@ from repovault_pipeline.core.sources.metadata.fetch import (
 from repovault_pipeline.core.sources.metadata.layout import (
     ASSETS,
     INDEX,
-    LAYOUT,
     MANIFEST,
     RECORD_KINDS,
     Index,
@@ -41,8 +40,11 @@ from repovault_pipeline.core.sources.metadata.layout import (
     records_key,
 )
 from repovault_pipeline.core.vault import crypt
+from repovault_pipeline.core.vault.latest import move_latest
+from repovault_pipeline.core.vault.layout import METADATA, new_snapshot_id
 from repovault_pipeline.core.vault.lease import Lease
-from repovault_pipeline.core.vault.snapshot import SnapshotReader, move_latest, new_snapshot_id
+from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.records import Latest
 from repovault_pipeline.core.vault.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -96,13 +98,14 @@ class MetadataArchiver:
         found nothing new moves only that). A `latest.json` naming a missing or incomplete
         snapshot is damage: the newest complete snapshot is used, and this run's pointer write
         repairs it."""
-        pointer = SnapshotReader(self.store, bucket, LAYOUT).pointer()
+        pointer = SnapshotReader(self.store, bucket, METADATA).pointer()
         if pointer.manifest is None:
             return None
         if pointer.damage:
             self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
-            return pointer.manifest
-        return {**pointer.manifest, **pointer.fields}
+            return pointer.manifest.model_dump(exclude_unset=True)
+        latest = pointer.latest.model_dump(exclude_unset=True) if pointer.latest else {}
+        return {**pointer.manifest.model_dump(exclude_unset=True), **latest}
 
     def index(self, bucket: str, manifest: dict[str, Any] | None) -> Index:
         return read_index(self.store, bucket, manifest["snapshot_id"] if manifest else None)
@@ -206,7 +209,7 @@ class MetadataArchiver:
             files = self._write_records(run.bucket, snapshot_id, changes.changed)
             self.store.put_bytes(
                 run.bucket,
-                LAYOUT.snapshot_key(snapshot_id, INDEX),
+                METADATA.snapshot_key(snapshot_id, INDEX),
                 index_bytes,
                 content_type="application/json",
             )
@@ -214,12 +217,12 @@ class MetadataArchiver:
             lease.confirm()  # the manifest is the commit marker
             self.store.put_bytes(
                 run.bucket,
-                LAYOUT.snapshot_key(snapshot_id, MANIFEST),
+                METADATA.snapshot_key(snapshot_id, MANIFEST),
                 json.dumps(manifest, indent=1).encode(),
                 content_type="application/json",
             )
             lease.confirm()
-            move_latest(self.store, run.bucket, LAYOUT, {"snapshot_id": snapshot_id}, self.log)
+            move_latest(self.store, run.bucket, METADATA, Latest(snapshot_id=snapshot_id), self.log)
         result.snapshot_id = snapshot_id
 
     def _write_records(
@@ -260,7 +263,7 @@ class MetadataArchiver:
             "deleted": result.deleted,
             # The records and release assets are encrypted to these age recipients; the
             # index (record ids and digests) stays readable: the next run reads it.
-            **({"encryption": self.sealing.record()} if self.sealing else {}),
+            **({"encryption": self.sealing.record().model_dump()} if self.sealing else {}),
         }
 
     def _touch(self, run: _Run, previous: dict[str, Any]) -> None:
@@ -273,7 +276,7 @@ class MetadataArchiver:
             doc["last_full_at"] = run.started.isoformat()
         with self._lease(run.bucket, previous["snapshot_id"]) as lease:
             lease.confirm()
-            move_latest(self.store, run.bucket, LAYOUT, doc, self.log)
+            move_latest(self.store, run.bucket, METADATA, Latest.model_validate(doc), self.log)
 
     def _lease(self, bucket: str, snapshot_id: str) -> Lease:
         return Lease.acquire(

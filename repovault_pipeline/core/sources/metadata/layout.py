@@ -12,11 +12,10 @@ import json
 from typing import Any
 
 from repovault_pipeline.core.vault import crypt
-from repovault_pipeline.core.vault.snapshot import Layout
+from repovault_pipeline.core.vault.layout import METADATA
 from repovault_pipeline.core.vault.store import ObjectStore
 
-PREFIX = "metadata/"
-LAYOUT = Layout(PREFIX, tree=False)  # latest.json and snapshots/<id>/manifest.json under PREFIX
+PREFIX = METADATA.prefix  # latest.json and snapshots/<id>/manifest.json under it
 RECORD_KINDS = (
     "issues",
     "pull_requests",
@@ -44,7 +43,7 @@ def asset_key(sha256: str, sealing: crypt.Sealing | None = None) -> str:
 def records_key(snapshot_id: str, kind: str, sealing: crypt.Sealing | None) -> str:
     """`<kind>.jsonl` of a snapshot; `.jsonl.age` when its manifest says it is encrypted."""
     name = f"{kind}.jsonl" + (crypt.AGE_SUFFIX if sealing else "")
-    return LAYOUT.snapshot_key(snapshot_id, name)
+    return METADATA.snapshot_key(snapshot_id, name)
 
 
 def digest(record: dict[str, Any]) -> str:
@@ -53,6 +52,8 @@ def digest(record: dict[str, Any]) -> str:
 
 def read_index(store: ObjectStore, bucket: str, snapshot_id: str | None) -> Index:
     """Every record known at `snapshot_id` (kind -> id -> digest) and the known release assets."""
-    raw = store.get_bytes(bucket, LAYOUT.snapshot_key(snapshot_id, INDEX)) if snapshot_id else None
+    raw = (
+        store.get_bytes(bucket, METADATA.snapshot_key(snapshot_id, INDEX)) if snapshot_id else None
+    )
     known = json.loads(raw) if raw else {}
     return {key: dict(known.get(key, {})) for key in (*RECORD_KINDS, ASSETS)}

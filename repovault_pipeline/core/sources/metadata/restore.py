@@ -14,14 +14,14 @@ from pathlib import Path
 
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.sources.metadata.layout import (
-    LAYOUT,
     RECORD_KINDS,
     Index,
     read_index,
     records_key,
 )
 from repovault_pipeline.core.vault import crypt
-from repovault_pipeline.core.vault.snapshot import SnapshotReader
+from repovault_pipeline.core.vault.layout import METADATA
+from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
 
 
@@ -52,24 +52,24 @@ def restore_metadata(
         raise ArchiveError(f"{dest} is not empty; restore into a new or empty folder")
     note = None
     if snapshot_id is None:
-        pointer = SnapshotReader(store, bucket, LAYOUT).pointer()
+        pointer = SnapshotReader(store, bucket, METADATA).pointer()
         if pointer.manifest is None:
             damage = f" ({pointer.damage})" if pointer.damage else ""
             raise ArchiveError(
                 f"{repo_id} has no metadata snapshot{damage}; archive it with a forge token"
             )
-        snapshot_id = pointer.manifest["snapshot_id"]
+        snapshot_id = pointer.manifest.snapshot_id
         if pointer.damage:
             note = f"{pointer.damage}: restored that one; the next run repairs the pointer"
     committed = sorted(
         o.key.split("/")[2]
-        for o in store.list(bucket, LAYOUT.snapshots)
+        for o in store.list(bucket, METADATA.snapshots)
         if o.key.endswith("/manifest.json")
     )
     if snapshot_id not in committed:
         raise ArchiveError(f"{repo_id} has no metadata snapshot {snapshot_id}")
     state: dict[str, dict[str, dict]] = {kind: {} for kind in RECORD_KINDS}
-    reader = SnapshotReader(store, bucket, LAYOUT)
+    reader = SnapshotReader(store, bucket, METADATA)
     for sid in committed[: committed.index(snapshot_id) + 1]:
         sealed = crypt.Sealing.of(reader.manifest(sid))
         what = f"metadata snapshot {sid} of {repo_id}"
@@ -118,7 +118,7 @@ def _write_metadata(
         bucket,
         dest,
         [state["releases"][k] for k in index["releases"] if k in state["releases"]],
-        crypt.Sealing.of(SnapshotReader(store, bucket, LAYOUT).manifest(snapshot_id)),
+        crypt.Sealing.of(SnapshotReader(store, bucket, METADATA).manifest(snapshot_id)),
         identity,
     )
     return RestoredMetadata(repo_id, snapshot_id, dest, counts, assets)
