@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +14,9 @@ from dagster import DagsterEventType, DagsterInstance, instance_for_test
 from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.intake.runs import request_tags
 from repovault_pipeline.core.lineage.requests import LineageStore, now, open_lineage
+from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.prepare import Prepared
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.kafka import read_json
@@ -124,18 +125,6 @@ def test_permanent_failures_fail_at_once_with_the_reason_in_lineage(
     assert expected in ended["error"] and "s3cr3t" not in json.dumps(ended)
 
 
-def _heal_when_retried(instance: DagsterInstance, proxy: BreakableProxy, step: str) -> None:
-    """Heal the S3 link once `step` is up for retry: the retry, not boto3's own, must succeed."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for run in instance.get_runs():
-            for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY):
-                if record.dagster_event and record.dagster_event.step_key == step:
-                    proxy.heal()
-                    return
-        time.sleep(0.2)
-
-
 def test_outputs_stay_in_memory_and_a_step_retry_still_gets_its_input(
     instance: DagsterInstance,
     make_repo: Callable[..., ServedRepo],
@@ -153,15 +142,23 @@ def test_outputs_stay_in_memory_and_a_step_retry_still_gets_its_input(
     proxy = BreakableProxy(s3_port, break_on=f"PUT /{bucket}/".encode())
     monkeypatch.setenv("REPOVAULT_S3_ENDPOINT", proxy.endpoint)
     step = "repo_archive.upload_snapshot"
-    healer = threading.Thread(target=_heal_when_retried, args=(instance, proxy, step))
-    healer.start()
+    # The S3 link heals when the step's retry starts uploading (not on a clock): boto3's own
+    # retries within the first attempt all fail, the step's retry must succeed.
+    first_upload = SnapshotWriter.upload
+    attempts: list[Prepared] = []
+
+    def upload(writer: SnapshotWriter, prepared: Prepared) -> ArchiveResult:
+        if attempts:
+            proxy.heal()
+        attempts.append(prepared)
+        return first_upload(writer, prepared)
+
+    monkeypatch.setattr(SnapshotWriter, "upload", upload)
     requested = now()
     request_id = lineage().record_pending(repo.url, repo_id, "cli", created_at=requested)
     try:
         result = run_job(instance, repo_id, request_tags(request_id, repo.url, "cli", requested))
     finally:
-        proxy.heal()
-        healer.join()
         proxy.close()
 
     assert result.success
