@@ -50,7 +50,8 @@ def _documented(field: str) -> str:
     defaults = Settings()
     value = getattr(defaults, field)
     if field == "run_timeout_s":
-        return f"{RUN_TIMEOUT_GIT_TIMEOUTS} \N{MULTIPLICATION SIGN} `REPOVAULT_GIT_TIMEOUT_S` ({value})"
+        times = "\N{MULTIPLICATION SIGN}"
+        return f"{RUN_TIMEOUT_GIT_TIMEOUTS} {times} `REPOVAULT_GIT_TIMEOUT_S` ({value})"
     if field == "home":
         return "the checkout's `.repovault`"
     if isinstance(value, Path) and defaults.home in value.parents:
