@@ -8,28 +8,13 @@ import re
 import tempfile
 from pathlib import Path
 
+from dagster import ConfigurableResource
+
 from repovault_pipeline.core.common.settings import RUN_TIMEOUT_GIT_TIMEOUTS, VARIABLES, Settings
-from repovault_pipeline.resources import (
-    ApiResource,
-    GitResource,
-    KafkaResource,
-    LineageResource,
-    SourcesResource,
-    VaultResource,
-    VaultS3Resource,
-    variables,
-)
+from repovault_pipeline.definitions import repovault_resources
+from repovault_pipeline.resources import variables
 
 ROOT = Path(__file__).resolve().parents[1]
-RESOURCES = (
-    VaultS3Resource,
-    VaultResource,
-    GitResource,
-    LineageResource,
-    KafkaResource,
-    SourcesResource,
-    ApiResource,
-)
 
 
 def _table() -> dict[str, str]:
@@ -81,8 +66,9 @@ def test_every_setting_has_a_row_with_its_default() -> None:
 
 def test_every_row_is_read_by_the_code() -> None:
     read = set(VARIABLES)
-    for resource in RESOURCES:
-        read |= set(variables(resource).values())
+    for resource in repovault_resources().values():
+        if isinstance(resource, ConfigurableResource):
+            read |= set(variables(type(resource)).values())
     instance_file = (ROOT / "dagster.yaml").read_text()
     unread = {name for name in _table() if name not in read and name not in instance_file}
     assert unread == set()
