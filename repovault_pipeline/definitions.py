@@ -37,14 +37,15 @@ def repovault_resources() -> dict[str, object]:
     environment's variables (`resources.from_environment`)."""
     s3 = from_environment(VaultS3Resource)
     git = from_environment(GitResource)
+    sources = from_environment(SourcesResource)
     return {
         IN_MEMORY: InMemoryIOManager(),
         "s3": s3,
         "git": git,
-        "vault": from_environment(VaultResource, s3=s3, git=git),
+        "sources": sources,
+        "vault": from_environment(VaultResource, s3=s3, git=git, sources=sources),
         "lineage": from_environment(LineageResource),
         "kafka": from_environment(KafkaResource),
-        "sources": from_environment(SourcesResource),
         "api": from_environment(ApiResource),
     }
 

@@ -132,7 +132,7 @@ class VaultS3Resource(S3Resource):
 
 class GitResource(_SettingsResource):
     """Clones: which URLs may be cloned, with which credentials, how big and for how long, and
-    what a run keeps beside the history. `vault` builds its settings with these fields."""
+    what a run keeps beside the history. `vault`'s settings take these fields."""
 
     allowed_hosts: str | None = _variable("REPOVAULT_ALLOWED_HOSTS")
     allowed_schemes: str | None = _variable("REPOVAULT_ALLOWED_SCHEMES")
@@ -150,7 +150,8 @@ class GitResource(_SettingsResource):
 
 
 class SourcesResource(_SettingsResource):
-    """The forges and the trending page: APIs, token, metadata and refresh rhythm."""
+    """The forges and the trending page: APIs, token, metadata and refresh rhythm. `vault`'s
+    settings take these fields."""
 
     github_api: str | None = _variable("REPOVAULT_GITHUB_API")
     gitlab_api: str | None = _variable("REPOVAULT_GITLAB_API")
@@ -177,10 +178,12 @@ class ApiResource(_SettingsResource):
 class VaultResource(_SettingsResource):
     """The object store: S3/MinIO through `s3`, or the local folder `local_store` when no S3
     endpoint is set; buckets are named `bucket_prefix` + repository. Its settings also take the
-    fields of `s3` and `git` (a run clones and uploads through it)."""
+    fields of `s3`, `git` and `sources`: runs clone, upload and keep forge metadata through it,
+    the fleet sensors check repositories through it."""
 
     s3: VaultS3Resource
     git: GitResource
+    sources: SourcesResource
     home: str | None = _variable("REPOVAULT_HOME")
     local_store: str | None = _variable("REPOVAULT_LOCAL_STORE")
     bucket_prefix: str | None = _variable("REPOVAULT_BUCKET_PREFIX")

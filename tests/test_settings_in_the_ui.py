@@ -1,5 +1,6 @@
 """Every setting is a resource field the Dagster UI shows by its variable's name, and a secret
-only ever by that name: the repository snapshot the code location sends the UI is checked."""
+only ever by that name: the repository snapshot the code location sends the UI is checked. The
+settings a run gets are built from those fields."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from dagster._serdes import serialize_value
 
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.definitions import defs, repovault_resources
+from repovault_pipeline.resources import (
+    GitResource,
+    SourcesResource,
+    VaultResource,
+    VaultS3Resource,
+)
 
 SECRETS = {
     "GITHUB_TOKEN": "ghp_secretvalue000000000000000000000000",
@@ -53,3 +60,21 @@ def test_secrets_reach_the_ui_only_as_env_var_names(monkeypatch: pytest.MonkeyPa
         for value in resource.configured_values.values()
     }
     assert set(SECRETS) <= configured
+
+
+def test_vault_settings_take_the_fields_of_the_resources_it_depends_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REPOVAULT_MAX_REPO_MB", "900")
+    monkeypatch.setenv("REPOVAULT_UPLOAD_WORKERS", "3")
+    vault = VaultResource(
+        s3=VaultS3Resource(region_name="eu-west-3"),
+        git=GitResource(max_repo_mb="7"),
+        sources=SourcesResource(keep_metadata="off"),
+        bucket_prefix="field-",
+    )
+    with vault.process_config_and_initialize_cm() as initialized:
+        settings = initialized.settings()
+    assert (settings.max_repo_mb, settings.keep_metadata) == (7, "off")
+    assert (settings.s3_region, settings.bucket_prefix) == ("eu-west-3", "field-")
+    assert settings.upload_workers == 3  # a field left None: the environment's value
