@@ -166,17 +166,23 @@ def _one_of(choices: tuple[str, ...]) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _lowered_list(value: object) -> object:
-    """A comma list, each entry stripped and lowered; blank entries dropped."""
+def _entries(value: object) -> object:
+    """A comma list's entries, stripped; blank entries dropped."""
     if not isinstance(value, str):
         return value
-    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _lowered_list(value: object) -> object:
+    """A comma list, each entry lowered."""
+    if not isinstance(value, str):
+        return value
+    return _entries(value.lower())
 
 
 def _list_or_default(value: object) -> object:
     """A comma list as given; no entry at all is the default."""
-    if isinstance(value, str):
-        value = tuple(part.strip() for part in value.split(",") if part.strip())
+    value = _entries(value)
     if not value:
         raise PydanticUseDefault()
     return value
@@ -185,8 +191,7 @@ def _list_or_default(value: object) -> object:
 def _recipients(value: object) -> object:
     """REPOVAULT_ENCRYPT_RECIPIENTS: age public keys, comma-separated, as given (not lowered:
     an ssh key is case-sensitive)."""
-    if isinstance(value, str):
-        value = tuple(part.strip() for part in value.split(",") if part.strip())
+    value = _entries(value)
     for recipient in value if isinstance(value, tuple) else ():
         if not recipient.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
             raise ConfigError(
