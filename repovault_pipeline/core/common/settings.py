@@ -1,37 +1,45 @@
 """RepoVault configuration, read from the environment (docs/contract.md, "Environment").
 
 `Settings` is a pydantic-settings model: each field carries its variable's name
-(`validation_alias`), its default and its check, and `Settings.from_env` is the one way the
-variables are read. Read at the moment they are needed rather than at import, so a long-lived
-code server picks up the environment it was started with and tests can point one process at
-several servers. `Settings(...)` alone is the defaults with the fields given, whatever the
-environment. The Dagster resources (`resources.py`) show every variable as a field and build
-their settings with `from_env(overrides=...)`.
+(`validation_alias`), its default and its check (the types of `setting_types.py`), and
+`Settings.from_env` is the one way the variables are read. Read at the moment they are needed
+rather than at import, so a long-lived code server picks up the environment it was started
+with and tests can point one process at several servers. `Settings(...)` alone is the
+defaults with the fields given, whatever the environment. The Dagster resources
+(`resources.py`) show every variable as a field and build their settings with
+`from_env(overrides=...)`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    AliasChoices,
-    BeforeValidator,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
-from pydantic_core import PydanticUseDefault
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+from repovault_pipeline.core.common.setting_types import (
+    AtLeast0,
+    AtLeast1,
+    AtLeast2,
+    BaseUrl,
+    BucketPrefix,
+    Flag,
+    ListOrDefault,
+    LoweredList,
+    OptionalText,
+    Recipients,
+    Text,
+    TextPath,
+    UnusableValue,
+    UserPath,
+    one_of,
+    spelled_as,
+)
 
 
 class ConfigError(ValueError):
@@ -114,128 +122,6 @@ def _default_home() -> Path:
     return Path.home() / ".local" / "share" / "repovault"
 
 
-def _variable(info: ValidationInfo) -> str:
-    """The environment variable of the field being validated (its first name)."""
-    assert info.field_name is not None
-    return Settings.variable(info.field_name)
-
-
-def _text(value: object) -> object:
-    return value.strip() if isinstance(value, str) else value
-
-
-def _at_least(minimum: int) -> BeforeValidator:
-    """A whole number of at least `minimum`, in the one-line words of a ConfigError."""
-
-    def check(value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str):
-            raw = value.strip()
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{_variable(info)}={raw!r} is not an integer; set it to a whole number"
-                ) from None
-        if isinstance(value, int) and value < minimum:
-            raise ConfigError(
-                f"{_variable(info)}={value} is below {minimum}; set it to at least {minimum}"
-            )
-        return value
-
-    return BeforeValidator(check)
-
-
-def _flag(value: object, info: ValidationInfo) -> object:
-    if not isinstance(value, str):
-        return value
-    raw = value.strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{_variable(info)}={raw!r} is not a yes/no value; set it to true or false")
-
-
-def _one_of(choices: tuple[str, ...]) -> BeforeValidator:
-    def check(value: object, info: ValidationInfo) -> object:
-        value = value.strip().lower() if isinstance(value, str) else value
-        if value not in choices:
-            raise ConfigError(f"{_variable(info)}={value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _entries(value: object) -> object:
-    """A comma list's entries, stripped; blank entries dropped."""
-    if not isinstance(value, str):
-        return value
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _lowered_list(value: object) -> object:
-    """A comma list, each entry lowered."""
-    if not isinstance(value, str):
-        return value
-    return _entries(value.lower())
-
-
-def _list_or_default(value: object) -> object:
-    """A comma list as given; no entry at all is the default."""
-    value = _entries(value)
-    if not value:
-        raise PydanticUseDefault()
-    return value
-
-
-def _recipients(value: object) -> object:
-    """REPOVAULT_ENCRYPT_RECIPIENTS: age public keys, comma-separated, as given (not lowered:
-    an ssh key is case-sensitive)."""
-    value = _entries(value)
-    for recipient in value if isinstance(value, tuple) else ():
-        if not recipient.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
-            raise ConfigError(
-                f"REPOVAULT_ENCRYPT_RECIPIENTS has {recipient[:24]!r}, which is not an age "
-                "public key (age1..., or an ssh-ed25519/ssh-rsa public key); `age-keygen -y "
-                "IDENTITY_FILE` prints the one of an identity"
-            )
-    return value
-
-
-def _bucket_prefix(prefix: str) -> str:
-    if not _BUCKET_PREFIX_RE.match(prefix):
-        raise ConfigError(
-            f"REPOVAULT_BUCKET_PREFIX={prefix!r} cannot start an S3 bucket name; use up to 30 "
-            "lowercase letters, digits or hyphens, starting with a letter or digit"
-        )
-    return prefix
-
-
-def _sse_name(value: object) -> object:
-    """REPOVAULT_S3_SSE in S3's own spelling, whatever the case it was given in."""
-    if not isinstance(value, str):
-        return value
-    names = {choice.lower(): choice for choice in S3_SSE}
-    if value.strip().lower() not in names:
-        raise ConfigError(f"REPOVAULT_S3_SSE={value.strip()!r} is not one of {', '.join(S3_SSE)}")
-    return names[value.strip().lower()]
-
-
-def _base_url(value: object) -> object:
-    """A base URL without its trailing slashes; nothing left is unset."""
-    return (value.strip().rstrip("/") or None) if isinstance(value, str) else value
-
-
-_Text = Annotated[str, BeforeValidator(_text)]
-_OptionalText = Annotated[str | None, BeforeValidator(_text)]
-_Path = Annotated[Path, BeforeValidator(_text)]
-_UserPath = Annotated[Path, BeforeValidator(_text), AfterValidator(Path.expanduser)]
-_AtLeast0 = Annotated[int, _at_least(0)]
-_AtLeast1 = Annotated[int, _at_least(1)]
-_AtLeast2 = Annotated[int, _at_least(2)]
-_Flag = Annotated[bool, BeforeValidator(_flag)]
-_BaseUrl = Annotated[str | None, BeforeValidator(_base_url)]
-_LoweredList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_lowered_list)]
 # Variables whose blank value is an empty list, not the default: nothing allowed.
 _BLANK_IS_EMPTY = frozenset({"REPOVAULT_ALLOWED_HOSTS", "REPOVAULT_ALLOWED_SCHEMES"})
 
@@ -258,100 +144,94 @@ class Settings(BaseSettings):
         frozen=True, validate_by_name=True, extra="ignore", case_sensitive=True
     )
 
-    home: Annotated[_UserPath, AfterValidator(Path.absolute)] = _env(
+    home: Annotated[UserPath, AfterValidator(Path.absolute)] = _env(
         "REPOVAULT_HOME", default_factory=_default_home
     )
-    bucket_prefix: Annotated[_Text, AfterValidator(_bucket_prefix)] = _env(
-        "REPOVAULT_BUCKET_PREFIX", default="repo-"
-    )
-    git_timeout_s: _AtLeast1 = _env("REPOVAULT_GIT_TIMEOUT_S", default=GIT_TIMEOUT_S)
-    s3_endpoint: _OptionalText = _env("REPOVAULT_S3_ENDPOINT", default=None)
+    bucket_prefix: BucketPrefix = _env("REPOVAULT_BUCKET_PREFIX", default="repo-")
+    git_timeout_s: AtLeast1 = _env("REPOVAULT_GIT_TIMEOUT_S", default=GIT_TIMEOUT_S)
+    s3_endpoint: OptionalText = _env("REPOVAULT_S3_ENDPOINT", default=None)
     # Server-side encryption asked of every write: AES256 or aws:kms.
-    s3_sse: Annotated[str | None, BeforeValidator(_sse_name)] = _env(
-        "REPOVAULT_S3_SSE", default=None
-    )
-    s3_sse_kms_key_id: _OptionalText = _env("REPOVAULT_S3_SSE_KMS_KEY_ID", default=None)
+    s3_sse: Annotated[str | None, spelled_as(S3_SSE)] = _env("REPOVAULT_S3_SSE", default=None)
+    s3_sse_kms_key_id: OptionalText = _env("REPOVAULT_S3_SSE_KMS_KEY_ID", default=None)
     # age public keys (age1..., ssh-ed25519 ...): bundles, LFS objects and metadata are
     # encrypted to them before upload (docs/contract.md, "Encryption at rest").
-    encrypt_recipients: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_recipients)] = _env(
-        "REPOVAULT_ENCRYPT_RECIPIENTS", default=()
-    )
-    decrypt_identity: _UserPath | None = _env(  # restore and verify
+    encrypt_recipients: Recipients = _env("REPOVAULT_ENCRYPT_RECIPIENTS", default=())
+    decrypt_identity: UserPath | None = _env(  # restore and verify
         "REPOVAULT_DECRYPT_IDENTITY", default=None, repr=False
     )
-    kafka_bootstrap: _Text = _env("REPOVAULT_KAFKA_BOOTSTRAP", default="localhost:9092")
-    topic_pending: _Text = _env("REPOVAULT_TOPIC_PENDING", default="pendientes")
-    topic_in_progress: _Text = _env("REPOVAULT_TOPIC_IN_PROGRESS", default="en_proceso")
-    topic_completed: _Text = _env("REPOVAULT_TOPIC_COMPLETED", default="completados")
-    topic_rejected: _Text = _env("REPOVAULT_TOPIC_REJECTED", default="rechazados")
-    topic_partitions: _AtLeast1 = _env("REPOVAULT_TOPIC_PARTITIONS", default=3)
-    topic_replication: _AtLeast1 = _env("REPOVAULT_TOPIC_REPLICATION", default=1)
-    s3_region: _Text = Field(
+    kafka_bootstrap: Text = _env("REPOVAULT_KAFKA_BOOTSTRAP", default="localhost:9092")
+    topic_pending: Text = _env("REPOVAULT_TOPIC_PENDING", default="pendientes")
+    topic_in_progress: Text = _env("REPOVAULT_TOPIC_IN_PROGRESS", default="en_proceso")
+    topic_completed: Text = _env("REPOVAULT_TOPIC_COMPLETED", default="completados")
+    topic_rejected: Text = _env("REPOVAULT_TOPIC_REJECTED", default="rechazados")
+    topic_partitions: AtLeast1 = _env("REPOVAULT_TOPIC_PARTITIONS", default=3)
+    topic_replication: AtLeast1 = _env("REPOVAULT_TOPIC_REPLICATION", default=1)
+    s3_region: Text = Field(
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"), default="us-east-1"
     )
-    local_store: _Path = _env("REPOVAULT_LOCAL_STORE", default_factory=_under_home("store"))
-    db_url: _Text = _env(
+    local_store: TextPath = _env("REPOVAULT_LOCAL_STORE", default_factory=_under_home("store"))
+    db_url: Text = _env(
         "REPOVAULT_DB_URL",
         default_factory=lambda data: f"sqlite:///{_under_home('lineage.db')(data)}",
     )
-    db_timeout_s: _AtLeast1 = _env("REPOVAULT_DB_TIMEOUT_S", default=DB_TIMEOUT_S)
-    s3_timeout_s: _AtLeast1 = _env("REPOVAULT_S3_TIMEOUT_S", default=S3_TIMEOUT_S)
-    allowed_hosts: _LoweredList = _env("REPOVAULT_ALLOWED_HOSTS", default=("github.com",))
-    allowed_schemes: _LoweredList = _env("REPOVAULT_ALLOWED_SCHEMES", default=("https", "ssh"))
-    github_token: _OptionalText = _env("GITHUB_TOKEN", default=None, repr=False)
-    ssh_key: _Path | None = _env("REPOVAULT_SSH_KEY", default=None)
-    ssh_known_hosts: _Path = _env(
+    db_timeout_s: AtLeast1 = _env("REPOVAULT_DB_TIMEOUT_S", default=DB_TIMEOUT_S)
+    s3_timeout_s: AtLeast1 = _env("REPOVAULT_S3_TIMEOUT_S", default=S3_TIMEOUT_S)
+    allowed_hosts: LoweredList = _env("REPOVAULT_ALLOWED_HOSTS", default=("github.com",))
+    allowed_schemes: LoweredList = _env("REPOVAULT_ALLOWED_SCHEMES", default=("https", "ssh"))
+    github_token: OptionalText = _env("GITHUB_TOKEN", default=None, repr=False)
+    ssh_key: TextPath | None = _env("REPOVAULT_SSH_KEY", default=None)
+    ssh_known_hosts: TextPath = _env(
         "REPOVAULT_SSH_KNOWN_HOSTS", default_factory=_under_home("ssh_known_hosts")
     )
-    max_repo_mb: _AtLeast1 = _env("REPOVAULT_MAX_REPO_MB", default=2048)
-    keep_snapshots: _AtLeast1 = _env("REPOVAULT_KEEP_SNAPSHOTS", default=10)
-    trending_url: _Text = _env("REPOVAULT_TRENDING_URL", default="https://github.com/trending")
-    github_api: _Text = _env("REPOVAULT_GITHUB_API", default="https://api.github.com")
-    trending_language: _OptionalText = _env("REPOVAULT_TRENDING_LANGUAGE", default=None)
-    host_concurrency: _AtLeast1 = _env("REPOVAULT_HOST_CONCURRENCY", default=4)
-    trending_since: Annotated[str, _one_of(TRENDING_PERIODS)] = _env(
+    max_repo_mb: AtLeast1 = _env("REPOVAULT_MAX_REPO_MB", default=2048)
+    keep_snapshots: AtLeast1 = _env("REPOVAULT_KEEP_SNAPSHOTS", default=10)
+    trending_url: Text = _env("REPOVAULT_TRENDING_URL", default="https://github.com/trending")
+    github_api: Text = _env("REPOVAULT_GITHUB_API", default="https://api.github.com")
+    trending_language: OptionalText = _env("REPOVAULT_TRENDING_LANGUAGE", default=None)
+    host_concurrency: AtLeast1 = _env("REPOVAULT_HOST_CONCURRENCY", default=4)
+    trending_since: Annotated[str, one_of(TRENDING_PERIODS)] = _env(
         "REPOVAULT_TRENDING_SINCE", default=TRENDING_PERIODS[0]
     )
-    work_dir: _Path = _env("REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault")
-    upload_workers: _AtLeast1 = _env("REPOVAULT_UPLOAD_WORKERS", default=16)
+    work_dir: TextPath = _env(
+        "REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault"
+    )
+    upload_workers: AtLeast1 = _env("REPOVAULT_UPLOAD_WORKERS", default=16)
     # At most one upload progress line this often (0: every object).
-    progress_every_s: _AtLeast0 = _env("REPOVAULT_PROGRESS_EVERY_S", default=2)
-    injector_batch: _AtLeast1 = _env("REPOVAULT_INJECTOR_BATCH", default=500)
-    republish_after_s: _AtLeast0 = _env("REPOVAULT_REPUBLISH_AFTER_S", default=900)
-    run_timeout_s: _AtLeast1 = _env(
+    progress_every_s: AtLeast0 = _env("REPOVAULT_PROGRESS_EVERY_S", default=2)
+    injector_batch: AtLeast1 = _env("REPOVAULT_INJECTOR_BATCH", default=500)
+    republish_after_s: AtLeast0 = _env("REPOVAULT_REPUBLISH_AFTER_S", default=900)
+    run_timeout_s: AtLeast1 = _env(
         "REPOVAULT_RUN_TIMEOUT_S",
         default_factory=lambda data: (
             RUN_TIMEOUT_GIT_TIMEOUTS * data.get("git_timeout_s", GIT_TIMEOUT_S)
         ),
     )
-    retry_delay_s: _AtLeast0 = _env("REPOVAULT_RETRY_DELAY_S", default=5)
-    lease_ttl_s: _AtLeast2 = _env("REPOVAULT_LEASE_TTL_S", default=120)
-    lease_wait_s: _AtLeast0 = _env("REPOVAULT_LEASE_WAIT_S", default=300)
+    retry_delay_s: AtLeast0 = _env("REPOVAULT_RETRY_DELAY_S", default=5)
+    lease_ttl_s: AtLeast2 = _env("REPOVAULT_LEASE_TTL_S", default=120)
+    lease_wait_s: AtLeast0 = _env("REPOVAULT_LEASE_WAIT_S", default=300)
     # reconcile_sensor fails a started run whose lease went this many TTLs without a renewal.
-    orphan_after_ttls: _AtLeast1 = _env("REPOVAULT_ORPHAN_AFTER_TTLS", default=3)
-    gitlab_api: _Text = _env("REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4")
-    gitlab_token: _OptionalText = _env("GITLAB_TOKEN", default=None, repr=False)
-    keep_metadata: Annotated[str, _one_of(KEEP_METADATA)] = _env(
+    orphan_after_ttls: AtLeast1 = _env("REPOVAULT_ORPHAN_AFTER_TTLS", default=3)
+    gitlab_api: Text = _env("REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4")
+    gitlab_token: OptionalText = _env("GITLAB_TOKEN", default=None, repr=False)
+    keep_metadata: Annotated[str, one_of(KEEP_METADATA)] = _env(
         "REPOVAULT_KEEP_METADATA", default=KEEP_METADATA[0]
     )
-    metadata_full_every_d: _AtLeast1 = _env("REPOVAULT_METADATA_FULL_EVERY_D", default=7)
-    refresh_interval_h: _AtLeast1 = _env("REPOVAULT_REFRESH_INTERVAL_H", default=24)
-    minio_console_url: _BaseUrl = _env("REPOVAULT_MINIO_CONSOLE_URL", default=None)
-    keep_lfs: _Flag = _env("REPOVAULT_KEEP_LFS", default=True)
-    keep_wiki: _Flag = _env("REPOVAULT_KEEP_WIKI", default=True)
+    metadata_full_every_d: AtLeast1 = _env("REPOVAULT_METADATA_FULL_EVERY_D", default=7)
+    refresh_interval_h: AtLeast1 = _env("REPOVAULT_REFRESH_INTERVAL_H", default=24)
+    minio_console_url: BaseUrl = _env("REPOVAULT_MINIO_CONSOLE_URL", default=None)
+    keep_lfs: Flag = _env("REPOVAULT_KEEP_LFS", default=True)
+    keep_wiki: Flag = _env("REPOVAULT_KEEP_WIKI", default=True)
     # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
     # CLI reads its run queue to say why a request waits and how far a run has come.
-    dagster_home: _Path = _env("DAGSTER_HOME", default_factory=_under_home("dagster_home"))
+    dagster_home: TextPath = _env("DAGSTER_HOME", default_factory=_under_home("dagster_home"))
     # The HTTP API (`repovault serve`): URLs one token may submit per minute, and the Keycloak
     # realm whose bearer tokens it accepts beside its own (None: API tokens only).
-    api_submit_per_minute: _AtLeast1 = _env("REPOVAULT_API_SUBMIT_PER_MINUTE", default=1000)
-    oidc_issuer: _BaseUrl = _env("REPOVAULT_OIDC_ISSUER", default=None)
+    api_submit_per_minute: AtLeast1 = _env("REPOVAULT_API_SUBMIT_PER_MINUTE", default=1000)
+    oidc_issuer: BaseUrl = _env("REPOVAULT_OIDC_ISSUER", default=None)
     # None: the issuer's /protocol/openid-connect/certs
-    oidc_jwks_url: _OptionalText = _env("REPOVAULT_OIDC_JWKS_URL", default=None)
+    oidc_jwks_url: OptionalText = _env("REPOVAULT_OIDC_JWKS_URL", default=None)
     # A token must be meant for one of them.
-    oidc_audience: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_list_or_default)] = _env(
-        "REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",)
-    )
+    oidc_audience: ListOrDefault = _env("REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",))
 
     @classmethod
     def settings_customise_sources(
@@ -441,12 +321,17 @@ VARIABLES = frozenset(
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
-    """The first error of a validation as the one line users see."""
+    """The first error of a validation as the one line users see, naming the variable."""
     error = exc.errors()[0]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, ConfigError):
         return cause
-    return ConfigError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if name in Settings.model_fields:
+        name = Settings.variable(name)
+    if isinstance(cause, UnusableValue):
+        return ConfigError(f"{name}{cause}")
+    return ConfigError(f"{name}: {error['msg']}")
 
 
 def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, str]:
