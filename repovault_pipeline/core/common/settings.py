@@ -126,11 +126,6 @@ def _default_home() -> Path:
 _BLANK_IS_EMPTY = frozenset({"REPOVAULT_ALLOWED_HOSTS", "REPOVAULT_ALLOWED_SCHEMES"})
 
 
-def _env(name: str, **kwargs: Any) -> Any:
-    """A field read from the variable `name`."""
-    return Field(validation_alias=name, **kwargs)
-
-
 def _under_home(*parts: str) -> Any:
     """A default under REPOVAULT_HOME (the one set, else the default home)."""
     return lambda data: Path(data.get("home", _default_home()), *parts)
@@ -144,94 +139,132 @@ class Settings(BaseSettings):
         frozen=True, validate_by_name=True, extra="ignore", case_sensitive=True
     )
 
-    home: Annotated[UserPath, AfterValidator(Path.absolute)] = _env(
-        "REPOVAULT_HOME", default_factory=_default_home
+    home: Annotated[UserPath, AfterValidator(Path.absolute)] = Field(
+        validation_alias="REPOVAULT_HOME", default_factory=_default_home
     )
-    bucket_prefix: BucketPrefix = _env("REPOVAULT_BUCKET_PREFIX", default="repo-")
-    git_timeout_s: AtLeast1 = _env("REPOVAULT_GIT_TIMEOUT_S", default=GIT_TIMEOUT_S)
-    s3_endpoint: OptionalText = _env("REPOVAULT_S3_ENDPOINT", default=None)
+    bucket_prefix: BucketPrefix = Field(validation_alias="REPOVAULT_BUCKET_PREFIX", default="repo-")
+    git_timeout_s: AtLeast1 = Field(
+        validation_alias="REPOVAULT_GIT_TIMEOUT_S", default=GIT_TIMEOUT_S
+    )
+    s3_endpoint: OptionalText = Field(validation_alias="REPOVAULT_S3_ENDPOINT", default=None)
     # Server-side encryption asked of every write: AES256 or aws:kms.
-    s3_sse: Annotated[str | None, spelled_as(S3_SSE)] = _env("REPOVAULT_S3_SSE", default=None)
-    s3_sse_kms_key_id: OptionalText = _env("REPOVAULT_S3_SSE_KMS_KEY_ID", default=None)
+    s3_sse: Annotated[str | None, spelled_as(S3_SSE)] = Field(
+        validation_alias="REPOVAULT_S3_SSE", default=None
+    )
+    s3_sse_kms_key_id: OptionalText = Field(
+        validation_alias="REPOVAULT_S3_SSE_KMS_KEY_ID", default=None
+    )
     # age public keys (age1..., ssh-ed25519 ...): bundles, LFS objects and metadata are
     # encrypted to them before upload (docs/contract.md, "Encryption at rest").
-    encrypt_recipients: Recipients = _env("REPOVAULT_ENCRYPT_RECIPIENTS", default=())
-    decrypt_identity: UserPath | None = _env(  # restore and verify
-        "REPOVAULT_DECRYPT_IDENTITY", default=None, repr=False
+    encrypt_recipients: Recipients = Field(
+        validation_alias="REPOVAULT_ENCRYPT_RECIPIENTS", default=()
     )
-    kafka_bootstrap: Text = _env("REPOVAULT_KAFKA_BOOTSTRAP", default="localhost:9092")
-    topic_pending: Text = _env("REPOVAULT_TOPIC_PENDING", default="pendientes")
-    topic_in_progress: Text = _env("REPOVAULT_TOPIC_IN_PROGRESS", default="en_proceso")
-    topic_completed: Text = _env("REPOVAULT_TOPIC_COMPLETED", default="completados")
-    topic_rejected: Text = _env("REPOVAULT_TOPIC_REJECTED", default="rechazados")
-    topic_partitions: AtLeast1 = _env("REPOVAULT_TOPIC_PARTITIONS", default=3)
-    topic_replication: AtLeast1 = _env("REPOVAULT_TOPIC_REPLICATION", default=1)
+    decrypt_identity: UserPath | None = Field(  # restore and verify
+        validation_alias="REPOVAULT_DECRYPT_IDENTITY", default=None, repr=False
+    )
+    kafka_bootstrap: Text = Field(
+        validation_alias="REPOVAULT_KAFKA_BOOTSTRAP", default="localhost:9092"
+    )
+    topic_pending: Text = Field(validation_alias="REPOVAULT_TOPIC_PENDING", default="pendientes")
+    topic_in_progress: Text = Field(
+        validation_alias="REPOVAULT_TOPIC_IN_PROGRESS", default="en_proceso"
+    )
+    topic_completed: Text = Field(
+        validation_alias="REPOVAULT_TOPIC_COMPLETED", default="completados"
+    )
+    topic_rejected: Text = Field(validation_alias="REPOVAULT_TOPIC_REJECTED", default="rechazados")
+    topic_partitions: AtLeast1 = Field(validation_alias="REPOVAULT_TOPIC_PARTITIONS", default=3)
+    topic_replication: AtLeast1 = Field(validation_alias="REPOVAULT_TOPIC_REPLICATION", default=1)
     s3_region: Text = Field(
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"), default="us-east-1"
     )
-    local_store: TextPath = _env("REPOVAULT_LOCAL_STORE", default_factory=_under_home("store"))
-    db_url: Text = _env(
-        "REPOVAULT_DB_URL",
+    local_store: TextPath = Field(
+        validation_alias="REPOVAULT_LOCAL_STORE", default_factory=_under_home("store")
+    )
+    db_url: Text = Field(
+        validation_alias="REPOVAULT_DB_URL",
         default_factory=lambda data: f"sqlite:///{_under_home('lineage.db')(data)}",
     )
-    db_timeout_s: AtLeast1 = _env("REPOVAULT_DB_TIMEOUT_S", default=DB_TIMEOUT_S)
-    s3_timeout_s: AtLeast1 = _env("REPOVAULT_S3_TIMEOUT_S", default=S3_TIMEOUT_S)
-    allowed_hosts: LoweredList = _env("REPOVAULT_ALLOWED_HOSTS", default=("github.com",))
-    allowed_schemes: LoweredList = _env("REPOVAULT_ALLOWED_SCHEMES", default=("https", "ssh"))
-    github_token: OptionalText = _env("GITHUB_TOKEN", default=None, repr=False)
-    ssh_key: TextPath | None = _env("REPOVAULT_SSH_KEY", default=None)
-    ssh_known_hosts: TextPath = _env(
-        "REPOVAULT_SSH_KNOWN_HOSTS", default_factory=_under_home("ssh_known_hosts")
+    db_timeout_s: AtLeast1 = Field(validation_alias="REPOVAULT_DB_TIMEOUT_S", default=DB_TIMEOUT_S)
+    s3_timeout_s: AtLeast1 = Field(validation_alias="REPOVAULT_S3_TIMEOUT_S", default=S3_TIMEOUT_S)
+    allowed_hosts: LoweredList = Field(
+        validation_alias="REPOVAULT_ALLOWED_HOSTS", default=("github.com",)
     )
-    max_repo_mb: AtLeast1 = _env("REPOVAULT_MAX_REPO_MB", default=2048)
-    keep_snapshots: AtLeast1 = _env("REPOVAULT_KEEP_SNAPSHOTS", default=10)
-    trending_url: Text = _env("REPOVAULT_TRENDING_URL", default="https://github.com/trending")
-    github_api: Text = _env("REPOVAULT_GITHUB_API", default="https://api.github.com")
-    trending_language: OptionalText = _env("REPOVAULT_TRENDING_LANGUAGE", default=None)
-    host_concurrency: AtLeast1 = _env("REPOVAULT_HOST_CONCURRENCY", default=4)
-    trending_since: Annotated[str, one_of(TRENDING_PERIODS)] = _env(
-        "REPOVAULT_TRENDING_SINCE", default=TRENDING_PERIODS[0]
+    allowed_schemes: LoweredList = Field(
+        validation_alias="REPOVAULT_ALLOWED_SCHEMES", default=("https", "ssh")
     )
-    work_dir: TextPath = _env(
-        "REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault"
+    github_token: OptionalText = Field(validation_alias="GITHUB_TOKEN", default=None, repr=False)
+    ssh_key: TextPath | None = Field(validation_alias="REPOVAULT_SSH_KEY", default=None)
+    ssh_known_hosts: TextPath = Field(
+        validation_alias="REPOVAULT_SSH_KNOWN_HOSTS", default_factory=_under_home("ssh_known_hosts")
     )
-    upload_workers: AtLeast1 = _env("REPOVAULT_UPLOAD_WORKERS", default=16)
+    max_repo_mb: AtLeast1 = Field(validation_alias="REPOVAULT_MAX_REPO_MB", default=2048)
+    keep_snapshots: AtLeast1 = Field(validation_alias="REPOVAULT_KEEP_SNAPSHOTS", default=10)
+    trending_url: Text = Field(
+        validation_alias="REPOVAULT_TRENDING_URL", default="https://github.com/trending"
+    )
+    github_api: Text = Field(
+        validation_alias="REPOVAULT_GITHUB_API", default="https://api.github.com"
+    )
+    trending_language: OptionalText = Field(
+        validation_alias="REPOVAULT_TRENDING_LANGUAGE", default=None
+    )
+    host_concurrency: AtLeast1 = Field(validation_alias="REPOVAULT_HOST_CONCURRENCY", default=4)
+    trending_since: Annotated[str, one_of(TRENDING_PERIODS)] = Field(
+        validation_alias="REPOVAULT_TRENDING_SINCE", default=TRENDING_PERIODS[0]
+    )
+    work_dir: TextPath = Field(
+        validation_alias="REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault"
+    )
+    upload_workers: AtLeast1 = Field(validation_alias="REPOVAULT_UPLOAD_WORKERS", default=16)
     # At most one upload progress line this often (0: every object).
-    progress_every_s: AtLeast0 = _env("REPOVAULT_PROGRESS_EVERY_S", default=2)
-    injector_batch: AtLeast1 = _env("REPOVAULT_INJECTOR_BATCH", default=500)
-    republish_after_s: AtLeast0 = _env("REPOVAULT_REPUBLISH_AFTER_S", default=900)
-    run_timeout_s: AtLeast1 = _env(
-        "REPOVAULT_RUN_TIMEOUT_S",
+    progress_every_s: AtLeast0 = Field(validation_alias="REPOVAULT_PROGRESS_EVERY_S", default=2)
+    injector_batch: AtLeast1 = Field(validation_alias="REPOVAULT_INJECTOR_BATCH", default=500)
+    republish_after_s: AtLeast0 = Field(validation_alias="REPOVAULT_REPUBLISH_AFTER_S", default=900)
+    run_timeout_s: AtLeast1 = Field(
+        validation_alias="REPOVAULT_RUN_TIMEOUT_S",
         default_factory=lambda data: (
             RUN_TIMEOUT_GIT_TIMEOUTS * data.get("git_timeout_s", GIT_TIMEOUT_S)
         ),
     )
-    retry_delay_s: AtLeast0 = _env("REPOVAULT_RETRY_DELAY_S", default=5)
-    lease_ttl_s: AtLeast2 = _env("REPOVAULT_LEASE_TTL_S", default=120)
-    lease_wait_s: AtLeast0 = _env("REPOVAULT_LEASE_WAIT_S", default=300)
+    retry_delay_s: AtLeast0 = Field(validation_alias="REPOVAULT_RETRY_DELAY_S", default=5)
+    lease_ttl_s: AtLeast2 = Field(validation_alias="REPOVAULT_LEASE_TTL_S", default=120)
+    lease_wait_s: AtLeast0 = Field(validation_alias="REPOVAULT_LEASE_WAIT_S", default=300)
     # reconcile_sensor fails a started run whose lease went this many TTLs without a renewal.
-    orphan_after_ttls: AtLeast1 = _env("REPOVAULT_ORPHAN_AFTER_TTLS", default=3)
-    gitlab_api: Text = _env("REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4")
-    gitlab_token: OptionalText = _env("GITLAB_TOKEN", default=None, repr=False)
-    keep_metadata: Annotated[str, one_of(KEEP_METADATA)] = _env(
-        "REPOVAULT_KEEP_METADATA", default=KEEP_METADATA[0]
+    orphan_after_ttls: AtLeast1 = Field(validation_alias="REPOVAULT_ORPHAN_AFTER_TTLS", default=3)
+    gitlab_api: Text = Field(
+        validation_alias="REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4"
     )
-    metadata_full_every_d: AtLeast1 = _env("REPOVAULT_METADATA_FULL_EVERY_D", default=7)
-    refresh_interval_h: AtLeast1 = _env("REPOVAULT_REFRESH_INTERVAL_H", default=24)
-    minio_console_url: BaseUrl = _env("REPOVAULT_MINIO_CONSOLE_URL", default=None)
-    keep_lfs: Flag = _env("REPOVAULT_KEEP_LFS", default=True)
-    keep_wiki: Flag = _env("REPOVAULT_KEEP_WIKI", default=True)
+    gitlab_token: OptionalText = Field(validation_alias="GITLAB_TOKEN", default=None, repr=False)
+    keep_metadata: Annotated[str, one_of(KEEP_METADATA)] = Field(
+        validation_alias="REPOVAULT_KEEP_METADATA", default=KEEP_METADATA[0]
+    )
+    metadata_full_every_d: AtLeast1 = Field(
+        validation_alias="REPOVAULT_METADATA_FULL_EVERY_D", default=7
+    )
+    refresh_interval_h: AtLeast1 = Field(
+        validation_alias="REPOVAULT_REFRESH_INTERVAL_H", default=24
+    )
+    minio_console_url: BaseUrl = Field(validation_alias="REPOVAULT_MINIO_CONSOLE_URL", default=None)
+    keep_lfs: Flag = Field(validation_alias="REPOVAULT_KEEP_LFS", default=True)
+    keep_wiki: Flag = Field(validation_alias="REPOVAULT_KEEP_WIKI", default=True)
     # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
     # CLI reads its run queue to say why a request waits and how far a run has come.
-    dagster_home: TextPath = _env("DAGSTER_HOME", default_factory=_under_home("dagster_home"))
+    dagster_home: TextPath = Field(
+        validation_alias="DAGSTER_HOME", default_factory=_under_home("dagster_home")
+    )
     # The HTTP API (`repovault serve`): URLs one token may submit per minute, and the Keycloak
     # realm whose bearer tokens it accepts beside its own (None: API tokens only).
-    api_submit_per_minute: AtLeast1 = _env("REPOVAULT_API_SUBMIT_PER_MINUTE", default=1000)
-    oidc_issuer: BaseUrl = _env("REPOVAULT_OIDC_ISSUER", default=None)
+    api_submit_per_minute: AtLeast1 = Field(
+        validation_alias="REPOVAULT_API_SUBMIT_PER_MINUTE", default=1000
+    )
+    oidc_issuer: BaseUrl = Field(validation_alias="REPOVAULT_OIDC_ISSUER", default=None)
     # None: the issuer's /protocol/openid-connect/certs
-    oidc_jwks_url: OptionalText = _env("REPOVAULT_OIDC_JWKS_URL", default=None)
+    oidc_jwks_url: OptionalText = Field(validation_alias="REPOVAULT_OIDC_JWKS_URL", default=None)
     # A token must be meant for one of them.
-    oidc_audience: ListOrDefault = _env("REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",))
+    oidc_audience: ListOrDefault = Field(
+        validation_alias="REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",)
+    )
 
     @classmethod
     def settings_customise_sources(
