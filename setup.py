@@ -34,6 +34,8 @@ setup(
         "uvicorn>=0.30",
         "kafka-python>=3.0,<4",  # bootstrap_timeout_ms
         "psycopg2-binary>=2.9",
+        # Settings (core/common/settings.py): each variable a typed field with its check.
+        "pydantic-settings>=2.3",
         "requests>=2.31",
         # The trending page's HTML parser: 1.8 ms for the 25-card page (BeautifulSoup: 28-42 ms).
         "selectolax>=0.3.21",

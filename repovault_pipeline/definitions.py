@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar, InMemoryIOManager, in_process_executor
+from dagster import Definitions, InMemoryIOManager, in_process_executor
 
 from .assets import IN_MEMORY, repo_archive, repo_metadata, restorable, vault_stats
 from .jobs import archive_repo_job
-from .resources import KafkaResource, LineageResource, VaultResource, VaultS3Resource
+from .resources import (
+    ApiResource,
+    GitResource,
+    KafkaResource,
+    LineageResource,
+    SourcesResource,
+    VaultResource,
+    VaultS3Resource,
+    from_environment,
+)
 from .schedules import (
     restore_drill_schedule,
     trending_intake_job,
@@ -23,38 +32,21 @@ from .sensors import (
 )
 
 
-def _env(name: str) -> str | None:
-    """`EnvVar(name)` when the variable is set where the code location loads: the UI shows
-    its name, never its value, and runs read it when they start. Unset, the field stays None
-    and the resource takes the default of `core.settings.Settings`."""
-    return EnvVar(name) if EnvVar(name).get_value() is not None else None
-
-
 def repovault_resources() -> dict[str, object]:
-    """The resources every RepoVault run, sensor and schedule uses, configured from the
-    environment."""
-    s3 = VaultS3Resource(
-        endpoint_url=_env("REPOVAULT_S3_ENDPOINT"),
-        region_name=_env("AWS_REGION"),
-        aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-    )
+    """The resources every RepoVault run, sensor and schedule uses, their fields the
+    environment's variables (`resources.from_environment`)."""
+    s3 = from_environment(VaultS3Resource)
+    git = from_environment(GitResource)
+    sources = from_environment(SourcesResource)
     return {
         IN_MEMORY: InMemoryIOManager(),
         "s3": s3,
-        "vault": VaultResource(
-            s3=s3,
-            bucket_prefix=_env("REPOVAULT_BUCKET_PREFIX"),
-            local_store=_env("REPOVAULT_LOCAL_STORE"),
-        ),
-        "lineage": LineageResource(db_url=_env("REPOVAULT_DB_URL")),
-        "kafka": KafkaResource(
-            bootstrap=_env("REPOVAULT_KAFKA_BOOTSTRAP"),
-            topic_pending=_env("REPOVAULT_TOPIC_PENDING"),
-            topic_in_progress=_env("REPOVAULT_TOPIC_IN_PROGRESS"),
-            topic_completed=_env("REPOVAULT_TOPIC_COMPLETED"),
-            topic_rejected=_env("REPOVAULT_TOPIC_REJECTED"),
-        ),
+        "git": git,
+        "sources": sources,
+        "vault": from_environment(VaultResource, s3=s3, git=git, sources=sources),
+        "lineage": from_environment(LineageResource),
+        "kafka": from_environment(KafkaResource),
+        "api": from_environment(ApiResource),
     }
 
 

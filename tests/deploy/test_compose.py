@@ -255,12 +255,17 @@ def _name(node: ast.AST) -> str | None:
 
 def env_vars_read_by_code() -> set[str]:
     """Every environment variable name the package reads, found in its sources:
-    `os.environ.get("X")`, `env.get("X")`, `os.environ["X"]`, `os.getenv("X")`, and helpers
-    handed the environment with a name (`_int(env, "X", ...)`)."""
+    `os.environ.get("X")`, `env.get("X")`, `os.environ["X"]`, `os.getenv("X")`, helpers
+    handed the environment with a name (`_int(env, "X", ...)`), and the variables of the
+    Settings fields (`validation_alias="X"`, `AliasChoices("X", "Y")`)."""
     names: set[str] = set()
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            if isinstance(node, ast.keyword) and node.arg == "validation_alias":
+                names.update(n for n in [_name(node.value)] if n)
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "AliasChoices":
+                names.update(n for arg in node.args if (n := _name(arg)))
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
                 if _is_env_mapping(node.value) and (name := _name(node.slice)):
                     names.add(name)
             elif isinstance(node, ast.Call) and node.args:

@@ -78,6 +78,33 @@ def parse_repo_url(
     if not isinstance(raw, str):
         raise InvalidRepoUrl("the repository URL must be text")
     text = raw.strip()
+    _check_text(text)
+    url = _split(text)
+    _check_access(url, allowed_schemes, allowed_hosts)
+    segments = _path_segments(url.path)
+    if url.host in FLAT_HOSTS and len(segments) != 2:
+        raise InvalidRepoUrl(
+            f"{url.host} repositories are owner/name; {_echo('/'.join(segments))!r} is not"
+        )
+    return _ref(url, segments)
+
+
+@dataclass(frozen=True)
+class _Url:
+    """An input split into the parts a repository URL is judged by."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None
+    path: str
+    has_query: bool = False
+
+
+def _check_text(text: str) -> None:
+    """Refuse what is no remote URL before reading it as one: empty, overlong, a git option, a
+    transport helper, a local path, whitespace or control characters."""
     if not text:
         raise InvalidRepoUrl("empty repository URL: give https://host/owner/name or owner/name")
     if len(text) > MAX_INPUT_LENGTH:
@@ -92,70 +119,77 @@ def parse_repo_url(
         raise InvalidRepoUrl(
             "git transport helpers (ext::, fd::, ...) are not allowed; give an https or ssh URL"
         )
-    if (
-        text.lower().startswith("file:")
-        or text.startswith(("/", ".", "~", "\\"))
-        or re.match(r"^[A-Za-z]:[\\/]", text)
-    ):
+    if _is_local(text):
         raise InvalidRepoUrl("local paths and file:// URLs are not allowed; give a remote URL")
     if _CONTROL.search(text) or any(c.isspace() for c in text):
         raise InvalidRepoUrl("the URL contains whitespace or control characters; remove them")
 
-    if "://" in text:
-        scheme, user, password, host, port, path, has_query = _split_url(text)
-    elif _SCHEMELESS_CREDENTIALS.match(text):
-        raise InvalidRepoUrl(_CREDENTIALS_REASON)
-    elif match := _SCP_LIKE.match(text):
-        scheme, user, password = "ssh", match["user"], None
-        host, port, path, has_query = match["host"].lower(), None, match["path"], False
-    elif _SHORTHAND.match(text):
-        scheme, user, password, host, port, path, has_query = (
-            "https",
-            None,
-            None,
-            "github.com",
-            None,
-            text,
-            False,
-        )
-    else:
-        raise InvalidRepoUrl(
-            f"{_echo(text)!r} is not a repository URL; give https://host/owner/name, "
-            "git@host:owner/name.git or owner/name"
-        )
 
-    if scheme not in allowed_schemes:
+def _is_local(text: str) -> bool:
+    """A file: URL, or a POSIX, home-relative or Windows path."""
+    return (
+        text.lower().startswith("file:")
+        or text.startswith(("/", ".", "~", "\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", text) is not None
+    )
+
+
+def _split(text: str) -> _Url:
+    """The parts of a scheme URL, an scp-like `user@host:path` or a GitHub `owner/name`."""
+    if "://" in text:
+        return _split_url(text)
+    if _SCHEMELESS_CREDENTIALS.match(text):
+        raise InvalidRepoUrl(_CREDENTIALS_REASON)
+    if match := _SCP_LIKE.match(text):
+        return _Url("ssh", match["user"], None, match["host"].lower(), None, match["path"])
+    if _SHORTHAND.match(text):
+        return _Url("https", None, None, "github.com", None, text)
+    raise InvalidRepoUrl(
+        f"{_echo(text)!r} is not a repository URL; give https://host/owner/name, "
+        "git@host:owner/name.git or owner/name"
+    )
+
+
+def _check_access(
+    url: _Url, allowed_schemes: tuple[str, ...], allowed_hosts: tuple[str, ...]
+) -> None:
+    """Refuse a scheme or host the settings do not allow, credentials, a query or fragment."""
+    if url.scheme not in allowed_schemes:
         raise InvalidRepoUrl(
-            f"scheme {scheme!r} is not allowed "
+            f"scheme {url.scheme!r} is not allowed "
             f"(REPOVAULT_ALLOWED_SCHEMES={','.join(allowed_schemes)})"
         )
-    if password is not None or (user is not None and scheme != "ssh"):
+    if url.password is not None or (url.user is not None and url.scheme != "ssh"):
         raise InvalidRepoUrl(_CREDENTIALS_REASON)
-    if has_query:
+    if url.has_query:
         raise InvalidRepoUrl("query strings and fragments are not allowed in a repository URL")
-    if not _HOST.match(host):
-        raise InvalidRepoUrl(f"{_echo(host)!r} is not a valid host name")
-    if not host_allowed(host, port or DEFAULT_PORTS.get(scheme), allowed_hosts):
-        named = host if port is None else f"{host}:{port}"
+    if not _HOST.match(url.host):
+        raise InvalidRepoUrl(f"{_echo(url.host)!r} is not a valid host name")
+    if not host_allowed(url.host, url.port or DEFAULT_PORTS.get(url.scheme), allowed_hosts):
+        named = url.host if url.port is None else f"{url.host}:{url.port}"
         raise InvalidRepoUrl(
             f"host {named!r} is not allowed (REPOVAULT_ALLOWED_HOSTS={','.join(allowed_hosts)})"
         )
-    segments = _path_segments(path)
-    if host in FLAT_HOSTS and len(segments) != 2:
-        raise InvalidRepoUrl(
-            f"{host} repositories are owner/name; {_echo('/'.join(segments))!r} is not"
-        )
-    if port == DEFAULT_PORTS.get(scheme):
-        port = None
 
-    netloc = host if port is None else f"{host}:{port}"
+
+def _ref(url: _Url, segments: tuple[str, ...]) -> RepoRef:
+    """The accepted URL in its one clone form (default port dropped, `.git` kept or added for
+    ssh, `git@` for ssh without a user) and its `repo_id`."""
+    port = None if url.port == DEFAULT_PORTS.get(url.scheme) else url.port
+    netloc = url.host if port is None else f"{url.host}:{port}"
     clone_path = "/".join(segments)
-    if path.rstrip("/").endswith(".git") or scheme == "ssh":
+    if url.path.rstrip("/").endswith(".git") or url.scheme == "ssh":
         clone_path += ".git"
-    user_part = f"{user or 'git'}@" if scheme == "ssh" else ""
-    url = f"{scheme}://{user_part}{netloc}/{clone_path}"
+    user_part = f"{url.user or 'git'}@" if url.scheme == "ssh" else ""
     repo_id = f"{netloc}/{'/'.join(segments)}".lower()
-    return RepoRef(repo_id=repo_id, url=url, scheme=scheme, host=host, port=port, path=segments)
+    return RepoRef(
+        repo_id=repo_id,
+        url=f"{url.scheme}://{user_part}{netloc}/{clone_path}",
+        scheme=url.scheme,
+        host=url.host,
+        port=port,
+        path=segments,
+    )
 
 
 def host_allowed(host: str, port: int | None, allowed_hosts: tuple[str, ...]) -> bool:
@@ -197,22 +231,20 @@ def bucket_name(repo_id: str, prefix: str = "repo-") -> str:
     return f"{prefix}{slug}-{digest}"
 
 
-def _split_url(text: str) -> tuple[str, str | None, str | None, str, int | None, str, bool]:
+def _split_url(text: str) -> _Url:
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
         raise InvalidRepoUrl(f"{_echo(text)!r} is not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    has_query = bool(parts.query or parts.fragment or "?" in text or "#" in text)
-    return (
-        scheme,
-        parts.username,
-        parts.password,
-        (parts.hostname or "").lower(),
-        port,
-        parts.path,
-        has_query,
+    return _Url(
+        scheme=parts.scheme.lower(),
+        user=parts.username,
+        password=parts.password,
+        host=(parts.hostname or "").lower(),
+        port=port,
+        path=parts.path,
+        has_query=bool(parts.query or parts.fragment or "?" in text or "#" in text),
     )
 
 

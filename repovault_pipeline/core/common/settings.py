@@ -1,67 +1,49 @@
 """RepoVault configuration, read from the environment (docs/contract.md, "Environment").
 
-This module is the only place that reads the environment. Read at the moment it is needed
+`Settings` is a pydantic-settings model: each field carries its variable's name
+(`validation_alias`), its default and its check (the types of `setting_types.py`), and
+`Settings.from_env` is the one way the variables are read. Read at the moment they are needed
 rather than at import, so a long-lived code server picks up the environment it was started
-with and tests can point one process at several servers.
+with and tests can point one process at several servers. `Settings(...)` alone is the
+defaults with the fields given, whatever the environment. The Dagster resources
+(`resources.py`) show every variable as a field and build their settings with
+`from_env(overrides=...)`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Any
 
-_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from repovault_pipeline.core.common.setting_types import (
+    AtLeast0,
+    AtLeast1,
+    AtLeast2,
+    BaseUrl,
+    BucketPrefix,
+    Flag,
+    ListOrDefault,
+    LoweredList,
+    OptionalText,
+    Recipients,
+    Text,
+    TextPath,
+    UnusableValue,
+    UserPath,
+    one_of,
+    spelled_as,
+)
 
 
 class ConfigError(ValueError):
     """A setting has a value RepoVault cannot use; the message says which and how to fix it."""
-
-
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    """The variable's value, stripped; unset or blank is the default."""
-    return env.get(name, "").strip() or default
-
-
-def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} is below {minimum}; set it to at least {minimum}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a yes/no value; set it to true or false")
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().lower() or default
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -131,232 +113,258 @@ def keep_choices(raw: object) -> dict[str, bool]:
 _CHECKOUT = Path(__file__).resolve().parents[3]
 
 
-def repovault_home(env: Mapping[str, str] | None = None) -> Path:
-    """REPOVAULT_HOME: where the embedded default keeps its data, whatever the current folder.
-
-    Unset, it is the checkout's `.repovault` when RepoVault runs from a source checkout (the
-    folder `make run` uses, so a CLI called from anywhere finds the same vault), else
-    `~/.local/share/repovault` for an installed package."""
-    env = os.environ if env is None else env
-    if raw := _str(env, "REPOVAULT_HOME", ""):
-        return Path(raw).expanduser().absolute()
+def _default_home() -> Path:
+    """REPOVAULT_HOME unset: the checkout's `.repovault` when RepoVault runs from a source
+    checkout (the folder `make run` uses, so a CLI called from anywhere finds the same vault),
+    else `~/.local/share/repovault` for an installed package."""
     if (_CHECKOUT / "setup.py").is_file() and (_CHECKOUT / "repovault_pipeline").is_dir():
         return _CHECKOUT / ".repovault"
     return Path.home() / ".local" / "share" / "repovault"
 
 
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
+# Variables whose blank value is an empty list, not the default: nothing allowed.
+_BLANK_IS_EMPTY = frozenset({"REPOVAULT_ALLOWED_HOSTS", "REPOVAULT_ALLOWED_SCHEMES"})
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every setting with its default; `from_env` takes the defaults from here."""
+def _under_home(*parts: str) -> Any:
+    """A default under REPOVAULT_HOME (the one set, else the default home)."""
+    return lambda data: Path(data.get("home", _default_home()), *parts)
 
-    kafka_bootstrap: str = "localhost:9092"
-    topics: Topics = field(default_factory=Topics)
-    s3_endpoint: str | None = None
-    s3_region: str = "us-east-1"
-    home: Path = field(default_factory=lambda: repovault_home({}))
-    local_store: Path = field(default_factory=lambda: repovault_home({}) / "store")
-    bucket_prefix: str = "repo-"
-    db_url: str = field(default_factory=lambda: _sqlite_url(repovault_home({}) / "lineage.db"))
-    db_timeout_s: int = DB_TIMEOUT_S
-    s3_timeout_s: int = S3_TIMEOUT_S
-    allowed_hosts: tuple[str, ...] = ("github.com",)
-    allowed_schemes: tuple[str, ...] = ("https", "ssh")
-    github_token: str | None = field(default=None, repr=False)
-    ssh_key: Path | None = None
-    ssh_known_hosts: Path = field(default_factory=lambda: repovault_home({}) / "ssh_known_hosts")
-    max_repo_mb: int = 2048
-    git_timeout_s: int = GIT_TIMEOUT_S
-    keep_snapshots: int = 10
-    trending_url: str = "https://github.com/trending"
-    github_api: str = "https://api.github.com"
-    host_concurrency: int = 4
-    trending_language: str | None = None
-    trending_since: str = TRENDING_PERIODS[0]
-    work_dir: Path = Path(tempfile.gettempdir()) / "repovault"
-    upload_workers: int = 16
-    progress_every_s: int = 2  # at most one upload progress line this often (0: every object)
-    injector_batch: int = 500
-    republish_after_s: int = 900
-    run_timeout_s: int = RUN_TIMEOUT_GIT_TIMEOUTS * GIT_TIMEOUT_S
-    retry_delay_s: int = 5
-    lease_ttl_s: int = 120
-    lease_wait_s: int = 300
-    # reconcile_sensor fails a started run whose lease went this many TTLs without a renewal.
-    orphan_after_ttls: int = 3
-    gitlab_api: str = "https://gitlab.com/api/v4"
-    gitlab_token: str | None = field(default=None, repr=False)
-    keep_metadata: str = KEEP_METADATA[0]
-    metadata_full_every_d: int = 7
-    refresh_interval_h: int = 24
-    minio_console_url: str | None = None
-    keep_lfs: bool = True
-    keep_wiki: bool = True
-    s3_sse: str | None = None  # server-side encryption asked of every write: AES256 or aws:kms
-    s3_sse_kms_key_id: str | None = None
+
+class Settings(BaseSettings):
+    """Every setting: its variable, its default, its check. Field order is the order in which
+    a wrong value is reported when several are."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, validate_by_name=True, extra="ignore", case_sensitive=True
+    )
+
+    home: Annotated[UserPath, AfterValidator(Path.absolute)] = Field(
+        validation_alias="REPOVAULT_HOME", default_factory=_default_home
+    )
+    bucket_prefix: BucketPrefix = Field(validation_alias="REPOVAULT_BUCKET_PREFIX", default="repo-")
+    git_timeout_s: AtLeast1 = Field(
+        validation_alias="REPOVAULT_GIT_TIMEOUT_S", default=GIT_TIMEOUT_S
+    )
+    s3_endpoint: OptionalText = Field(validation_alias="REPOVAULT_S3_ENDPOINT", default=None)
+    # Server-side encryption asked of every write: AES256 or aws:kms.
+    s3_sse: Annotated[str | None, spelled_as(S3_SSE)] = Field(
+        validation_alias="REPOVAULT_S3_SSE", default=None
+    )
+    s3_sse_kms_key_id: OptionalText = Field(
+        validation_alias="REPOVAULT_S3_SSE_KMS_KEY_ID", default=None
+    )
     # age public keys (age1..., ssh-ed25519 ...): bundles, LFS objects and metadata are
     # encrypted to them before upload (docs/contract.md, "Encryption at rest").
-    encrypt_recipients: tuple[str, ...] = ()
-    decrypt_identity: Path | None = field(default=None, repr=False)  # restore and verify
+    encrypt_recipients: Recipients = Field(
+        validation_alias="REPOVAULT_ENCRYPT_RECIPIENTS", default=()
+    )
+    decrypt_identity: UserPath | None = Field(  # restore and verify
+        validation_alias="REPOVAULT_DECRYPT_IDENTITY", default=None, repr=False
+    )
+    kafka_bootstrap: Text = Field(
+        validation_alias="REPOVAULT_KAFKA_BOOTSTRAP", default="localhost:9092"
+    )
+    topic_pending: Text = Field(validation_alias="REPOVAULT_TOPIC_PENDING", default="pendientes")
+    topic_in_progress: Text = Field(
+        validation_alias="REPOVAULT_TOPIC_IN_PROGRESS", default="en_proceso"
+    )
+    topic_completed: Text = Field(
+        validation_alias="REPOVAULT_TOPIC_COMPLETED", default="completados"
+    )
+    topic_rejected: Text = Field(validation_alias="REPOVAULT_TOPIC_REJECTED", default="rechazados")
+    topic_partitions: AtLeast1 = Field(validation_alias="REPOVAULT_TOPIC_PARTITIONS", default=3)
+    topic_replication: AtLeast1 = Field(validation_alias="REPOVAULT_TOPIC_REPLICATION", default=1)
+    s3_region: Text = Field(
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"), default="us-east-1"
+    )
+    local_store: TextPath = Field(
+        validation_alias="REPOVAULT_LOCAL_STORE", default_factory=_under_home("store")
+    )
+    db_url: Text = Field(
+        validation_alias="REPOVAULT_DB_URL",
+        default_factory=lambda data: f"sqlite:///{_under_home('lineage.db')(data)}",
+    )
+    db_timeout_s: AtLeast1 = Field(validation_alias="REPOVAULT_DB_TIMEOUT_S", default=DB_TIMEOUT_S)
+    s3_timeout_s: AtLeast1 = Field(validation_alias="REPOVAULT_S3_TIMEOUT_S", default=S3_TIMEOUT_S)
+    allowed_hosts: LoweredList = Field(
+        validation_alias="REPOVAULT_ALLOWED_HOSTS", default=("github.com",)
+    )
+    allowed_schemes: LoweredList = Field(
+        validation_alias="REPOVAULT_ALLOWED_SCHEMES", default=("https", "ssh")
+    )
+    github_token: OptionalText = Field(validation_alias="GITHUB_TOKEN", default=None, repr=False)
+    ssh_key: TextPath | None = Field(validation_alias="REPOVAULT_SSH_KEY", default=None)
+    ssh_known_hosts: TextPath = Field(
+        validation_alias="REPOVAULT_SSH_KNOWN_HOSTS", default_factory=_under_home("ssh_known_hosts")
+    )
+    max_repo_mb: AtLeast1 = Field(validation_alias="REPOVAULT_MAX_REPO_MB", default=2048)
+    keep_snapshots: AtLeast1 = Field(validation_alias="REPOVAULT_KEEP_SNAPSHOTS", default=10)
+    trending_url: Text = Field(
+        validation_alias="REPOVAULT_TRENDING_URL", default="https://github.com/trending"
+    )
+    github_api: Text = Field(
+        validation_alias="REPOVAULT_GITHUB_API", default="https://api.github.com"
+    )
+    trending_language: OptionalText = Field(
+        validation_alias="REPOVAULT_TRENDING_LANGUAGE", default=None
+    )
+    host_concurrency: AtLeast1 = Field(validation_alias="REPOVAULT_HOST_CONCURRENCY", default=4)
+    trending_since: Annotated[str, one_of(TRENDING_PERIODS)] = Field(
+        validation_alias="REPOVAULT_TRENDING_SINCE", default=TRENDING_PERIODS[0]
+    )
+    work_dir: TextPath = Field(
+        validation_alias="REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault"
+    )
+    upload_workers: AtLeast1 = Field(validation_alias="REPOVAULT_UPLOAD_WORKERS", default=16)
+    # At most one upload progress line this often (0: every object).
+    progress_every_s: AtLeast0 = Field(validation_alias="REPOVAULT_PROGRESS_EVERY_S", default=2)
+    injector_batch: AtLeast1 = Field(validation_alias="REPOVAULT_INJECTOR_BATCH", default=500)
+    republish_after_s: AtLeast0 = Field(validation_alias="REPOVAULT_REPUBLISH_AFTER_S", default=900)
+    run_timeout_s: AtLeast1 = Field(
+        validation_alias="REPOVAULT_RUN_TIMEOUT_S",
+        default_factory=lambda data: (
+            RUN_TIMEOUT_GIT_TIMEOUTS * data.get("git_timeout_s", GIT_TIMEOUT_S)
+        ),
+    )
+    retry_delay_s: AtLeast0 = Field(validation_alias="REPOVAULT_RETRY_DELAY_S", default=5)
+    lease_ttl_s: AtLeast2 = Field(validation_alias="REPOVAULT_LEASE_TTL_S", default=120)
+    lease_wait_s: AtLeast0 = Field(validation_alias="REPOVAULT_LEASE_WAIT_S", default=300)
+    # reconcile_sensor fails a started run whose lease went this many TTLs without a renewal.
+    orphan_after_ttls: AtLeast1 = Field(validation_alias="REPOVAULT_ORPHAN_AFTER_TTLS", default=3)
+    gitlab_api: Text = Field(
+        validation_alias="REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4"
+    )
+    gitlab_token: OptionalText = Field(validation_alias="GITLAB_TOKEN", default=None, repr=False)
+    keep_metadata: Annotated[str, one_of(KEEP_METADATA)] = Field(
+        validation_alias="REPOVAULT_KEEP_METADATA", default=KEEP_METADATA[0]
+    )
+    metadata_full_every_d: AtLeast1 = Field(
+        validation_alias="REPOVAULT_METADATA_FULL_EVERY_D", default=7
+    )
+    refresh_interval_h: AtLeast1 = Field(
+        validation_alias="REPOVAULT_REFRESH_INTERVAL_H", default=24
+    )
+    minio_console_url: BaseUrl = Field(validation_alias="REPOVAULT_MINIO_CONSOLE_URL", default=None)
+    keep_lfs: Flag = Field(validation_alias="REPOVAULT_KEEP_LFS", default=True)
+    keep_wiki: Flag = Field(validation_alias="REPOVAULT_KEEP_WIKI", default=True)
     # Dagster's instance (DAGSTER_HOME; `make run` keeps it in REPOVAULT_HOME/dagster_home): the
     # CLI reads its run queue to say why a request waits and how far a run has come.
-    dagster_home: Path = field(default_factory=lambda: repovault_home({}) / "dagster_home")
+    dagster_home: TextPath = Field(
+        validation_alias="DAGSTER_HOME", default_factory=_under_home("dagster_home")
+    )
     # The HTTP API (`repovault serve`): URLs one token may submit per minute, and the Keycloak
     # realm whose bearer tokens it accepts beside its own (None: API tokens only).
-    api_submit_per_minute: int = 1000
-    oidc_issuer: str | None = None
-    oidc_jwks_url: str | None = None  # None: the issuer's /protocol/openid-connect/certs
-    oidc_audience: tuple[str, ...] = ("repovault-api",)  # a token must be meant for one of them
+    api_submit_per_minute: AtLeast1 = Field(
+        validation_alias="REPOVAULT_API_SUBMIT_PER_MINUTE", default=1000
+    )
+    oidc_issuer: BaseUrl = Field(validation_alias="REPOVAULT_OIDC_ISSUER", default=None)
+    # None: the issuer's /protocol/openid-connect/certs
+    oidc_jwks_url: OptionalText = Field(validation_alias="REPOVAULT_OIDC_JWKS_URL", default=None)
+    # A token must be meant for one of them.
+    oidc_audience: ListOrDefault = Field(
+        validation_alias="REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",)
+    )
 
-    @property
-    def keep(self) -> Keep:
-        return Keep(lfs=self.keep_lfs, wiki=self.keep_wiki)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: the environment comes in through `from_env`, which names
+        the one it reads."""
+        return (init_settings,)
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] = {}
     ) -> Settings:
         """The settings of `env` (default: the process environment); `overrides` are values
-        by variable name that win over it (a Dagster resource's configuration), None skipped."""
-        env = {
-            **(os.environ if env is None else env),
-            **{name: value for name, value in overrides.items() if value is not None},
+        by variable name that win over it (a Dagster resource's fields), None skipped. An
+        unusable value raises the ConfigError that names it."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        # An unset or blank variable takes its default (a blank list variable is empty).
+        values = {
+            name: value
+            for name, value in {**(os.environ if env is None else env), **given}.items()
+            if name in VARIABLES and (value.strip() or name in _BLANK_IS_EMPTY)
         }
-        d, t = cls(), Topics()
-        home = repovault_home(env)
-        prefix = _str(env, "REPOVAULT_BUCKET_PREFIX", d.bucket_prefix)
-        if not _BUCKET_PREFIX_RE.match(prefix):
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of `field` (the first one read, when there are two)."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            alias = alias.choices[0]
+        assert isinstance(alias, str)
+        return alias
+
+    @model_validator(mode="after")
+    def _sse_can_be_honoured(self) -> Settings:
+        """REPOVAULT_S3_SSE and REPOVAULT_S3_SSE_KMS_KEY_ID, checked against each other and
+        the store: a setting that cannot be honoured is refused, never ignored."""
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
             raise ConfigError(
-                f"REPOVAULT_BUCKET_PREFIX={prefix!r} cannot start an S3 bucket name; use up to 30 "
-                "lowercase letters, digits or hyphens, starting with a letter or digit"
+                "REPOVAULT_S3_SSE_KMS_KEY_ID is set but REPOVAULT_S3_SSE is not aws:kms; "
+                "set REPOVAULT_S3_SSE=aws:kms or unset the key id"
             )
-        ssh_key = _str(env, "REPOVAULT_SSH_KEY", "")
-        git_timeout_s = _int(env, "REPOVAULT_GIT_TIMEOUT_S", d.git_timeout_s, minimum=1)
-        s3_endpoint = _str(env, "REPOVAULT_S3_ENDPOINT", "") or d.s3_endpoint
-        sse, sse_key = _sse(env, s3_endpoint)
-        identity = _str(env, "REPOVAULT_DECRYPT_IDENTITY", "")
-        return cls(
-            kafka_bootstrap=_str(env, "REPOVAULT_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
-            topics=Topics(
-                pending=_str(env, "REPOVAULT_TOPIC_PENDING", t.pending),
-                in_progress=_str(env, "REPOVAULT_TOPIC_IN_PROGRESS", t.in_progress),
-                completed=_str(env, "REPOVAULT_TOPIC_COMPLETED", t.completed),
-                rejected=_str(env, "REPOVAULT_TOPIC_REJECTED", t.rejected),
-                partitions=_int(env, "REPOVAULT_TOPIC_PARTITIONS", t.partitions, minimum=1),
-                replication_factor=_int(
-                    env, "REPOVAULT_TOPIC_REPLICATION", t.replication_factor, minimum=1
-                ),
-            ),
-            s3_endpoint=s3_endpoint,
-            s3_sse=sse,
-            s3_sse_kms_key_id=sse_key,
-            encrypt_recipients=_recipients(env),
-            decrypt_identity=Path(identity).expanduser() if identity else None,
-            s3_region=_str(env, "AWS_REGION", "") or _str(env, "AWS_DEFAULT_REGION", d.s3_region),
-            home=home,
-            local_store=Path(_str(env, "REPOVAULT_LOCAL_STORE", str(home / "store"))),
-            bucket_prefix=prefix,
-            db_url=_str(env, "REPOVAULT_DB_URL", _sqlite_url(home / "lineage.db")),
-            db_timeout_s=_int(env, "REPOVAULT_DB_TIMEOUT_S", d.db_timeout_s, minimum=1),
-            s3_timeout_s=_int(env, "REPOVAULT_S3_TIMEOUT_S", d.s3_timeout_s, minimum=1),
-            allowed_hosts=_csv(env, "REPOVAULT_ALLOWED_HOSTS", d.allowed_hosts),
-            allowed_schemes=_csv(env, "REPOVAULT_ALLOWED_SCHEMES", d.allowed_schemes),
-            github_token=_str(env, "GITHUB_TOKEN", "") or d.github_token,
-            ssh_key=Path(ssh_key) if ssh_key else d.ssh_key,
-            ssh_known_hosts=Path(
-                _str(env, "REPOVAULT_SSH_KNOWN_HOSTS", str(home / "ssh_known_hosts"))
-            ),
-            max_repo_mb=_int(env, "REPOVAULT_MAX_REPO_MB", d.max_repo_mb, minimum=1),
-            git_timeout_s=git_timeout_s,
-            keep_snapshots=_int(env, "REPOVAULT_KEEP_SNAPSHOTS", d.keep_snapshots, minimum=1),
-            trending_url=_str(env, "REPOVAULT_TRENDING_URL", d.trending_url),
-            github_api=_str(env, "REPOVAULT_GITHUB_API", d.github_api),
-            trending_language=_str(env, "REPOVAULT_TRENDING_LANGUAGE", "") or d.trending_language,
-            host_concurrency=_int(env, "REPOVAULT_HOST_CONCURRENCY", d.host_concurrency, minimum=1),
-            trending_since=_choice(
-                env, "REPOVAULT_TRENDING_SINCE", d.trending_since, TRENDING_PERIODS
-            ),
-            work_dir=Path(_str(env, "REPOVAULT_WORK_DIR", str(d.work_dir))),
-            upload_workers=_int(env, "REPOVAULT_UPLOAD_WORKERS", d.upload_workers, minimum=1),
-            progress_every_s=_int(env, "REPOVAULT_PROGRESS_EVERY_S", d.progress_every_s, minimum=0),
-            injector_batch=_int(env, "REPOVAULT_INJECTOR_BATCH", d.injector_batch, minimum=1),
-            republish_after_s=_int(
-                env, "REPOVAULT_REPUBLISH_AFTER_S", d.republish_after_s, minimum=0
-            ),
-            run_timeout_s=_int(
-                env, "REPOVAULT_RUN_TIMEOUT_S", RUN_TIMEOUT_GIT_TIMEOUTS * git_timeout_s, minimum=1
-            ),
-            retry_delay_s=_int(env, "REPOVAULT_RETRY_DELAY_S", d.retry_delay_s, minimum=0),
-            lease_ttl_s=_int(env, "REPOVAULT_LEASE_TTL_S", d.lease_ttl_s, minimum=2),
-            lease_wait_s=_int(env, "REPOVAULT_LEASE_WAIT_S", d.lease_wait_s, minimum=0),
-            orphan_after_ttls=_int(
-                env, "REPOVAULT_ORPHAN_AFTER_TTLS", d.orphan_after_ttls, minimum=1
-            ),
-            gitlab_api=_str(env, "REPOVAULT_GITLAB_API", d.gitlab_api),
-            gitlab_token=_str(env, "GITLAB_TOKEN", "") or d.gitlab_token,
-            keep_metadata=_choice(env, "REPOVAULT_KEEP_METADATA", d.keep_metadata, KEEP_METADATA),
-            metadata_full_every_d=_int(
-                env, "REPOVAULT_METADATA_FULL_EVERY_D", d.metadata_full_every_d, minimum=1
-            ),
-            refresh_interval_h=_int(
-                env, "REPOVAULT_REFRESH_INTERVAL_H", d.refresh_interval_h, minimum=1
-            ),
-            minio_console_url=_str(env, "REPOVAULT_MINIO_CONSOLE_URL", "").rstrip("/")
-            or d.minio_console_url,
-            keep_lfs=_flag(env, "REPOVAULT_KEEP_LFS", d.keep_lfs),
-            keep_wiki=_flag(env, "REPOVAULT_KEEP_WIKI", d.keep_wiki),
-            dagster_home=Path(_str(env, "DAGSTER_HOME", str(home / "dagster_home"))),
-            api_submit_per_minute=_int(
-                env, "REPOVAULT_API_SUBMIT_PER_MINUTE", d.api_submit_per_minute, minimum=1
-            ),
-            oidc_issuer=_str(env, "REPOVAULT_OIDC_ISSUER", "").rstrip("/") or d.oidc_issuer,
-            oidc_jwks_url=_str(env, "REPOVAULT_OIDC_JWKS_URL", "") or d.oidc_jwks_url,
-            oidc_audience=tuple(
-                a.strip() for a in env.get("REPOVAULT_OIDC_AUDIENCE", "").split(",") if a.strip()
-            )
-            or d.oidc_audience,
-        )
-
-
-def _sse(env: Mapping[str, str], s3_endpoint: str | None) -> tuple[str | None, str | None]:
-    """REPOVAULT_S3_SSE and REPOVAULT_S3_SSE_KMS_KEY_ID, checked against each other and the
-    store: a setting that cannot be honoured is refused, never ignored."""
-    raw = _str(env, "REPOVAULT_S3_SSE", "")
-    key_id = _str(env, "REPOVAULT_S3_SSE_KMS_KEY_ID", "") or None
-    names = {choice.lower(): choice for choice in S3_SSE}
-    sse = names.get(raw.lower()) if raw else None
-    if raw and sse is None:
-        raise ConfigError(f"REPOVAULT_S3_SSE={raw!r} is not one of {', '.join(S3_SSE)}")
-    if key_id and sse != "aws:kms":
-        raise ConfigError(
-            "REPOVAULT_S3_SSE_KMS_KEY_ID is set but REPOVAULT_S3_SSE is not aws:kms; "
-            "set REPOVAULT_S3_SSE=aws:kms or unset the key id"
-        )
-    if sse and not s3_endpoint:
-        raise ConfigError(
-            f"REPOVAULT_S3_SSE={sse} needs an S3 store, but REPOVAULT_S3_ENDPOINT is unset (the "
-            "local folder store has no server-side encryption); set the endpoint or unset "
-            "REPOVAULT_S3_SSE"
-        )
-    return sse, key_id
-
-
-def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
-    """REPOVAULT_ENCRYPT_RECIPIENTS: age public keys, comma-separated, as given (not lowered:
-    an ssh key is case-sensitive)."""
-    raw = env.get("REPOVAULT_ENCRYPT_RECIPIENTS", "")
-    recipients = tuple(part.strip() for part in raw.split(",") if part.strip())
-    for recipient in recipients:
-        if not recipient.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
+        if self.s3_sse and not self.s3_endpoint:
             raise ConfigError(
-                f"REPOVAULT_ENCRYPT_RECIPIENTS has {recipient[:24]!r}, which is not an age "
-                "public key (age1..., or an ssh-ed25519/ssh-rsa public key); `age-keygen -y "
-                "IDENTITY_FILE` prints the one of an identity"
+                f"REPOVAULT_S3_SSE={self.s3_sse} needs an S3 store, but REPOVAULT_S3_ENDPOINT is "
+                "unset (the local folder store has no server-side encryption); set the endpoint "
+                "or unset REPOVAULT_S3_SSE"
             )
-    return recipients
+        return self
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(
+            pending=self.topic_pending,
+            in_progress=self.topic_in_progress,
+            completed=self.topic_completed,
+            rejected=self.topic_rejected,
+            partitions=self.topic_partitions,
+            replication_factor=self.topic_replication,
+        )
+
+    @property
+    def keep(self) -> Keep:
+        return Keep(lfs=self.keep_lfs, wiki=self.keep_wiki)
+
+
+# Every variable Settings reads, AWS_DEFAULT_REGION included.
+VARIABLES = frozenset(
+    name
+    for info in Settings.model_fields.values()
+    for name in (
+        info.validation_alias.choices
+        if isinstance(info.validation_alias, AliasChoices)
+        else [info.validation_alias]
+    )
+    if isinstance(name, str)
+)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first error of a validation as the one line users see, naming the variable."""
+    error = exc.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if name in Settings.model_fields:
+        name = Settings.variable(name)
+    if isinstance(cause, UnusableValue):
+        return ConfigError(f"{name}{cause}")
+    return ConfigError(f"{name}: {error['msg']}")
 
 
 def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, str]:
@@ -366,8 +374,6 @@ def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, 
     Read without validating the other settings: masking must work, and never fail, even when
     another variable is unusable."""
     env = os.environ if env is None else env
-    return (
-        _str(env, "GITHUB_TOKEN", ""),
-        _str(env, "REPOVAULT_SSH_KEY", ""),
-        _str(env, "GITLAB_TOKEN", ""),
+    return tuple(  # type: ignore[return-value]
+        env.get(name, "").strip() for name in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY", "GITLAB_TOKEN")
     )
