@@ -1,7 +1,8 @@
 """The JSON Schemas in docs/schemas/, generated from the pydantic models of the records other
-programs read (the Kafka messages, ...), so the files cannot drift from the code:
-`python -m repovault_pipeline.schemas` (`make schemas`) writes them, and tests/test_schemas.py
-fails when one is stale. Each schema says what a reader accepts (pydantic's validation mode)."""
+programs read (the Kafka messages, a snapshot's manifest and `latest.json`), so the files cannot
+drift from the code: `python -m repovault_pipeline.schemas` (`make schemas`) writes them, and
+tests/test_schemas.py fails when one is stale. Each schema says what a reader accepts
+(pydantic's validation mode)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ RECORDS = (
     "repovault_pipeline.core.intake.messages:StatusEvent",
     "repovault_pipeline.core.intake.dead_letters:DeadLetter",
     "repovault_pipeline.core.intake.dead_letters:PositionResetEvent",
+    "repovault_pipeline.core.vault.records:Manifest",
+    "repovault_pipeline.core.vault.records:Latest",
 )
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "docs" / "schemas"  # in a source checkout
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

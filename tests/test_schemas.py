@@ -1,7 +1,7 @@
-"""docs/schemas/ and docs/contract.md's "Kafka messages" agree with the models: a schema file
-that is stale (or missing, or left from a record that is gone) fails until `make schemas` is
-run, and a field list of the contract that differs from its message's model fails until the
-contract is corrected."""
+"""docs/schemas/ and docs/contract.md (its Kafka messages, its manifest) agree with the models: a
+schema file that is stale (or missing, or left from a record that is gone) fails until `make
+schemas` is run, and a field list of the contract that differs from its message's model fails
+until the contract is corrected."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from repovault_pipeline.core.vault.records import BundleRecord, LfsSummary, Manifest, TreeSummary
 from repovault_pipeline.schemas import (
     SCHEMAS_DIR,
     record_models,
@@ -61,3 +62,22 @@ def test_the_contract_lists_the_fields_of_every_kafka_message() -> None:
     assert set(listed) == {schema_name(m) for m in messages}
     for model in messages:
         assert listed[schema_name(model)] == list(model.model_fields), model.__name__
+
+
+def manifest_fields() -> dict[str, list[str]]:
+    """What the contract's "Object layout" says `manifest.json` holds: each top-level field, with
+    the fields it lists in parentheses for an object (`bundle` (`key`, `size`, `sha256`))."""
+    text = CONTRACT.read_text()
+    start = text.index("- `manifest.json` ([schema]")
+    bullet = text[start : text.index("A wiki's", start)]
+    fields: dict[str, list[str]] = {}
+    for name, inner in re.findall(r"`(\w+)`(?:\s+\(([^)]*)\))?", bullet[bullet.index(" holds ") :]):
+        fields[name] = re.findall(r"`(\w+)`", inner)
+    return fields
+
+
+def test_the_contract_lists_the_fields_of_the_manifest() -> None:
+    listed = manifest_fields()
+    assert set(listed) == set(Manifest.model_fields)
+    for name, model in (("bundle", BundleRecord), ("tree", TreeSummary), ("lfs", LfsSummary)):
+        assert set(listed[name]) == set(model.model_fields), name
