@@ -190,31 +190,9 @@ class Lease:
             current = inspect(store, bucket)
             own = current is not None and run_id is not None and current.run_id == run_id
             if current is None or not current.live or own:
-                unreleased = current is not None and current.state == HELD
-                lease.previous = current.summary() if current and current.state != FREE else None
-                try:
-                    lease._write(HELD, if_match=current.etag if current else None)
-                except PreconditionFailed:
-                    continue  # another run took it between our read and write: look again
-                if current is not None and own and unreleased:
-                    lease.log.warning(
-                        "took back the lease of %s from an earlier attempt of run %s "
-                        "(snapshot %s), which did not release it",
-                        bucket,
-                        run_id,
-                        current.snapshot_id,
-                    )
-                elif current is not None and current.abandoned:
-                    lease.log.warning(
-                        "took over the lease of %s: its holder (snapshot %s) stopped renewing "
-                        "it %.0f s ago and never released it",
-                        bucket,
-                        current.snapshot_id,
-                        current.age_s,
-                    )
-                lease.repair = current is not None and (current.needs_repair or unreleased)
-                lease._start()
-                return lease
+                if lease._take(current, own):
+                    return lease
+                continue  # another run took it between our read and write: look again
             if not waited:
                 waited = True
                 lease.log.info(
@@ -229,6 +207,35 @@ class Lease:
                     "(REPOVAULT_LEASE_WAIT_S), retry later"
                 )
             time.sleep(min(ttl_s / 4, 1.0, max(deadline - time.monotonic(), 0.05)))
+
+    def _take(self, current: LeaseView | None, own: bool) -> bool:
+        """Write this lease over `current` (none, free, expired, or this run's own) and start
+        renewing it; False when another writer changed it since it was read."""
+        unreleased = current is not None and current.state == HELD
+        self.previous = current.summary() if current and current.state != FREE else None
+        try:
+            self._write(HELD, if_match=current.etag if current else None)
+        except PreconditionFailed:
+            return False
+        if current is not None and own and unreleased:
+            self.log.warning(
+                "took back the lease of %s from an earlier attempt of run %s "
+                "(snapshot %s), which did not release it",
+                self.bucket,
+                self.run_id,
+                current.snapshot_id,
+            )
+        elif current is not None and current.abandoned:
+            self.log.warning(
+                "took over the lease of %s: its holder (snapshot %s) stopped renewing "
+                "it %.0f s ago and never released it",
+                self.bucket,
+                current.snapshot_id,
+                current.age_s,
+            )
+        self.repair = current is not None and (current.needs_repair or unreleased)
+        self._start()
+        return True
 
     def _doc(self, state: str) -> bytes:
         record = LeaseRecord(
