@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     )
     max_repo_mb: AtLeast1 = Field(validation_alias="REPOVAULT_MAX_REPO_MB", default=2048)
     keep_snapshots: AtLeast1 = Field(validation_alias="REPOVAULT_KEEP_SNAPSHOTS", default=10)
+    # Retention by age beside the count (core/vault/policy.py): the newest snapshot of each of
+    # the newest D days, W ISO weeks, M months holding one. 0: by count alone.
+    keep_daily: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_DAILY", default=0)
+    keep_weekly: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_WEEKLY", default=0)
+    keep_monthly: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_MONTHLY", default=0)
     trending_url: Text = Field(
         validation_alias="REPOVAULT_TRENDING_URL", default="https://github.com/trending"
     )

@@ -80,8 +80,14 @@ def new_snapshot_id(head_commit: str, previous: str | None = None) -> str:
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
 
 
-def _stamp_time(snapshot_id: str) -> datetime:
+def taken_at(snapshot_id: str) -> datetime | None:
+    """The UTC time a snapshot id starts with; None for an id RepoVault did not write."""
     try:
         return datetime.strptime(stamp(snapshot_id), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
-        return datetime.now(UTC)  # not a snapshot id RepoVault wrote: wait as for any other
+        return None
+
+
+def _stamp_time(snapshot_id: str) -> datetime:
+    # Not a snapshot id RepoVault wrote: wait as for any other.
+    return taken_at(snapshot_id) or datetime.now(UTC)

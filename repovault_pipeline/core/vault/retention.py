@@ -1,6 +1,8 @@
-"""Retention, the last step of a snapshot's commit: keep the newest REPOVAULT_KEEP_SNAPSHOTS
-complete snapshots and the older ones that alone hold commits (pinned), delete the rest and
-the leftovers of runs that died, then the LFS objects no remaining snapshot lists."""
+"""Retention, the last step of a snapshot's commit: keep the complete snapshots the policy
+keeps (policy.py: the newest REPOVAULT_KEEP_SNAPSHOTS, one per day, week and month for
+REPOVAULT_KEEP_DAILY/_WEEKLY/_MONTHLY) and the others that alone hold commits (pinned), delete
+the rest and the leftovers of runs that died, then the LFS objects no remaining snapshot
+lists."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from repovault_pipeline.core.vault import lfs
 from repovault_pipeline.core.vault.layout import CODE, MANIFEST
 from repovault_pipeline.core.vault.lease import Lease
 from repovault_pipeline.core.vault.localrepo import LocalRepo
+from repovault_pipeline.core.vault.policy import Policy
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest
 
@@ -18,17 +21,21 @@ def apply_retention(
     reader: SnapshotReader[Manifest],
     lease: Lease,
     repo: LocalRepo,
-    keep: int,
+    policy: Policy,
     log: logging.Logger,
 ) -> int:
-    """Keep the newest `keep` complete snapshots, and older ones that alone hold commits (see
+    """Keep the complete snapshots `policy` keeps, and others that alone hold commits (see
     `_deletable`); sweep incomplete ones. Runs under the lease, so no other live run is
     writing a snapshot here: an incomplete snapshot other than this run's is the leftover of
     a run that died. Returns how many complete snapshots were deleted."""
     lease.confirm()
     store = reader.store
     complete, incomplete = reader.snapshot_ids()
-    doomed = _deletable(reader, complete[:keep], complete[keep:], repo, log)
+    reasons = policy.reasons(complete)
+    kept = [s for s in complete if s in reasons]  # newest first: this run's snapshot leads
+    log.debug("retention: kept %s", "; ".join(f"{s} ({', '.join(reasons[s])})" for s in kept))
+    others = [s for s in complete if s not in reasons]
+    doomed = _deletable(reader, kept, others, repo, log)
     doomed += [s for s in incomplete if s != lease.snapshot_id]
     for snap in doomed:
         # The manifest goes first so a half-deleted snapshot is already invisible.
@@ -46,17 +53,17 @@ def apply_retention(
 def _deletable(
     reader: SnapshotReader[Manifest],
     kept: list[str],
-    older: list[str],
+    others: list[str],
     repo: LocalRepo,
     log: logging.Logger,
 ) -> list[str]:
-    """The snapshots past the retention count that may go: not one whose refs point at
+    """The snapshots the policy does not keep that may go: not one whose refs point at
     objects this run's clone (a fresh clone of every branch and tag: exactly what the
     newest snapshot holds) lacks and no retained snapshot names (a force-push rewrote
     history, a branch or tag was deleted): it is pinned, the only copy of those commits."""
     held: set[str] | None = None  # ref tips of the retained snapshots, read when needed
     doomed = []
-    for snap in older:  # newest first: of several holding the same commits, the newest stays
+    for snap in others:  # newest first: of several holding the same commits, the newest stays
         tips = _ref_tips(reader, snap)
         lost = repo.missing(tips)
         if lost:

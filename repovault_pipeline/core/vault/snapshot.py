@@ -36,6 +36,7 @@ from repovault_pipeline.core.vault.layout import (
 from repovault_pipeline.core.vault.lease import Lease
 from repovault_pipeline.core.vault.localrepo import LocalRepo, TreeEntry
 from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.policy import Policy
 from repovault_pipeline.core.vault.prepare import Prepared, Preparer, already_held, discard
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import (
@@ -375,8 +376,8 @@ class SnapshotWriter(Preparer):
             self.store, prepared.bucket, layout, latest_of(manifest, layout), self.log
         )
         clone = LocalRepo(prepared.repo_path, self.git)  # what retention's pins compare with
-        keep = self.settings.keep_snapshots
-        result.snapshots_deleted = apply_retention(reader, lease, clone, keep, self.log)
+        policy = Policy.from_settings(self.settings)
+        result.snapshots_deleted = apply_retention(reader, lease, clone, policy, self.log)
 
     def _stored_bundle(self, prepared: Prepared) -> tuple[Path, str]:
         """The bundle file to upload and its key: encrypted beside the clone (streamed) when
