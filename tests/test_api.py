@@ -384,12 +384,13 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
     )
     assert done.returncode == 0, done.stderr
     lines = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()]
-    assert lines[0] == ["kind", "snapshot_id", "created", "head", "size", "latest", "contents"]
-    assert [(c[0], c[1], c[3], c[5]) for c in lines[1:]] == [
-        ("code", second.snapshot_id, repo.head()[:12], "yes"),
-        ("code", first.snapshot_id, first.head_commit[:12], "-"),
-        ("wiki", wiki_id, wiki.head()[:12], "yes"),
-        ("metadata", meta.snapshot_id, "-", "yes"),
+    header = ["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "kept"]
+    assert lines[0] == header
+    assert [(c[0], c[1], c[3], c[5], c[7]) for c in lines[1:]] == [
+        ("code", second.snapshot_id, repo.head()[:12], "yes", "last"),
+        ("code", first.snapshot_id, first.head_commit[:12], "-", "last"),
+        ("wiki", wiki_id, wiki.head()[:12], "yes", "last"),
+        ("metadata", meta.snapshot_id, "-", "yes", "always"),
     ]
     assert lines[4][6].startswith("1 issues") and "--wiki" in done.stderr
     assert list(elsewhere.iterdir()) == []

@@ -16,6 +16,7 @@ from ..core.lineage.stats import compute_stats, human_size, stored_sizes
 from ..core.sources.forget import UnknownRepository, forget
 from ..core.sources.metadata.restore import restore_metadata
 from ..core.vault.catalog import SnapshotInfo, repo_snapshots
+from ..core.vault.policy import Policy
 from ..core.vault.reader import Listed, list_vault
 from ..core.vault.restore import resolve_target, restore
 from ..core.vault.store import ObjectStore, open_store
@@ -113,7 +114,8 @@ def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
     """Every stored snapshot of one repository, code, wiki and forge metadata, newest first:
     the ids `restore --snapshot` takes (with `--wiki` or `--metadata` for those kinds)."""
     ref = resolve_target(args.target, settings)
-    found = repo_snapshots(open_store(settings), ref.repo_id, settings.bucket_prefix)
+    policy = Policy.from_settings(settings)
+    found = repo_snapshots(open_store(settings), ref.repo_id, settings.bucket_prefix, policy)
     if found.empty:
         print(
             f"repovault snapshots: no snapshot of {ref.repo_id} is stored (bucket "
@@ -130,11 +132,19 @@ def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
             human_size(snap.size),
             "yes" if snap.snapshot_id == series.latest else "-",
             _contents(snap),
+            _kept(snap),
         ]
         for kind, series in found.series().items()
         for snap in series.snapshots
     ]
-    table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents"], rows)
+    table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "kept"], rows)
+    if any(snap.kept == () for series in found.series().values() for snap in series.snapshots):
+        print(
+            "kept -: outside the retention policy (REPOVAULT_KEEP_SNAPSHOTS, _DAILY, _WEEKLY, "
+            "_MONTHLY): a pin (the only snapshot holding commits rewritten or deleted upstream), "
+            "or deleted by the next run that writes a snapshot",
+            file=sys.stderr,
+        )
     for kind, series in found.series().items():
         if series.warning:
             print(f"warning: {kind}: {series.warning}", file=sys.stderr)
@@ -144,6 +154,13 @@ def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _kept(snap: SnapshotInfo) -> str:
+    """Why retention keeps a code or wiki snapshot; metadata snapshots are all kept."""
+    if snap.kept is None:
+        return "always"
+    return ", ".join(snap.kept) or "-"
 
 
 def _contents(snap: SnapshotInfo) -> str:

@@ -106,6 +106,17 @@ def test_daily_weekly_and_monthly_snapshots_are_kept_and_restore(
         listed = {i.key for i in store.list(bucket, reader.layout.snapshots)}
         assert not {key for key in listed if key.split("/")[-2] in gone}
 
+    # `repovault snapshots` says why each is kept.
+    capsys.readouterr()
+    assert cli(["snapshots", repo.url]) == 0
+    rows = {row.split()[1]: row for row in capsys.readouterr().out.splitlines()[1:]}
+    october = rows[results["2026-10-31 23:59"].snapshot_id]
+    assert october.endswith("  monthly 2026-10")
+    newest = rows[results[LAST_RUN].wiki_snapshot_id]
+    assert newest.startswith("wiki") and newest.endswith(
+        "  last, daily 2026-12-06, weekly 2026-W49, monthly 2026-12"
+    )
+
     for when in sorted(KEPT):
         result = results[when]
         code, pages = tmp_path / f"code-{when}", tmp_path / f"wiki-{when}"

@@ -1,15 +1,17 @@
 """What one repository's bucket holds, snapshot by snapshot: its code, its wiki and its forge
 metadata, each with the ids `restore --snapshot` takes (with `--wiki` or `--metadata` for the
 latter two). `repovault snapshots` and `GET /api/repositories/{repo_id}/snapshots` both read it
-here. Only complete snapshots (manifest written) are listed, newest first."""
+here. Only complete snapshots (manifest written) are listed, newest first; given the retention
+policy, code and wiki snapshots say why the policy keeps them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.vault.layout import CODE, METADATA, WIKI, M
+from repovault_pipeline.core.vault.policy import Policy
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest, SnapshotRecord
 from repovault_pipeline.core.vault.store import ObjectStore
@@ -29,6 +31,9 @@ class SnapshotInfo:
     records: dict[str, int] | None = None  # metadata: records written, by kind
     bytes: int | None = None  # metadata: the size of those records
     full: bool | None = None
+    # Code and wiki, with a policy: why it keeps this snapshot (`last`, `daily 2026-12-05`);
+    # empty: retention keeps it as a pin, or the next run deletes it (the policy changed).
+    kept: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The fields this kind of snapshot has."""
@@ -72,25 +77,37 @@ class RepoSnapshots:
         return {"code": self.code, "wiki": self.wiki, "metadata": self.metadata}
 
 
-def repo_snapshots(store: ObjectStore, repo_id: str, bucket_prefix: str) -> RepoSnapshots:
-    """Every complete code, wiki and metadata snapshot of `repo_id` (one manifest read each)."""
+def repo_snapshots(
+    store: ObjectStore, repo_id: str, bucket_prefix: str, policy: Policy | None = None
+) -> RepoSnapshots:
+    """Every complete code, wiki and metadata snapshot of `repo_id` (one manifest read each);
+    with `policy`, each code and wiki snapshot's reasons to be kept (metadata snapshots, each
+    holding the changes since the one before, are never deleted)."""
     bucket = bucket_name(repo_id, bucket_prefix)
     return RepoSnapshots(
         repo_id,
         bucket,
-        _series(SnapshotReader(store, bucket, CODE), _git),
-        _series(SnapshotReader(store, bucket, WIKI), _git),
+        _series(SnapshotReader(store, bucket, CODE), _git, policy),
+        _series(SnapshotReader(store, bucket, WIKI), _git, policy),
         _series(SnapshotReader(store, bucket, METADATA), _metadata),
     )
 
 
-def _series(reader: SnapshotReader[M], describe: Callable[[str, M], SnapshotInfo]) -> Series:
+def _series(
+    reader: SnapshotReader[M],
+    describe: Callable[[str, M], SnapshotInfo],
+    policy: Policy | None = None,
+) -> Series:
     complete, _ = reader.snapshot_ids()
+    reasons = policy.reasons(complete) if policy else {}
     found = []
     for snapshot_id in complete:
         manifest = reader.manifest(snapshot_id)
         if manifest is not None:  # None: deleted by retention meanwhile
-            found.append(describe(snapshot_id, manifest))
+            info = describe(snapshot_id, manifest)
+            if policy:
+                info = replace(info, kept=tuple(reasons.get(snapshot_id, ())))
+            found.append(info)
     if not found:
         return Series(None, ())
     pointer = reader.pointer()
