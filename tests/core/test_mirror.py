@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main as cli
-from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.mirror import MARKER, Mirrors, _locked
 from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.reader import SnapshotReader
-from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
-from tests.support.archiving import archive
+from tests.support.archiving import archive, archive_url
 from tests.support.repos import ServedRepo, git
 from tests.support.tcp_proxy import BreakableProxy
 from tests.support.vault_checks import kill, start_archive
@@ -40,18 +38,14 @@ def mirror_dir(vault_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.fixture
-def repo(make_repo: Callable[..., ServedRepo]) -> ServedRepo:
-    """main and feature branches, a lightweight and an annotated tag."""
-    repo = make_repo("mirrored")
-    repo.commit({"a.txt": "a\n"})
-    repo.tag("v1", annotated=True)
-    repo.branch("feature")
-    repo.commit({"b.txt": "b\n"})
-    repo.tag("v2")
-    repo.checkout("main")
-    repo.commit({"a.txt": "a2\n"})
-    repo.push()
-    return repo
+def repo(branched_repo: ServedRepo) -> ServedRepo:
+    """main and feature branches, an annotated and a lightweight tag."""
+    branched_repo.checkout("feature")
+    branched_repo.tag("v2")
+    branched_repo.checkout("main")
+    branched_repo.commit({"a.txt": "a2\n"})
+    branched_repo.push()
+    return branched_repo
 
 
 def mirror_of(mirror_dir: Path, result: ArchiveResult) -> Path:
@@ -197,12 +191,6 @@ def test_a_run_killed_mid_fetch_leaves_a_mirror_the_next_run_rebuilds(
     assert (mirror / MARKER).exists()
 
 
-def archive_url(url: str) -> ArchiveResult:
-    settings = Settings.from_env()
-    ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
-    return SnapshotWriter(settings, open_store(settings)).archive(ref)
-
-
 def received(mirror: Path) -> int:
     """How much of the pack a fetch is receiving git has written so far."""
     size = 0
@@ -275,3 +263,24 @@ def test_mirrors_idle_too_long_are_removed_unless_in_use(
     repo.push()
     assert archive(repo).outcome == "completed"  # cloned into a new mirror
     assert ref_lines(idle) == repo.refs()
+
+
+def test_a_mirror_with_many_packs_is_repacked_into_one_without_what_no_ref_reaches(
+    mirror_dir: Path, repo: ServedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("repovault_pipeline.core.vault.mirror.REPACK_AFTER_PACKS", 2)
+    mirror = mirror_of(mirror_dir, archive(repo))
+    dropped = repo.commit({"dropped.txt": "force-pushed away\n"})
+    repo.push()
+    archive(repo)
+    assert len(list((mirror / "objects" / "pack").glob("*.pack"))) == 2
+    git(repo.work, "reset", "-q", "--hard", "HEAD~1")
+    repo.commit({"c.txt": "c\n"})
+    repo.push()
+
+    result = archive(repo)
+
+    assert len(list((mirror / "objects" / "pack").glob("*.pack"))) == 1
+    missing = subprocess.run(["git", "cat-file", "-e", dropped], cwd=mirror, capture_output=True)
+    assert missing.returncode != 0
+    assert_archived_exactly(repo, result, tmp_path / "restored")
