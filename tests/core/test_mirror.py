@@ -284,3 +284,38 @@ def test_a_mirror_with_many_packs_is_repacked_into_one_without_what_no_ref_reach
     missing = subprocess.run(["git", "cat-file", "-e", dropped], cwd=mirror, capture_output=True)
     assert missing.returncode != 0
     assert_archived_exactly(repo, result, tmp_path / "restored")
+
+
+def snapshot_head(result: ArchiveResult) -> tuple[str | None, str | None, str | None]:
+    manifest = SnapshotReader(open_store(Settings.from_env()), result.bucket).manifest(
+        result.snapshot_id or ""
+    )
+    assert manifest is not None
+    return manifest.head_commit, manifest.head_ref, manifest.default_branch
+
+
+def test_a_head_moved_upstream_is_archived_as_a_fresh_clone_shows_it(
+    mirror_dir: Path, repo: ServedRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    archive(repo)
+    old = git(repo.bare, "rev-parse", "refs/tags/v1^{commit}")
+    repo.commit({"c.txt": "c\n"})  # a ref moves too: else the run ends `unchanged`
+    repo.push()
+    git(repo.bare, "update-ref", "--no-deref", "HEAD", old)  # detached: a bare commit
+    detached = archive(repo)
+    assert snapshot_head(detached) == (old, "HEAD", None)
+
+    repo.commit({"d.txt": "d\n"})
+    repo.push()  # HEAD on main again
+    git(repo.bare, "symbolic-ref", "HEAD", "refs/heads/gone")  # a branch the remote lacks
+    with caplog.at_level(logging.INFO):
+        unborn = archive(repo)
+    assert "the remote's HEAD names no branch it has" in caplog.text  # only a clone knows it
+    clone_refs, clone_head = fresh_clone(repo, tmp_path / "fresh.git")
+    assert clone_head == "refs/heads/gone"
+    newest = git(
+        repo.bare, "for-each-ref", "--sort=-creatordate", "--count=1", "--format=%(refname)"
+    )
+    assert snapshot_head(unborn) == (clone_refs[newest], newest, None)
+    assert ref_lines(mirror_of(mirror_dir, unborn)) == clone_refs
+    assert git(mirror_of(mirror_dir, unborn), "symbolic-ref", "HEAD") == clone_head
