@@ -298,12 +298,16 @@ def test_a_head_moved_upstream_is_archived_as_a_fresh_clone_shows_it(
     mirror_dir: Path, repo: ServedRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     archive(repo)
-    old = git(repo.bare, "rev-parse", "refs/tags/v1^{commit}")
     repo.commit({"c.txt": "c\n"})  # a ref moves too: else the run ends `unchanged`
     repo.push()
-    git(repo.bare, "update-ref", "--no-deref", "HEAD", old)  # detached: a bare commit
-    detached = archive(repo)
+    tree = git(repo.bare, "rev-parse", "main^{tree}")
+    old = git(repo.bare, "commit-tree", "-m", "on no branch", tree)
+    git(repo.bare, "update-ref", "--no-deref", "HEAD", old)  # detached, on no branch or tag
+    with caplog.at_level(logging.INFO):
+        detached = archive(repo)
     assert snapshot_head(detached) == (old, "HEAD", None)
+    assert "fetch failed" not in caplog.text
+    assert restored(repo, tmp_path / "detached")[1] == old
 
     repo.commit({"d.txt": "d\n"})
     repo.push()  # HEAD on main again

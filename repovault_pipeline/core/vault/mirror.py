@@ -122,8 +122,11 @@ class Mirrors:
         as a clone would show them), HEAD set as a clone sets it, then the marker again."""
         (mirror / MARKER).unlink()
         self.log.info("fetching %s into its mirror %s", ref.url, mirror)
+        # A detached HEAD's commit may be on no branch or tag: a clone takes it all the same.
+        detached = ("HEAD",) if remote.default_branch is None and remote.head else ()
         self.git.run(
-            ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url, *REFSPECS],
+            ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url]
+            + [*REFSPECS, *detached],
             ref=ref,
             cwd=mirror,
             watch=mirror,
