@@ -124,9 +124,9 @@ class Mirrors:
         self.log.info("fetching %s into its mirror %s", ref.url, mirror)
         # A detached HEAD's commit may be on no branch or tag: a clone takes it all the same.
         detached = ("HEAD",) if remote.default_branch is None and remote.head else ()
+        fetch = ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url]
         self.git.run(
-            ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url]
-            + [*REFSPECS, *detached],
+            [*fetch, *REFSPECS, *detached],
             ref=ref,
             cwd=mirror,
             watch=mirror,
