@@ -145,6 +145,8 @@ class GitResource(_SettingsResource):
     run_timeout_s: str | None = _variable("REPOVAULT_RUN_TIMEOUT_S")
     retry_delay_s: str | None = _variable("REPOVAULT_RETRY_DELAY_S")
     work_dir: str | None = _variable("REPOVAULT_WORK_DIR")
+    mirror_dir: str | None = _variable("REPOVAULT_MIRROR_DIR")
+    mirror_max_idle_d: str | None = _variable("REPOVAULT_MIRROR_MAX_IDLE_D")
     host_concurrency: str | None = _variable("REPOVAULT_HOST_CONCURRENCY")
     keep_lfs: str | None = _variable("REPOVAULT_KEEP_LFS")
     keep_wiki: str | None = _variable("REPOVAULT_KEEP_WIKI")

@@ -190,9 +190,8 @@ def make_repo(served_root: Path, git_base_url: str, tmp_path: Path) -> Callable[
 
 
 @pytest.fixture
-def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
-    """A repository (two branches, an annotated tag) archived into the S3 server, for the tests
-    that restore, verify, count and corrupt it."""
+def branched_repo(make_repo: Callable[..., ServedRepo]) -> ServedRepo:
+    """A served repository with two branches (main, feature) and an annotated tag (v1)."""
     repo = make_repo("restorable")
     repo.commit({"a.txt": "a\n"})
     repo.tag("v1", annotated=True)
@@ -200,6 +199,14 @@ def archived(vault_env: dict[str, str], make_repo: Callable[..., ServedRepo]):
     repo.commit({"b.txt": "b\n"})
     repo.checkout("main")
     repo.push()
+    return repo
+
+
+@pytest.fixture
+def archived(vault_env: dict[str, str], branched_repo: ServedRepo):
+    """A repository (two branches, an annotated tag) archived into the S3 server, for the tests
+    that restore, verify, count and corrupt it."""
+    repo = branched_repo
     settings = Settings.from_env()
     ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
     result = SnapshotWriter(settings, open_store(settings)).archive(ref)

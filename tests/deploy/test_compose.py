@@ -981,6 +981,15 @@ def test_services_keep_their_data_in_named_volumes(stack: Stack) -> None:
     assert len(set(sources)) == len(brokers), "two brokers share one volume"
 
 
+def test_the_code_server_keeps_its_mirrors_in_a_named_volume(stack: Stack) -> None:
+    """Runs execute on dagster-code: the mirrors they fetch into outlive its container."""
+    mirror_dir = stack.env("dagster-code")["REPOVAULT_MIRROR_DIR"]
+    mounts = {t: (kind, s) for kind, s, t in volume_mounts(stack.services["dagster-code"])}
+    kind, source = mounts[mirror_dir]
+    assert kind == "volume" and source in set(stack.config.get("volumes") or {})
+    assert mirror_dir != stack.env("dagster-code")["REPOVAULT_WORK_DIR"]
+
+
 # --- Keycloak realm and the proxy -------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\$\{([^}:]+)(?::([^}]*))?\}")

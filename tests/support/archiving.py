@@ -13,6 +13,11 @@ from tests.support.repos import ServedRepo
 
 def archive(repo: ServedRepo) -> ArchiveResult:
     """Archive `repo` with the settings of the test's environment."""
+    return archive_url(repo.url)
+
+
+def archive_url(url: str) -> ArchiveResult:
+    """Archive `url` (a served repository, through a proxy say) with the test's settings."""
     settings = Settings.from_env()
-    ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
     return SnapshotWriter(settings, open_store(settings)).archive(ref)

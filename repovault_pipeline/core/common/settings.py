@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     work_dir: TextPath = Field(
         validation_alias="REPOVAULT_WORK_DIR", default=Path(tempfile.gettempdir()) / "repovault"
     )
+    # Kept bare mirrors, fetched instead of cloned afresh (core/vault/mirror.py); None: off.
+    mirror_dir: TextPath | None = Field(validation_alias="REPOVAULT_MIRROR_DIR", default=None)
+    mirror_max_idle_d: AtLeast1 = Field(validation_alias="REPOVAULT_MIRROR_MAX_IDLE_D", default=30)
     upload_workers: AtLeast1 = Field(validation_alias="REPOVAULT_UPLOAD_WORKERS", default=16)
     # At most one upload progress line this often (0: every object).
     progress_every_s: AtLeast0 = Field(validation_alias="REPOVAULT_PROGRESS_EVERY_S", default=2)

@@ -57,10 +57,12 @@ def _ssh_option(name: str, path: Path) -> str:
 
 @dataclass(frozen=True)
 class RemoteState:
-    """What the remote advertises: branch and tag refs, and the branch HEAD points at."""
+    """What the remote advertises: branch and tag refs, the branch HEAD points at, and the
+    commit HEAD names (None: HEAD names no commit)."""
 
     refs: dict[str, str]
     default_branch: str | None
+    head: str | None = None
 
 
 class GitClient:
@@ -139,14 +141,16 @@ class GitClient:
         """The remote's refs without cloning: the cheap check behind the `unchanged` outcome."""
         out = self.run(["ls-remote", "--symref", "--", ref.url], ref=ref)
         refs: dict[str, str] = {}
-        default_branch = None
+        default_branch = head = None
         for line in out.decode(errors="replace").splitlines():
             left, _, name = line.partition("\t")
             if left.startswith("ref: ") and name == "HEAD":
                 default_branch = left[len("ref: ") :].removeprefix("refs/heads/")
+            elif name == "HEAD":
+                head = left
             elif _is_archived_ref(name):
                 refs[name] = left
-        return RemoteState(refs=refs, default_branch=default_branch)
+        return RemoteState(refs=refs, default_branch=default_branch, head=head)
 
     def clone(self, ref: RepoRef, dest: Path) -> LocalRepo:
         """Bare clone of every branch and tag, aborted past the size cap or the timeout."""

@@ -27,6 +27,7 @@ from repovault_pipeline.core.vault.layout import (
 )
 from repovault_pipeline.core.vault.lease import FREE, inspect
 from repovault_pipeline.core.vault.lfs import LfsObjects
+from repovault_pipeline.core.vault.mirror import Mirrors
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import LfsSummary, Manifest
 from repovault_pipeline.core.vault.store import ObjectStore
@@ -134,6 +135,11 @@ class Preparer:
         self.store = store
         self.log = logger or logging.getLogger(__name__)
         self.git = GitClient(settings, self.log)
+        self.mirrors = (
+            Mirrors(self.git, settings.mirror_dir, settings.mirror_max_idle_d)
+            if settings.mirror_dir
+            else None
+        )
         self.sealing = crypt.sealing(settings.encrypt_recipients)
 
     def prepare(
@@ -160,6 +166,8 @@ class Preparer:
         keep = keep or self.settings.keep
         started = time.time()
         sweep_orphans(self.settings.work_dir)  # clones of runs that died, however they died
+        if self.mirrors is not None:
+            self.mirrors.sweep()
         bucket = bucket_name(ref.repo_id, self.settings.bucket_prefix)
         remote = self.git.ls_remote(ref)
         if not remote.refs:
@@ -235,7 +243,9 @@ class Preparer:
                 "%s: writing a fresh snapshot after %s: %s", ref.url, latest.snapshot_id, fresh
             )
         check = settled and fresh is None
-        return self._clone(ref, bucket, layout, pointer, work_dir, keep, started, fresh, check)
+        return self._clone(
+            ref, bucket, layout, pointer, remote, work_dir, keep, started, fresh, check
+        )
 
     def _clone(
         self,
@@ -243,19 +253,25 @@ class Preparer:
         bucket: str,
         layout: Layout[Manifest],
         pointer: Pointer[Manifest],
+        remote: RemoteState,
         work_dir: Path | None,
         keep: Keep,
         started: float,
         fresh: str | None,
         check: bool,
     ) -> Prepared:
-        """Clone and bundle; `check`: unchanged after all when the clone's refs and HEAD
-        branch are the latest snapshot's (a remote that did not advertise its HEAD)."""
+        """Clone (or copy the mirror, fetched: REPOVAULT_MIRROR_DIR) and bundle; `check`:
+        unchanged after all when the clone's refs and HEAD branch are the latest snapshot's (a
+        remote that did not advertise its HEAD)."""
         latest = pointer.manifest
         label = f"{bucket}-wiki" if layout is WIKI else bucket
         work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
         try:
-            repo = self.git.clone(ref, work_dir / "repo.git")
+            dest = work_dir / "repo.git"
+            if self.mirrors is None:
+                repo = self.git.clone(ref, dest)
+            else:
+                repo = self.mirrors.copy(ref, label, remote, dest)
             refs = repo.refs()
             head = repo.head()
             if check and latest is not None and matches(latest, refs, head.branch):
