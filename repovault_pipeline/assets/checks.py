@@ -15,17 +15,17 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetRecordsFilter,
     MetadataValue,
     asset_check,
 )
 
-from ..coordinator import archives
 from ..core.common.errors import ArchiveError
 from ..core.common.identity import parse_repo_id
 from ..core.common.redact import mask_secrets
 from ..core.intake.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
 from ..core.lineage.verifications import VerifyQueue
-from ..core.vault.verify import verify
+from ..core.vault.verify import DEEP, QUICK, verify
 from ..partitions import repositories
 from ..resources import LineageResource, VaultResource
 from .archive import repo_archive
@@ -56,8 +56,7 @@ def restorable(
     asked = VerifyQueue(lineage.store().engine) if TAG_VERIFY_ID in tags else None
     if asked:
         asked.ran_in(tags[TAG_VERIFY_ID], context.run.run_id)
-    # In an archive run, the run just wrote (or found unchanged) what the quick pass lists.
-    deep = not archives(context.run)
+    deep = not _archived_in_this_run(context)
     try:
         verdict = verify(
             vault.settings(),
@@ -79,7 +78,7 @@ def restorable(
             metadata={
                 "reason": "unverifiable",
                 "detail": reason,
-                "depth": "deep" if deep else "quick",
+                "depth": DEEP if deep else QUICK,
             },
             description=f"not verified: {reason}",
         )
@@ -111,3 +110,14 @@ def restorable(
         metadata=metadata,
         description=verdict.line(),
     )
+
+
+def _archived_in_this_run(context: AssetCheckExecutionContext) -> bool:
+    """Whether this run materialized the partition's `repo_archive` (wrote or found unchanged
+    what the quick pass lists): the run's own record, whoever launched it (a run's asset
+    selection is not set alike by every launcher)."""
+    found = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=repo_archive.key, asset_partitions=[context.partition_key]),
+        limit=1,
+    )
+    return bool(found.records) and found.records[0].run_id == context.run.run_id
