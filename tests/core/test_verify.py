@@ -253,24 +253,22 @@ def test_verify_deep_from_another_folder(archived, tmp_path: Path) -> None:
     repo, result = archived
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "repovault_pipeline.cli", "verify", "--deep", repo.url],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def deep() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "repovault_pipeline.cli", "verify", "--deep", repo.url],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = deep()
     assert done.returncode == 0, done.stderr
     assert f"snapshot {result.snapshot_id} restores (deep pass): 3 refs and HEAD" in done.stdout
     bundle = bytearray(get(result, bundle_key(result)))
     bundle[len(bundle) // 2] ^= 0xFF
     put(result, bundle_key(result), bytes(bundle))
-    done = subprocess.run(
-        [sys.executable, "-m", "repovault_pipeline.cli", "verify", "--deep", repo.url],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = deep()
     assert done.returncode == 1
     assert ": bundle_tampered: " in done.stderr and "sha256" in done.stderr
