@@ -1,10 +1,13 @@
 """`restorable`: the asset check on `repo_archive` that proves a partition's latest snapshot
 restores (`core.verify`). It runs in every archive run after the asset (Dagster runs a selected
 asset's checks with it; a failed run skips it, and for a partition that never archived the
-planned execution is dropped: `check_records`) and in the weekly restore drill. A failed verdict
-makes the partition's next archive run write a fresh snapshot. A run of the check asked for over
-the HTTP API (tagged with its verify id, `sensors/verify.py`) also writes the verdict into that
-check's row, where `GET /api/verifications/{id}` reads it."""
+planned execution is dropped: `check_records`) as the quick pass, which lists what the run
+wrote against its manifest and downloads nothing; and as the deep pass (download, rebuild,
+`git fsck --full`) in a run of the check alone: the weekly restore drill, a check asked for
+over the HTTP API, "Execute check" in the UI: whoever asks for proof gets the full one. A
+failed verdict makes the partition's next archive run write a fresh snapshot. A run of the
+check asked for over the HTTP API (tagged with its verify id, `sensors/verify.py`) also writes
+the verdict into that check's row, where `GET /api/verifications/{id}` reads it."""
 
 from typing import Any
 
@@ -12,6 +15,7 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetRecordsFilter,
     MetadataValue,
     asset_check,
 )
@@ -21,7 +25,7 @@ from ..core.common.identity import parse_repo_id
 from ..core.common.redact import mask_secrets
 from ..core.intake.runs import TAG_VERIFY_ID, TAG_VERIFY_SNAPSHOT
 from ..core.lineage.verifications import VerifyQueue
-from ..core.vault.verify import TREE_CHECK_LIMIT, verify
+from ..core.vault.verify import DEEP, QUICK, verify
 from ..partitions import repositories
 from ..resources import LineageResource, VaultResource
 from .archive import repo_archive
@@ -32,13 +36,16 @@ from .archive import repo_archive
     partitions_def=repositories,
     blocking=False,
     description=(
-        "The latest snapshot restores and matches its manifest: bundle size and sha256, "
-        "`git bundle verify`, a bare rebuild with `git fsck --full` (damage fails; objects in "
-        "a legacy format the source serves, e.g. `missingSpaceBeforeEmail`, are counted in "
-        "`fsck_legacy`), every ref and HEAD, and "
-        f"tree/ against tree.json (ETag and size; a sample of {TREE_CHECK_LIMIT} entries "
-        "beyond that many), the LFS objects, none missing (`lfs_missing`: the snapshot is "
-        "partial). `repovault verify` runs the same check."
+        "The latest snapshot restores and matches its manifest. In an archive run, the quick "
+        "pass (metadata `depth`: quick): the bundle listed with the size and ETag its manifest "
+        "records, tree/ against tree.json (ETag and size) and the LFS objects with their sizes "
+        "from listings, none missing (`lfs_missing`: the snapshot is partial); nothing is "
+        "downloaded. In a run of the check alone (restore drill, API, UI), the deep pass: "
+        "bundle size and sha256, `git bundle verify`, a bare rebuild with `git fsck --full` "
+        "(damage fails; objects in a legacy format the source serves, e.g. "
+        "`missingSpaceBeforeEmail`, are counted in `fsck_legacy`), every ref and HEAD, a "
+        "sample of LFS objects hashed, and the same listings. `repovault verify` runs the "
+        "quick pass, `repovault verify --deep` the deep one."
     ),
 )
 def restorable(
@@ -49,9 +56,14 @@ def restorable(
     asked = VerifyQueue(lineage.store().engine) if TAG_VERIFY_ID in tags else None
     if asked:
         asked.ran_in(tags[TAG_VERIFY_ID], context.run.run_id)
+    deep = not _archived_in_this_run(context)
     try:
         verdict = verify(
-            vault.settings(), vault.store(), parse_repo_id(repo_id), tags.get(TAG_VERIFY_SNAPSHOT)
+            vault.settings(),
+            vault.store(),
+            parse_repo_id(repo_id),
+            tags.get(TAG_VERIFY_SNAPSHOT),
+            deep=deep,
         )
     except ArchiveError as exc:
         # The store or git could not be asked: nothing is proven either way. A warning, and
@@ -63,18 +75,23 @@ def restorable(
         return AssetCheckResult(
             passed=False,
             severity=AssetCheckSeverity.WARN,
-            metadata={"reason": "unverifiable", "detail": reason},
+            metadata={
+                "reason": "unverifiable",
+                "detail": reason,
+                "depth": DEEP if deep else QUICK,
+            },
             description=f"not verified: {reason}",
         )
     metadata: dict[str, Any] = {
         "snapshot_id": verdict.snapshot_id or "",
+        "depth": verdict.depth,
         "reason": verdict.reason or "ok",
         "detail": verdict.line(),
         "refs": MetadataValue.int(verdict.refs),
         "bundle_bytes": MetadataValue.int(verdict.bundle_bytes),
+        "bundle_rebuilt": MetadataValue.bool(verdict.bundle_rebuilt),
         "tree_entries": MetadataValue.int(verdict.tree_entries),
         "tree_checked": MetadataValue.int(verdict.tree_checked),
-        "tree_sampled": MetadataValue.bool(verdict.tree_sampled),
         "duration_s": MetadataValue.float(verdict.duration_s),
         "fsck_legacy": ", ".join(f"{k}={n}" for k, n in sorted(verdict.fsck_legacy.items()))
         or "none",
@@ -93,3 +110,14 @@ def restorable(
         metadata=metadata,
         description=verdict.line(),
     )
+
+
+def _archived_in_this_run(context: AssetCheckExecutionContext) -> bool:
+    """Whether this run materialized the partition's `repo_archive` (wrote or found unchanged
+    what the quick pass lists): the run's own record, whoever launched it (a run's asset
+    selection is not set alike by every launcher)."""
+    found = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=repo_archive.key, asset_partitions=[context.partition_key]),
+        limit=1,
+    )
+    return bool(found.records) and found.records[0].run_id == context.run.run_id

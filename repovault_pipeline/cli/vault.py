@@ -47,9 +47,19 @@ def register(sub: Subparsers) -> None:
         "--wiki", action="store_true", help="restore the repository's wiki instead of its code"
     )
     rest.set_defaults(handler=cmd_restore)
-    check = sub.add_parser("verify", help="prove a snapshot restores (the `restorable` check)")
+    check = sub.add_parser(
+        "verify",
+        help="check a snapshot is stored as written (the `restorable` check's quick pass: "
+        "listings, nothing downloaded); --deep proves it restores",
+    )
     check.add_argument("target", metavar="URL_OR_REPO_ID")
     check.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="the deep pass: download the bundle, check its sha256, rebuild the repository, "
+        "`git fsck --full`, every ref and HEAD, a sample of LFS objects hashed",
+    )
     check.set_defaults(handler=cmd_verify)
     forget_cmd = sub.add_parser(
         "forget",
@@ -207,9 +217,10 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """The `restorable` check: exit 0 with what was proven, 1 with the reason in one line."""
+    """The `restorable` check (quick pass, or with `--deep` the deep one): exit 0 with what was
+    proven, 1 with the reason in one line."""
     ref = resolve_target(args.target, settings)
-    verdict = verify(settings, open_store(settings), ref, args.snapshot)
+    verdict = verify(settings, open_store(settings), ref, args.snapshot, deep=args.deep)
     if not verdict.ok:
         raise ArchiveError(verdict.line())
     print(verdict.line())

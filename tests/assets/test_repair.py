@@ -111,9 +111,9 @@ def test_submit_force_repairs_a_damaged_snapshot(
         "completed",
         written["snapshot_id"],
     )
-    verified = console("repovault", "verify", repo.url, cwd=tmp_path)
+    verified = console("repovault", "verify", "--deep", repo.url, cwd=tmp_path)
     assert verified.returncode == 0, verified.stderr
-    assert f"snapshot {written['snapshot_id']} restores" in verified.stdout
+    assert f"snapshot {written['snapshot_id']} restores (deep pass)" in verified.stdout
 
 
 def test_an_unchanged_run_repairs_a_snapshot_known_not_to_restore(

@@ -76,6 +76,9 @@ def test_the_check_passes_after_an_archive_and_fails_in_the_drill_with_its_reaso
     assert check.passed and meta["reason"] == "ok"
     assert meta["snapshot_id"] == materialization.metadata["snapshot_id"].value
     assert meta["tree_checked"] == 2 and meta["refs"] == 1
+    # In the archive run, the quick pass: listings against the manifest, nothing downloaded.
+    assert meta["depth"] == "quick" and meta["bundle_rebuilt"] is False
+    assert "quick pass" in (check.description or "")
 
     s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
     s3.delete_object(Bucket=bucket, Key="tree/src/x.py")
@@ -91,6 +94,7 @@ def test_the_check_passes_after_an_archive_and_fails_in_the_drill_with_its_reaso
     check = evaluation(drill)
     assert not check.passed
     assert check.metadata["reason"].value == "tree_missing_object"
+    assert check.metadata["depth"].value == "deep"  # a run of the check alone: the deep pass
     assert "tree/src/x.py" in check.metadata["detail"].value
     # What the UI's Checks tab shows: the latest execution of this partition's check failed.
     history = instance.event_log_storage.get_asset_check_execution_history(CHECK, limit=5)

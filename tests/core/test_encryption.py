@@ -149,8 +149,12 @@ def test_without_a_matching_identity_restore_and_verify_say_so_in_one_line(
         assert "set REPOVAULT_DECRYPT_IDENTITY to a matching identity file" in err
         assert "AGE-SECRET-KEY" not in err and not dest.exists()
 
-        # Neither ok nor damaged: the restorable check warns, and no fresh snapshot follows.
+        # The quick pass needs no key: the ciphertext is stored as the run wrote it.
         verdict = verify(Settings.from_env(), open_store(Settings.from_env()), ref(repo))
+        assert verdict.ok and not verdict.bundle_rebuilt, verdict.line()
+        # Deep, neither ok nor damaged: the restorable check warns, no fresh snapshot follows.
+        deep = verify(Settings.from_env(), open_store(Settings.from_env()), ref(repo), deep=True)
+        verdict = deep
         assert (verdict.ok, verdict.unverified, verdict.reason) == (
             False,
             True,

@@ -74,7 +74,7 @@ def test_a_history_in_legacy_formats_archives_verifies_and_restores(
     result = archive(repo)  # over http, as from the forge
     assert (result.outcome, result.head_commit) == ("completed", head)
 
-    verified = console("repovault", "verify", repo.url, cwd=tmp_path)
+    verified = console("repovault", "verify", "--deep", repo.url, cwd=tmp_path)
     assert verified.returncode == 0, verified.stderr
     assert f"snapshot {result.snapshot_id} restores" in verified.stdout
     assert "git fsck finds no damage (legacy formatting the source carries: " in verified.stdout
@@ -105,7 +105,7 @@ def test_a_bundle_missing_an_object_still_fails(
         result,
         lambda m: m["bundle"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest()),
     )
-    verified = console("repovault", "verify", repo.repo_id, cwd=tmp_path)
+    verified = console("repovault", "verify", "--deep", repo.repo_id, cwd=tmp_path)
     assert verified.returncode == 1
     assert ": bundle_invalid: " in verified.stderr
 

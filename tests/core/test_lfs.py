@@ -311,15 +311,21 @@ def test_verify_proves_the_lfs_objects_and_names_a_missing_or_tampered_one(
     repo, contents = lfs_repo
     result = archive(repo)
     assert cli(["verify", repo.url]) == 0
+    assert "4 LFS objects stored; " not in (out := capsys.readouterr().out) and out.endswith(
+        "4 LFS objects stored\n"
+    )  # the quick pass lists them with their sizes, hashes none
+    assert cli(["verify", "--deep", repo.url]) == 0
     assert "4 LFS objects stored, 4 hashed" in capsys.readouterr().out
 
+    # Same size, other content: only hashing tells (lfs.json records oid and size, no ETag).
     oid, other = sorted(contents)[:2]
     s3().put_object(Bucket=result.bucket, Key=f"lfs/{oid}", Body=b"x" * len(contents[oid]))
-    assert cli(["verify", repo.url]) == 1
+    assert cli(["verify", "--deep", repo.url]) == 1
     err = capsys.readouterr().err
     assert "lfs_tampered" in err and oid[:12] in err, err
 
     s3().delete_object(Bucket=result.bucket, Key=f"lfs/{other}")
-    assert cli(["verify", repo.url]) == 1
-    err = capsys.readouterr().err
-    assert "lfs_missing_object" in err and other[:12] in err, err
+    for deep in ([], ["--deep"]):
+        assert cli(["verify", *deep, repo.url]) == 1
+        err = capsys.readouterr().err
+        assert "lfs_missing_object" in err and other[:12] in err, err

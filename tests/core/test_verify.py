@@ -1,11 +1,14 @@
 """`repovault verify` (the `restorable` check) passes on a fresh snapshot and fails, with its own
-reason, on each corruption made directly on the S3 server with boto3."""
+reason, on each corruption made directly on the S3 server with boto3: the quick pass (the
+default: listings only) on what a listing shows, the deep pass (`--deep`) on all of it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,6 @@ import pytest
 from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.identity import parse_repo_id, parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.vault import verify as verify_module
 from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
@@ -25,6 +27,7 @@ from tests.core.test_restore import (
     put,
     s3,
 )
+from tests.support.tcp_proxy import BreakableProxy
 
 
 def run_verify(target: str, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str, str]:
@@ -33,15 +36,24 @@ def run_verify(target: str, capsys: pytest.CaptureFixture, *extra: str) -> tuple
     return code, out.out, out.err
 
 
-def failing(result: ArchiveResult, capsys: pytest.CaptureFixture, reason: str) -> str:
-    """The CLI exits 1 with one line naming `reason`; the core verdict agrees."""
-    code, out, err = run_verify(result.repo_id, capsys)
-    assert code == 1, (out, err)
-    assert err.count("\n") == 1, err
-    assert f": {reason}: " in err, err
-    settings = Settings.from_env()
-    verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id))
-    assert (verdict.ok, verdict.reason) == (False, reason)
+def failing(
+    result: ArchiveResult,
+    capsys: pytest.CaptureFixture,
+    reason: str,
+    passes: tuple[str, ...] = ("quick", "deep"),
+) -> str:
+    """In each of `passes`, the CLI exits 1 with one line naming `reason`; the core verdict
+    agrees. Returns the last line."""
+    err = ""
+    for depth in passes:
+        deep = depth == "deep"
+        code, out, err = run_verify(result.repo_id, capsys, *(["--deep"] if deep else []))
+        assert code == 1, (depth, out, err)
+        assert err.count("\n") == 1, err
+        assert f": {reason}: " in err, (depth, err)
+        settings = Settings.from_env()
+        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), deep=deep)
+        assert (verdict.ok, verdict.reason, verdict.depth) == (False, reason, depth)
     return err
 
 
@@ -49,12 +61,17 @@ def test_a_fresh_snapshot_passes(archived, capsys: pytest.CaptureFixture) -> Non
     repo, result = archived
     code, out, err = run_verify(repo.url, capsys)
     assert (code, err) == (0, "")
-    assert f"{result.repo_id} snapshot {result.snapshot_id} restores: 3 refs and HEAD" in out
+    assert f"{result.repo_id} snapshot {result.snapshot_id} is stored as written (quick" in out
     assert f"{result.tree_files} of {result.tree_files} tree/ objects checked" in out
+    code, out, err = run_verify(repo.url, capsys, "--deep")
+    assert (code, err) == (0, "")
+    assert f"snapshot {result.snapshot_id} restores (deep pass): 3 refs and HEAD" in out
     settings = Settings.from_env()
-    verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id))
-    assert verdict.ok and verdict.refs == 3 and verdict.bundle_bytes == result.bundle_size
-    assert verdict.tree_checked == result.tree_files == 1 and not verdict.tree_sampled
+    for deep in (False, True):
+        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), deep=deep)
+        assert verdict.ok and verdict.refs == 3 and verdict.bundle_bytes == result.bundle_size
+        assert verdict.tree_checked == result.tree_files == 1
+        assert verdict.bundle_rebuilt is deep
 
 
 def test_a_tampered_bundle_fails(archived, capsys: pytest.CaptureFixture) -> None:
@@ -87,21 +104,24 @@ def test_garbage_with_a_matching_digest_fails_as_invalid(
         result,
         lambda m: m["bundle"].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest()),
     )
-    failing(result, capsys, "bundle_invalid")
+    failing(result, capsys, "bundle_invalid", passes=("deep",))
+    # The quick pass sees another object than the run wrote: its ETag is not the recorded one.
+    failing(result, capsys, "bundle_tampered", passes=("quick",))
 
 
 def test_manifest_refs_that_disagree_fail(archived, capsys: pytest.CaptureFixture) -> None:
     repo, result = archived
     main = repo.refs()["refs/heads/main"]
     edit_manifest(result, lambda m: m["refs"].update({"refs/heads/feature": main}))
-    assert "ref refs/heads/feature is" in failing(result, capsys, "refs_disagree")
+    err = failing(result, capsys, "refs_disagree", passes=("deep",))
+    assert "ref refs/heads/feature is" in err
 
 
 def test_a_manifest_head_that_disagrees_fails(archived, capsys: pytest.CaptureFixture) -> None:
     repo, result = archived
     feature = repo.refs()["refs/heads/feature"]
     edit_manifest(result, lambda m: m.update(head_commit=feature))
-    failing(result, capsys, "head_mismatch")
+    failing(result, capsys, "head_mismatch", passes=("deep",))
 
 
 def test_a_deleted_tree_object_fails(archived, capsys: pytest.CaptureFixture) -> None:
@@ -117,7 +137,7 @@ def test_a_replaced_or_extra_tree_object_fails(archived, capsys: pytest.CaptureF
     put(result, "tree/a.txt", b"a\n")  # the original content again: the snapshot is whole
     code, out, err = run_verify(result.repo_id, capsys)
     assert (code, err) == (0, ""), out
-    assert f"snapshot {result.snapshot_id} restores" in out
+    assert f"snapshot {result.snapshot_id} is stored as written" in out
     put(result, "tree/intruder.txt", b"x")
     assert "tree/intruder.txt" in failing(result, capsys, "tree_mismatch")
 
@@ -158,7 +178,7 @@ def test_an_object_in_a_legacy_format_passes_and_is_named(
         manifest["refs"]["refs/heads/broken"] = bad
 
     edit_manifest(result, vouch)
-    code, out, err = run_verify(result.repo_id, capsys)
+    code, out, err = run_verify(result.repo_id, capsys, "--deep")
     assert (code, err) == (0, "")
     assert (
         "git fsck finds no damage (legacy formatting the source carries: missingCommitter in 1)"
@@ -169,7 +189,7 @@ def test_an_object_in_a_legacy_format_passes_and_is_named(
 def test_an_older_snapshot_and_unknown_ones(archived, capsys: pytest.CaptureFixture) -> None:
     _, result = archived
     code, out, _ = run_verify(result.repo_id, capsys, "--snapshot", result.snapshot_id)
-    assert code == 0 and "restores" in out
+    assert code == 0 and "is stored as written" in out
     code, _, err = run_verify(result.repo_id, capsys, "--snapshot", "20000101T000000Z-000000000000")
     assert code == 1 and ": manifest_missing: " in err
     code, _, err = run_verify(result.repo_id, capsys, "--snapshot", "../../latest.json")
@@ -178,27 +198,77 @@ def test_an_older_snapshot_and_unknown_ones(archived, capsys: pytest.CaptureFixt
     assert code == 1 and ": no_snapshot: " in err
 
 
-def test_a_large_tree_is_checked_by_a_deterministic_sample(
-    vault_env: dict[str, str], make_repo, monkeypatch: pytest.MonkeyPatch
+def test_the_quick_pass_lists_tree_in_pages_not_a_request_per_object(
+    vault_env: dict[str, str], make_repo
 ) -> None:
-    """Past TREE_CHECK_LIMIT entries (lowered here to 3 of 8), a fixed sample is looked up key
-    by key: the same keys every time, and a deleted sampled object still fails."""
+    """A tree of 1,203 files: the quick pass lists `tree/` in two pages (ListObjectsV2, 1,000
+    keys each), downloads nothing and asks no HEAD, and still fails a deleted object."""
     repo = make_repo("large")
-    repo.commit({f"f{n}.txt": f"{n}\n" for n in range(8)})
+    repo.commit({f"d{n // 100}/f{n}.txt": f"{n}\n" for n in range(1203)})
     repo.push()
     settings = Settings.from_env()
     ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
     result = SnapshotWriter(settings, open_store(settings)).archive(ref)
-    monkeypatch.setattr(verify_module, "TREE_CHECK_LIMIT", 3)
-    first = verify(settings, open_store(settings), ref)
-    assert first.ok and first.tree_sampled and (first.tree_checked, first.tree_entries) == (3, 8)
-    sample = sorted(
-        [f"tree/f{n}.txt" for n in range(8)],
-        key=lambda key: verify_module._rank(result.snapshot_id, key),
-    )[:3]
-    put(result, "tree/intruder.txt", b"x")  # not looked for when sampling
-    assert verify(settings, open_store(settings), ref).ok
-    s3().delete_object(Bucket=result.bucket, Key=sample[-1])
+    s3_port = int(vault_env["REPOVAULT_S3_ENDPOINT"].rsplit(":", 1)[1])
+    proxy = BreakableProxy(s3_port)
+    try:
+        proxied = Settings.from_env().model_copy(update={"s3_endpoint": proxy.endpoint})
+        verdict = verify(proxied, open_store(proxied), ref)
+        assert verdict.ok, verdict.line()
+        assert (verdict.tree_checked, verdict.tree_entries) == (1203, 1203)
+        assert not verdict.bundle_rebuilt
+        methods = Counter(method for method, _ in proxy.requests)
+        tree_lists = [p for m, p in proxy.requests if m == "GET" and "prefix=tree%2F" in p]
+        assert len(tree_lists) == 2, proxy.requests
+        assert "HEAD" not in methods, methods
+        assert sum(methods.values()) <= 10, proxy.requests  # json documents, lease, listings
+        assert not [p for m, p in proxy.requests if m == "GET" and "repo.bundle" in p.split("?")[0]]
+    finally:
+        proxy.close()
+    s3().delete_object(Bucket=result.bucket, Key="tree/d7/f777.txt")
     verdict = verify(settings, open_store(settings), ref)
     assert (verdict.ok, verdict.reason) == (False, "tree_missing_object")
-    assert sample[-1] in verdict.detail
+    assert "tree/d7/f777.txt" in verdict.detail
+
+
+def test_a_manifest_without_a_bundle_etag_gets_the_bundle_rebuilt(
+    archived, capsys: pytest.CaptureFixture
+) -> None:
+    """A snapshot written before manifests recorded the bundle's ETag: the quick pass has
+    nothing to compare the listing with, so it downloads, hashes and rebuilds the bundle."""
+    _, result = archived
+    edit_manifest(result, lambda m: m["bundle"].pop("etag"))
+    settings = Settings.from_env()
+    verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id))
+    assert verdict.ok and verdict.bundle_rebuilt and verdict.depth == "quick"
+    assert "restores (quick pass)" in verdict.line()
+    bundle = bytearray(get(result, bundle_key(result)))
+    bundle[len(bundle) // 2] ^= 0xFF
+    put(result, bundle_key(result), bytes(bundle))
+    failing(result, capsys, "bundle_tampered")
+
+
+def test_verify_deep_from_another_folder(archived, tmp_path: Path) -> None:
+    """`repovault verify --deep` as a user runs it: its own process, another working folder."""
+    repo, result = archived
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def deep() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "repovault_pipeline.cli", "verify", "--deep", repo.url],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = deep()
+    assert done.returncode == 0, done.stderr
+    assert f"snapshot {result.snapshot_id} restores (deep pass): 3 refs and HEAD" in done.stdout
+    bundle = bytearray(get(result, bundle_key(result)))
+    bundle[len(bundle) // 2] ^= 0xFF
+    put(result, bundle_key(result), bytes(bundle))
+    done = deep()
+    assert done.returncode == 1
+    assert ": bundle_tampered: " in done.stderr and "sha256" in done.stderr

@@ -39,11 +39,14 @@ class SnapshotRecord(Record):
 
 
 class BundleRecord(Record):
-    """A manifest's `bundle`: the object as stored (the ciphertext when encrypted)."""
+    """A manifest's `bundle`: the object as stored (the ciphertext when encrypted). `etag` is
+    the store's answer to the upload (absent in manifests written before it was recorded): a
+    listing showing it again proves the object unchanged without downloading it."""
 
     key: str
     size: int
     sha256: str
+    etag: str | None = None
 
 
 class TreeSummary(Record):

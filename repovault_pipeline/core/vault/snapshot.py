@@ -176,9 +176,9 @@ class SnapshotWriter(Preparer):
         bundle, key = self._stored_bundle(wiki)
         lease.check()
         written.bundle_size = bundle.stat().st_size
-        self.store.put_file(wiki.bucket, key, bundle)
+        etag = self.store.put_file(wiki.bucket, key, bundle)
         written.bytes_uploaded = written.bundle_size
-        manifest = self._manifest(wiki, written, _bundle_record(bundle, key))
+        manifest = self._manifest(wiki, written, _bundle_record(bundle, key, etag))
         self._commit(wiki, written, reader, lease, manifest)
         result.bytes_uploaded += written.bytes_uploaded
         result.wiki_outcome = "completed"
@@ -270,7 +270,6 @@ class SnapshotWriter(Preparer):
         )
         try:
             uploader.put_file(bundle_key, bundle)
-            record = _bundle_record(bundle, bundle_key)
             if prepared.lfs is not None:
                 lease.check()
                 result.lfs_uploaded = lfs.upload(
@@ -288,7 +287,7 @@ class SnapshotWriter(Preparer):
         finally:
             uploader.close()
         sync.etags.update(uploader.etags)
-        return record
+        return _bundle_record(bundle, bundle_key, uploader.etags[bundle_key])
 
     def _put_tree_index(
         self,
@@ -397,7 +396,8 @@ class SnapshotWriter(Preparer):
         return len(data)
 
 
-def _bundle_record(path: Path, key: str) -> BundleRecord:
+def _bundle_record(path: Path, key: str, etag: str) -> BundleRecord:
     """The manifest's `bundle`: key, size and sha256 of the object as stored (the ciphertext
-    when encrypted: checkable without the key; age authenticates the plaintext)."""
-    return BundleRecord(key=key, size=path.stat().st_size, sha256=file_sha256(path))
+    when encrypted: checkable without the key; age authenticates the plaintext), and the etag
+    the store answered for it (the quick `restorable` pass lists it again)."""
+    return BundleRecord(key=key, size=path.stat().st_size, sha256=file_sha256(path), etag=etag)

@@ -1,13 +1,22 @@
-"""The `restorable` check: prove that a stored snapshot restores and matches its manifest.
+"""The `restorable` check: prove that a stored snapshot restores and matches its manifest, in one
+of two passes.
 
-The same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`, every
-ref and HEAD), into a bare repository that is then checked with `git fsck --full` (damage fails;
-objects in a legacy format the source itself serves are counted, not failed); and, for the
-latest snapshot, that `tree/` holds what its `tree.json` names (key, ETag and size from the
-store's listing); and that every LFS object the snapshot lists is stored with its size, a sample
-of them downloaded and checked against their oid (the sha256 of the content); and that none is
-missing (a snapshot whose history points to LFS objects the server did not have is partial:
-`lfs_missing`). Each failure has its own reason word, so an auditor's dashboard can count them.
+The deep pass (`repovault verify --deep`, the restore drill, a check asked for over the API)
+takes the same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`,
+every ref and HEAD) into a bare repository that is then checked with `git fsck --full` (damage
+fails; objects in a legacy format the source itself serves are counted, not failed), and hashes
+a sample of the LFS objects against their oid.
+
+The quick pass (every archive run, `repovault verify`) downloads nothing: the bundle is listed
+and must be stored with the size and ETag its manifest records (the store's answer to the
+run's upload of the bytes whose sha256 the manifest holds, after the run's `git bundle verify`
+of them; S3 gives a rewritten object another ETag, so an equal one is the object as written).
+A manifest written before ETags were recorded has nothing to compare: its bundle gets the deep
+pass's checks. What a listing can show, both passes check: for the latest snapshot, `tree/`
+against its `tree.json` (key, ETag and size, one request per 1,000 objects), every LFS object
+the snapshot lists stored with its size, and none missing (a snapshot whose history points to
+LFS objects the server did not have is partial: `lfs_missing`). Each failure has its own reason
+word, so an auditor's dashboard can count them.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
-from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
+from repovault_pipeline.core.vault.records import BundleRecord, Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
     RestoreError,
     check_refs_and_head,
@@ -37,12 +46,10 @@ from repovault_pipeline.core.vault.restore import (
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
 from repovault_pipeline.core.vault.treekeys import TREE, tree_key
 
-# Up to this many `tree.json` entries, `tree/` is listed in full and compared both ways;
-# beyond it, a deterministic sample of this many entries is looked up one by one.
-TREE_CHECK_LIMIT = 2000
-# Every listed LFS object must be stored with its size; this many, chosen like the tree sample,
-# are downloaded and hashed (LFS objects are often large).
+# Every listed LFS object must be stored with its size; the deep pass downloads and hashes this
+# many of them (LFS objects are often large), a sample that changes from snapshot to snapshot.
 LFS_CONTENT_CHECKS = 20
+QUICK, DEEP = "quick", "deep"
 NOT_DECRYPTABLE = "not_decryptable"
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
 
@@ -55,6 +62,7 @@ class Verdict:
     bucket: str
     snapshot_id: str | None
     ok: bool
+    depth: str = QUICK  # which pass ran: QUICK (listings) or DEEP (download, rebuild, fsck)
     reason: str | None = None
     detail: str = ""
     # Not proven either way (an encrypted snapshot and no identity that opens it): not ok, and
@@ -62,9 +70,11 @@ class Verdict:
     unverified: bool = False
     refs: int = 0
     bundle_bytes: int = 0
+    # The bundle was downloaded, hashed and rebuilt (the deep pass, or a quick pass over a
+    # manifest that records no ETag); else it was listed with its manifest's size and ETag.
+    bundle_rebuilt: bool = False
     tree_entries: int = 0
     tree_checked: int = 0
-    tree_sampled: bool = False
     tree_note: str | None = None
     lfs_objects: int = 0
     lfs_hashed: int = 0
@@ -78,21 +88,23 @@ class Verdict:
         return asdict(self)
 
     def line(self) -> str:
-        """One line for the CLI and logs."""
+        """One line for the CLI and logs: what was proven, and by which pass."""
         if not self.ok:
             snapshot = self.snapshot_id or "-"
             return f"{self.repo_id} snapshot {snapshot}: {self.reason}: {self.detail}"
         tree = (
             f"{self.tree_checked} of {self.tree_entries} tree/ objects checked"
-            + (" (sample)" if self.tree_sampled else "")
             if self.tree_note is None
             else self.tree_note
         )
-        objects = (
-            f"; {self.lfs_objects} LFS objects stored, {self.lfs_hashed} hashed"
-            if self.lfs_objects
-            else ""
-        )
+        hashed = f", {self.lfs_hashed} hashed" if self.lfs_hashed else ""
+        objects = f"; {self.lfs_objects} LFS objects stored{hashed}" if self.lfs_objects else ""
+        if not self.bundle_rebuilt:
+            return (
+                f"{self.repo_id} snapshot {self.snapshot_id} is stored as written (quick pass: "
+                f"listings only, `--deep` rebuilds it): the bundle's {self.bundle_bytes} bytes "
+                f"and ETag as its manifest records, {self.refs} refs; {tree}{objects}"
+            )
         fsck = (
             "git fsck finds no damage (legacy formatting the source carries: "
             + ", ".join(f"{msg_id} in {n}" for msg_id, n in sorted(self.fsck_legacy.items()))
@@ -101,27 +113,39 @@ class Verdict:
             else "git fsck clean"
         )
         return (
-            f"{self.repo_id} snapshot {self.snapshot_id} restores: {self.refs} refs and HEAD "
-            f"match, {self.bundle_bytes} bundle bytes, {fsck}; {tree}{objects}"
+            f"{self.repo_id} snapshot {self.snapshot_id} restores ({self.depth} pass): "
+            f"{self.refs} refs and HEAD match, {self.bundle_bytes} bundle bytes, {fsck}; "
+            f"{tree}{objects}"
         )
 
 
 def verify(
-    settings: Settings, store: ObjectStore, ref: RepoRef, snapshot_id: str | None = None
+    settings: Settings,
+    store: ObjectStore,
+    ref: RepoRef,
+    snapshot_id: str | None = None,
+    *,
+    deep: bool = False,
 ) -> Verdict:
-    """Check one snapshot (default: the one `latest.json` points at). Failures of the vault are
-    returned as a verdict; a store that cannot be reached raises (that proves nothing)."""
+    """Check one snapshot (default: the one `latest.json` points at) by the quick pass, or
+    with `deep` the deep one. Failures of the vault are returned as a verdict; a store that
+    cannot be reached raises (that proves nothing)."""
     started = time.monotonic()
     bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
     reader = SnapshotReader(store, bucket)
     latest_id = reader.latest_id()
     wanted = snapshot_id or latest_id
-    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False)
+    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False, depth=DEEP if deep else QUICK)
     manifest: Manifest | None = None
     try:
         manifest = _wanted_manifest(reader, ref, wanted, snapshot_id)
-        _check_git(settings, store, bucket, manifest, verdict)
-        _check_lfs(store, reader, manifest, verdict, settings.decrypt_identity)
+        if deep or manifest.bundle.etag is None:
+            _check_git(settings, store, bucket, manifest, verdict)
+        else:
+            _check_stored(store, bucket, manifest, [manifest.bundle])
+        verdict.refs, verdict.bundle_bytes = len(manifest.refs), manifest.bundle.size
+        identity = settings.decrypt_identity
+        _check_lfs(store, reader, manifest, verdict, identity if deep else None, hashed=deep)
         tree_index = manifest.tree.index if manifest.tree else None
         if tree_index is None and crypt.Sealing.of(manifest):
             verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
@@ -200,16 +224,45 @@ def _check_git(
                 "fsck_failed",
             )
         verdict.fsck_legacy = report.legacy
-    verdict.refs = len(manifest.refs)
-    verdict.bundle_bytes = manifest.bundle.size
+    verdict.bundle_rebuilt = True
+
+
+def _check_stored(
+    store: ObjectStore, bucket: str, manifest: Manifest, bundles: list[BundleRecord]
+) -> None:
+    """The quick pass over bundles: each is listed under its key with the size and ETag its
+    manifest records (one listing request each, nothing downloaded). `bundles` is the
+    snapshot's own; a snapshot stored as a chain of incremental bundles adds its links here
+    (each link's manifest `bundle`, found by following `base`), so a missing or replaced link
+    fails with the snapshot it belongs to."""
+    snapshot = manifest.snapshot_id
+    for bundle in bundles:
+        key = bundle.key
+        info = next((i for i in store.list(bucket, key) if i.key == key), None)
+        if info is None:
+            raise RestoreError(
+                f"{key} of snapshot {snapshot} is missing from the store", "bundle_unreadable"
+            )
+        if info.size != bundle.size:
+            raise RestoreError(
+                f"{key} of snapshot {snapshot} is {info.size} bytes but its manifest says "
+                f"{bundle.size}: the upload was cut short or the object was replaced",
+                "bundle_size_mismatch",
+            )
+        if info.etag != bundle.etag:
+            raise RestoreError(
+                f"{key} of snapshot {snapshot} has ETag {info.etag} but its manifest records "
+                f"{bundle.etag}: the object was replaced after the run wrote it",
+                "bundle_tampered",
+            )
 
 
 def _check_tree(
     store: ObjectStore, reader: SnapshotReader[Manifest], manifest: Manifest, verdict: Verdict
 ) -> None:
-    """`tree/` holds every object `tree.json` names, with its ETag and size, and (when listed in
-    full) nothing else. Skipped while a live run holds the bucket: `tree/` is then mid-update
-    (a run that died half way is not skipped: its leftovers are a real mismatch until repaired)."""
+    """`tree/` holds every object `tree.json` names, with its ETag and size, and nothing else.
+    Skipped while a live run holds the bucket: `tree/` is then mid-update (a run that died half
+    way is not skipped: its leftovers are a real mismatch until repaired)."""
     lease = inspect(store, reader.bucket)
     if lease is not None and lease.live:
         verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
@@ -225,23 +278,18 @@ def _check_tree(
         )
     wanted = _expected_keys(index)
     verdict.tree_entries = len(wanted)
-    if len(wanted) <= TREE_CHECK_LIMIT:
-        listed = {info.key: info for info in store.list(reader.bucket, TREE)}
-        extra = sorted(set(listed) - set(wanted))
-        if extra:
-            raise RestoreError(
-                f"tree/ holds {len(extra)} objects tree.json of snapshot {snapshot} does not "
-                f"name (first: {extra[0]!r})",
-                "tree_mismatch",
-            )
-        sample = sorted(wanted)
-    else:
-        sample = sorted(wanted, key=lambda key: _rank(snapshot, key))[:TREE_CHECK_LIMIT]
-        listed = {key: info for key in sample if (info := _stat(store, reader.bucket, key))}
-        verdict.tree_sampled = True
-    for key in sample:
+    # One listing (a request per 1,000 objects) compared both ways, whatever the tree's size.
+    listed = {info.key: info for info in store.list(reader.bucket, TREE)}
+    extra = sorted(set(listed) - set(wanted))
+    if extra:
+        raise RestoreError(
+            f"tree/ holds {len(extra)} objects tree.json of snapshot {snapshot} does not "
+            f"name (first: {extra[0]!r})",
+            "tree_mismatch",
+        )
+    for key in sorted(wanted):
         _compare(key, wanted[key], listed.get(key), snapshot)
-    verdict.tree_checked = len(sample)
+    verdict.tree_checked = len(wanted)
 
 
 def _check_lfs(
@@ -250,10 +298,11 @@ def _check_lfs(
     manifest: Manifest,
     verdict: Verdict,
     identity: Path | None,
+    hashed: bool,
 ) -> None:
     """Every object of the snapshot's `lfs.json` is under `lfs/<oid>` with its size (an
-    encrypted copy: under its key); a sample is downloaded (decrypted) and hashed, as a restore
-    would (`lfs.restore`)."""
+    encrypted copy: under its key); when `hashed` (the deep pass), a sample is downloaded
+    (decrypted) and hashed, as a restore would (`lfs.restore`)."""
     snapshot = manifest.snapshot_id
     index = reader.lfs_index(snapshot)
     objects = index.objects
@@ -275,6 +324,9 @@ def _check_lfs(
                 f"{snapshot} says {size}",
                 "lfs_tampered",
             )
+    verdict.lfs_objects = len(objects)
+    if not hashed:
+        return
     sample = sorted(objects, key=lambda oid: _rank(snapshot, oid))[:LFS_CONTENT_CHECKS]
     with tempfile.TemporaryDirectory(prefix="repovault-verify-lfs-") as tmp:
         try:
@@ -285,7 +337,7 @@ def _check_lfs(
             raise
         except ArchiveError as exc:
             raise RestoreError(f"snapshot {snapshot}: {exc}", "lfs_tampered") from None
-    verdict.lfs_objects, verdict.lfs_hashed = len(objects), len(sample)
+    verdict.lfs_hashed = len(sample)
 
 
 def _check_lfs_complete(reader: SnapshotReader[Manifest], manifest: Manifest) -> None:
@@ -302,19 +354,14 @@ def _check_lfs_complete(reader: SnapshotReader[Manifest], manifest: Manifest) ->
 
 
 def _rank(snapshot: str, key: str) -> bytes:
-    """Sample order: fixed for one snapshot (a re-run checks the same keys), different for the
-    next one (over time every key is checked)."""
+    """Sample order: fixed for one snapshot (a re-run checks the same objects), different for
+    the next one (over time every object is checked)."""
     return hashlib.sha256(f"{snapshot}\0{key}".encode()).digest()
 
 
 def _expected_keys(index: TreeIndex) -> dict[str, TreeFile]:
     """tree.json's entries by object key."""
     return {meta.key or tree_key(path): meta for path, meta in index.files.items()}
-
-
-def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
-    """One key's listing entry (a listing by the key as prefix, then the exact match)."""
-    return next((info for info in store.list(bucket, key) if info.key == key), None)
 
 
 def _compare(key: str, meta: TreeFile, info: ObjectInfo | None, snapshot: str) -> None:
