@@ -194,6 +194,7 @@ class VaultResource(_SettingsResource):
     encrypt_recipients: str | None = _variable("REPOVAULT_ENCRYPT_RECIPIENTS")
     decrypt_identity: str | None = _variable("REPOVAULT_DECRYPT_IDENTITY", secret=True)
     keep_snapshots: str | None = _variable("REPOVAULT_KEEP_SNAPSHOTS")
+    chain_max: str | None = _variable("REPOVAULT_CHAIN_MAX")
     upload_workers: str | None = _variable("REPOVAULT_UPLOAD_WORKERS")
     progress_every_s: str | None = _variable("REPOVAULT_PROGRESS_EVERY_S")
     lease_ttl_s: str | None = _variable("REPOVAULT_LEASE_TTL_S")

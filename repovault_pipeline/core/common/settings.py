@@ -200,6 +200,8 @@ class Settings(BaseSettings):
     )
     max_repo_mb: AtLeast1 = Field(validation_alias="REPOVAULT_MAX_REPO_MB", default=2048)
     keep_snapshots: AtLeast1 = Field(validation_alias="REPOVAULT_KEEP_SNAPSHOTS", default=10)
+    # Incremental bundles written on a full one before the next full one; 0: every bundle is full.
+    chain_max: AtLeast0 = Field(validation_alias="REPOVAULT_CHAIN_MAX", default=10)
     trending_url: Text = Field(
         validation_alias="REPOVAULT_TRENDING_URL", default="https://github.com/trending"
     )

@@ -1,12 +1,14 @@
 """Retention, the last step of a snapshot's commit: keep the newest REPOVAULT_KEEP_SNAPSHOTS
-complete snapshots and the older ones that alone hold commits (pinned), delete the rest and
-the leftovers of runs that died, then the LFS objects no remaining snapshot lists."""
+complete snapshots, the older ones that alone hold commits (pinned) and those a kept
+snapshot's bundle chain rests on, delete the rest and the leftovers of runs that died, then the
+LFS objects no remaining snapshot lists."""
 
 from __future__ import annotations
 
 import logging
 
 from repovault_pipeline.core.vault import lfs
+from repovault_pipeline.core.vault.chain import chain_needs
 from repovault_pipeline.core.vault.layout import CODE, MANIFEST
 from repovault_pipeline.core.vault.lease import Lease
 from repovault_pipeline.core.vault.localrepo import LocalRepo
@@ -29,6 +31,7 @@ def apply_retention(
     store = reader.store
     complete, incomplete = reader.snapshot_ids()
     doomed = _deletable(reader, complete[:keep], complete[keep:], repo, log)
+    doomed = _unneeded(reader, [s for s in complete if s not in doomed], doomed, log)
     doomed += [s for s in incomplete if s != lease.snapshot_id]
     for snap in doomed:
         # The manifest goes first so a half-deleted snapshot is already invisible.
@@ -73,6 +76,17 @@ def _deletable(
                 continue
         doomed.append(snap)
     return doomed
+
+
+def _unneeded(
+    reader: SnapshotReader[Manifest], kept: list[str], doomed: list[str], log: logging.Logger
+) -> list[str]:
+    """Those of `doomed` no kept snapshot's bundle chain rests on: a base stays until the
+    last snapshot building on it goes."""
+    needed = chain_needs(reader, kept)
+    if spared := [s for s in doomed if s in needed]:
+        log.info("retention: snapshots %s kept, bases of kept snapshots", ", ".join(spared))
+    return [s for s in doomed if s not in needed]
 
 
 def _sweep_lfs(reader: SnapshotReader[Manifest], kept: list[str], log: logging.Logger) -> None:

@@ -31,7 +31,7 @@ from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
     RestoreError,
     check_refs_and_head,
-    fetch_bundle,
+    fetch_snapshot,
     repair_advice,
 )
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
@@ -189,7 +189,7 @@ def _check_git(
         path = Path(tmp) / "repo.git"
         client.run(["init", "--quiet", "--bare", "--template=", str(path)])
         repo = LocalRepo(path, client)
-        fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
+        fetch_snapshot(SnapshotReader(store, bucket), manifest, repo, settings.decrypt_identity)
         check_refs_and_head(repo, manifest)
         report = repo.fsck()
         if report.damage:
