@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.outcome import ArchiveResult
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.core.vault.verify import verify
+from tests.core.test_encryption import keypair
 from tests.core.test_snapshot_faults import (  # noqa: F401 (slow_s3: the fixture, used here too)
     files,
     kill_during_tree_upload,
@@ -236,11 +236,7 @@ def test_an_encrypted_chain_restores_with_the_identity(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    identity = tmp_path / "vault.txt"
-    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
-    public = subprocess.run(
-        ["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    identity, public = keypair(tmp_path, "vault")
     monkeypatch.setenv("REPOVAULT_ENCRYPT_RECIPIENTS", public)
     repo = make_repo("sealed-chain")
     taken = []
