@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ MAX_PATH_BYTES = 4095
 # Where a chain's restore fetches each link's refs (link n under `<CHAIN_REFS><n>/`) before
 # setting the manifest's own.
 CHAIN_REFS = "refs/repovault/chain/"
+CHAIN_DOWNLOADS = 4  # a chain's bundles downloaded at once
 
 
 class RestoreError(ArchiveError):
@@ -201,20 +203,31 @@ def fetch_snapshot(
         links = chain_of(reader, manifest)
     except BrokenChain as exc:
         raise RestoreError(str(exc), "chain_broken") from None
-    for n, link in enumerate(links):
-        space = f"{CHAIN_REFS}{n}/"
-        try:
-            fetch_bundle(reader.store, reader.bucket, link, repo, identity, space)
-            _check_carried(repo, space, link)
-        except RestoreError as exc:
-            if link is manifest:
-                raise
-            child = links[n + 1].snapshot_id
-            raise RestoreError(
-                f"snapshot {link.snapshot_id} (base of {child}) in the chain of snapshot "
-                f"{manifest.snapshot_id}: {exc}",
-                "chain_broken",
-            ) from None
+    with (
+        tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp,
+        ThreadPoolExecutor(CHAIN_DOWNLOADS) as pool,
+    ):
+        # Downloaded side by side (each link is a round trip or more), unbundled in order.
+        bundles = [
+            pool.submit(_downloaded, reader.store, reader.bucket, link, Path(tmp, str(n)), identity)
+            for n, link in enumerate(links)
+        ]
+        for n, link in enumerate(links):
+            space = f"{CHAIN_REFS}{n}/"
+            try:
+                _unbundle(repo, bundles[n].result(), link, space)
+                _check_carried(repo, space, link)
+            except RestoreError as exc:
+                if link is manifest:
+                    raise
+                for later in bundles:
+                    later.cancel()
+                child = links[n + 1].snapshot_id
+                raise RestoreError(
+                    f"snapshot {link.snapshot_id} (base of {child}) in the chain of snapshot "
+                    f"{manifest.snapshot_id}: {exc}",
+                    "chain_broken",
+                ) from None
     _set_refs(repo, manifest)
 
 
@@ -264,57 +277,72 @@ def fetch_bundle(
     manifest: Manifest,
     repo: LocalRepo,
     identity: Path | None = None,
-    space: str | None = None,
 ) -> None:
     """Download the snapshot's bundle, check it byte for byte against the manifest (the stored
     ciphertext, when encrypted: then decrypted with `identity`, `crypt.NotDecryptable` when it
-    cannot be), check it is a valid bundle (its prerequisites in `repo`), and fetch all its
-    refs into `repo` (a new, empty repository), or under the ref namespace `space`."""
+    cannot be), check it is a valid bundle, and fetch all its refs into `repo` (a new, empty
+    repository)."""
+    with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
+        bundle = _downloaded(store, bucket, manifest, Path(tmp), identity)
+        _unbundle(repo, bundle, manifest)
+
+
+def _downloaded(
+    store: ObjectStore, bucket: str, manifest: Manifest, folder: Path, identity: Path | None
+) -> Path:
+    """The snapshot's bundle in `folder`, checked against its manifest and decrypted."""
     snapshot = manifest.snapshot_id
     key = manifest.bundle.key
     sealed = crypt.Sealing.of(manifest)
-    with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
-        bundle = Path(tmp) / "repo.bundle"
-        stored = bundle.with_name(bundle.name + crypt.AGE_SUFFIX) if sealed else bundle
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / "repo.bundle"
+    stored = bundle.with_name(bundle.name + crypt.AGE_SUFFIX) if sealed else bundle
+    try:
+        store.download(bucket, key, stored)
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
+        ) from None
+    _check_bundle(stored, manifest)
+    if sealed is not None:
         try:
-            store.download(bucket, key, stored)
-        except TransientError:
-            raise
-        except ArchiveError as exc:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
-            ) from None
-        _check_bundle(stored, manifest)
-        if sealed is not None:
-            try:
-                crypt.decrypt_file(identity, sealed, sealed_what(manifest), stored, bundle)
-            except crypt.DecryptFailed as exc:
-                raise RestoreError(str(exc), "bundle_undecryptable") from None
-            stored.unlink()
-        try:
-            repo.git("bundle", "verify", "--quiet", str(bundle))
-        except ArchiveError:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
-                "its manifest's size and sha256"
-                + (" (or lacks the commits of its base it builds on)" if manifest.base else ""),
-                "bundle_invalid",
-            ) from None
-        # Into a namespace: forced (a link may move a ref backwards), no tag followed outside it.
-        options, refspec = (["--no-tags"], f"+refs/*:{space}*") if space else ([], "refs/*:refs/*")
-        # The bundle is a local file we downloaded and checked: allow the file transport here only.
-        try:
-            repo.client.run(
-                ["fetch", "--quiet", "--update-head-ok", *options, "--", str(bundle), refspec],
-                cwd=repo.path,
-                protocols=("file",),
-            )
-        except TransientError:
-            raise
-        except ArchiveError as exc:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
-            ) from None
+            crypt.decrypt_file(identity, sealed, sealed_what(manifest), stored, bundle)
+        except crypt.DecryptFailed as exc:
+            raise RestoreError(str(exc), "bundle_undecryptable") from None
+        stored.unlink()
+    return bundle
+
+
+def _unbundle(repo: LocalRepo, bundle: Path, manifest: Manifest, space: str | None = None) -> None:
+    """`git bundle verify` (its prerequisites in `repo`), then fetch all its refs into `repo`,
+    or under the ref namespace `space`."""
+    key, snapshot = manifest.bundle.key, manifest.snapshot_id
+    try:
+        repo.git("bundle", "verify", "--quiet", str(bundle))
+    except ArchiveError:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
+            "its manifest's size and sha256"
+            + (" (or lacks the commits of its base it builds on)" if manifest.base else ""),
+            "bundle_invalid",
+        ) from None
+    # Into a namespace: forced (a link may move a ref backwards), no tag followed outside it.
+    options, refspec = (["--no-tags"], f"+refs/*:{space}*") if space else ([], "refs/*:refs/*")
+    # The bundle is a local file we downloaded and checked: allow the file transport here only.
+    try:
+        repo.client.run(
+            ["fetch", "--quiet", "--update-head-ok", *options, "--", str(bundle), refspec],
+            cwd=repo.path,
+            protocols=("file",),
+        )
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
+        ) from None
 
 
 def check_refs_and_head(repo: LocalRepo, manifest: Manifest) -> str:
