@@ -18,6 +18,8 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.identity import parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.prepare import discard
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.core.vault.verify import verify
 from tests.core.test_encryption import keypair
@@ -302,3 +304,30 @@ def test_a_run_killed_half_way_never_leaves_a_chain_that_cannot_be_restored(
         assert restore(repo, dest, result.snapshot_id) == 0
     assert restored_refs(tmp_path / third.snapshot_id) == repo.refs()
     assert os.listdir(vault_env["REPOVAULT_WORK_DIR"]) == []
+
+
+def test_a_base_gone_before_the_upload_gives_a_full_bundle(
+    vault_env: dict[str, str], make_repo: Callable[..., ServedRepo], tmp_path: Path
+) -> None:
+    """The run bundled on the latest snapshot, then (before it took the lease) that snapshot
+    went, as retention of a run that committed meanwhile may do: it bundles in full."""
+    repo = make_repo("base-gone")
+    repo.commit({"a.txt": "a\n"})
+    repo.push()
+    first = archive(repo)
+    repo.commit({"b.txt": "b\n"})
+    repo.push()
+    settings = Settings.from_env()
+    writer = SnapshotWriter(settings, open_store(settings))
+    prepared = writer.prepare(
+        parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+    )
+    assert prepared.base == first.snapshot_id
+    s3().delete_object(Bucket=first.bucket, Key=f"snapshots/{first.snapshot_id}/manifest.json")
+    try:
+        second = writer.upload(prepared)
+    finally:
+        discard(prepared)
+    assert "base" not in manifest_of(second)
+    assert restore(repo, tmp_path / "second", second.snapshot_id) == 0
+    assert restored_refs(tmp_path / "second") == repo.refs()
