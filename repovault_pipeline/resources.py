@@ -199,6 +199,7 @@ class VaultResource(_SettingsResource):
     keep_daily: str | None = _variable("REPOVAULT_KEEP_DAILY")
     keep_weekly: str | None = _variable("REPOVAULT_KEEP_WEEKLY")
     keep_monthly: str | None = _variable("REPOVAULT_KEEP_MONTHLY")
+    chain_max: str | None = _variable("REPOVAULT_CHAIN_MAX")
     upload_workers: str | None = _variable("REPOVAULT_UPLOAD_WORKERS")
     progress_every_s: str | None = _variable("REPOVAULT_PROGRESS_EVERY_S")
     lease_ttl_s: str | None = _variable("REPOVAULT_LEASE_TTL_S")

@@ -184,3 +184,39 @@ def test_a_snapshot_missing_lfs_objects_is_partial_and_fails_the_check(
     assert not check.passed and check.severity == AssetCheckSeverity.ERROR
     assert check.metadata["reason"].value == "lfs_missing"
     assert "model.bin" in check.metadata["detail"].value
+
+
+def test_the_check_rebuilds_an_incremental_snapshot_from_its_chain_and_names_a_broken_link(
+    instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
+) -> None:
+    repo = make_repo("chain-checked")
+    repo_id = repo.url.removeprefix("http://").removesuffix(".git")
+    snapshots = []
+    for n in range(3):
+        repo.commit({"n.txt": f"{n}\n"})
+        repo.push()
+        archived = run(
+            instance,
+            "archive_repo_job",
+            repo_id,
+            request_tags(new_request_id(), repo.url, "cli", now()),
+        )
+        check = evaluation(archived)
+        assert check.passed, check.metadata["detail"].value
+        snapshots.append(check.metadata["snapshot_id"].value)
+
+    bucket = bucket_name(repo_id, os.environ["REPOVAULT_BUCKET_PREFIX"])
+    s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
+    key = f"snapshots/{snapshots[1]}/repo.bundle"  # the middle link
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read() + b"x"
+    )
+    drill = (
+        defs.resolve_job_def("archive_repo_job")
+        .get_subset(asset_selection=set(), asset_check_selection={CHECK})
+        .execute_in_process(partition_key=repo_id, instance=instance, raise_on_error=False)
+    )
+    check = evaluation(drill)
+    assert not check.passed
+    assert check.metadata["reason"].value == "chain_broken"
+    assert f"snapshot {snapshots[1]} (base of {snapshots[2]})" in check.metadata["detail"].value

@@ -23,6 +23,8 @@ def test_force_push_keeps_the_old_history_snapshot(
     capsys: pytest.CaptureFixture,
 ) -> None:
     monkeypatch.setenv("REPOVAULT_KEEP_SNAPSHOTS", "2")
+    # Full bundles only: pins alone decide here (bases a chain needs: tests/core/test_chains.py).
+    monkeypatch.setenv("REPOVAULT_CHAIN_MAX", "0")
     repo = make_repo("rewritten")
     repo.commit({"secret-history.txt": "old\n"}, message="old root")
     old_head = repo.commit({"more.txt": "old 2\n"}, message="old tip")

@@ -24,6 +24,7 @@ from repovault_pipeline.cli import main as cli
 from repovault_pipeline.core.common.errors import TransientError
 from repovault_pipeline.core.common.identity import bucket_name, parse_repo_url
 from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.chain import chain_needs
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.store import open_store
 from tests.support.archiving import archive
@@ -374,7 +375,8 @@ def test_two_writers_at_once_keep_the_bucket_consistent(
             complete, incomplete = reader.snapshot_ids()
             assert incomplete == []
             assert read_json(reader.bucket, "latest.json")["snapshot_id"] == complete[0]
-            assert len(complete) <= 3
+            # The 3 newest, and older ones only as bases of their bundle chains.
+            assert set(complete[3:]) <= chain_needs(reader, complete[:3])
             manifest = assert_tree_is_head(reader.bucket, repo.bare)
             assert manifest["head_commit"] in {json.loads(o)["head_commit"] for o, _ in outputs}
             for snap in complete:

@@ -205,6 +205,8 @@ class Settings(BaseSettings):
     keep_daily: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_DAILY", default=0)
     keep_weekly: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_WEEKLY", default=0)
     keep_monthly: AtLeast0 = Field(validation_alias="REPOVAULT_KEEP_MONTHLY", default=0)
+    # Incremental bundles written on a full one before the next full one; 0: every bundle is full.
+    chain_max: AtLeast0 = Field(validation_alias="REPOVAULT_CHAIN_MAX", default=10)
     trending_url: Text = Field(
         validation_alias="REPOVAULT_TRENDING_URL", default="https://github.com/trending"
     )

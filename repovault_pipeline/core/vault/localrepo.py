@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
@@ -203,9 +203,17 @@ class LocalRepo:
         )
         return parse_fsck(stdout.decode(errors="replace") + "\n" + stderr, code)
 
-    def create_bundle(self, dest: Path) -> None:
-        """`git bundle` of every ref, then `git bundle verify`: unrestorable is an error."""
-        self.git("bundle", "create", "--quiet", str(dest), "--all")
+    def create_bundle(self, dest: Path, exclude: Iterable[str] = ()) -> None:
+        """`git bundle` of every ref, then `git bundle verify`: unrestorable is an error. With
+        `exclude` (commits this repository has), only the objects they do not reach: an
+        incremental bundle, whose prerequisites are the excluded commits it builds on. git
+        refuses an incremental bundle that would carry no ref (nothing new): an ArchiveError."""
+        stdin = "".join(f"^{sha}\n" for sha in sorted(exclude)).encode()
+        self.client.run(
+            ["bundle", "create", "--quiet", str(dest), "--all", "--stdin"],
+            cwd=self.path,
+            stdin=stdin,
+        )
         self.git("bundle", "verify", "--quiet", str(dest))
 
     def tree(self, commit: str) -> tuple[list[TreeEntry], dict[str, str]]:

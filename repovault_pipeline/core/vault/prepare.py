@@ -15,6 +15,7 @@ from repovault_pipeline.core.common.identity import RepoRef, bucket_name, wiki_r
 from repovault_pipeline.core.common.redact import mask_secrets
 from repovault_pipeline.core.common.settings import Keep, Settings
 from repovault_pipeline.core.vault import crypt, lfs
+from repovault_pipeline.core.vault.chain import BrokenChain, chain_damage, chain_of
 from repovault_pipeline.core.vault.gitops import GitClient, RemoteState
 from repovault_pipeline.core.vault.latest import Pointer
 from repovault_pipeline.core.vault.layout import (
@@ -27,6 +28,7 @@ from repovault_pipeline.core.vault.layout import (
 )
 from repovault_pipeline.core.vault.lease import FREE, inspect
 from repovault_pipeline.core.vault.lfs import LfsObjects
+from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.mirror import Mirrors
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import LfsSummary, Manifest
@@ -67,6 +69,7 @@ class Prepared:
     fresh: str | None = None
     wiki_error: str | None = None  # why the wiki could not be cloned (the code still is kept)
     held_lfs: LfsSummary | None = None  # unchanged: the `lfs` of the snapshot that holds it
+    base: str | None = None  # the snapshot the bundle builds on (incremental); None: full
 
     @property
     def unchanged(self) -> bool:
@@ -243,9 +246,70 @@ class Preparer:
                 "%s: writing a fresh snapshot after %s: %s", ref.url, latest.snapshot_id, fresh
             )
         check = settled and fresh is None
+        base = self._base(bucket, layout, latest, fresh, damaged or {})
         return self._clone(
-            ref, bucket, layout, pointer, remote, work_dir, keep, started, fresh, check
+            ref, bucket, layout, pointer, remote, work_dir, keep, started, fresh, check, base
         )
+
+    def _base(
+        self,
+        bucket: str,
+        layout: Layout[Manifest],
+        latest: Manifest | None,
+        fresh: str | None,
+        damaged: Mapping[str, str],
+    ) -> Manifest | None:
+        """The snapshot this run's bundle may build on (docs/storage.md, "Incremental
+        bundles"): the latest one, when REPOVAULT_CHAIN_MAX allows another link, the run writes
+        no fresh snapshot, the chain is sealed as this run seals, is whole as far as one
+        listing of its bundles tells, none of it was found damaged, and its full bundle stays
+        among the REPOVAULT_KEEP_SNAPSHOTS newest once this snapshot is added (else the next
+        retention would keep a chain only for its dependants). None: a full bundle."""
+        chain_max, keep = self.settings.chain_max, self.settings.keep_snapshots
+        if not chain_max or layout is not CODE or latest is None or fresh is not None:
+            return None
+        if crypt.Sealing.of(latest) != self.sealing:
+            return None
+        reader = SnapshotReader(self.store, bucket)
+        try:
+            links = chain_of(reader, latest)
+        except BrokenChain as exc:
+            self.log.warning("%s: a full bundle, the latest chain is broken: %s", bucket, exc)
+            return None
+        why = None
+        if len(links) > chain_max:
+            why = f"REPOVAULT_CHAIN_MAX={chain_max} incremental bundles follow the full one"
+        elif links[0].snapshot_id not in reader.snapshot_ids()[0][: keep - 1]:
+            why = "the next retention would leave the chain's full bundle behind"
+        elif known := next(
+            (damaged[s.snapshot_id] for s in links if s.snapshot_id in damaged), None
+        ):
+            why = f"the chain was found damaged ({known})"
+        elif damage := chain_damage(reader, links):
+            why = damage
+        if why is not None:
+            self.log.info("%s: this snapshot stores a full bundle: %s", bucket, why)
+            return None
+        return latest
+
+    def _bundle(self, repo: LocalRepo, dest: Path, base: Manifest | None) -> str | None:
+        """Bundle the clone: incremental on `base` (only the objects its ref tips do not
+        reach; the tips this clone lacks, rewritten or deleted upstream, are left out), else
+        full. Returns the base the bundle builds on, None for a full one (also when the clone
+        holds none of the base's tips, or nothing is new: git writes no empty bundle)."""
+        if base is not None:
+            tips = set(base.refs.values())
+            tips -= repo.missing(tips)
+            if tips:
+                try:
+                    repo.create_bundle(dest, exclude=tips)
+                    return base.snapshot_id
+                except ArchiveError as exc:
+                    self.log.info(
+                        "no incremental bundle on %s (%s): a full one", base.snapshot_id, exc
+                    )
+        repo.create_bundle(dest)
+        return None
 
     def _clone(
         self,
@@ -259,6 +323,7 @@ class Preparer:
         started: float,
         fresh: str | None,
         check: bool,
+        base: Manifest | None,
     ) -> Prepared:
         """Clone (or copy the mirror, fetched: REPOVAULT_MIRROR_DIR) and bundle; `check`:
         unchanged after all when the clone's refs and HEAD branch are the latest snapshot's (a
@@ -286,7 +351,7 @@ class Preparer:
                 head.ref,
             )
             snapshot_id = new_snapshot_id(head.commit, latest.snapshot_id if latest else None)
-            repo.create_bundle(work_dir / BUNDLE)
+            base_id = self._bundle(repo, work_dir / BUNDLE, base)
             kept_lfs = None
             if keep.lfs and layout is CODE:
                 kept_lfs = lfs.LfsObjects()
@@ -312,6 +377,7 @@ class Preparer:
             lfs=kept_lfs,
             layout=layout,
             fresh=fresh if latest is not None else None,
+            base=base_id,
         )
 
     def _fresh(
@@ -332,15 +398,14 @@ class Preparer:
         return tree_drift(self.store, bucket, latest.snapshot_id, index)
 
     def _damage(self, bucket: str, latest: Manifest) -> str | None:
-        """What one listing tells of the latest snapshot's bundle (the object a restore needs
-        first): missing, or not the size its manifest records. None: it looks whole."""
-        bundle = latest.bundle
-        found = next((i for i in self.store.list(bucket, bundle.key) if i.key == bundle.key), None)
-        if found is None:
-            return f"its bundle {bundle.key} is missing"
-        if found.size != bundle.size:
-            return f"its bundle is {found.size} bytes but its manifest says {bundle.size}"
-        return None
+        """What one listing tells of the latest snapshot's bundle and its chain's (the objects
+        a restore needs first): missing, or not the size its manifest records, a base gone.
+        None: they look whole."""
+        reader = SnapshotReader(self.store, bucket)
+        try:
+            return chain_damage(reader, chain_of(reader, latest))
+        except BrokenChain as exc:
+            return str(exc)
 
     def _resealed(self, latest: Manifest) -> str | None:
         """Why the latest snapshot must be written again although nothing changed: it is not

@@ -82,6 +82,10 @@ class Manifest(SnapshotRecord):
     default_branch: str | None = None
     refs: dict[str, str]
     bundle: BundleRecord
+    # The snapshot whose refs this bundle builds on: it holds only the objects new since then
+    # (git bundle prerequisites), restored by fetching its chain from the full bundle on
+    # (chain.py). Absent: a full bundle.
+    base: str | None = None
     tree: TreeSummary | None = None
     submodules: dict[str, str] | None = None  # path -> commit
     lfs: LfsSummary | None = None

@@ -1,5 +1,6 @@
-"""Get a repository back: a clone rebuilt from a stored bundle, checked against its manifest
-(the bundle's size and sha256, then every ref and HEAD) before anything is checked out.
+"""Get a repository back: a clone rebuilt from a stored bundle (an incremental one: from its
+chain, the full bundle first), checked against its manifest (each bundle's size and sha256, then
+every ref and HEAD) before anything is checked out.
 
 Any snapshot restores to a usable repository: all refs, HEAD where the snapshot had it. Files
 git will not write (a crafted tree with `..` or `.git` entries, names the file system refuses)
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from repovault_pipeline.core.common.identity import (
 )
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
+from repovault_pipeline.core.vault.chain import BrokenChain, chain_of
 from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.layout import CODE, WIKI
 from repovault_pipeline.core.vault.localrepo import MODE_SYMLINK, LocalRepo
@@ -35,6 +38,10 @@ from repovault_pipeline.core.vault.treekeys import path_bytes, unsafe_component
 # Files git refuses as symlinks (they would let a checkout write outside the work tree).
 _GIT_FILES = (".gitmodules", ".gitattributes", ".gitignore", ".mailmap")
 MAX_PATH_BYTES = 4095
+# Where a chain's restore fetches each link's refs (link n under `<CHAIN_REFS><n>/`) before
+# setting the manifest's own.
+CHAIN_REFS = "refs/repovault/chain/"
+CHAIN_DOWNLOADS = 4  # a chain's bundles downloaded at once
 
 
 class RestoreError(ArchiveError):
@@ -120,7 +127,7 @@ def restore(
     )
     created = not dest.exists()
     try:
-        done = _rebuild(settings, store, reader.bucket, manifest, dest)
+        done = _rebuild(settings, reader, manifest, dest)
         if damage:  # said first: the user asked for the latest and gets another one
             note = f"{damage}: restored that one; the next run repairs the pointer"
             done = replace(done, note="; ".join(filter(None, [note, done.note])))
@@ -156,25 +163,112 @@ def repair_advice(reader: SnapshotReader, snapshot_id: str, repo_url: str) -> st
 
 
 def _rebuild(
-    settings: Settings, store: ObjectStore, bucket: str, manifest: Manifest, dest: Path
+    settings: Settings, reader: SnapshotReader[Manifest], manifest: Manifest, dest: Path
 ) -> Restored:
     client = GitClient(settings)
     dest.mkdir(parents=True, exist_ok=True)
     client.run(["init", "--quiet", "--template=", str(dest)])
     repo = LocalRepo(dest, client)
-    fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
+    fetch_snapshot(reader, manifest, repo, settings.decrypt_identity)
     head = check_refs_and_head(repo, manifest)
     repo.git("remote", "add", "origin", manifest.repo_url)
     note = _checkout(repo, dest)
     restored = Restored(
         manifest.repo_id, manifest.snapshot_id, head, len(manifest.refs), dest, note=note
     )
-    return _restore_lfs(repo, store, bucket, manifest, restored, settings.decrypt_identity)
+    identity = settings.decrypt_identity
+    return _restore_lfs(repo, reader.store, reader.bucket, manifest, restored, identity)
 
 
 def sealed_what(manifest: Manifest) -> str:
     """How errors about an encrypted snapshot name it."""
     return f"snapshot {manifest.snapshot_id} of {manifest.repo_id}"
+
+
+def fetch_snapshot(
+    reader: SnapshotReader[Manifest],
+    manifest: Manifest,
+    repo: LocalRepo,
+    identity: Path | None = None,
+) -> None:
+    """The snapshot's objects and refs into `repo` (a new, empty repository): its bundle, or,
+    for an incremental one (`base`), its chain's bundles from the full one on, each checked
+    against its own manifest and fetched into a ref namespace of its own; then exactly the
+    manifest's refs are set. A link that is missing or does not match fails `chain_broken`,
+    naming it; every object a ref needs came with a fetch that git checked for connectivity."""
+    if manifest.base is None:
+        fetch_bundle(reader.store, reader.bucket, manifest, repo, identity)
+        return
+    try:
+        links = chain_of(reader, manifest)
+    except BrokenChain as exc:
+        raise RestoreError(str(exc), "chain_broken") from None
+    with (
+        tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp,
+        ThreadPoolExecutor(CHAIN_DOWNLOADS) as pool,
+    ):
+        # Downloaded side by side (each link is a round trip or more), unbundled in order.
+        bundles = [
+            pool.submit(_downloaded, reader.store, reader.bucket, link, Path(tmp, str(n)), identity)
+            for n, link in enumerate(links)
+        ]
+        for n, link in enumerate(links):
+            space = f"{CHAIN_REFS}{n}/"
+            try:
+                _unbundle(repo, bundles[n].result(), link, space)
+                _check_carried(repo, space, link)
+            except RestoreError as exc:
+                if link is manifest:
+                    raise
+                for later in bundles:
+                    later.cancel()
+                child = links[n + 1].snapshot_id
+                raise RestoreError(
+                    f"snapshot {link.snapshot_id} (base of {child}) in the chain of snapshot "
+                    f"{manifest.snapshot_id}: {exc}",
+                    "chain_broken",
+                ) from None
+    _set_refs(repo, manifest)
+
+
+def _check_carried(repo: LocalRepo, space: str, link: Manifest) -> None:
+    """The branches and tags a link's bundle carries are its manifest's, at its shas: all of
+    them for a full bundle, those that moved for an incremental one."""
+    out = repo.git("for-each-ref", "--format=%(objectname) %(refname)", space)
+    carried = {
+        "refs/" + name.removeprefix(space): sha
+        for sha, name in (line.split(" ", 1) for line in out.splitlines() if line)
+        if name.startswith((space + "heads/", space + "tags/"))
+    }
+    if link.base is None:
+        _check_refs(carried, link)
+        return
+    for name, sha in sorted(carried.items()):
+        if link.refs.get(name) != sha:
+            raise RestoreError(
+                f"ref {name} is {_short(sha)} in the bundle of snapshot {link.snapshot_id} but "
+                f"{_short(link.refs.get(name))} in its manifest",
+                "refs_disagree",
+            )
+
+
+def _set_refs(repo: LocalRepo, manifest: Manifest) -> None:
+    """Exactly the manifest's branches and tags, in one transaction; the chain's namespaces go.
+    A ref whose object no link brought fails `chain_broken`."""
+    lacking = repo.missing(set(manifest.refs.values()))
+    if lacking:
+        name = min(n for n, sha in manifest.refs.items() if sha in lacking)
+        raise RestoreError(
+            f"ref {name} of snapshot {manifest.snapshot_id} is {_short(manifest.refs[name])}, "
+            f"which no bundle of its chain holds ({len(lacking)} ref tips missing)",
+            "chain_broken",
+        )
+    spaces = repo.git("for-each-ref", "--format=%(refname)", CHAIN_REFS).split()
+    commands = [f"create {name} {sha}" for name, sha in sorted(manifest.refs.items())]
+    commands += [f"delete {name}" for name in spaces]
+    repo.client.run(
+        ["update-ref", "--stdin"], cwd=repo.path, stdin="".join(c + "\n" for c in commands).encode()
+    )
 
 
 def fetch_bundle(
@@ -188,48 +282,67 @@ def fetch_bundle(
     ciphertext, when encrypted: then decrypted with `identity`, `crypt.NotDecryptable` when it
     cannot be), check it is a valid bundle, and fetch all its refs into `repo` (a new, empty
     repository)."""
+    with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
+        bundle = _downloaded(store, bucket, manifest, Path(tmp), identity)
+        _unbundle(repo, bundle, manifest)
+
+
+def _downloaded(
+    store: ObjectStore, bucket: str, manifest: Manifest, folder: Path, identity: Path | None
+) -> Path:
+    """The snapshot's bundle in `folder`, checked against its manifest and decrypted."""
     snapshot = manifest.snapshot_id
     key = manifest.bundle.key
     sealed = crypt.Sealing.of(manifest)
-    with tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp:
-        bundle = Path(tmp) / "repo.bundle"
-        stored = bundle.with_name(bundle.name + crypt.AGE_SUFFIX) if sealed else bundle
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / "repo.bundle"
+    stored = bundle.with_name(bundle.name + crypt.AGE_SUFFIX) if sealed else bundle
+    try:
+        store.download(bucket, key, stored)
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
+        ) from None
+    _check_bundle(stored, manifest)
+    if sealed is not None:
         try:
-            store.download(bucket, key, stored)
-        except TransientError:
-            raise
-        except ArchiveError as exc:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} cannot be read: {exc}", "bundle_unreadable"
-            ) from None
-        _check_bundle(stored, manifest)
-        if sealed is not None:
-            try:
-                crypt.decrypt_file(identity, sealed, sealed_what(manifest), stored, bundle)
-            except crypt.DecryptFailed as exc:
-                raise RestoreError(str(exc), "bundle_undecryptable") from None
-            stored.unlink()
-        try:
-            repo.git("bundle", "verify", "--quiet", str(bundle))
-        except ArchiveError:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
-                "its manifest's size and sha256",
-                "bundle_invalid",
-            ) from None
-        # The bundle is a local file we downloaded and checked: allow the file transport here only.
-        try:
-            repo.client.run(
-                ["fetch", "--quiet", "--update-head-ok", "--", str(bundle), "refs/*:refs/*"],
-                cwd=repo.path,
-                protocols=("file",),
-            )
-        except TransientError:
-            raise
-        except ArchiveError as exc:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
-            ) from None
+            crypt.decrypt_file(identity, sealed, sealed_what(manifest), stored, bundle)
+        except crypt.DecryptFailed as exc:
+            raise RestoreError(str(exc), "bundle_undecryptable") from None
+        stored.unlink()
+    return bundle
+
+
+def _unbundle(repo: LocalRepo, bundle: Path, manifest: Manifest, space: str | None = None) -> None:
+    """`git bundle verify` (its prerequisites in `repo`), then fetch all its refs into `repo`,
+    or under the ref namespace `space`."""
+    key, snapshot = manifest.bundle.key, manifest.snapshot_id
+    try:
+        repo.git("bundle", "verify", "--quiet", str(bundle))
+    except ArchiveError:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
+            "its manifest's size and sha256"
+            + (" (or lacks the commits of its base it builds on)" if manifest.base else ""),
+            "bundle_invalid",
+        ) from None
+    # Into a namespace: forced (a link may move a ref backwards), no tag followed outside it.
+    options, refspec = (["--no-tags"], f"+refs/*:{space}*") if space else ([], "refs/*:refs/*")
+    # The bundle is a local file we downloaded and checked: allow the file transport here only.
+    try:
+        repo.client.run(
+            ["fetch", "--quiet", "--update-head-ok", *options, "--", str(bundle), refspec],
+            cwd=repo.path,
+            protocols=("file",),
+        )
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
+        ) from None
 
 
 def check_refs_and_head(repo: LocalRepo, manifest: Manifest) -> str:

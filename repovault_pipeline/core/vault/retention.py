@@ -1,14 +1,15 @@
 """Retention, the last step of a snapshot's commit: keep the complete snapshots the policy
 keeps (policy.py: the newest REPOVAULT_KEEP_SNAPSHOTS, one per day, week and month for
-REPOVAULT_KEEP_DAILY/_WEEKLY/_MONTHLY) and the others that alone hold commits (pinned), delete
-the rest and the leftovers of runs that died, then the LFS objects no remaining snapshot
-lists."""
+REPOVAULT_KEEP_DAILY/_WEEKLY/_MONTHLY), the others that alone hold commits (pinned) and those a
+kept snapshot's bundle chain rests on; delete the rest and the leftovers of runs that died, then
+the LFS objects no remaining snapshot lists."""
 
 from __future__ import annotations
 
 import logging
 
 from repovault_pipeline.core.vault import lfs
+from repovault_pipeline.core.vault.chain import chain_needs
 from repovault_pipeline.core.vault.layout import CODE, MANIFEST
 from repovault_pipeline.core.vault.lease import Lease
 from repovault_pipeline.core.vault.localrepo import LocalRepo
@@ -36,6 +37,7 @@ def apply_retention(
     log.debug("retention: kept %s", "; ".join(f"{s} ({', '.join(reasons[s])})" for s in kept))
     others = [s for s in complete if s not in reasons]
     doomed = _deletable(reader, kept, others, repo, log)
+    doomed = _unneeded(reader, [s for s in complete if s not in doomed], doomed, log)
     doomed += [s for s in incomplete if s != lease.snapshot_id]
     for snap in doomed:
         # The manifest goes first so a half-deleted snapshot is already invisible.
@@ -80,6 +82,17 @@ def _deletable(
                 continue
         doomed.append(snap)
     return doomed
+
+
+def _unneeded(
+    reader: SnapshotReader[Manifest], kept: list[str], doomed: list[str], log: logging.Logger
+) -> list[str]:
+    """Those of `doomed` no kept snapshot's bundle chain rests on: a base stays until the
+    last snapshot building on it goes."""
+    needed = chain_needs(reader, kept)
+    if spared := [s for s in doomed if s in needed]:
+        log.info("retention: snapshots %s kept, bases of kept snapshots", ", ".join(spared))
+    return [s for s in doomed if s not in needed]
 
 
 def _sweep_lfs(reader: SnapshotReader[Manifest], kept: list[str], log: logging.Logger) -> None:

@@ -209,6 +209,11 @@ class SnapshotWriter(Preparer):
         """The code's snapshot: bundle, LFS objects and `tree/`, `tree.json`, `lfs.json`, then
         the manifest (`_commit`)."""
         repo = LocalRepo(prepared.repo_path, self.git)
+        if prepared.base is not None and reader.manifest(prepared.base) is None:
+            # Its base went (a run that committed meanwhile applied retention): bundle in full.
+            self.log.info("%s: base %s is gone: a full bundle", prepared.bucket, prepared.base)
+            repo.create_bundle(prepared.bundle_path)
+            prepared.base = None
         entries, submodules = repo.tree(prepared.head_commit)
         previous = reader.tree_index(latest.snapshot_id) if latest else TreeIndex()
         # Encrypted, no `tree/` is written, and the one a plaintext snapshot left is removed:
@@ -349,6 +354,8 @@ class SnapshotWriter(Preparer):
             request_id=prepared.request_id,
             run_id=prepared.run_id,
         )
+        if prepared.base is not None:  # absent: a full bundle
+            manifest.base = prepared.base
         if self.sealing:
             # Absent: plaintext. Else the age recipients the bundle (and LFS objects) are
             # encrypted to; `bundle` then describes the stored ciphertext.

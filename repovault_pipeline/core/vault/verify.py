@@ -32,15 +32,16 @@ from repovault_pipeline.core.common.errors import ArchiveError, TransientError
 from repovault_pipeline.core.common.identity import RepoRef, bucket_name
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
+from repovault_pipeline.core.vault.chain import BrokenChain, chain_of
 from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
-from repovault_pipeline.core.vault.records import BundleRecord, Manifest, TreeFile, TreeIndex
+from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
     RestoreError,
     check_refs_and_head,
-    fetch_bundle,
+    fetch_snapshot,
     repair_advice,
 )
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
@@ -139,10 +140,11 @@ def verify(
     manifest: Manifest | None = None
     try:
         manifest = _wanted_manifest(reader, ref, wanted, snapshot_id)
-        if deep or manifest.bundle.etag is None:
+        links = _chain(reader, manifest)
+        if deep or any(link.bundle.etag is None for link in links):
             _check_git(settings, store, bucket, manifest, verdict)
         else:
-            _check_stored(store, bucket, manifest, [manifest.bundle])
+            _check_stored(store, bucket, links)
         verdict.refs, verdict.bundle_bytes = len(manifest.refs), manifest.bundle.size
         identity = settings.decrypt_identity
         _check_lfs(store, reader, manifest, verdict, identity if deep else None, hashed=deep)
@@ -213,7 +215,7 @@ def _check_git(
         path = Path(tmp) / "repo.git"
         client.run(["init", "--quiet", "--bare", "--template=", str(path)])
         repo = LocalRepo(path, client)
-        fetch_bundle(store, bucket, manifest, repo, settings.decrypt_identity)
+        fetch_snapshot(SnapshotReader(store, bucket), manifest, repo, settings.decrypt_identity)
         check_refs_and_head(repo, manifest)
         report = repo.fsck()
         if report.damage:
@@ -227,34 +229,54 @@ def _check_git(
     verdict.bundle_rebuilt = True
 
 
-def _check_stored(
-    store: ObjectStore, bucket: str, manifest: Manifest, bundles: list[BundleRecord]
-) -> None:
-    """The quick pass over bundles: each is listed under its key with the size and ETag its
-    manifest records (one listing request each, nothing downloaded). `bundles` is the
-    snapshot's own; a snapshot stored as a chain of incremental bundles adds its links here
-    (each link's manifest `bundle`, found by following `base`), so a missing or replaced link
-    fails with the snapshot it belongs to."""
-    snapshot = manifest.snapshot_id
-    for bundle in bundles:
-        key = bundle.key
-        info = next((i for i in store.list(bucket, key) if i.key == key), None)
-        if info is None:
+def _chain(reader: SnapshotReader[Manifest], manifest: Manifest) -> list[Manifest]:
+    """The manifests whose bundles rebuild the snapshot, its chain's full bundle first and the
+    snapshot last (one for a full bundle); a base gone fails `chain_broken`."""
+    try:
+        return chain_of(reader, manifest)
+    except BrokenChain as exc:
+        raise RestoreError(str(exc), "chain_broken") from None
+
+
+def _check_stored(store: ObjectStore, bucket: str, links: list[Manifest]) -> None:
+    """The quick pass over the bundles of a snapshot's chain (`_chain`): each is listed under
+    its key with the size and ETag its manifest records (one listing request each, nothing
+    downloaded). A bad link of the chain fails `chain_broken`, naming it and its dependant."""
+    snapshot = links[-1].snapshot_id
+    for n, link in enumerate(links):
+        try:
+            _check_listed(store, bucket, link)
+        except RestoreError as exc:
+            if link is links[-1]:
+                raise
             raise RestoreError(
-                f"{key} of snapshot {snapshot} is missing from the store", "bundle_unreadable"
-            )
-        if info.size != bundle.size:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} is {info.size} bytes but its manifest says "
-                f"{bundle.size}: the upload was cut short or the object was replaced",
-                "bundle_size_mismatch",
-            )
-        if info.etag != bundle.etag:
-            raise RestoreError(
-                f"{key} of snapshot {snapshot} has ETag {info.etag} but its manifest records "
-                f"{bundle.etag}: the object was replaced after the run wrote it",
-                "bundle_tampered",
-            )
+                f"snapshot {link.snapshot_id} (base of {links[n + 1].snapshot_id}) in the chain "
+                f"of snapshot {snapshot}: {exc}",
+                "chain_broken",
+            ) from None
+
+
+def _check_listed(store: ObjectStore, bucket: str, manifest: Manifest) -> None:
+    """One snapshot's bundle is listed with the size and ETag its manifest records."""
+    snapshot, bundle = manifest.snapshot_id, manifest.bundle
+    key = bundle.key
+    info = next((i for i in store.list(bucket, key) if i.key == key), None)
+    if info is None:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} is missing from the store", "bundle_unreadable"
+        )
+    if info.size != bundle.size:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} is {info.size} bytes but its manifest says "
+            f"{bundle.size}: the upload was cut short or the object was replaced",
+            "bundle_size_mismatch",
+        )
+    if info.etag != bundle.etag:
+        raise RestoreError(
+            f"{key} of snapshot {snapshot} has ETag {info.etag} but its manifest records "
+            f"{bundle.etag}: the object was replaced after the run wrote it",
+            "bundle_tampered",
+        )
 
 
 def _check_tree(
