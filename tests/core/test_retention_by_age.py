@@ -74,6 +74,8 @@ def test_daily_weekly_and_monthly_snapshots_are_kept_and_restore(
     repo = make_repo("seasons")
     wiki = make_repo("seasons.wiki", owner=repo.url.split("/")[-2])
     monkeypatch.setenv("REPOVAULT_KEEP_SNAPSHOTS", "100")  # the history, kept whole
+    # Full bundles: the policy alone decides (chains keep their bases, tests/core/test_chains.py).
+    monkeypatch.setenv("REPOVAULT_CHAIN_MAX", "0")
     results = {}
     for n, when in enumerate([*TAKEN, LAST_RUN]):
         if when == LAST_RUN:  # the run that applies retention by age
