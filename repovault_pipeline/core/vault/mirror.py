@@ -49,8 +49,9 @@ REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 # Kept in the mirror's own config: small fetches land in a pack (not thousands of loose
 # objects), and git never repacks in the background while another run copies the mirror.
 MIRROR_CONFIG = {"fetch.unpackLimit": "1", "gc.auto": "0", "maintenance.auto": "false"}
-# A failed fetch that says nothing of the mirror: rebuilding it would fail the same way.
-_NOT_THE_MIRROR = (TransientError, RepoNotFound, GitTimeout, WorkDirFull)
+# A failed fetch that says nothing of the repository fetched into (a mirror, a seeded clone):
+# rebuilding it or cloning afresh would fail the same way.
+REMOTE_FAILURES = (TransientError, RepoNotFound, GitTimeout, WorkDirFull)
 
 
 class Mirrors:
@@ -90,7 +91,7 @@ class Mirrors:
             try:
                 self._fetch(ref, mirror, remote)
                 return
-            except _NOT_THE_MIRROR:
+            except REMOTE_FAILURES:
                 raise
             except ArchiveError as exc:  # a bloated or damaged mirror, a HEAD fetch cannot set
                 damage = f"its fetch failed ({exc})"
@@ -118,27 +119,11 @@ class Mirrors:
         return None
 
     def _fetch(self, ref: RepoRef, mirror: Path, remote: RemoteState) -> None:
-        """`git fetch --prune` of every branch and tag (deleted ones go, force-pushed ones move
-        as a clone would show them), HEAD set as a clone sets it, then the marker again."""
+        """Fetch what changed (`fetch_remote`) between removing the marker and writing it
+        again; repack a mirror grown many packs."""
         (mirror / MARKER).unlink()
         self.log.info("fetching %s into its mirror %s", ref.url, mirror)
-        # A detached HEAD's commit may be on no branch or tag: a clone takes it all the same.
-        detached = ("HEAD",) if remote.default_branch is None and remote.head else ()
-        fetch = ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url]
-        self.git.run(
-            [*fetch, *REFSPECS, *detached],
-            ref=ref,
-            cwd=mirror,
-            watch=mirror,
-        )
-        repo = LocalRepo(mirror, self.git)
-        if remote.default_branch is not None:
-            repo.git("symbolic-ref", "HEAD", f"refs/heads/{remote.default_branch}")
-        elif remote.head is not None:
-            repo.git("update-ref", "--no-deref", "HEAD", remote.head)
-        elif self.git.run_status(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=mirror)[0] == 0:
-            # The remote's HEAD names a branch it lacks: only a clone learns that branch's name.
-            raise ArchiveError("the remote's HEAD names no branch it has")
+        repo = fetch_remote(self.git, ref, mirror, remote)
         if len(list((mirror / "objects" / "pack").glob("*.pack"))) > REPACK_AFTER_PACKS:
             repo.git("repack", "-a", "-d", "-q")
         (mirror / MARKER).touch()
@@ -162,6 +147,27 @@ class Mirrors:
         if removed:
             self.log.info("removed %d mirror(s) unused for a while: %s", len(removed), removed)
         return removed
+
+
+def fetch_remote(git: GitClient, ref: RepoRef, path: Path, remote: RemoteState) -> LocalRepo:
+    """`git fetch --prune` of every branch and tag of `ref` into the bare repository `path`
+    (deleted ones go, force-pushed ones move), HEAD set as a clone sets it (`remote`: what
+    ls-remote said of HEAD): its branches, tags and HEAD are then what a fresh `git clone
+    --bare` shows. Used on a kept mirror and on a clone seeded from the vault (core/vault/seed.py).
+    """
+    # A detached HEAD's commit may be on no branch or tag: a clone takes it all the same.
+    detached = ("HEAD",) if remote.default_branch is None and remote.head else ()
+    fetch = ["fetch", "--prune", "--no-auto-maintenance", "--progress", "--", ref.url]
+    git.run([*fetch, *REFSPECS, *detached], ref=ref, cwd=path, watch=path)
+    repo = LocalRepo(path, git)
+    if remote.default_branch is not None:
+        repo.git("symbolic-ref", "HEAD", f"refs/heads/{remote.default_branch}")
+    elif remote.head is not None:
+        repo.git("update-ref", "--no-deref", "HEAD", remote.head)
+    elif git.run_status(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=path)[0] == 0:
+        # The remote's HEAD names a branch it lacks: only a clone learns that branch's name.
+        raise ArchiveError("the remote's HEAD names no branch it has")
+    return repo
 
 
 def _last_use(mirror: Path, lock: Path) -> float:

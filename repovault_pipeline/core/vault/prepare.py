@@ -32,6 +32,7 @@ from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.mirror import Mirrors
 from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import LfsSummary, Manifest
+from repovault_pipeline.core.vault.seed import SeedFailed, seed
 from repovault_pipeline.core.vault.store import ObjectStore
 from repovault_pipeline.core.vault.tree_sync import tree_drift
 from repovault_pipeline.core.vault.workdir import make_work_dir, remove_work_dir, sweep_orphans
@@ -325,7 +326,8 @@ class Preparer:
         check: bool,
         base: Manifest | None,
     ) -> Prepared:
-        """Clone (or copy the mirror, fetched: REPOVAULT_MIRROR_DIR) and bundle; `check`:
+        """Clone (or copy the mirror, fetched: REPOVAULT_MIRROR_DIR; else seed from the latest
+        snapshot and fetch) and bundle; `check`:
         unchanged after all when the clone's refs and HEAD branch are the latest snapshot's (a
         remote that did not advertise its HEAD)."""
         latest = pointer.manifest
@@ -333,10 +335,10 @@ class Preparer:
         work_dir = make_work_dir(self.settings.work_dir, label, work_dir)
         try:
             dest = work_dir / "repo.git"
-            if self.mirrors is None:
-                repo = self.git.clone(ref, dest)
-            else:
+            if self.mirrors is not None:
                 repo = self.mirrors.copy(ref, label, remote, dest)
+            else:
+                repo = self._seeded(ref, bucket, layout, latest, remote, dest, fresh)
             refs = repo.refs()
             head = repo.head()
             if check and latest is not None and matches(latest, refs, head.branch):
@@ -379,6 +381,28 @@ class Preparer:
             fresh=fresh if latest is not None else None,
             base=base_id,
         )
+
+    def _seeded(
+        self,
+        ref: RepoRef,
+        bucket: str,
+        layout: Layout[Manifest],
+        latest: Manifest | None,
+        remote: RemoteState,
+        dest: Path,
+        fresh: str | None,
+    ) -> LocalRepo:
+        """The clone seeded from the latest snapshot, then fetched (core/vault/seed.py); a
+        plain clone when there is none, the run writes a `fresh` snapshot (forced, or the
+        latest found damaged), or the seed fails (said in one line)."""
+        if latest is None or fresh is not None:
+            return self.git.clone(ref, dest)
+        reader = SnapshotReader(self.store, bucket, layout)
+        try:
+            return seed(self.git, reader, latest, ref, remote, dest, self.settings.decrypt_identity)
+        except SeedFailed as exc:
+            self.log.warning("%s: %s; cloning afresh", ref.url, exc)
+        return self.git.clone(ref, dest)
 
     def _fresh(
         self, bucket: str, layout: Layout[Manifest], latest: Manifest, damaged: Mapping[str, str]
