@@ -4,9 +4,10 @@ endpoint of its own.
 Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]`;
 serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones only
 (receive-pack is off). Every request is printed on stdout, when it arrives, as `REQUEST ` and a
-JSON object (method, path, upload-pack command, Authorization header or null): what the server
-received, read back with `logged_requests`. With `--require-token-from-env`, it answers 401 to
-any request without the `Authorization` header git sends for that token (GitHub's
+JSON object (method, path, upload-pack command, Authorization header or null, how many `have`
+lines a fetch negotiated with): what the server received, read back with `logged_requests`.
+With `--require-token-from-env`, it answers 401 to any request without the `Authorization`
+header git sends for that token (GitHub's
 `x-access-token` basic auth): a stand-in for github.com serving a private repository.
 
 Git LFS: `POST <repo>.git/info/lfs/objects/batch` answers the batch API (`basic` transfer),
@@ -44,6 +45,7 @@ class LoggedRequest(NamedTuple):
     path: str
     command: str  # upload-pack command: `ls-refs`, `fetch`, `-` for none
     authorization: str | None
+    haves: int = 0  # `have` lines of an upload-pack request: commits the client already holds
 
 
 class GitHandler(BaseHTTPRequestHandler):
@@ -80,8 +82,12 @@ class GitHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         body = self._body()
         authorization = self.headers.get("Authorization")
-        command = _upload_pack_command(body, self.headers.get("Content-Encoding", ""))
-        entry = json.dumps(LoggedRequest(self.command, path, command, authorization)._asdict())
+        encoding = self.headers.get("Content-Encoding", "")
+        command = _upload_pack_command(body, encoding)
+        haves = _have_lines(body, encoding) if command == "fetch" else 0
+        entry = json.dumps(
+            LoggedRequest(self.command, path, command, authorization, haves)._asdict()
+        )
         with _LOG_LOCK:  # one whole line per request, whatever the threads (LFS uploads)
             sys.stdout.write(f"{_LOGGED}{entry}\n")
             sys.stdout.flush()
@@ -205,6 +211,13 @@ def _upload_pack_command(body: bytes, encoding: str) -> str:
     if found:
         return found[1].decode()
     return "fetch" if b"want " in body[:256] else "-"
+
+
+def _have_lines(body: bytes, encoding: str) -> int:
+    """How many `have <sha>` pkt-lines the request carries (its negotiation)."""
+    if encoding == "gzip":
+        body = gzip.decompress(body)
+    return len(re.findall(rb"[0-9a-f]{4}have [0-9a-f]{40}", body))
 
 
 def logged_requests(log: Path, path_prefix: str = "") -> list[LoggedRequest]:
