@@ -96,10 +96,8 @@ def test_a_second_archive_fetches_into_the_mirror(
     assert list((Path(os.environ["REPOVAULT_WORK_DIR"])).iterdir()) == []
 
 
-def test_deleted_and_force_pushed_refs_archive_as_a_fresh_clone_shows_them(
-    mirror_dir: Path, repo: ServedRepo, tmp_path: Path
-) -> None:
-    first = archive(repo)
+def rewrite_upstream(repo: ServedRepo) -> None:
+    """A branch and a tag deleted, main force-pushed, a new branch that HEAD now names."""
     git(repo.work, "branch", "-D", "feature")
     git(repo.work, "tag", "-d", "v2")
     git(repo.work, "reset", "-q", "--hard", "HEAD~1")
@@ -109,19 +107,32 @@ def test_deleted_and_force_pushed_refs_archive_as_a_fresh_clone_shows_them(
     repo.push()
     git(repo.bare, "symbolic-ref", "HEAD", "refs/heads/release")
 
-    second = archive(repo)
 
+def assert_as_a_fresh_clone_shows(repo: ServedRepo, result: ArchiveResult, tmp_path: Path) -> None:
+    """The snapshot's manifest and its restore hold what a fresh clone shows of `repo` now."""
     clone_refs, clone_head = fresh_clone(repo, tmp_path / "fresh.git")
-    assert ref_lines(mirror_of(mirror_dir, first)) == clone_refs == repo.refs()
+    assert clone_refs == repo.refs()
     assert "refs/heads/feature" not in clone_refs and "refs/tags/v2" not in clone_refs
-    manifest = SnapshotReader(open_store(Settings.from_env()), second.bucket).manifest(
-        second.snapshot_id or ""
+    manifest = SnapshotReader(open_store(Settings.from_env()), result.bucket).manifest(
+        result.snapshot_id or ""
     )
     assert manifest is not None
     assert manifest.refs == clone_refs
     assert f"refs/heads/{manifest.default_branch}" == clone_head
     refs, head = restored(repo, tmp_path / "restored")
     assert (refs, head) == (clone_refs, clone_refs[clone_head])
+
+
+def test_deleted_and_force_pushed_refs_archive_as_a_fresh_clone_shows_them(
+    mirror_dir: Path, repo: ServedRepo, tmp_path: Path
+) -> None:
+    first = archive(repo)
+    rewrite_upstream(repo)
+
+    second = archive(repo)
+
+    assert ref_lines(mirror_of(mirror_dir, first)) == repo.refs()
+    assert_as_a_fresh_clone_shows(repo, second, tmp_path)
 
 
 def truncate_packs(mirror: Path) -> None:

@@ -394,12 +394,17 @@ class Preparer:
     ) -> LocalRepo:
         """The clone seeded from the latest snapshot, then fetched (core/vault/seed.py); a
         plain clone when there is none, the run writes a `fresh` snapshot (forced, or the
-        latest found damaged), or the seed fails (said in one line)."""
+        latest found damaged), it is encrypted and this archiver holds no identity, or the
+        seed fails (said in one line)."""
         if latest is None or fresh is not None:
+            return self.git.clone(ref, dest)
+        identity = self.settings.decrypt_identity
+        if identity is None and crypt.Sealing.of(latest) is not None:
+            self.log.info("%s: encrypted snapshots and no REPOVAULT_DECRYPT_IDENTITY", ref.url)
             return self.git.clone(ref, dest)
         reader = SnapshotReader(self.store, bucket, layout)
         try:
-            return seed(self.git, reader, latest, ref, remote, dest, self.settings.decrypt_identity)
+            return seed(self.git, reader, latest, ref, remote, dest, identity)
         except SeedFailed as exc:
             self.log.warning("%s: %s; cloning afresh", ref.url, exc)
         return self.git.clone(ref, dest)

@@ -9,10 +9,11 @@ Always on, no setting: the chain holds about the bytes a clone would download, t
 usually nearer than the forge and does not rate-limit, and the forge serves only a small fetch
 (its `have` lines name the snapshot's tips). On loopback both are fast; the seed costs one
 unbundle per link. A forced run or one writing a fresh snapshot because the latest is damaged
-clones instead (see `Preparer._clone`).
+clones instead, and so does one that holds no identity for an encrypted snapshot
+(`Preparer._seeded`).
 
 Never trusted half way: any failure of the seed (a broken chain, a bundle that does not match
-its manifest, an encrypted snapshot without REPOVAULT_DECRYPT_IDENTITY, the store unreachable,
+its manifest, an identity that cannot decrypt an encrypted one, the store unreachable,
 a fetch git refuses) removes the repository and raises `SeedFailed`; the caller clones afresh.
 Only a fetch failure a clone would meet too (network, not found, timeout, disk full) is raised
 as it is.
