@@ -1,7 +1,7 @@
 """`make bench`: generate the repositories, serve them, run every contender, write the report.
 
     python -m benchmarks.run [--quick] [--runs N] [--sizes small,medium,large]
-                             [--rtt-ms 10] [--rtt-sizes medium] [--messages 10000]
+                             [--rtt-ms 10] [--rtt-sizes medium] [--messages 10000] [--chain 10]
                              [--out benchmarks/RESULTS.md] [--work benchmarks/work]
 
 One machine, one go: the git smart-HTTP server and moto's S3 server of the test suite on
