@@ -103,7 +103,10 @@ class Target:
         scope = [s for s in (self.sizes or results.sizes) if s in results.sizes]
         if not scope:
             return f"n/a here (applies to {', '.join(self.sizes or ())})"
-        misses = [s for s in scope if not self.ok(self.measure(results, s))]
+        measured = {s: self.measure(results, s) for s in scope}
+        if all(math.isnan(v) for v in measured.values()):
+            return "not measured in this run"
+        misses = [s for s, v in measured.items() if not self.ok(v)]
         return f"**miss** ({', '.join(misses)})" if misses else "pass"
 
 
