@@ -59,7 +59,7 @@ lock: install
 	$(BIN)/uv pip compile $(LOCK_FLAGS) setup.py requirements/build.in -c requirements/dev.txt \
 		-o requirements/runtime.txt
 
-# Benchmark (benchmarks/README.md): `make bench` (25-35 min) writes benchmarks/RESULTS.md and
+# Benchmark (benchmarks/README.md): `make bench` (30-45 min) writes benchmarks/RESULTS.md and
 # results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s).
 bench: install
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)

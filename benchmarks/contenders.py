@@ -1,4 +1,5 @@
-"""The contenders, each run in a fresh process: `python -m benchmarks.contenders NAME URL WORK`.
+"""The contenders, each run in a fresh process: `python -m benchmarks.contenders NAME URL WORK`
+(or `restore URL DEST`: the incremental section's timed restore).
 
 Every contender leaves the same result in its bucket: a bundle of all refs and HEAD's files
 under `tree/`. A fresh process per measurement makes its peak RSS its own: the process prints
@@ -45,6 +46,7 @@ CONTENDERS = {
     "d": "RepoVault through Dagster (archive_repo_job in process)",
     "e": "RepoVault again, repository unchanged",
     "f": "RepoVault after one commit changing one file",
+    "g": "as f, with the kept mirror (REPOVAULT_MIRROR_DIR)",
 }
 
 
@@ -195,7 +197,7 @@ def per_file(url: str, work: Path, clock: Stopwatch) -> Uploaded:
 
 
 def repovault(url: str, work: Path, clock: Stopwatch) -> Uploaded:
-    """(c, e, f) `SnapshotWriter.archive`: the core archive function, nothing around it."""
+    """(c, e, f, g) `SnapshotWriter.archive`: the core archive function, nothing around it."""
     from repovault_pipeline.core.vault.snapshot import SnapshotWriter
     from repovault_pipeline.core.vault.store import open_store
 
@@ -249,6 +251,7 @@ RUNNERS: dict[str, Callable[[str, Path, Stopwatch], Uploaded]] = {
     "d": dagster_job,
     "e": repovault,
     "f": repovault,
+    "g": repovault,
 }
 
 
@@ -267,8 +270,34 @@ def measure(name: str, url: str, work: Path) -> Measurement:
     )
 
 
+def restore(url: str, dest: Path) -> dict[str, object]:
+    """`restore` of the repository's latest snapshot into `dest`, timed like a contender (after
+    the imports, client creation included); the restore itself checks refs against the
+    manifest, and the clone is removed after the clock stops."""
+    from repovault_pipeline.core.vault.restore import restore as restore_snapshot
+    from repovault_pipeline.core.vault.store import open_store
+
+    clock = Stopwatch()
+    with clock.timed():
+        settings = Settings.from_env()
+        ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
+        done = restore_snapshot(settings, open_store(settings), ref, dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    return {
+        "seconds": round(clock.seconds, 3),
+        "rss_mb": mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "snapshot_id": done.snapshot_id,
+        "head_commit": done.head_commit,
+        "refs": done.refs,
+    }
+
+
 def main(argv: list[str]) -> int:
+    """`NAME URL WORK` measures a contender; `restore URL DEST` times a restore."""
     name, url, work = argv
+    if name == "restore":
+        print(json.dumps(restore(url, Path(work))), flush=True)
+        return 0
     print(json.dumps(asdict(measure(name, url, Path(work)))), flush=True)
     return 0
 

@@ -5,13 +5,14 @@ results.json (every sample, so the tables can be checked or redrawn without meas
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -57,6 +58,7 @@ class Results:
     columns: list[str]  # sizes on loopback, then sizes again behind the latency proxy
     samples: list[dict]
     injector: dict
+    chains: list[dict] = field(default_factory=list)  # the incremental section, one per size
 
     @property
     def sizes(self) -> list[str]:
@@ -69,7 +71,14 @@ class Results:
         ]
 
     def median(self, column: str, contender: str, field: str = "seconds") -> float:
-        return statistics.median(self.values(column, contender, field))
+        """nan where the contender did not run (results.json written before it existed)."""
+        values = self.values(column, contender, field)
+        return statistics.median(values) if values else math.nan
+
+    def chain(self, column: str, top: str, bottom: str) -> float:
+        """A ratio of the incremental section on `column`; nan where it did not run."""
+        found = [c for c in self.chains if c["size"] == column]
+        return found[0][top] / found[0][bottom] if found else math.nan
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class Target:
 
     def cell(self, results: Results, column: str) -> str:
         value = self.measure(results, column)
+        if math.isnan(value):
+            return "-"
         return f"{value:.2f}{self.unit}" if value < 100 else f"{value:.0f}{self.unit}"
 
     def verdict(self, results: Results) -> str:
@@ -92,7 +103,10 @@ class Target:
         scope = [s for s in (self.sizes or results.sizes) if s in results.sizes]
         if not scope:
             return f"n/a here (applies to {', '.join(self.sizes or ())})"
-        misses = [s for s in scope if not self.ok(self.measure(results, s))]
+        measured = {s: self.measure(results, s) for s in scope}
+        if all(math.isnan(v) for v in measured.values()):
+            return "not measured in this run"
+        misses = [s for s, v in measured.items() if not self.ok(v)]
         return f"**miss** ({', '.join(misses)})" if misses else "pass"
 
 
@@ -129,6 +143,25 @@ TARGETS = (
         _ratio("f", "c"),
         lambda v: v <= 0.3,
         ("large",),
+    ),
+    Target(
+        "g / c (one file changed, kept mirror)",
+        "≤ 0.05 on large",
+        _ratio("g", "c"),
+        lambda v: v <= 0.05,
+        ("large",),
+    ),
+    Target(
+        "chain: stored bundles / one full bundle",
+        "≤ 1.2",
+        lambda r, size: r.chain(size, "stored_bytes", "full_bytes"),
+        lambda v: v <= 1.2,
+    ),
+    Target(
+        "restore last link / restore full",
+        "≤ 1.5",
+        lambda r, size: r.chain(size, "restore_chain_s", "restore_full_s"),
+        lambda v: v <= 1.5,
     ),
 )
 
@@ -203,6 +236,8 @@ def _contender_table(results: Results, column: str) -> list[str]:
     ]
     for name, label in CONTENDERS.items():
         secs = results.values(column, name, "seconds")
+        if not secs:
+            continue
 
         def med(field: str, name: str = name) -> float:
             return results.median(column, name, field)
@@ -214,6 +249,34 @@ def _contender_table(results: Results, column: str) -> list[str]:
             f"{med('files_uploaded'):,.0f} | {_mb(med('bytes_uploaded'))} |"
         )
     return rows
+
+
+def _chain_table(results: Results) -> list[str]:
+    if not results.chains:
+        return []
+    rows = [
+        "## Incremental snapshots (chains)",
+        "",
+        "Per size, N archives each after one small commit (one file changed): the first stores "
+        "a full bundle, the next ones incremental links (`REPOVAULT_CHAIN_MAX` 10). The last "
+        "state is archived again with `REPOVAULT_CHAIN_MAX=0` on its own bucket (one full "
+        "bundle). Both latest snapshots are restored (`core/vault/restore.py` `restore`, a "
+        "fresh process each, clock from after the imports); each must give the last commit.",
+        "",
+        "| size | snapshots | stored bundles (MB) | one full bundle (MB) | stored / full "
+        "| restore last link (s) | restore full (s) | restore ratio | link archive median (s) "
+        "| full archive (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in results.chains:
+        rows.append(
+            f"| {c['size']} | {c['snapshots']} | {c['stored_bytes'] / 1e6:.2f} | "
+            f"{c['full_bytes'] / 1e6:.2f} | {c['stored_bytes'] / c['full_bytes']:.2f} | "
+            f"{c['restore_chain_s']:.2f} | {c['restore_full_s']:.2f} | "
+            f"{c['restore_chain_s'] / c['restore_full_s']:.2f} | "
+            f"{statistics.median(c['link_archive_s'][1:]):.2f} | {c['full_archive_s']:.2f} |"
+        )
+    return [*rows, ""]
 
 
 def markdown(results: Results, chart: Path | None) -> str:
@@ -279,6 +342,7 @@ def markdown(results: Results, chart: Path | None) -> str:
         + f" | {_rss_verdict(results)} |",
         "",
     ]
+    out += _chain_table(results)
     inj = results.injector
     out += [
         "## Injector throughput",
@@ -318,7 +382,8 @@ def markdown(results: Results, chart: Path | None) -> str:
         "file, one after another; **c** `SnapshotWriter.archive(ref)`; **d** `archive_repo_job` "
         "via `execute_in_process` with lineage and Kafka status events; **e** c again on the "
         "same bucket, repository unchanged; **f** c again after `main` moved to a commit that "
-        "changes one file.",
+        "changes one file; **g** f with `REPOVAULT_MIRROR_DIR` on its own bucket, after a first "
+        "archive with the mirror that warms it (not counted, `mirror_first_s` in results.json).",
         "- Every run is a fresh `python -m benchmarks.contenders` process. Wall time is "
         "`time.perf_counter()` inside it, from after the imports to the end of the upload and "
         "the removal of the local clone, including client creation. For d the clock covers "
@@ -334,11 +399,11 @@ def markdown(results: Results, chart: Path | None) -> str:
         "- Servers on loopback, shared by all contenders: the test suite's smart-HTTP "
         "`git http-backend` server and moto's S3 server (single Python process; it is the "
         "bottleneck of every upload here, so absolute times are pessimistic for real "
-        "S3/MinIO, while the ratios compare like with like). Each round runs a, b, d, c, e, f "
-        "one after another; a, b, d and c each start on an empty S3 server, e and f follow c "
+        "S3/MinIO, while the ratios compare like with like). Each round runs a, b, d, c, e, f, "
+        "g one after another; a, b, d and c each start on an empty S3 server, e and f follow c "
         "on its bucket; every result is checked in "
         "its bucket (bundle present, one object per HEAD file, outcomes of e and f, f uploads "
-        "exactly one tree file) before it counts.",
+        "exactly one tree file, likewise g) before it counts.",
         "- Ratios are ratios of medians. On this 2-core VM the same archive of the large "
         "repository varies by up to ±20 % from run to run (see min - max), so differences "
         "of that order on large are noise.",
@@ -361,14 +426,14 @@ def chart(results: Results, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     columns = results.columns
     width = 0.8 / len(columns)
-    for panel, (field, title) in zip(
+    for panel, (metric, title) in zip(
         axes,
         (("seconds", "wall time, median (s, log)"), ("rss_mb", "peak RSS python (MB)")),
         strict=True,
     ):
         for i, column in enumerate(columns):
             xs = [n + i * width for n in range(len(names))]
-            ys = [results.median(column, c, field) for c in names]
+            ys = [results.median(column, c, metric) for c in names]
             bars = panel.bar(xs, ys, width, label=column)
             panel.bar_label(bars, fmt="%.3g", fontsize=6, padding=1)
         panel.set_xticks([n + width * (len(columns) - 1) / 2 for n in range(len(names))])
@@ -383,7 +448,7 @@ def chart(results: Results, path: Path) -> Path | None:
     axes[1].legend(fontsize=8)
     fig.suptitle(
         "RepoVault benchmark: a raw tools, b per-file, c RepoVault, d via Dagster, "
-        "e unchanged, f one file changed",
+        "e unchanged, f one file changed, g f with a kept mirror",
         fontsize=10,
     )
     fig.tight_layout()

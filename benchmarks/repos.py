@@ -82,9 +82,11 @@ class BenchRepo:
     refs: int
 
     def set_head(self, changed: bool) -> None:
-        """Point `main` at the commit that changes one file (for contender f), or back."""
-        target = self.changed_commit if changed else self.base_commit
-        git(self.bare, "update-ref", "refs/heads/main", target)
+        """Point `main` at the commit that changes one file (for contenders f and g), or back."""
+        self.move_main(self.changed_commit if changed else self.base_commit)
+
+    def move_main(self, commit: str) -> None:
+        git(self.bare, "update-ref", "refs/heads/main", commit)
 
 
 def _text(rng: random.Random, size: int) -> bytes:
@@ -219,6 +221,31 @@ def _changed_commit(bare: Path, spec: RepoSpec) -> str:
     sha = git(bare, "rev-parse", "refs/bench/changed")
     git(bare, "update-ref", "-d", "refs/bench/changed")
     return sha
+
+
+def small_commits(repo: BenchRepo, count: int) -> list[str]:
+    """`count` commits after main, each changing one file (`CHANGED_PATH`, a new text each
+    time), kept as objects on no ref: the incremental section moves main along them."""
+    spec = repo.spec
+
+    def write(stream: _Stream) -> None:
+        rng = random.Random(spec.seed + 2)
+        for n in range(count):
+            parent = f":{spec.commits + 2 + n - 1}" if n else f"{repo.base_commit}"
+            stream.commit(
+                "refs/bench/small",
+                spec.commits + 2 + n,
+                EPOCH + 3600 * (spec.commits + 2 + n),
+                f"bench: small commit {n + 1}",
+                parent=parent,
+            )
+            stream.put(CHANGED_PATH, _text(rng, 900))
+            stream.out.write(b"\n")
+
+    _fast_import(repo.bare, write)
+    shas = git(repo.bare, "rev-list", "--reverse", f"{repo.base_commit}..refs/bench/small")
+    git(repo.bare, "update-ref", "-d", "refs/bench/small")
+    return shas.split()
 
 
 def _head_stats(bare: Path) -> tuple[int, int]:

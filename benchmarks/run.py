@@ -1,15 +1,16 @@
 """`make bench`: generate the repositories, serve them, run every contender, write the report.
 
     python -m benchmarks.run [--quick] [--runs N] [--sizes small,medium,large]
-                             [--rtt-ms 10] [--rtt-sizes medium] [--messages 10000]
+                             [--rtt-ms 10] [--rtt-sizes medium] [--messages 10000] [--chain 10]
                              [--out benchmarks/RESULTS.md] [--work benchmarks/work]
 
 One machine, one go: the git smart-HTTP server and moto's S3 server of the test suite on
 loopback, the embedded Kafka-protocol broker on a free port, SQLite lineage in the work folder.
-Per size and round the contenders run one after another (a, b, d, c, e, f), each in a fresh
+Per size and round the contenders run one after another (a, b, d, c, e, f, g), each in a fresh
 process with its own bucket prefix, so drift hits all of them alike; every contender but e and
 f starts on an empty S3 server. Every result is checked in the bucket (bundle present, one
-object per HEAD file) before it counts.
+object per HEAD file) before it counts. Then, per size, the incremental section: a chain of
+ten snapshots of ten small commits against one full bundle, stored bytes and restore time.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from tests.support.servers import REPO_ROOT, git_http_server, s3_server, serving
 from . import report
 from .contenders import CONTENDERS, TREE
 from .memory import TreeSampler, mb, spawn_isolated
-from .repos import SPECS, BenchRepo, ensure_repo
+from .repos import SPECS, BenchRepo, ensure_repo, small_commits
 
 QUICK_INJECTOR_MESSAGES = 1000
-RUN_ORDER = "abdcef"
+QUICK_CHAIN = 3  # snapshots in the quick run's incremental section (a smoke run, not a measure)
+RUN_ORDER = "abdcefg"
 assert sorted(RUN_ORDER) == sorted(CONTENDERS)
 FULL_OUT = REPO_ROOT / "benchmarks" / "RESULTS.md"
 QUICK_OUT = REPO_ROOT / "benchmarks" / "work" / "quick" / "RESULTS.md"
@@ -125,13 +127,21 @@ class Bench:
             "git_rss_mb": mb(sampler.git_peak),
         }
 
-    def contender(self, name: str, repo: BenchRepo, prefix: str, endpoint: str) -> dict:
+    def contender(
+        self,
+        name: str,
+        repo: BenchRepo,
+        prefix: str,
+        endpoint: str,
+        extra: dict[str, str] | None = None,
+    ) -> dict:
         work = self.work / "tmp" / name
         env = {
             **self.env,
             "REPOVAULT_BUCKET_PREFIX": prefix,
             "REPOVAULT_WORK_DIR": str(work),
             "REPOVAULT_S3_ENDPOINT": endpoint,
+            **(extra or {}),
         }
         started = time.perf_counter()
         result = self.child("benchmarks.contenders", [name, repo.url, str(work)], env, name)
@@ -159,7 +169,7 @@ class Bench:
             problems.append("no bundle")
         if result["outcome"] != expected:
             problems.append(f"outcome {result['outcome']}, expected {expected}")
-        if name == "f" and result["files_uploaded"] != 1:
+        if name in "fg" and result["files_uploaded"] != 1:
             problems.append(f"{result['files_uploaded']} files uploaded after a one-file change")
         if problems:
             raise RuntimeError(f"contender {name} on {repo.spec.name}: {'; '.join(problems)}")
@@ -177,16 +187,24 @@ class Bench:
         """Every contender once. The S3 server is emptied after each one but c and e, so a, b,
         d and c each start on an empty server (moto slows down as it holds more objects: run
         back to back, the third contender took 20 % longer than on its own); e and f follow c
-        on its bucket, f after the one-file commit."""
+        on its bucket, f after the one-file commit. g is f with a kept mirror, on its own
+        bucket: a first archive with the mirror (not counted; its time is kept as
+        `mirror_first_s`) warms the mirror, then the one-file commit is archived."""
         results = []
         repo = column.repo
+        mirror = self.work / "tmp" / "mirror"
         for name in RUN_ORDER:
             prefix = f"r{number}{'c' if name in 'ef' else name}-"
-            repo.set_head(changed=name == "f")
+            extra = {"REPOVAULT_MIRROR_DIR": str(mirror)} if name == "g" else {}
+            first = self.contender("c", repo, prefix, column.endpoint, extra) if extra else {}
+            repo.set_head(changed=name in "fg")
             try:
-                result = self.contender(name, repo, prefix, column.endpoint)
+                result = self.contender(name, repo, prefix, column.endpoint, extra)
             finally:
                 repo.set_head(changed=False)
+            if first:
+                result["mirror_first_s"] = first["seconds"]
+                subprocess.run(["rm", "-rf", str(mirror)], check=True)
             result.update(size=column.label, round=number)
             log(
                 f"{column.label} round {number + 1} {name}: {result['seconds']:.2f} s, "
@@ -197,6 +215,72 @@ class Bench:
             if name not in "ce":
                 self.empty_buckets()
         return results
+
+    def chain(self, column: Column, length: int) -> dict:
+        """The incremental section: `length` archives, each after one small commit (the first
+        stores a full bundle, the next ones incremental links, REPOVAULT_CHAIN_MAX as set), then
+        the last state once more as a full bundle (REPOVAULT_CHAIN_MAX=0) on its own bucket;
+        the stored bundle bytes of both, and the time to restore the latest snapshot of each.
+        Every step is a fresh process; the restores must give the last commit."""
+        repo = column.repo
+        commits = small_commits(repo, length)
+        links = []
+        try:
+            for commit in commits:
+                repo.move_main(commit)
+                links.append(self.contender("c", repo, "k-", column.endpoint)["seconds"])
+            full = self.contender("c", repo, "kf-", column.endpoint, {"REPOVAULT_CHAIN_MAX": "0"})
+        finally:
+            repo.set_head(changed=False)
+        stored, count = self.bundle_bytes("k-")
+        full_bytes, _ = self.bundle_bytes("kf-")
+        if count != length:
+            raise RuntimeError(f"chain on {repo.spec.name}: {count} bundles, expected {length}")
+        restores = {}
+        for prefix in ("k-", "kf-"):
+            env = {
+                **self.env,
+                "REPOVAULT_BUCKET_PREFIX": prefix,
+                "REPOVAULT_S3_ENDPOINT": column.endpoint,
+            }
+            dest = self.work / "tmp" / "restored"
+            done = self.child(
+                "benchmarks.contenders", ["restore", repo.url, str(dest)], env, "restore"
+            )
+            if done["head_commit"] != commits[-1]:
+                raise RuntimeError(
+                    f"restore of {prefix} gave {done['head_commit']}, not {commits[-1]}"
+                )
+            restores[prefix] = done["seconds"]
+        self.empty_buckets()
+        result = {
+            "size": column.label,
+            "snapshots": length,
+            "stored_bytes": stored,
+            "full_bytes": full_bytes,
+            "restore_chain_s": restores["k-"],
+            "restore_full_s": restores["kf-"],
+            "link_archive_s": links,
+            "full_archive_s": full["seconds"],
+        }
+        log(
+            f"{column.label} chain of {length}: {stored / full_bytes:.2f}x one full bundle, "
+            f"restore {restores['k-']:.2f} s vs {restores['kf-']:.2f} s"
+        )
+        return result
+
+    def bundle_bytes(self, prefix: str) -> tuple[int, int]:
+        """Total size and number of the code bundles in the bucket under `prefix`."""
+        [bucket] = [
+            b["Name"] for b in self.s3.list_buckets()["Buckets"] if b["Name"].startswith(prefix)
+        ]
+        sizes = [
+            o["Size"]
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])
+            if o["Key"].endswith("repo.bundle") and not o["Key"].startswith("wiki/")
+        ]
+        return sum(sizes), len(sizes)
 
     def injector(self, messages: int, git_url: str) -> dict:
         log(f"injector: {messages} messages")
@@ -226,6 +310,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--messages", type=int, default=10_000, help="injector messages")
     parser.add_argument(
+        "--chain", type=int, default=10, help="snapshots in the incremental section, per size"
+    )
+    parser.add_argument(
         "--rtt-ms",
         type=float,
         default=10.0,
@@ -248,13 +335,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.runs, args.rtt_sizes = "small", 1, ""
         args.messages = min(args.messages, QUICK_INJECTOR_MESSAGES)
+        args.chain = min(args.chain, QUICK_CHAIN)
     if args.out is None:
         args.out = QUICK_OUT if args.quick else FULL_OUT
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.rtt_sizes = [s.strip() for s in args.rtt_sizes.split(",") if s.strip()]
     unknown = [s for s in args.sizes + args.rtt_sizes if s not in SPECS]
-    if unknown or args.runs < 1:
-        parser.error(f"sizes are {', '.join(SPECS)}; runs at least 1 (got {unknown or args.runs})")
+    if unknown or args.runs < 1 or args.chain < 2:
+        parser.error(
+            f"sizes are {', '.join(SPECS)}; runs at least 1, chain 2 (got {unknown or args.runs})"
+        )
     return args
 
 
@@ -288,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         for column in columns:
             for number in range(args.runs):
                 samples += bench.round(column, number)
+        chains = [bench.chain(column, args.chain) for column in columns if column.label in SPECS]
         injector = bench.injector(args.messages, git_url)
     results = report.Results(
         started=started,
@@ -298,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         columns=[c.label for c in columns],
         samples=samples,
         injector=injector,
+        chains=chains,
     )
     chart = report.write(results, args.out)
     log(f"wrote {args.out}" + (f" and {chart}" if chart else " (chart skipped: no matplotlib)"))

@@ -20,7 +20,7 @@ NUMBER = r"\d+(?:\.\d+)?"
 
 
 @pytest.mark.timeout(120)
-def test_quick_mode_writes_every_contender_and_ratio(tmp_path: Path) -> None:
+def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(
         [
@@ -42,17 +42,25 @@ def test_quick_mode_writes_every_contender_and_ratio(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     table = out.read_text()
-    for name in "abcdef":
+    for name in "abcdefg":
         row = re.search(rf"^\| {name}\. [^|]+\|(.*)$", table, re.MULTILINE)
         assert row, f"no row for contender {name}"
         cells = [c.strip() for c in row.group(1).split("|") if c.strip()]
         assert len(cells) == 8 and all(
             re.fullmatch(rf"{NUMBER}( - {NUMBER})?|[\d,]+", c) for c in cells
         ), row.group(0)
-    for ratio in ("c / a", "b / c", "d - c", "e / c", "f / c", "peak RSS of c"):
+    ratios = ("c / a", "b / c", "d - c", "e / c", "f / c", "g / c", "chain: ", "restore last")
+    for ratio in (*ratios, "peak RSS of c"):
         assert re.search(rf"^\| {re.escape(ratio)}[^|]*\| [^|]+ \| {NUMBER}", table, re.MULTILINE)
+    assert "## Incremental snapshots (chains)" in table
+    chain = re.search(r"^\| small \| 3 \|(.*)$", table, re.MULTILINE)
+    assert chain, "no row for the incremental section"
+    cells = [c.strip() for c in chain.group(1).split("|") if c.strip()]
+    assert len(cells) == 8 and all(re.fullmatch(NUMBER, c) for c in cells), chain.group(0)
     assert "## Injector throughput" in table
     assert re.search(r"\| 1,000 → 1,000 \| \d+ \| [\d,]+ \|", table)
 
     raw = json.loads(out.with_name("results.json").read_text())
-    assert sorted(s["contender"] for s in raw["samples"]) == list("abcdef")
+    assert sorted(s["contender"] for s in raw["samples"]) == list("abcdefg")
+    [chain] = raw["chains"]
+    assert chain["snapshots"] == 3 and len(chain["link_archive_s"]) == 3
