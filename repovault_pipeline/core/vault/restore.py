@@ -199,10 +199,7 @@ def fetch_snapshot(
     if manifest.base is None:
         fetch_bundle(reader.store, reader.bucket, manifest, repo, identity)
         return
-    try:
-        links = chain_of(reader, manifest)
-    except BrokenChain as exc:
-        raise RestoreError(str(exc), "chain_broken") from None
+    links = chain_links(reader, manifest)
     with (
         tempfile.TemporaryDirectory(prefix="repovault-restore-") as tmp,
         ThreadPoolExecutor(CHAIN_DOWNLOADS) as pool,
@@ -222,13 +219,27 @@ def fetch_snapshot(
                     raise
                 for later in bundles:
                     later.cancel()
-                child = links[n + 1].snapshot_id
-                raise RestoreError(
-                    f"snapshot {link.snapshot_id} (base of {child}) in the chain of snapshot "
-                    f"{manifest.snapshot_id}: {exc}",
-                    "chain_broken",
-                ) from None
+                raise broken_link(links, n, exc) from None
     _set_refs(repo, manifest)
+
+
+def chain_links(reader: SnapshotReader[Manifest], manifest: Manifest) -> list[Manifest]:
+    """The manifests whose bundles rebuild the snapshot, its chain's full bundle first and the
+    snapshot last (one for a full bundle); a base gone fails `chain_broken`."""
+    try:
+        return chain_of(reader, manifest)
+    except BrokenChain as exc:
+        raise RestoreError(str(exc), "chain_broken") from None
+
+
+def broken_link(links: list[Manifest], n: int, exc: RestoreError) -> RestoreError:
+    """The failure of link `n` (not the last) of a chain: `chain_broken`, naming the link, the
+    snapshot building on it and the snapshot the chain rebuilds."""
+    return RestoreError(
+        f"snapshot {links[n].snapshot_id} (base of {links[n + 1].snapshot_id}) in the chain "
+        f"of snapshot {links[-1].snapshot_id}: {exc}",
+        "chain_broken",
+    )
 
 
 def _check_carried(repo: LocalRepo, space: str, link: Manifest) -> None:

@@ -32,7 +32,6 @@ from repovault_pipeline.core.common.errors import ArchiveError, TransientError
 from repovault_pipeline.core.common.identity import RepoRef, bucket_name
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault import crypt, lfs
-from repovault_pipeline.core.vault.chain import BrokenChain, chain_of
 from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
 from repovault_pipeline.core.vault.localrepo import LocalRepo
@@ -40,6 +39,8 @@ from repovault_pipeline.core.vault.reader import SnapshotReader
 from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import (
     RestoreError,
+    broken_link,
+    chain_links,
     check_refs_and_head,
     fetch_snapshot,
     repair_advice,
@@ -140,7 +141,7 @@ def verify(
     manifest: Manifest | None = None
     try:
         manifest = _wanted_manifest(reader, ref, wanted, snapshot_id)
-        links = _chain(reader, manifest)
+        links = chain_links(reader, manifest)
         if deep or any(link.bundle.etag is None for link in links):
             _check_git(settings, store, bucket, manifest, verdict)
         else:
@@ -229,31 +230,18 @@ def _check_git(
     verdict.bundle_rebuilt = True
 
 
-def _chain(reader: SnapshotReader[Manifest], manifest: Manifest) -> list[Manifest]:
-    """The manifests whose bundles rebuild the snapshot, its chain's full bundle first and the
-    snapshot last (one for a full bundle); a base gone fails `chain_broken`."""
-    try:
-        return chain_of(reader, manifest)
-    except BrokenChain as exc:
-        raise RestoreError(str(exc), "chain_broken") from None
-
-
 def _check_stored(store: ObjectStore, bucket: str, links: list[Manifest]) -> None:
-    """The quick pass over the bundles of a snapshot's chain (`_chain`): each is listed under
-    its key with the size and ETag its manifest records (one listing request each, nothing
-    downloaded). A bad link of the chain fails `chain_broken`, naming it and its dependant."""
-    snapshot = links[-1].snapshot_id
+    """The quick pass over the bundles of a snapshot's chain (`chain_links`): each is listed
+    under its key with the size and ETag its manifest records (one listing request each,
+    nothing downloaded). A bad link of the chain fails `chain_broken`, naming it and its
+    dependant."""
     for n, link in enumerate(links):
         try:
             _check_listed(store, bucket, link)
         except RestoreError as exc:
             if link is links[-1]:
                 raise
-            raise RestoreError(
-                f"snapshot {link.snapshot_id} (base of {links[n + 1].snapshot_id}) in the chain "
-                f"of snapshot {snapshot}: {exc}",
-                "chain_broken",
-            ) from None
+            raise broken_link(links, n, exc) from None
 
 
 def _check_listed(store: ObjectStore, bucket: str, manifest: Manifest) -> None:
