@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-import boto3
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
@@ -25,7 +24,7 @@ from .core.common.settings import Settings
 from .core.intake.kafka import KafkaGateway
 from .core.lineage.requests import LineageStore, open_lineage
 from .core.sources.fleet import FleetStore
-from .core.vault.s3 import s3_client_config
+from .core.vault.s3 import s3_client_config, s3_session
 from .core.vault.snapshot import SnapshotWriter
 from .core.vault.store import ObjectStore, open_store
 
@@ -117,7 +116,7 @@ class VaultS3Resource(S3Resource):
     def client_for(self, settings: Settings) -> Any:
         """A boto3 S3 client; unset fields take `settings` (endpoint, region) or boto3's own
         credential chain."""
-        session = boto3.session.Session(profile_name=self.profile_name)
+        session = s3_session(self.profile_name)
         return session.client(
             "s3",
             endpoint_url=self.endpoint_url or settings.s3_endpoint,

@@ -141,6 +141,28 @@ def test_an_unchanged_run_repairs_a_snapshot_known_not_to_restore(
     assert check.passed
 
 
+def test_a_hand_deleted_tree_file_of_a_quiet_bucket_is_found_by_the_check_and_repaired(
+    instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """A quiet bucket's run trusts `tree.json` (no listing of `tree/`): the `restorable` check
+    of that same run finds the hole a hand edit left, and the next run writes a fresh
+    snapshot that fills it."""
+    repo = served(make_repo, "handmade")
+    assert archive_run(instance, repo).success
+    bucket, _ = bundle(repo, "")
+    s3().delete_object(Bucket=bucket, Key="tree/README.md")
+    unchanged = archive_run(instance, repo)
+    assert outcome(unchanged)["outcome"] == "unchanged"
+    [check] = unchanged.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["reason"].value == "tree_missing_object"
+    repaired = archive_run(instance, repo)
+    assert outcome(repaired)["outcome"] == "completed"
+    assert outcome(repaired)["fresh"].startswith("the last restorable check of it failed")
+    [check] = repaired.get_asset_check_evaluations()
+    assert check.passed
+    assert s3().get_object(Bucket=bucket, Key="tree/README.md")["Body"].read() == b"hello\n"
+
+
 def test_a_failed_first_run_leaves_no_check_result(
     instance: DagsterInstance, make_repo: Callable[..., ServedRepo], closed_port: int
 ) -> None:

@@ -78,6 +78,14 @@ class LeaseView:
         """The last writer did not finish: `tree/` may hold files of an uncommitted snapshot."""
         return self.state == INTERRUPTED or self.abandoned
 
+    @property
+    def quiet(self) -> bool:
+        """Released by a writer that finished and took over from no live-looking holder: no
+        other writer's upload can still land in `tree/`, so the latest `tree.json` says what
+        `tree/` holds (unless edited by hand, which the `restorable` check finds)."""
+        previous = self.record.previous
+        return self.state == FREE and (previous is None or not previous.taken_over)
+
     def renewed(self) -> str:
         """When its holder last renewed it, for people (UTC, the store's clock)."""
         return datetime.fromtimestamp(self.renewed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -156,6 +164,7 @@ class Lease:
         self.run_id = run_id
         self.owner = uuid.uuid4().hex
         self.previous: LeaseHolder | None = None  # the holder before, unreleased
+        self.quiet = False  # the lease it took was quiet (`LeaseView.quiet`) or absent
         self.log = logger or log
         self.etag: str | None = None
         self.lost = False
@@ -234,6 +243,7 @@ class Lease:
                 current.age_s,
             )
         self.repair = current is not None and (current.needs_repair or unreleased)
+        self.quiet = current is None or current.quiet
         self._start()
         return True
 

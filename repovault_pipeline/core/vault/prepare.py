@@ -122,13 +122,6 @@ def already_held(latest: Manifest, prepared: Prepared, repair: bool) -> bool:
     return newer or (same and not repair)
 
 
-def _settled(store: ObjectStore, bucket: str) -> bool:
-    """The bucket's last writer finished: no run holds its lease, none died or failed
-    half way (then `tree/` may hold files of a snapshot that was never committed)."""
-    lease = inspect(store, bucket)
-    return lease is None or lease.state == FREE
-
-
 class Preparer:
     """Clones what an archive run writes; `SnapshotWriter` uploads it."""
 
@@ -230,15 +223,20 @@ class Preparer:
         if pointer.damage:
             self.log.warning("%s: %s; this run repairs it", bucket, pointer.damage)
         latest = pointer.manifest
-        # Only `tree/` can need a repair after a run that died: a wiki has none.
-        settled = latest is None or not layout.tree or _settled(self.store, bucket)
+        # Only `tree/` can need a repair after a run that died: a wiki has none. Settled: the
+        # bucket's last writer finished (no run holds the lease, none died or failed half
+        # way, leaving files of a snapshot never committed); quiet: `tree.json` says what
+        # `tree/` holds (`LeaseView.quiet`).
+        lease = inspect(self.store, bucket) if latest is not None and layout.tree else None
+        settled = lease is None or lease.state == FREE
+        quiet = lease is None or lease.quiet
         if (
             fresh is None
             and settled
             and latest is not None
             and matches(latest, remote.refs, remote.default_branch)
         ):
-            fresh = self._fresh(bucket, layout, latest, damaged or {})
+            fresh = self._fresh(bucket, layout, latest, damaged or {}, quiet)
             if fresh is None:
                 self.log.info("%s unchanged since snapshot %s", ref.url, latest.snapshot_id)
                 return self._unchanged(ref, bucket, pointer, started, keep, layout)
@@ -410,18 +408,24 @@ class Preparer:
         return self.git.clone(ref, dest)
 
     def _fresh(
-        self, bucket: str, layout: Layout[Manifest], latest: Manifest, damaged: Mapping[str, str]
+        self,
+        bucket: str,
+        layout: Layout[Manifest],
+        latest: Manifest,
+        damaged: Mapping[str, str],
+        quiet: bool,
     ) -> str | None:
         """Why the latest snapshot, which holds what the remote has, must be written again:
         a check found it damaged, its bundle looks damaged, it is sealed to other recipients,
-        or `tree/` drifted from it. None: it stands."""
+        or `tree/` drifted from it (looked at only when the bucket is not `quiet`: a hand
+        edit of a quiet one is the `restorable` check's to find). None: it stands."""
         if known := damaged.get(latest.snapshot_id):
             return known
         if damage := self._damage(bucket, latest):
             return damage
         if resealed := self._resealed(latest):
             return resealed
-        if not layout.tree:
+        if not layout.tree or quiet:
             return None
         index = SnapshotReader(self.store, bucket).tree_index(latest.snapshot_id)
         return tree_drift(self.store, bucket, latest.snapshot_id, index)

@@ -9,9 +9,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 import boto3
+import botocore.session
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -22,6 +24,7 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+from botocore.utils import parse_timestamp
 
 from repovault_pipeline.core.common.errors import ArchiveError, PreconditionFailed, TransientError
 from repovault_pipeline.core.common.settings import S3_TIMEOUT_S
@@ -107,19 +110,39 @@ def s3_client_config(max_connections: int = 20, read_timeout: float = S3_TIMEOUT
     )
 
 
+def _timestamp(value: str) -> datetime:
+    """A timestamp of an S3 answer. Listings carry ISO 8601 (`2026-12-06T18:42:41.000Z`), which
+    the standard library reads ~300x faster than botocore's dateutil default: that parse was a
+    third of the time of listing 10,000 `tree/` keys, the fixed cost of every run. Other
+    shapes (headers' RFC 1123 dates, epoch seconds) go to botocore's parser."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parse_timestamp(value)
+
+
+def s3_session(profile_name: str | None = None) -> boto3.session.Session:
+    """A boto3 session whose clients parse timestamps with `_timestamp`."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    return boto3.session.Session(botocore_session=core, profile_name=profile_name)
+
+
 @contextmanager
-def _s3_errors(action: str) -> Iterator[None]:
+def _s3_errors(action: str, if_match: bool = False) -> Iterator[None]:
     """boto3 errors as RepoVault errors: connection trouble, timeouts, throttling and 5xx are
-    worth a retry (TransientError); refusals (403, 404 NoSuchBucket, 400) are not."""
+    worth a retry (TransientError); refusals (403, 404 NoSuchBucket, 400) are not. A write
+    `if_match` an etag that finds no object (S3 answers 404 NoSuchKey) lost its condition."""
     try:
         yield
     except ClientError as exc:
-        raise _classify_client_error(action, exc) from exc
+        raise _classify_client_error(action, exc, if_match) from exc
     except S3UploadFailedError as exc:
         # boto3's managed upload wraps the ClientError it got; classify that one.
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ClientError):
-            raise _classify_client_error(action, cause) from exc
+            raise _classify_client_error(action, cause, if_match) from exc
         raise TransientError(f"S3 {action} failed: {exc}") from exc
     except _PERMANENT_CLIENT_ERRORS as exc:
         raise ArchiveError(f"S3 {action} failed: {type(exc).__name__}: {exc}") from exc
@@ -127,12 +150,12 @@ def _s3_errors(action: str) -> Iterator[None]:
         raise TransientError(f"S3 {action} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _classify_client_error(action: str, exc: ClientError) -> ArchiveError:
+def _classify_client_error(action: str, exc: ClientError, if_match: bool = False) -> ArchiveError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     message = f"S3 {action} failed: {code} {error.get('Message', '')}".strip()
-    if code in _PRECONDITION_CODES or status == 412:
+    if code in _PRECONDITION_CODES or status == 412 or (if_match and code == "NoSuchKey"):
         return PreconditionFailed(message)
     if code in _TRANSIENT_CODES or status >= 500 or status == 429:
         return TransientError(message)
@@ -171,7 +194,7 @@ class S3Store(ObjectStore):
         self.sse = sse
         self._sse_checked: set[str] = set()  # buckets whose server encrypted a write as asked
         self._sse_refused: SseRefused | None = None
-        self.client = client or boto3.session.Session().client(
+        self.client = client or s3_session().client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=self.region,
@@ -219,7 +242,7 @@ class S3Store(ObjectStore):
         if_match=None,
         if_none_match=False,
     ):
-        with self._sse_errors(), _s3_errors(f"upload {key}"):
+        with self._sse_errors(), _s3_errors(f"upload {key}", if_match is not None):
             response = self.client.put_object(
                 Bucket=bucket,
                 Key=key,

@@ -49,7 +49,13 @@ from repovault_pipeline.core.vault.records import (
 )
 from repovault_pipeline.core.vault.retention import apply_retention
 from repovault_pipeline.core.vault.store import ObjectStore, file_sha256
-from repovault_pipeline.core.vault.tree_sync import TreeSync, plan_tree, sync_tree, write_tree_index
+from repovault_pipeline.core.vault.tree_sync import (
+    TreeSync,
+    plan_tree,
+    stored_tree,
+    sync_tree,
+    write_tree_index,
+)
 from repovault_pipeline.core.vault.upload import ParallelUploader, UploadProgress
 
 log = logging.getLogger(__name__)
@@ -219,7 +225,10 @@ class SnapshotWriter(Preparer):
         # Encrypted, no `tree/` is written, and the one a plaintext snapshot left is removed:
         # its files would be the plaintext the encryption is there to keep out of the store.
         tree_entries = [] if self.sealing else entries
-        sync = plan_tree(self.store, prepared.bucket, tree_entries, previous, prepared.lfs)
+        # A fresh snapshot repairs: it looks at what `tree/` holds, whatever tree.json says.
+        quiet = lease.quiet and prepared.fresh is None
+        existing = stored_tree(self.store, prepared.bucket, previous, quiet)
+        sync = plan_tree(existing, tree_entries, previous, prepared.lfs)
         bundle = self._upload_objects(prepared, result, repo, sync, lease)
         result.files_uploaded = sync.uploaded
         result.files_deleted = len(sync.stale)

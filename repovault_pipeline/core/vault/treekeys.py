@@ -8,14 +8,16 @@ to its key and keeps its exact bytes. One odd file therefore never blocks a back
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 
 TREE = "tree/"
 ENCODED = ".repovault/encoded/"
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 bytes
 MAX_NAME_BYTES = 255  # one path component: MinIO and most file systems
 # Characters S3 or MinIO refuse, mangle or cannot list in XML (1.0), and Windows separators.
-_REFUSED = {chr(c) for c in range(0x20)} | {"\x7f", "\\", "\ufffe", "\uffff"}
+_REFUSED = re.compile("[\x00-\x1f\x7f\\\\\ufffe\uffff]")
 _GIT_DIR_NAMES = {".git", "git~1"}  # git's own folder, and its NTFS short name
 
 
@@ -45,7 +47,7 @@ def needs_encoding(path: str) -> bool:
     return (
         len(TREE) + len(raw) > MAX_KEY_BYTES
         or path.lower().startswith(".repovault/")  # reserved for encoded keys
-        or any(char in _REFUSED for char in path)
+        or _REFUSED.search(path) is not None
         or any(
             unsafe_component(part) or len(path_bytes(part)) > MAX_NAME_BYTES
             for part in path.split("/")
@@ -53,8 +55,10 @@ def needs_encoding(path: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def tree_key(path: str) -> str:
-    """The key of HEAD's file `path` under `tree/`."""
+    """The key of HEAD's file `path` under `tree/` (cached: a run asks for each key three
+    times, planning, uploading and writing `tree.json`, and a large HEAD has 10^5 files)."""
     if needs_encoding(path):
         return f"{TREE}{ENCODED}{hashlib.sha256(path_bytes(path)).hexdigest()}"
     return TREE + path

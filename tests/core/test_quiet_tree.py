@@ -1,0 +1,88 @@
+"""A run pays for what changed: when the bucket is quiet (its lease released by a finished
+writer that took over from nobody), the previous `tree.json` says what `tree/` holds, so a
+re-archive after one changed file, and an unchanged run, list no `tree/` (counted through a
+proxy in front of the S3 server). A bucket whose last writer took over from a stalled one is
+listed as before (tests/core/test_snapshot_faults.py); a hand edit of a quiet one is the
+`restorable` check's to find (tests/assets/test_repair.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from repovault_pipeline.core.common.errors import TransientError
+from repovault_pipeline.core.common.identity import parse_repo_url
+from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.vault.outcome import ArchiveResult
+from repovault_pipeline.core.vault.snapshot import SnapshotWriter
+from repovault_pipeline.core.vault.store import open_store
+from tests.core.test_restore import s3
+from tests.support.archiving import archive
+from tests.support.repos import ServedRepo
+from tests.support.tcp_proxy import BreakableProxy
+from tests.support.vault_checks import assert_tree_is_head, read_json
+
+
+def archive_counted(repo: ServedRepo, s3_endpoint: str) -> tuple[ArchiveResult, list[str]]:
+    """Archive `repo` through a proxy; the requests' `METHOD path`, as the server saw them."""
+    proxy = BreakableProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    try:
+        settings = Settings.from_env().model_copy(update={"s3_endpoint": proxy.endpoint})
+        ref = parse_repo_url(repo.url, settings.allowed_schemes, settings.allowed_hosts)
+        result = SnapshotWriter(settings, open_store(settings)).archive(ref)
+        return result, [f"{method} {path}" for method, path in proxy.requests]
+    finally:
+        proxy.close()
+
+
+def tree_lists(requests: list[str]) -> list[str]:
+    return [r for r in requests if r.startswith("GET ") and "prefix=tree%2F" in r]
+
+
+def tree_puts(requests: list[str]) -> list[str]:
+    return [r for r in requests if r.startswith("PUT ") and "/tree/" in r]
+
+
+def test_a_quiet_bucket_is_written_without_listing_tree(
+    vault_env: dict[str, str], make_repo
+) -> None:
+    repo = make_repo("quiet")
+    repo.commit({f"d{n // 100}/f{n}.txt": f"{n}\n" for n in range(1203)})
+    repo.push()
+    endpoint = vault_env["REPOVAULT_S3_ENDPOINT"]
+    first, requests = archive_counted(repo, endpoint)
+    assert first.outcome == "completed" and len(tree_puts(requests)) == 1203
+    assert len(tree_lists(requests)) == 1  # a first snapshot has no tree.json: listed
+
+    repo.commit({"d7/f777.txt": "changed\n", "new.txt": "new\n", "d0/f1.txt": None})
+    repo.push()
+    second, requests = archive_counted(repo, endpoint)
+    assert second.outcome == "completed" and second.files_uploaded == 2, second
+    assert second.files_deleted == 1
+    assert tree_lists(requests) == [], requests
+    assert len(tree_puts(requests)) == 2, tree_puts(requests)
+    assert assert_tree_is_head(second.bucket, repo.bare)["snapshot_id"] == second.snapshot_id
+
+    third, requests = archive_counted(repo, endpoint)
+    assert third.outcome == "unchanged" and tree_lists(requests) == [], requests
+    assert len(requests) <= 12, requests  # lease, latest.json, manifest, chain listings
+
+
+def test_a_hand_deleted_file_that_changes_fails_the_run_transiently_and_the_retry_repairs(
+    vault_env: dict[str, str], make_repo
+) -> None:
+    """The write of a changed file is conditional on the etag `tree.json` recorded; S3 answers
+    404 for an object deleted by hand: the condition lost, nothing is committed, and the retry
+    (the lease now `interrupted`) lists `tree/` and writes it whole."""
+    repo = make_repo("handmade")
+    repo.commit({"a.txt": "a\n", "b.txt": "b\n"})
+    repo.push()
+    first = archive(repo)
+    s3().delete_object(Bucket=first.bucket, Key="tree/a.txt")
+    repo.commit({"a.txt": "changed\n"})
+    repo.push()
+    with pytest.raises(TransientError, match="an object of tree/ changed"):
+        archive(repo)
+    assert read_json(first.bucket, "latest.json")["snapshot_id"] == first.snapshot_id
+    retried = archive(repo)
+    assert retried.outcome == "completed", retried
+    assert assert_tree_is_head(first.bucket, repo.bare)["snapshot_id"] == retried.snapshot_id
