@@ -365,6 +365,8 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
         first.snapshot_id,
     ]
     assert listed["snapshots"][0]["head_commit"] == repo.head()
+    # The second bundle holds what is new since the first (its base); the first is full.
+    assert [s["base"] for s in listed["snapshots"]] == [first.snapshot_id, ""]
     assert listed["wiki"]["latest"] == wiki_id
     assert [(s["snapshot_id"], s["head_commit"]) for s in listed["wiki"]["snapshots"]] == [
         (wiki_id, wiki.head())
@@ -384,13 +386,13 @@ def test_snapshots_of_code_wiki_and_metadata_over_http_and_cli(
     )
     assert done.returncode == 0, done.stderr
     lines = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()]
-    header = ["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "kept"]
-    assert lines[0] == header
-    assert [(c[0], c[1], c[3], c[5], c[7]) for c in lines[1:]] == [
-        ("code", second.snapshot_id, repo.head()[:12], "yes", "last"),
-        ("code", first.snapshot_id, first.head_commit[:12], "-", "last"),
-        ("wiki", wiki_id, wiki.head()[:12], "yes", "last"),
-        ("metadata", meta.snapshot_id, "-", "yes", "always"),
+    header = ["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "base"]
+    assert lines[0] == [*header, "kept"]
+    assert [(c[0], c[1], c[3], c[5], c[7], c[8]) for c in lines[1:]] == [
+        ("code", second.snapshot_id, repo.head()[:12], "yes", first.snapshot_id, "last"),
+        ("code", first.snapshot_id, first.head_commit[:12], "-", "-", "last"),
+        ("wiki", wiki_id, wiki.head()[:12], "yes", "-", "last"),
+        ("metadata", meta.snapshot_id, "-", "yes", "-", "always"),
     ]
     assert lines[4][6].startswith("1 issues") and "--wiki" in done.stderr
     assert list(elsewhere.iterdir()) == []

@@ -142,12 +142,16 @@ def cmd_snapshots(args: argparse.Namespace, settings: Settings) -> int:
             human_size(snap.size),
             "yes" if snap.snapshot_id == series.latest else "-",
             _contents(snap),
+            snap.base or "-",
             _kept(snap),
         ]
         for kind, series in found.series().items()
         for snap in series.snapshots
     ]
-    table(["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "kept"], rows)
+    table(
+        ["kind", "snapshot_id", "created", "head", "size", "latest", "contents", "base", "kept"],
+        rows,
+    )
     if any(snap.kept == () for series in found.series().values() for snap in series.snapshots):
         print(
             "kept -: outside the retention policy (REPOVAULT_KEEP_SNAPSHOTS, _DAILY, _WEEKLY, "

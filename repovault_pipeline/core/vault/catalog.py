@@ -28,6 +28,8 @@ class SnapshotInfo:
     refs: int | None = None
     bundle_bytes: int | None = None
     tree_files: int | None = None
+    # Code and wiki: the snapshot an incremental bundle builds on ("" for a full bundle).
+    base: str | None = None
     records: dict[str, int] | None = None  # metadata: records written, by kind
     bytes: int | None = None  # metadata: the size of those records
     full: bool | None = None
@@ -124,6 +126,7 @@ def _git(snapshot_id: str, manifest: Manifest) -> SnapshotInfo:
         refs=len(manifest.refs),
         bundle_bytes=manifest.bundle.size,
         tree_files=tree.files if tree else None,
+        base=manifest.base or "",
     )
 
 
