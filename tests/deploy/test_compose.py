@@ -1194,9 +1194,7 @@ def github_provider(realm: dict[str, Any]) -> dict[str, Any]:
     return provider
 
 
-def test_github_sign_in_comes_from_env_and_is_off_while_unset(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_github_sign_in_comes_from_env_and_is_off_while_unset(stack: Stack, tmp_path: Path) -> None:
     """The realm's `github` identity provider takes its client id and secret from .env through
     Keycloak's ${...} placeholders (no secret in the file), and is enabled exactly when both
     are set: the entrypoint decides, kc.sh then starts with the realm import as before."""
