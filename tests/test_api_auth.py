@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import select
 
+from repovault_pipeline.core.access.oidc import scope_of
 from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.core.lineage.tables import api_tokens
 from tests.support.api import make_token, serve_command, session
@@ -273,6 +274,23 @@ def test_viewers_read_and_operators_do_everything(
     )
     one_line_refusal(refused, 403, "gh holds none", "repovault-viewer or repovault-operator")
     assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "scope"),
+    [
+        ({"realm_access": {"roles": ["repovault-viewer"]}}, "read"),
+        ({"realm_access": {"roles": ["repovault-viewer", "repovault-submit"]}}, "submit"),
+        ({"realm_access": {"roles": ["repovault-read", "repovault-operator"]}}, "admin"),
+        ({"realm_access": {"roles": ["offline_access", "repovault-viewers"]}}, None),
+        ({"realm_access": {"roles": [["repovault-admin"], 7, None]}}, None),
+        ({"realm_access": ["repovault-admin"]}, None),
+        ({"realm_access": None}, None),
+        ({"roles": ["repovault-operator"]}, None),  # only the realm's own claim counts
+    ],
+)
+def test_the_highest_scope_the_realm_roles_give(claims: dict[str, Any], scope: str | None) -> None:
+    assert scope_of(claims) == scope
 
 
 # --- the submission limit -----------------------------------------------------------------------
