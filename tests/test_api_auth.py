@@ -285,6 +285,8 @@ def test_viewers_read_and_operators_do_everything(
         ({"realm_access": {"roles": ["offline_access", "repovault-viewers"]}}, None),
         ({"realm_access": {"roles": [["repovault-admin"], 7, None]}}, None),
         ({"realm_access": ["repovault-admin"]}, None),
+        ({"realm_access": {"roles": {"repovault-admin": True}}}, None),
+        ({"realm_access": {"roles": "repovault-admin"}}, None),
         ({"realm_access": None}, None),
         ({"roles": ["repovault-operator"]}, None),  # only the realm's own claim counts
     ],

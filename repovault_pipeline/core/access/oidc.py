@@ -4,7 +4,8 @@ is the realm (REPOVAULT_OIDC_ISSUER) and its audience one of REPOVAULT_OIDC_AUDI
 comes from the realm roles it carries (`realm_access.roles`), the highest one held counting:
 people hold `repovault-viewer` (read) or `repovault-operator` (admin, which covers submit and
 read); `repovault-read`, `repovault-submit`, `repovault-admin` name one scope each, for service
-accounts such as repovault-scripts' (submit) and tokens made before the two people roles.
+accounts such as repovault-scripts' (submit) and for accounts given them before the two roles
+for people existed.
 
 The keys are fetched from REPOVAULT_OIDC_JWKS_URL (default: the issuer's
 /protocol/openid-connect/certs) and kept for five minutes; a token signed with a key not among
@@ -104,5 +105,7 @@ def scope_of(claims: dict[str, Any]) -> str | None:
     """The highest scope the token's realm roles give; None when it holds none of ROLE_SCOPES."""
     realm_access = claims.get("realm_access")
     roles = realm_access.get("roles") if isinstance(realm_access, dict) else None
-    held = {ROLE_SCOPES[r] for r in roles or () if isinstance(r, str) and r in ROLE_SCOPES}
+    if not isinstance(roles, list):
+        return None
+    held = {ROLE_SCOPES[r] for r in roles if isinstance(r, str) and r in ROLE_SCOPES}
     return max(held, key=SCOPES.index, default=None)
