@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import select
 
+from repovault_pipeline.core.access.oidc import scope_of
 from repovault_pipeline.core.lineage.requests import open_lineage
 from repovault_pipeline.core.lineage.tables import api_tokens
 from tests.support.api import make_token, serve_command, session
@@ -232,10 +233,66 @@ def test_keycloak_access_tokens_by_realm_role(
         headers={"Authorization": f"Bearer {realm.token(['offline_access'])}"},
         timeout=30,
     )
-    one_line_refusal(roleless, 403, "ci-bot holds none of the roles repovault-read")
+    one_line_refusal(roleless, 403, "ci-bot holds none of the RepoVault roles", "repovault-viewer")
     assert realm.fetches <= 3  # the keys are cached; an unknown kid refetches once
     log = (tmp_path / "api.log").read_text()
     assert submitter not in log and submitter.split(".")[2] not in log
+
+
+def test_viewers_read_and_operators_do_everything(
+    oidc_api: str, realm: Realm, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """The realm's two roles for people (docs/deployment.md, "Who may do what"): a viewer reads
+    and may not submit nor check; an operator may do all three; a GitHub user the operators
+    gave no role is refused with the roles to ask for."""
+    api = oidc_api
+    repo = make_repo("by-operator")
+    viewer = realm.token(["default-roles-repovault", "repovault-viewer"], preferred_username="vi")
+    with session(viewer) as http:
+        for path in ("/api/requests", "/api/stats", "/api/repositories", "/metrics"):
+            assert http.get(f"{api}{path}", timeout=30).status_code == 200, path
+        submit = http.post(f"{api}/api/requests", json={"urls": [repo.url]}, timeout=30)
+        one_line_refusal(submit, 403, "needs the submit scope", "has read")
+        verify = http.post(f"{api}/api/repositories/127.0.0.1/o/r/verify", timeout=30)
+        one_line_refusal(verify, 403, "needs the admin scope", "has read")
+    assert rows() == []
+
+    operator = realm.token(["repovault-operator"], preferred_username="op")
+    with session(operator) as http:
+        assert http.get(f"{api}/api/requests", timeout=30).status_code == 200
+        made = http.post(f"{api}/api/requests", json={"urls": [repo.url]}, timeout=30)
+        assert made.status_code == 202, made.text
+        # Past the role check: refused only because nothing of it is stored yet.
+        verify = http.post(f"{api}/api/repositories/127.0.0.1/o/r/verify", timeout=30)
+        one_line_refusal(verify, 404, "no snapshot of 127.0.0.1/o/r is stored")
+    [row] = rows()
+    assert row.repo_url == repo.url
+
+    newcomer = realm.token(["default-roles-repovault", "offline_access"], preferred_username="gh")
+    refused = requests.get(
+        f"{api}/api/requests", headers={"Authorization": f"Bearer {newcomer}"}, timeout=30
+    )
+    one_line_refusal(refused, 403, "gh holds none", "repovault-viewer or repovault-operator")
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "scope"),
+    [
+        ({"realm_access": {"roles": ["repovault-viewer"]}}, "read"),
+        ({"realm_access": {"roles": ["repovault-viewer", "repovault-submit"]}}, "submit"),
+        ({"realm_access": {"roles": ["repovault-read", "repovault-operator"]}}, "admin"),
+        ({"realm_access": {"roles": ["offline_access", "repovault-viewers"]}}, None),
+        ({"realm_access": {"roles": [["repovault-admin"], 7, None]}}, None),
+        ({"realm_access": ["repovault-admin"]}, None),
+        ({"realm_access": {"roles": {"repovault-admin": True}}}, None),
+        ({"realm_access": {"roles": "repovault-admin"}}, None),
+        ({"realm_access": None}, None),
+        ({"roles": ["repovault-operator"]}, None),  # only the realm's own claim counts
+    ],
+)
+def test_the_highest_scope_the_realm_roles_give(claims: dict[str, Any], scope: str | None) -> None:
+    assert scope_of(claims) == scope
 
 
 # --- the submission limit -----------------------------------------------------------------------

@@ -13,7 +13,13 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..core.access.oidc import KeysUnavailable, OidcVerifier, RefusedToken, looks_like_jwt
+from ..core.access.oidc import (
+    ROLE_SCOPES,
+    KeysUnavailable,
+    OidcVerifier,
+    RefusedToken,
+    looks_like_jwt,
+)
 from ..core.access.tokens import PREFIX, SCOPES, TokenStore, covers
 from ..core.common.identity import InvalidRepoUrl
 from ..core.common.redact import mask_secrets
@@ -104,7 +110,8 @@ class Caller:
 bearer = HTTPBearer(
     auto_error=False,
     description="An API token (`repovault token create`, `rvt_...`) or an access token of the "
-    "Keycloak realm (REPOVAULT_OIDC_ISSUER) holding a repovault-read/submit/admin role.",
+    "Keycloak realm (REPOVAULT_OIDC_ISSUER) holding the role repovault-viewer (read), "
+    "repovault-operator (admin) or repovault-read/submit/admin.",
 )
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
@@ -142,10 +149,11 @@ def authenticate(vault: VaultDep, credentials: Credentials) -> Caller:
     except KeysUnavailable as exc:
         raise Refused(503, mask_secrets(str(exc))) from None
     if identity.scope is None:
-        roles = ", ".join(f"repovault-{s}" for s in SCOPES)
         raise Refused(
             403,
-            f"the Keycloak user {identity.subject} holds none of the roles {roles}",
+            f"the Keycloak user {identity.subject} holds none of the RepoVault roles "
+            f"({', '.join(ROLE_SCOPES)}); an operator assigns repovault-viewer or "
+            "repovault-operator in Keycloak (docs/deployment.md)",
             {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
         )
     return Caller(f"keycloak:{identity.subject}", identity.scope)

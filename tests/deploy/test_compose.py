@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from repovault_pipeline.core.access.oidc import ROLE_SCOPES
+from repovault_pipeline.core.access.tokens import SCOPES
 from repovault_pipeline.core.common.settings import Settings
 from tests.conftest import missing_service
 from tests.support.compose import ComposeError, load_project, read_env_file
@@ -64,6 +66,7 @@ DATA_DIRS = {
     "dagster-code": "/opt/dagster/home/storage",
     "dagster-daemon": "/opt/dagster/home/storage",
     "dagster-webserver": "/opt/dagster/home/storage",
+    "dagster-viewer": "/opt/dagster/home/storage",
 }
 
 
@@ -112,11 +115,14 @@ def other_env_values() -> dict[str, str]:
         "REPOVAULT_PUBLIC_HOST": "vault.example.test",
         "REPOVAULT_BIND_ADDRESS": "0.0.0.0",
         "REPOVAULT_UI_PORT": "14180",
+        "REPOVAULT_VIEWER_UI_PORT": "14181",
         "KEYCLOAK_PORT": "18080",
         "MINIO_API_PORT": "19000",
         "MINIO_CONSOLE_PORT": "19001",
         "REPOVAULT_OPERATOR_USERNAME": "alice",
         "REPOVAULT_OPERATOR_EMAIL": "alice@example.test",
+        "KEYCLOAK_GITHUB_CLIENT_ID": "Ov23liTestClientId42",
+        "KEYCLOAK_GITHUB_CLIENT_SECRET": "0123456789abcdef0123456789abcdef01234567",
         "OAUTH2_PROXY_COOKIE_SECURE": "true",
         "KEYCLOAK_ADMIN_USER": "kcroot",
         "POSTGRES_USER": "pgowner",
@@ -218,9 +224,23 @@ class Stack:
         cmd = self.command(name)
         return bool(cmd) and cmd[0] in ("dagster", "dagster-webserver", "dagster-daemon")
 
-    def proxy(self) -> str:
-        (name,) = self.by_image("quay.io/oauth2-proxy/oauth2-proxy:")
+    def proxy_on(self, port_variable: str) -> str:
+        """The oauth2-proxy service published on the port .env names `port_variable`."""
+        port = int(self.dotenv[port_variable])
+        (name,) = [
+            n
+            for n in self.by_image("quay.io/oauth2-proxy/oauth2-proxy:")
+            if port in [host_port for _, host_port, _ in published_ports(self.services[n])]
+        ]
         return name
+
+    def proxy(self) -> str:
+        """The operators' proxy: the whole Dagster UI, and the HTTP API under /api/."""
+        return self.proxy_on("REPOVAULT_UI_PORT")
+
+    def viewer_proxy(self) -> str:
+        """The viewers' proxy: the read-only Dagster UI."""
+        return self.proxy_on("REPOVAULT_VIEWER_UI_PORT")
 
 
 @pytest.fixture(scope="module", params=[(BASE,), (BASE, HA)], ids=["single", "ha"])
@@ -511,7 +531,7 @@ def test_every_dagster_process_reads_the_production_instance(stack: Stack) -> No
 def test_ui_services_get_no_repository_secrets(stack: Stack) -> None:
     """The webserver, the daemon and the relay never run RepoVault's archive code (the first two
     load only its run coordinator): they get no token or S3 key."""
-    for name in ("dagster-webserver", "dagster-daemon", "dagster-code-relay"):
+    for name in ("dagster-webserver", "dagster-viewer", "dagster-daemon", "dagster-code-relay"):
         assert not stack.runs_code(name)
         secrets = {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "REPOVAULT_DB_URL"}
         assert secrets.isdisjoint(stack.env(name)), name
@@ -651,15 +671,17 @@ def test_clones_cannot_reach_the_webserver_nor_the_sign_in(stack: Stack) -> None
     open no connection to the Dagster webserver (no sign-in of its own), the proxy or Keycloak:
     computed from the networks they share and the relays' forwarding."""
     assert clone_runner(stack) == "dagster-code"
-    guarded = {"dagster-webserver", stack.proxy(), "keycloak", "keycloak-db"}
+    guarded = {"dagster-webserver", "dagster-viewer", stack.proxy(), stack.viewer_proxy()}
+    guarded |= {"keycloak", "keycloak-db"}
     for name in [n for n in stack.services if stack.runs_code(n)]:
         # The HTTP API fetches the realm's signing keys from Keycloak: that one, and only it.
         allowed = {"keycloak"} if name == "api" else set()
         assert guarded.isdisjoint(reachable(stack, name) - allowed), name
         assert guarded.isdisjoint(peers(stack, name) - allowed), name
     assert "keycloak" not in reachable(stack, clone_runner(stack))
-    # The webserver's own peers: the proxy, the relay, PostgreSQL. Nothing that runs code.
-    assert not any(stack.runs_code(n) for n in peers(stack, "dagster-webserver"))
+    # The webservers' own peers: their proxy, the relay, PostgreSQL. Nothing that runs code.
+    for webserver in ("dagster-webserver", "dagster-viewer"):
+        assert not any(stack.runs_code(n) for n in peers(stack, webserver)), webserver
 
 
 def test_the_webserver_reaches_the_code_server_through_a_one_way_relay(stack: Stack) -> None:
@@ -696,11 +718,15 @@ def test_every_connection_the_stack_makes_resolves_to_one_service(stack: Stack) 
         one(name, url_host(settings.db_url.split("://", 1)[1]), {"postgres"})
     for name in [n for n in stack.services if stack.runs_dagster(n)]:
         one(name, stack.env(name)["DAGSTER_PG_HOST"], {"postgres"})
-    proxy = stack.env(stack.proxy())
-    for upstream in proxy["OAUTH2_PROXY_UPSTREAMS"].split(","):
-        one(stack.proxy(), url_host(upstream), {"dagster-webserver", "api-relay"})
+    for name, upstreams in (
+        (stack.proxy(), {"dagster-webserver", "api-relay"}),
+        (stack.viewer_proxy(), {"dagster-viewer"}),
+    ):
+        proxy = stack.env(name)
+        for upstream in proxy["OAUTH2_PROXY_UPSTREAMS"].split(","):
+            one(name, url_host(upstream), upstreams)
+        one(name, url_host(proxy["OAUTH2_PROXY_REDEEM_URL"]), {"keycloak"})
     one("api-relay", relay_target(stack, "api-relay")[0], {"api"})
-    one(stack.proxy(), url_host(proxy["OAUTH2_PROXY_REDEEM_URL"]), {"keycloak"})
     one("api", url_host(stack.env("api")["REPOVAULT_OIDC_JWKS_URL"]), {"keycloak"})
     one("keycloak", url_host(stack.env("keycloak")["KC_DB_URL"].split("//")[1]), {"keycloak-db"})
     for url in re.findall(r"https?://[^\s\"']+", " ".join(stack.command("minio-init"))):
@@ -1051,7 +1077,13 @@ def test_realm_file_matches_the_proxy(stack: Stack) -> None:
     assert secret_var, "the client secret must come from the environment, not the file"
     assert client["secret"] == proxy["OAUTH2_PROXY_CLIENT_SECRET"]
     assert client["secret"] == stack.dotenv[secret_var.group(1)]
-    assert client["redirectUris"] == [proxy["OAUTH2_PROXY_REDIRECT_URL"]]
+    viewer_proxy = stack.env(stack.viewer_proxy())
+    assert viewer_proxy["OAUTH2_PROXY_CLIENT_ID"] == client["clientId"]
+    assert viewer_proxy["OAUTH2_PROXY_CLIENT_SECRET"] == client["secret"]
+    assert client["redirectUris"] == [
+        proxy["OAUTH2_PROXY_REDIRECT_URL"],
+        viewer_proxy["OAUTH2_PROXY_REDIRECT_URL"],
+    ]
     assert (
         client["attributes"]["pkce.code.challenge.method"]
         == proxy["OAUTH2_PROXY_CODE_CHALLENGE_METHOD"]
@@ -1116,6 +1148,152 @@ def test_scripts_reach_the_api_through_the_proxy_with_a_bearer_token(stack: Stac
         u for u in realm["users"] if u.get("serviceAccountClientId") == client["clientId"]
     ]
     assert account["realmRoles"] and set(account["realmRoles"]) <= roles
+
+
+KC_SH = "/opt/keycloak/bin/kc.sh"
+
+
+def keycloak_start(stack: Stack, tmp_path: Path) -> tuple[dict[str, str], str, list[str]]:
+    """Run the keycloak service's entrypoint with bash, its environment and command, with the
+    image's kc.sh replaced by a stand-in: the environment kc.sh (and so the realm import)
+    would get, what the entrypoint said on stderr, and the arguments kc.sh got."""
+    entrypoint = list(stack.services["keycloak"]["entrypoint"])
+    assert entrypoint[:2] == ["/bin/bash", "-c"] and f'exec {KC_SH} "$@"' in entrypoint[2]
+    stand_in = tmp_path / "kc.sh"
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\nenv -0\n')
+    stand_in.chmod(0o755)
+    script = entrypoint[2].replace(KC_SH, str(stand_in))
+    env = {"PATH": "/usr/bin:/bin", **stack.env("keycloak")}
+    done = subprocess.run(
+        ["bash", "-c", script, *entrypoint[3:], *stack.command("keycloak")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+    args = Path(f"{stand_in}.args").read_text().splitlines()
+    return seen, done.stderr, args
+
+
+def secret_values(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(key, value) of every secret, password and credential value in the realm file."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from secret_values(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from secret_values(v, key)
+    elif isinstance(value, str) and (re.search(r"secret|password", key, re.I) or key == "value"):
+        yield key, value
+
+
+def github_provider(realm: dict[str, Any]) -> dict[str, Any]:
+    (provider,) = [p for p in realm.get("identityProviders", []) if p["alias"] == "github"]
+    return provider
+
+
+def test_github_sign_in_comes_from_env_and_is_off_while_unset(stack: Stack, tmp_path: Path) -> None:
+    """The realm's `github` identity provider takes its client id and secret from .env through
+    Keycloak's ${...} placeholders (no secret in the file), and is enabled exactly when both
+    are set: the entrypoint decides, kc.sh then starts with the realm import as before."""
+    raw = json.loads(REALM_FILE.read_text())
+    provider = github_provider(raw)
+    assert (provider["providerId"], provider["trustEmail"]) == ("github", False)
+    config = provider["config"]
+    id_var = _PLACEHOLDER.fullmatch(config["clientId"])
+    secret_var = _PLACEHOLDER.fullmatch(config["clientSecret"])
+    assert id_var and secret_var, "the GitHub client id and secret must come from the env"
+    assert (id_var.group(1), secret_var.group(1)) == (
+        "KEYCLOAK_GITHUB_CLIENT_ID",
+        "KEYCLOAK_GITHUB_CLIENT_SECRET",
+    )
+    assert {id_var.group(1), secret_var.group(1)} <= set(parse_env_file(ENV_EXAMPLE))
+    # No secret inline anywhere in the realm file: every secret and password is a placeholder.
+    found = list(secret_values(raw))
+    assert len(found) >= 4, found  # two clients, GitHub, the operator's password
+    for key, value in found:
+        assert _PLACEHOLDER.fullmatch(value), f"{key} holds a value in the realm file"
+
+    env, said, args = keycloak_start(stack, tmp_path)
+    assert args == ["start", "--import-realm"]
+    realm = resolve_placeholders(raw, env)
+    github = github_provider(realm)
+    both = bool(stack.dotenv.get(id_var.group(1)) and stack.dotenv.get(secret_var.group(1)))
+    assert github["enabled"] == ("true" if both else "false")
+    assert github["config"]["clientId"] == stack.dotenv.get(id_var.group(1), "")
+    assert github["config"]["clientSecret"] == stack.dotenv.get(secret_var.group(1), "")
+    assert said == ""
+
+    # One of the two alone: off, and the log says why in one line (never the value).
+    half = {**stack.dotenv, "KEYCLOAK_GITHUB_CLIENT_SECRET": ""}
+    half["KEYCLOAK_GITHUB_CLIENT_ID"] = "Ov23liOnlyTheId"
+    half_file = tmp_path / "half.env"
+    half_file.write_text("".join(f"{k}={v}\n" for k, v in half.items()))
+    half_stack = Stack(stack.files, "half", half_file)
+    env, said, _ = keycloak_start(half_stack, tmp_path)
+    assert github_provider(resolve_placeholders(raw, env))["enabled"] == "false"
+    assert said.count("\n") == 1 and "GitHub sign-in stays off" in said
+    assert "Ov23liOnlyTheId" not in said
+
+
+def test_viewers_and_operators_are_realm_roles_the_proxies_and_the_api_enforce(
+    stack: Stack,
+) -> None:
+    """Operators pass the proxy of the whole UI; viewers (and operators) the proxy of the
+    read-only webserver; the API maps the same realm roles to its scopes; nobody gets a
+    RepoVault role by signing in (GitHub users included), and the proxies' client keeps the
+    realm roles in its access tokens (keycloak-oidc reads them there)."""
+    raw = json.loads(REALM_FILE.read_text())
+    realm = resolve_placeholders(raw, stack.env("keycloak"))
+    roles = {r["name"] for r in realm["roles"]["realm"]}
+    assert {"repovault-viewer", "repovault-operator"} <= roles
+
+    operators = stack.env(stack.proxy())
+    viewers = stack.env(stack.viewer_proxy())
+    assert operators["OAUTH2_PROXY_ALLOWED_ROLES"] == "repovault-operator"
+    assert set(viewers["OAUTH2_PROXY_ALLOWED_ROLES"].split(",")) == {
+        "repovault-viewer",
+        "repovault-operator",
+    }
+    assert viewers["OAUTH2_PROXY_PROVIDER"] == "keycloak-oidc"
+    assert viewers["OAUTH2_PROXY_OIDC_ISSUER_URL"] == operators["OAUTH2_PROXY_OIDC_ISSUER_URL"]
+    # The viewers' proxy leads to one upstream, the read-only webserver, and skips no route.
+    (upstream,) = viewers["OAUTH2_PROXY_UPSTREAMS"].split(",")
+    (viewer_ui,) = resolve(stack, stack.viewer_proxy(), url_host(upstream))
+    assert "--read-only" in stack.command(viewer_ui)
+    assert stack.command(viewer_ui)[0] == "dagster-webserver"
+    assert "--read-only" not in stack.command("dagster-webserver")
+    assert published_ports(stack.services[viewer_ui]) == []
+    assert not any(k.startswith("OAUTH2_PROXY_SKIP_AUTH") for k in viewers)
+    assert viewers["OAUTH2_PROXY_COOKIE_NAME"] != operators["OAUTH2_PROXY_COOKIE_NAME"]
+    bind, port = stack.dotenv["REPOVAULT_BIND_ADDRESS"], stack.dotenv["REPOVAULT_VIEWER_UI_PORT"]
+    listen = int(viewers["OAUTH2_PROXY_HTTP_ADDRESS"].rsplit(":", 1)[1])
+    assert published_ports(stack.services[stack.viewer_proxy()]) == [(bind, int(port), listen)]
+    assert viewers["OAUTH2_PROXY_REDIRECT_URL"] == (
+        f"http://{stack.dotenv['REPOVAULT_PUBLIC_HOST']}:{port}/oauth2/callback"
+    )
+
+    # The API: each role the realm defines for RepoVault gives a scope; viewer reads,
+    # operator may do everything.
+    assert set(ROLE_SCOPES) == {r for r in roles if r.startswith("repovault-")}
+    assert ROLE_SCOPES["repovault-viewer"] == "read"
+    assert ROLE_SCOPES["repovault-operator"] == SCOPES[-1]
+
+    # Signing in gives no RepoVault role: no default role, no identity provider mapper.
+    default_role = realm.get("defaultRole") or {}
+    granted = set((default_role.get("composites") or {}).get("realm") or [])
+    granted |= set(realm.get("defaultRoles") or [])
+    assert granted.isdisjoint(roles)
+    for mapper in realm.get("identityProviderMappers") or []:
+        assert not any(r in json.dumps(mapper) for r in roles), mapper
+    # Realm roles reach the access tokens: the default client scope `roles` is kept and the
+    # clients do not narrow their role scope.
+    assert "clientScopes" not in realm and "defaultDefaultClientScopes" not in realm
+    for client in realm["clients"]:
+        assert client.get("fullScopeAllowed", True), client["clientId"]
+        assert "roles" in client.get("defaultClientScopes", ["roles"]), client["clientId"]
 
 
 def test_proxy_cookie_secret_has_an_aes_length(stack: Stack) -> None:

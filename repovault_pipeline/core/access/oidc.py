@@ -1,8 +1,11 @@
 """Keycloak's bearer tokens for the HTTP API (docs/contract.md "HTTP API"): a JWT is accepted
 when the realm's published keys (its JWKS) verify its signature, it has not expired, its issuer
 is the realm (REPOVAULT_OIDC_ISSUER) and its audience one of REPOVAULT_OIDC_AUDIENCE. Its scope
-comes from the realm roles it carries: `repovault-read`, `repovault-submit`, `repovault-admin`
-(the highest one held counts).
+comes from the realm roles it carries (`realm_access.roles`), the highest one held counting:
+people hold `repovault-viewer` (read) or `repovault-operator` (admin, which covers submit and
+read); `repovault-read`, `repovault-submit`, `repovault-admin` name one scope each, for service
+accounts such as repovault-scripts' (submit) and for accounts given them before the two roles
+for people existed.
 
 The keys are fetched from REPOVAULT_OIDC_JWKS_URL (default: the issuer's
 /protocol/openid-connect/certs) and kept for five minutes; a token signed with a key not among
@@ -19,7 +22,12 @@ from jwt import PyJWKClient, PyJWKClientConnectionError, PyJWKClientError
 
 from repovault_pipeline.core.access.tokens import SCOPES
 
-ROLE_PREFIX = "repovault-"
+# Realm role -> API scope. Scopes nest (core/access/tokens.py), so operator's admin covers all.
+ROLE_SCOPES = {
+    "repovault-viewer": "read",
+    "repovault-operator": "admin",
+    **{f"repovault-{scope}": scope for scope in SCOPES},
+}
 # Asymmetric algorithms only: a key from the JWKS must never be taken as an HMAC secret.
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 LEEWAY_S = 30  # clocks of Keycloak and the API may differ a little
@@ -89,7 +97,15 @@ class OidcVerifier:
             raise RefusedToken(f"the token was not issued by {self.issuer}") from None
         except jwt.InvalidTokenError as exc:
             raise RefusedToken(f"the token is not valid: {str(exc)[:120]}") from None
-        roles = (claims.get("realm_access") or {}).get("roles") or []
-        held = [s for s in SCOPES if f"{ROLE_PREFIX}{s}" in roles]
         subject = str(claims.get("preferred_username") or claims["sub"])
-        return OidcIdentity(subject[:100], held[-1] if held else None)
+        return OidcIdentity(subject[:100], scope_of(claims))
+
+
+def scope_of(claims: dict[str, Any]) -> str | None:
+    """The highest scope the token's realm roles give; None when it holds none of ROLE_SCOPES."""
+    realm_access = claims.get("realm_access")
+    roles = realm_access.get("roles") if isinstance(realm_access, dict) else None
+    if not isinstance(roles, list):
+        return None
+    held = {ROLE_SCOPES[r] for r in roles if isinstance(r, str) and r in ROLE_SCOPES}
+    return max(held, key=SCOPES.index, default=None)
