@@ -27,6 +27,7 @@ from tests.support.forge_api import ForgeApi, forge_api
 from tests.support.git_http_server import logged_requests
 from tests.support.repos import GIT_ENV, ServedRepo, git
 from tests.support.servers import git_http_server
+from tests.test_cli import repovault
 
 TOKEN = "Rst0reT0ken-9f8e7d6c5b4a"  # what a person puts in the push URL; never printed
 
@@ -274,3 +275,27 @@ def test_create_makes_a_private_repository_through_the_api_and_pushes_into_it(
 
     code, out, err = run(["restore", branched_repo.url, "--create", spec], capsys)
     assert code == 1 and err.count("\n") == 1 and f"{full_name} already exists" in err
+
+
+def test_the_console_script_pushes_from_any_folder_and_never_prints_the_credential(
+    vault_env: dict[str, str],
+    branched_repo: ServedRepo,
+    empty_target,
+    token_server,
+    tmp_path: Path,
+) -> None:
+    archive(branched_repo)
+    _, url = empty_target()
+    secured, shown, _ = through(token_server, url)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = repovault(["restore", branched_repo.repo_id, "--push", secured], elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert f"to {shown}: 2 branches, 1 tags" in done.stdout
+    assert remote_refs(url) == branched_repo.refs()
+    again = repovault(["restore", branched_repo.repo_id, "--push", secured], elsewhere)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert "is not empty: it has 2 branches and 1 tags (feature, main, v1)" in again.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written where it ran
+    for text in (done.stdout, done.stderr, again.stdout, again.stderr):
+        assert TOKEN not in text

@@ -3,11 +3,11 @@ endpoint of its own.
 
 Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]`;
 serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones and pushes
-(`http.receivepack`: what a restore to a forge pushes into). Every request is printed on stdout, when it arrives, as `REQUEST ` and a
-JSON object (method, path, upload-pack command, Authorization header or null, how many `have`
-lines a fetch negotiated with): what the server received, read back with `logged_requests`.
-With `--require-token-from-env`, it answers 401 to any request without the `Authorization`
-header git sends for that token (GitHub's
+(`http.receivepack`: what a restore to a forge pushes into). Every request is printed on
+stdout, when it arrives, as `REQUEST ` and a JSON object (method, path, upload-pack command,
+Authorization header or null, how many `have` lines a fetch negotiated with): what the server
+received, read back with `logged_requests`. With `--require-token-from-env`, it answers 401
+to any request without the `Authorization` header git sends for that token (GitHub's
 `x-access-token` basic auth): a stand-in for github.com serving a private repository.
 
 Git LFS: `POST <repo>.git/info/lfs/objects/batch` answers the batch API (`basic` transfer),
