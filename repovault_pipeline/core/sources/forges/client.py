@@ -121,27 +121,27 @@ class ForgeClient:
         allow_redirects: bool = True,
     ) -> requests.Response:
         """One GET; `requests.RequestException` when no answer came (after the retries)."""
-        response = self.session.get(
+        return self._send(
+            "GET",
+            forge,
             url,
+            accept,
             params=params,
-            headers=self.headers(forge, url, accept),
-            timeout=self.timeout,
             stream=stream,
             allow_redirects=allow_redirects,
         )
-        self.requests += 1
-        return response
 
     def post(self, forge: Forge, url: str, body: dict[str, Any]) -> requests.Response:
         """One POST of `body` as JSON, never redirected (a redirect could carry it elsewhere);
         `requests.RequestException` when no answer came. The only POST: creating a repository
         to restore into."""
-        response = self.session.post(
-            url,
-            json=body,
-            headers=self.headers(forge, url, None),
-            timeout=self.timeout,
-            allow_redirects=False,
+        return self._send("POST", forge, url, None, json=body, allow_redirects=False)
+
+    def _send(
+        self, method: str, forge: Forge | None, url: str, accept: str | None, **options: Any
+    ) -> requests.Response:
+        response = self.session.request(
+            method, url, headers=self.headers(forge, url, accept), timeout=self.timeout, **options
         )
         self.requests += 1
         return response
