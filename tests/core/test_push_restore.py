@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from repovault_pipeline.cli import main as cli
+from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.lfs import local_path
+from repovault_pipeline.core.vault.push import InvalidTarget, push_target
 from tests.core.test_chains import manifest_of
 from tests.core.test_lfs import lfs_repo  # noqa: F401 (the fixture)
 from tests.core.test_wiki import with_wiki  # noqa: F401 (the fixture)
@@ -299,3 +301,15 @@ def test_the_console_script_pushes_from_any_folder_and_never_prints_the_credenti
     assert list(elsewhere.iterdir()) == []  # nothing written where it ran
     for text in (done.stdout, done.stderr, again.stdout, again.stderr):
         assert TOKEN not in text
+
+
+def test_the_push_urls_credentials_leave_the_url_and_are_never_shown(vault_env) -> None:
+    settings = Settings.from_env()
+    target = push_target(f"http://restorer:{TOKEN}%40x@127.0.0.1:8/o/r.git", settings)
+    assert target.ref.url == "http://127.0.0.1:8/o/r.git"
+    assert target.ref.repo_id == "127.0.0.1:8/o/r"
+    assert target.auth is not None and target.auth.password == f"{TOKEN}@x"
+    assert TOKEN not in repr(target)
+    assert push_target("http://127.0.0.1:8/o/r.git", settings).auth is None
+    with pytest.raises(InvalidTarget, match="not allowed"):
+        push_target(f"https://u:{TOKEN}@elsewhere.example/o/r.git", settings)
