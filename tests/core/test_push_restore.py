@@ -213,6 +213,16 @@ def test_the_source_itself_is_refused(
     assert branched_repo.refs() == before
 
 
+def test_a_target_that_does_not_exist_says_to_create_it(
+    vault_env: dict[str, str], branched_repo: ServedRepo, git_base_url: str, capsys
+) -> None:
+    archive(branched_repo)
+    missing = f"{git_base_url}/nobody{uuid.uuid4().hex[:8]}/gone.git"
+    code, out, err = run(["restore", branched_repo.url, "--push", missing], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert f"the push target {missing}" in err and "create it first" in err
+
+
 def test_bad_combinations_are_one_line(
     vault_env: dict[str, str], branched_repo: ServedRepo, tmp_path: Path, capsys
 ) -> None:

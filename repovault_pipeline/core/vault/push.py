@@ -182,16 +182,18 @@ def push_snapshot(
 
 
 def _refs_of(client: GitClient, url: RepoRef, is_wiki: bool) -> dict[str, str]:
-    """The target's branches and tags; a wiki not found says how forges create one."""
+    """The target's branches and tags; a target not found says how it comes to exist."""
     try:
         return client.ls_remote(url).refs
     except RepoNotFound as exc:
-        if not is_wiki:
-            raise
-        raise RepoNotFound(
-            f"the target's wiki {url.url}: {exc}; forges create a wiki's repository when its "
-            "first page is saved on the web: save one page, then push with --force"
-        ) from None
+        if is_wiki:
+            todo = (
+                "forges create a wiki's repository when its first page is saved on the web: "
+                "save one page, then push with --force"
+            )
+        else:
+            todo = "create it first (on the forge, or with --create) and check its credentials"
+        raise RepoNotFound(f"the push target {url.url}: {exc}; {todo}") from None
 
 
 def _not_empty(url: RepoRef, refs: dict[str, str]) -> str:
