@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from ..cli import explain
 from ..core.common.errors import ArchiveError, SchemaMismatch, TransientError
@@ -48,6 +49,7 @@ def _handle_errors(app: FastAPI) -> None:
     async def refused(_: Request, exc: Refused) -> JSONResponse:
         return exc.answer()
 
+    # Starlette's own (a path no route matches, `/api/repositories/a%0A/restore`), FastAPI's too.
     @app.exception_handler(HTTPException)
     async def http_refused(_: Request, exc: HTTPException) -> JSONResponse:
         return bad(exc.status_code, str(exc.detail), exc.headers)

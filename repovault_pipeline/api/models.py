@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from ..core.common.settings import KEEP_CHOICES
 from ..core.lineage import stats, verifications
 from ..core.lineage.rows import Request
-from ..core.vault import catalog
+from ..core.vault import catalog, push
 
 
 class RequestsBody(BaseModel):
@@ -146,6 +146,48 @@ class VerifyAccepted(Verification):
 
     new: bool
     url: str
+
+
+class RestoreBody(BaseModel):
+    """`POST /api/repositories/{repo_id}/restore`: push a snapshot to a forge, as `repovault
+    restore --push URL [--create ...] [--snapshot ID] [--wiki] [--force]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    push_url: str | None = Field(
+        None,
+        description="an empty repository to push to (https://USER:TOKEN@host/... credentials "
+        "are used, never echoed); with `create` alone, the created repository's clone URL",
+    )
+    create: str | None = Field(
+        None,
+        description="create this repository (private) through the forge's API first: "
+        "github:ORG/NAME or gitlab:GROUP/NAME",
+        examples=["github:acme/restored"],
+    )
+    snapshot: str | None = Field(None, description="a snapshot id; default: the latest")
+    wiki: bool = Field(False, description="also push the latest wiki snapshot to URL's wiki")
+    force: bool = Field(
+        False,
+        description="overwrite a target that is not empty (its other branches and tags are "
+        "deleted), or the repository the snapshot was taken from",
+    )
+
+
+class PushedPart(Answer):
+    """The code or the wiki pushed (`core.push.PushedPart`); `url` carries no credentials."""
+
+    __annotations__ = fields_of(push.PushedPart)
+
+
+class RestorePushed(Answer):
+    """200 of `POST .../restore`: what was pushed, where, and what to know."""
+
+    repo_id: str
+    code: PushedPart
+    wiki: PushedPart | None = None
+    created: str | None = None  # the repository `create` made (forge's full name)
+    warnings: list[str]
 
 
 class Stats(Answer):

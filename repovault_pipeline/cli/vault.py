@@ -23,6 +23,7 @@ from ..core.vault.store import ObjectStore, open_store
 from ..core.vault.verify import verify
 from .common import EXIT_FAILED, BadInput, Subparsers, existing_lineage, lineage_store
 from .output import one_line, table, ts
+from .restore_push import cmd_push, push_options
 
 
 def register(sub: Subparsers) -> None:
@@ -33,9 +34,14 @@ def register(sub: Subparsers) -> None:
     )
     snaps.add_argument("target", metavar="URL_OR_REPO_ID")
     snaps.set_defaults(handler=cmd_snapshots)
-    rest = sub.add_parser("restore", help="rebuild a working clone from a stored bundle")
+    rest = sub.add_parser(
+        "restore",
+        help="rebuild a working clone from a stored bundle, or push a snapshot to a forge",
+    )
     rest.add_argument("target", metavar="URL_OR_REPO_ID")
-    rest.add_argument("dest", metavar="DEST", help="new or empty folder")
+    rest.add_argument(
+        "dest", metavar="DEST", nargs="?", help="new or empty folder (not with --push/--create)"
+    )
     rest.add_argument("--snapshot", metavar="ID", help="a snapshot id (default: the latest)")
     rest.add_argument(
         "--metadata",
@@ -46,6 +52,7 @@ def register(sub: Subparsers) -> None:
     rest.add_argument(
         "--wiki", action="store_true", help="restore the repository's wiki instead of its code"
     )
+    push_options(rest)
     rest.set_defaults(handler=cmd_restore)
     check = sub.add_parser(
         "verify",
@@ -186,6 +193,12 @@ def _contents(snap: SnapshotInfo) -> str:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if args.push or args.create:
+        return cmd_push(args, settings)
+    if args.dest is None:
+        raise BadInput("give DEST, a new or empty folder (or --push URL to restore to a forge)")
+    if args.force:
+        raise BadInput("--force is for --push: a restore into DEST needs a new or empty folder")
     ref = resolve_target(args.target, settings)
     if args.metadata:
         bucket = bucket_name(ref.repo_id, settings.bucket_prefix)

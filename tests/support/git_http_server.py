@@ -2,12 +2,12 @@
 endpoint of its own.
 
 Run as `python -m tests.support.git_http_server ROOT PORT [--require-token-from-env VAR]`;
-serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones only
-(receive-pack is off). Every request is printed on stdout, when it arrives, as `REQUEST ` and a
-JSON object (method, path, upload-pack command, Authorization header or null, how many `have`
-lines a fetch negotiated with): what the server received, read back with `logged_requests`.
-With `--require-token-from-env`, it answers 401 to any request without the `Authorization`
-header git sends for that token (GitHub's
+serves every repository under ROOT at http://127.0.0.1:PORT/<path>, for clones and pushes
+(`http.receivepack`: what a restore to a forge pushes into). Every request is printed on
+stdout, when it arrives, as `REQUEST ` and a JSON object (method, path, upload-pack command,
+Authorization header or null, how many `have` lines a fetch negotiated with): what the server
+received, read back with `logged_requests`. With `--require-token-from-env`, it answers 401
+to any request without the `Authorization` header git sends for that token (GitHub's
 `x-access-token` basic auth): a stand-in for github.com serving a private repository.
 
 Git LFS: `POST <repo>.git/info/lfs/objects/batch` answers the batch API (`basic` transfer),
@@ -112,6 +112,9 @@ class GitHandler(BaseHTTPRequestHandler):
             "REMOTE_ADDR": self.client_address[0],
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.receivepack",
+            "GIT_CONFIG_VALUE_0": "true",
         }
         for header, var in (
             ("Git-Protocol", "GIT_PROTOCOL"),

@@ -1,5 +1,6 @@
 """`/api/repositories`: what the vault holds, read from the store (the manifests and
-`latest.json`), and the admin's request to prove a snapshot restores."""
+`latest.json`), the admin's request to prove a snapshot restores, and the admin's restore of a
+snapshot to a forge (admin: it writes to another system, with its credentials)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,25 @@ from dataclasses import asdict
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from ...core.common.identity import InvalidRepoUrl, parse_repo_id
 from ...core.lineage.stats import stored_sizes
 from ...core.lineage.verifications import VerifyQueue
+from ...core.sources.forges.create import restore_to_forge
+from ...core.sources.forges.forge import RepositoryExists
 from ...core.vault.catalog import repo_snapshots
+from ...core.vault.push import PushRefused
 from ...core.vault.reader import archived_repositories
+from ...core.vault.restore import RestoreError
 from ...core.vault.verify import SNAPSHOT_ID
 from ..deps import Admin, Reader, VaultDep
-from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON
-from ..models import Repositories, RepositorySnapshots, VerifyAccepted
+from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON, error_doc
+from ..models import (
+    Repositories,
+    RepositorySnapshots,
+    RestoreBody,
+    RestorePushed,
+    VerifyAccepted,
+)
 
 router = APIRouter(prefix="/api/repositories")
 
@@ -103,3 +115,54 @@ def verify_repository(
     return SafeJSON(
         answer.model_dump(exclude_unset=True), status_code=202, headers={"Location": where}
     )
+
+
+RESTORE_ERRORS = {
+    **NOT_STORED,
+    409: error_doc("the target is not empty, is the snapshot's own source, or already exists"),
+    502: error_doc("git, the forge or the object store failed: the reason in one line"),
+}
+
+
+@router.post(
+    "/{repo_id:path}/restore",
+    response_model=RestorePushed,
+    response_model_exclude_unset=True,
+    responses=RESTORE_ERRORS,
+)
+def restore_repository(
+    vault: VaultDep, repo_id: str, body: RestoreBody, caller: Admin
+) -> RestorePushed:
+    """Push the repository's snapshot (the latest, or `snapshot`) to `push_url` and/or a
+    repository `create` makes: every branch and tag (the target then lists exactly the
+    snapshot's), its LFS objects, with `wiki` its wiki. Synchronous: the answer comes when the
+    push is done and checked (each git command bounded by REPOVAULT_GIT_TIMEOUT_S). Refused
+    with 409, nothing pushed, when the target is not empty or is the source, unless `force`."""
+    ref_id = vault.repo_id(repo_id)
+    if body.snapshot is not None and not SNAPSHOT_ID.fullmatch(body.snapshot):
+        raise Refused(400, f"{body.snapshot[:80]!r} is not a snapshot id")
+    try:
+        pushed, created = restore_to_forge(
+            vault.settings,
+            vault.store,
+            parse_repo_id(ref_id),
+            push=body.push_url,
+            create=body.create,
+            snapshot_id=body.snapshot,
+            wiki=body.wiki,
+            force=body.force,
+        )
+    except InvalidRepoUrl as exc:
+        raise Refused(400, str(exc)) from None
+    except (PushRefused, RepositoryExists) as exc:
+        raise Refused(409, str(exc)) from None
+    except RestoreError as exc:
+        if exc.reason != "no_snapshot":
+            raise
+        raise Refused(404, str(exc)) from None
+    answer = {"repo_id": pushed.repo_id, "code": vars(pushed.code), "warnings": pushed.warnings()}
+    if pushed.wiki:
+        answer["wiki"] = vars(pushed.wiki)
+    if created:
+        answer["created"] = created.full_name
+    return RestorePushed.model_validate(answer)

@@ -65,12 +65,42 @@ class RemoteState:
     head: str | None = None
 
 
-class GitClient:
-    """Runs git for one repository reference with the hardened environment of `settings`."""
+@dataclass(frozen=True)
+class BasicAuth:
+    """Credentials a person gave for one web origin (a push target's `https://user:pass@`):
+    sent like the tokens, in the environment, to that origin only."""
 
-    def __init__(self, settings: Settings, logger: logging.Logger | None = None) -> None:
+    origin: tuple[str, str, int | None]  # scheme, host, port (None: the scheme's default)
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(origin={self.origin!r}, user=***, password=***)"
+
+    def header(self) -> str:
+        return base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+
+
+class GitClient:
+    """Runs git for one repository reference with the hardened environment of `settings`
+    (and `auth`, credentials of one origin, when given)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        logger: logging.Logger | None = None,
+        auth: BasicAuth | None = None,
+    ) -> None:
         self.settings = settings
         self.log = logger or log
+        self.auth = auth
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """What git's messages are masked of: the tokens, and `auth`'s credentials."""
+        auth = self.auth
+        given = (auth.password or auth.user, auth.header()) if auth else ()
+        return (self.settings.github_token, self.settings.gitlab_token, *given)
 
     def environment(
         self, ref: RepoRef | None = None, protocols: tuple[str, ...] | None = None
@@ -105,9 +135,12 @@ class GitClient:
     def _credentials(self, ref: RepoRef | None) -> tuple[tuple[str, str, int | None], str] | None:
         """The web origin `ref` is on and the basic credentials git sends there: GITHUB_TOKEN
         only to the web host of REPOVAULT_GITHUB_API, GITLAB_TOKEN only to that of
-        REPOVAULT_GITLAB_API (GitLab's `oauth2` user); nothing for any other host."""
+        REPOVAULT_GITLAB_API (GitLab's `oauth2` user); `auth` only to its origin, before them;
+        nothing for any other host."""
         if ref is None:
             return None
+        if self.auth is not None and (ref.scheme, ref.host, ref.port) == self.auth.origin:
+            return self.auth.origin, self.auth.header()
         settings = self.settings
         for token, api, user in (
             (settings.github_token, settings.github_api, "x-access-token"),
@@ -176,8 +209,7 @@ class GitClient:
         `watch` outgrows the size cap."""
         code, stdout, stderr = self.run_status(args, ref, cwd, watch, protocols, stdin)
         if code != 0:
-            tokens = (self.settings.github_token, self.settings.gitlab_token)
-            raise classify(args[0], stderr, tokens)
+            raise classify(args[0], stderr, self.secrets)
         return stdout
 
     def run_status(

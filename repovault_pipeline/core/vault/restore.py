@@ -106,25 +106,8 @@ def restore(
     """The repository (or, with `wiki`, its wiki) from its latest snapshot or `snapshot_id`."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InvalidRepoUrl(f"{dest} exists and is not empty; give a new or empty folder")
-    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
-    reader = SnapshotReader(store, bucket, WIKI if wiki else CODE)
-    pointer = None if snapshot_id else reader.pointer()
-    manifest = pointer.manifest if pointer else reader.manifest(snapshot_id or "")
-    damage = pointer.damage if pointer else None
-    if manifest is None:
-        which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
-        which = f"wiki {which}" if wiki else which
-        raise RestoreError(
-            f"no {which} of {ref.repo_id} is stored"
-            + (f" ({damage})" if damage else "")
-            + "; `repovault list` shows what is",
-            "no_snapshot",
-        )
-
-    # A key that cannot be used is said before a bundle of gigabytes is downloaded.
-    crypt.require_identity(
-        settings.decrypt_identity, crypt.Sealing.of(manifest), sealed_what(manifest)
-    )
+    found = find_snapshot(settings, store, ref, snapshot_id, wiki)
+    reader, manifest, damage = found.reader, found.manifest, found.damage
     created = not dest.exists()
     try:
         done = _rebuild(settings, reader, manifest, dest)
@@ -139,6 +122,47 @@ def restore(
     except BaseException:
         _leave_as_it_was(dest, created)
         raise
+
+
+@dataclass(frozen=True)
+class Found:
+    """The snapshot a restore rebuilds: its reader, its manifest, and why it is not the one
+    `latest.json` names (`damage`: the pointer is damaged), when it is not."""
+
+    reader: SnapshotReader[Manifest]
+    manifest: Manifest
+    damage: str | None = None
+
+
+def find_snapshot(
+    settings: Settings,
+    store: ObjectStore,
+    ref: RepoRef,
+    snapshot_id: str | None = None,
+    wiki: bool = False,
+) -> Found:
+    """The latest snapshot of `ref` (or of its wiki), or `snapshot_id`; `no_snapshot` when
+    there is none, and a decryption key that cannot open it said before anything is
+    downloaded."""
+    bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
+    reader = SnapshotReader(store, bucket, WIKI if wiki else CODE)
+    pointer = None if snapshot_id else reader.pointer()
+    manifest = pointer.manifest if pointer else reader.manifest(snapshot_id or "")
+    damage = pointer.damage if pointer else None
+    if manifest is None:
+        which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
+        which = f"wiki {which}" if wiki else which
+        raise RestoreError(
+            f"no {which} of {ref.repo_id} is stored"
+            + (f" ({damage})" if damage else "")
+            + "; `repovault list` shows what is",
+            "no_snapshot",
+        )
+    # A key that cannot be used is said before a bundle of gigabytes is downloaded.
+    crypt.require_identity(
+        settings.decrypt_identity, crypt.Sealing.of(manifest), sealed_what(manifest)
+    )
+    return Found(reader, manifest, damage)
 
 
 def _leave_as_it_was(dest: Path, created: bool) -> None:
@@ -396,19 +420,7 @@ def _restore_lfs(
     with the LFS filter configured in the clone, `git lfs checkout` puts their content in place
     of the pointer files, offline. Without git-lfs the objects are in place for it, and the
     files whose objects the snapshot lacks stay pointers: both are said (`Restored.warnings`)."""
-    summary = manifest.lfs
-    if summary is None or not (summary.objects or summary.missing):
-        return restored
-    index = SnapshotReader(store, bucket).lfs_index(manifest.snapshot_id)
-    missing = tuple(sorted({p for names in index.missing_paths.values() for p in names}))
-    try:
-        count = lfs.restore(
-            store, bucket, index, restored.dest / ".git", identity, sealed_what(manifest)
-        )
-    except (TransientError, crypt.NotDecryptable):
-        raise
-    except ArchiveError as exc:
-        raise RestoreError(f"snapshot {manifest.snapshot_id}: {exc}") from None
+    count, missing = restore_lfs_objects(store, bucket, manifest, restored.dest / ".git", identity)
     checked_out = shutil.which("git-lfs") is not None
     if checked_out and count:
         repo.git("lfs", "install", "--local", "--skip-repo")
@@ -416,6 +428,24 @@ def _restore_lfs(
     return replace(
         restored, lfs_objects=count, lfs_checked_out=checked_out, lfs_missing_paths=missing
     )
+
+
+def restore_lfs_objects(
+    store: ObjectStore, bucket: str, manifest: Manifest, git_dir: Path, identity: Path | None
+) -> tuple[int, tuple[str, ...]]:
+    """The snapshot's LFS objects into `git_dir`'s LFS store, each checked against its oid:
+    how many, and the paths of the files whose objects the snapshot lacks."""
+    if manifest.lfs is None or not (manifest.lfs.objects or manifest.lfs.missing):
+        return 0, ()
+    index = SnapshotReader(store, bucket).lfs_index(manifest.snapshot_id)
+    missing = tuple(sorted({p for names in index.missing_paths.values() for p in names}))
+    try:
+        count = lfs.restore(store, bucket, index, git_dir, identity, sealed_what(manifest))
+    except (TransientError, crypt.NotDecryptable):
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(f"snapshot {manifest.snapshot_id}: {exc}") from None
+    return count, missing
 
 
 def _check_bundle(bundle: Path, manifest: Manifest) -> None:

@@ -1,7 +1,8 @@
 """The one HTTP client of the forge REST APIs (GitHub, GitLab): GETs on a retrying session
-(`common.http.api_session`), a forge's token attached only to a URL on that forge's own API
-origin, pagination by Link header, and the answers a caller cannot use raised as typed errors
-(`RateLimited`, `PageError`s), so each caller words them for its own reader.
+(`common.http.api_session`) and the one POST (a repository created to restore into), a forge's
+token attached only to a URL on that forge's own API origin, pagination by Link header, and
+the answers a caller cannot use raised as typed errors (`RateLimited`, `PageError`s), so each
+caller words them for its own reader.
 
 Redirects: followed by default, and then `GuardedSession` drops every credential on the way to
 another host; a caller that must not be redirected at all asks `allow_redirects=False`. A
@@ -120,13 +121,27 @@ class ForgeClient:
         allow_redirects: bool = True,
     ) -> requests.Response:
         """One GET; `requests.RequestException` when no answer came (after the retries)."""
-        response = self.session.get(
+        return self._send(
+            "GET",
+            forge,
             url,
+            accept,
             params=params,
-            headers=self.headers(forge, url, accept),
-            timeout=self.timeout,
             stream=stream,
             allow_redirects=allow_redirects,
+        )
+
+    def post(self, forge: Forge, url: str, body: dict[str, Any]) -> requests.Response:
+        """One POST of `body` as JSON, never redirected (a redirect could carry it elsewhere);
+        `requests.RequestException` when no answer came. The only POST: creating a repository
+        to restore into."""
+        return self._send("POST", forge, url, None, json=body, allow_redirects=False)
+
+    def _send(
+        self, method: str, forge: Forge | None, url: str, accept: str | None, **options: Any
+    ) -> requests.Response:
+        response = self.session.request(
+            method, url, headers=self.headers(forge, url, accept), timeout=self.timeout, **options
         )
         self.requests += 1
         return response
@@ -171,8 +186,20 @@ class ForgeClient:
         raise TooManyPages(f"more than {MAX_PAGES} pages", url)
 
 
-def check(response: requests.Response, url: str) -> None:
-    """`RateLimited` for a rate limit, `ForgeRefused` for any other status but 200."""
+def answer(response: requests.Response, url: str, ok: int = 200) -> dict[str, Any]:
+    """The JSON object of an answer of status `ok`; `check`'s errors, or `UnreadablePage`."""
+    check(response, url, ok)
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise UnreadablePage(f"{shown(url)} answered no JSON object", url)
+    return doc
+
+
+def check(response: requests.Response, url: str, ok: int = 200) -> None:
+    """`RateLimited` for a rate limit, `ForgeRefused` for any other status but `ok`."""
     limited = rate_limit(response)
     if limited is not None:
         raise RateLimited(
@@ -180,5 +207,5 @@ def check(response: requests.Response, url: str) -> None:
             limited.retry_at,
             limited.status,
         )
-    if response.status_code != 200:
+    if response.status_code != ok:
         raise ForgeRefused(response.status_code, url)

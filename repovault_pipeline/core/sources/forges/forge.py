@@ -8,9 +8,13 @@ no caller branches on a forge's name. The HTTP itself is `client.ForgeClient`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import RepoRef
+
+if TYPE_CHECKING:
+    from repovault_pipeline.core.sources.forges.client import ForgeClient
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class ListedRepo:
     @property
     def name(self) -> str:
         return self.full_name.rsplit("/", 1)[-1]
+
+
+class RepositoryExists(ArchiveError):
+    """The forge refused to create a repository: one of that name exists."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,12 @@ class Forge(Protocol):
 
     def release_assets(self, release: dict[str, Any]) -> list[ReleaseAsset]:
         """The downloadable files of a release."""
+        ...
+
+    def create_repository(self, client: ForgeClient, owner: str, name: str) -> ListedRepo:
+        """Create the private, empty repository `owner/name` (an organisation, group or the
+        token's own user) and return it; `RepositoryExists` when the name is taken, the
+        client's errors for any other refusal."""
         ...
 
 

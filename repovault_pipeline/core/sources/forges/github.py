@@ -11,11 +11,13 @@ from urllib.parse import quote
 
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.forges.client import ForgeClient, answer
 from repovault_pipeline.core.sources.forges.forge import (
     Feed,
     ForgeApi,
     ListedRepo,
     ReleaseAsset,
+    RepositoryExists,
     stamp,
 )
 
@@ -86,6 +88,21 @@ class GitHub(ForgeApi):
             ReleaseAsset(str(a["id"]), a["name"], a["url"], a.get("updated_at", ""))
             for a in release.get("assets", [])
         ]
+
+    def create_repository(self, client: ForgeClient, owner: str, name: str) -> ListedRepo:
+        """`POST /user/repos` when `owner` is the token's user, else `/orgs/{owner}/repos`."""
+        me = f"{self.api}/user"
+        login = str(answer(client.get(self, me), me).get("login", ""))
+        url = (
+            f"{self.api}/user/repos"
+            if login.lower() == owner.lower()
+            else f"{self.api}/orgs/{quote(owner)}/repos"
+        )
+        body = {"name": name, "private": True, "has_wiki": True}
+        response = client.post(self, url, body)
+        if response.status_code == 422 and "already exists" in response.text:
+            raise RepositoryExists(f"{owner}/{name} already exists on {self.api}")
+        return self.listed_repo(answer(response, url, 201))
 
     def search_created(
         self, since: date, language: str | None, per_page: int

@@ -9,11 +9,13 @@ from urllib.parse import quote
 
 from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
+from repovault_pipeline.core.sources.forges.client import ForgeClient, answer
 from repovault_pipeline.core.sources.forges.forge import (
     Feed,
     ForgeApi,
     ListedRepo,
     ReleaseAsset,
+    RepositoryExists,
     stamp,
 )
 
@@ -84,3 +86,15 @@ class GitLab(ForgeApi):
     def release_assets(self, release: dict[str, Any]) -> list[ReleaseAsset]:
         links = (release.get("assets") or {}).get("links", [])
         return [ReleaseAsset(str(a["id"]), a["name"], a["url"]) for a in links]
+
+    def create_repository(self, client: ForgeClient, owner: str, name: str) -> ListedRepo:
+        """`POST /projects` into the namespace (group, subgroup or user) `owner` names, whose
+        id `GET /namespaces/{path}` gives."""
+        where = f"{self.api}/namespaces/{quote(owner, safe='')}"
+        namespace = answer(client.get(self, where), where)["id"]
+        url = f"{self.api}/projects"
+        body = {"name": name, "path": name, "namespace_id": namespace, "visibility": "private"}
+        response = client.post(self, url, body)
+        if response.status_code == 400 and "has already been taken" in response.text:
+            raise RepositoryExists(f"{owner}/{name} already exists on {self.api}")
+        return self.listed_repo(answer(response, url, 201))
