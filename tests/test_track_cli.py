@@ -87,6 +87,11 @@ def test_track_add_list_remove(private_lineage: str, capsys: pytest.CaptureFixtu
     [
         (["github:acme"], "is not a source; give github:org/NAME"),
         (["bitbucket:team/x"], "is not a source"),
+        (["gitea:acme"], "is not a source; give github:org/NAME"),
+        (["gitea:org/"], "gitea:org/NAME, gitea:user/NAME or bitbucket:workspace/NAME"),
+        (["bitbucket:workspace"], "is not a source"),
+        (["bitbucket:workspace/a/b"], "is not a Bitbucket workspace name"),
+        (["gitea:user/.hidden"], "is not a Gitea owner name"),
         (["github:org/bad--name"], "is not a GitHub organisation or user name"),
         (["gitlab:group/a/../b"], "is not a GitLab group path"),
         (["github:org/acme", "--include", "a,b"], "give one non-empty glob without commas"),

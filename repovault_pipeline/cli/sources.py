@@ -29,11 +29,14 @@ from .output import clipped, table, ts, wrapped
 
 def register(sub: Subparsers) -> None:
     track = sub.add_parser(
-        "track", help="tracked sources: GitHub organisations and users, GitLab groups"
+        "track",
+        help="tracked sources: GitHub, Gitea organisations and users, GitLab groups, Bitbucket "
+        "workspaces",
     )
     track_sub = track.add_subparsers(dest="track_command", required=True)
     add = track_sub.add_parser(
-        "add", help="track github:org/NAME, github:user/NAME or gitlab:group/PATH"
+        "add", help="track github:org/NAME, github:user/NAME, gitlab:group/PATH, gitea:org/NAME, "
+        "gitea:user/NAME or bitbucket:workspace/NAME"
     )
     add.add_argument("source", metavar="SOURCE")
     add.add_argument("--skip-forks", action="store_true", help="do not archive forks")

@@ -27,7 +27,7 @@ from repovault_pipeline.core.common.errors import (
     RepoTooLarge,
     WorkDirFull,
 )
-from repovault_pipeline.core.common.identity import RepoRef, github_web_origin
+from repovault_pipeline.core.common.identity import RepoRef, web_origin
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.gitproc import (
     MB,
@@ -105,16 +105,21 @@ class GitClient:
     def _credentials(self, ref: RepoRef | None) -> tuple[tuple[str, str, int | None], str] | None:
         """The web origin `ref` is on and the basic credentials git sends there: GITHUB_TOKEN
         only to the web host of REPOVAULT_GITHUB_API, GITLAB_TOKEN only to that of
-        REPOVAULT_GITLAB_API (GitLab's `oauth2` user); nothing for any other host."""
+        REPOVAULT_GITLAB_API (GitLab's `oauth2` user), GITEA_TOKEN only to that of
+        REPOVAULT_GITEA_API (Gitea takes a token as the password of any user name),
+        BITBUCKET_USERNAME's app password only to that of REPOVAULT_BITBUCKET_API; nothing for
+        any other host."""
         if ref is None:
             return None
         settings = self.settings
         for token, api, user in (
             (settings.github_token, settings.github_api, "x-access-token"),
             (settings.gitlab_token, settings.gitlab_api, "oauth2"),
+            (settings.gitea_token, settings.gitea_api, "oauth2"),
+            (settings.bitbucket_app_password, settings.bitbucket_api, settings.bitbucket_username),
         ):
-            web = github_web_origin(api)
-            if token and (ref.scheme, ref.host, ref.port) == web:
+            web = web_origin(api)
+            if token and user and (ref.scheme, ref.host, ref.port) == web:
                 return web, base64.b64encode(f"{user}:{token}".encode()).decode()
         return None
 
@@ -176,7 +181,13 @@ class GitClient:
         `watch` outgrows the size cap."""
         code, stdout, stderr = self.run_status(args, ref, cwd, watch, protocols, stdin)
         if code != 0:
-            tokens = (self.settings.github_token, self.settings.gitlab_token)
+            settings = self.settings
+            tokens = (
+                settings.github_token,
+                settings.gitlab_token,
+                settings.gitea_token,
+                settings.bitbucket_app_password,
+            )
             raise classify(args[0], stderr, tokens)
         return stdout
 
