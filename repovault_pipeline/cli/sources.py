@@ -35,8 +35,9 @@ def register(sub: Subparsers) -> None:
     )
     track_sub = track.add_subparsers(dest="track_command", required=True)
     add = track_sub.add_parser(
-        "add", help="track github:org/NAME, github:user/NAME, gitlab:group/PATH, gitea:org/NAME, "
-        "gitea:user/NAME or bitbucket:workspace/NAME"
+        "add",
+        help="track github:org/NAME, github:user/NAME, gitlab:group/PATH, gitea:org/NAME, "
+        "gitea:user/NAME or bitbucket:workspace/NAME",
     )
     add.add_argument("source", metavar="SOURCE")
     add.add_argument("--skip-forks", action="store_true", help="do not archive forks")

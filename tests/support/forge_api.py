@@ -116,7 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
         link = None
         if page * size < len(repos):
             nxt = dict(query, page=str(page + 1))
-            base = api.url.replace("127.0.0.1", "localhost") if owner in api.foreign_next else api.url
+            base = api.url
+            if owner in api.foreign_next:
+                base = base.replace("127.0.0.1", "localhost")
             link = f"{base}{path}?" + "&".join(f"{k}={v}" for k, v in nxt.items())
             headers["Link"] = f'<{link}>; rel="next"'
         body = [getattr(self, f"_{shape}")(r) for r in chunk]

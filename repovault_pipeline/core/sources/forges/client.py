@@ -1,7 +1,8 @@
 """The one HTTP client of the forge REST APIs (GitHub, GitLab, Gitea, Bitbucket): GETs on a
 retrying session (`common.http.api_session`), a forge's token attached only to a URL on that
-forge's own API origin, pagination by the forge's next-page link (`Forge.page`), and the answers a caller cannot use raised as typed errors
-(`RateLimited`, `PageError`s), so each caller words them for its own reader.
+forge's own API origin, pagination by the forge's next-page link (`Forge.page`), and the
+answers a caller cannot use raised as typed errors (`RateLimited`, `PageError`s), so each
+caller words them for its own reader.
 
 Redirects: followed by default, and then `GuardedSession` drops every credential on the way to
 another host; a caller that must not be redirected at all asks `allow_redirects=False`. A

@@ -1,5 +1,5 @@
-"""What every forge (GitHub, GitLab, Gitea, Bitbucket) offers RepoVault: the `Forge` protocol its class implements,
-and the plain records its endpoints answer with.
+"""What every forge (GitHub, GitLab, Gitea, Bitbucket) offers RepoVault: the `Forge` protocol
+its class implements, and the plain records its endpoints answer with.
 
 Callers pick a forge object (`forges.forge_of`, `forges.forge_named`) and ask it for endpoints;
 no caller branches on a forge's name. The HTTP itself is `client.ForgeClient`'s.

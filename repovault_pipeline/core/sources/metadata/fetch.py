@@ -2,9 +2,11 @@
 by page through the forge layer, keeping only the records whose digest differs from the index.
 
 A run asks the forge only for what changed since the previous snapshot (GitHub's and Gitea's
-`since`, GitLab's `updated_after`, with an overlap; a listing that cannot ask is read whole) and keeps only records whose digest differs from the index,
-so a re-read after an interrupted run stores no duplicate. What the forge refused is worded
-here for a metadata run: nothing of the pass is committed, the next run continues.
+`since`, GitLab's `updated_after`, with an overlap; a listing that cannot ask is read whole)
+and keeps only records whose digest differs from the index, so a re-read after an interrupted
+run stores no duplicate. What the forge refused is worded here for a metadata run: nothing of
+the pass is committed, the next run continues. A listing the forge has not for this repository
+(`Feed.absent`: Bitbucket's issues without an issue tracker) is noted, not a failure.
 """
 
 from __future__ import annotations
