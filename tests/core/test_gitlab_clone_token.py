@@ -69,6 +69,20 @@ def test_each_token_goes_to_its_own_web_host(
     assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {basic}"
 
 
+def test_an_atlassian_api_token_goes_to_git_as_bitbucket_s_token_user(tmp_path: Path) -> None:
+    """BITBUCKET_USERNAME an email: an API token (app passwords ended on 9 June 2026); the API
+    takes the email, git the fixed user `x-bitbucket-api-token-auth`."""
+    settings = settings_for("", tmp_path, BITBUCKET_USERNAME="ops@example.com")
+    ref = parse_repo_url(
+        "https://bitbucket.org/ws/r.git", settings.allowed_schemes, ("bitbucket.org",)
+    )
+    basic = base64.b64encode(f"x-bitbucket-api-token-auth:{BB_PASSWORD}".encode()).decode()
+    assert (
+        GitClient(settings).environment(ref)["GIT_CONFIG_VALUE_0"]
+        == f"Authorization: Basic {basic}"
+    )
+
+
 @pytest.mark.parametrize(
     ("api_variable", "api_path", "secret", "user"),
     [

@@ -47,6 +47,7 @@ from repovault_pipeline.core.vault.gitproc import (
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 
 log = logging.getLogger(__name__)
+BITBUCKET_TOKEN_USER = "x-bitbucket-api-token-auth"  # git's user for an Atlassian API token
 
 
 def _ssh_option(name: str, path: Path) -> str:
@@ -107,8 +108,9 @@ class GitClient:
         only to the web host of REPOVAULT_GITHUB_API, GITLAB_TOKEN only to that of
         REPOVAULT_GITLAB_API (GitLab's `oauth2` user), GITEA_TOKEN only to that of
         REPOVAULT_GITEA_API (Gitea takes a token as the password of any user name),
-        BITBUCKET_USERNAME's app password only to that of REPOVAULT_BITBUCKET_API; nothing for
-        any other host."""
+        BITBUCKET_USERNAME's app password only to that of REPOVAULT_BITBUCKET_API (an Atlassian
+        API token, given with the account's email as the user name, goes as Bitbucket's fixed
+        git user for tokens); nothing for any other host."""
         if ref is None:
             return None
         settings = self.settings
@@ -116,7 +118,7 @@ class GitClient:
             (settings.github_token, settings.github_api, "x-access-token"),
             (settings.gitlab_token, settings.gitlab_api, "oauth2"),
             (settings.gitea_token, settings.gitea_api, "oauth2"),
-            (settings.bitbucket_app_password, settings.bitbucket_api, settings.bitbucket_username),
+            (settings.bitbucket_app_password, settings.bitbucket_api, _bitbucket_user(settings)),
         ):
             web = web_origin(api)
             if token and user and (ref.scheme, ref.host, ref.port) == web:
@@ -302,3 +304,10 @@ def refs_digest(refs: dict[str, str]) -> str:
 
 def _is_archived_ref(name: str) -> bool:
     return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
+
+
+def _bitbucket_user(settings: Settings) -> str | None:
+    """Git's user for Bitbucket's secret: BITBUCKET_USERNAME with an app password; with an
+    Atlassian API token the API takes the account's email, git a fixed user instead."""
+    username = settings.bitbucket_username
+    return BITBUCKET_TOKEN_USER if username and "@" in username else username
