@@ -12,7 +12,7 @@ from repovault_pipeline.core.sources.forges.gitea import Gitea
 from repovault_pipeline.core.sources.forges.github import GitHub
 from repovault_pipeline.core.sources.forges.gitlab import GitLab
 
-FORGES: tuple[type[GitHub | GitLab | Gitea | Bitbucket], ...] = (GitHub, GitLab, Gitea, Bitbucket)
+FORGES: tuple[type[GitHub | GitLab | Bitbucket], ...] = (GitHub, GitLab, Gitea, Bitbucket)
 
 
 def forge_named(name: str, settings: Settings) -> Forge:

@@ -1,6 +1,8 @@
 """Gitea's REST API endpoints (REPOVAULT_GITEA_API, GITEA_TOKEN), which Forgejo and Codeberg
 serve too: an organisation's or a user's repositories, a repository's issues, pull requests,
-comments, reviews, labels, milestones and releases with their attachments."""
+comments, reviews, labels, milestones and releases with their attachments. Gitea follows
+GitHub's shapes where they meet (a listed repository, a project's path, a pull request's
+reviews): those are GitHub's code."""
 
 from __future__ import annotations
 
@@ -8,22 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from repovault_pipeline.core.common.identity import RepoRef
 from repovault_pipeline.core.common.settings import Settings
-from repovault_pipeline.core.sources.forges.forge import (
-    Feed,
-    ForgeApi,
-    ListedRepo,
-    ReleaseAsset,
-    stamp,
-)
+from repovault_pipeline.core.sources.forges.forge import Feed, ReleaseAsset
+from repovault_pipeline.core.sources.forges.github import GitHub
 
 # Gitea answers at most its MAX_RESPONSE_ITEMS (50 unless configured) a page, whatever is asked.
 PAGE_LIMIT = "50"
 
 
 @dataclass(frozen=True)
-class Gitea(ForgeApi):
+class Gitea(GitHub):
     """A Gitea or Forgejo server (Codeberg by default) at `api` (`.../api/v1`)."""
 
     name = "gitea"
@@ -46,20 +42,6 @@ class Gitea(ForgeApi):
         owner = "orgs" if kind == "gitea-org" else "users"
         return f"{self.api}/{owner}/{quote(name)}/repos", {}
 
-    def listed_repo(self, item: dict[str, Any]) -> ListedRepo:
-        return ListedRepo(
-            full_name=str(item["full_name"]),
-            clone_url=str(item["clone_url"]),
-            fork=bool(item.get("fork")),
-            archived=bool(item.get("archived")),
-            private=bool(item.get("private")),
-            # Moves with pushes and with the repository's own record.
-            stamp=stamp(item.get("updated_at")),
-        )
-
-    def project(self, ref: RepoRef) -> str:
-        return "/".join(quote(part) for part in ref.path)
-
     def feeds(self, project: str) -> tuple[Feed, ...]:
         base = f"/repos/{project}"
         return (
@@ -71,11 +53,6 @@ class Gitea(ForgeApi):
             Feed("milestones", f"{base}/milestones", {"state": "all"}),
             Feed("releases", f"{base}/releases"),
         )
-
-    def children(self, project: str, kind: str, record: dict[str, Any]) -> list[tuple[str, str]]:
-        if kind == "pull_requests":
-            return [("reviews", f"/repos/{project}/pulls/{record['number']}/reviews")]
-        return []
 
     def kind_of(self, feed: Feed, record: dict[str, Any]) -> str:
         return feed.kind
