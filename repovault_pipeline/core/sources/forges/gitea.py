@@ -46,8 +46,9 @@ class Gitea(GitHub):
         base = f"/repos/{project}"
         return (
             Feed("issues", f"{base}/issues", {"state": "all", "type": "issues"}, "since"),
-            # Gitea's pull request listing takes no `since`: read whole, kept by digest.
-            Feed("pull_requests", f"{base}/pulls", {"state": "all", "sort": "recentupdate"}),
+            # Gitea's pull request listing takes no `since`: read whole (oldest first, so an
+            # update while it is paged moves nothing), kept by digest.
+            Feed("pull_requests", f"{base}/pulls", {"state": "all", "sort": "oldest"}),
             Feed("comments", f"{base}/issues/comments", {}, "since"),  # issues' and pulls'
             Feed("labels", f"{base}/labels"),
             Feed("milestones", f"{base}/milestones", {"state": "all"}),
