@@ -83,10 +83,46 @@ def test_track_add_list_remove(private_lineage: str, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
+    ("spec", "source_id", "host"),
+    [
+        ("gitea:org/Forgejo", "gitea-org:codeberg.org/forgejo", "codeberg.org"),
+        ("gitea:user/ann", "gitea-user:codeberg.org/ann", "codeberg.org"),
+        ("bitbucket:workspace/team", "bitbucket-ws:bitbucket.org/team", "bitbucket.org"),
+    ],
+)
+def test_tracking_gitea_and_bitbucket_says_when_their_host_is_not_allowed(
+    private_lineage: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    source_id: str,
+    host: str,
+) -> None:
+    monkeypatch.setenv("REPOVAULT_ALLOWED_HOSTS", "github.com")
+    assert main(["track", "add", spec]) == 0
+    said = capsys.readouterr()
+    assert f"tracking {spec} ({source_id})" in said.out
+    assert said.err.strip() == (
+        f"note: {host} is not in REPOVAULT_ALLOWED_HOSTS=github.com: its repositories are listed "
+        "but refused until it is added"
+    )
+    monkeypatch.setenv("REPOVAULT_ALLOWED_HOSTS", f"github.com,{host}")
+    assert main(["track", "add", spec, "--skip-forks", "--replace"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["track", "list"]) == 0
+    assert spec in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
     "argv, reason",
     [
         (["github:acme"], "is not a source; give github:org/NAME"),
         (["bitbucket:team/x"], "is not a source"),
+        (["gitea:acme"], "is not a source; give github:org/NAME"),
+        (["gitea:org/"], "gitea:org/NAME, gitea:user/NAME or bitbucket:workspace/NAME"),
+        (["bitbucket:workspace"], "is not a source"),
+        (["bitbucket:workspace/a/b"], "is not a Bitbucket workspace name"),
+        (["gitea:user/.hidden"], "is not a Gitea owner name"),
         (["github:org/bad--name"], "is not a GitHub organisation or user name"),
         (["gitlab:group/a/../b"], "is not a GitLab group path"),
         (["github:org/acme", "--include", "a,b"], "give one non-empty glob without commas"),

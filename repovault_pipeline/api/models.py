@@ -162,7 +162,7 @@ class RestoreBody(BaseModel):
     create: str | None = Field(
         None,
         description="create this repository (private) through the forge's API first: "
-        "github:ORG/NAME or gitlab:GROUP/NAME",
+        "github:ORG/NAME, gitlab:GROUP/NAME, gitea:ORG/NAME or bitbucket:WORKSPACE/NAME",
         examples=["github:acme/restored"],
     )
     snapshot: str | None = Field(None, description="a snapshot id; default: the latest")

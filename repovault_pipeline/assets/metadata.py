@@ -73,6 +73,7 @@ def repo_metadata(
             "deleted": MetadataValue.int(result.deleted),
             "assets_uploaded": MetadataValue.int(result.assets_uploaded),
             "api_requests": MetadataValue.int(result.requests),
+            **({"absent": ", ".join(result.absent)} if result.absent else {}),
         }
     )
 

@@ -1,5 +1,4 @@
-"""`repovault restore --push URL [--create github:ORG/NAME|gitlab:GROUP/NAME] [--snapshot ID]
-[--wiki] [--force]`: a snapshot pushed back to a forge (`core.vault.push`)."""
+"""`repovault restore --push URL [--create FORGE:OWNER/NAME] [--snapshot ID] [--wiki] [--force]`: a snapshot pushed back to a forge (`core.vault.push`)."""
 
 from __future__ import annotations
 
@@ -24,8 +23,9 @@ def push_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--create",
         metavar="FORGE:OWNER/NAME",
-        help="create github:ORG/NAME or gitlab:GROUP/NAME (private) through the forge's API "
-        "with GITHUB_TOKEN / GITLAB_TOKEN, then push to it (to --push URL, when given)",
+        help="create github:ORG/NAME, gitlab:GROUP/NAME, gitea:ORG/NAME or "
+        "bitbucket:WORKSPACE/NAME (private) through the forge's API with its token, then push "
+        "to it (to --push URL, when given)",
     )
     parser.add_argument(
         "--force",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.common.identity import InvalidRepoUrl
+from ..core.common.identity import InvalidRepoUrl, host_allowed
 from ..core.common.redact import mask_secrets
 from ..core.common.settings import KEEP_CHOICES, Settings
 from ..core.intake.kafka import KafkaGateway
@@ -29,11 +29,15 @@ from .output import clipped, table, ts, wrapped
 
 def register(sub: Subparsers) -> None:
     track = sub.add_parser(
-        "track", help="tracked sources: GitHub organisations and users, GitLab groups"
+        "track",
+        help="tracked sources: GitHub, Gitea organisations and users, GitLab groups, Bitbucket "
+        "workspaces",
     )
     track_sub = track.add_subparsers(dest="track_command", required=True)
     add = track_sub.add_parser(
-        "add", help="track github:org/NAME, github:user/NAME or gitlab:group/PATH"
+        "add",
+        help="track github:org/NAME, github:user/NAME, gitlab:group/PATH, gitea:org/NAME, "
+        "gitea:user/NAME or bitbucket:workspace/NAME",
     )
     add.add_argument("source", metavar="SOURCE")
     add.add_argument("--skip-forks", action="store_true", help="do not archive forks")
@@ -127,6 +131,14 @@ def cmd_track_add(args: argparse.Namespace, settings: Settings) -> int:
         f"tracking {source.spec}{again} ({source.source_id}) with {said}; sources_sensor "
         "lists it on its next tick"
     )
+    host, _, port = source.host.partition(":")
+    if not host_allowed(host, int(port) if port.isdigit() else 443, settings.allowed_hosts):
+        allowed = ",".join(settings.allowed_hosts)
+        print(
+            f"note: {host} is not in REPOVAULT_ALLOWED_HOSTS={allowed}: its repositories are "
+            "listed but refused until it is added",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from repovault_pipeline.core.common.identity import (
     InvalidRepoUrl,
     bucket_name,
-    github_web_origin,
     parse_repo_id,
     parse_repo_url,
+    web_origin,
 )
 from repovault_pipeline.core.common.redact import mask_secrets
 
@@ -181,10 +181,12 @@ def test_a_refused_port_is_named() -> None:
         ("http://127.0.0.1:8765/api/v3", ("http", "127.0.0.1", 8765)),
         ("https://ghe.example.com:443/api/v3", ("https", "ghe.example.com", None)),
         ("https://ghe.example.com:port/api/v3", ("", "", None)),  # unusable: the token stays
+        ("https://api.bitbucket.org/2.0", ("https", "bitbucket.org", None)),
+        ("https://codeberg.org/api/v1", ("https", "codeberg.org", None)),
     ],
 )
-def test_the_token_host_follows_the_github_api(api: str, origin: tuple) -> None:
-    assert github_web_origin(api) == origin
+def test_the_token_host_follows_the_forge_api(api: str, origin: tuple) -> None:
+    assert web_origin(api) == origin
 
 
 def test_ssh_user_is_not_a_credential() -> None:

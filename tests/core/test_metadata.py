@@ -3,6 +3,7 @@ what a second run adds, what a rate limit in the middle leaves, what restore giv
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -265,3 +266,119 @@ def test_encrypted_metadata_stores_no_record_nor_asset_readable_and_restores(
     )
     assert done.assets == 1 and done.records["issues"] == 4
     assert (tmp_path / "meta" / "releases" / "v1.0" / "tool-linux").read_bytes() == ASSET
+
+
+def archive_on(fake: FakeGitHub, forge_name: str, path: str = "acme/tool") -> MetadataResult:
+    """One metadata run of `path` on 127.0.0.1, through the forge its host is configured for."""
+    settings = Settings.from_env()
+    ref = parse_repo_url(f"https://127.0.0.1/{path}.git", ("https",), ("127.0.0.1",))
+    forge = forge_of(ref, settings)
+    assert forge is not None and forge.name == forge_name
+    return MetadataArchiver(settings, open_store(settings)).archive(ref, forge)
+
+
+def test_a_gitea_repository_through_the_gitea_api_with_its_token(
+    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issues, pull requests, their comments and reviews, labels, milestones and releases with
+    their attachments (downloaded from the web host, the API's origin): GITEA_TOKEN on every
+    request, the snapshot restored as GitHub's is."""
+    fake = FakeGitHub("acme", "tool", shape="gitea")
+    token = "9c1f" * 10
+    fake.token = token
+    issue = fake.add_issue("broken build")
+    fake.add_comment(issue, "seen it too")
+    pull = fake.add_issue("fix the build", pull=True)
+    fake.add_comment(pull, "approved by me")
+    fake.add_review(pull, "APPROVED", "ship it")
+    fake.add_release("v2", "tool.zip", ASSET)
+    monkeypatch.setenv("REPOVAULT_GITEA_API", fake.api)
+    monkeypatch.setenv("GITEA_TOKEN", token)
+    try:
+        first = archive_on(fake, "gitea")
+        assert first.changed == {
+            "issues": 1,
+            "pull_requests": 1,
+            "comments": 2,
+            "reviews": 1,
+            "labels": 1,
+            "milestones": 1,
+            "releases": 1,
+        }
+        assert {r["authorization"] for r in fake.log} == {f"token {token}"}
+        assert fake.requests_to("/acme/tool/releases/download/v2/")  # the attachment, once
+        assert {r["query"].get("limit") for r in fake.requests_to("/api/v1/")} == {"50"}
+
+        fake.edit_issue(1, title="broken build, edited")
+        second = archive_on(fake, "gitea")
+        assert second.changed == {"issues": 1}
+        assert fake.requests_to("/api/v1/repos/acme/tool/issues")[-1]["query"]["since"]
+
+        fake.rate_limit_after = len(fake.log)  # Codeberg's 429, with Retry-After
+        with pytest.raises(RateLimited, match=r"gitea API rate limit reached .*resets at"):
+            archive_on(fake, "gitea")
+        fake.rate_limit_after = None
+
+        done = restore_metadata(
+            open_store(Settings.from_env()), second.bucket, second.repo_id, tmp_path / "m"
+        )
+        assert done.assets == 1 and done.records["reviews"] == 1
+        assert (tmp_path / "m" / "releases" / "v2" / "tool.zip").read_bytes() == ASSET
+        thread = (tmp_path / "m" / "pull_requests" / "2.md").read_text()
+        assert "fix the build" in thread and "approved by me" in thread
+        assert "seen it too" in (tmp_path / "m" / "issues" / "1.md").read_text()
+        assert "approved by me" not in (tmp_path / "m" / "issues" / "1.md").read_text()
+    finally:
+        fake.close()
+
+
+def test_a_bitbucket_repository_pull_requests_and_an_absent_issue_tracker(
+    vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pull requests of every state with their comments; no issue tracker (a 404) is noted in
+    the manifest, not a failure; once the tracker is on, its issues come too. The app password
+    goes as basic authentication with BITBUCKET_USERNAME, and only there."""
+    fake = FakeGitHub("team", "app", shape="bitbucket")
+    password = "ATBB" + "k3Zp" * 8
+    fake.token = password
+    pull = fake.add_issue("add a cache", pull=True)
+    fake.add_comment(pull, "needs a test")
+    for title in ("bump", "docs"):  # two pages of two
+        fake.add_issue(title, pull=True)
+    fake.issue_tracker = False
+    monkeypatch.setenv("REPOVAULT_BITBUCKET_API", fake.api)
+    monkeypatch.setenv("BITBUCKET_APP_PASSWORD", password)
+    try:
+        with pytest.raises(ArchiveError, match=r"answered 404 for /2.0/repositories/team/app/pu"):
+            archive_on(fake, "bitbucket", "team/app")  # no user: no credentials, not visible
+
+        monkeypatch.setenv("BITBUCKET_USERNAME", fake.username)
+        first = archive_on(fake, "bitbucket", "team/app")
+        assert first.changed == {"pull_requests": 3, "comments": 1}
+        assert first.absent == ["no issue tracker"]
+        manifest_key = f"metadata/snapshots/{first.snapshot_id}/manifest.json"
+        manifest = json.loads(s3().get_object(Bucket=first.bucket, Key=manifest_key)["Body"].read())
+        assert manifest["absent"] == ["no issue tracker"]
+        listings = [r for r in fake.log[1:] if r["path"].endswith("/pullrequests")]
+        assert [r["query"].get("page") for r in listings] == [None, "2"]  # the body's `next`
+        assert {tuple(r["multi"]["state"]) for r in listings} == {
+            ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+        }
+        basic = base64.b64encode(f"{fake.username}:{password}".encode()).decode()
+        assert {r["authorization"] for r in fake.log[1:]} == {f"Basic {basic}"}
+
+        fake.issue_tracker = True
+        issue = fake.add_issue("crash on start")
+        fake.add_comment(issue, "stack trace attached")
+        second = archive_on(fake, "bitbucket", "team/app")
+        assert second.changed == {"issues": 1, "comments": 1} and second.absent == []
+
+        restore_metadata(
+            open_store(Settings.from_env()), second.bucket, second.repo_id, tmp_path / "m"
+        )
+        thread = (tmp_path / "m" / "pull_requests" / "1.md").read_text()
+        assert "add a cache" in thread and "body of add a cache" in thread
+        assert "needs a test" in thread and "stack trace" not in thread
+        assert "stack trace attached" in (tmp_path / "m" / "issues" / "1.md").read_text()
+    finally:
+        fake.close()

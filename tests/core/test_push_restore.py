@@ -231,7 +231,7 @@ def test_bad_combinations_are_one_line(
         (["--push", "http://127.0.0.1:1/o/r.git", "--metadata"], "restored as files"),
         (["--push", "file:///tmp/x.git"], "push URL: local paths"),
         (["--push", "https://evil.example/o/r.git"], "not allowed"),
-        (["--create", "bitbucket:o/r"], "give github:ORG/NAME"),
+        (["--create", "sourcehut:o/r"], "give github:ORG/NAME"),
         ([str(tmp_path / "d"), "--force"], "--force is for --push"),
         ([], "give DEST"),
     ]:
@@ -248,6 +248,11 @@ def forge(
         monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
         monkeypatch.setenv("REPOVAULT_GITLAB_API", f"{api.url}/api/v4")
         monkeypatch.setenv("GITLAB_TOKEN", TOKEN)
+        monkeypatch.setenv("REPOVAULT_GITEA_API", f"{api.url}/api/v1")
+        monkeypatch.setenv("GITEA_TOKEN", TOKEN)
+        monkeypatch.setenv("REPOVAULT_BITBUCKET_API", f"{api.url}/2.0")
+        monkeypatch.setenv("BITBUCKET_USERNAME", api.username)
+        monkeypatch.setenv("BITBUCKET_APP_PASSWORD", TOKEN)
         yield api
 
 
@@ -257,6 +262,9 @@ def forge(
         ("github:restorer/rebuilt", "/user/repos"),  # the token's own user
         ("github:acme/rebuilt", "/orgs/acme/repos"),
         ("gitlab:acme/team/rebuilt", "/api/v4/projects"),
+        ("gitea:acme/rebuilt", "/api/v1/orgs/acme/repos"),
+        ("gitea:restorer/rebuilt", "/api/v1/user/repos"),
+        ("bitbucket:acme/rebuilt", "/2.0/repositories/acme/{name}"),
     ],
 )
 def test_create_makes_a_private_repository_through_the_api_and_pushes_into_it(
@@ -277,8 +285,10 @@ def test_create_makes_a_private_repository_through_the_api_and_pushes_into_it(
     assert f"created {full_name} (private)" in out
     assert remote_refs(f"{git_base_url}/{full_name}.git") == branched_repo.refs()
     [created] = forge.created
-    assert created.get("private") is True or created.get("visibility") == "private"
-    posts = [headers for p, headers in forge.requests if p == path]
+    assert True in (created.get("private"), created.get("is_private")) or created.get(
+        "visibility"
+    ) == ("private")
+    posts = [h for p, h in forge.requests if p == path.format(name=full_name.rsplit("/")[-1])]
     assert len(posts) == 1
     # The token went to the API only: the git server (another origin) never saw it.
     assert all(

@@ -64,8 +64,13 @@ def test_every_default_path_is_under_repovault_home_whatever_the_current_folder(
 
 
 def test_secrets_are_read_even_when_another_variable_is_unusable() -> None:
-    env = {"GITHUB_TOKEN": " ghp_x ", "GITLAB_TOKEN": "glpat-y", "REPOVAULT_MAX_REPO_MB": "lots"}
-    assert configured_secrets(env) == ("ghp_x", "", "glpat-y")
+    env = {
+        "GITHUB_TOKEN": " ghp_x ",
+        "GITLAB_TOKEN": "glpat-y",
+        "BITBUCKET_APP_PASSWORD": "ATBB-z",
+        "REPOVAULT_MAX_REPO_MB": "lots",
+    }
+    assert configured_secrets(env) == ("ghp_x", "", "glpat-y", "", "ATBB-z")
     with pytest.raises(ConfigError, match="REPOVAULT_MAX_REPO_MB"):
         Settings.from_env(env)
 

@@ -1,5 +1,5 @@
 """`sources_tick` against the forge API server and PostgreSQL: first runs in batches along a
-cursor, incomplete listings never taken for the whole truth."""
+cursor, incomplete listings never taken for the whole truth; the same for every forge's shape."""
 
 from __future__ import annotations
 
@@ -19,7 +19,18 @@ from tests.support.repos import ServedRepo
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("spec", "api_variable", "api_path"),
+    [
+        ("github:org", "REPOVAULT_GITHUB_API", ""),
+        ("gitea:org", "REPOVAULT_GITEA_API", "/api/v1"),
+        ("bitbucket:workspace", "REPOVAULT_BITBUCKET_API", "/2.0"),
+    ],
+)
 def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gone(
+    spec: str,
+    api_variable: str,
+    api_path: str,
     private_lineage: str,
     monkeypatch: pytest.MonkeyPatch,
     git_base_url: str,
@@ -29,10 +40,10 @@ def test_first_runs_in_batches_and_missing_from_an_incomplete_listing_is_not_gon
     with forge_api(git_base_url) as api:
         for i in range(5):
             api.add("bigorg", f"r{i}")
-        monkeypatch.setenv("REPOVAULT_GITHUB_API", api.url)
+        monkeypatch.setenv(api_variable, api.url + api_path)
         settings = Settings.from_env()
         client = SourceLister(settings, retries=0)
-        fleet.add_source(parse_source("github:org/bigorg", settings), AT, {"wiki": False})
+        fleet.add_source(parse_source(f"{spec}/bigorg", settings), AT, {"wiki": False})
 
         tick = sources_tick(settings, fleet, AT, "", client, batch=2)
         assert tick.listings[0].complete and len(tick.new_repos) == 5

@@ -30,6 +30,7 @@ from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from tests.support.daemon import QUEUED, daemon_workspace, sensor_tick
 from tests.support.forge_api import forge_api
+from tests.support.forge_metadata import API_PATHS, FakeGitHub
 from tests.support.repos import ServedRepo
 from tests.support.ui import dry_run_sensor
 
@@ -188,3 +189,73 @@ def make_due(db_url: str, repo_ids: list[str], sources: bool = False) -> None:
         )
         if sources:
             conn.execute(update(repo_sources).values(last_listed_at=long_ago))
+
+
+@pytest.mark.parametrize("forge", ["gitea", "bitbucket"])
+def test_a_tracked_gitea_or_bitbucket_source_is_archived_with_its_metadata(
+    forge: str,
+    private_lineage: str,
+    vault_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_repo: Callable[..., ServedRepo],
+    git_base_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`track add gitea:org/...` or `bitbucket:workspace/...`, then the way a GitHub source goes:
+    the daemon's `sources_sensor` lists it with the forge's credentials (the repository is
+    private), records the request and queues the first run; that run archives the code and the
+    forge's metadata (read from a metadata API of the same forge's shape on the same host), and
+    the snapshot restores."""
+    owner = "team" + os.urandom(3).hex()
+    repo = make_repo("tool", owner=owner)
+    repo.commit({"README": "tracked on another forge\n"})
+    repo.push()
+    secret = "forge-secret-" + os.urandom(8).hex()
+    metadata = FakeGitHub(owner, "tool", shape=forge)
+    metadata.token = secret
+    metadata.add_comment(metadata.add_issue("make it faster", pull=True), "measured: 2x")
+    api_variable = {"gitea": "REPOVAULT_GITEA_API", "bitbucket": "REPOVAULT_BITBUCKET_API"}[forge]
+    credentials = {"gitea": {"GITEA_TOKEN": secret}}.get(
+        forge, {"BITBUCKET_USERNAME": metadata.username, "BITBUCKET_APP_PASSWORD": secret}
+    )
+    for key, value in credentials.items():
+        monkeypatch.setenv(key, value)
+        vault_env[key] = value
+    spec = {"gitea": "gitea:org", "bitbucket": "bitbucket:workspace"}[forge]
+    fleet = FleetStore(open_lineage(private_lineage).engine)
+    try:
+        with forge_api(git_base_url, token=secret) as api:
+            api.add(owner, "tool", private=True)
+            listing_api = api.url + API_PATHS[forge]
+            monkeypatch.setenv(api_variable, listing_api)
+            assert cli(["track", "add", f"{spec}/{owner}"]) == 0
+            with (
+                instance_for_test(overrides=QUEUED) as instance,
+                daemon_workspace(instance) as daemon,
+            ):
+                sensor_tick(daemon, "sources_sensor")
+                # Private: listed only because the forge's credentials went with the listing.
+                [run] = queued(instance)
+                assert run.tags["dagster/run_key"] == f"track:{repo_id_of(repo)}"
+
+                # The run, as the queue launches it; the forge's metadata API on the same host.
+                monkeypatch.setenv(api_variable, metadata.api)
+                own = {k: v for k, v in run.tags.items() if not k.startswith("dagster/")}
+                result = defs.resolve_job_def("archive_repo_job").execute_in_process(
+                    partition_key=repo_id_of(repo), instance=instance, tags=own
+                )
+                assert result.success
+                [meta] = result.asset_materializations_for_node("repo_metadata")
+                changed = meta.metadata["changed_by_kind"].value
+                assert {"pull_requests": 1, "comments": 1}.items() <= changed.items()
+        [source] = fleet.sources()
+        assert (source.repos, source.status) == (1, "active")
+        row = open_lineage(private_lineage).get(run.tags["repovault/request_id"])
+        assert row is not None and row.status == "completed"
+        assert secret not in repr(row) and secret not in repr(run.tags)
+        assert cli(["restore", repo_id_of(repo), str(tmp_path / "restored")]) == 0
+        assert "restored" in capsys.readouterr().out
+        assert (tmp_path / "restored" / "README").read_text() == "tracked on another forge\n"
+    finally:
+        metadata.close()

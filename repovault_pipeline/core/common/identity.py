@@ -17,8 +17,9 @@ from repovault_pipeline.core.common.redact import mask_secrets
 MAX_INPUT_LENGTH = 512
 MAX_BUCKET_NAME = 63
 DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
-# Hosts that serve exactly owner/name; every other host may nest groups (GitLab style).
-FLAT_HOSTS = {"github.com"}
+# Hosts that serve exactly owner/name (a Bitbucket workspace/slug, a Codeberg owner/name);
+# every other host may nest groups (GitLab style).
+FLAT_HOSTS = {"github.com", "bitbucket.org", "codeberg.org"}
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
 _HOST = re.compile(
@@ -198,10 +199,15 @@ def host_allowed(host: str, port: int | None, allowed_hosts: tuple[str, ...]) ->
     return host in allowed_hosts or (port is not None and f"{host}:{port}" in allowed_hosts)
 
 
-def github_web_origin(api_url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) of the GitHub web host that `REPOVAULT_GITHUB_API` belongs to: the
-    only place `GITHUB_TOKEN` may be sent. `https://api.github.com` -> github.com; any other API
-    (GitHub Enterprise Server's `https://HOST/api/v3`, a local stand-in) -> its own
+# API hosts that serve another web host: the one clone URLs (and credentials for them) name.
+API_WEB_HOSTS = {"api.github.com": "github.com", "api.bitbucket.org": "bitbucket.org"}
+
+
+def web_origin(api_url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of the web host a forge API belongs to: the only place that forge's
+    credentials may be sent by git. `https://api.github.com` -> github.com,
+    `https://api.bitbucket.org/2.0` -> bitbucket.org; any other API (GitHub Enterprise Server's
+    `https://HOST/api/v3`, GitLab's, Gitea's `https://HOST/api/v1`, a local stand-in) -> its own
     scheme://host[:port]. The port is None when it is the scheme's default."""
     try:
         parts = urlsplit(api_url.strip())
@@ -209,8 +215,7 @@ def github_web_origin(api_url: str) -> tuple[str, str, int | None]:
     except ValueError:  # not a URL: the token goes nowhere
         return "", "", None
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if host == "api.github.com":
-        host = "github.com"
+    host = API_WEB_HOSTS.get(host, host)
     return scheme, host, None if port == DEFAULT_PORTS.get(scheme) else port
 
 

@@ -148,8 +148,9 @@ def _mask_decoded(run: re.Match[str]) -> str:
 
 
 def _configured_secrets(extra: tuple[str | None, ...]) -> Iterator[str]:
-    token, ssh_key, gitlab_token = configured_secrets()
-    for value in (token, ssh_key, gitlab_token, *extra):
+    secrets = configured_secrets()
+    token = secrets[0]  # GITHUB_TOKEN
+    for value in (*secrets, *extra):
         if value and len(value) >= 4:
             yield value
     if token:

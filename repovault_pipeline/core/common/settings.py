@@ -246,6 +246,18 @@ class Settings(BaseSettings):
         validation_alias="REPOVAULT_GITLAB_API", default="https://gitlab.com/api/v4"
     )
     gitlab_token: OptionalText = Field(validation_alias="GITLAB_TOKEN", default=None, repr=False)
+    # Gitea/Forgejo (Codeberg unless set) and Bitbucket Cloud: tracked sources, metadata, clones.
+    gitea_api: Text = Field(
+        validation_alias="REPOVAULT_GITEA_API", default="https://codeberg.org/api/v1"
+    )
+    gitea_token: OptionalText = Field(validation_alias="GITEA_TOKEN", default=None, repr=False)
+    bitbucket_api: Text = Field(
+        validation_alias="REPOVAULT_BITBUCKET_API", default="https://api.bitbucket.org/2.0"
+    )
+    bitbucket_username: OptionalText = Field(validation_alias="BITBUCKET_USERNAME", default=None)
+    bitbucket_app_password: OptionalText = Field(
+        validation_alias="BITBUCKET_APP_PASSWORD", default=None, repr=False
+    )
     keep_metadata: Annotated[str, one_of(KEEP_METADATA)] = Field(
         validation_alias="REPOVAULT_KEEP_METADATA", default=KEEP_METADATA[0]
     )
@@ -377,13 +389,19 @@ def _config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(f"{name}: {error['msg']}")
 
 
-def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, str, str]:
-    """The values of the secret settings, GITHUB_TOKEN, REPOVAULT_SSH_KEY and GITLAB_TOKEN (""
-    when unset).
+SECRET_VARIABLES = (
+    "GITHUB_TOKEN",
+    "REPOVAULT_SSH_KEY",
+    "GITLAB_TOKEN",
+    "GITEA_TOKEN",
+    "BITBUCKET_APP_PASSWORD",
+)
+
+
+def configured_secrets(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The values of the secret settings (`SECRET_VARIABLES`, "" when unset).
 
     Read without validating the other settings: masking must work, and never fail, even when
     another variable is unusable."""
     env = os.environ if env is None else env
-    return tuple(  # type: ignore[return-value]
-        env.get(name, "").strip() for name in ("GITHUB_TOKEN", "REPOVAULT_SSH_KEY", "GITLAB_TOKEN")
-    )
+    return tuple(env.get(name, "").strip() for name in SECRET_VARIABLES)

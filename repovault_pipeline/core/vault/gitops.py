@@ -27,7 +27,7 @@ from repovault_pipeline.core.common.errors import (
     RepoTooLarge,
     WorkDirFull,
 )
-from repovault_pipeline.core.common.identity import RepoRef, github_web_origin
+from repovault_pipeline.core.common.identity import RepoRef, web_origin
 from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.gitproc import (
     MB,
@@ -47,6 +47,7 @@ from repovault_pipeline.core.vault.gitproc import (
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 
 log = logging.getLogger(__name__)
+BITBUCKET_TOKEN_USER = "x-bitbucket-api-token-auth"  # git's user for an Atlassian API token
 
 
 def _ssh_option(name: str, path: Path) -> str:
@@ -100,7 +101,9 @@ class GitClient:
         """What git's messages are masked of: the tokens, and `auth`'s credentials."""
         auth = self.auth
         given = (auth.password or auth.user, auth.header()) if auth else ()
-        return (self.settings.github_token, self.settings.gitlab_token, *given)
+        settings = self.settings
+        tokens = (settings.github_token, settings.gitlab_token, settings.gitea_token)
+        return (*tokens, settings.bitbucket_app_password, *given)
 
     def environment(
         self, ref: RepoRef | None = None, protocols: tuple[str, ...] | None = None
@@ -135,8 +138,11 @@ class GitClient:
     def _credentials(self, ref: RepoRef | None) -> tuple[tuple[str, str, int | None], str] | None:
         """The web origin `ref` is on and the basic credentials git sends there: GITHUB_TOKEN
         only to the web host of REPOVAULT_GITHUB_API, GITLAB_TOKEN only to that of
-        REPOVAULT_GITLAB_API (GitLab's `oauth2` user); `auth` only to its origin, before them;
-        nothing for any other host."""
+        REPOVAULT_GITLAB_API (GitLab's `oauth2` user), GITEA_TOKEN only to that of
+        REPOVAULT_GITEA_API (Gitea takes a token as the password of any user name),
+        BITBUCKET_USERNAME's app password only to that of REPOVAULT_BITBUCKET_API (an Atlassian
+        API token, given with the account's email as the user name, goes as Bitbucket's fixed
+        git user for tokens); `auth` only to its origin, before them; nothing for any other host."""
         if ref is None:
             return None
         if self.auth is not None and (ref.scheme, ref.host, ref.port) == self.auth.origin:
@@ -145,9 +151,11 @@ class GitClient:
         for token, api, user in (
             (settings.github_token, settings.github_api, "x-access-token"),
             (settings.gitlab_token, settings.gitlab_api, "oauth2"),
+            (settings.gitea_token, settings.gitea_api, "oauth2"),
+            (settings.bitbucket_app_password, settings.bitbucket_api, _bitbucket_user(settings)),
         ):
-            web = github_web_origin(api)
-            if token and (ref.scheme, ref.host, ref.port) == web:
+            web = web_origin(api)
+            if token and user and (ref.scheme, ref.host, ref.port) == web:
                 return web, base64.b64encode(f"{user}:{token}".encode()).decode()
         return None
 
@@ -323,3 +331,10 @@ def refs_digest(refs: dict[str, str]) -> str:
 
 def _is_archived_ref(name: str) -> bool:
     return name.startswith(("refs/heads/", "refs/tags/")) and not name.endswith("^{}")
+
+
+def _bitbucket_user(settings: Settings) -> str | None:
+    """Git's user for Bitbucket's secret: BITBUCKET_USERNAME with an app password; with an
+    Atlassian API token the API takes the account's email, git a fixed user instead."""
+    username = settings.bitbucket_username
+    return BITBUCKET_TOKEN_USER if username and "@" in username else username

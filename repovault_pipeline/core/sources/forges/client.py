@@ -1,7 +1,8 @@
-"""The one HTTP client of the forge REST APIs (GitHub, GitLab): GETs on a retrying session
-(`common.http.api_session`) and the one POST (a repository created to restore into), a forge's
-token attached only to a URL on that forge's own API origin, pagination by Link header, and
-the answers a caller cannot use raised as typed errors (`RateLimited`, `PageError`s), so each
+"""The one HTTP client of the forge REST APIs (GitHub, GitLab, Gitea, Bitbucket): GETs on a
+retrying session (`common.http.api_session`) and the one POST (a repository created to restore
+into), a forge's token attached only to a URL on that forge's own API origin, pagination by the
+forge's next-page link (`Forge.page`), and the answers a caller cannot use raised as typed
+errors (`RateLimited`, `PageError`s), so each
 caller words them for its own reader.
 
 Redirects: followed by default, and then `GuardedSession` drops every credential on the way to
@@ -25,7 +26,6 @@ from repovault_pipeline.core.common.http import api_session, rate_limit
 from repovault_pipeline.core.common.redact import mask_secrets
 from repovault_pipeline.core.sources.forges.forge import Forge
 
-PER_PAGE = 100
 MAX_PAGES = 1000  # 100,000 records: a Link loop never keeps a caller busy for ever
 DEFAULT_TIMEOUT_S = (5.0, 30.0)
 USER_AGENT = f"repovault/{__version__}"
@@ -155,10 +155,10 @@ class ForgeClient:
         accept: str | None = None,
         allow_redirects: bool = True,
     ) -> Iterator[list[Any]]:
-        """The items of each page, following the Link header's `next` on the API's origin.
+        """The items of each page, following the forge's next-page link on the API's origin.
         Raises `RateLimited` or a `PageError` at the page that failed; the pages before it
         were yielded."""
-        query: dict[str, str] | None = {**params, "per_page": str(PER_PAGE)}
+        query: dict[str, str] | None = {**params, **forge.page_query()}
         for page in range(1, MAX_PAGES + 1):
             try:
                 response = self.get(
@@ -169,12 +169,11 @@ class ForgeClient:
             with response:
                 check(response, url)
                 try:
-                    items = response.json()
-                except ValueError:
-                    items = None
+                    items, next_url = forge.page(response)
+                except (ValueError, AttributeError):
+                    items = next_url = None
                 if not isinstance(items, list):
                     raise UnreadablePage(f"{shown(url)} answered no list", url)
-                next_url = response.links.get("next", {}).get("url")
             yield items
             if next_url is None:
                 return

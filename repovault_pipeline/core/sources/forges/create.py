@@ -1,8 +1,9 @@
 """Restore to a forge with `repovault restore --push URL` and `--create
-github:ORG/NAME|gitlab:GROUP/NAME`: the repository a restore pushes into, created through the
-forge's API with its token (GITHUB_TOKEN, GITLAB_TOKEN, sent only to REPOVAULT_GITHUB_API /
-REPOVAULT_GITLAB_API). Created private: a restored repository is shown to no one before its
-owners decide; they make it public in the forge's settings."""
+github:ORG/NAME|gitlab:GROUP/NAME|gitea:ORG/NAME|bitbucket:WORKSPACE/NAME`: the repository a
+restore pushes into, created through the forge's API with its credentials (GITHUB_TOKEN,
+GITLAB_TOKEN, GITEA_TOKEN, BITBUCKET_APP_PASSWORD, each sent only to its forge's API).
+Created private: a restored repository is shown to no one before its owners decide; they make
+it public in the forge's settings."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from repovault_pipeline.core.vault.push import (
 from repovault_pipeline.core.vault.restore import find_snapshot
 from repovault_pipeline.core.vault.store import ObjectStore
 
-CREATABLE = ("github", "gitlab")
+CREATABLE = ("github", "gitlab", "gitea", "bitbucket")
 _SPEC = re.compile(
     r"^(?P<forge>[a-z]+):(?P<owner>[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*)/(?P<name>[A-Za-z0-9_.-]+)$"
 )
@@ -40,13 +41,15 @@ def create_repository(
     match = _SPEC.match(spec.strip())
     if not match or match["forge"] not in CREATABLE:
         raise InvalidTarget(
-            f"--create {spec[:80]!r}: give github:ORG/NAME (or github:USER/NAME) or "
-            "gitlab:GROUP/NAME"
+            f"--create {spec[:80]!r}: give github:ORG/NAME (or github:USER/NAME), "
+            "gitlab:GROUP/NAME, gitea:ORG/NAME (or gitea:USER/NAME) or bitbucket:WORKSPACE/NAME"
         )
     forge = forge_named(match["forge"], settings)
     owner, name = match["owner"], match["name"]
-    if forge.name == "github" and "/" in owner:
-        raise InvalidTarget(f"--create {spec}: GitHub repositories are ORG/NAME, without groups")
+    if forge.name != "gitlab" and "/" in owner:
+        raise InvalidTarget(
+            f"--create {spec}: only GitLab has groups; give {forge.name}:OWNER/NAME"
+        )
     if not forge.token:
         raise InvalidTarget(
             f"--create {spec} needs {forge.token_env}: a token allowed to create repositories "

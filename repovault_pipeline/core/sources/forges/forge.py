@@ -1,5 +1,5 @@
-"""What every forge (GitHub, GitLab) offers RepoVault: the `Forge` protocol its class implements,
-and the plain records its endpoints answer with.
+"""What every forge (GitHub, GitLab, Gitea, Bitbucket) offers RepoVault: the `Forge` protocol
+its class implements, and the plain records its endpoints answer with.
 
 Callers pick a forge object (`forges.forge_of`, `forges.forge_named`) and ask it for endpoints;
 no caller branches on a forge's name. The HTTP itself is `client.ForgeClient`'s.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+import requests
 
 from repovault_pipeline.core.common.errors import ArchiveError
 from repovault_pipeline.core.common.identity import RepoRef
@@ -46,6 +48,7 @@ class Feed:
     path: str
     params: dict[str, str] = field(default_factory=dict)
     since_param: str | None = None
+    absent: str | None = None  # what a 404 means ("no issue tracker"): a note, not a failure
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class ForgeApi:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api", self.api.rstrip("/"))
+
+    def page_query(self) -> dict[str, str]:
+        """GitHub's and GitLab's page size; Gitea and Bitbucket name theirs differently."""
+        return {"per_page": "100"}
+
+    def page(self, response: requests.Response) -> tuple[object, str | None]:
+        """A JSON list, its next page in the Link header (GitHub, GitLab, Gitea)."""
+        return response.json(), response.links.get("next", {}).get("url")
 
 
 class Forge(Protocol):
@@ -130,6 +141,14 @@ class Forge(Protocol):
         """Create the private, empty repository `owner/name` (an organisation, group or the
         token's own user) and return it; `RepositoryExists` when the name is taken, the
         client's errors for any other refusal."""
+        ...
+
+    def page_query(self) -> dict[str, str]:
+        """The query asking for the largest page the forge serves."""
+        ...
+
+    def page(self, response: requests.Response) -> tuple[object, str | None]:
+        """A page's items (a list, when the answer is usable) and its next page's URL."""
         ...
 
 

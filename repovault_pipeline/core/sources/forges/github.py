@@ -100,7 +100,8 @@ class GitHub(ForgeApi):
         )
         body = {"name": name, "private": True, "has_wiki": True}
         response = client.post(self, url, body)
-        if response.status_code == 422 and "already exists" in response.text:
+        # GitHub answers 422, Gitea (which builds on this class) 409.
+        if response.status_code in (409, 422) and "already exists" in response.text:
             raise RepositoryExists(f"{owner}/{name} already exists on {self.api}")
         return self.listed_repo(answer(response, url, 201))
 

@@ -1,7 +1,9 @@
 """Tracked sources (docs/contract.md, `repo_sources`): which repositories a GitHub organisation
-or user, or a GitLab group with its subgroups, holds today.
+or user, a GitLab group with its subgroups, a Gitea organisation or user or a Bitbucket
+workspace holds today.
 
-Plain Python, no Dagster. A listing is complete only when every page (Link headers) answered;
+Plain Python, no Dagster. A listing is complete only when every page (the forge's next-page
+links) answered;
 a rate limit, a 5xx that outlasted the retries or a bad page makes it incomplete, with the
 reason, and nothing downstream treats an incomplete listing as the whole truth (a repository
 missing from it is not `gone`). Tokens go only to their own API host (`client.ForgeClient`);
@@ -40,9 +42,16 @@ SOURCE_KINDS = {
     "github:org": "github-org",
     "github:user": "github-user",
     "gitlab:group": "gitlab-group",
+    "gitea:org": "gitea-org",
+    "gitea:user": "gitea-user",
+    "bitbucket:workspace": "bitbucket-ws",
 }
+_SPECS = "github:org/NAME, github:user/NAME, gitlab:group/PATH, gitea:org/NAME, gitea:user/NAME "
+_SPECS += "or bitbucket:workspace/NAME"
 _GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _GITLAB_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+# A Gitea owner name, a Bitbucket workspace id: one segment, no leading dot or hyphen.
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 class InvalidSource(ValueError):
@@ -70,8 +79,9 @@ class Filters:
 
 @dataclass(frozen=True)
 class Source:
-    """A tracked source: `kind` (github-org, github-user, gitlab-group), its `name` (an
-    organisation, a user, a group path) and the forge `host` it lives on."""
+    """A tracked source: `kind` (github-org, github-user, gitlab-group, gitea-org, gitea-user,
+    bitbucket-ws), its `name` (an organisation, a user, a group path, a workspace) and the
+    forge `host` it lives on."""
 
     kind: str
     name: str
@@ -103,21 +113,28 @@ class Listing:
 
 
 def parse_source(text: str, settings: Settings, filters: Filters | None = None) -> Source:
-    """`github:org/NAME`, `github:user/NAME` or `gitlab:group/PATH` -> a `Source`, or
-    `InvalidSource` with one line saying what to give."""
+    """A source spec (`_SPECS`) -> a `Source`, or `InvalidSource` with one line saying what to
+    give."""
     raw = text.strip()
     prefix, _, name = raw.partition("/")
     kind = SOURCE_KINDS.get(prefix.lower())
-    if kind is None or not name:
-        raise InvalidSource(
-            f"{mask_secrets(raw)[:80]!r} is not a source; give github:org/NAME, "
-            "github:user/NAME or gitlab:group/PATH"
-        )
+    if kind is None or not name.strip("/"):
+        raise InvalidSource(f"{mask_secrets(raw)[:80]!r} is not a source; give {_SPECS}")
     name = name.strip("/")
-    if kind == "gitlab-group":
+    forge = kind.split("-", 1)[0]
+    if forge == "gitlab":
         if not _GITLAB_PATH.match(name) or ".." in name or len(name) > 255:
             raise InvalidSource(f"{name[:80]!r} is not a GitLab group path (group/subgroup/...)")
         return Source(kind, name, api_host(settings.gitlab_api), filters or Filters())
+    if forge in ("gitea", "bitbucket"):
+        if not _OWNER_NAME.match(name):
+            whose = "Gitea owner" if forge == "gitea" else "Bitbucket workspace"
+            raise InvalidSource(
+                f"{name[:80]!r} is not a {whose} name (one name of letters, digits, '_', '.' "
+                "or '-', without '/')"
+            )
+        api = settings.gitea_api if forge == "gitea" else settings.bitbucket_api
+        return Source(kind, name, api_host(api), filters or Filters())
     if not _GITHUB_NAME.match(name) or "--" in name:
         raise InvalidSource(
             f"{name[:80]!r} is not a GitHub organisation or user name "
@@ -127,7 +144,8 @@ def parse_source(text: str, settings: Settings, filters: Filters | None = None) 
 
 
 def api_host(api: str) -> str:
-    """The forge host an API base serves: api.github.com -> github.com; the rest as given."""
+    """The forge host an API base serves: api.github.com -> github.com, api.bitbucket.org ->
+    bitbucket.org; the rest as given."""
     netloc = urlsplit(api).netloc.lower().rsplit("@", 1)[-1]
     return netloc.removeprefix("api.")
 

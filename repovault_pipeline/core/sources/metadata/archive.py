@@ -66,6 +66,7 @@ class MetadataResult:
     records: int = 0
     assets_uploaded: int = 0
     requests: int = 0
+    absent: list[str] = field(default_factory=list)  # e.g. "no issue tracker": nothing to keep
 
     @property
     def outcome(self) -> str:
@@ -132,6 +133,7 @@ class MetadataArchiver:
 
             changes = read_changes(reader, forge.project(ref), index, since, with_assets)
             result.requests = reader.requests
+            result.absent = changes.absent
             if full:  # what the whole listing no longer holds was deleted upstream
                 for kind in LISTED_WHOLE:
                     gone = set(index[kind]) - changes.seen.get(kind, set())
@@ -261,6 +263,7 @@ class MetadataArchiver:
             "files": files,
             "records": result.records,
             "deleted": result.deleted,
+            **({"absent": result.absent} if result.absent else {}),
             # The records and release assets are encrypted to these age recipients; the
             # index (record ids and digests) stays readable: the next run reads it.
             **({"encryption": self.sealing.record().model_dump()} if self.sealing else {}),
@@ -294,7 +297,10 @@ def wanted(settings: Settings, forge: Forge | None, requested: bool | None = Non
     choice; else REPOVAULT_KEEP_METADATA: `on`, `off`, or `auto` (on when the forge's token is
     set: without one, a large repository exhausts the anonymous rate limit at once)."""
     if forge is None:
-        return "no forge API is known for this host (REPOVAULT_GITHUB_API, REPOVAULT_GITLAB_API)"
+        return (
+            "no forge API is known for this host (REPOVAULT_GITHUB_API, REPOVAULT_GITLAB_API, "
+            "REPOVAULT_GITEA_API, REPOVAULT_BITBUCKET_API)"
+        )
     if requested is False:
         return "the request asked for no metadata"
     if requested is None and settings.keep_metadata == "off":

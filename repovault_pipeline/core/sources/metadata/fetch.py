@@ -1,10 +1,12 @@
 """Reading a repository's forge metadata: every listing its forge offers (`Forge.feeds`), page
 by page through the forge layer, keeping only the records whose digest differs from the index.
 
-A run asks the forge only for what changed since the previous snapshot (GitHub `since`, GitLab
-`updated_after`, with an overlap) and keeps only records whose digest differs from the index,
-so a re-read after an interrupted run stores no duplicate. What the forge refused is worded
-here for a metadata run: nothing of the pass is committed, the next run continues.
+A run asks the forge only for what changed since the previous snapshot (GitHub's and Gitea's
+`since`, GitLab's `updated_after`, with an overlap; a listing that cannot ask is read whole)
+and keeps only records whose digest differs from the index, so a re-read after an interrupted
+run stores no duplicate. What the forge refused is worded here for a metadata run: nothing of
+the pass is committed, the next run continues. A listing the forge has not for this repository
+(`Feed.absent`: Bitbucket's issues without an issue tracker) is noted, not a failure.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ OVERLAP = timedelta(minutes=5)  # forge clocks and eventual consistency: re-read
 Record = dict[str, Any]
 
 
+class FeedAbsent(Exception):
+    """The forge has no such listing for this repository (a 404 where `Feed.absent` says what
+    that means, e.g. Bitbucket's "no issue tracker"): noted, not a failure."""
+
+
 class MetadataClient:
     """Paged GETs and downloads against one forge's API, with what the forge refused raised as
     a metadata run reports it: `RateLimited` with the reset time, `ArchiveError` for a refused
@@ -55,13 +62,20 @@ class MetadataClient:
     def requests(self) -> int:
         return self.client.requests
 
-    def pages(self, path_or_url: str, params: dict[str, str]) -> Iterator[Record]:
-        """Every record of a listing (`path_or_url` below the forge's API, or a whole URL)."""
+    def pages(
+        self, path_or_url: str, params: dict[str, str], absent: str | None = None
+    ) -> Iterator[Record]:
+        """Every record of a listing (`path_or_url` below the forge's API, or a whole URL);
+        `FeedAbsent` when its first page is a 404 and `absent` says what that means."""
         url = path_or_url if "://" in path_or_url else self.forge.api + path_or_url
+        read = 0
         try:
             for records in self.client.pages(self.forge, url, params, accept="application/json"):
+                read += 1
                 yield from records
         except (RateLimited, PageError) as exc:
+            if absent and read == 0 and isinstance(exc, ForgeRefused) and exc.status == 404:
+                raise FeedAbsent(absent) from None
             raise self._worded(exc, url) from None
 
     def download(self, url: str, dest: Path) -> tuple[str, int]:
@@ -121,6 +135,7 @@ class Changes:
         default_factory=lambda: {kind: [] for kind in RECORD_KINDS}  # ASSETS is not a kind
     )
     seen: dict[str, set[str]] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)  # what the forge has not, e.g. an issue tracker
 
     def keep(self, index: Index, kind: str, record: Record) -> bool:
         """Note `record` as seen; keep it (True) when its digest differs from the index."""
@@ -147,12 +162,15 @@ def read_changes(
         params = dict(feed.params)
         if since is not None and feed.since_param:
             params[feed.since_param] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
-        for record in reader.pages(feed.path, params):
-            kind = forge.kind_of(feed, record)
-            if kind == "releases":
-                record = with_assets(record)
-            if changes.keep(index, kind, record):
-                for child_kind, path in forge.children(project, kind, record):
-                    for child in reader.pages(path, {}):
-                        changes.keep(index, child_kind, child)
+        try:
+            for record in reader.pages(feed.path, params, feed.absent):
+                kind = forge.kind_of(feed, record)
+                if kind == "releases":
+                    record = with_assets(record)
+                if changes.keep(index, kind, record):
+                    for child_kind, path in forge.children(project, kind, record):
+                        for child in reader.pages(path, {}):
+                            changes.keep(index, child_kind, child)
+        except FeedAbsent as exc:
+            changes.absent.append(str(exc))
     return changes

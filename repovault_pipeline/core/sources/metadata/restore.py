@@ -128,6 +128,28 @@ def _id_order(key: str) -> tuple[int, str]:
     return (int(key), key) if key.isdigit() else (0, key)
 
 
+def _thread(comment: dict) -> tuple[str | None, str]:
+    """The issue or pull request a comment belongs to: (kind, number), kind None where issues
+    and pull requests share their numbers (GitHub, Gitea)."""
+    url = comment.get("issue_url") or comment.get("pull_request_url")
+    if url is not None or "issue_url" in comment:  # GitHub, Gitea
+        return None, str(url or "").rsplit("/", 1)[-1]
+    for key, kind in (("pullrequest", "pull_requests"), ("issue", "issues")):  # Bitbucket
+        if isinstance(comment.get(key), dict):
+            return kind, str(comment[key].get("id", ""))
+    # GitLab: a note names its issue or merge request
+    kind = "pull_requests" if comment.get("noteable_type") == "MergeRequest" else "issues"
+    return kind, str(comment.get("noteable_iid", ""))
+
+
+def _text(record: dict) -> str:
+    """A record's text: `body` (GitHub, Gitea), `description` (GitLab), `content.raw`
+    (Bitbucket)."""
+    content = record.get("content")
+    raw = content.get("raw") if isinstance(content, dict) else None
+    return str(record.get("body") or record.get("description") or raw or "")
+
+
 def _write_markdown(dest: Path, state: dict[str, dict[str, dict]], index: Index) -> None:
     """issues/<number>.md and pull_requests/<number>.md: the thread as a person reads it."""
     comments: dict[tuple[str | None, str], list[dict]] = {}
@@ -135,13 +157,7 @@ def _write_markdown(dest: Path, state: dict[str, dict[str, dict]], index: Index)
         comment = state["comments"].get(key)
         if comment is None:
             continue
-        thread: tuple[str | None, str]
-        if "issue_url" in comment:  # GitHub: issues and pull requests share their numbers
-            thread = (None, comment["issue_url"].rsplit("/", 1)[-1])
-        else:  # GitLab: a note names its issue or merge request
-            kind = "pull_requests" if comment.get("noteable_type") == "MergeRequest" else "issues"
-            thread = (kind, str(comment.get("noteable_iid", "")))
-        comments.setdefault(thread, []).append(comment)
+        comments.setdefault(_thread(comment), []).append(comment)
     for kind in ("issues", "pull_requests"):
         folder = dest / kind
         folder.mkdir(exist_ok=True)
@@ -155,13 +171,13 @@ def _write_markdown(dest: Path, state: dict[str, dict[str, dict]], index: Index)
                 "",
                 f"state: {record.get('state', '')}",
                 "",
-                str(record.get("body") or record.get("description") or ""),
+                _text(record),
                 "",
             ]
             for comment in comments.get((None, number), []) + comments.get((kind, number), []):
                 who = comment.get("user") or comment.get("author") or {}
-                author = who.get("login") or who.get("username") or ""
-                lines += ["---", f"comment {author}".rstrip(), "", str(comment.get("body", "")), ""]
+                author = who.get("login") or who.get("username") or who.get("nickname") or ""
+                lines += ["---", f"comment {author}".rstrip(), "", _text(comment), ""]
             (folder / f"{number}.md").write_text("\n".join(lines))
 
 
