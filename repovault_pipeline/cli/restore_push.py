@@ -1,4 +1,5 @@
-"""`repovault restore --push URL [--create FORGE:OWNER/NAME] [--snapshot ID] [--wiki] [--force]`: a snapshot pushed back to a forge (`core.vault.push`)."""
+"""`repovault restore --push URL [--create FORGE:OWNER/NAME] [--snapshot ID] [--wiki] [--force]`:
+a snapshot pushed back to a forge (`core.vault.push`)."""
 
 from __future__ import annotations
 
