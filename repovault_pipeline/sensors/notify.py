@@ -5,7 +5,9 @@ it). A test of a sensor shows the run requests and launches none: nothing is sen
 - `notify_archive_failed_sensor` and `notify_archive_done_sensor`: Dagster's run-status sensors
   on every run of the code location (archive runs, check runs, asset-page runs): `failed` and
   `partial` from the request's lineage row once the run ended (a run Dagster will retry says
-  nothing: its retry does), `unrestorable` from the run's failed `restorable` verdicts.
+  nothing: its retry does), `unrestorable` from the run's failed `restorable` verdicts. Dagster
+  hands a run-status sensor the ended runs in order and stops a tick at the first one with
+  something to say, so a tick (every 10 s) tells at most one run's messages.
 - `notify_fleet_sensor`: tracked sources whose listing failed (`source_error`, once per
   episode: the sources in error are its cursor) and stale repositories (`stale`, keyed by their
   last check: once per episode).
@@ -14,7 +16,6 @@ it). A test of a sensor shows the run requests and launches none: nothing is sen
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 from dagster import (
     DagsterEventType,
@@ -66,17 +67,15 @@ def notify_runs(notifications: list[Notification], settings: Settings) -> list[R
 
 def _run_ended(
     context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> Iterator[RunRequest | SkipReason]:
+) -> list[RunRequest] | SkipReason | None:
+    """The notifications of one ended run. None when there are none: Dagster then goes on to
+    the next ended run in the same tick (it stops at the first run that returns something)."""
     run = context.dagster_run
     settings = notify.settings()
     if not settings.notify_urls:
-        yield SkipReason("REPOVAULT_NOTIFY_URLS is unset: notifications are off")
-        return
-    if run.job_name == notify_job.name:
-        return
-    if run.tags.get(TAG_WILL_RETRY) == "true":
-        yield SkipReason(f"run {run.run_id} will be retried: its last attempt is told")
-        return
+        return SkipReason("REPOVAULT_NOTIFY_URLS is unset: notifications are off")
+    if run.job_name == notify_job.name or run.tags.get(TAG_WILL_RETRY) == "true":
+        return None  # a run Dagster will retry: its last attempt is told
     failed = run.status == DagsterRunStatus.FAILURE
     reason = DagsterRuns(context.instance).failure_reason(run.run_id) if failed else None
     row = lineage.store().get(request_of_run(run.tags, run.run_id).request_id)
@@ -93,37 +92,37 @@ def _run_ended(
         ):
             metadata = {k: str(v.value) for k, v in check.metadata.items()}
             notices.append(unrestorable_notice(check.partition or "", run.run_id, metadata, row))
-    yield from notify_runs([n for n in notices if n is not None], settings)
+    return notify_runs([n for n in notices if n is not None], settings) or None
 
 
 @run_status_sensor(
     run_status=DagsterRunStatus.FAILURE,
     request_job=notify_job,
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,
     description="A failed archive run, once it will not be retried: `failed` (reason from its "
     "lineage row), or `partial` when the forge metadata failed after the code was kept. One "
     "notify_job run per failure (run key failed:<request_id>:<run_id>).",
 )
 def notify_archive_failed_sensor(
     context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> Iterator[RunRequest | SkipReason]:
-    yield from _run_ended(context, lineage, notify)
+) -> list[RunRequest] | SkipReason | None:
+    return _run_ended(context, lineage, notify)
 
 
 @run_status_sensor(
     run_status=DagsterRunStatus.SUCCESS,
     request_job=notify_job,
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,
     description="A successful run whose request is `partial` (LFS objects, wiki or metadata "
     "missing: `partial` with its reasons), or whose `restorable` check failed "
     "(`unrestorable`: archive runs, the restore drill, checks asked over the API).",
 )
 def notify_archive_done_sensor(
     context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> Iterator[RunRequest | SkipReason]:
-    yield from _run_ended(context, lineage, notify)
+) -> list[RunRequest] | SkipReason | None:
+    return _run_ended(context, lineage, notify)
 
 
 @sensor(

@@ -52,10 +52,11 @@ def archive_notice(
 ) -> Notification | None:
     """`failed` or `partial` for the request an archive run ended, as its lineage row says once
     the run is over (the row is the truth: a partial run recorded its reasons there, a failed
-    one its error); None for every other status, or a run of no request. A failed run whose
+    one its error); None for every other status, a run of no request, or a row a later run
+    has taken over (a re-execution tells its own outcome). A failed run whose
     row it could not close (its worker died: reconcile closes it later) is `failed` with the
     run's own reason, `run_failure`."""
-    if row is None or row.run_id != run_id:
+    if row is None or row.run_id not in (run_id, None):  # None: refused before it started
         return None
     status = row.status
     if run_failure is not None and status == "in_progress":
