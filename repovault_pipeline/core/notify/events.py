@@ -134,12 +134,17 @@ def source_error_notices(sources: Iterable[SourceRow], known: set[str]) -> list[
         notices.append(
             Notification(
                 event="source_error",
-                key=f"source_error:{source.source_id}:{listed}",
+                # The listing that found the error starts the episode.
+                key=f"source_error:{source.source_id}:{_stamp(row.last_listed_at)}",
                 title=f"RepoVault: tracked source {source.spec} cannot be listed",
                 body=_text("\n".join(lines)),
             )
         )
     return notices
+
+
+def _stamp(at: datetime | None) -> str:
+    return at.isoformat(timespec="microseconds") if at else "never"
 
 
 def stale_since(at: datetime, interval_h: int) -> datetime:
@@ -160,7 +165,7 @@ def stale_notice(state: RepoState, interval_h: int) -> Notification:
     ]
     return Notification(
         event="stale",
-        key=f"stale:{state.repo_id}:{checked}",
+        key=f"stale:{state.repo_id}:{_stamp(state.last_checked_at)}",
         title=f"RepoVault: {state.repo_id} is stale",
         body=_text("\n".join(lines)),
         repo_id=state.repo_id,
