@@ -95,34 +95,39 @@ def _run_ended(
     return notify_runs([n for n in notices if n is not None], settings) or None
 
 
-@run_status_sensor(
-    run_status=DagsterRunStatus.FAILURE,
-    request_job=notify_job,
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-    description="A failed archive run, once it will not be retried: `failed` (reason from its "
-    "lineage row), or `partial` when the forge metadata failed after the code was kept. One "
-    "notify_job run per failure (run key failed:<request_id>:<run_id>).",
-)
-def notify_archive_failed_sensor(
-    context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> list[RunRequest] | SkipReason | None:
-    return _run_ended(context, lineage, notify)
+def _run_status_notifier(name: str, status: DagsterRunStatus, description: str):
+    """A run-status sensor on the runs that ended with `status`, telling what they ended as."""
+
+    @run_status_sensor(
+        name=name,
+        run_status=status,
+        request_job=notify_job,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=10,
+        description=description,
+    )
+    def notifier(
+        context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
+    ) -> list[RunRequest] | SkipReason | None:
+        return _run_ended(context, lineage, notify)
+
+    return notifier
 
 
-@run_status_sensor(
-    run_status=DagsterRunStatus.SUCCESS,
-    request_job=notify_job,
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-    description="A successful run whose request is `partial` (LFS objects, wiki or metadata "
-    "missing: `partial` with its reasons), or whose `restorable` check failed "
-    "(`unrestorable`: archive runs, the restore drill, checks asked over the API).",
+notify_archive_failed_sensor = _run_status_notifier(
+    "notify_archive_failed_sensor",
+    DagsterRunStatus.FAILURE,
+    "A failed archive run, once it will not be retried: `failed` (reason from its lineage row), "
+    "or `partial` when the forge metadata failed after the code was kept. One notify_job run "
+    "per failure (run key failed:<request_id>:<run_id>).",
 )
-def notify_archive_done_sensor(
-    context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> list[RunRequest] | SkipReason | None:
-    return _run_ended(context, lineage, notify)
+notify_archive_done_sensor = _run_status_notifier(
+    "notify_archive_done_sensor",
+    DagsterRunStatus.SUCCESS,
+    "A successful run whose request is `partial` (LFS objects, wiki or metadata missing: "
+    "`partial` with its reasons), or whose `restorable` check failed (`unrestorable`: archive "
+    "runs, the restore drill, checks asked over the API).",
+)
 
 
 @sensor(

@@ -5,7 +5,6 @@ not restore; only the events REPOVAULT_NOTIFY_EVENTS lists."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from repovault_pipeline.core.intake.runs import request_tags
 from repovault_pipeline.core.lineage.requests import new_request_id, now, open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
 from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_until
-from tests.support.repos import ServedRepo
+from tests.support.repos import ServedRepo, lost_lfs_object
 from tests.support.ui import dry_run_sensor, launch_run
 from tests.support.webhook import Webhook
 
@@ -127,11 +126,7 @@ def test_a_partial_run_is_told_with_its_reasons_and_only_listed_events_are_sent(
     in REPOVAULT_NOTIFY_EVENTS here: a failed run says nothing."""
     monkeypatch.setenv("REPOVAULT_NOTIFY_EVENTS", "partial,unrestorable")
     repo = make_repo("lost-weights")
-    repo.track_lfs("*.bin")
-    repo.commit({"model.bin": os.urandom(4000), "kept.bin": os.urandom(3000)})
-    repo.push()
-    lost = hashlib.sha256((repo.work / "model.bin").read_bytes()).hexdigest()
-    (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()
+    lost_lfs_object(repo)
     missing = make_repo("never-pushed")  # the server answers: no such repository
     with instance_for_test(overrides=LAUNCH_AT_ONCE) as instance, daemon_workspace(instance) as ws:
         tick_both(ws, 0)
