@@ -11,13 +11,22 @@ from collections.abc import Callable
 
 import boto3
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instance_for_test
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    instance_for_test,
+)
+from dagster._daemon.auto_run_reexecution.auto_run_reexecution import (
+    consume_new_runs_for_automatic_reexecution,
+)
 
 from repovault_pipeline.core.common.identity import bucket_name
 from repovault_pipeline.core.intake.runs import request_tags
 from repovault_pipeline.core.lineage.requests import new_request_id, now, open_lineage
 from repovault_pipeline.partitions import REPOSITORIES
-from tests.support.daemon import LAUNCH_AT_ONCE, daemon_workspace, sensor_tick, wait_until
+from tests.support.daemon import LAUNCH_AT_ONCE, LOG, daemon_workspace, sensor_tick, wait_until
 from tests.support.repos import ServedRepo, lost_lfs_object
 from tests.support.ui import dry_run_sensor, launch_run
 from tests.support.webhook import Webhook
@@ -62,10 +71,12 @@ def tick_both(workspace, after_s: float) -> None:
     sensor_tick(workspace, DONE, after_s=after_s)
 
 
-def tick_until(workspace, webhook: Webhook, count: int, ticks: int = 4) -> None:
+def tick_until(
+    workspace, webhook: Webhook, count: int, ticks: int = 4, first_tick: int = 1
+) -> None:
     """Daemon ticks of both sensors (one ended run's messages a tick) until `count` messages
     arrived, then `ticks` more, after which nothing more may arrive."""
-    for tick in range(1, 30):
+    for tick in range(first_tick, first_tick + 30):
         tick_both(workspace, tick * INTERVAL_S)
         if len(webhook.received) >= count:
             ticks -= 1
@@ -116,6 +127,36 @@ def test_a_failed_archive_is_told_once_after_its_retries_with_no_secret(
         assert secret not in logs
     assert "sent to #1 json" in logs
     assert all(r["runKey"].startswith("failed:") for r in shown["runRequests"])
+
+
+def test_a_run_dagster_retries_is_told_once_by_its_last_attempt(
+    webhook: Webhook, make_repo: Callable[..., ServedRepo]
+) -> None:
+    """Run retries on (instance `run_retries`): the first attempt, which Dagster will retry,
+    says nothing; the retry, the last attempt, is told."""
+    missing = make_repo("never-pushed")  # the server answers: no such repository
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with (
+        instance_for_test(overrides={**LAUNCH_AT_ONCE, **retries}) as instance,
+        daemon_workspace(instance) as ws,
+    ):
+        tick_both(ws, 0)
+        first = archive(ws, missing.repo_id, missing.url)
+        assert instance.get_run_by_id(first).tags.get("dagster/will_retry") == "true"
+        tick_both(ws, INTERVAL_S)
+        # What the daemon's run retry loop does with the failed run.
+        records = instance.get_run_records(RunsFilter(run_ids=[first]))
+        list(consume_new_runs_for_automatic_reexecution(ws, records, LOG))
+        [retry] = [r.run_id for r in instance.get_runs() if r.run_id != first]
+        finished(instance, retry)
+        assert instance.get_run_by_id(retry).tags.get("dagster/will_retry") == "false"
+        assert webhook.received == []  # the first attempt said nothing
+        tick_until(ws, webhook, 1, first_tick=2)
+        notify_runs_done(instance)
+
+    [message] = webhook.received
+    assert message.title == f"RepoVault: archive of {missing.repo_id} failed"
+    assert f"run: {retry}" in message.message
 
 
 def test_a_partial_run_is_told_with_its_reasons_and_only_listed_events_are_sent(
