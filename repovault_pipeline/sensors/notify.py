@@ -67,14 +67,14 @@ def notify_runs(notifications: list[Notification], settings: Settings) -> list[R
 
 def _run_ended(
     context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-) -> list[RunRequest] | SkipReason | None:
+) -> list[RunRequest] | None:
     """The notifications of one ended run. None when there are none: Dagster then goes on to
     the next ended run in the same tick (it stops at the first run that returns something)."""
     run = context.dagster_run
     settings = notify.settings()
-    if not settings.notify_urls:
-        return SkipReason("REPOVAULT_NOTIFY_URLS is unset: notifications are off")
-    if run.job_name == notify_job.name or run.tags.get(TAG_WILL_RETRY) == "true":
+    if not settings.notify_urls or run.job_name == notify_job.name:
+        return None  # notifications off: the runs pass, none is kept for later
+    if run.tags.get(TAG_WILL_RETRY) == "true":
         return None  # a run Dagster will retry: its last attempt is told
     failed = run.status == DagsterRunStatus.FAILURE
     reason = DagsterRuns(context.instance).failure_reason(run.run_id) if failed else None
@@ -108,7 +108,7 @@ def _run_status_notifier(name: str, status: DagsterRunStatus, description: str):
     )
     def notifier(
         context: RunStatusSensorContext, lineage: LineageResource, notify: NotifyResource
-    ) -> list[RunRequest] | SkipReason | None:
+    ) -> list[RunRequest] | None:
         return _run_ended(context, lineage, notify)
 
     return notifier

@@ -50,14 +50,8 @@ class Digest:
         counts = ", ".join(f"{self.closed.get(s, 0)} {s}" for s in SUMMED)
         lines = [
             f"last 24 h: {counts}",
-            f"stale repositories: {len(self.stale)}"
-            + (
-                f" ({', '.join(self.stale[:10])}{', ...' if len(self.stale) > 10 else ''})"
-                if self.stale
-                else ""
-            ),
-            f"tracked sources in error: {len(self.sources_in_error)}"
-            + (f" ({', '.join(self.sources_in_error)})" if self.sources_in_error else ""),
+            _listed("stale repositories", self.stale),
+            _listed("tracked sources in error", self.sources_in_error),
         ]
         if self.stored_bytes is not None:
             lines.append(f"vault size: {self.stored_bytes / 2**30:.2f} GiB")
@@ -69,6 +63,12 @@ class Digest:
             title=f"RepoVault daily summary {day}: {verdict}",
             body="\n".join(lines),
         )
+
+
+def _listed(label: str, names: list[str], shown: int = 10) -> str:
+    """`label: 3 (a, b, c)`, the first `shown` names."""
+    more = ", ..." if len(names) > shown else ""
+    return f"{label}: {len(names)}" + (f" ({', '.join(names[:shown])}{more})" if names else "")
 
 
 def digest(
