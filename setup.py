@@ -23,6 +23,8 @@ setup(
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
         # `repovault init` upgrades the lineage database to the code's schema (migrations/).
         "alembic>=1.13",
+        # Notifications (REPOVAULT_NOTIFY_URLS): one library for Slack, email, ntfy, webhooks...
+        "apprise>=1.8",
         "boto3>=1.34",
         # `repovault serve`: the HTTP API, its OpenAPI document and Prometheus metrics.
         "fastapi>=0.110",

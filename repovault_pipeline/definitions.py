@@ -5,18 +5,20 @@ from __future__ import annotations
 from dagster import Definitions, InMemoryIOManager, in_process_executor
 
 from .assets import IN_MEMORY, repo_archive, repo_metadata, restorable, vault_stats
-from .jobs import archive_repo_job
+from .jobs import archive_repo_job, notify_job
 from .resources import (
     ApiResource,
     GitResource,
     KafkaResource,
     LineageResource,
+    NotifyResource,
     SourcesResource,
     VaultResource,
     VaultS3Resource,
     from_environment,
 )
 from .schedules import (
+    notify_daily_schedule,
     restore_drill_schedule,
     trending_intake_job,
     trending_top10_schedule,
@@ -25,6 +27,9 @@ from .schedules import (
 )
 from .sensors import (
     kafka_injector_sensor,
+    notify_archive_done_sensor,
+    notify_archive_failed_sensor,
+    notify_fleet_sensor,
     reconcile_sensor,
     refresh_sensor,
     sources_sensor,
@@ -47,21 +52,30 @@ def repovault_resources() -> dict[str, object]:
         "lineage": from_environment(LineageResource),
         "kafka": from_environment(KafkaResource),
         "api": from_environment(ApiResource),
+        "notify": from_environment(NotifyResource),
     }
 
 
 defs = Definitions(
     assets=[repo_archive, repo_metadata, vault_stats],
     asset_checks=[restorable],
-    jobs=[archive_repo_job, vault_stats_job, trending_intake_job],
+    jobs=[archive_repo_job, vault_stats_job, trending_intake_job, notify_job],
     sensors=[
         kafka_injector_sensor,
         reconcile_sensor,
         sources_sensor,
         refresh_sensor,
         verify_sensor,
+        notify_archive_failed_sensor,
+        notify_archive_done_sensor,
+        notify_fleet_sensor,
     ],
-    schedules=[trending_top10_schedule, restore_drill_schedule, vault_stats_schedule],
+    schedules=[
+        trending_top10_schedule,
+        restore_drill_schedule,
+        vault_stats_schedule,
+        notify_daily_schedule,
+    ],
     resources=repovault_resources(),
     # Every run in one process, however it is launched: `archive_repo_job`, and the implicit
     # asset job of the asset page's Materialize button and of backfills, which would otherwise

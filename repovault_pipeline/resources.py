@@ -3,12 +3,13 @@
 Each field holds one variable of docs/contract.md (its description names it), grouped by the
 domain that uses it: `s3` and `vault` (object store, snapshots, leases), `git` (clones),
 `lineage` (database), `kafka` (broker, topics, injector), `sources` (forges, trending,
-metadata) and `api` (HTTP API, CLI). `from_environment` sets a field to `EnvVar(NAME)` when the
-variable is set where the code location loads, so the UI's resource page shows its name, never
-its value; an unset variable's field stays None (a field given the `EnvVar` of an unset
-variable would fail the load) and takes the default of `core.common.settings.Settings`. The
-settings are built once from the fields, when a run, sensor tick or schedule tick initializes
-the resource (`setup_for_execution`); store, engine and producer are closed when it ends.
+metadata), `notify` (notifications) and `api` (HTTP API, CLI). `from_environment` sets a field
+to `EnvVar(NAME)` when the variable is set where the code location loads, so the UI's resource
+page shows its name, never its value; an unset variable's field stays None (a field given the
+`EnvVar` of an unset variable would fail the load) and takes the default of
+`core.common.settings.Settings`. The settings are built once from the fields, when a run, sensor
+tick or schedule tick initializes the resource (`setup_for_execution`); store, engine and
+producer are closed when it ends.
 """
 
 from __future__ import annotations
@@ -246,6 +247,13 @@ class LineageResource(_SettingsResource):
     def fleet(self) -> FleetStore:
         """`repo_sources` and `repo_state`, on the same database."""
         return FleetStore(self.store().engine)
+
+
+class NotifyResource(_SettingsResource):
+    """Where notifications go (Apprise URLs: a secret, they hold tokens) and which are sent."""
+
+    notify_urls: str | None = _variable("REPOVAULT_NOTIFY_URLS", secret=True)
+    notify_events: str | None = _variable("REPOVAULT_NOTIFY_EVENTS")
 
 
 class KafkaResource(_SettingsResource):

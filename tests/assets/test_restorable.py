@@ -3,7 +3,6 @@ after a corruption made on the S3 server, the restore drill's run fails it with 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from repovault_pipeline.core.vault.verify import DRILL_DAYS, drill_batch
 from repovault_pipeline.definitions import defs
 from repovault_pipeline.partitions import repositories
 from repovault_pipeline.schedules import restore_drill_schedule
-from tests.support.repos import ServedRepo
+from tests.support.repos import ServedRepo, lost_lfs_object
 
 CHECK = AssetCheckKey(asset_key=defs.resolve_assets_def("repo_archive").key, name="restorable")
 
@@ -160,11 +159,7 @@ def test_a_snapshot_missing_lfs_objects_is_partial_and_fails_the_check(
     """The forge lost an LFS object its history points to: the run keeps what there is, and
     the request, the materialization and the `restorable` check all say so (`lfs_missing`)."""
     repo = make_repo("lost-weights")
-    repo.track_lfs("*.bin")
-    repo.commit({"model.bin": os.urandom(4000), "kept.bin": os.urandom(3000)})
-    repo.push()
-    lost = hashlib.sha256((repo.work / "model.bin").read_bytes()).hexdigest()
-    (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()
+    lost_lfs_object(repo)
     repo_id = repo.url.removeprefix("http://").removesuffix(".git")
     request_id = new_request_id()
     lineage = open_lineage(os.environ["REPOVAULT_DB_URL"])

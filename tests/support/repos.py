@@ -3,6 +3,7 @@ under the git server's root."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -153,3 +154,13 @@ class ServedRepo:
                 sha = git_bytes(self.bare, "hash-object", "-w", "--stdin", stdin=value)
                 listing += b"100644 blob " + sha + b"\t" + name + b"\0"
         return git_bytes(self.bare, "mktree", "-z", stdin=listing).decode()
+
+
+def lost_lfs_object(repo: ServedRepo) -> None:
+    """Two LFS files pushed to `repo`, then one of them (`model.bin`) lost by the forge: what
+    its history points to is no longer served (a run of it ends `partial`, `lfs_missing`)."""
+    repo.track_lfs("*.bin")
+    repo.commit({"model.bin": os.urandom(4000), "kept.bin": os.urandom(3000)})
+    repo.push()
+    lost = hashlib.sha256((repo.work / "model.bin").read_bytes()).hexdigest()
+    (repo.lfs_store() / lost[:2] / lost[2:4] / lost).unlink()

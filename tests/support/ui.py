@@ -71,8 +71,8 @@ def launch_run(
     checks: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Launch one partition of `job` as the UI does: from an asset page (`assets` selected with
-    their `checks`, job `__ASSET_JOB`) or from the job's launchpad with extra `tags`; returns the
-    run id."""
+    their `checks`, job `__ASSET_JOB`; no asset and a check: "Execute check") or from the job's
+    launchpad with extra `tags`; returns the run id."""
     checks = checks or {}
     selector: dict = {
         "repositoryLocationName": "repovault",
@@ -84,8 +84,8 @@ def launch_run(
         # The UI runs the selected assets' checks with them (ui-core getAssetCheckHandleInputs).
         selector["assetCheckSelection"] = [
             {"assetKey": {"path": [asset]}, "name": check}
-            for asset in assets
-            for check in checks.get(asset, ())
+            for asset, names in checks.items()
+            for check in names
         ]
     run_tags = {"dagster/partition": partition, **(tags or {})}
     params = {

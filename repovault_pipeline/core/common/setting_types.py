@@ -116,6 +116,37 @@ def _recipients(value: object) -> object:
     return value
 
 
+# An Apprise URL may hold commas itself (`mailto://...?to=a@x.org,b@x.org`): a list of them is
+# cut only where a comma is followed by the next URL's `scheme://`.
+_NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def _urls(value: object) -> object:
+    """Comma-separated URLs, each kept whole (see _NEXT_URL); blank entries dropped."""
+    if not isinstance(value, str):
+        return value
+    return tuple(u.strip().rstrip(",").strip() for u in _NEXT_URL.split(value) if u.strip(", "))
+
+
+def names_of(choices: tuple[str, ...]) -> BeforeValidator:
+    """A comma list of names, each one of `choices` (any case); no entry at all is the
+    default. An unknown name is refused with the valid ones."""
+
+    def check(value: object) -> object:
+        value = _lowered_list(value)
+        if not value:
+            raise PydanticUseDefault()
+        for name in value if isinstance(value, tuple) else ():
+            if name not in choices:
+                raise UnusableValue(
+                    f" has {name[:40]!r}, which is not one of {', '.join(choices)}; "
+                    "list some of those, comma-separated"
+                )
+        return value
+
+    return BeforeValidator(check)
+
+
 def _bucket_prefix(prefix: str) -> str:
     if not _BUCKET_PREFIX_RE.match(prefix):
         raise UnusableValue(
@@ -142,4 +173,5 @@ BaseUrl = Annotated[str | None, BeforeValidator(_base_url)]
 BucketPrefix = Annotated[str, BeforeValidator(_text), AfterValidator(_bucket_prefix)]
 LoweredList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_lowered_list)]
 ListOrDefault = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_list_or_default)]
+Urls = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_urls)]
 Recipients = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_recipients)]

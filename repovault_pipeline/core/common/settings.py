@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from repovault_pipeline.core.common.setting_types import (
     AtLeast0,
@@ -36,7 +41,9 @@ from repovault_pipeline.core.common.setting_types import (
     Text,
     TextPath,
     UnusableValue,
+    Urls,
     UserPath,
+    names_of,
     one_of,
     spelled_as,
 )
@@ -64,6 +71,8 @@ class Topics:
 # The periods of GitHub's trending page, shortest first.
 TRENDING_PERIODS = ("daily", "weekly", "monthly")
 KEEP_METADATA = ("auto", "on", "off")
+# What an operator can be told about (core/notify, docs/contract.md "Notifications").
+NOTIFY_EVENTS = ("failed", "partial", "unrestorable", "source_error", "stale", "daily")
 S3_SSE = ("AES256", "aws:kms")  # REPOVAULT_S3_SSE: S3's names for SSE-S3 and SSE-KMS
 GIT_TIMEOUT_S = 1800
 # A store that accepts connections but never answers must end a command, not hang it.
@@ -286,6 +295,12 @@ class Settings(BaseSettings):
     # A token must be meant for one of them.
     oidc_audience: ListOrDefault = Field(
         validation_alias="REPOVAULT_OIDC_AUDIENCE", default=("repovault-api",)
+    )
+    # Notifications (core/notify): Apprise URLs (they hold tokens and passwords: never shown),
+    # and the events sent to them.
+    notify_urls: Urls = Field(validation_alias="REPOVAULT_NOTIFY_URLS", default=(), repr=False)
+    notify_events: Annotated[tuple[str, ...], NoDecode, names_of(NOTIFY_EVENTS)] = Field(
+        validation_alias="REPOVAULT_NOTIFY_EVENTS", default=NOTIFY_EVENTS
     )
 
     @classmethod

@@ -36,6 +36,8 @@ TAG_FORCE = "repovault/force"
 TAG_VERIFY_ID = "repovault/verify_id"
 TAG_VERIFY_SNAPSHOT = "repovault/verify_snapshot"
 DAGSTER_BACKFILL_TAG = "dagster/backfill"
+# Set by Dagster on a failed run its run retries will re-execute (instance `run_retries`).
+TAG_WILL_RETRY = "dagster/will_retry"
 DAGSTER_PARTITION_TAG = "dagster/partition"
 # Run monitoring fails a run past this many seconds (Dagster's MAX_RUNTIME_SECONDS_TAG).
 TAG_MAX_RUNTIME = "dagster/max_runtime"
