@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.repos import ServedRepo, git
 from tests.support.servers import REPO_ROOT
 
 NUMBER = r"\d+(?:\.\d+)?"
@@ -64,3 +65,51 @@ def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> No
     assert sorted(s["contender"] for s in raw["samples"]) == list("abcdefg")
     [chain] = raw["chains"]
     assert chain["snapshots"] == 3 and len(chain["link_archive_s"]) == 3
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_with_a_real_repository_adds_its_column_and_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    user = ServedRepo(tmp_path / "user", tmp_path / "checkout", "http://unused", "acme", "tool")
+    user.commit({"README.md": "# tool\n\nA tool.\n", "src/tool.py": "print('tool')\n"})
+    user.tag("v1")
+    user.commit({"src/tool.py": "print('tool 2')\n", "bin/logo.png": b"\x89PNG\0\0"})
+    user.push()
+    git(user.bare, "update-ref", "refs/pull/1/head", user.head())  # as a forge mirror has
+    refs_before = git(user.bare, "for-each-ref")
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--real",
+            str(user.bare),
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    table = out.read_text()
+    assert re.search(rf"^\| tool \| {re.escape(str(user.bare))} \| 3 \|", table, re.MULTILINE)
+    section = table.split("### real tool\n", 1)[1].split("\n#", 1)[0]
+    assert re.findall(r"^\| (\w)\. ", section, re.MULTILINE) == list("acefg")
+    assert re.search(r"^\| measure \| target \| small \| real tool \| verdict \|$", table, re.M)
+    for ratio in ("c / a", "e / c", "f / c", "g / c", "chain: ", "restore last"):
+        assert re.search(rf"^\| {re.escape(ratio)}.*\| {NUMBER} \| [^|]+ \|$", table, re.MULTILINE)
+    assert re.search(r"^\| real tool \| 3 \|", table, re.MULTILINE), "no chain row"
+    raw = json.loads(out.with_name("results.json").read_text())
+    assert raw["real_columns"] == ["real tool"]
+    ran = sorted(s["contender"] for s in raw["samples"] if s["size"] == "real tool")
+    assert ran == list("acefg")
+    assert git(user.bare, "for-each-ref") == refs_before
