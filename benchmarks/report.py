@@ -338,8 +338,7 @@ def markdown(results: Results, chart: Path | None) -> str:
         )
     if results.far:
         judged += (
-            f" {', '.join(results.far)}: the same work a network round trip away, "
-            "for information."
+            f" {', '.join(results.far)}: the same work a network round trip away, for information."
         )
     out += [
         "",
