@@ -60,9 +60,10 @@ lock: install
 		-o requirements/runtime.txt
 
 # Benchmark (benchmarks/README.md): `make bench` (30-45 min) writes benchmarks/RESULTS.md and
-# results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s).
+# results.png; `make bench QUICK=1` is the smoke run (small repository, one round, ~30 s);
+# `make bench REAL=/path/to/bare.git,...` adds real repositories (`git clone --mirror URL`).
 bench: install
-	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick) $(if $(REAL),--real $(REAL))
 
 # Refresh of 1,000 unchanged repositories vs a sample of archive runs (benchmarks/REFRESH.md).
 bench-refresh: install

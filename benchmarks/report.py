@@ -27,7 +27,7 @@ RSS_GROWTH = 1.25  # "not growing with size": large at most 25 % above medium
 
 @dataclass(frozen=True)
 class RepoRow:
-    """What the report says about one generated repository."""
+    """What the report says about one repository, generated or real."""
 
     name: str
     head_files: int
@@ -35,16 +35,18 @@ class RepoRow:
     pack_bytes: int
     commits: int
     refs: int
+    source: str = "generated"  # or the path of the real repository the served copy came from
 
     @classmethod
     def of(cls, repo: BenchRepo) -> RepoRow:
         return cls(
-            repo.spec.name,
+            repo.name,
             repo.head_files,
             repo.head_bytes,
             repo.pack_bytes,
-            repo.spec.commits,
+            repo.commits,
             repo.refs,
+            repo.source,
         )
 
 
@@ -55,15 +57,22 @@ class Results:
     quick: bool
     runs: int
     repos: list[RepoRow]
-    columns: list[str]  # sizes on loopback, then sizes again behind the latency proxy
+    columns: list[str]  # sizes on loopback, real repositories, sizes behind the latency proxy
     samples: list[dict]
     injector: dict
-    chains: list[dict] = field(default_factory=list)  # the incremental section, one per size
+    chains: list[dict] = field(default_factory=list)  # the incremental section, one per column
+    real_columns: list[str] = field(default_factory=list)  # "real NAME", on loopback
 
     @property
     def sizes(self) -> list[str]:
-        """The loopback columns: the setup the issue's targets are stated for."""
+        """The generated repositories on loopback: the setup the issue's targets are stated
+        for."""
         return [c for c in self.columns if c in SPECS]
+
+    @property
+    def far(self) -> list[str]:
+        """The columns behind the latency proxy."""
+        return [c for c in self.columns if c not in self.sizes + self.real_columns]
 
     def values(self, column: str, contender: str, field: str) -> list[float]:
         return [
@@ -257,13 +266,14 @@ def _chain_table(results: Results) -> list[str]:
     rows = [
         "## Incremental snapshots (chains)",
         "",
-        "Per size, N archives each after one small commit (one file changed): the first stores "
+        "Per repository, N archives each after one small commit (one file changed): the first "
+        "stores "
         "a full bundle, the next ones incremental links (`REPOVAULT_CHAIN_MAX` 10). The last "
         "state is archived again with `REPOVAULT_CHAIN_MAX=0` on its own bucket (one full "
         "bundle). Both latest snapshots are restored (`core/vault/restore.py` `restore`, a "
         "fresh process each, clock from after the imports); each must give the last commit.",
         "",
-        "| size | snapshots | stored bundles (MB) | one full bundle (MB) | stored / full "
+        "| repository | snapshots | stored bundles (MB) | one full bundle (MB) | stored / full "
         "| restore last link (s) | restore full (s) | restore ratio | link archive median (s) "
         "| full archive (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -283,7 +293,6 @@ def markdown(results: Results, chart: Path | None) -> str:
     mode = "quick (`make bench QUICK=1`)" if results.quick else "full (`make bench`)"
     took = (results.finished - results.started).total_seconds() / 60
     columns = results.columns
-    extra = [c for c in columns if c not in results.sizes]
     out = [
         "# RepoVault benchmark results",
         "",
@@ -297,13 +306,17 @@ def markdown(results: Results, chart: Path | None) -> str:
         "| --- | --- |",
         *(f"| {k} | {v} |" for k, v in machine().items()),
         "",
-        "## Repositories (generated, deterministic; served over smart HTTP on 127.0.0.1)",
+        "## Repositories (served over smart HTTP on 127.0.0.1)",
         "",
-        "| size | HEAD files | HEAD MB | pack MB | commits | branches + tags |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "Generated ones are deterministic (`benchmarks/repos.py`); a real one is a copy of a "
+        "bare repository with its branches and tags (`--real`; its pack may hold objects of the "
+        "refs left out, so it can be bigger than what is served).",
+        "",
+        "| repository | source | HEAD files | HEAD MB | pack MB | commits | branches + tags |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         *(
-            f"| {r.name} | {r.head_files:,} | {_mb(r.head_bytes)} | {_mb(r.pack_bytes)} | "
-            f"{r.commits:,} | {r.refs} |"
+            f"| {r.name} | {r.source} | {r.head_files:,} | {_mb(r.head_bytes)} | "
+            f"{_mb(r.pack_bytes)} | {r.commits:,} | {r.refs} |"
             for r in results.repos
         ),
         "",
@@ -316,13 +329,17 @@ def markdown(results: Results, chart: Path | None) -> str:
     ]
     for column in columns:
         out += _contender_table(results, column)
-    judged = (
-        " Verdicts use the loopback columns; "
-        + ", ".join(extra)
-        + (" is shown for what a network round trip does to the same work.")
-        if extra
-        else ""
-    )
+    judged = " Verdicts use the generated repositories on loopback."
+    if results.real_columns:
+        judged += (
+            f" {', '.join(results.real_columns)}: a real repository, measured with a, c, e, f, g "
+            "and the incremental section; its ratios are shown beside the targets, not judged "
+            "(the targets name the generated sizes)."
+        )
+    if results.far:
+        judged += (
+            f" {', '.join(results.far)}: the same work a network round trip away, for information."
+        )
     out += [
         "",
         "## Ratios against the targets",

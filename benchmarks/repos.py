@@ -15,16 +15,18 @@ import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
-from tests.support.repos import GIT_ENV, git
+from tests.support.repos import GIT_ENV, git, git_bytes
 
 GENERATOR_VERSION = 1
 EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z: first commit; each next one an hour later
 AUTHOR = b"RepoVault Bench <bench@repovault.invalid>"
 MARKER = "repovault-bench.json"
 CHANGED_PATH = "README.md"
+WORK_REF = "refs/bench/work"  # where fast-import writes the one-file commits, deleted after
 _VOCABULARY = (
     "alpha beta gamma delta archive bucket bundle commit branch tag tree blob object store "
     "upload snapshot manifest latest retention partition sensor cursor offset request lineage "
@@ -69,24 +71,73 @@ SPECS = {
 
 @dataclass(frozen=True)
 class BenchRepo:
-    """A generated repository served over HTTP; `main` can be flipped to a one-file change."""
+    """A repository served over HTTP, generated or a copy of a real one (`benchmarks.real`).
+    Its branch can be moved to commits that change one file (`changed_path`) and back."""
 
-    spec: RepoSpec
+    name: str
     bare: Path
     url: str
+    branch: str  # the ref HEAD points to, e.g. refs/heads/main
     base_commit: str
-    changed_commit: str
+    changed_path: str
     head_files: int
     head_bytes: int
     pack_bytes: int
+    commits: int
     refs: int
+    seed: int = 0
+    source: str = "generated"  # or the path of the real repository copied
+
+    @property
+    def real(self) -> bool:
+        return self.source != "generated"
+
+    @cached_property
+    def changed_commit(self) -> str:
+        """One commit after the base that changes one file (contenders f and g)."""
+        [sha] = self._one_file_commits(1, 1, 1, "bench: change one file")
+        return sha
+
+    def small_commits(self, count: int) -> list[str]:
+        """`count` commits after the base, each changing the same one file again: the
+        incremental section moves the branch along them."""
+        return self._one_file_commits(2, count, 3, "bench: small commit {n}")
 
     def set_head(self, changed: bool) -> None:
-        """Point `main` at the commit that changes one file (for contenders f and g), or back."""
+        """Point the branch at the commit that changes one file (for f and g), or back."""
         self.move_main(self.changed_commit if changed else self.base_commit)
 
     def move_main(self, commit: str) -> None:
-        git(self.bare, "update-ref", "refs/heads/main", commit)
+        git(self.bare, "update-ref", self.branch, commit)
+
+    def _texts(self, rng: random.Random, count: int) -> Iterator[bytes]:
+        """A generated repository's file gets a new text each time; a real one's file a small
+        edit of its HEAD content, so the change looks like a real commit's."""
+        text = git_bytes(self.bare, "cat-file", "blob", f"{self.base_commit}:{self.changed_path}")
+        for _ in range(count):
+            text = _edit(rng, text) if self.real else _text(rng, 900)
+            yield text
+
+    def _one_file_commits(self, salt: int, count: int, hour: int, message: str) -> list[str]:
+        """`count` commits in a row after the base, the n-th dated `hour + n` hours after it,
+        each setting `changed_path` (mode kept) to the next text of `random.Random(seed +
+        salt)`; deterministic, kept as objects on no ref."""
+        when = int(git(self.bare, "log", "-1", "--format=%ct", self.base_commit))
+        mode = git(self.bare, "ls-tree", self.base_commit, "--", self.changed_path).split()[0]
+        texts = self._texts(random.Random(self.seed + salt), count)
+
+        def write(stream: _Stream) -> None:
+            for n, text in enumerate(texts):
+                parent = None if n else self.base_commit
+                label = message.format(n=n + 1)
+                stream.commit(WORK_REF, n + 1, when + 3600 * (hour + n), label, parent)
+                stream.put(self.changed_path, text, mode)
+                stream.out.write(b"\n")
+
+        _fast_import(self.bare, write)
+        shas = git(self.bare, "rev-list", "--reverse", f"{self.base_commit}..{WORK_REF}")
+        git(self.bare, "update-ref", "-d", WORK_REF)
+        return shas.split()
 
 
 def _text(rng: random.Random, size: int) -> bytes:
@@ -201,57 +252,29 @@ def _fast_import(bare: Path, write: object) -> None:
         raise RuntimeError(f"git fast-import failed in {bare}")
 
 
-def _changed_commit(bare: Path, spec: RepoSpec) -> str:
-    """One commit on top of main that changes one file, kept as an object but on no ref."""
-    content = _text(random.Random(spec.seed + 1), 900)
-
-    def write(stream: _Stream) -> None:
-        when = EPOCH + 3600 * spec.commits
-        stream.commit(
-            "refs/bench/changed",
-            spec.commits + 1,
-            when,
-            "bench: change one file",
-            parent="refs/heads/main^0",
-        )
-        stream.put(CHANGED_PATH, content)
-        stream.out.write(b"\n")
-
-    _fast_import(bare, write)
-    sha = git(bare, "rev-parse", "refs/bench/changed")
-    git(bare, "update-ref", "-d", "refs/bench/changed")
-    return sha
+def head_entries(bare: Path) -> Iterator[tuple[str, str, int, str]]:
+    """The blobs of HEAD (symlinks included, submodules not): mode, object id, size, path."""
+    out = git_bytes(bare, "ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD").decode()
+    for entry in filter(None, out.split("\0")):
+        info, path = entry.split("\t", 1)
+        mode, kind, sha, size = info.split()
+        if kind == "blob":
+            yield mode, sha, int(size), path
 
 
-def small_commits(repo: BenchRepo, count: int) -> list[str]:
-    """`count` commits after main, each changing one file (`CHANGED_PATH`, a new text each
-    time), kept as objects on no ref: the incremental section moves main along them."""
-    spec = repo.spec
-
-    def write(stream: _Stream) -> None:
-        rng = random.Random(spec.seed + 2)
-        for n in range(count):
-            parent = f":{spec.commits + 2 + n - 1}" if n else f"{repo.base_commit}"
-            stream.commit(
-                "refs/bench/small",
-                spec.commits + 2 + n,
-                EPOCH + 3600 * (spec.commits + 2 + n),
-                f"bench: small commit {n + 1}",
-                parent=parent,
-            )
-            stream.put(CHANGED_PATH, _text(rng, 900))
-            stream.out.write(b"\n")
-
-    _fast_import(repo.bare, write)
-    shas = git(repo.bare, "rev-list", "--reverse", f"{repo.base_commit}..refs/bench/small")
-    git(repo.bare, "update-ref", "-d", "refs/bench/small")
-    return shas.split()
-
-
-def _head_stats(bare: Path) -> tuple[int, int]:
-    out = git(bare, "ls-tree", "-r", "-l", "--full-tree", "HEAD")
-    sizes = [int(line.split()[3]) for line in out.splitlines() if line.split()[1] == "blob"]
+def head_stats(bare: Path) -> tuple[int, int]:
+    """Number and total bytes of HEAD's files: what every contender stores under `tree/`."""
+    sizes = [size for _, _, size, _ in head_entries(bare)]
     return len(sizes), sum(sizes)
+
+
+def pack_bytes(bare: Path) -> int:
+    return sum(p.stat().st_size for p in (bare / "objects" / "pack").glob("*.pack"))
+
+
+def ref_count(bare: Path) -> int:
+    """Branches and tags: what RepoVault archives."""
+    return len(git(bare, "for-each-ref", "refs/heads", "refs/tags").splitlines())
 
 
 def ensure_repo(spec: RepoSpec, served_root: Path, base_url: str) -> BenchRepo:
@@ -268,31 +291,29 @@ def ensure_repo(spec: RepoSpec, served_root: Path, base_url: str) -> BenchRepo:
         _fast_import(bare, lambda stream: _history(spec, stream))
         git(bare, "symbolic-ref", "HEAD", "refs/heads/main")
         git(bare, "gc", "--quiet")  # one well-deltified pack, packed refs: as a hosted repo
-        base = git(bare, "rev-parse", "refs/heads/main")
-        changed = _changed_commit(bare, spec)
-        files, head_bytes = _head_stats(bare)
-        packs = sum(p.stat().st_size for p in (bare / "objects" / "pack").glob("*.pack"))
-        refs = len(git(bare, "for-each-ref", "refs/heads", "refs/tags").splitlines())
+        files, head_bytes = head_stats(bare)
         doc = {
             "digest": spec.digest(),
-            "base": base,
-            "changed": changed,
+            "base": git(bare, "rev-parse", "refs/heads/main"),
             "files": files,
             "head_bytes": head_bytes,
-            "pack_bytes": packs,
-            "refs": refs,
+            "pack_bytes": pack_bytes(bare),
+            "refs": ref_count(bare),
         }
         marker.write_text(json.dumps(doc, indent=1))
     repo = BenchRepo(
-        spec=spec,
+        name=spec.name,
         bare=bare,
         url=f"{base_url}/bench/{spec.name}.git",
+        branch="refs/heads/main",
         base_commit=doc["base"],
-        changed_commit=doc["changed"],
+        changed_path=CHANGED_PATH,
         head_files=doc["files"],
         head_bytes=doc["head_bytes"],
         pack_bytes=doc["pack_bytes"],
+        commits=spec.commits,
         refs=doc["refs"],
+        seed=spec.seed,
     )
     repo.set_head(changed=False)
     return repo

@@ -1,7 +1,8 @@
 """`make bench`: generate the repositories, serve them, run every contender, write the report.
 
     python -m benchmarks.run [--quick] [--runs N] [--sizes small,medium,large]
-                             [--rtt-ms 10] [--rtt-sizes medium] [--messages 10000] [--chain 10]
+                             [--real [NAME=]PATH,...] [--rtt-ms 10] [--rtt-sizes medium]
+                             [--messages 10000] [--chain 10]
                              [--out benchmarks/RESULTS.md] [--work benchmarks/work]
 
 One machine, one go: the git smart-HTTP server and moto's S3 server of the test suite on
@@ -11,6 +12,8 @@ process with its own bucket prefix, so drift hits all of them alike; every conte
 f starts on an empty S3 server. Every result is checked in the bucket (bundle present, one
 object per HEAD file) before it counts. Then, per size, the incremental section: a chain of
 ten snapshots of ten small commits against one full bundle, stored bytes and restore time.
+Real repositories (`--real`, bare repositories on disk) get a column of their own, with the
+contenders that need no second copy of the work (a, c, e, f, g) and the incremental section.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ import boto3
 from tests.support.kafka import OwnBroker
 from tests.support.servers import REPO_ROOT, git_http_server, s3_server, serving
 
-from . import report
+from . import real, report
 from .contenders import CONTENDERS, TREE
 from .memory import TreeSampler, mb, spawn_isolated
-from .repos import SPECS, BenchRepo, ensure_repo, small_commits
+from .repos import SPECS, BenchRepo, ensure_repo
 
 QUICK_INJECTOR_MESSAGES = 1000
 QUICK_CHAIN = 3  # snapshots in the quick run's incremental section (a smoke run, not a measure)
 RUN_ORDER = "abdcefg"
+REAL_ORDER = "acefg"  # b and d add nothing on a real repository that c does not show
 assert sorted(RUN_ORDER) == sorted(CONTENDERS)
 FULL_OUT = REPO_ROOT / "benchmarks" / "RESULTS.md"
 QUICK_OUT = REPO_ROOT / "benchmarks" / "work" / "quick" / "RESULTS.md"
@@ -53,6 +57,8 @@ class Column:
     label: str
     repo: BenchRepo
     endpoint: str
+    contenders: str = RUN_ORDER
+    latency: bool = False  # behind the latency proxy: no incremental section
 
 
 def log(message: str) -> None:
@@ -172,7 +178,7 @@ class Bench:
         if name in "fg" and result["files_uploaded"] != 1:
             problems.append(f"{result['files_uploaded']} files uploaded after a one-file change")
         if problems:
-            raise RuntimeError(f"contender {name} on {repo.spec.name}: {'; '.join(problems)}")
+            raise RuntimeError(f"contender {name} on {repo.name}: {'; '.join(problems)}")
 
     def empty_buckets(self) -> None:
         for bucket in [b["Name"] for b in self.s3.list_buckets()["Buckets"]]:
@@ -193,7 +199,7 @@ class Bench:
         results = []
         repo = column.repo
         mirror = self.work / "tmp" / "mirror"
-        for name in RUN_ORDER:
+        for name in column.contenders:
             prefix = f"r{number}{'c' if name in 'ef' else name}-"
             extra = {"REPOVAULT_MIRROR_DIR": str(mirror)} if name == "g" else {}
             first = self.contender("c", repo, prefix, column.endpoint, extra) if extra else {}
@@ -223,7 +229,7 @@ class Bench:
         the stored bundle bytes of both, and the time to restore the latest snapshot of each.
         Every step is a fresh process; the restores must give the last commit."""
         repo = column.repo
-        commits = small_commits(repo, length)
+        commits = repo.small_commits(length)
         links = []
         try:
             for commit in commits:
@@ -235,7 +241,7 @@ class Bench:
         stored, count = self.bundle_bytes("k-")
         full_bytes, _ = self.bundle_bytes("kf-")
         if count != length:
-            raise RuntimeError(f"chain on {repo.spec.name}: {count} bundles, expected {length}")
+            raise RuntimeError(f"chain on {repo.name}: {count} bundles, expected {length}")
         restores = {}
         for prefix in ("k-", "kf-"):
             env = {
@@ -308,6 +314,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds per size (median of these)")
     parser.add_argument("--sizes", default="small,medium,large")
+    parser.add_argument(
+        "--real",
+        default="",
+        metavar="[NAME=]PATH,...",
+        help="bare git repositories on disk (`git clone --mirror URL`) measured too; "
+        "a copy is served, the repository itself is not written to",
+    )
     parser.add_argument("--messages", type=int, default=10_000, help="injector messages")
     parser.add_argument(
         "--chain", type=int, default=10, help="snapshots in the incremental section, per size"
@@ -345,6 +358,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             f"sizes are {', '.join(SPECS)}; runs at least 1, chain 2 (got {unknown or args.runs})"
         )
+    try:
+        args.real = [real.parse(entry) for entry in args.real.split(",") if entry.strip()]
+    except real.NotABareRepository as exc:
+        parser.error(str(exc))
+    names = [name for name, _ in args.real]
+    if len(set(names)) != len(names):
+        parser.error(f"--real: two repositories named alike ({', '.join(names)}); use NAME=PATH")
     return args
 
 
@@ -368,17 +388,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"repository {size}: generating or reusing")
             repos[size] = ensure_repo(SPECS[size], served, git_url)
         columns = [Column(size, repos[size], s3) for size in args.sizes]
+        for name, path in args.real:
+            log(f"real repository {name}: serving a copy of {path}")
+            repos[name] = real.serve(name, path, served, git_url)
+            columns.append(Column(f"real {name}", repos[name], s3, REAL_ORDER))
         if args.rtt_sizes:
             far = stack.enter_context(latency_proxy(s3, args.rtt_ms, work / "logs" / "proxy.log"))
             columns += [
-                Column(f"{size}, {args.rtt_ms:g} ms RTT", repos[size], far)
+                Column(f"{size}, {args.rtt_ms:g} ms RTT", repos[size], far, latency=True)
                 for size in args.rtt_sizes
             ]
         samples = []
         for column in columns:
             for number in range(args.runs):
                 samples += bench.round(column, number)
-        chains = [bench.chain(column, args.chain) for column in columns if column.label in SPECS]
+        chains = [bench.chain(column, args.chain) for column in columns if not column.latency]
         injector = bench.injector(args.messages, git_url)
     results = report.Results(
         started=started,
@@ -387,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=args.runs,
         repos=[report.RepoRow.of(r) for r in repos.values()],
         columns=[c.label for c in columns],
+        real_columns=[c.label for c in columns if c.repo.real],
         samples=samples,
         injector=injector,
         chains=chains,

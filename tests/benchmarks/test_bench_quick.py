@@ -14,34 +14,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.repos import ServedRepo, git
 from tests.support.servers import REPO_ROOT
 
 NUMBER = r"\d+(?:\.\d+)?"
 
 
-@pytest.mark.timeout(120)
-def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> None:
+def quick_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
+    """`python -m benchmarks.run --quick ARGS` as `make bench QUICK=1` runs it: RESULTS.md and
+    results.json."""
     out = tmp_path / "RESULTS.md"
+    where = ("--out", str(out), "--work", str(tmp_path / "work"))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--out",
-            str(out),
-            "--work",
-            str(tmp_path / "work"),
-        ],
+        [sys.executable, "-m", "benchmarks.run", "--quick", *args, *where],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return out.read_text(), json.loads(out.with_name("results.json").read_text())
 
-    table = out.read_text()
+
+@pytest.mark.timeout(120)
+def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> None:
+    table, raw = quick_bench(tmp_path, timeout=110)
     for name in "abcdefg":
         row = re.search(rf"^\| {name}\. [^|]+\|(.*)$", table, re.MULTILINE)
         assert row, f"no row for contender {name}"
@@ -60,7 +58,50 @@ def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> No
     assert "## Injector throughput" in table
     assert re.search(r"\| 1,000 → 1,000 \| \d+ \| [\d,]+ \|", table)
 
-    raw = json.loads(out.with_name("results.json").read_text())
     assert sorted(s["contender"] for s in raw["samples"]) == list("abcdefg")
     [chain] = raw["chains"]
     assert chain["snapshots"] == 3 and len(chain["link_archive_s"]) == 3
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_with_a_real_repository_adds_its_column_and_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    user = ServedRepo(tmp_path / "user", tmp_path / "checkout", "http://unused", "acme", "tool")
+    user.commit({"README.md": "# tool\n\nA tool.\n", "src/tool.py": "print('tool')\n"})
+    user.tag("v1")
+    user.commit({"src/tool.py": "print('tool 2')\n", "bin/logo.png": b"\x89PNG\0\0"})
+    user.push()
+    git(user.bare, "update-ref", "refs/pull/1/head", user.head())  # as a forge mirror has
+    refs_before = git(user.bare, "for-each-ref")
+    table, raw = quick_bench(tmp_path, "--real", str(user.bare), timeout=230)
+
+    source = re.escape(str(user.bare))
+    row = rf"^\| tool \| {source} \| 3 \| {NUMBER} \| {NUMBER} \| 2 \| 2 \|$"  # 2 commits, 2 refs
+    assert re.search(row, table, re.MULTILINE)
+    section = table.split("### real tool\n", 1)[1].split("\n#", 1)[0]
+    assert re.findall(r"^\| (\w)\. ", section, re.MULTILINE) == list("acefg")
+    assert re.search(r"^\| measure \| target \| small \| real tool \| verdict \|$", table, re.M)
+    for ratio in ("c / a", "e / c", "f / c", "g / c", "chain: ", "restore last"):
+        assert re.search(rf"^\| {re.escape(ratio)}.*\| {NUMBER} \| [^|]+ \|$", table, re.MULTILINE)
+    assert re.search(r"^\| real tool \| 3 \|", table, re.MULTILINE), "no chain row"
+    assert raw["real_columns"] == ["real tool"]
+    ran = sorted(s["contender"] for s in raw["samples"] if s["size"] == "real tool")
+    assert ran == list("acefg")
+    assert git(user.bare, "for-each-ref") == refs_before
+
+
+def test_real_that_is_not_a_bare_repository_is_refused_in_one_line(tmp_path: Path) -> None:
+    args = ("--quick", "--real", str(tmp_path), "--work", str(tmp_path / "work"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{tmp_path} is not a bare git repository" in proc.stderr
+    assert "git clone --mirror" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "work").exists()
