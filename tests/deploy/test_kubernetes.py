@@ -114,6 +114,14 @@ def test_every_manifest_of_the_small_overlay_validates_against_the_kubernetes_sc
         assert doc["metadata"].get("namespace") == "repovault", doc["metadata"]["name"]
 
 
+def test_the_optional_manifests_validate_too() -> None:
+    optional = sorted((ROOT / "deploy" / "kubernetes" / "optional").rglob("*.yaml"))
+    assert optional
+    for path in optional:
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
 def test_the_run_pod_dagster_k8s_builds_validates_and_uses_the_deployed_image(
     docs: list[Doc], run_job: dict
 ) -> None:
