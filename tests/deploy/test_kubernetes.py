@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,15 @@ def test_the_run_pod_gets_every_setting_by_reference_and_no_secret_inline(
     assert set(inline) == {"DAGSTER_HOME", "HOME", "DAGSTER_RUN_JOB_NAME"}
     assert not any(value in str(run_job["job"]) for value in secret_values)
     assert inline["HOME"] == "/tmp"
+
+
+def test_the_run_pod_has_every_variable_its_instance_reads(docs: list[Doc], instance: dict) -> None:
+    """The run worker rebuilds the instance from the daemon's reference, resolving its
+    {env: ...} values in the pod: PostgreSQL's address and password must come from its envFrom.
+    Only the launcher's namespace is the daemon's alone (a run pod launches nothing)."""
+    read = set(re.findall(r"\{'env': '(\w+)'\}", str(instance)))
+    assert "DAGSTER_PG_PASSWORD" in read
+    assert read - set(env_of(docs)) == {"DAGSTER_K8S_NAMESPACE"}
 
 
 def test_the_run_pod_is_locked_down_and_sized_from_the_settings(
