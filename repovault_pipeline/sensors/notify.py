@@ -16,9 +16,12 @@ it). A test of a sensor shows the run requests and launches none: nothing is sen
 from __future__ import annotations
 
 import json
+import time
 
 from dagster import (
     DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -74,9 +77,11 @@ def _run_ended(
     settings = notify.settings()
     if not settings.notify_urls or run.job_name == notify_job.name:
         return None  # notifications off: the runs pass, none is kept for later
+    failed = run.status == DagsterRunStatus.FAILURE
+    if failed and context.instance.run_retries_enabled:
+        run = _retry_decided(context.instance, run)
     if run.tags.get(TAG_WILL_RETRY) == "true":
         return None  # a run Dagster will retry: its last attempt is told
-    failed = run.status == DagsterRunStatus.FAILURE
     reason = DagsterRuns(context.instance).failure_reason(run.run_id) if failed else None
     row = lineage.store().get(request_of_run(run.tags, run.run_id).request_id)
     notices = [archive_notice(row, run.run_id, reason)]
@@ -93,6 +98,17 @@ def _run_ended(
             metadata = {k: str(v.value) for k, v in check.metadata.items()}
             notices.append(unrestorable_notice(check.partition or "", run.run_id, metadata, row))
     return notify_runs([n for n in notices if n is not None], settings) or None
+
+
+def _retry_decided(instance: DagsterInstance, run: DagsterRun, wait_s: float = 5.0) -> DagsterRun:
+    """The failed run with its `dagster/will_retry` tag, which Dagster writes just after the
+    failure (run retries on): read again until it is there, so a tick that saw the run in
+    between never tells an attempt that will be retried. After `wait_s`, the run as it is."""
+    deadline = time.monotonic() + wait_s
+    while TAG_WILL_RETRY not in run.tags and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run = instance.get_run_by_id(run.run_id) or run
+    return run
 
 
 def _run_status_notifier(name: str, status: DagsterRunStatus, description: str):

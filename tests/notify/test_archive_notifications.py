@@ -142,7 +142,11 @@ def test_a_run_dagster_retries_is_told_once_by_its_last_attempt(
     ):
         tick_both(ws, 0)
         first = archive(ws, missing.repo_id, missing.url)
-        assert instance.get_run_by_id(first).tags.get("dagster/will_retry") == "true"
+        # Dagster tags the failed run just after its status: wait for it, as the sensor does.
+        wait_until(
+            lambda: instance.get_run_by_id(first).tags.get("dagster/will_retry") == "true",
+            describe=lambda: f"run {first} was not tagged dagster/will_retry=true",
+        )
         tick_both(ws, INTERVAL_S)
         # What the daemon's run retry loop does with the failed run.
         records = instance.get_run_records(RunsFilter(run_ids=[first]))
