@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,8 +222,10 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
     settings = Settings.from_env()
     ref = parse_repo_url(url, settings.allowed_schemes, settings.allowed_hosts)
     job = defs.resolve_job_def("archive_repo_job")
-    (work / "dagster").mkdir(parents=True, exist_ok=True)
-    with instance_for_test(temp_dir=str(work / "dagster")) as instance:
+    # Beside REPOVAULT_WORK_DIR, not in it: every run removes the folders there that no living
+    # run holds (an instance folder kept from an earlier round would be swept mid-run).
+    home = tempfile.TemporaryDirectory(dir=work.parent, prefix=f"{work.name}-dagster-")
+    with home, instance_for_test(temp_dir=home.name) as instance:
         instance.add_dynamic_partitions(repositories.name, [ref.repo_id])
         requested = now()
         request_id = open_lineage(settings.db_url).record_pending(

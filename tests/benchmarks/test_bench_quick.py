@@ -37,10 +37,29 @@ def quick_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
     return out.read_text(), json.loads(out.with_name("results.json").read_text())
 
 
-@pytest.mark.timeout(120)
-def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> None:
-    table, raw = quick_bench(tmp_path, timeout=110)
-    for name in "abcdefg":
+def served_by_a_user(tmp_path: Path) -> ServedRepo:
+    """A small bare repository as `git clone --mirror` of a forge gives: a tag, a binary
+    file, and a forge's `refs/pull/*`."""
+    user = ServedRepo(tmp_path / "user", tmp_path / "checkout", "http://unused", "acme", "tool")
+    user.commit({"README.md": "# tool\n\nA tool.\n", "src/tool.py": "print('tool')\n"})
+    user.tag("v1")
+    user.commit({"src/tool.py": "print('tool 2')\n", "bin/logo.png": b"\x89PNG\0\0"})
+    user.push()
+    git(user.bare, "update-ref", "refs/pull/1/head", user.head())
+    return user
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_writes_every_contender_ratio_and_chain_and_a_real_repositorys(
+    tmp_path: Path,
+) -> None:
+    """One quick run (each takes a minute or more) with a real repository beside the generated
+    small one: every table, and the real repository's column, which leaves it untouched."""
+    user = served_by_a_user(tmp_path)
+    refs_before = git(user.bare, "for-each-ref")
+    table, raw = quick_bench(tmp_path, "--real", str(user.bare), timeout=230)
+
+    for name in "abcdefg":  # the generated repository's section comes first
         row = re.search(rf"^\| {name}\. [^|]+\|(.*)$", table, re.MULTILINE)
         assert row, f"no row for contender {name}"
         cells = [c.strip() for c in row.group(1).split("|") if c.strip()]
@@ -57,24 +76,10 @@ def test_quick_mode_writes_every_contender_ratio_and_chain(tmp_path: Path) -> No
     assert len(cells) == 8 and all(re.fullmatch(NUMBER, c) for c in cells), chain.group(0)
     assert "## Injector throughput" in table
     assert re.search(r"\| 1,000 → 1,000 \| \d+ \| [\d,]+ \|", table)
-
-    assert sorted(s["contender"] for s in raw["samples"]) == list("abcdefg")
-    [chain] = raw["chains"]
-    assert chain["snapshots"] == 3 and len(chain["link_archive_s"]) == 3
-
-
-@pytest.mark.timeout(240)
-def test_quick_mode_with_a_real_repository_adds_its_column_and_leaves_it_alone(
-    tmp_path: Path,
-) -> None:
-    user = ServedRepo(tmp_path / "user", tmp_path / "checkout", "http://unused", "acme", "tool")
-    user.commit({"README.md": "# tool\n\nA tool.\n", "src/tool.py": "print('tool')\n"})
-    user.tag("v1")
-    user.commit({"src/tool.py": "print('tool 2')\n", "bin/logo.png": b"\x89PNG\0\0"})
-    user.push()
-    git(user.bare, "update-ref", "refs/pull/1/head", user.head())  # as a forge mirror has
-    refs_before = git(user.bare, "for-each-ref")
-    table, raw = quick_bench(tmp_path, "--real", str(user.bare), timeout=230)
+    small = sorted(s["contender"] for s in raw["samples"] if s["size"] == "small")
+    assert small == list("abcdefg")
+    assert [c["snapshots"] for c in raw["chains"]] == [3, 3]
+    assert all(len(c["link_archive_s"]) == 3 for c in raw["chains"])
 
     source = re.escape(str(user.bare))
     row = rf"^\| tool \| {source} \| 3 \| {NUMBER} \| {NUMBER} \| 2 \| 2 \|$"  # 2 commits, 2 refs
