@@ -62,6 +62,7 @@ class Measurement:
     outcome: str
     files_uploaded: int
     bytes_uploaded: int
+    check_s: float = 0.0  # (d) the `restorable` check's own duration inside the run
 
 
 class Stopwatch:
@@ -85,6 +86,7 @@ class Uploaded:
     files: int = 0
     bytes: int = 0
     upload_s: float = 0.0
+    check_s: float = 0.0
 
 
 def _s3(workers: int):  # boto3 client classes are generated at run time: no annotation
@@ -239,11 +241,15 @@ def dagster_job(url: str, work: Path, clock: Stopwatch) -> Uploaded:
             )
         [materialization] = run.asset_materializations_for_node("repo_archive")
         meta = {k: v.value for k, v in materialization.metadata.items()}
+        [check] = run.get_asset_check_evaluations()
+        if not check.passed:
+            raise RuntimeError(f"restorable failed in d: {check.description}")
     return Uploaded(
         str(meta["outcome"]),
         int(meta["files_uploaded"]),
         int(meta["bytes_uploaded"]),
         float(meta["upload_s"]),
+        float(check.metadata["duration_s"].value),  # type: ignore[arg-type]
     )
 
 
@@ -270,6 +276,7 @@ def measure(name: str, url: str, work: Path) -> Measurement:
         outcome=done.outcome,
         files_uploaded=done.files,
         bytes_uploaded=done.bytes,
+        check_s=done.check_s,
     )
 
 

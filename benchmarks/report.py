@@ -75,8 +75,11 @@ class Results:
         return [c for c in self.columns if c not in self.sizes + self.real_columns]
 
     def values(self, column: str, contender: str, field: str) -> list[float]:
+        """Every sample's `field` (samples measured before it existed have none)."""
         return [
-            s[field] for s in self.samples if s["size"] == column and s["contender"] == contender
+            s[field]
+            for s in self.samples
+            if s["size"] == column and s["contender"] == contender and field in s
         ]
 
     def median(self, column: str, contender: str, field: str = "seconds") -> float:
@@ -144,6 +147,13 @@ TARGETS = (
         lambda r, size: r.median(size, "d") - r.median(size, "c"),
         lambda v: v <= 2,
         unit=" s",
+    ),
+    Target(
+        "check in d / d (the run's `restorable` check)",
+        "≤ 0.1 on medium and large",
+        lambda r, size: r.median(size, "d", "check_s") / r.median(size, "d"),
+        lambda v: v <= 0.1,
+        MEDIUM_LARGE,
     ),
     Target("e / c (unchanged repository)", "≤ 0.05", _ratio("e", "c"), lambda v: v <= 0.05),
     Target(

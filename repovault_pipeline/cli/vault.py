@@ -20,7 +20,7 @@ from ..core.vault.policy import Policy
 from ..core.vault.reader import Listed, list_vault
 from ..core.vault.restore import resolve_target, restore
 from ..core.vault.store import ObjectStore, open_store
-from ..core.vault.verify import verify
+from ..core.vault.verify import DEEP, QUICK, verify
 from .common import EXIT_FAILED, BadInput, Subparsers, existing_lineage, lineage_store
 from .output import one_line, table, ts
 from .restore_push import cmd_push, push_options
@@ -237,7 +237,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """The `restorable` check (quick pass, or with `--deep` the deep one): exit 0 with what was
     proven, 1 with the reason in one line."""
     ref = resolve_target(args.target, settings)
-    verdict = verify(settings, open_store(settings), ref, args.snapshot, deep=args.deep)
+    depth = DEEP if args.deep else QUICK
+    verdict = verify(settings, open_store(settings), ref, args.snapshot, depth=depth)
     if not verdict.ok:
         raise ArchiveError(verdict.line())
     print(verdict.line())

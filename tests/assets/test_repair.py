@@ -141,25 +141,29 @@ def test_an_unchanged_run_repairs_a_snapshot_known_not_to_restore(
     assert check.passed
 
 
-def test_a_hand_deleted_tree_file_of_a_quiet_bucket_is_found_by_the_check_and_repaired(
+def test_a_hand_deleted_tree_file_of_a_quiet_bucket_is_found_by_the_drill_and_repaired(
     instance: DagsterInstance, make_repo: Callable[..., ServedRepo]
 ) -> None:
-    """A quiet bucket's run trusts `tree.json` (no listing of `tree/`): the `restorable` check
-    of that same run finds the hole a hand edit left, and the next run writes a fresh
-    snapshot that fills it."""
+    """A quiet bucket's run trusts `tree.json` (no listing of `tree/`) and its check proves
+    what it wrote: the restore drill (the deep pass) finds the hole a hand edit left, and the
+    next run writes a fresh snapshot that fills it, proven whole by the quick pass."""
     repo = served(make_repo, "handmade")
     assert archive_run(instance, repo).success
     bucket, _ = bundle(repo, "")
     s3().delete_object(Bucket=bucket, Key="tree/README.md")
-    unchanged = archive_run(instance, repo)
-    assert outcome(unchanged)["outcome"] == "unchanged"
-    [check] = unchanged.get_asset_check_evaluations()
-    assert not check.passed and check.metadata["reason"].value == "tree_missing_object"
+    drill = (
+        defs.resolve_job_def("archive_repo_job")
+        .get_subset(asset_selection=set(), asset_check_selection={RESTORABLE})
+        .execute_in_process(partition_key=repo.repo_id, instance=instance)
+    )
+    [found] = drill.get_asset_check_evaluations()
+    assert not found.passed and found.metadata["reason"].value == "tree_missing_object"
     repaired = archive_run(instance, repo)
     assert outcome(repaired)["outcome"] == "completed"
     assert outcome(repaired)["fresh"].startswith("the last restorable check of it failed")
     [check] = repaired.get_asset_check_evaluations()
-    assert check.passed
+    assert check.passed and check.metadata["depth"].value == "quick"
+    assert check.metadata["tree_checked"].value == 1  # all of tree/
     assert s3().get_object(Bucket=bucket, Key="tree/README.md")["Body"].read() == b"hello\n"
 
 

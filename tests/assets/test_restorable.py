@@ -75,9 +75,10 @@ def test_the_check_passes_after_an_archive_and_fails_in_the_drill_with_its_reaso
     assert check.passed and meta["reason"] == "ok"
     assert meta["snapshot_id"] == materialization.metadata["snapshot_id"].value
     assert meta["tree_checked"] == 2 and meta["refs"] == 1
-    # In the archive run, the quick pass: listings against the manifest, nothing downloaded.
-    assert meta["depth"] == "quick" and meta["bundle_rebuilt"] is False
-    assert "quick pass" in (check.description or "")
+    # In the archive run, the run pass: what the run wrote against the manifest, nothing
+    # downloaded.
+    assert meta["depth"] == "run" and meta["bundle_rebuilt"] is False
+    assert "run pass" in (check.description or "")
 
     s3 = boto3.client("s3", endpoint_url=os.environ["REPOVAULT_S3_ENDPOINT"])
     s3.delete_object(Bucket=bucket, Key="tree/src/x.py")

@@ -153,7 +153,7 @@ def test_without_a_matching_identity_restore_and_verify_say_so_in_one_line(
         verdict = verify(Settings.from_env(), open_store(Settings.from_env()), ref(repo))
         assert verdict.ok and not verdict.bundle_rebuilt, verdict.line()
         # Deep, neither ok nor damaged: the restorable check warns, no fresh snapshot follows.
-        deep = verify(Settings.from_env(), open_store(Settings.from_env()), ref(repo), deep=True)
+        deep = verify(Settings.from_env(), open_store(Settings.from_env()), ref(repo), depth="deep")
         verdict = deep
         assert (verdict.ok, verdict.unverified, verdict.reason) == (
             False,

@@ -46,13 +46,13 @@ def failing(
     agrees. Returns the last line."""
     err = ""
     for depth in passes:
-        deep = depth == "deep"
+        deep = depth == "deep"  # `repovault verify` runs the quick or the deep pass
         code, out, err = run_verify(result.repo_id, capsys, *(["--deep"] if deep else []))
         assert code == 1, (depth, out, err)
         assert err.count("\n") == 1, err
         assert f": {reason}: " in err, (depth, err)
         settings = Settings.from_env()
-        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), deep=deep)
+        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), depth=depth)
         assert (verdict.ok, verdict.reason, verdict.depth) == (False, reason, depth)
     return err
 
@@ -67,11 +67,11 @@ def test_a_fresh_snapshot_passes(archived, capsys: pytest.CaptureFixture) -> Non
     assert (code, err) == (0, "")
     assert f"snapshot {result.snapshot_id} restores (deep pass): 3 refs and HEAD" in out
     settings = Settings.from_env()
-    for deep in (False, True):
-        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), deep=deep)
+    for depth in ("quick", "run", "deep"):
+        verdict = verify(settings, open_store(settings), parse_repo_id(result.repo_id), depth=depth)
         assert verdict.ok and verdict.refs == 3 and verdict.bundle_bytes == result.bundle_size
         assert verdict.tree_checked == result.tree_files == 1
-        assert verdict.bundle_rebuilt is deep
+        assert verdict.bundle_rebuilt is (depth == "deep")
 
 
 def test_a_tampered_bundle_fails(archived, capsys: pytest.CaptureFixture) -> None:

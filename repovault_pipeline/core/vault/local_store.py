@@ -127,6 +127,13 @@ class LocalStore(ObjectStore):
         age = max(0.0, time.time() - stat.st_mtime)
         return Versioned(data, _stat_version(stat), stat.st_mtime, age)
 
+    def stat(self, bucket, key):
+        try:
+            stat = os.lstat(self._path(bucket, key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ObjectInfo(key, stat.st_size, _stat_version(stat), stat.st_mtime)
+
     def download(self, bucket, key, dest):
         try:
             shutil.copyfile(self._path(bucket, key), dest)

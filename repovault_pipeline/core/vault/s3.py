@@ -47,6 +47,7 @@ _TRANSIENT_CODES = {
     "500",
 }
 # A conditional write that lost: 412, or 409 when S3 saw two conditional writes at once.
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404"}  # what a GET or HEAD of nothing answers
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
 # Client-side errors that no retry fixes: a malformed request, missing credentials.
 _PERMANENT_CLIENT_ERRORS = (ParamValidationError, NoCredentialsError, PartialCredentialsError)
@@ -338,11 +339,7 @@ class S3Store(ObjectStore):
                 response = self.client.get_object(Bucket=bucket, Key=key)
                 data = response["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in (
-                    "NoSuchKey",
-                    "NoSuchBucket",
-                    "404",
-                ):
+                if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                     return None
                 raise
         modified = response["LastModified"].timestamp()
@@ -352,6 +349,21 @@ class S3Store(ObjectStore):
         except (TypeError, ValueError):
             now = time.time()
         return Versioned(data, _etag(response["ETag"]), modified, max(0.0, now - modified))
+
+    def stat(self, bucket, key):
+        with _s3_errors(f"stat {key}"):
+            try:
+                response = self.client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
+                    return None
+                raise
+        return ObjectInfo(
+            key,
+            response["ContentLength"],
+            _etag(response.get("ETag", "")),
+            response["LastModified"].timestamp(),
+        )
 
     def download(self, bucket, key, dest):
         with _s3_errors(f"download {key}"):

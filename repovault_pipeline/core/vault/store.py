@@ -91,6 +91,11 @@ class ObjectStore(ABC):
         """The object with its etag and age, or None when there is no such bucket or key."""
 
     @abstractmethod
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        """One object's size and etag as a listing gives them (one request, whatever the
+        bucket holds), or None when there is no such bucket or key."""
+
+    @abstractmethod
     def download(self, bucket: str, key: str, dest: Path) -> None: ...
 
     @abstractmethod

@@ -1,5 +1,5 @@
 """The `restorable` check: prove that a stored snapshot restores and matches its manifest, in one
-of two passes.
+of three passes.
 
 The deep pass (`repovault verify --deep`, the restore drill, a check asked for over the API)
 takes the same steps as a restore (`core.restore`: bundle size and sha256, `git bundle verify`,
@@ -7,16 +7,22 @@ every ref and HEAD) into a bare repository that is then checked with `git fsck -
 fails; objects in a legacy format the source itself serves are counted, not failed), and hashes
 a sample of the LFS objects against their oid.
 
-The quick pass (every archive run, `repovault verify`) downloads nothing: the bundle is listed
-and must be stored with the size and ETag its manifest records (the store's answer to the
+The quick pass (`repovault verify`) downloads nothing: each bundle of the snapshot's chain is
+listed and must be stored with the size and ETag its manifest records (the store's answer to the
 run's upload of the bytes whose sha256 the manifest holds, after the run's `git bundle verify`
 of them; S3 gives a rewritten object another ETag, so an equal one is the object as written).
 A manifest written before ETags were recorded has nothing to compare: its bundle gets the deep
 pass's checks. What a listing can show, both passes check: for the latest snapshot, `tree/`
 against its `tree.json` (key, ETag and size, one request per 1,000 objects), every LFS object
 the snapshot lists stored with its size, and none missing (a snapshot whose history points to
-LFS objects the server did not have is partial: `lfs_missing`). Each failure has its own reason
-word, so an auditor's dashboard can count them.
+LFS objects the server did not have is partial: `lfs_missing`).
+
+The run pass (every archive run) is the quick pass over what that run wrote: the chain's
+bundles, `lfs.json` and its objects as above, and of `tree/` only the objects the snapshot
+changed (a HEAD each, a sample above `WRITTEN_CHECKS`), not a listing of all of it: listing
+`tree/` cost more than the archive itself for a repository of 10,000 files. What earlier runs
+wrote was proven when they wrote it; a hand edit since is found by the drill or `repovault
+verify`. Each failure has its own reason word, so an auditor's dashboard can count them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import re
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,7 +58,11 @@ from repovault_pipeline.core.vault.treekeys import TREE, tree_key
 # Every listed LFS object must be stored with its size; the deep pass downloads and hashes this
 # many of them (LFS objects are often large), a sample that changes from snapshot to snapshot.
 LFS_CONTENT_CHECKS = 20
-QUICK, DEEP = "quick", "deep"
+QUICK, DEEP, RUN = "quick", "deep", "run"
+# The run pass HEADs at most this many of the `tree/` objects the snapshot changed (a sample
+# that changes from snapshot to snapshot above it), this many at once.
+WRITTEN_CHECKS = 256
+STATS_AT_ONCE = 8
 NOT_DECRYPTABLE = "not_decryptable"
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
 
@@ -64,7 +75,8 @@ class Verdict:
     bucket: str
     snapshot_id: str | None
     ok: bool
-    depth: str = QUICK  # which pass ran: QUICK (listings) or DEEP (download, rebuild, fsck)
+    # Which pass ran: QUICK (listings), RUN (what the run wrote) or DEEP (download, rebuild, fsck)
+    depth: str = QUICK
     reason: str | None = None
     detail: str = ""
     # Not proven either way (an encrypted snapshot and no identity that opens it): not ok, and
@@ -103,9 +115,9 @@ class Verdict:
         objects = f"; {self.lfs_objects} LFS objects stored{hashed}" if self.lfs_objects else ""
         if not self.bundle_rebuilt:
             return (
-                f"{self.repo_id} snapshot {self.snapshot_id} is stored as written (quick pass: "
-                f"listings only, `--deep` rebuilds it): the bundle's {self.bundle_bytes} bytes "
-                f"and ETag as its manifest records, {self.refs} refs; {tree}{objects}"
+                f"{self.repo_id} snapshot {self.snapshot_id} is stored as written ({self.depth} "
+                f"pass: listings only, `--deep` rebuilds it): the bundle's {self.bundle_bytes} "
+                f"bytes and ETag as its manifest records, {self.refs} refs; {tree}{objects}"
             )
         fsck = (
             "git fsck finds no damage (legacy formatting the source carries: "
@@ -127,17 +139,18 @@ def verify(
     ref: RepoRef,
     snapshot_id: str | None = None,
     *,
-    deep: bool = False,
+    depth: str = QUICK,
 ) -> Verdict:
-    """Check one snapshot (default: the one `latest.json` points at) by the quick pass, or
-    with `deep` the deep one. Failures of the vault are returned as a verdict; a store that
-    cannot be reached raises (that proves nothing)."""
+    """Check one snapshot (default: the one `latest.json` points at) by the pass `depth`
+    names. Failures of the vault are returned as a verdict; a store that cannot be reached
+    raises (that proves nothing)."""
     started = time.monotonic()
     bucket = bucket_name(ref.repo_id, settings.bucket_prefix)
     reader = SnapshotReader(store, bucket)
     latest_id = reader.latest_id()
     wanted = snapshot_id or latest_id
-    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False, depth=DEEP if deep else QUICK)
+    deep = depth == DEEP
+    verdict = Verdict(ref.repo_id, bucket, wanted, ok=False, depth=depth)
     manifest: Manifest | None = None
     try:
         manifest = _wanted_manifest(reader, ref, wanted, snapshot_id)
@@ -152,6 +165,8 @@ def verify(
         tree_index = manifest.tree.index if manifest.tree else None
         if tree_index is None and crypt.Sealing.of(manifest):
             verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
+        elif wanted == latest_id and depth == RUN:
+            _check_written(store, reader, manifest, verdict)
         elif wanted == latest_id:
             _check_tree(store, reader, manifest, verdict)
         else:
@@ -270,25 +285,12 @@ def _check_listed(store: ObjectStore, bucket: str, manifest: Manifest) -> None:
 def _check_tree(
     store: ObjectStore, reader: SnapshotReader[Manifest], manifest: Manifest, verdict: Verdict
 ) -> None:
-    """`tree/` holds every object `tree.json` names, with its ETag and size, and nothing else.
-    Skipped while a live run holds the bucket: `tree/` is then mid-update (a run that died half
-    way is not skipped: its leftovers are a real mismatch until repaired)."""
-    lease = inspect(store, reader.bucket)
-    if lease is not None and lease.live:
-        verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
+    """`tree/` holds every object `tree.json` names, with its ETag and size, and nothing else:
+    one listing (a request per 1,000 objects) compared both ways, whatever the tree's size."""
+    wanted = _tree_to_check(store, reader, manifest, verdict)
+    if wanted is None:
         return
     snapshot = manifest.snapshot_id
-    index = reader.tree_index(snapshot)
-    files = manifest.tree.files if manifest.tree else 0
-    if len(index.files) != files:
-        raise RestoreError(
-            f"tree.json of snapshot {snapshot} names {len(index.files)} files but the manifest "
-            f"says {files}",
-            "tree_mismatch",
-        )
-    wanted = _expected_keys(index)
-    verdict.tree_entries = len(wanted)
-    # One listing (a request per 1,000 objects) compared both ways, whatever the tree's size.
     listed = {info.key: info for info in store.list(reader.bucket, TREE)}
     extra = sorted(set(listed) - set(wanted))
     if extra:
@@ -300,6 +302,57 @@ def _check_tree(
     for key in sorted(wanted):
         _compare(key, wanted[key], listed.get(key), snapshot)
     verdict.tree_checked = len(wanted)
+
+
+def _check_written(
+    store: ObjectStore, reader: SnapshotReader[Manifest], manifest: Manifest, verdict: Verdict
+) -> None:
+    """The `tree/` objects the snapshot changed (its `tree.json` entries that differ from the
+    previous snapshot's; all of them for a first one) are stored with the ETag and size it
+    records: a HEAD each, `WRITTEN_CHECKS` at most (a sample that changes from snapshot to
+    snapshot above it)."""
+    wanted = _tree_to_check(store, reader, manifest, verdict)
+    if wanted is None:
+        return
+    snapshot = manifest.snapshot_id
+    complete, _ = reader.snapshot_ids()
+    previous = next((s for s in complete if s < snapshot), None)
+    before = _expected_keys(reader.tree_index(previous)) if previous else {}
+    written = [key for key, meta in wanted.items() if before.get(key) != meta]
+    sample = sorted(written, key=lambda key: _rank(snapshot, key))[:WRITTEN_CHECKS]
+    with ThreadPoolExecutor(STATS_AT_ONCE) as pool:
+        stored = list(pool.map(lambda key: store.stat(reader.bucket, key), sample))
+    for key, info in zip(sample, stored, strict=True):
+        _compare(key, wanted[key], info, snapshot)
+    verdict.tree_checked = len(sample)
+    verdict.tree_note = (
+        f"{len(sample)} of the {len(written)} tree/ objects this snapshot changed checked "
+        f"({len(wanted)} in tree.json; all of tree/ by `repovault verify` and the drill)"
+    )
+
+
+def _tree_to_check(
+    store: ObjectStore, reader: SnapshotReader[Manifest], manifest: Manifest, verdict: Verdict
+) -> dict[str, TreeFile] | None:
+    """`tree.json`'s entries by key, once it names as many files as the manifest says; None
+    while a live run holds the bucket: `tree/` is then mid-update (a run that died half way
+    is not skipped: its leftovers are a real mismatch until repaired)."""
+    lease = inspect(store, reader.bucket)
+    if lease is not None and lease.live:
+        verdict.tree_note = "tree/ not checked: a run is writing this bucket now"
+        return None
+    snapshot = manifest.snapshot_id
+    index = reader.tree_index(snapshot)
+    files = manifest.tree.files if manifest.tree else 0
+    if len(index.files) != files:
+        raise RestoreError(
+            f"tree.json of snapshot {snapshot} names {len(index.files)} files but the manifest "
+            f"says {files}",
+            "tree_mismatch",
+        )
+    wanted = _expected_keys(index)
+    verdict.tree_entries = len(wanted)
+    return wanted
 
 
 def _check_lfs(
