@@ -7,8 +7,10 @@ of ten small commits cost little more than one full bundle."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from repovault_pipeline.core.vault.snapshot import SnapshotWriter
 from repovault_pipeline.core.vault.store import open_store
 from repovault_pipeline.core.vault.verify import verify
 from tests.core.test_encryption import keypair
+from tests.core.test_restore import edit_manifest, put
 from tests.core.test_snapshot_faults import (  # noqa: F401 (slow_s3: the fixture, used here too)
     files,
     kill_during_tree_upload,
@@ -150,6 +153,50 @@ def test_a_deleted_or_tampered_link_fails_restore_and_the_check_naming_it(
     assert "base" not in manifest_of(fresh)
     assert restore(repo, tmp_path / "fresh", fresh.snapshot_id) == 0
     assert restored_refs(tmp_path / "fresh") == repo.refs()
+
+
+def test_a_link_whose_pack_lacks_an_object_fails_restore_naming_the_chain(
+    vault_env: dict[str, str],
+    make_repo: Callable[..., ServedRepo],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A link whose manifest vouches for its bundle (size, sha256) but whose pack lacks a blob:
+    the links are taken without refs, so the whole chain's connectivity is checked after."""
+    repo = make_repo("holed-chain")
+    repo.commit({"a.txt": "a\n"})
+    repo.push()
+    first = archive(repo)
+    repo.commit({"b.txt": "b\n", "c.txt": "c\n"})
+    repo.push()
+    link = archive(repo)
+    repo.commit({"d.txt": "d\n"})
+    repo.push()
+    last = archive(repo)
+    assert manifest_of(last)["base"] == link.snapshot_id
+    base_tip, link_tip = first.head_commit, link.head_commit
+    lost = git(repo.bare, "rev-parse", f"{link_tip}:c.txt")
+    objects = git(repo.bare, "rev-list", "--objects", link_tip, f"^{base_tip}").splitlines()
+    kept = "".join(f"{line.split()[0]}\n" for line in objects if not line.startswith(lost))
+    pack = subprocess.run(
+        ["git", "pack-objects", "--stdout"],
+        cwd=repo.bare,
+        input=kept.encode(),
+        check=True,
+        capture_output=True,
+    ).stdout
+    data = f"# v2 git bundle\n-{base_tip}\n{link_tip} refs/heads/main\n\n".encode() + pack
+    put(link, bundle_key(link), data)
+    edit_manifest(
+        link,
+        lambda m: m["bundle"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest()),
+    )
+    capsys.readouterr()
+    assert restore(repo, tmp_path / "holed", last.snapshot_id) != 0
+    err = capsys.readouterr().err
+    assert f"the chain of snapshot {last.snapshot_id} lacks objects its refs need" in err
+    assert not (tmp_path / "holed").exists()
+    assert restore(repo, tmp_path / "first", first.snapshot_id) == 0
 
 
 def test_chain_max_writes_a_full_bundle_again(

@@ -36,6 +36,7 @@ from repovault_pipeline.core.vault.gitproc import (
     disk_full,
     drain,
     existing,
+    exit_waiter,
     feed,
     free_bytes,
     kill_group,
@@ -273,25 +274,22 @@ class GitClient:
         deadline = time.monotonic() + self.settings.git_timeout_s
         failure: ArchiveError | None = None
         received = 0
-        while popen.poll() is None:
-            try:
-                popen.wait(timeout=0.2)  # returns as soon as git exits: no 0.2 s tail per command
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() > deadline:
-                failure = GitTimeout(
-                    f"git {command} ran past REPOVAULT_GIT_TIMEOUT_S={self.settings.git_timeout_s}s"
-                    " and was aborted"
-                )
-            elif watch is not None and (received := max(received, tree_size(watch))) > cap:
-                failure = RepoTooLarge(
-                    f"repository is larger than REPOVAULT_MAX_REPO_MB={self.settings.max_repo_mb}"
-                    f" ({received // MB} MB received so far); clone aborted"
-                )
-            if failure:
-                kill_group(popen)
-                break
+        with exit_waiter(popen) as exited:
+            while not exited(0.2):
+                if time.monotonic() > deadline:
+                    failure = GitTimeout(
+                        f"git {command} ran past REPOVAULT_GIT_TIMEOUT_S="
+                        f"{self.settings.git_timeout_s}s and was aborted"
+                    )
+                elif watch is not None and (received := max(received, tree_size(watch))) > cap:
+                    failure = RepoTooLarge(
+                        f"repository is larger than REPOVAULT_MAX_REPO_MB="
+                        f"{self.settings.max_repo_mb} ({received // MB} MB received so far); "
+                        "clone aborted"
+                    )
+                if failure:
+                    kill_group(popen)
+                    break
         return failure, received
 
     def work_dir_full(

@@ -16,7 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from repovault_pipeline.core.common.errors import ArchiveError, TransientError
+from repovault_pipeline.core.common.errors import (
+    ArchiveError,
+    GitTimeout,
+    TransientError,
+    WorkDirFull,
+)
 from repovault_pipeline.core.common.identity import (
     InvalidRepoUrl,
     RepoRef,
@@ -38,9 +43,6 @@ from repovault_pipeline.core.vault.treekeys import path_bytes, unsafe_component
 # Files git refuses as symlinks (they would let a checkout write outside the work tree).
 _GIT_FILES = (".gitmodules", ".gitattributes", ".gitignore", ".mailmap")
 MAX_PATH_BYTES = 4095
-# Where a chain's restore fetches each link's refs (link n under `<CHAIN_REFS><n>/`) before
-# setting the manifest's own.
-CHAIN_REFS = "refs/repovault/chain/"
 CHAIN_DOWNLOADS = 4  # a chain's bundles downloaded at once
 
 
@@ -217,9 +219,9 @@ def fetch_snapshot(
 ) -> None:
     """The snapshot's objects and refs into `repo` (a new, empty repository): its bundle, or,
     for an incremental one (`base`), its chain's bundles from the full one on, each checked
-    against its own manifest and fetched into a ref namespace of its own; then exactly the
-    manifest's refs are set. A link that is missing or does not match fails `chain_broken`,
-    naming it; every object a ref needs came with a fetch that git checked for connectivity."""
+    against its own manifest and unbundled in order without refs; then exactly the manifest's
+    refs are set and git checks that every object they reach is there. A link that is missing
+    or does not match fails `chain_broken`, naming it."""
     if manifest.base is None:
         fetch_bundle(reader.store, reader.bucket, manifest, repo, identity)
         return
@@ -233,18 +235,18 @@ def fetch_snapshot(
             pool.submit(_downloaded, reader.store, reader.bucket, link, Path(tmp, str(n)), identity)
             for n, link in enumerate(links)
         ]
-        for n, link in enumerate(links):
-            space = f"{CHAIN_REFS}{n}/"
-            try:
-                _unbundle(repo, bundles[n].result(), link, space)
-                _check_carried(repo, space, link)
-            except RestoreError as exc:
-                if link is manifest:
-                    raise
-                for later in bundles:
-                    later.cancel()
-                raise broken_link(links, n, exc) from None
+        n = 0
+        try:
+            for n, link in enumerate(links):
+                _check_carried(_unbundle_link(repo, bundles[n].result(), link), link)
+        except RestoreError as exc:
+            for later in bundles:
+                later.cancel()
+            if n == len(links) - 1:
+                raise
+            raise broken_link(links, n, exc) from None
     _set_refs(repo, manifest)
+    _check_connected(repo, manifest)
 
 
 def chain_links(reader: SnapshotReader[Manifest], manifest: Manifest) -> list[Manifest]:
@@ -266,15 +268,9 @@ def broken_link(links: list[Manifest], n: int, exc: RestoreError) -> RestoreErro
     )
 
 
-def _check_carried(repo: LocalRepo, space: str, link: Manifest) -> None:
-    """The branches and tags a link's bundle carries are its manifest's, at its shas: all of
+def _check_carried(carried: dict[str, str], link: Manifest) -> None:
+    """The branches and tags a link's bundle carried are its manifest's, at its shas: all of
     them for a full bundle, those that moved for an incremental one."""
-    out = repo.git("for-each-ref", "--format=%(objectname) %(refname)", space)
-    carried = {
-        "refs/" + name.removeprefix(space): sha
-        for sha, name in (line.split(" ", 1) for line in out.splitlines() if line)
-        if name.startswith((space + "heads/", space + "tags/"))
-    }
     if link.base is None:
         _check_refs(carried, link)
         return
@@ -288,8 +284,8 @@ def _check_carried(repo: LocalRepo, space: str, link: Manifest) -> None:
 
 
 def _set_refs(repo: LocalRepo, manifest: Manifest) -> None:
-    """Exactly the manifest's branches and tags, in one transaction; the chain's namespaces go.
-    A ref whose object no link brought fails `chain_broken`."""
+    """Exactly the manifest's branches and tags, in one transaction. A ref whose object no
+    link brought fails `chain_broken`."""
     lacking = repo.missing(set(manifest.refs.values()))
     if lacking:
         name = min(n for n, sha in manifest.refs.items() if sha in lacking)
@@ -298,12 +294,22 @@ def _set_refs(repo: LocalRepo, manifest: Manifest) -> None:
             f"which no bundle of its chain holds ({len(lacking)} ref tips missing)",
             "chain_broken",
         )
-    spaces = repo.git("for-each-ref", "--format=%(refname)", CHAIN_REFS).split()
-    commands = [f"create {name} {sha}" for name, sha in sorted(manifest.refs.items())]
-    commands += [f"delete {name}" for name in spaces]
-    repo.client.run(
-        ["update-ref", "--stdin"], cwd=repo.path, stdin="".join(c + "\n" for c in commands).encode()
-    )
+    commands = "".join(f"create {name} {sha}\n" for name, sha in sorted(manifest.refs.items()))
+    repo.client.run(["update-ref", "--stdin"], cwd=repo.path, stdin=commands.encode())
+
+
+def _check_connected(repo: LocalRepo, manifest: Manifest) -> None:
+    """Every object the refs reach is in `repo`: the check `git fetch` makes of what it
+    received, made once for the whole chain (its links were unbundled without refs)."""
+    try:
+        repo.git("rev-list", "--objects", "--quiet", "--all")
+    except TransientError:
+        raise
+    except ArchiveError as exc:
+        raise RestoreError(
+            f"the chain of snapshot {manifest.snapshot_id} lacks objects its refs need: {exc}",
+            "chain_broken",
+        ) from None
 
 
 def fetch_bundle(
@@ -350,34 +356,59 @@ def _downloaded(
     return bundle
 
 
-def _unbundle(repo: LocalRepo, bundle: Path, manifest: Manifest, space: str | None = None) -> None:
-    """`git bundle verify` (its prerequisites in `repo`), then fetch all its refs into `repo`,
-    or under the ref namespace `space`."""
+def _unbundle(repo: LocalRepo, bundle: Path, manifest: Manifest) -> None:
+    """Fetch all the bundle's refs into `repo`; git checks the bundle as it fetches it, and
+    what it received for connectivity."""
+    # The bundle is a local file we downloaded and checked: allow the file transport here only.
+    try:
+        repo.client.run(
+            [
+                "fetch",
+                "--quiet",
+                "--update-head-ok",
+                "--no-write-fetch-head",
+                "--no-auto-maintenance",
+                "--",
+                str(bundle),
+                "refs/*:refs/*",
+            ],
+            cwd=repo.path,
+            protocols=("file",),
+        )
+    except (GitTimeout, WorkDirFull):
+        raise
+    except ArchiveError as exc:  # a local file: git's "early EOF" here is no network trouble
+        raise _invalid(repo, bundle, manifest, exc) from None
+
+
+def _unbundle_link(repo: LocalRepo, bundle: Path, link: Manifest) -> dict[str, str]:
+    """A link's objects into `repo`, no ref written (`git bundle unbundle`: its base's
+    commits must be there, brought by the links before it); the branches and tags it
+    carries. One git command a link: `_check_connected` checks the whole chain after."""
+    try:
+        out = repo.git("bundle", "unbundle", str(bundle))
+    except (GitTimeout, WorkDirFull):
+        raise
+    except ArchiveError as exc:  # a local file: git's "early EOF" here is no network trouble
+        raise _invalid(repo, bundle, link, exc) from None
+    pairs = (line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {name: sha for sha, name in pairs if name.startswith(("refs/heads/", "refs/tags/"))}
+
+
+def _invalid(repo: LocalRepo, bundle: Path, manifest: Manifest, exc: ArchiveError) -> RestoreError:
+    """Why git could not take a bundle that matched its manifest: not a bundle at all (or
+    lacking its base's commits), as `git bundle verify` says, or not unpackable."""
     key, snapshot = manifest.bundle.key, manifest.snapshot_id
     try:
         repo.git("bundle", "verify", "--quiet", str(bundle))
     except ArchiveError:
-        raise RestoreError(
+        return RestoreError(
             f"{key} of snapshot {snapshot} is not a valid git bundle although it matches "
             "its manifest's size and sha256"
             + (" (or lacks the commits of its base it builds on)" if manifest.base else ""),
             "bundle_invalid",
-        ) from None
-    # Into a namespace: forced (a link may move a ref backwards), no tag followed outside it.
-    options, refspec = (["--no-tags"], f"+refs/*:{space}*") if space else ([], "refs/*:refs/*")
-    # The bundle is a local file we downloaded and checked: allow the file transport here only.
-    try:
-        repo.client.run(
-            ["fetch", "--quiet", "--update-head-ok", *options, "--", str(bundle), refspec],
-            cwd=repo.path,
-            protocols=("file",),
         )
-    except TransientError:
-        raise
-    except ArchiveError as exc:
-        raise RestoreError(
-            f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid"
-        ) from None
+    return RestoreError(f"{key} of snapshot {snapshot} cannot be unpacked: {exc}", "bundle_invalid")
 
 
 def check_refs_and_head(repo: LocalRepo, manifest: Manifest) -> str:

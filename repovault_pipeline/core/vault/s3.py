@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
+DOWNLOAD_CHUNK = 1024 * 1024
 S3_ATTEMPTS = 3  # botocore's standard retries: a request is tried this often in all
 S3_CONNECT_TIMEOUT_S = 10
 _TRANSIENT_CODES = {
@@ -366,7 +367,23 @@ class S3Store(ObjectStore):
         )
 
     def download(self, bucket, key, dest):
+        """One GET streamed to `dest`. An object past the multipart threshold, or a stream cut
+        short, goes through the managed transfer (ranged parts side by side, retried): alone it
+        asks HEAD first and starts a thread pool, two round trips and a pool per small object,
+        which a chain's restore paid for every link."""
         with _s3_errors(f"download {key}"):
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                if response["ContentLength"] <= self.transfer.multipart_threshold:
+                    with dest.open("wb") as out:
+                        for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                            out.write(chunk)
+                    return
+            except (BotoCoreError, ConnectionError) as exc:
+                log.info("GET of %s/%s cut short (%s): downloading again", bucket, key, exc)
+            finally:
+                body.close()
             self.client.download_file(bucket, key, str(dest), Config=self.transfer)
 
     def list(self, bucket, prefix=""):
