@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 
 from repovault_pipeline.core.lineage.tables import repo_requests, repo_state
-from repovault_pipeline.core.notify.events import Notification, stale_since
+from repovault_pipeline.core.notify.events import Notification, notice, stale_since
 from repovault_pipeline.core.sources.fleet import FleetStore
 from repovault_pipeline.core.sources.fleet_rows import RepoState
 
@@ -57,12 +57,7 @@ class Digest:
             lines.append(f"vault size: {self.stored_bytes / 2**30:.2f} GiB")
         trouble = self.closed.get("failed", 0) + self.closed.get("partial", 0)
         verdict = "needs a look" if trouble or self.stale or self.sources_in_error else "all well"
-        return Notification(
-            event="daily",
-            key=f"daily:{day}",
-            title=f"RepoVault daily summary {day}: {verdict}",
-            body="\n".join(lines),
-        )
+        return notice("daily", f"daily:{day}", f"RepoVault daily summary {day}: {verdict}", lines)
 
 
 def _listed(label: str, names: list[str], shown: int = 10) -> str:

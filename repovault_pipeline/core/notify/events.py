@@ -43,8 +43,12 @@ def wanted(settings: Settings, event: Event) -> bool:
     return bool(settings.notify_urls) and event in settings.notify_events
 
 
-def _text(text: str) -> str:
-    return mask_and_cut(text, MAX_TEXT)
+def notice(
+    event: Event, key: str, title: str, lines: list[str], repo_id: str | None = None
+) -> Notification:
+    """A notification whose body is `lines`, masked and cut to MAX_TEXT."""
+    body = mask_and_cut("\n".join(lines), MAX_TEXT)
+    return Notification(event=event, key=key, title=title, body=body, repo_id=repo_id)
 
 
 def archive_notice(
@@ -80,13 +84,8 @@ def archive_notice(
         *([f"snapshot: {row.snapshot_id}"] if row.snapshot_id else []),
         detail,
     ]
-    return Notification(
-        event=status,  # type: ignore[arg-type]
-        key=f"{status}:{row.request_id}:{run_id}",
-        title=title,
-        body=_text("\n".join(lines)),
-        repo_id=row.repo_id,
-    )
+    key = f"{status}:{row.request_id}:{run_id}"
+    return notice(status, key, title, lines, row.repo_id)  # type: ignore[arg-type]
 
 
 def unrestorable_notice(
@@ -107,13 +106,8 @@ def unrestorable_notice(
         f"run: {run_id}",
         "the next archive run of this repository writes a fresh snapshot",
     ]
-    return Notification(
-        event="unrestorable",
-        key=f"unrestorable:{repo_id}:{run_id}",
-        title=f"RepoVault: {repo_id} does not restore ({reason})",
-        body=_text("\n".join(lines)),
-        repo_id=repo_id,
-    )
+    title = f"RepoVault: {repo_id} does not restore ({reason})"
+    return notice("unrestorable", f"unrestorable:{repo_id}:{run_id}", title, lines, repo_id)
 
 
 def source_error_notices(sources: Iterable[SourceRow], known: set[str]) -> list[Notification]:
@@ -131,15 +125,10 @@ def source_error_notices(sources: Iterable[SourceRow], known: set[str]) -> list[
             f"error: {row.error or 'no reason recorded'}",
             f"repositories known from it: {row.repos}; no new one is found until it lists again",
         ]
-        notices.append(
-            Notification(
-                event="source_error",
-                # The listing that found the error starts the episode.
-                key=f"source_error:{source.source_id}:{_stamp(row.last_listed_at)}",
-                title=f"RepoVault: tracked source {source.spec} cannot be listed",
-                body=_text("\n".join(lines)),
-            )
-        )
+        # The listing that found the error starts the episode.
+        key = f"source_error:{source.source_id}:{_stamp(row.last_listed_at)}"
+        title = f"RepoVault: tracked source {source.spec} cannot be listed"
+        notices.append(notice("source_error", key, title, lines))
     return notices
 
 
@@ -163,10 +152,5 @@ def stale_notice(state: RepoState, interval_h: int) -> Notification:
         f"latest snapshot: {state.last_snapshot_id or 'none'}",
         "is refresh_sensor running? (Dagster UI: Automation)",
     ]
-    return Notification(
-        event="stale",
-        key=f"stale:{state.repo_id}:{_stamp(state.last_checked_at)}",
-        title=f"RepoVault: {state.repo_id} is stale",
-        body=_text("\n".join(lines)),
-        repo_id=state.repo_id,
-    )
+    key = f"stale:{state.repo_id}:{_stamp(state.last_checked_at)}"
+    return notice("stale", key, f"RepoVault: {state.repo_id} is stale", lines, state.repo_id)
