@@ -17,7 +17,7 @@ from ...core.sources.forges.forge import RepositoryExists
 from ...core.vault.catalog import repo_snapshots
 from ...core.vault.push import PushRefused
 from ...core.vault.reader import archived_repositories
-from ...core.vault.restore import RestoreError
+from ...core.vault.rebuild import RestoreError
 from ...core.vault.verify import SNAPSHOT_ID
 from ..deps import Admin, Reader, VaultDep
 from ..errors import AUTH_ERRORS, NOT_STORED, Refused, SafeJSON, error_doc

@@ -32,11 +32,9 @@ from repovault_pipeline.core.common.settings import Settings
 from repovault_pipeline.core.vault.gitops import BasicAuth, GitClient
 from repovault_pipeline.core.vault.lfs import lfs_endpoint
 from repovault_pipeline.core.vault.localrepo import LocalRepo
+from repovault_pipeline.core.vault.rebuild import RestoreError, check_refs_and_head, fetch_snapshot
 from repovault_pipeline.core.vault.restore import (
     Found,
-    RestoreError,
-    check_refs_and_head,
-    fetch_snapshot,
     find_snapshot,
     repair_advice,
     restore_lfs_objects,

@@ -31,8 +31,8 @@ from repovault_pipeline.core.vault.gitops import GitClient, RemoteState
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.mirror import REMOTE_FAILURES, fetch_remote
 from repovault_pipeline.core.vault.reader import SnapshotReader
+from repovault_pipeline.core.vault.rebuild import fetch_snapshot, sealed_what
 from repovault_pipeline.core.vault.records import Manifest
-from repovault_pipeline.core.vault.restore import fetch_snapshot, sealed_what
 
 
 class SeedFailed(ArchiveError):

@@ -43,15 +43,15 @@ from repovault_pipeline.core.vault.gitops import GitClient
 from repovault_pipeline.core.vault.lease import inspect
 from repovault_pipeline.core.vault.localrepo import LocalRepo
 from repovault_pipeline.core.vault.reader import SnapshotReader
-from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
-from repovault_pipeline.core.vault.restore import (
+from repovault_pipeline.core.vault.rebuild import (
     RestoreError,
     broken_link,
     chain_links,
     check_refs_and_head,
     fetch_snapshot,
-    repair_advice,
 )
+from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
+from repovault_pipeline.core.vault.restore import repair_advice
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
 from repovault_pipeline.core.vault.treekeys import TREE, tree_key
 
