@@ -67,6 +67,18 @@ def flip_a_byte(repo: ServedRepo, snapshot_id: str) -> None:
     s3().put_object(Bucket=bucket, Key=key, Body=bytes(data))
 
 
+def drill_check(instance: DagsterInstance, repo: ServedRepo):
+    """What the restore drill launches (archive_repo_job, only the check selected): its
+    evaluation."""
+    drill = (
+        defs.resolve_job_def("archive_repo_job")
+        .get_subset(asset_selection=set(), asset_check_selection={RESTORABLE})
+        .execute_in_process(partition_key=repo.repo_id, instance=instance)
+    )
+    [evaluation] = drill.get_asset_check_evaluations()
+    return evaluation
+
+
 def served(make_repo: Callable[..., ServedRepo], name: str) -> ServedRepo:
     repo = make_repo(name)
     repo.commit({"README.md": "hello\n"})
@@ -125,12 +137,7 @@ def test_an_unchanged_run_repairs_a_snapshot_known_not_to_restore(
 
     # A flipped byte: only the restorable check sees it (here, the restore drill's run).
     flip_a_byte(repo, outcome(first)["snapshot_id"])
-    drill = (
-        defs.resolve_job_def("archive_repo_job")
-        .get_subset(asset_selection=set(), asset_check_selection={RESTORABLE})
-        .execute_in_process(partition_key=repo.repo_id, instance=instance)
-    )
-    [failed] = drill.get_asset_check_evaluations()
+    failed = drill_check(instance, repo)
     assert not failed.passed and failed.metadata["reason"].value == "bundle_tampered"
     second = archive_run(instance, repo)
     assert second.success
@@ -151,12 +158,7 @@ def test_a_hand_deleted_tree_file_of_a_quiet_bucket_is_found_by_the_drill_and_re
     assert archive_run(instance, repo).success
     bucket, _ = bundle(repo, "")
     s3().delete_object(Bucket=bucket, Key="tree/README.md")
-    drill = (
-        defs.resolve_job_def("archive_repo_job")
-        .get_subset(asset_selection=set(), asset_check_selection={RESTORABLE})
-        .execute_in_process(partition_key=repo.repo_id, instance=instance)
-    )
-    [found] = drill.get_asset_check_evaluations()
+    found = drill_check(instance, repo)
     assert not found.passed and found.metadata["reason"].value == "tree_missing_object"
     repaired = archive_run(instance, repo)
     assert outcome(repaired)["outcome"] == "completed"
