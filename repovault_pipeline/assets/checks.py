@@ -40,7 +40,7 @@ from .archive import repo_archive
         "The latest snapshot restores and matches its manifest. In an archive run, the run "
         "pass (metadata `depth`: run): the bundles of its chain listed with the size and ETag "
         "their manifests record, the tree/ objects the snapshot changed against tree.json "
-        "(ETag and size; up to 256, sampled above) and the LFS objects with their sizes, none "
+        "(ETag and size; up to 32, sampled above) and the LFS objects with their sizes, none "
         "missing (`lfs_missing`: the snapshot is partial); nothing is downloaded. After a run "
         "that wrote a fresh snapshot (a repair), the quick pass: all of tree/ against "
         "tree.json from a listing. In a run of the check alone (restore drill, API, UI), the "
