@@ -118,8 +118,9 @@ class Verdict:
         if not self.bundle_rebuilt:
             return (
                 f"{self.repo_id} snapshot {self.snapshot_id} is stored as written ({self.depth} "
-                f"pass: listings only, `--deep` rebuilds it): the bundle's {self.bundle_bytes} "
-                f"bytes and ETag as its manifest records, {self.refs} refs; {tree}{objects}"
+                f"pass: nothing downloaded, `--deep` rebuilds it): the bundle's "
+                f"{self.bundle_bytes} bytes and ETag as its manifest records, {self.refs} refs; "
+                f"{tree}{objects}"
             )
         fsck = (
             "git fsck finds no damage (legacy formatting the source carries: "
