@@ -93,25 +93,26 @@ def test_the_daily_summary_counts_the_last_day_and_a_test_of_it_sends_nothing(
                 error="boom" if status == "failed" else None,
                 reasons={"lfs_missing": "1 LFS objects missing"} if status == "partial" else None,
             )
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(
-        hour=7, minute=0, second=0, microsecond=0
-    )
+    # The schedule's next 07:00 UTC, whose last 24 h hold the rows above whatever the hour now.
+    tick = datetime.now(UTC).replace(hour=7, minute=0, second=0, microsecond=0)
+    if tick <= datetime.now(UTC):
+        tick += timedelta(days=1)
     with instance_for_test(overrides=LAUNCH_AT_ONCE) as instance, daemon_workspace(instance) as ws:
-        tested = dry_run_schedule(ws, "notify_daily_schedule", tomorrow.timestamp())
+        tested = dry_run_schedule(ws, "notify_daily_schedule", tick.timestamp())
         [request] = tested["runRequests"]
-        assert request["runKey"] == f"daily:{tomorrow:%Y-%m-%d}"
+        assert request["runKey"] == f"daily:{tick:%Y-%m-%d}"
         time.sleep(1)
         assert webhook.received == [] and instance.get_runs() == []
 
         schedule_ticks(
             ws,
             "notify_daily_schedule",
-            [tomorrow - timedelta(minutes=1), tomorrow + timedelta(seconds=30)],
+            [tick - timedelta(minutes=1), tick + timedelta(seconds=30)],
         )
         wait_for(webhook, 1, instance)
 
     [summary] = webhook.received
-    assert summary.title == f"RepoVault daily summary {tomorrow:%Y-%m-%d}: needs a look"
+    assert summary.title == f"RepoVault daily summary {tick:%Y-%m-%d}: needs a look"
     assert "last 24 h: 2 completed, 0 unchanged, 1 partial, 1 failed, 0 rejected" in (
         summary.message
     )
