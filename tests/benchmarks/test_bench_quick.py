@@ -110,3 +110,24 @@ def test_real_that_is_not_a_bare_repository_is_refused_in_one_line(tmp_path: Pat
     assert f"{tmp_path} is not a bare git repository" in proc.stderr
     assert "git clone --mirror" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "work").exists()
+
+
+def test_d_minus_c_pairs_the_contenders_of_each_round() -> None:
+    """One round whose uploads were 15 s slower moves one paired difference, not the row (as
+    the third large round of note 12 moved the difference of the medians to 8.45 s)."""
+    from datetime import UTC, datetime
+
+    from benchmarks.report import TARGETS, Results
+
+    rounds = [(75.02, 75.31), (61.08, 60.68), (82.39, 66.57)]  # (d, c) per round, note 12
+    samples = [
+        {"size": "large", "contender": name, "round": n, "seconds": seconds}
+        for n, pair in enumerate(rounds)
+        for name, seconds in zip("dc", pair, strict=True)
+    ]
+    at = datetime.now(UTC)
+    results = Results(at, at, False, 3, [], ["large"], samples, {})
+    [target] = [t for t in TARGETS if t.label.startswith("d - c")]
+    assert target.cell(results, "large") == "0.40 s"
+    assert target.verdict(results) == "pass"
+    assert results.median("large", "d") - results.median("large", "c") > 2  # unpaired: a miss
