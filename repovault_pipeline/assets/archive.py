@@ -160,9 +160,11 @@ def clone_repo(
     hint = None if url else default_url_hint(repo_id)
     with archive_errors(context, lambda: requests, request.request_id, hint):
         ref = resolve_clone_ref(repo_id, url, settings)
-        context.log.info(f"archiving {ref.repo_id} from {mask_secrets(ref.url)}")
         keep = request.keep_for(settings)
-        context.log.info(f"keeping: LFS objects {keep.lfs}, wiki {keep.wiki}")
+        context.log.info(
+            f"archiving {ref.repo_id} from {mask_secrets(ref.url)}"
+            f" (keeping LFS objects {keep.lfs}, wiki {keep.wiki})"
+        )
         return vault.writer(context.log).prepare(
             ref,
             settings.work_dir / context.run_id,
