@@ -448,7 +448,9 @@ def markdown(results: Results, chart: Path | None) -> str:
         "on its bucket; every result is checked in "
         "its bucket (bundle present, one object per HEAD file, outcomes of e and f, f uploads "
         "exactly one tree file, likewise g) before it counts.",
-        "- Ratios are ratios of medians. On this 2-core VM the same archive of the large "
+        "- Ratios are ratios of medians; d - c is the median of the rounds' own differences "
+        "(d and c of the same round), since moto's upload of the same files varies by seconds "
+        "from round to round. On this 2-core VM the same archive of the large "
         "repository varies by up to ±20 % from run to run (see min - max), so differences "
         "of that order on large are noise.",
         "",

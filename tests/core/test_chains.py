@@ -120,9 +120,12 @@ def test_a_deleted_or_tampered_link_fails_restore_and_the_check_naming_it(
     assert manifest_of(last)["base"] == results[2].snapshot_id
     bucket, key = link.bucket, bundle_key(link)
     original = s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    # The last byte flipped: same size, another content (a fixed b"X" was the same byte in one
+    # run of 256).
+    tampered = original[:-1] + bytes([original[-1] ^ 0xFF])
 
     damages: list[tuple[Callable[[], object], str]] = [
-        (lambda: s3().put_object(Bucket=bucket, Key=key, Body=original[:-1] + b"X"), "sha256"),
+        (lambda: s3().put_object(Bucket=bucket, Key=key, Body=tampered), "sha256"),
         (lambda: s3().delete_object(Bucket=bucket, Key=key), "cannot be read"),
     ]
     for n, (damage, said) in enumerate(damages):

@@ -153,7 +153,10 @@ def test_a_run_dagster_retries_is_told_once_by_its_last_attempt(
         list(consume_new_runs_for_automatic_reexecution(ws, records, LOG))
         [retry] = [r.run_id for r in instance.get_runs() if r.run_id != first]
         finished(instance, retry)
-        assert instance.get_run_by_id(retry).tags.get("dagster/will_retry") == "false"
+        wait_until(  # tagged just after its status, as the first attempt was
+            lambda: instance.get_run_by_id(retry).tags.get("dagster/will_retry") == "false",
+            describe=lambda: f"run {retry} was not tagged dagster/will_retry=false",
+        )
         assert webhook.received == []  # the first attempt said nothing
         tick_until(ws, webhook, 1, first_tick=2)
         notify_runs_done(instance)
