@@ -50,7 +50,7 @@ from repovault_pipeline.core.vault.rebuild import (
     check_refs_and_head,
     fetch_snapshot,
 )
-from repovault_pipeline.core.vault.records import Manifest, TreeFile, TreeIndex
+from repovault_pipeline.core.vault.records import LfsIndex, Manifest, TreeFile, TreeIndex
 from repovault_pipeline.core.vault.restore import repair_advice
 from repovault_pipeline.core.vault.store import ObjectInfo, ObjectStore
 from repovault_pipeline.core.vault.treekeys import TREE, tree_key
@@ -164,7 +164,9 @@ def verify(
             _check_stored(store, bucket, links)
         verdict.refs, verdict.bundle_bytes = len(manifest.refs), manifest.bundle.size
         identity = settings.decrypt_identity
-        _check_lfs(store, reader, manifest, verdict, identity if deep else None, hashed=deep)
+        lfs_index = reader.lfs_index(manifest.snapshot_id)
+        lfs_identity = identity if deep else None
+        _check_lfs(store, reader.bucket, manifest, lfs_index, verdict, lfs_identity, hashed=deep)
         tree_index = manifest.tree.index if manifest.tree else None
         if tree_index is None and crypt.Sealing.of(manifest):
             verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
@@ -174,7 +176,7 @@ def verify(
             _check_tree(store, reader, manifest, verdict)
         else:
             verdict.tree_note = "tree/ not checked: it mirrors the latest snapshot, not this one"
-        _check_lfs_complete(reader, manifest)
+        _check_lfs_complete(manifest, lfs_index)
         verdict.ok = True
     except crypt.NotDecryptable as exc:
         verdict.reason, verdict.unverified = NOT_DECRYPTABLE, True
@@ -360,8 +362,9 @@ def _tree_to_check(
 
 def _check_lfs(
     store: ObjectStore,
-    reader: SnapshotReader[Manifest],
+    bucket: str,
     manifest: Manifest,
+    index: LfsIndex,
     verdict: Verdict,
     identity: Path | None,
     hashed: bool,
@@ -370,13 +373,12 @@ def _check_lfs(
     encrypted copy: under its key); when `hashed` (the deep pass), a sample is downloaded
     (decrypted) and hashed, as a restore would (`lfs.restore`)."""
     snapshot = manifest.snapshot_id
-    index = reader.lfs_index(snapshot)
     objects = index.objects
     if not objects:
         return
     sealed = crypt.Sealing.of(index)
     keys = lfs.index_keys(index)
-    listed = {info.key: info for info in store.list(reader.bucket, lfs.LFS_PREFIX)}
+    listed = {info.key: info for info in store.list(bucket, lfs.LFS_PREFIX)}
     for oid, size in sorted(objects.items()):
         info = listed.get(keys[oid])
         if info is None:
@@ -398,7 +400,7 @@ def _check_lfs(
         try:
             some = index.model_copy(update={"objects": {o: objects[o] for o in sample}})
             what = f"snapshot {snapshot} of {manifest.repo_id}"
-            lfs.restore(store, reader.bucket, some, Path(tmp), identity, what)
+            lfs.restore(store, bucket, some, Path(tmp), identity, what)
         except (TransientError, crypt.NotDecryptable):
             raise
         except ArchiveError as exc:
@@ -406,11 +408,10 @@ def _check_lfs(
     verdict.lfs_hashed = len(sample)
 
 
-def _check_lfs_complete(reader: SnapshotReader[Manifest], manifest: Manifest) -> None:
+def _check_lfs_complete(manifest: Manifest, index: LfsIndex) -> None:
     """A snapshot whose history points to LFS objects the server did not have (`missing` in its
     `lfs.json`) is partial: its restore leaves those files as pointers, so it fails."""
     snapshot = manifest.snapshot_id
-    index = reader.lfs_index(snapshot)
     if index.missing:
         paths = sorted({p for names in index.missing_paths.values() for p in names})
         raise RestoreError(
