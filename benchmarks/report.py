@@ -371,7 +371,7 @@ def markdown(results: Results, chart: Path | None) -> str:
         "",
         "## Ratios against the targets",
         "",
-        "Ratios of medians." + judged,
+        "Ratios of medians; d - c is the median of the rounds' own differences." + judged,
         "",
         f"| measure | target | {' | '.join(columns)} | verdict |",
         f"| --- | --- | {' | '.join('---:' for _ in columns)} | --- |",
