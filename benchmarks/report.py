@@ -90,7 +90,7 @@ class Results:
     def paired(self, column: str, top: str, bottom: str) -> float:
         """The median over rounds of `top` - `bottom` measured in the same round: one slow
         upload to the S3 server (it varies by seconds between rounds) moves one difference,
-        where it would move the difference of the medians; nan where neither ran."""
+        where it would move the difference of the medians; nan where no round ran both."""
         seconds = {
             (s["contender"], s.get("round")): s["seconds"]
             for s in self.samples

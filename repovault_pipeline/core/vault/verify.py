@@ -163,10 +163,9 @@ def verify(
         else:
             _check_stored(store, bucket, links)
         verdict.refs, verdict.bundle_bytes = len(manifest.refs), manifest.bundle.size
-        identity = settings.decrypt_identity
         lfs_index = reader.lfs_index(manifest.snapshot_id)
-        lfs_identity = identity if deep else None
-        _check_lfs(store, reader.bucket, manifest, lfs_index, verdict, lfs_identity, hashed=deep)
+        identity = settings.decrypt_identity if deep else None
+        _check_lfs(store, reader.bucket, manifest, lfs_index, verdict, identity, hashed=deep)
         tree_index = manifest.tree.index if manifest.tree else None
         if tree_index is None and crypt.Sealing.of(manifest):
             verdict.tree_note = "tree/ not checked: an encrypted snapshot writes none"
