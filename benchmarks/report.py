@@ -298,7 +298,8 @@ def _chain_table(results: Results) -> list[str]:
         "a full bundle, the next ones incremental links (`REPOVAULT_CHAIN_MAX` 10). The last "
         "state is archived again with `REPOVAULT_CHAIN_MAX=0` on its own bucket (one full "
         "bundle). Both latest snapshots are restored (`core/vault/restore.py` `restore`, a "
-        "fresh process each, clock from after the imports); each must give the last commit.",
+        "fresh process each, clock from after the imports), as many times as rounds, in turn: "
+        "medians shown; each must give the last commit.",
         "",
         "| repository | snapshots | stored bundles (MB) | one full bundle (MB) | stored / full "
         "| restore last link (s) | restore full (s) | restore ratio | link archive median (s) "

@@ -9,9 +9,10 @@ One machine, one go: the git smart-HTTP server and moto's S3 server of the test 
 loopback, the embedded Kafka-protocol broker on a free port, SQLite lineage in the work folder.
 Per size and round the contenders run one after another (a, b, d, c, e, f, g), each in a fresh
 process with its own bucket prefix, so drift hits all of them alike; every contender but e and
-f starts on an empty S3 server. Every result is checked in the bucket (bundle present, one
-object per HEAD file) before it counts. Then, per size, the incremental section: a chain of
-ten snapshots of ten small commits against one full bundle, stored bytes and restore time.
+f starts on a fresh S3 server (a new moto process). Every result is checked in the bucket
+(bundle present, one object per HEAD file) before it counts. Then, per size, the incremental
+section: a chain of ten snapshots of ten small commits against one full bundle, stored bytes
+and restore times (medians of as many restores as rounds).
 Real repositories (`--real`, bare repositories on disk) get a column of their own, with the
 contenders that need no second copy of the work (a, c, e, f, g) and the incremental section.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +35,7 @@ from pathlib import Path
 import boto3
 
 from tests.support.kafka import OwnBroker
-from tests.support.servers import REPO_ROOT, git_http_server, s3_server, serving
+from tests.support.servers import REPO_ROOT, FreshS3, git_http_server, serving
 
 from . import real, report
 from .contenders import CONTENDERS, TREE
@@ -79,10 +81,11 @@ def local_broker(log_file: Path) -> Iterator[str]:
 class Bench:
     """The servers, the environment of every contender process, and the measurements."""
 
-    def __init__(self, work: Path, s3_endpoint: str, bootstrap: str) -> None:
+    def __init__(self, work: Path, s3_server: FreshS3, bootstrap: str) -> None:
         self.work = work
         self.logs = work / "logs"
-        self.s3_endpoint = s3_endpoint
+        self.s3_server = s3_server
+        s3_endpoint = s3_server.endpoint
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("REPOVAULT_")}
         self.env = {
             **inherited,
@@ -180,19 +183,11 @@ class Bench:
         if problems:
             raise RuntimeError(f"contender {name} on {repo.name}: {'; '.join(problems)}")
 
-    def empty_buckets(self) -> None:
-        for bucket in [b["Name"] for b in self.s3.list_buckets()["Buckets"]]:
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if objects:
-                    batch = {"Objects": objects, "Quiet": True}
-                    self.s3.delete_objects(Bucket=bucket, Delete=batch)
-            self.s3.delete_bucket(Bucket=bucket)
-
     def round(self, column: Column, number: int) -> list[dict]:
-        """Every contender once. The S3 server is emptied after each one but c and e, so a, b,
-        d and c each start on an empty server (moto slows down as it holds more objects: run
-        back to back, the third contender took 20 % longer than on its own); e and f follow c
+        """Every contender once. The S3 server is replaced by a fresh one after each but c and
+        e, so a, b, d and c each start on a new, empty server (moto slows down as it holds
+        more objects, and stays slower after they are deleted: d, which followed b's 10,000
+        PUTs and deletes on one server, uploaded 2-6 s slower than c); e and f follow c
         on its bucket, f after the one-file commit. g is f with a kept mirror, on its own
         bucket: a first archive with the mirror (not counted; its time is kept as
         `mirror_first_s`) warms the mirror, then the one-file commit is archived."""
@@ -219,15 +214,17 @@ class Bench:
             )
             results.append(result)
             if name not in "ce":
-                self.empty_buckets()
+                self.s3_server.restart()
         return results
 
-    def chain(self, column: Column, length: int) -> dict:
+    def chain(self, column: Column, length: int, restores: int) -> dict:
         """The incremental section: `length` archives, each after one small commit (the first
         stores a full bundle, the next ones incremental links, REPOVAULT_CHAIN_MAX as set), then
         the last state once more as a full bundle (REPOVAULT_CHAIN_MAX=0) on its own bucket;
-        the stored bundle bytes of both, and the time to restore the latest snapshot of each.
-        Every step is a fresh process; the restores must give the last commit."""
+        the stored bundle bytes of both, and the time to restore the latest snapshot of each:
+        `restores` times, the two in turn, their medians (a restore of the small repository
+        takes a third of a second, which one sample measures poorly). Every step is a fresh
+        process; the restores must give the last commit."""
         repo = column.repo
         commits = repo.small_commits(length)
         links = []
@@ -242,8 +239,8 @@ class Bench:
         full_bytes, _ = self.bundle_bytes("kf-")
         if count != length:
             raise RuntimeError(f"chain on {repo.name}: {count} bundles, expected {length}")
-        restores = {}
-        for prefix in ("k-", "kf-"):
+        times: dict[str, list[float]] = {"k-": [], "kf-": []}
+        for prefix in ("k-", "kf-") * restores:
             env = {
                 **self.env,
                 "REPOVAULT_BUCKET_PREFIX": prefix,
@@ -257,21 +254,24 @@ class Bench:
                 raise RuntimeError(
                     f"restore of {prefix} gave {done['head_commit']}, not {commits[-1]}"
                 )
-            restores[prefix] = done["seconds"]
-        self.empty_buckets()
+            times[prefix].append(done["seconds"])
+        chain_s, full_s = statistics.median(times["k-"]), statistics.median(times["kf-"])
+        self.s3_server.restart()
         result = {
             "size": column.label,
             "snapshots": length,
             "stored_bytes": stored,
             "full_bytes": full_bytes,
-            "restore_chain_s": restores["k-"],
-            "restore_full_s": restores["kf-"],
+            "restore_chain_s": chain_s,
+            "restore_full_s": full_s,
+            "restore_chain_samples": times["k-"],
+            "restore_full_samples": times["kf-"],
             "link_archive_s": links,
             "full_archive_s": full["seconds"],
         }
         log(
             f"{column.label} chain of {length}: {stored / full_bytes:.2f}x one full bundle, "
-            f"restore {restores['k-']:.2f} s vs {restores['kf-']:.2f} s"
+            f"restore {chain_s:.2f} s vs {full_s:.2f} s (medians of {restores})"
         )
         return result
 
@@ -380,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         served = work / "served"
         served.mkdir(exist_ok=True)
         git_url = stack.enter_context(git_http_server(served, work / "logs" / "git.log"))
-        s3 = stack.enter_context(s3_server(work / "logs" / "moto.log"))
+        s3_server = FreshS3(work / "logs" / "moto.log")
+        stack.callback(s3_server.stop)
+        s3 = s3_server.endpoint
         bootstrap = stack.enter_context(local_broker(work / "logs" / "broker.log"))
-        bench = Bench(work, s3, bootstrap)
+        bench = Bench(work, s3_server, bootstrap)
         repos = {}
         for size in dict.fromkeys(args.sizes + args.rtt_sizes):
             log(f"repository {size}: generating or reusing")
@@ -402,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         for column in columns:
             for number in range(args.runs):
                 samples += bench.round(column, number)
-        chains = [bench.chain(column, args.chain) for column in columns if not column.latency]
+        chains = [
+            bench.chain(column, args.chain, args.runs) for column in columns if not column.latency
+        ]
         injector = bench.injector(args.messages, git_url)
     results = report.Results(
         started=started,

@@ -141,24 +141,25 @@ def start_listening(
     raise AssertionError("unreachable")
 
 
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A server process in a session of its own, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
 @contextmanager
 def serving(
     command: Callable[[int], list[str]], log: Path, env: dict[str, str] | None = None
 ) -> Iterator[int]:
     """Run `command(port)` until the block ends; yields the port it listens on."""
-
-    def start(port: int) -> subprocess.Popen:
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                command(port),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-            )
-
-    proc, port = start_listening(start)
+    proc, port = start_listening(lambda port: spawn(command(port), log, env))
     try:
         yield port
     finally:
@@ -188,6 +189,28 @@ def git_http_server(
 @contextmanager
 def s3_server(log: Path) -> Iterator[str]:
     """Yields the endpoint of moto's S3 server mode: a real S3 protocol peer over HTTP."""
-    moto = str(Path(sys.executable).with_name("moto_server"))
-    with serving(lambda port: [moto, "-H", "127.0.0.1", "-p", str(port)], log) as port:
+    with serving(_moto, log) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+def _moto(port: int) -> list[str]:
+    return [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+
+
+class FreshS3:
+    """moto's S3 server on a port of its own, which `restart` replaces by a new, empty one on
+    the same port: no object, no bucket and no memory of what the last one held (moto keeps
+    everything in its process and answers slower the more it held)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.proc, self.port = start_listening(lambda port: spawn(_moto(port), log))
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def restart(self) -> None:
+        stop(self.proc)
+        self.proc = spawn(_moto(self.port), self.log)
+        wait_for_listener(self.proc, self.port)
+
+    def stop(self) -> None:
+        stop(self.proc)
