@@ -185,7 +185,7 @@ class Bench:
 
     def round(self, column: Column, number: int) -> list[dict]:
         """Every contender once. The S3 server is replaced by a fresh one after each but c and
-        e, so a, b, d and c each start on a new, empty server (moto slows down as it holds
+        e, so a, b, d, c and g each start on a new, empty server (moto slows down as it holds
         more objects, and stays slower after they are deleted: d, which followed b's 10,000
         PUTs and deletes on one server, uploaded 2-6 s slower than c); e and f follow c
         on its bucket, f after the one-file commit. g is f with a kept mirror, on its own
